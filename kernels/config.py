@@ -1,0 +1,77 @@
+"""Launch configuration: one frozen object instead of a long argument list."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+
+
+def _is_pow2(v: int) -> bool:
+    return v > 0 and v & (v - 1) == 0
+
+
+@dataclass(frozen=True)
+class TileConfig:
+    """Tiling of one stage (shrink or expand). BLOCK_M is shared and lives in MoeLoraConfig."""
+
+    block_n: int = 32
+    block_k: int = 32
+    group_size_m: int = 1
+    split_k: int = 1
+    num_warps: int = 4
+    num_stages: int = 2
+
+    def validate(self, stage: str) -> None:
+        for name in ("block_n", "block_k"):
+            v = getattr(self, name)
+            if not (_is_pow2(v) and 16 <= v <= 256):
+                raise ValueError(f"{stage}.{name}={v}: must be a power of two in [16, 256] (tl.dot needs >= 16)")
+        for name, lo, hi in (("group_size_m", 1, 64), ("split_k", 1, 64), ("num_stages", 1, 8)):
+            v = getattr(self, name)
+            if not (isinstance(v, int) and lo <= v <= hi):
+                raise ValueError(f"{stage}.{name}={v!r}: must be an int in [{lo}, {hi}]")
+        if self.num_warps not in (1, 2, 4, 8, 16):
+            raise ValueError(f"{stage}.num_warps={self.num_warps}: must be one of 1, 2, 4, 8, 16")
+
+
+@dataclass(frozen=True)
+class MoeLoraConfig:
+    """Everything a fused call needs besides tensors.
+
+    block_m is the align block size: every BLOCK_M group of sorted tokens belongs to one expert, so
+    shrink and expand must use the same value as align did.
+    """
+
+    block_m: int = 16
+    shrink: TileConfig = field(default_factory=TileConfig)
+    expand: TileConfig = field(default_factory=TileConfig)
+
+    def validate(self) -> None:
+        if not (_is_pow2(self.block_m) and 16 <= self.block_m <= 256):
+            raise ValueError(f"block_m={self.block_m}: must be a power of two in [16, 256]")
+        self.shrink.validate("shrink")
+        self.expand.validate("expand")
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "MoeLoraConfig":
+        return cls(block_m=d["block_m"], shrink=TileConfig(**d["shrink"]), expand=TileConfig(**d["expand"]))
+
+
+def default_config(num_routed: int, rank: int, k_dim: int, n_dim: int) -> MoeLoraConfig:
+    """Heuristic per shape, used when the caller passes no config.
+
+    Shrink is a skinny GEMM (output width R, reduction K): a wide BLOCK_K and split-K keep the GPU busy
+    when few token blocks exist. Expand has reduction R (small) and output N: wide BLOCK_N.
+    """
+    block_m = 16 if num_routed <= 256 else (32 if num_routed <= 2048 else 64)
+    r_block = min(max(16, 1 << (max(rank, 1) - 1).bit_length()), 64)
+    blocks_m = max(1, num_routed // block_m)
+    split_k = 1 if blocks_m >= 64 or k_dim < 512 else min(8, max(1, k_dim // 512))
+    shrink = TileConfig(block_n=r_block, block_k=128 if k_dim >= 128 else 32, group_size_m=8,
+                        split_k=split_k, num_warps=4, num_stages=3)
+    expand = TileConfig(block_n=128 if n_dim >= 128 else 32, block_k=r_block, group_size_m=8,
+                        split_k=1, num_warps=4, num_stages=3)
+    return MoeLoraConfig(block_m=block_m, shrink=shrink, expand=expand)

@@ -1,0 +1,124 @@
+"""Device code only: the grouped LoRA matmul used by both shrink and expand.
+
+The host layer (moe_lora.py) decides what x, w and out are for each stage:
+    shrink: x = activations,           w = lora_a[s] (L, E, R, K), out = intermediate (S, M*k, R) fp32
+    expand: x = intermediate[s] (fp32), w = lora_b[s] (L, E, N, R), out = out[..., offset:] (M, k, W')
+"""
+
+import triton
+import triton.language as tl
+
+
+@triton.jit(do_not_specialize=["num_routed", "num_pid_m"])
+def moe_lora_matmul_kernel(
+    # pointers
+    x_ptr,  # rows of the left operand, row r of slice s at x_ptr + s*stride_xs + r*stride_xm
+    w_table_ptr,  # (S,) int64 data_ptr()s of the per-slice weights, each (L, E, N, K)
+    w0_ptr,  # slice 0 of the weights: gives the table's element type
+    out_ptr,  # element (s, f // top_k, f % top_k, n); see stride_o*
+    topk_weights_ptr,  # (M, k) routed weights
+    sorted_ids_ptr,  # (L, >=P) flat routed indices, sentinel num_routed
+    expert_ids_ptr,  # (L, >=P/BLOCK_M) expert of each block, -1 unused
+    num_tokens_post_padded_ptr,  # (L,) used length of each slot row
+    slot_ids_ptr,  # (G,) slot handled by grid z, -1 = base model (skipped)
+    adapter_enabled_ptr,  # (L,) 0/1
+    # sizes
+    num_routed,  # M * k, also the padding sentinel
+    top_k,
+    N,  # output width of this stage (R for shrink, N for expand)
+    K,  # reduction length (K for shrink, R for expand)
+    num_pid_m,  # BLOCK_M blocks per slot row covered by the grid
+    # strides
+    stride_xs, stride_xm, stride_xk,
+    stride_wl, stride_we, stride_wn, stride_wk,
+    stride_os, stride_om, stride_oj, stride_on,
+    stride_twm, stride_twk,
+    stride_sorted_l, stride_expert_l,
+    # meta-parameters
+    ROW_DIV: tl.constexpr,  # x row of flat index f is f // ROW_DIV (k: per-token x, 1: per-routed x)
+    MUL_ROUTED_WEIGHT: tl.constexpr,
+    ACCUMULATE: tl.constexpr,  # out += result (expand) instead of out = result (shrink)
+    MASK_K: tl.constexpr,  # False only in the k-tail-unmasked mutant
+    UPCAST: tl.constexpr,  # dot in fp32 (bf16 under Triton's interpreter, whose bf16 dot is wrong)
+    DOT_PRECISION: tl.constexpr,  # "ieee" for fp32 inputs: no silent tf32
+    BLOCK_M: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    BLOCK_K: tl.constexpr,
+    GROUP_SIZE_M: tl.constexpr,
+    SPLIT_K: tl.constexpr,
+):
+    """Grid: (SPLIT_K * num_pid_m * cdiv(N, BLOCK_N), S, G).
+
+    With SPLIT_K > 1 every program adds its K-chunk with tl.atomic_add: out must hold zeros (shrink)
+    or the running output (expand) before the launch.
+    """
+    pid = tl.program_id(0)
+    pid_s = tl.program_id(1)
+    slot = tl.load(slot_ids_ptr + tl.program_id(2))
+    if slot < 0:
+        return
+    if tl.load(adapter_enabled_ptr + slot) == 0:
+        return
+
+    # split-K outermost, then a GROUP_SIZE_M-swizzled (m, n) tile
+    num_pid_n = tl.cdiv(N, BLOCK_N)
+    num_tiles = num_pid_m * num_pid_n
+    pid_sk = pid // num_tiles
+    pid_mn = pid % num_tiles
+    num_pid_in_group = GROUP_SIZE_M * num_pid_n
+    group_id = pid_mn // num_pid_in_group
+    first_pid_m = group_id * GROUP_SIZE_M
+    group_size_m = min(num_pid_m - first_pid_m, GROUP_SIZE_M)
+    pid_m = first_pid_m + ((pid_mn % num_pid_in_group) % group_size_m)
+    pid_n = (pid_mn % num_pid_in_group) // group_size_m
+
+    slot64 = slot.to(tl.int64)
+    if pid_m * BLOCK_M >= tl.load(num_tokens_post_padded_ptr + slot):
+        return
+    expert = tl.load(expert_ids_ptr + slot64 * stride_expert_l + pid_m)
+    if expert == -1:
+        return
+
+    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    offs_token = tl.load(sorted_ids_ptr + slot64 * stride_sorted_l + offs_m).to(tl.int64)
+    token_mask = offs_token < num_routed
+    offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    n_mask = offs_n < N
+    offs_k = pid_sk * BLOCK_K + tl.arange(0, BLOCK_K)
+
+    x_ptrs = x_ptr + pid_s * stride_xs + (offs_token // ROW_DIV)[:, None] * stride_xm + offs_k[None, :] * stride_xk
+    w_base = tl.load(w_table_ptr + pid_s).to(tl.pointer_type(w0_ptr.dtype.element_ty))
+    w_ptrs = (w_base + slot64 * stride_wl + expert.to(tl.int64) * stride_we
+              + offs_k[:, None] * stride_wk + offs_n[None, :] * stride_wn)
+
+    acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+    for kk in range(0, tl.cdiv(K, BLOCK_K * SPLIT_K)):
+        k_left = K - kk * BLOCK_K * SPLIT_K
+        if MASK_K:
+            a = tl.load(x_ptrs, mask=token_mask[:, None] & (offs_k[None, :] < k_left), other=0.0)
+            b = tl.load(w_ptrs, mask=(offs_k[:, None] < k_left) & n_mask[None, :], other=0.0)
+        else:
+            a = tl.load(x_ptrs, mask=token_mask[:, None], other=0.0)
+            b = tl.load(w_ptrs, mask=n_mask[None, :], other=0.0)
+        if UPCAST:
+            acc = tl.dot(a.to(tl.float32), b.to(tl.float32), acc=acc, input_precision="ieee")
+        else:
+            acc = tl.dot(a.to(b.dtype), b, acc=acc, input_precision=DOT_PRECISION)
+        x_ptrs += BLOCK_K * SPLIT_K * stride_xk
+        w_ptrs += BLOCK_K * SPLIT_K * stride_wk
+
+    token = offs_token // top_k
+    slot_j = offs_token % top_k
+    if MUL_ROUTED_WEIGHT:
+        rw = tl.load(topk_weights_ptr + token * stride_twm + slot_j * stride_twk, mask=token_mask, other=0.0)
+        acc = acc * rw.to(tl.float32)[:, None]
+    out_ptrs = (out_ptr + pid_s * stride_os + token[:, None] * stride_om + slot_j[:, None] * stride_oj
+                + offs_n[None, :] * stride_on)
+    out_mask = token_mask[:, None] & n_mask[None, :]
+    if SPLIT_K > 1:
+        tl.atomic_add(out_ptrs, acc.to(out_ptr.dtype.element_ty), mask=out_mask)
+    elif ACCUMULATE:
+        prev = tl.load(out_ptrs, mask=out_mask, other=0.0)
+        tl.store(out_ptrs, (prev.to(tl.float32) + acc).to(out_ptr.dtype.element_ty), mask=out_mask)
+    else:
+        tl.store(out_ptrs, acc.to(out_ptr.dtype.element_ty), mask=out_mask)

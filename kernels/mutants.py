@@ -1,0 +1,62 @@
+"""Seeded-bug variants of our kernels ("mutants"), one per known bug of this kernel family.
+
+A mutant is a Deviation: a set of switches, each read at the one place in the launch path where the
+buggy upstream code differed. The correct kernels run with NO_DEVIATION. Nothing here copies a kernel.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Deviation:
+    row_index_from_routed_weight: bool = False  # shrink row = f // (1 if mul_routed_weight else k)
+    expand_grid_ignores_split_k: bool = False  # expand grid not multiplied by SPLIT_K
+    slot_grid_short: bool = False  # slot axis of the grid one short of the slot list
+    unrounded_pad_stride: bool = False  # align and kernels disagree on P
+    ignore_adapter_enabled: bool = False  # disabled adapters treated as enabled
+    skip_intermediate_zeroing: bool = False  # split-K shrink accumulates into garbage
+    drop_k_mask: bool = False  # K-remainder mask dropped on loads
+    routed_weight_in_shrink: bool = False  # routed weight applied in shrink and again in expand
+
+
+NO_DEVIATION = Deviation()
+
+
+@dataclass(frozen=True)
+class Mutant:
+    id: str
+    deviation: Deviation
+    doc: str
+
+
+MUTANTS: dict[str, Mutant] = {m.id: m for m in (
+    Mutant("topk-row-index", Deviation(row_index_from_routed_weight=True),
+           "Shrink reads row f // 1 instead of f // k whenever mul_routed_weight is set, assuming that flag "
+           "implies the per-routed-token layout; on a per-token (M, K) input rows up to M*k-1 are read. "
+           "Upstream: sglang PR #19711 review."),
+    Mutant("expand-splitk-grid", Deviation(expand_grid_ignores_split_k=True),
+           "Expand honours SPLIT_K inside the kernel but its grid is not multiplied by SPLIT_K, so only "
+           "the first K-chunk of the reduction is computed. Upstream: sglang PR #19711 review; vLLM #32882 "
+           "pinned expand SPLIT_K to 1."),
+    Mutant("lora-grid-short", Deviation(slot_grid_short=True),
+           "The slot list holds -1 (base model) first and then every slot, but the grid's slot axis has "
+           "one program fewer: the last slot silently gets no delta. Upstream: vLLM #32277 (issue #32235)."),
+    Mutant("pad-size-mismatch", Deviation(unrounded_pad_stride=True),
+           "Align writes slot rows of length P = round_up(M*k + E*(BLOCK_M-1), BLOCK_M) while the kernels "
+           "stride the rows by the unrounded length: slots after the first read another slot's tokens. "
+           "Upstream: vLLM #27311."),
+    Mutant("disabled-adapter-written", Deviation(ignore_adapter_enabled=True),
+           "Tokens mapped to a disabled adapter still receive a delta. Upstream: vLLM "
+           "test_moe_lora_align_sum.py (disabled adapter case)."),
+    Mutant("splitk-unzeroed", Deviation(skip_intermediate_zeroing=True),
+           "Split-K shrink atomically accumulates into an intermediate that was never zeroed. Class of bug: "
+           "atomic accumulation needs a zero-initialised target."),
+    Mutant("k-tail-unmasked", Deviation(drop_k_mask=True),
+           "The K-remainder mask is dropped on loads: every row read runs past its end when K is not a "
+           "multiple of BLOCK_K*SPLIT_K. Class of bug."),
+    Mutant("routed-weight-twice", Deviation(routed_weight_in_shrink=True),
+           "The routed weight is applied in shrink and again in expand: a pure scale error that "
+           "cosine-similarity checks miss. Class of bug."),
+)}

@@ -1,0 +1,6 @@
+"""References for the fused MoE LoRA op: vectorised fp64 (fp64.py) and a naive loop (naive.py)."""
+
+from .fp64 import Fp64Result, moe_lora_fp64
+from .naive import moe_lora_naive
+
+__all__ = ["Fp64Result", "moe_lora_fp64", "moe_lora_naive"]

@@ -1,0 +1,36 @@
+"""Naive loop reference: one routed pair at a time, in numpy float64, straight from the contract.
+
+Deliberately shares nothing with reference/fp64.py (no grouping, no torch arithmetic) so that the
+two can check each other. Only for small cases: it loops in Python over every (token, slot, slice).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def moe_lora_naive(x, topk_ids, topk_weights, token_lora, adapter_enabled, lora_a, lora_b, *,
+                   mul_routed_weight: bool) -> np.ndarray:
+    """Return the delta as an (M, k, S, N) float64 array."""
+    ids = topk_ids.cpu().numpy()
+    m_count, k = ids.shape
+    xs = x.double().cpu().numpy()
+    per_routed = xs.shape[0] == m_count * k and k > 1
+    weights = topk_weights.double().cpu().numpy()
+    lanes = token_lora.cpu().numpy()
+    enabled = adapter_enabled.cpu().numpy()
+    a_all = [a.double().cpu().numpy() for a in lora_a]
+    b_all = [b.double().cpu().numpy() for b in lora_b]
+    n = b_all[0].shape[2]
+    out = np.zeros((m_count, k, len(a_all), n))
+    for m in range(m_count):
+        lane = int(lanes[m])
+        if lane < 0 or not enabled[lane]:
+            continue
+        for j in range(k):
+            e = int(ids[m, j])
+            row = xs[m * k + j] if per_routed else xs[m]
+            for s in range(len(a_all)):
+                d = b_all[s][lane, e] @ (a_all[s][lane, e] @ row)
+                out[m, j, s] = d * weights[m, j] if mul_routed_weight else d
+    return out
