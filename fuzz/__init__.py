@@ -1,0 +1,1 @@
+"""The fuzzer: cases, strategies, oracle, campaign runner, repro files, minimiser and CLI."""

@@ -1,0 +1,245 @@
+"""The knob space: a Case is one point of it plus a data seed, and this module owns its validity rules.
+
+Strategies (Hypothesis), the campaign's random source, the minimiser and JSON loading all go through
+`generate` and `Case.validate`, so a case that one of them accepts every other accepts too.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import random
+from dataclasses import dataclass, field
+from typing import Protocol, Sequence
+
+from kernels.config import MoeLoraConfig, TileConfig
+
+DTYPES = ("float16", "float32", "bfloat16")  # simplest first: fp16 is exact to check on every backend
+LAYOUTS = ("per_token", "per_routed")
+ROUTINGS = ("uniform", "distinct", "one_hot", "sparse")
+SLOTTINGS = ("random", "all_with_base", "no_base", "one_slot", "all_base")
+
+
+@dataclass(frozen=True)
+class Case:
+    seed: int = 0
+    dtype: str = "float16"
+    m: int = 1
+    top_k: int = 1
+    num_experts: int = 1
+    num_slots: int = 1
+    rank: int = 1  # R: padded rank of the buffers
+    real_rank: int = 1  # rows of A / columns of B beyond it are zero, as engines pad adapters
+    k_dim: int = 1
+    n_dim: int = 1
+    num_slices: int = 1
+    layout: str = "per_token"
+    mul_routed_weight: bool = False
+    offset: int = 0
+    extra_cols: int = 0
+    routing: str = "uniform"
+    slotting: str = "random"
+    disabled: tuple = ()  # slot ids with adapter_enabled = 0
+    strided: bool = False  # inputs and outputs are padded views, not contiguous tensors
+    align_slack: int = 0  # extra columns in the align buffers beyond P
+    config: MoeLoraConfig = field(default_factory=MoeLoraConfig)
+
+    # ---- validity -------------------------------------------------------------------------------
+    def validate(self, interpreter: bool = False) -> "Case":
+        """Raise ValueError naming the field and the rule; return self when valid."""
+        def need(ok: bool, name: str, rule: str) -> None:
+            if not ok:
+                raise ValueError(f"case.{name}: {rule} (got {getattr(self, name, None)!r})")
+
+        for name in ("seed", "m", "top_k", "num_experts", "num_slots", "rank", "real_rank", "k_dim", "n_dim",
+                     "num_slices", "offset", "extra_cols", "align_slack"):
+            need(type(getattr(self, name)) is int, name, "must be an int")
+        need(0 <= self.seed < 2**63, "seed", "must lie in [0, 2**63)")
+        need(self.dtype in DTYPES, "dtype", f"must be one of {DTYPES}")
+        need(0 <= self.m <= 1 << 16, "m", "must lie in [0, 65536]")
+        need(1 <= self.top_k <= 16, "top_k", "must lie in [1, 16]")
+        need(1 <= self.num_experts <= 512, "num_experts", "must lie in [1, 512]")
+        need(1 <= self.num_slots <= 64, "num_slots", "must lie in [1, 64]")
+        need(1 <= self.rank <= 256, "rank", "must lie in [1, 256]")
+        need(1 <= self.real_rank <= self.rank, "real_rank", "must lie in [1, rank]")
+        need(1 <= self.k_dim <= 16384, "k_dim", "must lie in [1, 16384]")
+        need(1 <= self.n_dim <= 16384, "n_dim", "must lie in [1, 16384]")
+        need(self.num_slices in (1, 2), "num_slices", "must be 1 or 2")
+        need(self.layout in LAYOUTS, "layout", f"must be one of {LAYOUTS}")
+        need(isinstance(self.mul_routed_weight, bool), "mul_routed_weight", "must be a bool")
+        need(isinstance(self.strided, bool), "strided", "must be a bool")
+        need(0 <= self.offset <= 1024, "offset", "must lie in [0, 1024]")
+        need(0 <= self.extra_cols <= 1024, "extra_cols", "must lie in [0, 1024]")
+        need(0 <= self.align_slack <= 1024, "align_slack", "must lie in [0, 1024]")
+        need(self.routing in ROUTINGS, "routing", f"must be one of {ROUTINGS}")
+        need(self.routing != "distinct" or self.top_k <= self.num_experts, "routing",
+             "'distinct' needs top_k <= num_experts")
+        need(self.slotting in SLOTTINGS, "slotting", f"must be one of {SLOTTINGS}")
+        need(isinstance(self.disabled, tuple) and all(type(d) is int and 0 <= d < self.num_slots
+                                                      for d in self.disabled)
+             and len(set(self.disabled)) == len(self.disabled), "disabled",
+             "must be distinct slot ids in [0, num_slots)")
+        need(isinstance(self.config, MoeLoraConfig), "config", "must be a MoeLoraConfig")
+        self.config.validate()
+        need(not (interpreter and self.dtype == "bfloat16" and self.config.expand.split_k > 1), "config",
+             "expand split_k > 1 with bfloat16 cannot run under Triton's interpreter (no bf16 atomic_add)")
+        return self
+
+    # ---- JSON ------------------------------------------------------------------------------------
+    def to_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        d["disabled"] = list(self.disabled)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Case":
+        """Build and validate; every problem is a ValueError naming the field."""
+        if not isinstance(d, dict):
+            raise ValueError(f"case: expected an object, got {type(d).__name__}")
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - names)
+        if unknown:
+            raise ValueError(f"case.{unknown[0]}: unknown field")
+        missing = sorted(names - set(d))
+        if missing:
+            raise ValueError(f"case.{missing[0]}: missing")
+        kw = dict(d)
+        if not isinstance(kw["disabled"], list):
+            raise ValueError("case.disabled: must be a list of slot ids")
+        kw["disabled"] = tuple(kw["disabled"])
+        kw["config"] = _config_from_dict(kw["config"])
+        return cls(**kw).validate()
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+    def replace(self, **changes) -> "Case":
+        return dataclasses.replace(self, **changes)
+
+    @property
+    def coarse_class(self) -> str:
+        """The part of a signature that comes from the case (DESIGN: dtype, layout, flags, split-K)."""
+        return (f"{self.dtype}|{self.layout}|mrw={int(self.mul_routed_weight)}"
+                f"|ssk={int(self.config.shrink.split_k > 1)}|esk={int(self.config.expand.split_k > 1)}")
+
+
+def _config_from_dict(d) -> MoeLoraConfig:
+    if not isinstance(d, dict):
+        raise ValueError("case.config: expected an object")
+    try:
+        for stage in ("shrink", "expand"):
+            sub = d.get(stage)
+            if not isinstance(sub, dict):
+                raise ValueError(f"case.config.{stage}: expected an object")
+            for k, v in sub.items():
+                if type(v) is not int:
+                    raise ValueError(f"case.config.{stage}.{k}: must be an int (got {v!r})")
+        if type(d.get("block_m")) is not int:
+            raise ValueError(f"case.config.block_m: must be an int (got {d.get('block_m')!r})")
+        cfg = MoeLoraConfig.from_dict(d)
+    except (TypeError, KeyError) as e:
+        raise ValueError(f"case.config: {e}") from None
+    try:
+        cfg.validate()
+    except ValueError as e:
+        raise ValueError(f"case.config.{e}") from None
+    return cfg
+
+
+# ---- generation ------------------------------------------------------------------------------------
+class Source(Protocol):
+    """Where choices come from: Hypothesis's `draw` in tests, a seeded random.Random in campaigns.
+
+    Every choice is written so that its smallest value / first option is the simplest, which is where
+    Hypothesis shrinks to.
+    """
+
+    def integer(self, lo: int, hi: int) -> int: ...
+    def choice(self, options: Sequence): ...
+    def flag(self) -> bool: ...
+
+
+class RandomSource:
+    """Deterministic source for campaigns; leans on the ends of every range like Hypothesis does."""
+
+    def __init__(self, seed: int):
+        self.rng = random.Random(seed)
+
+    def integer(self, lo: int, hi: int) -> int:
+        r = self.rng.random()
+        if r < 0.1:
+            return lo
+        if r < 0.2:
+            return hi
+        if r < 0.6 and hi > lo:  # log-uniform: small sizes are common, large ones still reached
+            return min(hi, lo + int(2 ** self.rng.uniform(0, (hi - lo + 1).bit_length())) - 1)
+        return self.rng.randint(lo, hi)
+
+    def choice(self, options: Sequence):
+        return options[self.rng.randrange(len(options))]
+
+    def flag(self) -> bool:
+        return self.rng.random() < 0.5
+
+
+@dataclass(frozen=True)
+class Sizes:
+    """Upper limits of a profile's shapes (the interpreter needs tiny ones)."""
+
+    m: int
+    top_k: int
+    experts: int
+    slots: int
+    rank: int
+    k_dim: int
+    n_dim: int
+    offset: int
+    blocks: tuple  # BLOCK_N / BLOCK_K choices
+    block_ms: tuple
+    split_k: int
+    warps: tuple
+    stages: tuple
+
+
+CPU_SIZES = Sizes(m=40, top_k=4, experts=8, slots=4, rank=40, k_dim=160, n_dim=72, offset=8,
+                  blocks=(16, 32, 64), block_ms=(16, 32), split_k=4, warps=(4,), stages=(2,))
+GPU_SIZES = Sizes(m=600, top_k=8, experts=64, slots=8, rank=72, k_dim=1100, n_dim=600, offset=64,
+                  blocks=(16, 32, 64, 128), block_ms=(16, 32, 64), split_k=8, warps=(2, 4, 8), stages=(1, 2, 3, 4))
+
+
+def generate(src: Source, sizes: Sizes, *, interpreter: bool, seed: int) -> Case:
+    """Draw one valid case; validity holds by construction (no rejection)."""
+    dtype = src.choice(DTYPES)
+    top_k = src.integer(1, sizes.top_k)
+    experts = src.integer(1, sizes.experts)
+    slots = src.integer(1, sizes.slots)
+    rank = src.integer(1, sizes.rank)
+    routings = ROUTINGS if top_k <= experts else tuple(r for r in ROUTINGS if r != "distinct")
+
+    k_dim, n_dim = src.integer(1, sizes.k_dim), src.integer(1, sizes.n_dim)
+
+    def block(dim: int):
+        """Half the time a block smaller than the dimension, so multi-tile loops and tails run."""
+        small = tuple(b for b in sizes.blocks if b < dim)
+        return src.choice(small) if small and src.flag() else src.choice(sizes.blocks)
+
+    def tile(out_dim: int, reduction: int, split: bool, expand: bool) -> TileConfig:
+        split_hi = 1 if (expand and interpreter and dtype == "bfloat16") else sizes.split_k
+        return TileConfig(block_n=block(out_dim), block_k=block(reduction), group_size_m=src.choice((1, 2, 4, 8)),
+                          split_k=src.integer(1, split_hi) if split else 1,
+                          num_warps=src.choice(sizes.warps), num_stages=src.choice(sizes.stages))
+
+    case = Case(
+        seed=seed, dtype=dtype, m=src.integer(1, sizes.m), top_k=top_k, num_experts=experts,
+        num_slots=slots, rank=rank, real_rank=src.integer(1, rank) if src.flag() else rank,
+        k_dim=k_dim, n_dim=n_dim, num_slices=src.integer(1, 2),
+        layout=src.choice(LAYOUTS), mul_routed_weight=src.flag(), offset=src.integer(0, sizes.offset),
+        extra_cols=src.integer(0, 4), routing=src.choice(routings), slotting=src.choice(SLOTTINGS),
+        disabled=tuple(s for s in range(slots) if src.integer(0, 3) == 3),
+        strided=src.flag(), align_slack=src.choice((0, 0, 16, 48)),
+        config=MoeLoraConfig(block_m=src.choice(sizes.block_ms), shrink=tile(rank, k_dim, src.flag(), False),
+                             expand=tile(n_dim, rank, src.flag(), True)),
+    )
+    if src.integer(0, 9) == 0:  # empty batch now and then
+        case = case.replace(m=0)
+    return case.validate(interpreter)

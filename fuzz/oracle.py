@@ -1,0 +1,300 @@
+"""The oracle: run one case through one implementation and judge it.
+
+Checks, in order (the first that fails names the verdict's kind):
+  reference-disagreement  the naive loop reference and the fp64 reference differ (small cases only):
+                          a bug in our references, reported apart from kernel bugs
+  exception               the implementation raised
+  oob-write               a guard margin of a written buffer changed, or an input buffer was written
+  untouched-changed       an element outside the delta's columns, or of a base-model / disabled pair,
+                          is not bitwise equal to its value before the call
+  nonfinite               NaN/Inf where the delta should be (inputs are always finite)
+  mismatch                |out - (out0 + delta64)| > bound (the error model below)
+  metamorphic             the same case under another kernel configuration, or with its tokens
+                          permuted, disagrees by more than twice the bound
+A nonfinite or mismatch verdict is then diagnosed by re-running the case:
+  oob-read                the output changes when only the inputs' guard margins change (NaN -> 3.0):
+                          the implementation reads outside its inputs
+  uninit-read             the output changes when only the workspace's initial contents change: it
+                          reads workspace it never wrote
+
+Error model (the bound). u = unit roundoff of the dtype (2^-11 fp16, 2^-8 bf16, 2^-24 fp32), v = 2^-22
+(fp32 accumulation, twice IEEE's 2^-24 to allow for tensor cores that truncate while aligning
+products). Inputs are exact in their dtype and products are exact in fp32, so for a delta element
+    d = w * sum_r B[n,r] * t_r,   t_r = sum_k A[r,k] x[k]
+the worst case of recursive fp32 summation gives
+    |d^ - d| <= (K+2) v F + (u_t + (R+2) v) G
+with F = |w| |B| (|A| |x|) and G = |w| |B| |t| computed from absolute values in fp64, and u_t the
+rounding of t to the weight dtype before the expand dot (u for fp16/bf16, 0 for fp32). Adding into
+`out` rounds once per expand split-K chunk and once more for each partial:
+    |out^ - out| <= |d^ - d| + 2 * SPLIT_K_expand * u * (|out0| + G) + tiny
+The oracle allows twice that (c = 2). The bound is rigorous for IEEE arithmetic, so correct kernels
+never exceed it; it is still tight enough that a scale error like a routed weight applied twice
+(|w - 1| |d| with w in [0.1, 0.9]) exceeds it on most elements.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+import traceback
+from dataclasses import asdict, dataclass, field
+
+import torch
+
+from reference import moe_lora_fp64, moe_lora_naive
+
+from .case import Case
+from .impls import Impl, is_ours, resolve
+from .tensors import Fill, Tensors, materialize
+
+SAFETY = 2.0
+ACC_UNIT = 2.0 ** -22
+UNIT = {torch.float16: 2.0 ** -11, torch.bfloat16: 2.0 ** -8, torch.float32: 2.0 ** -24}
+TINY = {torch.float16: 2.0 ** -24, torch.bfloat16: 2.0 ** -133, torch.float32: 2.0 ** -149}
+NAIVE_LIMIT = 400_000  # multiply-adds up to which the naive loop reference also runs
+DIAGNOSE_FILL = Fill(input_margin=3.0)
+KINDS = ("reference-disagreement", "exception", "crash", "oob-write", "oob-read", "uninit-read",
+         "untouched-changed", "nonfinite", "mismatch", "metamorphic")
+
+
+@dataclass(frozen=True)
+class Verdict:
+    kind: str  # "pass" or one of KINDS
+    impl: str
+    signature: str
+    message: str = ""
+    max_ratio: float = 0.0  # worst |error| / bound over the delta's elements
+    worst: list = field(default_factory=list)  # up to 5 elements: index, got, expected, bound
+    seconds: float = 0.0
+
+    @property
+    def failed(self) -> bool:
+        return self.kind != "pass"
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def signature(kind: str, impl: str, case: Case) -> str:
+    """What "the same failure" means everywhere: kind, implementation and the case's coarse class."""
+    return f"{kind}|{impl}|{case.coarse_class}"
+
+
+@dataclass
+class _Run:
+    t: Tensors
+    before: list
+    error: BaseException | None
+
+    @property
+    def after(self) -> list:
+        return [g.base for g in self.t.guarded]
+
+
+def _execute(case: Case, impl: Impl, device, fill: Fill) -> _Run:
+    t = materialize(case, device, fill)
+    before = t.snapshot()
+    try:
+        impl(t)
+        if t.out.is_cuda:
+            torch.cuda.synchronize(t.out.device)
+        err = None
+    except Exception as e:  # the implementation's failure is a verdict, not ours
+        err = e
+    return _Run(t, before, err)
+
+
+def _bits(a: torch.Tensor) -> torch.Tensor:
+    if a.is_floating_point():
+        return a.view({2: torch.int16, 4: torch.int32, 8: torch.int64}[a.element_size()])
+    return a
+
+
+def _same_bits(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    return _bits(a) == _bits(b)
+
+
+@dataclass
+class _Expected:
+    """The reference's view of `out` after the call, with the bound, in fp64."""
+
+    out0: torch.Tensor  # (M, k, W) before the call
+    value: torch.Tensor  # (M, k, W) fp64 expected
+    bound: torch.Tensor  # (M, k, W) fp64; only meaningful where touched
+    touched: torch.Tensor  # (M, k, W) bool: elements that receive a delta
+
+
+def _expect(case: Case, run: _Run) -> tuple[_Expected, str | None]:
+    t = run.t
+    out_idx = next(i for i, g in enumerate(t.guarded) if g.name == "out")
+    g = t.guarded[out_idx]
+    out0 = torch.as_strided(run.before[out_idx], t.out.shape, t.out.stride(),
+                            t.out.storage_offset() - g.base.storage_offset())
+    kw = dict(mul_routed_weight=case.mul_routed_weight)
+    args = (t.x, t.topk_ids, t.topk_weights, t.token_lora, t.adapter_enabled, t.lora_a, t.lora_b)
+    ref = moe_lora_fp64(*args, **kw)
+    disagreement = None
+    work = case.m * case.top_k * case.num_slices * case.rank * (case.k_dim + case.n_dim)
+    if work <= NAIVE_LIMIT:
+        naive = torch.from_numpy(moe_lora_naive(*args, **kw)).to(ref.delta.device)
+        gap = (naive - ref.delta).abs()
+        if bool((gap > 1e-9 * (ref.mag_full + 1e-30)).any()):
+            disagreement = f"naive and fp64 references differ by up to {gap.max().item():.3e}"
+    dt = t.out.dtype
+    u = UNIT[dt]
+    u_t = 0.0 if dt == torch.float32 else u
+    m, k = case.m, case.top_k
+    width = case.num_slices * case.n_dim
+    cols = slice(case.offset, case.offset + width)
+    out0_64 = out0.double()
+    value = out0_64.clone()
+    value[:, :, cols] += ref.delta.reshape(m, k, width)
+    err_delta = ((case.k_dim + 2) * ACC_UNIT * ref.mag_full
+                 + (u_t + (case.rank + 2) * ACC_UNIT) * ref.mag_mid).reshape(m, k, width)
+    bound = torch.zeros_like(value)
+    sk = case.config.expand.split_k
+    bound[:, :, cols] = SAFETY * (err_delta + 2 * sk * u * (out0_64[:, :, cols].abs()
+                                                          + ref.mag_mid.reshape(m, k, width)) + 4 * TINY[dt])
+    touched = torch.zeros(value.shape, dtype=torch.bool, device=value.device)
+    touched[:, :, cols] = ref.active[:, :, None]
+    return _Expected(out0, value, bound, touched), disagreement
+
+
+def _worst(got: torch.Tensor, exp: _Expected, ratio: torch.Tensor, n: int = 5) -> list:
+    flat = torch.nan_to_num(ratio, nan=math.inf).reshape(-1)
+    top = torch.topk(flat, min(n, flat.numel())).indices.tolist()
+    shape = exp.value.shape
+    rows = []
+    for i in top:
+        idx = []
+        for d in reversed(shape):
+            idx.append(i % d)
+            i //= d
+        idx = tuple(reversed(idx))
+        rows.append({"index": list(idx), "got": float(got[idx]), "expected": float(exp.value[idx]),
+                     "before": float(exp.out0[idx]), "bound": float(exp.bound[idx])})
+    return rows
+
+
+def _judge(case: Case, run: _Run, exp: _Expected) -> tuple[str, str, float, list]:
+    """(kind, message, max_ratio, worst) of one finished run; kind "pass" when all checks hold."""
+    t = run.t
+    for g, b, a in zip(t.guarded, run.before, run.after):
+        if g.is_input:
+            changed = ~_same_bits(a, b)
+            if bool(changed.any()):
+                return "oob-write", f"input {g.name}: {int(changed.sum())} elements written", 0.0, []
+        else:
+            changed = ~_same_bits(a, b) & g.guard_mask()
+            if bool(changed.any()):
+                return "oob-write", f"{g.name}: {int(changed.sum())} guard elements written", 0.0, []
+    if case.m == 0:
+        return "pass", "", 0.0, []
+    got = t.out.double()
+    untouched_bad = ~exp.touched & ~_same_bits(t.out, exp.out0)
+    if bool(untouched_bad.any()):
+        ratio = untouched_bad.double() * math.inf
+        return ("untouched-changed", f"{int(untouched_bad.sum())} elements outside the delta changed "
+                "(other columns, base-model or disabled pairs)", math.inf, _worst(got, exp, ratio))
+    err = (got - exp.value).abs()
+    ratio = torch.where(exp.touched, err / exp.bound, torch.zeros_like(err))
+    nonfinite = exp.touched & ~torch.isfinite(got)
+    max_ratio = float(torch.nan_to_num(ratio, nan=math.inf).max()) if ratio.numel() else 0.0
+    if bool(nonfinite.any()):
+        return "nonfinite", f"{int(nonfinite.sum())} delta elements are NaN/Inf", math.inf, _worst(got, exp, ratio)
+    bad = ratio > 1
+    if bool(bad.any()):
+        return ("mismatch", f"{int(bad.sum())} of {int(exp.touched.sum())} delta elements exceed the bound "
+                f"(worst {max_ratio:.3g}x)", max_ratio, _worst(got, exp, ratio))
+    return "pass", "", max_ratio, []
+
+
+def _outputs_differ(a: _Run, b: _Run, exp: _Expected) -> bool:
+    if a.error is not None or b.error is not None:
+        return (a.error is None) != (b.error is None)
+    x, y = a.t.out.double(), b.t.out.double()
+    nan_differs = torch.isnan(x) != torch.isnan(y)
+    gap = torch.nan_to_num((x - y).abs(), nan=0.0) > exp.bound
+    return bool((nan_differs | gap).any())
+
+
+def _diagnose(case: Case, impl: Impl, device, primary: _Run, exp: _Expected, kind: str) -> tuple[str, str]:
+    """Tell an out-of-bounds read or a read of unwritten workspace from a plain wrong result."""
+    finite_margins = _execute(case, impl, device, DIAGNOSE_FILL)
+    if _outputs_differ(primary, finite_margins, exp):
+        return "oob-read", "output depends on the contents of the inputs' guard margins"
+    zero_poison = _execute(case, impl, device, Fill(input_margin=DIAGNOSE_FILL.input_margin, workspace_poison=0.0))
+    if _outputs_differ(finite_margins, zero_poison, exp):
+        return "uninit-read", "output depends on the workspace's initial contents"
+    return kind, ""
+
+
+def _twin_cases(case: Case) -> list[Case]:
+    """Same data, another configuration: block sizes and split-K change the kernel's arithmetic path."""
+    cfg = case.config
+    flipped = type(cfg)(block_m=16 if cfg.block_m != 16 else 32,
+                        shrink=type(cfg.shrink)(block_n=16, block_k=16, split_k=1 if cfg.shrink.split_k > 1 else 2),
+                        expand=type(cfg.expand)(block_n=16, block_k=16, split_k=1))
+    return [case.replace(config=flipped)]
+
+
+def _permuted_run(case: Case, impl: Impl, device) -> tuple[_Run, torch.Tensor]:
+    """Run the case with its tokens permuted; returns the run and the permutation."""
+    t = materialize(case, device)
+    perm = torch.randperm(case.m, generator=torch.Generator().manual_seed(case.seed ^ 0x5EED)).to(t.out.device)
+    k = case.top_k
+    if case.layout == "per_routed":
+        t.x = t.x.reshape(case.m, k, case.k_dim)[perm].reshape(case.m * k, case.k_dim)
+    else:
+        t.x = t.x[perm]
+    t.topk_ids, t.topk_weights, t.token_lora = t.topk_ids[perm], t.topk_weights[perm], t.token_lora[perm]
+    t.out = t.out[perm]
+    before = t.snapshot()
+    try:
+        impl(t)
+        err = None
+    except Exception as e:
+        err = e
+    return _Run(t, before, err), perm
+
+
+def _metamorphic(case: Case, impl_name: str, impl: Impl, device, primary: _Run, exp: _Expected) -> str:
+    got = primary.t.out.double()
+    for twin in (_twin_cases(case) if is_ours(impl_name) else []):
+        run = _execute(twin, impl, device, Fill())
+        if run.error is None and _outputs_differ(primary, run, exp):
+            return f"another configuration ({twin.config}) disagrees beyond 2x the bound"
+    run, perm = _permuted_run(case, impl, device)
+    if run.error is None:
+        gap = (run.t.out.double() - got[perm]).abs()
+        if bool((torch.nan_to_num(gap, nan=math.inf) > 2 * exp.bound[perm]).any()):
+            return "permuting the tokens does not permute the output"
+    return ""
+
+
+def check(case: Case, impl_name: str, device="cpu", *, metamorphic: bool = False, impl: Impl | None = None) -> Verdict:
+    """Judge `impl_name` on `case`. Never raises for a failure of the implementation."""
+    start = time.perf_counter()
+    impl = impl or resolve(impl_name)
+
+    def verdict(kind: str, message: str = "", ratio: float = 0.0, worst=()) -> Verdict:
+        return Verdict(kind, impl_name, signature(kind, impl_name, case) if kind != "pass" else "", message,
+                       ratio, list(worst), time.perf_counter() - start)
+
+    primary = _execute(case, impl, device, Fill())
+    exp, disagreement = _expect(case, primary)
+    if disagreement:
+        return verdict("reference-disagreement", disagreement)
+    if primary.error is not None:
+        e = primary.error
+        tb = traceback.extract_tb(e.__traceback__)[-1]
+        return verdict("exception", f"{type(e).__name__}: {e} (at {tb.filename}:{tb.lineno})")
+    kind, message, ratio, worst = _judge(case, primary, exp)
+    if kind in ("nonfinite", "mismatch"):
+        kind, why = _diagnose(case, impl, device, primary, exp, kind)
+        message = f"{message}; {why}" if why else message
+    if kind == "pass" and metamorphic and case.m > 0:
+        why = _metamorphic(case, impl_name, impl, device, primary, exp)
+        if why:
+            return verdict("metamorphic", why, ratio)
+    return verdict(kind, message, ratio, worst)

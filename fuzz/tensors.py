@@ -1,0 +1,185 @@
+"""Materialise a Case into tensors, each a view inside a guarded allocation.
+
+Inputs live inside buffers whose margins (and stride padding) hold NaN, so an out-of-bounds read turns
+into a NaN (or, re-run with another fill, a changed value) in the output. Buffers the kernels write have
+margins holding a sentinel, so an out-of-bounds write shows as a changed margin. The interior of the
+workspace (intermediate) starts poisoned, so reading what was never written is visible too.
+
+All data comes from one torch.Generator seeded by the case on the CPU and is then moved to the device:
+the same case gives bitwise identical inputs on every machine.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import torch
+
+from kernels.align import AlignBuffers, padded_length
+
+from .case import Case
+
+TORCH_DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
+OUT_SENTINEL = -7.25  # exactly representable in every dtype, unlikely as a result
+INT_SENTINEL = -(2**30) + 7
+
+
+@dataclass(frozen=True)
+class Fill:
+    """What guard margins and the workspace interior hold; the oracle re-runs with others to diagnose."""
+
+    input_margin: float = math.nan
+    workspace_poison: float = math.nan
+
+
+@dataclass
+class Guarded:
+    """A view into a larger allocation; everything of `base` outside the view is the guard."""
+
+    name: str
+    base: torch.Tensor  # flat
+    view: torch.Tensor
+    is_input: bool
+
+    def guard_mask(self) -> torch.Tensor:
+        inside = torch.zeros(self.base.numel(), dtype=torch.bool, device=self.base.device)
+        idx = torch.arange(self.base.numel(), device=self.base.device)
+        inside[torch.as_strided(idx, self.view.shape, self.view.stride(),
+                                self.view.storage_offset() - self.base.storage_offset()).reshape(-1)] = True
+        return ~inside
+
+
+@dataclass
+class Tensors:
+    case: Case
+    x: torch.Tensor
+    topk_ids: torch.Tensor
+    topk_weights: torch.Tensor
+    token_lora: torch.Tensor
+    adapter_enabled: torch.Tensor
+    lora_a: list
+    lora_b: list
+    out: torch.Tensor
+    intermediate: torch.Tensor
+    align: AlignBuffers
+    guarded: list = field(default_factory=list)
+
+    def op_kwargs(self) -> dict:
+        """The op's arguments by their SPEC §2 names: what every implementation receives."""
+        return dict(out=self.out, x=self.x, topk_ids=self.topk_ids, topk_weights=self.topk_weights,
+                    token_lora=self.token_lora, adapter_enabled=self.adapter_enabled, lora_a=self.lora_a,
+                    lora_b=self.lora_b, mul_routed_weight=self.case.mul_routed_weight, offset=self.case.offset,
+                    layout=self.case.layout)
+
+    def snapshot(self) -> list:
+        return [g.base.clone() for g in self.guarded]
+
+
+def _signed(gen: torch.Generator, shape, scale: float, dtype: torch.dtype) -> torch.Tensor:
+    """Signed normal values with no exact zeros after rounding to dtype."""
+    v = (torch.randn(shape, generator=gen, dtype=torch.float64) * scale).to(dtype)
+    tiny = torch.tensor(scale / 64, dtype=dtype)
+    return torch.where(v == 0, tiny, v)
+
+
+def _routing(case: Case, gen: torch.Generator) -> torch.Tensor:
+    m, k, e = case.m, case.top_k, case.num_experts
+    if case.routing == "distinct":
+        return torch.argsort(torch.rand((m, e), generator=gen), dim=1)[:, :k].to(torch.int32)
+    if case.routing == "one_hot":
+        return torch.full((m, k), int(torch.randint(e, (1,), generator=gen)), dtype=torch.int32)
+    if case.routing == "sparse":  # few hot experts, the rest empty
+        hot = torch.randperm(e, generator=gen)[: max(1, e // 4)]
+        return hot[torch.randint(len(hot), (m, k), generator=gen)].to(torch.int32)
+    return torch.randint(e, (m, k), generator=gen, dtype=torch.int32)  # duplicates within a token allowed
+
+
+def _slots(case: Case, gen: torch.Generator) -> torch.Tensor:
+    m, L = case.m, case.num_slots
+    if case.slotting == "all_base":
+        return torch.full((m,), -1, dtype=torch.int32)
+    if case.slotting == "one_slot":
+        return torch.full((m,), int(torch.randint(L, (1,), generator=gen)), dtype=torch.int32)
+    lo = 0 if case.slotting == "no_base" else -1
+    lanes = torch.randint(lo, L, (m,), generator=gen, dtype=torch.int32)
+    if case.slotting == "all_with_base":  # -1 and every slot present, in shuffled positions
+        fixed = torch.arange(-1, L, dtype=torch.int32)[: m]
+        pos = torch.randperm(m, generator=gen)[: fixed.numel()]
+        lanes[pos] = fixed
+    return lanes
+
+
+class _Allocator:
+    def __init__(self, case: Case, device, fill: Fill):
+        self.case, self.device, self.fill = case, torch.device(device), fill
+        self.guarded: list[Guarded] = []
+
+    def place(self, name: str, data: torch.Tensor, *, is_input: bool, guard_value=None) -> torch.Tensor:
+        """Copy `data` into a guarded allocation; returns the view. Strided cases pad the last dim."""
+        shape = tuple(data.shape)
+        pad = 3 if (self.case.strided and data.dim() >= 2) else 0
+        padded = shape[:-1] + (shape[-1] + pad,) if shape else shape
+        inner = max(1, math.prod(padded))
+        # wide enough that a row index running up to k times past the end (topk-row-index) stays inside
+        margin = inner * max(2, self.case.top_k) + 64
+        if guard_value is None:
+            guard_value = self.fill.input_margin if data.is_floating_point() else INT_SENTINEL
+        base = torch.full((margin + inner + margin,), guard_value, dtype=data.dtype, device=self.device)
+        view = base[margin: margin + math.prod(padded)].view(padded)
+        if pad:
+            view = view[..., : shape[-1]]
+        view.copy_(data.to(self.device))
+        self.guarded.append(Guarded(name, base, view, is_input))
+        return view
+
+
+def materialize(case: Case, device="cpu", fill: Fill = Fill()) -> Tensors:
+    c = case
+    dt = TORCH_DTYPES[c.dtype]
+    gen = torch.Generator().manual_seed(c.seed)
+    m, k, L, E, R = c.m, c.top_k, c.num_slots, c.num_experts, c.rank
+    rows = m * k if c.layout == "per_routed" else m
+    alloc = _Allocator(c, device, fill)
+    put = alloc.place
+
+    # data scaled so that t = A x and d = B t are O(1): every bound term stays comparable
+    x = _signed(gen, (rows, c.k_dim), 1.0, dt)
+    rank_mask = (torch.arange(R) < c.real_rank)
+    lora_a, lora_b = [], []
+    for s in range(c.num_slices):
+        a = _signed(gen, (L, E, R, c.k_dim), c.k_dim ** -0.5, dt) * rank_mask[:, None].to(dt)
+        b = _signed(gen, (L, E, c.n_dim, R), c.real_rank ** -0.5, dt) * rank_mask.to(dt)
+        lora_a.append(put(f"lora_a[{s}]", a, is_input=True))
+        lora_b.append(put(f"lora_b[{s}]", b, is_input=True))
+    weights = (torch.rand((m, k), generator=gen, dtype=torch.float64) * 0.8 + 0.1).to(dt)  # never 0 or 1
+    enabled = torch.ones(L, dtype=torch.int32)
+    enabled[list(c.disabled)] = 0
+    width = c.offset + c.num_slices * c.n_dim + c.extra_cols
+    out0 = _signed(gen, (m, k, width), 0.5, dt)
+    tensors = Tensors(
+        case=c,
+        x=put("x", x, is_input=True),
+        topk_ids=put("topk_ids", _routing(c, gen), is_input=True),
+        topk_weights=put("topk_weights", weights, is_input=True),
+        token_lora=put("token_lora", _slots(c, gen), is_input=True),
+        adapter_enabled=put("adapter_enabled", enabled, is_input=True),
+        lora_a=lora_a, lora_b=lora_b,
+        out=put("out", out0, is_input=False, guard_value=OUT_SENTINEL),
+        intermediate=put("intermediate", torch.full((c.num_slices, m * k, R), fill.workspace_poison),
+                         is_input=False, guard_value=OUT_SENTINEL),
+        align=_align_buffers(c, alloc),
+    )
+    tensors.guarded = alloc.guarded
+    return tensors
+
+
+def _align_buffers(c: Case, alloc: _Allocator) -> AlignBuffers:
+    bm = c.config.block_m
+    p = padded_length(c.m * c.top_k, c.num_experts, bm) + c.align_slack * bm
+    poison = torch.full((c.num_slots, p), INT_SENTINEL, dtype=torch.int32)
+    sorted_ids = alloc.place("sorted_token_ids", poison, is_input=False, guard_value=INT_SENTINEL)
+    expert_ids = alloc.place("expert_ids", poison[:, : p // bm].clone(), is_input=False, guard_value=INT_SENTINEL)
+    ntp = alloc.place("num_tokens_post_padded", torch.full((c.num_slots,), INT_SENTINEL, dtype=torch.int32),
+                      is_input=False, guard_value=INT_SENTINEL)
+    return AlignBuffers(sorted_ids, expert_ids, ntp)
