@@ -44,6 +44,7 @@ import torch
 from reference import moe_lora_fp64, moe_lora_naive
 
 from .case import Case
+from .coverage import data_features
 from .impls import Impl, is_ours, resolve
 from .tensors import Fill, Tensors, materialize
 
@@ -66,6 +67,7 @@ class Verdict:
     max_ratio: float = 0.0  # worst |error| / bound over the delta's elements
     worst: list = field(default_factory=list)  # up to 5 elements: index, got, expected, bound
     seconds: float = 0.0
+    features: list = field(default_factory=list)  # data-dependent edges the case hit (fuzz.coverage)
 
     @property
     def failed(self) -> bool:
@@ -279,9 +281,11 @@ def check(case: Case, impl_name: str, device="cpu", *, metamorphic: bool = False
 
     def verdict(kind: str, message: str = "", ratio: float = 0.0, worst=()) -> Verdict:
         return Verdict(kind, impl_name, signature(kind, impl_name, case) if kind != "pass" else "", message,
-                       ratio, list(worst), time.perf_counter() - start)
+                       ratio, list(worst), time.perf_counter() - start, edges)
 
     primary = _execute(case, impl, device, Fill())
+    t = primary.t
+    edges = data_features(t.topk_ids, t.token_lora, t.adapter_enabled, case.num_experts, case.num_slots)
     exp, disagreement = _expect(case, primary)
     if disagreement:
         return verdict("reference-disagreement", disagreement)
