@@ -36,6 +36,7 @@ class CampaignConfig:
     profile: str = "premerge"
     shard: tuple = (0, 1)  # (index, count)
     metamorphic_every: int = 4  # run the metamorphic twins on every Nth case (0: never)
+    stop_after: int | None = None  # stop after this many distinct findings (benchmarks, quality tests)
     quiet: bool = False
 
     @property
@@ -65,6 +66,11 @@ def _worker_main(conn, device: str, impl_name: str) -> None:
         if msg is None:
             return
         case = Case.from_dict(msg["case"])
+        if msg.get("mode") == "upstream":
+            from .upstream_style import upstream_check
+            ok, why = upstream_check(case, impl, device)
+            conn.send({"verdict": {"kind": "pass" if ok else "mismatch", "message": why}})
+            continue
         v = check(case, impl_name, device, metamorphic=msg["metamorphic"], impl=impl)
         conn.send({"verdict": v.to_dict()})
 
@@ -96,9 +102,9 @@ class Worker:
             self.proc.join(5)
             raise WorkerDied(f"worker process died (exit code {self.proc.exitcode})") from None
 
-    def run(self, case: Case, metamorphic: bool, timeout: float) -> dict:
+    def run(self, case: Case, metamorphic: bool, timeout: float, mode: str = "fuzz") -> dict:
         try:
-            self.conn.send({"case": case.to_dict(), "metamorphic": metamorphic})
+            self.conn.send({"case": case.to_dict(), "metamorphic": metamorphic, "mode": mode})
         except (BrokenPipeError, ConnectionError):
             raise WorkerDied("worker process died before the case") from None
         return self._recv(timeout)["verdict"]
@@ -149,7 +155,8 @@ def run_campaign(cfg: CampaignConfig) -> Report:
     index = cfg.shard[0]
     last_print = 0.0
     try:
-        while time.monotonic() < deadline and (cfg.max_cases is None or report.cases < cfg.max_cases):
+        while (time.monotonic() < deadline and (cfg.max_cases is None or report.cases < cfg.max_cases)
+               and (cfg.stop_after is None or len(report.findings) < cfg.stop_after)):
             case = case_for(cfg, index)
             meta = cfg.metamorphic_every > 0 and (index // cfg.shard[1]) % cfg.metamorphic_every == 0
             left = deadline - time.monotonic()

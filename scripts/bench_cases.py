@@ -1,0 +1,78 @@
+"""Cases per second of the fuzz loop on tiny shapes, and where the time goes.
+
+    python scripts/bench_cases.py [--device cpu|cuda] [--cases N]
+
+Runs the oracle in-process (no worker) on the campaign's case stream restricted to tiny shapes, timing
+each phase: materialise (inputs and guard bands), implementation (align + kernels), references (fp64,
+plus naive on small cases), judging.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from collections import defaultdict
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+TINY = dict(m=16, top_k=2, experts=4, slots=2, rank=16, k_dim=64, n_dim=48)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    p.add_argument("--cases", type=int, default=None)
+    a = p.parse_args()
+    import torch
+    device = a.device if a.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
+    if device == "cpu":
+        os.environ["TRITON_INTERPRET"] = "1"
+    import dataclasses
+
+    from fuzz import oracle
+    from fuzz.case import CPU_SIZES, RandomSource, generate
+    sizes = dataclasses.replace(CPU_SIZES, **TINY, blocks=(16, 32), block_ms=(16,), split_k=2)
+    n = a.cases or (30 if device == "cpu" else 600)
+    spent = defaultdict(float)
+
+    def timed(name, fn):
+        def wrapper(*args, **kw):
+            t0 = time.perf_counter()
+            try:
+                return fn(*args, **kw)
+            finally:
+                if device == "cuda":
+                    torch.cuda.synchronize()
+                spent[name] += time.perf_counter() - t0
+        return wrapper
+
+    oracle.materialize = timed("materialise", oracle.materialize)
+    oracle.moe_lora_fp64 = timed("reference fp64", oracle.moe_lora_fp64)
+    oracle.moe_lora_naive = timed("reference naive", oracle.moe_lora_naive)
+    oracle._judge = timed("judge", oracle._judge)
+    impl = oracle.resolve("ours")
+    impl_timed = timed("implementation", impl)
+    cases = [generate(RandomSource(i), sizes, interpreter=device == "cpu", seed=i) for i in range(n)]
+    for c in cases[:20]:  # warm-up: compile every configuration once
+        oracle.check(c, "ours", device, impl=impl)
+    spent.clear()
+    t0 = time.perf_counter()
+    fails = 0
+    for c in cases:
+        fails += oracle.check(c, "ours", device, impl=impl_timed).failed
+    wall = time.perf_counter() - t0
+    name = torch.cuda.get_device_name() if device == "cuda" else "CPU (Triton interpreter)"
+    print(f"## fuzz loop on {name}: {n} tiny cases (M<=16, K<=64, N<=48, R<=16), {fails} failures")
+    print(f"cases/s: {n / wall:.1f}  ({1000 * wall / n:.2f} ms per case)\n")
+    print("| phase | ms per case | share |\n|---|---|---|")
+    for k, v in sorted(spent.items(), key=lambda kv: -kv[1]):
+        print(f"| {k} | {1000 * v / n:.2f} | {100 * v / wall:.0f}% |")
+    other = wall - sum(spent.values())
+    print(f"| other (oracle bookkeeping) | {1000 * other / n:.2f} | {100 * other / wall:.0f}% |")
+
+
+if __name__ == "__main__":
+    main()

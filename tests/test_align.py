@@ -1,0 +1,49 @@
+"""Invariants of moe_lora_align_block_size."""
+
+import pytest
+import torch
+
+from fuzz.tensors import materialize
+from kernels import moe_lora_align_block_size, padded_length
+from tests.cases import EDGES
+
+
+@pytest.mark.parametrize("case", EDGES)
+@pytest.mark.parametrize("block_m", [16, 32])
+def test_align_invariants(case, block_m):
+    t = materialize(case, "cpu")
+    m, k, E, L = case.m, case.top_k, case.num_experts, case.num_slots
+    buf = moe_lora_align_block_size(t.topk_ids, t.token_lora, E, L, block_m)
+    p = padded_length(m * k, E, block_m)
+    assert buf.sorted_token_ids.shape == (L, p) and p % block_m == 0
+    assert buf.expert_ids.shape == (L, p // block_m)
+    lanes = t.token_lora.long().repeat_interleave(k)
+    experts = t.topk_ids.reshape(-1).long()
+    for slot in range(L):
+        ntp = int(buf.num_tokens_post_padded[slot])
+        row = buf.sorted_token_ids[slot]
+        want = sorted(torch.nonzero(lanes == slot).flatten().tolist())
+        assert ntp % block_m == 0 and ntp <= p
+        assert (ntp == 0) == (len(want) == 0)  # an empty slot uses no blocks
+        got = row[:ntp]
+        real = got[got < m * k].tolist()
+        assert sorted(real) == want  # every routed pair of this slot exactly once
+        assert bool((row[ntp:] == m * k).all())  # padding is the sentinel
+        blocks = buf.expert_ids[slot]
+        assert bool((blocks[ntp // block_m:] == -1).all())
+        for b in range(ntp // block_m):
+            ids = got[b * block_m:(b + 1) * block_m]
+            ids = ids[ids < m * k].long()
+            assert len(ids) > 0  # no block is padding only
+            assert bool((experts[ids] == int(blocks[b])).all())  # one expert per block
+        counts = torch.bincount(experts[lanes == slot], minlength=E)
+        assert ntp == int(((counts + block_m - 1) // block_m * block_m).sum())
+
+
+def test_align_into_oversized_buffers_keeps_the_slack():
+    case = EDGES[0].values[0].replace(align_slack=2)
+    t = materialize(case, "cpu")
+    buf = moe_lora_align_block_size(t.topk_ids, t.token_lora, case.num_experts, case.num_slots, 16, t.align)
+    p = padded_length(case.m * case.top_k, case.num_experts, 16)
+    assert buf is t.align
+    assert bool((buf.sorted_token_ids[:, p:] != case.m * case.top_k).all())  # beyond P: untouched poison

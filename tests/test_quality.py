@@ -1,0 +1,45 @@
+"""Quality: every seeded bug is found by a pre-merge-sized campaign, with a kind that matches its
+mechanism, and the correct kernels pass the very same campaign (Hypothesis's tests/quality idea)."""
+
+import pytest
+
+from fuzz.runner import CampaignConfig, run_campaign
+from kernels import MUTANTS
+
+# What the oracle must call each bug: the mechanism, not just "something differs".
+EXPECTED_KIND = {
+    "topk-row-index": {"oob-read"},  # rows past the end of an (M, K) input
+    "expand-splitk-grid": {"mismatch"},  # part of the reduction missing
+    "lora-grid-short": {"mismatch"},  # a slot's delta missing
+    "pad-size-mismatch": {"mismatch", "crash"},  # another slot's (or poisoned) token ids
+    "disabled-adapter-written": {"untouched-changed"},  # a delta where none may be
+    "splitk-unzeroed": {"uninit-read"},  # output depends on the workspace's old contents
+    "k-tail-unmasked": {"oob-read"},  # reads past the end of every row
+    "routed-weight-twice": {"mismatch"},  # a pure scale error
+}
+CASE_BUDGET = 60  # cases, far below the 60 s CLI campaign on CPU
+
+
+def test_every_mutant_has_an_expectation():
+    assert set(EXPECTED_KIND) == set(MUTANTS)
+
+
+@pytest.mark.quality
+@pytest.mark.parametrize("mutant", sorted(MUTANTS))
+def test_campaign_finds_mutant(mutant, device, tmp_path):
+    cfg = CampaignConfig(impl=f"mutant:{mutant}", device=device, budget=600, max_cases=CASE_BUDGET, seed=0,
+                         out=tmp_path, stop_after=3, quiet=True)
+    report = run_campaign(cfg)
+    kinds = {f["kind"] for f in report.findings.values()}
+    assert report.findings, f"{mutant}: no finding in {report.cases} cases"
+    assert kinds & EXPECTED_KIND[mutant], f"{mutant}: found {kinds}, expected one of {EXPECTED_KIND[mutant]}"
+    for f in report.findings.values():  # each finding left a repro file
+        assert (tmp_path / f["repro"].split("/")[-1]).is_file()
+
+
+@pytest.mark.quality
+def test_correct_kernels_pass_the_same_campaign(device, tmp_path):
+    cfg = CampaignConfig(impl="ours", device=device, budget=600, max_cases=40, seed=0, out=tmp_path, quiet=True)
+    report = run_campaign(cfg)
+    assert report.cases == 40
+    assert not report.findings, report.findings
