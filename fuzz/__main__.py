@@ -75,6 +75,8 @@ def cmd_run(a) -> int:
     if a.seed < 0:
         _fail("--seed: must be >= 0")
     shard = _shard(a.shard)
+    if a.out.exists() and not a.out.is_dir():
+        _fail(f"--out {a.out}: exists and is not a directory")
     device = _device(a.device)
     from .runner import CampaignConfig, run_campaign
     cfg = CampaignConfig(impl=a.impl, device=device, budget=a.budget, max_cases=a.max_cases, seed=a.seed,
@@ -100,14 +102,24 @@ def _load(path: Path):
     try:
         return load(path)
     except ReproError as e:
-        _fail(f"{path}: {e}")
+        _fail(str(e))
 
 
-def cmd_replay(a) -> int:
+def _replay_target(a):
+    """The repro, device and implementation of a replay/minimise command, refused early if unusable."""
     repro = _load(a.file)
     device = _device(a.device or repro.device)
     impl = a.impl or repro.impl
+    try:
+        repro.case.validate(interpreter=device == "cpu")
+    except ValueError as e:
+        _fail(f"{a.file}: cannot run on {device}: {e}")
     _check_impl(impl)
+    return repro, device, impl
+
+
+def cmd_replay(a) -> int:
+    repro, device, impl = _replay_target(a)
     if a.sanitize:
         return _sanitized(a, device, impl)
     from .runner import CASE_TIMEOUT_S, Worker, WorkerDied
@@ -143,10 +155,7 @@ def _sanitized(a, device: str, impl: str) -> int:
 
 
 def cmd_minimize(a) -> int:
-    repro = _load(a.file)
-    device = _device(a.device or repro.device)
-    impl = a.impl or repro.impl
-    _check_impl(impl)
+    repro, device, impl = _replay_target(a)
     from .minimize import describe, minimize
     from .oracle import signature
     from .repro import Repro, save

@@ -127,22 +127,11 @@ def _config_from_dict(d) -> MoeLoraConfig:
     if not isinstance(d, dict):
         raise ValueError("case.config: expected an object")
     try:
-        for stage in ("shrink", "expand"):
-            sub = d.get(stage)
-            if not isinstance(sub, dict):
-                raise ValueError(f"case.config.{stage}: expected an object")
-            for k, v in sub.items():
-                if type(v) is not int:
-                    raise ValueError(f"case.config.{stage}.{k}: must be an int (got {v!r})")
-        if type(d.get("block_m")) is not int:
-            raise ValueError(f"case.config.block_m: must be an int (got {d.get('block_m')!r})")
         cfg = MoeLoraConfig.from_dict(d)
-    except (TypeError, KeyError) as e:
-        raise ValueError(f"case.config: {e}") from None
-    try:
         cfg.validate()
-    except ValueError as e:
-        raise ValueError(f"case.config.{e}") from None
+    except (ValueError, TypeError) as e:
+        msg = str(e)
+        raise ValueError(f"case.config{msg if msg.startswith(':') else '.' + msg}") from None
     return cfg
 
 

@@ -52,7 +52,7 @@ def _load_external(spec: str) -> Callable:
             path = Path(target).resolve()
             if not path.is_file():
                 raise ImplError(f"--impl {spec!r}: file {target} not found")
-            mod_name = f"_fuzz_impl_{path.stem}"
+            mod_name = f"_fuzz_impl_{abs(hash(str(path))):x}_{path.stem}"  # distinct per file path
             loader_spec = importlib.util.spec_from_file_location(mod_name, path)
             module = importlib.util.module_from_spec(loader_spec)
             sys.modules[mod_name] = module

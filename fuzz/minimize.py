@@ -20,7 +20,7 @@ from .case import DTYPES, LAYOUTS, ROUTINGS, SLOTTINGS, Case
 
 SIZE_FLOORS = {"m": 1, "top_k": 1, "num_experts": 1, "num_slots": 1, "rank": 1, "real_rank": 1, "k_dim": 1,
                "n_dim": 1, "offset": 0, "extra_cols": 0, "align_slack": 0, "num_slices": 1}
-TILE_SIMPLEST = {"split_k": 1, "group_size_m": 1, "block_n": 16, "block_k": 16, "num_warps": 4, "num_stages": 2}
+TILE_SIMPLEST = dataclasses.asdict(TileConfig())  # "simplest" tile = the default one, field by field
 
 
 @dataclass(frozen=True)
@@ -61,8 +61,8 @@ def candidates(c: Case) -> Iterator[Case]:
     if c.config != default:
         yield c.replace(config=default)
     cfg = c.config
-    if cfg.block_m != 16:
-        yield c.replace(config=dataclasses.replace(cfg, block_m=16))
+    if cfg.block_m != default.block_m:
+        yield c.replace(config=dataclasses.replace(cfg, block_m=default.block_m))
     for stage in ("shrink", "expand"):
         tile: TileConfig = getattr(cfg, stage)
         for fieldname, simplest in TILE_SIMPLEST.items():
@@ -78,11 +78,15 @@ def minimize(case: Case, still_fails: Callable[[Case], bool], *, budget: float =
     start = time.monotonic()
     steps = tries = 0
     current = case
+    seen = {case}  # every candidate is tried once: the walk cannot cycle
     while True:
         improved = False
         for cand in candidates(current):
             if time.monotonic() - start > budget:
                 return MinimizeResult(current, steps, tries, False, time.monotonic() - start)
+            if cand in seen:
+                continue
+            seen.add(cand)
             try:
                 cand.validate(interpreter)
             except ValueError:

@@ -85,12 +85,17 @@ def _verdict(d) -> Verdict:
     worst = d.get("worst", [])
     if not isinstance(worst, list):
         raise ReproError("verdict.worst: wrong type")
-    ratio = d.get("max_ratio", 0.0)
-    if not isinstance(ratio, (int, float)) or isinstance(ratio, bool):
-        raise ReproError("verdict.max_ratio: wrong type")
+    numbers = {}
+    for name in ("max_ratio", "seconds"):
+        v = d.get(name, 0.0)
+        if not isinstance(v, (int, float)) or isinstance(v, bool):
+            raise ReproError(f"verdict.{name}: wrong type {type(v).__name__}, expected a number")
+        numbers[name] = float(v)
+    features = d.get("features", [])
+    if not (isinstance(features, list) and all(isinstance(f, str) for f in features)):
+        raise ReproError("verdict.features: expected a list of strings")
     return Verdict(kind, _field(d, "impl", str, "verdict."), _field(d, "signature", str, "verdict."),
-                   str(d.get("message", "")), float(ratio), worst, float(d.get("seconds", 0.0) or 0.0),
-                   list(d.get("features", [])))
+                   str(d.get("message", "")), numbers["max_ratio"], worst, numbers["seconds"], features)
 
 
 def parse(text: str) -> Repro:
@@ -98,12 +103,14 @@ def parse(text: str) -> Repro:
         d = json.loads(text)
     except json.JSONDecodeError as e:
         raise ReproError(f"not valid JSON (truncated?): {e}") from None
+    except RecursionError:
+        raise ReproError("not a repro file: JSON nested too deeply") from None
     if not isinstance(d, dict):
         raise ReproError("top level: expected a JSON object")
     if d.get("schema") != SCHEMA:
         raise ReproError(f"schema: expected {SCHEMA!r}, got {d.get('schema')!r}")
     version = d.get("version")
-    if version != VERSION:
+    if type(version) is not int or version != VERSION:
         raise ReproError(f"version: unsupported schema version {version!r} (this build reads {VERSION})")
     impl = _field(d, "impl", str)
     device = _field(d, "device", str)
@@ -120,10 +127,12 @@ def parse(text: str) -> Repro:
 
 
 def load(path) -> Repro:
+    """Parse a repro file; every error names the file and then the field."""
     try:
-        text = Path(path).read_text()
+        return parse(Path(path).read_text())
     except OSError as e:
         raise ReproError(f"{path}: cannot read ({e.strerror})") from None
     except UnicodeDecodeError:
         raise ReproError(f"{path}: not a text file") from None
-    return parse(text)
+    except ReproError as e:
+        raise ReproError(f"{path}: {e}") from None

@@ -91,7 +91,8 @@ class Worker:
         first = self._recv(600.0)
         if "fatal" in first:
             self.close()
-            raise SystemExit(first["fatal"])
+            from .impls import ImplError
+            raise ImplError(first["fatal"])
 
     def _recv(self, timeout: float) -> dict:
         if not self.conn.poll(timeout):

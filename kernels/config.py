@@ -6,8 +6,12 @@ import dataclasses
 from dataclasses import dataclass, field
 
 
-def _is_pow2(v: int) -> bool:
-    return v > 0 and v & (v - 1) == 0
+def _is_int(v) -> bool:
+    return type(v) is int  # bool and float are refused: a config is a set of exact integers
+
+
+def _is_pow2(v) -> bool:
+    return _is_int(v) and v > 0 and v & (v - 1) == 0
 
 
 @dataclass(frozen=True)
@@ -22,15 +26,18 @@ class TileConfig:
     num_stages: int = 2
 
     def validate(self, stage: str) -> None:
+        for f in dataclasses.fields(self):
+            if not _is_int(getattr(self, f.name)):
+                raise ValueError(f"{stage}.{f.name}: must be an int (got {getattr(self, f.name)!r})")
         for name in ("block_n", "block_k"):
             v = getattr(self, name)
             if not (_is_pow2(v) and 16 <= v <= 256):
                 raise ValueError(f"{stage}.{name}={v}: must be a power of two in [16, 256] (tl.dot needs >= 16)")
         for name, lo, hi in (("group_size_m", 1, 64), ("split_k", 1, 64), ("num_stages", 1, 8)):
             v = getattr(self, name)
-            if not (isinstance(v, int) and lo <= v <= hi):
+            if not (_is_int(v) and lo <= v <= hi):
                 raise ValueError(f"{stage}.{name}={v!r}: must be an int in [{lo}, {hi}]")
-        if self.num_warps not in (1, 2, 4, 8, 16):
+        if not (_is_int(self.num_warps) and self.num_warps in (1, 2, 4, 8, 16)):
             raise ValueError(f"{stage}.num_warps={self.num_warps}: must be one of 1, 2, 4, 8, 16")
 
 
@@ -47,6 +54,11 @@ class MoeLoraConfig:
     expand: TileConfig = field(default_factory=TileConfig)
 
     def validate(self) -> None:
+        for stage in ("shrink", "expand"):
+            if not isinstance(getattr(self, stage), TileConfig):
+                raise TypeError(f"{stage}: expected a TileConfig, got {type(getattr(self, stage)).__name__}")
+        if not _is_int(self.block_m):
+            raise ValueError(f"block_m: must be an int (got {self.block_m!r})")
         if not (_is_pow2(self.block_m) and 16 <= self.block_m <= 256):
             raise ValueError(f"block_m={self.block_m}: must be a power of two in [16, 256]")
         self.shrink.validate("shrink")
@@ -57,6 +69,14 @@ class MoeLoraConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> "MoeLoraConfig":
+        """Strict: every field present, no unknown ones (a repro file must say exactly what ran)."""
+        names = {f.name for f in dataclasses.fields(TileConfig)}
+        if set(d) != {"block_m", "shrink", "expand"}:
+            raise ValueError(f": fields must be block_m, shrink, expand (got {sorted(d)})")
+        for stage in ("shrink", "expand"):
+            if not isinstance(d[stage], dict) or set(d[stage]) != names:
+                got = sorted(d[stage]) if isinstance(d[stage], dict) else type(d[stage]).__name__
+                raise ValueError(f"{stage}: must be an object with exactly the fields {sorted(names)} (got {got})")
         return cls(block_m=d["block_m"], shrink=TileConfig(**d["shrink"]), expand=TileConfig(**d["expand"]))
 
 

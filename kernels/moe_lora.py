@@ -124,7 +124,7 @@ def prepare(out, x, topk_ids, topk_weights, token_lora, adapter_enabled, lora_a:
         _need(layout is not None, f"x: {x.shape[0]} rows; expected M={m} (per_token) or M*k={m * top_k} (per_routed)")
     _need(layout in LAYOUTS, f"layout: {layout!r} is not one of {LAYOUTS}")
     _need(x.shape[0] == rows[layout], f"x: {x.shape[0]} rows but layout {layout!r} needs {rows[layout]}")
-    _need(isinstance(offset, int) and offset >= 0, f"offset: must be an int >= 0, got {offset!r}")
+    _need(type(offset) is int and offset >= 0, f"offset: must be an int >= 0, got {offset!r}")
     _tensor("out", out, 3, (x.dtype,), dev)
     width = offset + len(lora_a) * n_dim
     _need(out.shape[:2] == (m, top_k) and out.shape[2] >= width,
@@ -223,6 +223,8 @@ def _check_workspace(call: MoeLoraCall, ws: Workspace, block_m: int) -> None:
         _tensor("workspace.intermediate", t, 3, (torch.float32,), call.x.device)
         _need(tuple(t.shape) == shape, f"workspace.intermediate: shape {tuple(t.shape)} != (S, M*k, R) = {shape}")
     a = ws.align
+    _need(a is None or isinstance(a, AlignBuffers),
+          f"workspace.align: expected kernels.AlignBuffers, got {type(a).__name__}", TypeError)
     if a is not None:
         p = padded_length(call.num_routed, call.num_experts, block_m)
         for name, buf, width in (("sorted_token_ids", a.sorted_token_ids, p),
@@ -257,7 +259,8 @@ def fused_moe_lora(out, x, topk_ids, topk_weights, token_lora, adapter_enabled, 
     if config is None:
         config = default_config(call.num_routed, call.rank, call.k_dim, call.n_dim)
     check_config(call, config)
-    ws = workspace or Workspace()
+    ws = Workspace() if workspace is None else workspace
+    _need(isinstance(ws, Workspace), f"workspace: expected kernels.Workspace, got {type(ws).__name__}", TypeError)
     _check_workspace(call, ws, config.block_m)
     if call.m == 0:
         return out

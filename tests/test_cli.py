@@ -1,0 +1,96 @@
+"""The command line: `python -m fuzz list` and `run`'s usage errors (exit 2, one `error:` line) and a tiny
+real campaign on the CPU (exit 0, report.json)."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from kernels import MUTANTS
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _fuzz(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "fuzz", *args], cwd=ROOT, capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def _detail(proc: subprocess.CompletedProcess) -> str:
+    return f"exit {proc.returncode}\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
+
+
+def _assert_usage_error(proc: subprocess.CompletedProcess, match: str) -> None:
+    assert proc.returncode == 2, _detail(proc)
+    lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error:"), _detail(proc)
+    assert "Traceback" not in proc.stderr, _detail(proc)
+    assert re.search(match, lines[0]), _detail(proc)
+
+
+def test_list_prints_ours_and_every_mutant():
+    proc = _fuzz("list")
+    assert proc.returncode == 0, _detail(proc)
+    lines = proc.stdout.split()
+    assert lines[0] == "ours"
+    expected = {"ours"} | {f"mutant:{m}" for m in MUTANTS}
+    assert expected <= set(lines), sorted(expected - set(lines))
+    assert len(MUTANTS) >= 1
+
+
+@pytest.mark.parametrize("args, match", [
+    pytest.param(["--shard", "3/2"], r"^error: --shard '3/2': needs n >= 1 and 0 <= i < n", id="shard-3-of-2"),
+    pytest.param(["--shard", "0/0"], r"^error: --shard '0/0'", id="shard-0-of-0"),
+    pytest.param(["--shard=-1/2"], r"^error: --shard '-1/2'", id="shard-negative"),
+    pytest.param(["--shard", "half"], r"^error: --shard 'half': expected i/n", id="shard-not-i-n"),
+    pytest.param(["--budget", "0"], r"^error: --budget: must be > 0", id="budget-0"),
+    pytest.param(["--budget", "-5"], r"^error: --budget: must be > 0", id="budget-negative"),
+    pytest.param(["--max-cases", "0"], r"^error: --max-cases: must be >= 1", id="max-cases-0"),
+    pytest.param(["--seed", "-1"], r"^error: --seed: must be >= 0", id="seed-negative"),
+    pytest.param(["--impl", "mutant:nope"], r"^error: --impl 'mutant:nope': unknown mutant", id="impl-unknown-mutant"),
+    pytest.param(["--impl", "no_such_module_xyz:fn"], r"^error: --impl 'no_such_module_xyz:fn': cannot import",
+                 id="impl-missing-module"),
+])
+def test_run_usage_errors_exit_2(tmp_path, args, match):
+    out = tmp_path / "out"
+    proc = _fuzz("run", "--device", "cpu", "--out", str(out), *args)
+    _assert_usage_error(proc, match)
+    assert not out.exists()  # refused before the campaign started
+    assert proc.stdout == ""
+
+
+def test_run_out_is_a_file_exits_2(tmp_path):
+    """--out naming an existing file is a usage error: one `error:` line naming --out, not a traceback."""
+    out = tmp_path / "report-here"
+    out.write_text("not a directory\n")
+    proc = _fuzz("run", "--device", "cpu", "--max-cases", "1", "--out", str(out))
+    _assert_usage_error(proc, r"--out|report-here")
+
+
+def test_bad_subcommand_exits_2():
+    proc = _fuzz("frobnicate")
+    assert proc.returncode == 2, _detail(proc)
+    assert "error:" in proc.stderr and "Traceback" not in proc.stderr, _detail(proc)
+
+
+def test_run_three_cases_on_cpu(tmp_path):
+    out = tmp_path / "campaign"
+    proc = _fuzz("run", "--device", "cpu", "--max-cases", "3", "--out", str(out))
+    assert proc.returncode == 0, _detail(proc)
+    assert "Traceback" not in proc.stderr, _detail(proc)
+    assert proc.stdout.startswith("3 cases, 0 distinct findings"), _detail(proc)
+    report = json.loads((out / "report.json").read_text())
+    assert report["cases"] == 3
+    for key in ("kinds", "findings", "coverage"):
+        assert key in report, sorted(report)
+    assert sum(report["kinds"].values()) == 3
+    assert report["kinds"].get("pass") == 3
+    assert report["findings"] == [] and report["distinct_findings"] == 0
+    assert report["impl"] == "ours" and report["device"] == "cpu" and report["shard"] == [0, 1]
+    assert isinstance(report["coverage"], dict) and report["coverage"]
+    assert not list(out.glob("repro-*.json"))
