@@ -188,12 +188,34 @@ class Sizes:
     split_k: int
     warps: tuple
     stages: tuple
+    config_pool: tuple = ()  # when set, configs come from this list: compiled kernels get reused
+
+
+def _pool() -> tuple:
+    """A bounded set of GPU configurations: every block size, split-K on both stages, warps and stages,
+    grouped ordering, each appearing in several combinations."""
+    rows = [  # block_m, shrink (n, k, group, split, warps, stages), expand (n, k, group, split, warps, stages)
+        (16, (16, 16, 1, 1, 4, 2), (16, 16, 1, 1, 4, 2)),
+        (16, (16, 64, 8, 4, 4, 3), (64, 16, 8, 1, 4, 3)),
+        (16, (32, 128, 1, 8, 4, 4), (128, 16, 1, 2, 4, 2)),
+        (16, (16, 32, 4, 3, 2, 1), (32, 32, 4, 3, 2, 1)),
+        (32, (32, 32, 8, 1, 4, 2), (64, 32, 8, 1, 4, 2)),
+        (32, (16, 128, 1, 2, 8, 3), (128, 16, 2, 1, 8, 3)),
+        (32, (64, 64, 2, 1, 4, 4), (32, 64, 2, 2, 4, 4)),
+        (32, (16, 16, 8, 5, 2, 2), (16, 16, 8, 1, 2, 2)),
+        (64, (16, 64, 8, 1, 4, 3), (128, 16, 8, 1, 4, 3)),
+        (64, (32, 128, 4, 2, 8, 2), (64, 32, 4, 2, 8, 2)),
+        (64, (64, 32, 1, 1, 4, 1), (16, 64, 1, 1, 4, 1)),
+        (64, (128, 16, 2, 4, 8, 4), (128, 128, 2, 1, 8, 4)),
+    ]
+    return tuple(MoeLoraConfig(block_m=bm, shrink=TileConfig(*s), expand=TileConfig(*e)) for bm, s, e in rows)
 
 
 CPU_SIZES = Sizes(m=40, top_k=4, experts=8, slots=4, rank=40, k_dim=160, n_dim=72, offset=8,
                   blocks=(16, 32, 64), block_ms=(16, 32), split_k=4, warps=(4,), stages=(2,))
 GPU_SIZES = Sizes(m=600, top_k=8, experts=64, slots=8, rank=72, k_dim=1100, n_dim=600, offset=64,
-                  blocks=(16, 32, 64, 128), block_ms=(16, 32, 64), split_k=8, warps=(2, 4, 8), stages=(1, 2, 3, 4))
+                  blocks=(16, 32, 64, 128), block_ms=(16, 32, 64), split_k=8, warps=(2, 4, 8), stages=(1, 2, 3, 4),
+                  config_pool=_pool())
 
 
 def generate(src: Source, sizes: Sizes, *, interpreter: bool, seed: int) -> Case:
@@ -226,8 +248,9 @@ def generate(src: Source, sizes: Sizes, *, interpreter: bool, seed: int) -> Case
         extra_cols=src.integer(0, 4), routing=src.choice(routings), slotting=src.choice(SLOTTINGS),
         disabled=tuple(s for s in range(slots) if src.integer(0, 3) == 3),
         strided=src.flag(), align_slack=src.choice((0, 0, 1, 3)),
-        config=MoeLoraConfig(block_m=src.choice(sizes.block_ms), shrink=tile(rank, k_dim, src.flag(), False),
-                             expand=tile(n_dim, rank, src.flag(), True)),
+        config=(src.choice(sizes.config_pool) if sizes.config_pool else
+                MoeLoraConfig(block_m=src.choice(sizes.block_ms), shrink=tile(rank, k_dim, src.flag(), False),
+                              expand=tile(n_dim, rank, src.flag(), True))),
     )
     if src.integer(0, 9) == 0:  # empty batch now and then
         case = case.replace(m=0)

@@ -1,6 +1,7 @@
 """moe_lora_align_block_size: per LoRA slot, group routed tokens by expert and pad to BLOCK_M.
 
-Runs as a handful of vectorised torch ops on the tensors' own device (no host loop, no sync).
+A fixed sequence of vectorised torch ops on the tensors' own device with no data-dependent shapes:
+no host synchronisation, so it can be captured in a CUDA graph with the kernels.
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ def moe_lora_align_block_size(topk_ids: torch.Tensor, token_lora: torch.Tensor, 
 
     Within a slot, expert groups appear in expert order and tokens in flat-index order inside a group.
     Tokens with slot -1 are left out; tokens of disabled adapters are kept (the kernels skip them).
-    Buffers may be wider than P; only the first P columns of each row are defined.
+    Buffers may be wider than P; only the first P columns of each row are written.
     """
     m, k = topk_ids.shape
     device = topk_ids.device
@@ -46,37 +47,31 @@ def moe_lora_align_block_size(topk_ids: torch.Tensor, token_lora: torch.Tensor, 
     p = padded_length(num_routed, num_experts, block_m)
     if buffers is None:
         buffers = alloc_align(num_slots, num_routed, num_experts, block_m, device)
-    sorted_ids, expert_ids, ntp = buffers.sorted_token_ids, buffers.expert_ids, buffers.num_tokens_post_padded
-    sorted_ids[:, :p].fill_(num_routed)
-    expert_ids[:, : p // block_m].fill_(-1)
-
-    slot = token_lora.long().repeat_interleave(k)  # (M*k,)
-    expert = topk_ids.reshape(-1).long()
-    keep = slot >= 0
-    flat = torch.arange(num_routed, device=device)[keep]
-    slot, expert = slot[keep], expert[keep]
     groups = num_slots * num_experts
-    key = slot * num_experts + expert
-    counts = torch.bincount(key, minlength=groups)  # (L*E,)
-    padded = (counts + block_m - 1) // block_m * block_m
-    padded_2d = padded.view(num_slots, num_experts)
-    ntp.copy_(padded_2d.sum(1).to(torch.int32))
-    # start of each (slot, expert) group inside its slot row
-    group_start = (torch.cumsum(padded_2d, 1) - padded_2d).reshape(-1)
+    slot = token_lora.long().repeat_interleave(k)  # (M*k,)
+    # base-model pairs go to an extra group `groups`, sorted last and written to a trash cell
+    key = torch.where(slot >= 0, slot * num_experts + topk_ids.reshape(-1).long(), groups)
+    counts = torch.zeros(groups + 1, dtype=torch.long, device=device).scatter_add_(0, key, torch.ones_like(key))
+    padded = ((counts[:groups] + block_m - 1) // block_m * block_m).view(num_slots, num_experts)
+    buffers.num_tokens_post_padded.copy_(padded.sum(1))
+    group_start = (torch.cumsum(padded, 1) - padded).reshape(-1)  # column of each group in its slot row
 
     order = torch.argsort(key, stable=True)  # stable: flat-index order inside a group
     key_sorted = key[order]
     first_of_group = torch.cumsum(counts, 0) - counts
-    rank = torch.arange(order.numel(), device=device) - first_of_group[key_sorted]
-    col = group_start[key_sorted] + rank
-    row = key_sorted // num_experts
-    sorted_ids[row, col] = flat[order].to(torch.int32)
+    rank = torch.arange(num_routed, device=device) - first_of_group[key_sorted]
+    real = key_sorted < groups
+    safe_key = key_sorted.clamp(max=groups - 1)
+    lin = (safe_key // num_experts) * p + group_start[safe_key] + rank
+    lin = torch.where(real, lin, num_slots * p)  # the trash cell
+    rows = torch.full((num_slots * p + 1,), num_routed, dtype=torch.int32, device=device)
+    rows.index_put_((lin,), order.to(torch.int32))
+    buffers.sorted_token_ids[:, :p].copy_(rows[:-1].view(num_slots, p))
 
-    # one expert id per BLOCK_M block of each nonempty group
-    nblocks = padded // block_m  # (L*E,)
-    gid = torch.repeat_interleave(torch.arange(groups, device=device), nblocks)
-    block_first = torch.cumsum(nblocks, 0) - nblocks
-    block_in_group = torch.arange(gid.numel(), device=device) - block_first[gid]
-    block_col = group_start[gid] // block_m + block_in_group
-    expert_ids[gid // num_experts, block_col] = (gid % num_experts).to(torch.int32)
+    # block b of slot l belongs to the first expert whose cumulative block count exceeds b
+    nblocks = padded // block_m  # (L, E)
+    block = torch.arange(p // block_m, device=device).expand(num_slots, -1).contiguous()
+    expert = torch.searchsorted(torch.cumsum(nblocks, 1), block, right=True)
+    used = block < nblocks.sum(1, keepdim=True)
+    buffers.expert_ids[:, : p // block_m].copy_(torch.where(used, expert, -1))
     return buffers

@@ -148,8 +148,25 @@ def check_config(call: MoeLoraCall, config: MoeLoraConfig) -> None:
           "use split_k = 1 on CPU")
 
 
+_CONSTANTS: dict = {}
+
+
+def _cached(key, make) -> torch.Tensor:
+    """Small device constants (pointer tables, slot lists) built once: no host-to-device copy per call,
+    so a call can be captured in a CUDA graph after its first run. Keys hold plain addresses and sizes;
+    a table of addresses stays correct whatever later lives at those addresses."""
+    t = _CONSTANTS.get(key)
+    if t is None:
+        if len(_CONSTANTS) > 4096:
+            _CONSTANTS.clear()
+        t = _CONSTANTS[key] = make()
+    return t
+
+
 def _pointer_table(ws: tuple) -> torch.Tensor:
-    return torch.tensor([w.data_ptr() for w in ws], dtype=torch.int64, device=ws[0].device)
+    ptrs = tuple(w.data_ptr() for w in ws)
+    dev = ws[0].device
+    return _cached(("ptrs", str(dev), ptrs), lambda: torch.tensor(ptrs, dtype=torch.int64, device=dev))
 
 
 def _launch(call: MoeLoraCall, stage: str, x, x_strides, weights, out, out_strides, align: AlignBuffers,
@@ -240,8 +257,9 @@ def _check_workspace(call: MoeLoraCall, ws: Workspace, block_m: int) -> None:
 
 
 def default_slot_ids(num_slots: int, device) -> torch.Tensor:
-    """The slot list in upstream order: -1 (base model) first, then every slot."""
-    return torch.arange(-1, num_slots, dtype=torch.int32, device=device)
+    """The slot list in upstream order: -1 (base model) first, then every slot. Read-only (cached)."""
+    return _cached(("slots", str(device), num_slots),
+                   lambda: torch.arange(-1, num_slots, dtype=torch.int32, device=device))
 
 
 def fused_moe_lora(out, x, topk_ids, topk_weights, token_lora, adapter_enabled, lora_a, lora_b, *,
