@@ -122,7 +122,8 @@ class _Allocator:
         padded = shape[:-1] + (shape[-1] + pad,) if shape else shape
         inner = max(1, math.prod(padded))
         # wide enough that a row index running up to k times past the end (topk-row-index) stays inside
-        margin = inner * max(2, self.case.top_k) + 64
+        # rounded to 64 elements so views keep the base allocation's alignment (as real tensors do)
+        margin = -(-(inner * max(2, self.case.top_k) + 64) // 64) * 64
         if guard_value is None:
             guard_value = self.fill.input_margin if data.is_floating_point() else INT_SENTINEL
         base = torch.full((margin + inner + margin,), guard_value, dtype=data.dtype, device=self.device)

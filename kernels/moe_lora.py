@@ -175,7 +175,7 @@ def _launch(call: MoeLoraCall, stage: str, x, x_strides, weights, out, out_strid
     k_dim, n_dim = (call.k_dim, call.rank) if stage == "shrink" else (call.rank, call.n_dim)
     sorted_ids, expert_ids = align.sorted_token_ids, align.expert_ids
     stride_sorted, stride_expert = sorted_ids.stride(0), expert_ids.stride(0)
-    num_pid_m = expert_ids.shape[1]
+    num_pid_m = min(expert_ids.shape[1], max_used_blocks(call.num_routed, call.num_experts, block_m))
     if dev.unrounded_pad_stride:  # the kernel's idea of P, unrounded, disagrees with align's
         stride_sorted = call.num_routed + call.num_experts * (block_m - 1)
         stride_expert = stride_sorted // block_m
@@ -191,19 +191,26 @@ def _launch(call: MoeLoraCall, stage: str, x, x_strides, weights, out, out_strid
     moe_lora_matmul_kernel[grid](
         x, _pointer_table(weights), w0, out, call.topk_weights, sorted_ids, expert_ids,
         align.num_tokens_post_padded, slot_ids, enabled,
-        call.num_routed, call.top_k, n_dim, k_dim, num_pid_m,
+        call.num_routed, call.top_k, n_dim, k_dim, num_pid_m, row_div,
         *x_strides,
         w0.stride(0), w0.stride(1), w0.stride(2), w0.stride(3),
         *out_strides,
         call.topk_weights.stride(0), call.topk_weights.stride(1),
         stride_sorted, stride_expert,
-        ROW_DIV=row_div, MUL_ROUTED_WEIGHT=mul_routed_weight, ACCUMULATE=accumulate,
+        MUL_ROUTED_WEIGHT=mul_routed_weight, ACCUMULATE=accumulate,
         MASK_K=not dev.drop_k_mask, UPCAST=INTERPRET and is_bf16,
         DOT_PRECISION="ieee" if call.x.dtype == torch.float32 else "tf32",
         BLOCK_M=block_m, BLOCK_N=tile.block_n, BLOCK_K=tile.block_k,
         GROUP_SIZE_M=tile.group_size_m, SPLIT_K=tile.split_k,
         num_warps=tile.num_warps, num_stages=tile.num_stages,
     )
+
+
+def max_used_blocks(num_routed: int, num_experts: int, block_m: int) -> int:
+    """An upper bound on the non-empty BLOCK_M blocks of one slot row, known without reading align's
+    output: sum_e ceil(c_e / BM) <= sum_e floor(c_e / BM) + #nonempty experts <= Mk // BM + min(E, Mk).
+    Launching only these keeps decode-sized batches from paying for P / BM mostly idle programs."""
+    return num_routed // block_m + min(num_experts, num_routed)
 
 
 def run_shrink(call: MoeLoraCall, intermediate: torch.Tensor, align: AlignBuffers, slot_ids: torch.Tensor,

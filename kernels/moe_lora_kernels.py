@@ -11,7 +11,7 @@ import triton.language as tl
 
 # Sizes change with every batch (and every fuzz case): not specialising them avoids a recompile per
 # divisibility class. Strides stay specialised: unit and 16-aligned strides are what makes loads wide.
-@triton.jit(do_not_specialize=["num_routed", "top_k", "N", "K", "num_pid_m"])
+@triton.jit(do_not_specialize=["num_routed", "top_k", "row_div", "N", "K", "num_pid_m"])
 def moe_lora_matmul_kernel(
     # pointers
     x_ptr,  # rows of the left operand, row r of slice s at x_ptr + s*stride_xs + r*stride_xm
@@ -30,6 +30,7 @@ def moe_lora_matmul_kernel(
     N,  # output width of this stage (R for shrink, N for expand)
     K,  # reduction length (K for shrink, R for expand)
     num_pid_m,  # BLOCK_M blocks per slot row covered by the grid
+    row_div,  # x row of flat index f is f // row_div (k: per-token x, 1: per-routed x)
     # strides
     stride_xs, stride_xm, stride_xk,
     stride_wl, stride_we, stride_wn, stride_wk,
@@ -37,7 +38,6 @@ def moe_lora_matmul_kernel(
     stride_twm, stride_twk,
     stride_sorted_l, stride_expert_l,
     # meta-parameters
-    ROW_DIV: tl.constexpr,  # x row of flat index f is f // ROW_DIV (k: per-token x, 1: per-routed x)
     MUL_ROUTED_WEIGHT: tl.constexpr,
     ACCUMULATE: tl.constexpr,  # out += result (expand) instead of out = result (shrink)
     MASK_K: tl.constexpr,  # False only in the k-tail-unmasked mutant
@@ -88,7 +88,7 @@ def moe_lora_matmul_kernel(
     n_mask = offs_n < N
     offs_k = pid_sk * BLOCK_K + tl.arange(0, BLOCK_K)
 
-    x_ptrs = x_ptr + pid_s * stride_xs + (offs_token // ROW_DIV)[:, None] * stride_xm + offs_k[None, :] * stride_xk
+    x_ptrs = x_ptr + pid_s * stride_xs + (offs_token // row_div)[:, None] * stride_xm + offs_k[None, :] * stride_xk
     w_base = tl.load(w_table_ptr + pid_s).to(tl.pointer_type(w0_ptr.dtype.element_ty))
     w_ptrs = (w_base + slot64 * stride_wl + expert.to(tl.int64) * stride_we
               + offs_k[:, None] * stride_wk + offs_n[None, :] * stride_wn)

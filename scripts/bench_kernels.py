@@ -37,7 +37,8 @@ def main() -> None:
     import torch
     import triton
 
-    from kernels import MoeLoraConfig, TileConfig, default_config, fused_moe_lora
+    from kernels import (MoeLoraConfig, TileConfig, default_config, default_slot_ids, fused_moe_lora,
+                         moe_lora_align_block_size, prepare, run_expand, run_shrink)
     dev = "cuda"
     name = torch.cuda.get_device_name()
     bw = 4.8e12 if "H200" in name else 3.35e12
@@ -46,8 +47,8 @@ def main() -> None:
     L, R, dt = a.slots, a.rank, torch.bfloat16
     print(f"## {name}, bf16, L={L}, R={R}; µs per fused call (align + shrink + expand)\n")
     print("| shape | M | ours graph µs | upstream-style graph µs | floor µs | ours/upstream | ours/floor "
-          "| ours eager µs | our config |")
-    print("|---|---|---|---|---|---|---|---|---|")
+          "| ours eager µs | align / shrink / expand µs | our config |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     g = torch.Generator(device=dev).manual_seed(0)
     for shape, (E, k, K, N, S, layout, mrw) in SHAPES.items():
         lora_a = [torch.randn(L, E, R, K, device=dev, dtype=dt, generator=g) * K ** -0.5 for _ in range(S)]
@@ -70,6 +71,16 @@ def main() -> None:
             t_eager = triton.testing.do_bench(run(ours_cfg), warmup=25, rep=100) * 1e3
             t_ours = triton.testing.do_bench_cudagraph(run(ours_cfg), rep=100) * 1e3
             t_up = triton.testing.do_bench_cudagraph(run(upstream), rep=100) * 1e3
+            call = prepare(out, x, ids, w, lanes, en, lora_a, lora_b, mul_routed_weight=mrw)
+            align = moe_lora_align_block_size(ids, lanes, E, L, ours_cfg.block_m)
+            inter = torch.zeros(S, m * k, R, device=dev)
+            slots = default_slot_ids(L, dev)
+            phases = [
+                lambda: moe_lora_align_block_size(ids, lanes, E, L, ours_cfg.block_m, align),
+                lambda: run_shrink(call, inter, align, slots, ours_cfg),
+                lambda: run_expand(call, inter, align, slots, ours_cfg),
+            ]
+            split = " / ".join(f"{triton.testing.do_bench_cudagraph(f, rep=50) * 1e3:.0f}" for f in phases)
             pairs = torch.unique(lanes.long()[:, None] * E + ids.long()).numel()
             elt = 2
             moved = (pairs * S * (R * K + N * R) + rows * K + 2 * m * k * S * N) * elt
@@ -78,7 +89,7 @@ def main() -> None:
             desc = (f"BM{c.block_m} s{c.shrink.block_n}x{c.shrink.block_k}/sk{c.shrink.split_k} "
                     f"e{c.expand.block_n}x{c.expand.block_k}")
             print(f"| {shape} | {m} | {t_ours:.1f} | {t_up:.1f} | {floor:.1f} | {t_ours / t_up:.2f} | "
-                  f"{t_ours / floor:.2f} | {t_eager:.1f} | {desc} |", flush=True)
+                  f"{t_ours / floor:.2f} | {t_eager:.1f} | {split} | {desc} |", flush=True)
 
 
 if __name__ == "__main__":
