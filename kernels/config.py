@@ -80,13 +80,16 @@ class MoeLoraConfig:
         return cls(block_m=d["block_m"], shrink=TileConfig(**d["shrink"]), expand=TileConfig(**d["expand"]))
 
 
-def default_config(num_routed: int, rank: int, k_dim: int, n_dim: int) -> MoeLoraConfig:
+def default_config(num_routed: int, rank: int, k_dim: int, n_dim: int, num_experts: int = 1,
+                   num_slots: int = 1) -> MoeLoraConfig:
     """Heuristic per shape, used when the caller passes no config.
 
-    Shrink is a skinny GEMM (output width R, reduction K): a wide BLOCK_K and split-K keep the GPU busy
-    when few token blocks exist. Expand has reduction R (small) and output N: wide BLOCK_N.
+    BLOCK_M follows the expected tokens per (slot, expert) group: a block mostly made of padding still
+    reads a whole expert's weights. Shrink is a skinny GEMM (output width R, reduction K): a wide BLOCK_K,
+    and split-K when few token blocks exist. Expand has reduction R (small) and output N: wide BLOCK_N.
     """
-    block_m = 16 if num_routed <= 256 else (32 if num_routed <= 2048 else 64)
+    per_group = num_routed / max(1, num_experts * num_slots)
+    block_m = 16 if per_group <= 24 else (32 if per_group <= 48 else 64)
     r_block = min(max(16, 1 << (max(rank, 1) - 1).bit_length()), 64)
     blocks_m = max(1, num_routed // block_m)
     split_k = 1 if blocks_m >= 64 or k_dim < 512 else min(8, max(1, k_dim // 512))

@@ -282,7 +282,8 @@ def fused_moe_lora(out, x, topk_ids, topk_weights, token_lora, adapter_enabled, 
     call = prepare(out, x, topk_ids, topk_weights, token_lora, adapter_enabled, lora_a, lora_b,
                    mul_routed_weight=mul_routed_weight, offset=offset, layout=layout, validate_ids=validate_ids)
     if config is None:
-        config = default_config(call.num_routed, call.rank, call.k_dim, call.n_dim)
+        config = default_config(call.num_routed, call.rank, call.k_dim, call.n_dim, call.num_experts,
+                                call.num_slots)
     check_config(call, config)
     ws = Workspace() if workspace is None else workspace
     _need(isinstance(ws, Workspace), f"workspace: expected kernels.Workspace, got {type(ws).__name__}", TypeError)

@@ -61,7 +61,7 @@ def main() -> None:
             lanes = torch.randint(0, L, (m,), device=dev, dtype=torch.int32, generator=g)
             en = torch.ones(L, dtype=torch.int32, device=dev)
             out = torch.zeros(m, k, S * N, device=dev, dtype=dt)
-            ours_cfg = default_config(m * k, R, K, N)
+            ours_cfg = default_config(m * k, R, K, N, E, L)
 
             def run(cfg):
                 return lambda: fused_moe_lora(out, x, ids, w, lanes, en, lora_a, lora_b, mul_routed_weight=mrw,

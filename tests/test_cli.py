@@ -78,6 +78,7 @@ def test_bad_subcommand_exits_2():
     assert "error:" in proc.stderr and "Traceback" not in proc.stderr, _detail(proc)
 
 
+@pytest.mark.interpreter
 def test_run_three_cases_on_cpu(tmp_path):
     out = tmp_path / "campaign"
     proc = _fuzz("run", "--device", "cpu", "--max-cases", "3", "--out", str(out))
