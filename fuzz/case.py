@@ -206,7 +206,7 @@ def _pool() -> tuple:
         (64, (16, 64, 8, 1, 4, 3), (128, 16, 8, 1, 4, 3)),
         (64, (32, 128, 4, 2, 8, 2), (64, 32, 4, 2, 8, 2)),
         (64, (64, 32, 1, 1, 4, 1), (16, 64, 1, 1, 4, 1)),
-        (64, (128, 16, 2, 4, 8, 4), (128, 128, 2, 1, 8, 4)),
+        (64, (128, 16, 2, 4, 8, 4), (128, 32, 2, 1, 8, 4)),  # every row fits fp32 in 227 KiB of smem
     ]
     return tuple(MoeLoraConfig(block_m=bm, shrink=TileConfig(*s), expand=TileConfig(*e)) for bm, s, e in rows)
 

@@ -71,7 +71,11 @@ def _worker_main(conn, device: str, impl_name: str) -> None:
             ok, why = upstream_check(case, impl, device)
             conn.send({"verdict": {"kind": "pass" if ok else "mismatch", "message": why}})
             continue
-        v = check(case, impl_name, device, metamorphic=msg["metamorphic"], impl=impl)
+        try:
+            v = check(case, impl_name, device, metamorphic=msg["metamorphic"], impl=impl)
+        except Exception as e:  # outside the implementation: the process (e.g. its CUDA context) is broken
+            conn.send({"dead": f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"})
+            return
         conn.send({"verdict": v.to_dict()})
 
 
@@ -108,7 +112,11 @@ class Worker:
             self.conn.send({"case": case.to_dict(), "metamorphic": metamorphic, "mode": mode})
         except (BrokenPipeError, ConnectionError):
             raise WorkerDied("worker process died before the case") from None
-        return self._recv(timeout)["verdict"]
+        answer = self._recv(timeout)
+        if "dead" in answer:
+            self.proc.join(5)
+            raise WorkerDied(f"worker broke: {answer['dead']}")
+        return answer["verdict"]
 
     def close(self) -> None:
         try:

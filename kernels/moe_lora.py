@@ -14,6 +14,7 @@ from typing import Sequence
 
 import torch
 import triton
+from triton.runtime.errors import OutOfResources
 
 from .align import AlignBuffers, moe_lora_align_block_size, padded_length
 from .config import MoeLoraConfig, TileConfig, default_config
@@ -188,22 +189,25 @@ def _launch(call: MoeLoraCall, stage: str, x, x_strides, weights, out, out_strid
     w0 = weights[0]
     enabled = torch.ones_like(call.adapter_enabled) if dev.ignore_adapter_enabled else call.adapter_enabled
     is_bf16 = call.x.dtype == torch.bfloat16
-    moe_lora_matmul_kernel[grid](
-        x, _pointer_table(weights), w0, out, call.topk_weights, sorted_ids, expert_ids,
-        align.num_tokens_post_padded, slot_ids, enabled,
-        call.num_routed, call.top_k, n_dim, k_dim, num_pid_m, row_div,
-        *x_strides,
-        w0.stride(0), w0.stride(1), w0.stride(2), w0.stride(3),
-        *out_strides,
-        call.topk_weights.stride(0), call.topk_weights.stride(1),
-        stride_sorted, stride_expert,
-        MUL_ROUTED_WEIGHT=mul_routed_weight, ACCUMULATE=accumulate,
-        MASK_K=not dev.drop_k_mask, UPCAST=INTERPRET and is_bf16,
-        DOT_PRECISION="ieee" if call.x.dtype == torch.float32 else "tf32",
-        BLOCK_M=block_m, BLOCK_N=tile.block_n, BLOCK_K=tile.block_k,
-        GROUP_SIZE_M=tile.group_size_m, SPLIT_K=tile.split_k,
-        num_warps=tile.num_warps, num_stages=tile.num_stages,
-    )
+    try:  # a tile too large for this GPU's shared memory is a bad config, said clearly
+        moe_lora_matmul_kernel[grid](
+            x, _pointer_table(weights), w0, out, call.topk_weights, sorted_ids, expert_ids,
+            align.num_tokens_post_padded, slot_ids, enabled,
+            call.num_routed, call.top_k, n_dim, k_dim, num_pid_m, row_div,
+            *x_strides,
+            w0.stride(0), w0.stride(1), w0.stride(2), w0.stride(3),
+            *out_strides,
+            call.topk_weights.stride(0), call.topk_weights.stride(1),
+            stride_sorted, stride_expert,
+            MUL_ROUTED_WEIGHT=mul_routed_weight, ACCUMULATE=accumulate,
+            MASK_K=not dev.drop_k_mask, UPCAST=INTERPRET and is_bf16,
+            DOT_PRECISION="ieee" if call.x.dtype == torch.float32 else "tf32",
+            BLOCK_M=block_m, BLOCK_N=tile.block_n, BLOCK_K=tile.block_k,
+            GROUP_SIZE_M=tile.group_size_m, SPLIT_K=tile.split_k,
+            num_warps=tile.num_warps, num_stages=tile.num_stages,
+        )
+    except OutOfResources as e:
+        raise ValueError(f"config.{stage}: {e} (BLOCK_M={block_m}, {tile})") from None
 
 
 def max_used_blocks(num_routed: int, num_experts: int, block_m: int) -> int:
