@@ -181,7 +181,7 @@ def _worst(got: torch.Tensor, exp: _Expected, ratio: torch.Tensor, n: int = 5) -
 def _judge(case: Case, run: _Run, exp: _Expected) -> tuple[str, str, float, list]:
     """(kind, message, max_ratio, worst) of one finished run; kind "pass" when all checks hold."""
     t = run.t
-    for g, b, a in zip(t.guarded, run.before, run.after):
+    for g, b, a in zip(t.guarded, run.before, run.after, strict=True):
         if g.is_input:
             changed = ~_same_bits(a, b)
             if bool(changed.any()):

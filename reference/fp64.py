@@ -50,12 +50,12 @@ def moe_lora_fp64(x, topk_ids, topk_weights, token_lora, adapter_enabled, lora_a
     key = slot[idx] * num_experts + expert[idx]
     for g in torch.unique(key).tolist():
         sel = idx[key == g]
-        l, e = divmod(g, num_experts)
+        lane, e = divmod(g, num_experts)
         xr = rows[sel]
         w = weight[sel].unsqueeze(1)
         for s in range(s_count):
-            a = lora_a[s][l, e].double()  # (R, K)
-            b = lora_b[s][l, e].double()  # (N, R)
+            a = lora_a[s][lane, e].double()  # (R, K)
+            b = lora_b[s][lane, e].double()  # (N, R)
             t = xr @ a.T
             delta[sel, s] = (t @ b.T) * w
             mag_mid[sel, s] = (t.abs() @ b.abs().T) * w.abs()

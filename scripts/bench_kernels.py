@@ -37,8 +37,17 @@ def main() -> None:
     import torch
     import triton
 
-    from kernels import (MoeLoraConfig, TileConfig, default_config, default_slot_ids, fused_moe_lora,
-                         moe_lora_align_block_size, prepare, run_expand, run_shrink)
+    from kernels import (
+        MoeLoraConfig,
+        TileConfig,
+        default_config,
+        default_slot_ids,
+        fused_moe_lora,
+        moe_lora_align_block_size,
+        prepare,
+        run_expand,
+        run_shrink,
+    )
     dev = "cuda"
     name = torch.cuda.get_device_name()
     bw = 4.8e12 if "H200" in name else 3.35e12

@@ -63,7 +63,8 @@ def main() -> int:
     procs = []
     for i in range(n):
         cmd = [sys.executable, "-m", "fuzz", "run", "--device", "cuda", "--profile", "nightly", "--impl", a.impl,
-               "--budget", str(a.budget), "--seed", str(a.seed), "--shard", f"{i}/{n}", "--out", str(a.out / f"shard{i}")]
+               "--budget", str(a.budget), "--seed", str(a.seed), "--shard", f"{i}/{n}",
+               "--out", str(a.out / f"shard{i}")]
         log = open(a.out / f"shard{i}.log", "w")
         procs.append(subprocess.Popen(cmd, cwd=ROOT, env=dict(env, CUDA_VISIBLE_DEVICES=str(i)), stdout=log,
                                       stderr=subprocess.STDOUT))

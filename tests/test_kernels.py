@@ -39,7 +39,8 @@ GPU_CASES = [
                               config=MoeLoraConfig(block_m=64, shrink=TileConfig(64, 128, 8, 4, 8, 4),
                                                    expand=TileConfig(128, 32, 8, 1, 8, 3))), id="larger-shape"),
     pytest.param(BASE.replace(dtype="float32", config=MoeLoraConfig(
-        block_m=32, shrink=TileConfig(32, 32, 1, 1, 2, 1), expand=TileConfig(32, 16, 2, 1, 2, 1))), id="warps2-stages1"),
+        block_m=32, shrink=TileConfig(32, 32, 1, 1, 2, 1), expand=TileConfig(32, 16, 2, 1, 2, 1))),
+        id="warps2-stages1"),
 ]
 
 
