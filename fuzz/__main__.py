@@ -39,6 +39,8 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--out", type=Path, default=Path("fuzz-out"))
     r.add_argument("--profile", default="premerge", choices=("premerge", "nightly"))
     r.add_argument("--shard", default="0/1", help="i/n: run the i-th of n disjoint parts of the case stream")
+    r.add_argument("--sanitize-every", type=int, default=0, metavar="N",
+                   help="GPU: also replay every Nth case and every new finding under compute-sanitizer")
     sub.add_parser("list", help="list implementation names")
     rp = sub.add_parser("replay", help="re-run a repro file")
     rp.add_argument("file", type=Path)
@@ -75,12 +77,16 @@ def cmd_run(a) -> int:
     if a.seed < 0:
         _fail("--seed: must be >= 0")
     shard = _shard(a.shard)
+    if a.sanitize_every < 0:
+        _fail("--sanitize-every: must be >= 0")
     if a.out.exists() and not a.out.is_dir():
         _fail(f"--out {a.out}: exists and is not a directory")
     device = _device(a.device)
+    if a.sanitize_every and device != "cuda":
+        _fail("--sanitize-every: needs --device cuda (compute-sanitizer checks GPU memory accesses)")
     from .runner import CampaignConfig, run_campaign
     cfg = CampaignConfig(impl=a.impl, device=device, budget=a.budget, max_cases=a.max_cases, seed=a.seed,
-                         out=a.out, profile=a.profile, shard=shard)
+                         out=a.out, profile=a.profile, shard=shard, sanitize_every=a.sanitize_every)
     _check_impl(a.impl)
     report = run_campaign(cfg)
     print(f"{report.cases} cases, {len(report.findings)} distinct findings; report: {a.out / 'report.json'}")

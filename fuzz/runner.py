@@ -37,6 +37,7 @@ class CampaignConfig:
     shard: tuple = (0, 1)  # (index, count)
     metamorphic_every: int = 4  # run the metamorphic twins on every Nth case (0: never)
     stop_after: int | None = None  # stop after this many distinct findings (benchmarks, quality tests)
+    sanitize_every: int = 0  # GPU: replay every Nth case and every new finding under compute-sanitizer
     quiet: bool = False
 
     @property
@@ -139,6 +140,7 @@ class Report:
     findings: dict = field(default_factory=dict)  # signature -> summary
     coverage: Coverage = field(default_factory=Coverage)
     crashes: int = 0
+    sanitizer: dict = field(default_factory=lambda: {"runs": 0, "errors": []})
 
     def to_dict(self) -> dict:
         c = self.cfg
@@ -148,6 +150,7 @@ class Report:
                 "cases": self.cases, "cases_per_s": round(self.cases / max(elapsed, 1e-9), 3),
                 "kinds": dict(self.kinds), "distinct_findings": len(self.findings),
                 "findings": list(self.findings.values()), "worker_restarts": self.crashes,
+                "sanitizer": self.sanitizer,
                 "coverage": self.coverage.to_dict(), "environment": environment()}
 
 
@@ -182,8 +185,11 @@ def run_campaign(cfg: CampaignConfig) -> Report:
             report.cases += 1
             report.kinds[vd["kind"]] += 1
             report.coverage.add(case, vd.get("features", []))
+            new = vd["kind"] != "pass" and vd["signature"] not in report.findings
             if vd["kind"] != "pass":
                 _record(cfg, report, case, index, vd, env)
+            if cfg.sanitize_every and (new or report.cases % cfg.sanitize_every == 0):
+                _sanitize(cfg, report, case, index, vd, env)
             index += cfg.shard[1]
             now = time.monotonic()
             if not cfg.quiet and (now - last_print > 5 or vd["kind"] != "pass"):
@@ -213,6 +219,24 @@ def _record(cfg: CampaignConfig, report: Report, case: Case, index: int, vd: dic
     if not cfg.quiet:
         print(f"FINDING {vd['kind']}: {vd['message'][:160]}\n  REPRO: python -m fuzz replay {path}",
               file=sys.stderr, flush=True)
+
+
+def _sanitize(cfg: CampaignConfig, report: Report, case: Case, index: int, vd: dict, env: dict) -> None:
+    """Replay the case under compute-sanitizer memcheck (SPEC §5) in a child process; errors are kept."""
+    import subprocess
+    path = cfg.out / "sanitize" / f"case-{index}.json"
+    save(Repro(case, cfg.impl, cfg.device, Verdict(**vd) if "worst" in vd else Verdict("pass", cfg.impl, ""), env),
+         path)
+    proc = subprocess.run([sys.executable, "-m", "fuzz", "replay", str(path), "--sanitize"], capture_output=True,
+                          text=True, timeout=CASE_TIMEOUT_S["cuda"] * 5)
+    report.sanitizer["runs"] += 1
+    if "errors reported" in proc.stdout:
+        report.sanitizer["errors"].append({"case_index": index, "repro": str(path),
+                                           "output": proc.stdout[-2000:]})
+        if not cfg.quiet:
+            print(f"SANITIZER: memcheck errors on case {index}; repro {path}", file=sys.stderr, flush=True)
+    else:
+        path.unlink(missing_ok=True)
 
 
 def _progress(report: Report, left: float) -> None:

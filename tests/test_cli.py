@@ -52,6 +52,7 @@ def test_list_prints_ours_and_every_mutant():
     pytest.param(["--budget", "-5"], r"^error: --budget: must be > 0", id="budget-negative"),
     pytest.param(["--max-cases", "0"], r"^error: --max-cases: must be >= 1", id="max-cases-0"),
     pytest.param(["--seed", "-1"], r"^error: --seed: must be >= 0", id="seed-negative"),
+    pytest.param(["--sanitize-every", "5"], r"^error: --sanitize-every: needs --device cuda", id="sanitize-needs-gpu"),
     pytest.param(["--impl", "mutant:nope"], r"^error: --impl 'mutant:nope': unknown mutant", id="impl-unknown-mutant"),
     pytest.param(["--impl", "no_such_module_xyz:fn"], r"^error: --impl 'no_such_module_xyz:fn': cannot import",
                  id="impl-missing-module"),
