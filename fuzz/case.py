@@ -22,8 +22,11 @@ SLOTTINGS = ("one_slot", "no_base", "random", "all_with_base", "all_base")
 
 @dataclass(frozen=True)
 class Case:
+    """One point of the knob space. Every default is the simplest value of its knob (first option, smallest
+    size, flag off): what minimising and Hypothesis shrinking move toward."""
+
     seed: int = 0
-    dtype: str = "float16"
+    dtype: str = DTYPES[0]
     m: int = 1
     top_k: int = 1
     num_experts: int = 1
@@ -33,12 +36,12 @@ class Case:
     k_dim: int = 1
     n_dim: int = 1
     num_slices: int = 1
-    layout: str = "per_token"
+    layout: str = LAYOUTS[0]
     mul_routed_weight: bool = False
     offset: int = 0
     extra_cols: int = 0
-    routing: str = "uniform"
-    slotting: str = "random"
+    routing: str = ROUTINGS[0]
+    slotting: str = SLOTTINGS[0]
     disabled: tuple = ()  # slot ids with adapter_enabled = 0
     strided: bool = False  # inputs and outputs are padded views, not contiguous tensors
     align_slack: int = 0  # extra BLOCK_M blocks in the align buffers beyond P
