@@ -163,9 +163,9 @@ def _sanitized(a, device: str, impl: str) -> int:
 def cmd_minimize(a) -> int:
     repro, device, impl = _replay_target(a)
     from .minimize import describe, minimize
-    from .oracle import signature
+    from .oracle import Verdict
     from .repro import Repro, save
-    from .runner import CASE_TIMEOUT_S, Worker, WorkerDied
+    from .runner import CASE_TIMEOUT_S, Worker, WorkerDied, crash_verdict
     target = repro.verdict.signature
     if not target:
         _fail(f"{a.file}: the recorded verdict passed; nothing to minimise")
@@ -177,7 +177,7 @@ def cmd_minimize(a) -> int:
         except WorkerDied as e:
             state["w"].close()
             state["w"] = Worker(device, impl)
-            vd = {"kind": "crash", "signature": signature("crash", impl, case), "message": str(e)}
+            vd = crash_verdict(impl, case, str(e))
         ok = vd["signature"] == target  # same kind, implementation and coarse class of case
         if ok:
             state["last"] = vd
@@ -190,10 +190,7 @@ def cmd_minimize(a) -> int:
     res = minimize(repro.case, still_fails, budget=a.budget, interpreter=device == "cpu",
                    progress=lambda s: print(s, file=sys.stderr, flush=True))
     state["w"].close()
-    from .oracle import Verdict
-    last = state["last"]
-    verdict = Verdict(**last) if "worst" in last else Verdict(last["kind"], impl, last["signature"], last["message"])
-    save(Repro(res.case, impl, device, verdict, repro.environment), a.out)
+    save(Repro(res.case, impl, device, Verdict(**state["last"]), repro.environment), a.out)
     print(f"minimal case after {res.steps} reductions, {res.tries} tries, {res.seconds:.1f}s"
           f"{'' if res.one_minimal else ' (budget ran out: not proven 1-minimal)'}:\n  {describe(res.case)}\n"
           f"written to {a.out}")

@@ -70,7 +70,9 @@ def _worker_main(conn, device: str, impl_name: str) -> None:
         if msg.get("mode") == "upstream":
             from .upstream_style import upstream_check
             ok, why = upstream_check(case, impl, device)
-            conn.send({"verdict": {"kind": "pass" if ok else "mismatch", "message": why}})
+            kind = "pass" if ok else "mismatch"
+            conn.send({"verdict": Verdict(kind, impl_name, signature(kind, impl_name, case) if not ok else "",
+                                          why).to_dict()})
             continue
         try:
             v = check(case, impl_name, device, metamorphic=msg["metamorphic"], impl=impl)
@@ -154,8 +156,9 @@ class Report:
                 "coverage": self.coverage.to_dict(), "environment": environment()}
 
 
-def _crash_verdict(cfg: CampaignConfig, case: Case, why: str) -> dict:
-    return Verdict("crash", cfg.impl, signature("crash", cfg.impl, case), why).to_dict()
+def crash_verdict(impl: str, case: Case, why: str) -> dict:
+    """The verdict of a case that killed (or hung) its worker process."""
+    return Verdict("crash", impl, signature("crash", impl, case), why).to_dict()
 
 
 def run_campaign(cfg: CampaignConfig) -> Report:
@@ -178,7 +181,7 @@ def run_campaign(cfg: CampaignConfig) -> Report:
             except WorkerDied as e:
                 if left + 5.0 < timeout and time.monotonic() >= deadline:
                     break  # the budget ran out mid-case: not a finding, the case is simply not counted
-                vd = _crash_verdict(cfg, case, str(e))
+                vd = crash_verdict(cfg.impl, case, str(e))
                 worker.close()
                 report.crashes += 1
                 worker = Worker(cfg.device, cfg.impl)
@@ -225,8 +228,7 @@ def _sanitize(cfg: CampaignConfig, report: Report, case: Case, index: int, vd: d
     """Replay the case under compute-sanitizer memcheck (SPEC §5) in a child process; errors are kept."""
     import subprocess
     path = cfg.out / "sanitize" / f"case-{index}.json"
-    save(Repro(case, cfg.impl, cfg.device, Verdict(**vd) if "worst" in vd else Verdict("pass", cfg.impl, ""), env),
-         path)
+    save(Repro(case, cfg.impl, cfg.device, Verdict(**vd), env), path)
     proc = subprocess.run([sys.executable, "-m", "fuzz", "replay", str(path), "--sanitize"], capture_output=True,
                           text=True, timeout=CASE_TIMEOUT_S["cuda"] * 5)
     report.sanitizer["runs"] += 1

@@ -100,5 +100,24 @@ def test_regression_corpus(path, device):
         assert v.signature == repro.verdict.signature, v
 
 
+def test_exported_test_fails_with_the_bug_and_passes_without(tmp_path, device):
+    """`python -m fuzz export` writes a standalone test: red while the bug is there, green once fixed."""
+    import importlib.util
+    import subprocess
+    import sys
+    root = Path(__file__).resolve().parents[1]
+    out = tmp_path / "test_exported.py"
+    proc = subprocess.run([sys.executable, "-m", "fuzz", "export", str(root / "tests/regressions/lora-grid-short.json"),
+                           "--out", str(out)], cwd=root, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    spec = importlib.util.spec_from_file_location("test_exported", out)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    with pytest.raises(AssertionError, match="mismatch"):
+        mod.test_exported(device)
+    mod.IMPL = "ours"  # the same case against the fixed kernels
+    mod.test_exported(device)
+
+
 def test_regression_corpus_is_not_empty():
     assert len(REGRESSIONS) >= 8
