@@ -144,7 +144,7 @@ def check_config(call: MoeLoraCall, config: MoeLoraConfig) -> None:
     _need(isinstance(config, MoeLoraConfig), f"config: expected MoeLoraConfig, got {type(config).__name__}",
           TypeError)
     config.validate()
-    _need(not (INTERPRET and call.x.dtype == torch.bfloat16 and call.num_slices and config.expand.split_k > 1),
+    _need(not (INTERPRET and call.x.dtype == torch.bfloat16 and config.expand.split_k > 1),
           "config.expand.split_k > 1 with bfloat16 needs bf16 tl.atomic_add, which Triton's interpreter lacks; "
           "use split_k = 1 on CPU")
 
