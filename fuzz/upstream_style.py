@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import torch
 
-from kernels import MoeLoraConfig, TileConfig
+from kernels import MoeLoraConfig, TileConfig, alloc_align
 from reference import moe_lora_fp64
 
 from .case import Case
 from .impls import Impl
+from .tensors import TORCH_DTYPES, Tensors
 
 UPSTREAM_CONFIG = MoeLoraConfig(block_m=16, shrink=TileConfig(block_n=16, block_k=16, split_k=1),
                                 expand=TileConfig(block_n=16, block_k=16, split_k=1))
@@ -28,9 +29,7 @@ UPSTREAM_CASES = (
 
 def upstream_check(case: Case, impl: Impl, device) -> tuple[bool, str]:
     """(passed, message) for one upstream-style case; `case` gives shapes and seed, data is torch.rand."""
-    from kernels import alloc_align
 
-    from .tensors import TORCH_DTYPES, Tensors
     g = torch.Generator().manual_seed(case.seed)
     dt = TORCH_DTYPES[case.dtype]
     m, k, L, E, R = case.m, case.top_k, case.num_slots, case.num_experts, case.rank
