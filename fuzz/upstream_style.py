@@ -29,7 +29,6 @@ UPSTREAM_CASES = (
 
 def upstream_check(case: Case, impl: Impl, device) -> tuple[bool, str]:
     """(passed, message) for one upstream-style case; `case` gives shapes and seed, data is torch.rand."""
-
     g = torch.Generator().manual_seed(case.seed)
     dt = TORCH_DTYPES[case.dtype]
     m, k, L, E, R = case.m, case.top_k, case.num_slots, case.num_experts, case.rank
