@@ -4,7 +4,7 @@ from .align import AlignBuffers, alloc_align, moe_lora_align_block_size, padded_
 from .config import MoeLoraConfig, TileConfig, default_config
 from .moe_lora import MoeLoraCall, Workspace, default_slot_ids, fused_moe_lora, prepare, run_expand, run_shrink
 from .mutants import MUTANTS, NO_DEVIATION, Deviation, Mutant
-from .runtime import INTERPRET  # noqa: F401  (first: decides interpreter vs GPU before triton.jit runs)
+from .runtime import INTERPRET  # noqa: F401  (moe_lora_kernels imports runtime before decorating)
 
 __all__ = [
     "AlignBuffers", "alloc_align", "moe_lora_align_block_size", "padded_length", "MoeLoraConfig", "TileConfig",

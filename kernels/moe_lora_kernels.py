@@ -8,6 +8,8 @@ The host layer (moe_lora.py) decides what x, w and out are for each stage:
 import triton
 import triton.language as tl
 
+from . import runtime  # noqa: F401  sets TRITON_INTERPRET on GPU-less machines before @triton.jit below
+
 
 # Sizes change with every batch (and every fuzz case): not specialising them avoids a recompile per
 # divisibility class. Strides stay specialised: unit and 16-aligned strides are what makes loads wide.

@@ -60,3 +60,20 @@ def test_gpu_random_sweep(dtype, device):
         case = generate(RandomSource(1000 + i), GPU_SIZES, interpreter=False, seed=1000 + i).replace(dtype=dtype)
         v = check(case, "ours", device)
         assert v.kind == "pass", f"case {i}: {v.kind}: {v.message}\n{case}"
+
+
+def test_plain_import_picks_interpreter_exactly_when_no_gpu():
+    """`import kernels` alone must choose Triton's interpreter on a GPU-less machine (kernels/runtime.py),
+    whatever order the imports inside the package end up in."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    code = ("import torch, kernels; from kernels import moe_lora_kernels as k; "
+            "print(type(k.moe_lora_matmul_kernel).__name__, torch.cuda.is_available())")
+    proc = subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).resolve().parents[1], env=env,
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    kind, has_gpu = proc.stdout.split()
+    assert kind == ("JITFunction" if has_gpu == "True" else "InterpretedFunction"), proc.stdout
