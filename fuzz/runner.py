@@ -21,7 +21,6 @@ from .coverage import Coverage
 from .oracle import Verdict, signature
 from .repro import Repro, environment, save, write_atomic
 
-PROFILES = ("premerge", "nightly")
 CASE_TIMEOUT_S = {"cpu": 300.0, "cuda": 120.0}
 
 
@@ -143,6 +142,7 @@ class Report:
     coverage: Coverage = field(default_factory=Coverage)
     crashes: int = 0
     sanitizer: dict = field(default_factory=lambda: {"runs": 0, "errors": []})
+    env: dict = field(default_factory=environment)  # read once: on a GPU it runs nvidia-smi
 
     def to_dict(self) -> dict:
         c = self.cfg
@@ -153,7 +153,7 @@ class Report:
                 "kinds": dict(self.kinds), "distinct_findings": len(self.findings),
                 "findings": list(self.findings.values()), "worker_restarts": self.crashes,
                 "sanitizer": self.sanitizer,
-                "coverage": self.coverage.to_dict(), "environment": environment()}
+                "coverage": self.coverage.to_dict(), "environment": self.env}
 
 
 def crash_verdict(impl: str, case: Case, why: str) -> dict:
@@ -164,7 +164,6 @@ def crash_verdict(impl: str, case: Case, why: str) -> dict:
 def run_campaign(cfg: CampaignConfig) -> Report:
     cfg.out.mkdir(parents=True, exist_ok=True)
     report = Report(cfg)
-    env = environment()
     deadline = time.monotonic() + cfg.budget
     worker = Worker(cfg.device, cfg.impl)
     index = cfg.shard[0]
@@ -188,11 +187,9 @@ def run_campaign(cfg: CampaignConfig) -> Report:
             report.cases += 1
             report.kinds[vd["kind"]] += 1
             report.coverage.add(case, vd.get("features", []))
-            new = vd["kind"] != "pass" and vd["signature"] not in report.findings
-            if vd["kind"] != "pass":
-                _record(cfg, report, case, index, vd, env)
+            new = vd["kind"] != "pass" and _record(cfg, report, case, index, vd)
             if cfg.sanitize_every and (new or report.cases % cfg.sanitize_every == 0):
-                _sanitize(cfg, report, case, index, vd, env)
+                _sanitize(cfg, report, case, index, vd)
             index += cfg.shard[1]
             now = time.monotonic()
             if not cfg.quiet and (now - last_print > 5 or vd["kind"] != "pass"):
@@ -208,27 +205,29 @@ def run_campaign(cfg: CampaignConfig) -> Report:
     return report
 
 
-def _record(cfg: CampaignConfig, report: Report, case: Case, index: int, vd: dict, env: dict) -> None:
+def _record(cfg: CampaignConfig, report: Report, case: Case, index: int, vd: dict) -> bool:
+    """Count a finding; a new signature also gets its repro file. Returns whether it was new."""
     sig = vd["signature"]
     if sig in report.findings:
         report.findings[sig]["count"] += 1
-        return
+        return False
     name = f"repro-{len(report.findings):03d}-{vd['kind']}.json"
     path = cfg.out / name
     verdict = Verdict(**vd)
-    save(Repro(case, cfg.impl, cfg.device, verdict, env), path)
+    save(Repro(case, cfg.impl, cfg.device, verdict, report.env), path)
     report.findings[sig] = {"signature": sig, "kind": vd["kind"], "count": 1, "case_index": index,
                             "message": vd["message"], "repro": str(path)}
     if not cfg.quiet:
         print(f"FINDING {vd['kind']}: {vd['message'][:160]}\n  REPRO: python -m fuzz replay {path}",
               file=sys.stderr, flush=True)
+    return True
 
 
-def _sanitize(cfg: CampaignConfig, report: Report, case: Case, index: int, vd: dict, env: dict) -> None:
+def _sanitize(cfg: CampaignConfig, report: Report, case: Case, index: int, vd: dict) -> None:
     """Replay the case under compute-sanitizer memcheck (SPEC §5) in a child process; errors are kept."""
     import subprocess
     path = cfg.out / "sanitize" / f"case-{index}.json"
-    save(Repro(case, cfg.impl, cfg.device, Verdict(**vd), env), path)
+    save(Repro(case, cfg.impl, cfg.device, Verdict(**vd), report.env), path)
     proc = subprocess.run([sys.executable, "-m", "fuzz", "replay", str(path), "--sanitize"], capture_output=True,
                           text=True, timeout=CASE_TIMEOUT_S["cuda"] * 5)
     report.sanitizer["runs"] += 1
