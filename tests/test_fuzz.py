@@ -76,6 +76,18 @@ def test_oracle_names_each_corruption(change, kind, device):
     assert v.kind == kind, v
 
 
+def test_metamorphic_twin_sees_a_position_dependent_bug(device):
+    """Wrong only when the tokens arrive permuted (a fresh, unguarded `out`): no single run against the
+    reference can see it, the permutation twin must."""
+    def only_when_permuted(t):
+        if t.out.storage_offset() == 0:
+            t.out[:, :, BASE.offset].mul_(1.5)
+    case = BASE.replace(slotting="no_base", mul_routed_weight=True)
+    assert check(case, "corrupt", device, impl=_corrupting_impl(only_when_permuted)).kind == "pass"
+    v = check(case, "corrupt", device, metamorphic=True, impl=_corrupting_impl(only_when_permuted))
+    assert v.kind == "metamorphic", v
+
+
 def test_minimizer_reaches_a_one_minimal_case():
     """Planted predicate: fails while m >= 3 and the dtype is bf16. Minimum: m = 3, the rest simplest."""
     start = BASE.replace(dtype="bfloat16", m=29, k_dim=97, strided=True, mul_routed_weight=True, disabled=(1,))
