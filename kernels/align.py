@@ -1,7 +1,7 @@
 """moe_lora_align_block_size: per LoRA slot, group routed tokens by expert and pad to BLOCK_M.
 
-A fixed sequence of vectorised torch ops on the tensors' own device with no data-dependent shapes:
-no host synchronisation, so it can be captured in a CUDA graph with the kernels.
+On the GPU three Triton launches (align_kernels.py), on CPU tensors the same result from torch ops; neither
+synchronises with the host, so a GPU call can be captured in a CUDA graph with the kernels.
 """
 
 from __future__ import annotations
@@ -9,6 +9,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+import triton
+
+from .align_kernels import align_count_kernel, align_layout_kernel, align_scatter_kernel
 
 
 def padded_length(num_routed: int, num_experts: int, block_m: int) -> int:
@@ -33,24 +36,65 @@ def alloc_align(num_slots: int, num_routed: int, num_experts: int, block_m: int,
     )
 
 
+CHUNK = 128  # routed pairs per align program; the scatter compares all pairs of a chunk pairwise
+
+
 def moe_lora_align_block_size(topk_ids: torch.Tensor, token_lora: torch.Tensor, num_experts: int,
                               num_slots: int, block_m: int, buffers: AlignBuffers | None = None) -> AlignBuffers:
     """Fill (or allocate) the align buffers.
 
-    Within a slot, expert groups appear in expert order and tokens in flat-index order inside a group.
-    Tokens with slot -1 are left out; tokens of disabled adapters are kept (the kernels skip them).
-    Buffers may be wider than P; only the first P columns of each row are written.
+    Within a slot, expert groups appear in expert order and pairs in flat-index order inside a group.
+    Pairs with slot -1 (base model) or an expert outside [0, E) (not on this rank) are left out; pairs of
+    disabled adapters are kept (the kernels skip them). Buffers may be wider than P; only the first P
+    columns of each row are written. GPU tensors go through the Triton kernels; CPU tensors through torch
+    ops, which give bitwise the same buffers (tests/test_align.py) and are ~100x faster than Triton's
+    interpreter at this.
     """
+    if buffers is None:
+        m, k = topk_ids.shape
+        buffers = alloc_align(num_slots, m * k, num_experts, block_m, topk_ids.device)
+    run = align_torch if topk_ids.device.type == "cpu" else align_triton
+    run(topk_ids, token_lora, num_experts, block_m, buffers)
+    return buffers
+
+
+def align_triton(topk_ids: torch.Tensor, token_lora: torch.Tensor, num_experts: int, block_m: int,
+                 buffers: AlignBuffers) -> None:
+    """Three launches, no host synchronisation: can be captured in a CUDA graph with the kernels."""
+    m, k = topk_ids.shape
+    num_slots = buffers.num_tokens_post_padded.shape[0]
+    num_routed = m * k
+    p = padded_length(num_routed, num_experts, block_m)
+    num_chunks = max(1, triton.cdiv(num_routed, CHUNK))
+    e_p2 = triton.next_power_of_2(num_experts)
+    scratch = torch.empty((num_slots, num_chunks + 1, e_p2), dtype=torch.int32, device=topk_ids.device)
+    srt, exp, ntp = buffers.sorted_token_ids, buffers.expert_ids, buffers.num_tokens_post_padded
+    pairs = (topk_ids, token_lora)
+    pair_strides = (topk_ids.stride(0), topk_ids.stride(1), token_lora.stride(0))
+    grid = (num_chunks, num_slots)
+    align_count_kernel[grid](*pairs, scratch, srt, num_routed, k, num_experts, num_chunks, p,
+                             triton.cdiv(p, num_chunks), *pair_strides, srt.stride(0), srt.stride(1),
+                             CHUNK=CHUNK, E_P2=e_p2, FILL=256)
+    align_layout_kernel[(num_slots,)](scratch, exp, ntp, num_chunks, p // block_m, exp.stride(0), exp.stride(1),
+                                      ntp.stride(0), BLOCK_M=block_m, E_P2=e_p2, CHUNK_TILE=16, BLOCK_TILE=64)
+    align_scatter_kernel[grid](*pairs, scratch, srt, num_routed, k, num_experts, num_chunks, *pair_strides,
+                               srt.stride(0), srt.stride(1), CHUNK=CHUNK, E_P2=e_p2)
+
+
+def align_torch(topk_ids: torch.Tensor, token_lora: torch.Tensor, num_experts: int, block_m: int,
+                buffers: AlignBuffers) -> None:
+    """Vectorised torch ops with no data-dependent shapes (no host synchronisation either)."""
+    num_slots = buffers.num_tokens_post_padded.shape[0]
     m, k = topk_ids.shape
     device = topk_ids.device
     num_routed = m * k
     p = padded_length(num_routed, num_experts, block_m)
-    if buffers is None:
-        buffers = alloc_align(num_slots, num_routed, num_experts, block_m, device)
     groups = num_slots * num_experts
     slot = token_lora.long().repeat_interleave(k)  # (M*k,)
     # base-model pairs go to an extra group `groups`, sorted last and written to a trash cell
-    key = torch.where(slot >= 0, slot * num_experts + topk_ids.reshape(-1).long(), groups)
+    expert = topk_ids.reshape(-1).long()
+    mine = (slot >= 0) & (slot < num_slots) & (expert >= 0) & (expert < num_experts)
+    key = torch.where(mine, slot * num_experts + expert, groups)
     counts = torch.zeros(groups + 1, dtype=torch.long, device=device).scatter_add_(0, key, torch.ones_like(key))
     padded = ((counts[:groups] + block_m - 1) // block_m * block_m).view(num_slots, num_experts)
     buffers.num_tokens_post_padded.copy_(padded.sum(1))
@@ -71,7 +115,6 @@ def moe_lora_align_block_size(topk_ids: torch.Tensor, token_lora: torch.Tensor, 
     # block b of slot l belongs to the first expert whose cumulative block count exceeds b
     nblocks = padded // block_m  # (L, E)
     block = torch.arange(p // block_m, device=device).expand(num_slots, -1).contiguous()
-    expert = torch.searchsorted(torch.cumsum(nblocks, 1), block, right=True)
+    block_expert = torch.searchsorted(torch.cumsum(nblocks, 1), block, right=True)
     used = block < nblocks.sum(1, keepdim=True)
-    buffers.expert_ids[:, : p // block_m].copy_(torch.where(used, expert, -1))
-    return buffers
+    buffers.expert_ids[:, : p // block_m].copy_(torch.where(used, block_expert, -1))

@@ -4,16 +4,24 @@ import pytest
 import torch
 
 from fuzz.tensors import materialize
-from kernels import moe_lora_align_block_size, padded_length
+from kernels import alloc_align, moe_lora_align_block_size, padded_length
+from kernels.align import align_torch, align_triton
 from tests.cases import EDGES
+
+
+def _align(impl, topk_ids, token_lora, num_experts, num_slots, block_m):
+    buf = alloc_align(num_slots, topk_ids.numel(), num_experts, block_m, topk_ids.device)
+    impl(topk_ids, token_lora, num_experts, block_m, buf)
+    return buf
 
 
 @pytest.mark.parametrize("case", EDGES)
 @pytest.mark.parametrize("block_m", [16, 32])
-def test_align_invariants(case, block_m):
-    t = materialize(case, "cpu")
+@pytest.mark.parametrize("impl", [align_torch, align_triton], ids=["torch", "triton"])
+def test_align_invariants(case, block_m, impl, device):
+    t = materialize(case, device)
     m, k, E, L = case.m, case.top_k, case.num_experts, case.num_slots
-    buf = moe_lora_align_block_size(t.topk_ids, t.token_lora, E, L, block_m)
+    buf = _align(impl, t.topk_ids, t.token_lora, E, L, block_m)
     p = padded_length(m * k, E, block_m)
     assert buf.sorted_token_ids.shape == (L, p) and p % block_m == 0
     assert buf.expert_ids.shape == (L, p // block_m)
@@ -47,3 +55,20 @@ def test_align_into_oversized_buffers_keeps_the_slack():
     p = padded_length(case.m * case.top_k, case.num_experts, 16)
     assert buf is t.align
     assert bool((buf.sorted_token_ids[:, p:] != case.m * case.top_k).all())  # beyond P: untouched poison
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_triton_align_equals_torch_align_bitwise(seed, device):
+    """The GPU path (Triton) and the CPU path (torch) must give the same buffers, including the order of
+    pairs inside a group, ids of experts not on this rank (-1, >= E) and slots out of range."""
+    g = torch.Generator().manual_seed(seed)
+    m = [0, 1, 129, 300, 45, 260][seed]
+    k, E, L = 1 + seed % 4, [1, 3, 8, 33, 64, 5][seed], 1 + seed % 3
+    ids = torch.randint(-1, E + 1, (m, k), generator=g, dtype=torch.int32 if seed % 2 else torch.int64)
+    lanes = torch.randint(-1, L + 1, (m,), generator=g, dtype=torch.int32)
+    ids, lanes = ids.to(device), lanes.to(device)
+    for block_m in (16, 64):
+        want = _align(align_torch, ids, lanes, E, L, block_m)
+        got = _align(align_triton, ids, lanes, E, L, block_m)
+        for name in ("sorted_token_ids", "expert_ids", "num_tokens_post_padded"):
+            assert torch.equal(getattr(got, name), getattr(want, name)), (name, block_m)

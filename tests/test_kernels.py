@@ -64,16 +64,28 @@ def test_gpu_random_sweep(dtype, device):
 
 def test_plain_import_picks_interpreter_exactly_when_no_gpu():
     """`import kernels` alone must choose Triton's interpreter on a GPU-less machine (kernels/runtime.py),
-    whatever order the imports inside the package end up in."""
+    whatever order the imports inside the package end up in, and a call must then run; importing triton
+    first on such a machine is refused with a clear message instead of failing inside a kernel."""
     import os
     import subprocess
     import sys
     from pathlib import Path
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    root = Path(__file__).resolve().parents[1]
     code = ("import torch, kernels; from kernels import moe_lora_kernels as k; "
-            "print(type(k.moe_lora_matmul_kernel).__name__, torch.cuda.is_available())")
-    proc = subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).resolve().parents[1], env=env,
-                          capture_output=True, text=True)
+            "dev = 'cuda' if torch.cuda.is_available() else 'cpu'; "
+            "ids = torch.zeros(3, 2, dtype=torch.int32, device=dev); "
+            "b = kernels.moe_lora_align_block_size(ids, ids[:, 0], 4, 2, 16); "
+            "print(type(k.moe_lora_matmul_kernel).__name__, torch.cuda.is_available(), "
+            "b.num_tokens_post_padded.tolist())")
+    proc = subprocess.run([sys.executable, "-c", code], cwd=root, env=env, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
-    kind, has_gpu = proc.stdout.split()
+    kind, has_gpu, ntp = proc.stdout.split(maxsplit=2)
     assert kind == ("JITFunction" if has_gpu == "True" else "InterpretedFunction"), proc.stdout
+    assert ntp.strip() == "[16, 0]"
+    proc = subprocess.run([sys.executable, "-c", "import triton, kernels"], cwd=root, env=env, capture_output=True,
+                          text=True)
+    if has_gpu == "True":
+        assert proc.returncode == 0, proc.stderr
+    else:
+        assert "import kernels first or set TRITON_INTERPRET=1" in proc.stderr
