@@ -176,14 +176,14 @@ def _launch(call: MoeLoraCall, stage: str, x, x_strides, weights, out, out_strid
     k_dim, n_dim = (call.k_dim, call.rank) if stage == "shrink" else (call.rank, call.n_dim)
     sorted_ids, expert_ids = align.sorted_token_ids, align.expert_ids
     stride_sorted, stride_expert = sorted_ids.stride(0), expert_ids.stride(0)
-    num_pid_m = min(expert_ids.shape[1], max_used_blocks(call.num_routed, call.num_experts, block_m))
     if dev.unrounded_pad_stride:  # the kernel's idea of P, unrounded, disagrees with align's
         stride_sorted = call.num_routed + call.num_experts * (block_m - 1)
         stride_expert = stride_sorted // block_m
-        num_pid_m = stride_expert
+    num_slot_ids = slot_ids.shape[0] - (1 if dev.slot_grid_short else 0)
+    num_pid_m = min(num_slot_ids * expert_ids.shape[1],
+                    max_used_blocks(call.num_routed, call.num_experts * call.num_slots, block_m))
     split_grid = 1 if (stage == "expand" and dev.expand_grid_ignores_split_k) else tile.split_k
-    num_slot_programs = slot_ids.shape[0] - (1 if dev.slot_grid_short else 0)
-    grid = (split_grid * num_pid_m * triton.cdiv(n_dim, tile.block_n), call.num_slices, num_slot_programs)
+    grid = (split_grid * num_pid_m * triton.cdiv(n_dim, tile.block_n), call.num_slices)
     if min(grid) == 0:
         return
     w0 = weights[0]
@@ -193,7 +193,7 @@ def _launch(call: MoeLoraCall, stage: str, x, x_strides, weights, out, out_strid
         moe_lora_matmul_kernel[grid](
             x, _pointer_table(weights), w0, out, call.topk_weights, sorted_ids, expert_ids,
             align.num_tokens_post_padded, slot_ids, enabled,
-            call.num_routed, call.top_k, n_dim, k_dim, num_pid_m, row_div,
+            call.num_routed, call.top_k, n_dim, k_dim, num_pid_m, num_slot_ids, row_div,
             *x_strides,
             w0.stride(0), w0.stride(1), w0.stride(2), w0.stride(3),
             *out_strides,
@@ -203,18 +203,19 @@ def _launch(call: MoeLoraCall, stage: str, x, x_strides, weights, out, out_strid
             MASK_K=not dev.drop_k_mask, UPCAST=INTERPRET and is_bf16,
             DOT_PRECISION="ieee" if call.x.dtype == torch.float32 else "tf32",
             BLOCK_M=block_m, BLOCK_N=tile.block_n, BLOCK_K=tile.block_k,
-            GROUP_SIZE_M=tile.group_size_m, SPLIT_K=tile.split_k,
+            GROUP_SIZE_M=tile.group_size_m, SPLIT_K=tile.split_k, G_P2=triton.next_power_of_2(num_slot_ids),
             num_warps=tile.num_warps, num_stages=tile.num_stages,
         )
     except OutOfResources as e:
         raise ValueError(f"config.{stage}: {e} (BLOCK_M={block_m}, {tile})") from None
 
 
-def max_used_blocks(num_routed: int, num_experts: int, block_m: int) -> int:
-    """An upper bound on the non-empty BLOCK_M blocks of one slot row, known without reading align's
-    output: sum_e ceil(c_e / BM) <= sum_e floor(c_e / BM) + #nonempty experts <= Mk // BM + min(E, Mk).
-    Launching only these keeps decode-sized batches from paying for P / BM mostly idle programs."""
-    return num_routed // block_m + min(num_experts, num_routed)
+def max_used_blocks(num_routed: int, num_groups: int, block_m: int) -> int:
+    """An upper bound on the non-empty BLOCK_M blocks of all slot rows together, known without reading
+    align's output: each routed pair lies in one (slot, expert) group of at most num_groups = L*E, and
+    sum_g ceil(c_g / BM) <= sum_g floor(c_g / BM) + #nonempty groups <= Mk // BM + min(L*E, Mk).
+    Launching only these keeps decode-sized batches from paying for mostly idle programs."""
+    return num_routed // block_m + min(num_groups, num_routed)
 
 
 def run_shrink(call: MoeLoraCall, intermediate: torch.Tensor, align: AlignBuffers, slot_ids: torch.Tensor,

@@ -13,7 +13,7 @@ from . import runtime  # noqa: F401  sets TRITON_INTERPRET on GPU-less machines 
 
 # Sizes change with every batch (and every fuzz case): not specialising them avoids a recompile per
 # divisibility class. Strides stay specialised: unit and 16-aligned strides are what makes loads wide.
-@triton.jit(do_not_specialize=["num_routed", "top_k", "row_div", "N", "K", "num_pid_m"])
+@triton.jit(do_not_specialize=["num_routed", "top_k", "row_div", "N", "K", "num_pid_m", "num_slot_ids"])
 def moe_lora_matmul_kernel(
     # pointers
     x_ptr,  # rows of the left operand, row r of slice s at x_ptr + s*stride_xs + r*stride_xm
@@ -24,14 +24,15 @@ def moe_lora_matmul_kernel(
     sorted_ids_ptr,  # (L, >=P) flat routed indices, sentinel num_routed
     expert_ids_ptr,  # (L, >=P/BLOCK_M) expert of each block, -1 unused
     num_tokens_post_padded_ptr,  # (L,) used length of each slot row
-    slot_ids_ptr,  # (G,) slot handled by grid z, -1 = base model (skipped)
+    slot_ids_ptr,  # (G,) slots to run, distinct; -1 = base model (skipped)
     adapter_enabled_ptr,  # (L,) 0/1
     # sizes
     num_routed,  # M * k, also the padding sentinel
     top_k,
     N,  # output width of this stage (R for shrink, N for expand)
     K,  # reduction length (K for shrink, R for expand)
-    num_pid_m,  # BLOCK_M blocks per slot row covered by the grid
+    num_pid_m,  # BLOCK_M blocks covered by the grid, all slots together
+    num_slot_ids,  # G
     row_div,  # x row of flat index f is f // row_div (k: per-token x, 1: per-routed x)
     # strides
     stride_xs, stride_xm, stride_xk,
@@ -50,19 +51,17 @@ def moe_lora_matmul_kernel(
     BLOCK_K: tl.constexpr,
     GROUP_SIZE_M: tl.constexpr,
     SPLIT_K: tl.constexpr,
+    G_P2: tl.constexpr,  # next power of two >= G
 ):
-    """Grid: (SPLIT_K * num_pid_m * cdiv(N, BLOCK_N), S, G).
+    """Grid: (SPLIT_K * num_pid_m * cdiv(N, BLOCK_N), S).
 
+    The m axis runs over the used blocks of every enabled slot in slot-list order, so no program is spent
+    on another slot's tokens, the base model or a disabled adapter (num_pid_m bounds their total).
     With SPLIT_K > 1 every program adds its K-chunk with tl.atomic_add: out must hold zeros (shrink)
     or the running output (expand) before the launch.
     """
     pid = tl.program_id(0)
     pid_s = tl.program_id(1)
-    slot = tl.load(slot_ids_ptr + tl.program_id(2))
-    if slot < 0:
-        return
-    if tl.load(adapter_enabled_ptr + slot) == 0:
-        return
 
     # split-K outermost, then a GROUP_SIZE_M-swizzled (m, n) tile
     num_pid_n = tl.cdiv(N, BLOCK_N)
@@ -76,9 +75,20 @@ def moe_lora_matmul_kernel(
     pid_m = first_pid_m + ((pid_mn % num_pid_in_group) % group_size_m)
     pid_n = (pid_mn % num_pid_in_group) // group_size_m
 
-    slot64 = slot.to(tl.int64)
-    if pid_m * BLOCK_M >= tl.load(num_tokens_post_padded_ptr + slot):
+    # which slot's row holds flat block pid_m: prefix sums of the used blocks over the slot list
+    g = tl.arange(0, G_P2)
+    slots = tl.load(slot_ids_ptr + g, mask=g < num_slot_ids, other=-1)
+    live = slots >= 0
+    live &= tl.load(adapter_enabled_ptr + slots, mask=live, other=0) != 0
+    blocks = tl.where(live, tl.load(num_tokens_post_padded_ptr + slots, mask=live, other=0) // BLOCK_M, 0)
+    ends = tl.cumsum(blocks, axis=0)
+    idx = tl.sum((ends <= pid_m).to(tl.int32), axis=0)
+    if idx >= num_slot_ids:
         return
+    slot = tl.sum(tl.where(g == idx, slots, 0), axis=0)
+    pid_m -= tl.sum(tl.where(g == idx, ends - blocks, 0), axis=0)
+
+    slot64 = slot.to(tl.int64)
     expert = tl.load(expert_ids_ptr + slot64 * stride_expert_l + pid_m)
     if expert == -1:
         return

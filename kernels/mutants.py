@@ -13,7 +13,7 @@ from dataclasses import dataclass
 class Deviation:
     row_index_from_routed_weight: bool = False  # shrink row = f // (1 if mul_routed_weight else k)
     expand_grid_ignores_split_k: bool = False  # expand grid not multiplied by SPLIT_K
-    slot_grid_short: bool = False  # slot axis of the grid one short of the slot list
+    slot_grid_short: bool = False  # the kernel is told one slot fewer than the slot list holds
     unrounded_pad_stride: bool = False  # align and kernels disagree on P
     ignore_adapter_enabled: bool = False  # disabled adapters treated as enabled
     skip_intermediate_zeroing: bool = False  # split-K shrink accumulates into garbage
@@ -41,8 +41,9 @@ MUTANTS: dict[str, Mutant] = {m.id: m for m in (
            "the first K-chunk of the reduction is computed. Upstream: sglang PR #19711 review; vLLM #32882 "
            "pinned expand SPLIT_K to 1."),
     Mutant("lora-grid-short", Deviation(slot_grid_short=True),
-           "The slot list holds -1 (base model) first and then every slot, but the grid's slot axis has "
-           "one program fewer: the last slot silently gets no delta. Upstream: vLLM #32277 (issue #32235)."),
+           "The slot list holds -1 (base model) first and then every slot, but the launch covers one "
+           "entry fewer: the last slot silently gets no delta. Upstream: vLLM #32277 (issue #32235), where "
+           "the grid's slot axis was one program short."),
     Mutant("pad-size-mismatch", Deviation(unrounded_pad_stride=True),
            "Align writes slot rows of length P = round_up(M*k + E*(BLOCK_M-1), BLOCK_M) while the kernels "
            "stride the rows by the unrounded length: slots after the first read another slot's tokens. "
