@@ -35,12 +35,23 @@ class Fill:
 
 @dataclass
 class Guarded:
-    """A view into a larger allocation; everything of `base` outside the view is the guard."""
+    """A view into a larger allocation; everything of `base` outside the view is the guard. Every base
+    is a slice of one byte arena per case, at byte `offset`."""
 
     name: str
     base: torch.Tensor  # flat
     view: torch.Tensor
     is_input: bool
+    offset: int = 0
+
+    def base_in(self, arena: torch.Tensor) -> torch.Tensor:
+        """This buffer's base inside an arena of the same layout (the live one, or a snapshot)."""
+        return arena[self.offset: self.offset + self.base.numel() * self.base.element_size()].view(self.base.dtype)
+
+    def view_in(self, arena: torch.Tensor) -> torch.Tensor:
+        base = self.base_in(arena)
+        return base.as_strided(self.view.shape, self.view.stride(),
+                               base.storage_offset() + self.view.storage_offset() - self.base.storage_offset())
 
     def guard_mask(self) -> torch.Tensor:
         inside = torch.zeros(self.base.numel(), dtype=torch.bool, device=self.base.device)
@@ -64,6 +75,8 @@ class Tensors:
     intermediate: torch.Tensor
     align: AlignBuffers
     guarded: list = field(default_factory=list)
+    arena: torch.Tensor | None = None  # uint8: every guarded base, back to back
+    writable: torch.Tensor | None = None  # bool per arena byte: inside a written buffer's view
 
     def op_kwargs(self) -> dict:
         """The op's arguments by their SPEC §2 names: what every implementation receives."""
@@ -72,8 +85,8 @@ class Tensors:
                     lora_b=self.lora_b, mul_routed_weight=self.case.mul_routed_weight, offset=self.case.offset,
                     layout=self.case.layout)
 
-    def snapshot(self) -> list:
-        return [g.base.clone() for g in self.guarded]
+    def snapshot(self) -> torch.Tensor:
+        return self.arena.clone()
 
 
 def _signed(gen: torch.Generator, shape, scale: float, dtype: torch.dtype) -> torch.Tensor:
@@ -110,29 +123,51 @@ def _slots(case: Case, gen: torch.Generator) -> torch.Tensor:
     return lanes
 
 
-class _Allocator:
-    def __init__(self, case: Case, device, fill: Fill):
-        self.case, self.device, self.fill = case, torch.device(device), fill
-        self.guarded: list[Guarded] = []
+_INT_OF_SIZE = {1: torch.uint8, 2: torch.int16, 4: torch.int32, 8: torch.int64}
+_ALIGN = 256  # bytes between bases: views keep the alignment real allocations have
 
-    def place(self, name: str, data: torch.Tensor, *, is_input: bool, guard_value=None) -> torch.Tensor:
-        """Copy `data` into a guarded allocation; returns the view. Strided cases pad the last dim."""
+
+class _Allocator:
+    """Builds every buffer on the CPU, then moves them to the device as one arena in one copy (a handful of
+    device operations per case instead of two per buffer: most of the GPU fuzz loop's materialise time)."""
+
+    def __init__(self, case: Case, fill: Fill):
+        self.case, self.fill = case, fill
+        self.guarded: list[Guarded] = []
+        self.size = 0
+
+    def place(self, name: str, data: torch.Tensor, *, is_input: bool, guard_value=None) -> str:
+        """Copy `data` into a guarded allocation. Strided cases pad the last dim."""
         shape = tuple(data.shape)
         pad = 3 if (self.case.strided and data.dim() >= 2) else 0
         padded = shape[:-1] + (shape[-1] + pad,) if shape else shape
         inner = max(1, math.prod(padded))
         # wide enough that a row index running up to k times past the end (topk-row-index) stays inside
-        # rounded to 64 elements so views keep the base allocation's alignment (as real tensors do)
         margin = -(-(inner * max(2, self.case.top_k) + 64) // 64) * 64
         if guard_value is None:
             guard_value = self.fill.input_margin if data.is_floating_point() else INT_SENTINEL
-        base = torch.full((margin + inner + margin,), guard_value, dtype=data.dtype, device=self.device)
+        base = torch.full((margin + inner + margin,), guard_value, dtype=data.dtype)
         view = base[margin: margin + math.prod(padded)].view(padded)
         if pad:
             view = view[..., : shape[-1]]
-        view.copy_(data.to(self.device))
-        self.guarded.append(Guarded(name, base, view, is_input))
-        return view
+        view.copy_(data)
+        self.guarded.append(Guarded(name, base, view, is_input, self.size))
+        self.size += -(-base.numel() * base.element_size() // _ALIGN) * _ALIGN
+        return name
+
+    def finish(self, device) -> tuple[torch.Tensor, torch.Tensor, dict]:
+        """(arena on `device`, writable-byte mask on `device`, views by name); rebases every Guarded."""
+        arena = torch.empty(self.size, dtype=torch.uint8)
+        writable = torch.zeros(self.size, dtype=torch.uint8)
+        for g in self.guarded:
+            g.base_in(arena).copy_(g.base)
+            if not g.is_input:  # all bits set on every byte of the view's elements
+                as_int = _INT_OF_SIZE[g.base.element_size()]
+                Guarded(g.name, g.base.view(as_int), g.view.view(as_int), False, g.offset).view_in(writable).fill_(-1)
+        arena, writable = arena.to(device), writable.to(device).bool()
+        for g in self.guarded:
+            g.base, g.view = g.base_in(arena), g.view_in(arena)
+        return arena, writable, {g.name: g.view for g in self.guarded}
 
 
 def materialize(case: Case, device="cpu", fill: Fill = Fill()) -> Tensors:
@@ -141,46 +176,47 @@ def materialize(case: Case, device="cpu", fill: Fill = Fill()) -> Tensors:
     gen = torch.Generator().manual_seed(c.seed)
     m, k, L, E, R = c.m, c.top_k, c.num_slots, c.num_experts, c.rank
     rows = m * k if c.layout == "per_routed" else m
-    alloc = _Allocator(c, device, fill)
+    alloc = _Allocator(c, fill)
     put = alloc.place
 
     # data scaled so that t = A x and d = B t are O(1): every bound term stays comparable
     x = _signed(gen, (rows, c.k_dim), 1.0, dt)
     rank_mask = (torch.arange(R) < c.real_rank)
-    lora_a, lora_b = [], []
     for s in range(c.num_slices):
         a = _signed(gen, (L, E, R, c.k_dim), c.k_dim ** -0.5, dt) * rank_mask[:, None].to(dt)
         b = _signed(gen, (L, E, c.n_dim, R), c.real_rank ** -0.5, dt) * rank_mask.to(dt)
-        lora_a.append(put(f"lora_a[{s}]", a, is_input=True))
-        lora_b.append(put(f"lora_b[{s}]", b, is_input=True))
+        put(f"lora_a[{s}]", a, is_input=True)
+        put(f"lora_b[{s}]", b, is_input=True)
     weights = (torch.rand((m, k), generator=gen, dtype=torch.float64) * 0.8 + 0.1).to(dt)  # never 0 or 1
     enabled = torch.ones(L, dtype=torch.int32)
     enabled[list(c.disabled)] = 0
     width = c.offset + c.num_slices * c.n_dim + c.extra_cols
     out0 = _signed(gen, (m, k, width), 0.5, dt)
-    tensors = Tensors(
-        case=c,
-        x=put("x", x, is_input=True),
-        topk_ids=put("topk_ids", _routing(c, gen), is_input=True),
-        topk_weights=put("topk_weights", weights, is_input=True),
-        token_lora=put("token_lora", _slots(c, gen), is_input=True),
-        adapter_enabled=put("adapter_enabled", enabled, is_input=True),
-        lora_a=lora_a, lora_b=lora_b,
-        out=put("out", out0, is_input=False, guard_value=OUT_SENTINEL),
-        intermediate=put("intermediate", torch.full((c.num_slices, m * k, R), fill.workspace_poison),
-                         is_input=False, guard_value=OUT_SENTINEL),
-        align=_align_buffers(c, alloc),
-    )
-    tensors.guarded = alloc.guarded
-    return tensors
+    put("x", x, is_input=True)
+    put("topk_ids", _routing(c, gen), is_input=True)
+    put("topk_weights", weights, is_input=True)
+    put("token_lora", _slots(c, gen), is_input=True)
+    put("adapter_enabled", enabled, is_input=True)
+    put("out", out0, is_input=False, guard_value=OUT_SENTINEL)
+    put("intermediate", torch.full((c.num_slices, m * k, R), fill.workspace_poison), is_input=False,
+        guard_value=OUT_SENTINEL)
+    _align_buffers(c, alloc)
+    arena, writable, v = alloc.finish(device)
+    return Tensors(
+        case=c, x=v["x"], topk_ids=v["topk_ids"], topk_weights=v["topk_weights"], token_lora=v["token_lora"],
+        adapter_enabled=v["adapter_enabled"],
+        lora_a=[v[f"lora_a[{s}]"] for s in range(c.num_slices)],
+        lora_b=[v[f"lora_b[{s}]"] for s in range(c.num_slices)],
+        out=v["out"], intermediate=v["intermediate"],
+        align=AlignBuffers(v["sorted_token_ids"], v["expert_ids"], v["num_tokens_post_padded"]),
+        guarded=alloc.guarded, arena=arena, writable=writable)
 
 
-def _align_buffers(c: Case, alloc: _Allocator) -> AlignBuffers:
+def _align_buffers(c: Case, alloc: _Allocator) -> None:
     bm = c.config.block_m
     p = padded_length(c.m * c.top_k, c.num_experts, bm) + c.align_slack * bm
     poison = torch.full((c.num_slots, p), INT_SENTINEL, dtype=torch.int32)
-    sorted_ids = alloc.place("sorted_token_ids", poison, is_input=False, guard_value=INT_SENTINEL)
-    expert_ids = alloc.place("expert_ids", poison[:, : p // bm].clone(), is_input=False, guard_value=INT_SENTINEL)
-    ntp = alloc.place("num_tokens_post_padded", torch.full((c.num_slots,), INT_SENTINEL, dtype=torch.int32),
-                      is_input=False, guard_value=INT_SENTINEL)
-    return AlignBuffers(sorted_ids, expert_ids, ntp)
+    alloc.place("sorted_token_ids", poison, is_input=False, guard_value=INT_SENTINEL)
+    alloc.place("expert_ids", poison[:, : p // bm].clone(), is_input=False, guard_value=INT_SENTINEL)
+    alloc.place("num_tokens_post_padded", torch.full((c.num_slots,), INT_SENTINEL, dtype=torch.int32),
+                is_input=False, guard_value=INT_SENTINEL)

@@ -6,7 +6,7 @@ import torch
 
 from fuzz.case import Case
 from fuzz.tensors import materialize
-from reference import moe_lora_fp64, moe_lora_naive
+from reference import fp64, moe_lora_fp64, moe_lora_naive
 from tests.cases import BASE, EDGES
 
 
@@ -20,6 +20,17 @@ def test_references_agree(case: Case):
     ref = moe_lora_fp64(*_args(t), mul_routed_weight=case.mul_routed_weight)
     naive = moe_lora_naive(*_args(t), mul_routed_weight=case.mul_routed_weight)
     np.testing.assert_allclose(ref.delta.numpy(), naive, rtol=1e-12, atol=1e-12)
+
+
+def test_fp64_chunks_agree_with_one_pass(monkeypatch):
+    """Pairs processed in several chunks (as on large cases) give the same result as in one."""
+    case = BASE.replace(m=9, top_k=2, num_slots=2, slotting="all_with_base", mul_routed_weight=True)
+    t = materialize(case, "cpu")
+    whole = moe_lora_fp64(*_args(t), mul_routed_weight=True)
+    monkeypatch.setattr(fp64, "CHUNK_ELEMENTS", case.rank * (case.k_dim + case.n_dim) * 4)  # 4 pairs a chunk
+    chunked = moe_lora_fp64(*_args(t), mul_routed_weight=True)
+    for name in ("delta", "mag_full", "mag_mid"):
+        assert torch.equal(getattr(chunked, name), getattr(whole, name)), name
 
 
 def test_base_and_disabled_pairs_get_exact_zero():
