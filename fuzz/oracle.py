@@ -89,17 +89,23 @@ class _Run:
     error: BaseException | None
 
 
-def _execute(case: Case, impl: Impl, device, fill: Fill) -> _Run:
+def _prepare(case: Case, device, fill: Fill) -> _Run:
     t = materialize(case, device, fill)
-    before = t.snapshot()
+    return _Run(t, t.snapshot(), None)
+
+
+def _call(run: _Run, impl: Impl) -> _Run:
     try:
-        impl(t)
-        if t.out.is_cuda:
-            torch.cuda.synchronize(t.out.device)
-        err = None
+        impl(run.t)
+        if run.t.out.is_cuda:
+            torch.cuda.synchronize(run.t.out.device)
     except Exception as e:  # the implementation's failure is a verdict, not ours
-        err = e
-    return _Run(t, before, err)
+        run.error = e
+    return run
+
+
+def _execute(case: Case, impl: Impl, device, fill: Fill) -> _Run:
+    return _call(_prepare(case, device, fill), impl)
 
 
 def _bits(a: torch.Tensor) -> torch.Tensor:
@@ -123,6 +129,7 @@ class _Expected:
 
 
 def _expect(case: Case, run: _Run) -> tuple[_Expected, str | None]:
+    """The references, run before the implementation: they see exactly the inputs it is given."""
     t = run.t
     out0 = next(g for g in t.guarded if g.name == "out").view_in(run.before)
     kw = dict(mul_routed_weight=case.mul_routed_weight)
@@ -131,7 +138,7 @@ def _expect(case: Case, run: _Run) -> tuple[_Expected, str | None]:
     disagreement = None
     work = case.m * case.top_k * case.num_slices * case.rank * (case.k_dim + case.n_dim)
     if work <= NAIVE_LIMIT:
-        naive = torch.from_numpy(moe_lora_naive(*args, **kw)).to(ref.delta.device)
+        naive = torch.from_numpy(moe_lora_naive(*t.host_args(), **kw)).to(ref.delta.device)
         gap = (naive - ref.delta).abs()
         if bool((gap > 1e-9 * (ref.mag_full + 1e-30)).any()):
             disagreement = f"naive and fp64 references differ by up to {gap.max().item():.3e}"
@@ -286,12 +293,13 @@ def check(case: Case, impl_name: str, device="cpu", *, metamorphic: bool = False
         return Verdict(kind, impl_name, signature(kind, impl_name, case) if kind != "pass" else "", message,
                        ratio, list(worst), time.perf_counter() - start, edges)
 
-    primary = _execute(case, impl, device, Fill())
-    t = primary.t
-    edges = data_features(t.topk_ids, t.token_lora, t.adapter_enabled, case.num_experts, case.num_slots)
+    primary = _prepare(case, device, Fill())
+    _x, ids, _w, lanes, enabled, _a, _b = primary.t.host_args()
+    edges = data_features(ids, lanes, enabled, case.num_experts, case.num_slots)
     exp, disagreement = _expect(case, primary)
     if disagreement:
         return verdict("reference-disagreement", disagreement)
+    _call(primary, impl)
     if primary.error is not None:
         e = primary.error
         tb = traceback.extract_tb(e.__traceback__)[-1]

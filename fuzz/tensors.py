@@ -77,6 +77,7 @@ class Tensors:
     guarded: list = field(default_factory=list)
     arena: torch.Tensor | None = None  # uint8: every guarded base, back to back
     writable: torch.Tensor | None = None  # bool per arena byte: inside a written buffer's view
+    host: dict = field(default_factory=dict)  # CPU copies of the inputs by name: references read these
 
     def op_kwargs(self) -> dict:
         """The op's arguments by their SPEC §2 names: what every implementation receives."""
@@ -84,6 +85,13 @@ class Tensors:
                     token_lora=self.token_lora, adapter_enabled=self.adapter_enabled, lora_a=self.lora_a,
                     lora_b=self.lora_b, mul_routed_weight=self.case.mul_routed_weight, offset=self.case.offset,
                     layout=self.case.layout)
+
+    def host_args(self) -> tuple:
+        """The reference arguments (x, topk_ids, topk_weights, token_lora, adapter_enabled, lora_a, lora_b)
+        as CPU tensors, read without touching the device."""
+        h, s = self.host, self.case.num_slices
+        return (h["x"], h["topk_ids"], h["topk_weights"], h["token_lora"], h["adapter_enabled"],
+                [h[f"lora_a[{i}]"] for i in range(s)], [h[f"lora_b[{i}]"] for i in range(s)])
 
     def snapshot(self) -> torch.Tensor:
         return self.arena.clone()
@@ -155,8 +163,9 @@ class _Allocator:
         self.size += -(-base.numel() * base.element_size() // _ALIGN) * _ALIGN
         return name
 
-    def finish(self, device) -> tuple[torch.Tensor, torch.Tensor, dict]:
-        """(arena on `device`, writable-byte mask on `device`, views by name); rebases every Guarded."""
+    def finish(self, device) -> tuple[torch.Tensor, torch.Tensor, dict, dict]:
+        """(arena on `device`, writable-byte mask on `device`, views by name, CPU input views by name);
+        rebases every Guarded onto the device arena."""
         arena = torch.empty(self.size, dtype=torch.uint8)
         writable = torch.zeros(self.size, dtype=torch.uint8)
         for g in self.guarded:
@@ -164,10 +173,11 @@ class _Allocator:
             if not g.is_input:  # all bits set on every byte of the view's elements
                 as_int = _INT_OF_SIZE[g.base.element_size()]
                 Guarded(g.name, g.base.view(as_int), g.view.view(as_int), False, g.offset).view_in(writable).fill_(-1)
-        arena, writable = arena.to(device), writable.to(device).bool()
+        host = {g.name: g.view for g in self.guarded if g.is_input}
+        arena, writable = arena.to(device), writable.bool().to(device)
         for g in self.guarded:
             g.base, g.view = g.base_in(arena), g.view_in(arena)
-        return arena, writable, {g.name: g.view for g in self.guarded}
+        return arena, writable, {g.name: g.view for g in self.guarded}, host
 
 
 def materialize(case: Case, device="cpu", fill: Fill = Fill()) -> Tensors:
@@ -201,7 +211,7 @@ def materialize(case: Case, device="cpu", fill: Fill = Fill()) -> Tensors:
     put("intermediate", torch.full((c.num_slices, m * k, R), fill.workspace_poison), is_input=False,
         guard_value=OUT_SENTINEL)
     _align_buffers(c, alloc)
-    arena, writable, v = alloc.finish(device)
+    arena, writable, v, host = alloc.finish(device)
     return Tensors(
         case=c, x=v["x"], topk_ids=v["topk_ids"], topk_weights=v["topk_weights"], token_lora=v["token_lora"],
         adapter_enabled=v["adapter_enabled"],
@@ -209,7 +219,7 @@ def materialize(case: Case, device="cpu", fill: Fill = Fill()) -> Tensors:
         lora_b=[v[f"lora_b[{s}]"] for s in range(c.num_slices)],
         out=v["out"], intermediate=v["intermediate"],
         align=AlignBuffers(v["sorted_token_ids"], v["expert_ids"], v["num_tokens_post_padded"]),
-        guarded=alloc.guarded, arena=arena, writable=writable)
+        guarded=alloc.guarded, arena=arena, writable=writable, host=host)
 
 
 def _align_buffers(c: Case, alloc: _Allocator) -> None:

@@ -66,7 +66,9 @@ def main() -> None:
             inter = torch.zeros(S, m * k, R, device=dev)
             slots = default_slot_ids(L, dev)
 
-            def timed(fn) -> float:
+            def timed(stage, align, cfg, call=call, inter=inter, slots=slots) -> float:
+                def fn():
+                    stage(call, inter, align, slots, cfg)
                 fn()
                 torch.cuda.synchronize()
                 return triton.testing.do_bench_cudagraph(fn, rep=30) * 1e3
@@ -78,19 +80,18 @@ def main() -> None:
                 sh = []
                 for bk, sk, nw, ns in SHRINK:
                     cfg = MoeLoraConfig(block_m=bm, shrink=TileConfig(r_block, bk, 8, sk, nw, ns))
-                    sh.append((timed(lambda cfg=cfg: run_shrink(call, inter, align, slots, cfg)), (bk, sk, nw, ns)))
+                    sh.append((timed(run_shrink, align, cfg), (bk, sk, nw, ns)))
                 ex = []
                 for bn, nw, ns in EXPAND:
                     cfg = MoeLoraConfig(block_m=bm, expand=TileConfig(bn, r_block, 8, 1, nw, ns))
-                    ex.append((timed(lambda cfg=cfg: run_expand(call, inter, align, slots, cfg)), (bn, nw, ns)))
+                    ex.append((timed(run_expand, align, cfg), (bn, nw, ns)))
                 s_best, e_best = min(sh), min(ex)
                 stage_times[bm] = (s_best, e_best)
                 if best is None or s_best[0] + e_best[0] < best[1][0][0] + best[1][1][0]:
                     best = (bm, (s_best, e_best))
             d = default_config(m * k, R, K, N, E, L)
             align = moe_lora_align_block_size(ids, lanes, E, L, d.block_m)
-            t_def = (timed(lambda: run_shrink(call, inter, align, slots, d))
-                     + timed(lambda: run_expand(call, inter, align, slots, d)))
+            t_def = timed(run_shrink, align, d) + timed(run_expand, align, d)
             bm, (s_best, e_best) = best
             print(f"| {shape} | {m} | {bm} | {s_best[1]} {s_best[0]:.1f} | {e_best[1]} {e_best[0]:.1f} | "
                   f"{s_best[0] + e_best[0]:.1f} | {t_def:.1f} (BM{d.block_m}) |", flush=True)
