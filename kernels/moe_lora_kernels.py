@@ -14,7 +14,7 @@ from . import runtime  # noqa: F401  sets TRITON_INTERPRET on GPU-less machines 
 # Token counts change with every batch: not specialising them avoids a recompile per divisibility class.
 # N and K stay specialised like the strides: the boundary masks `offs < N` and `offs_k < K - ...` are then
 # known constant over 16 lanes when N, K are multiples of 16, which is what lets loads and stores be 16
-# bytes wide (unspecialised, every masked access was split to one element, about 3x slower on H100).
+# bytes wide (unspecialised, every masked access was split into one-element accesses).
 @triton.jit(do_not_specialize=["num_routed", "top_k", "row_div", "num_pid_m", "num_slot_ids"])
 def moe_lora_matmul_kernel(
     # pointers

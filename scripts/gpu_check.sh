@@ -10,10 +10,10 @@ nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | 
 python -c "import torch, triton, numpy, hypothesis; print(torch.__version__, triton.__version__, numpy.__version__, hypothesis.__version__)" | tee -a "$OUT/env.txt"
 while [ $# -gt 0 ]; do
   case "$1" in
-    tests) timeout 300 python -m pytest -n 8 --device cuda -p no:cacheprovider -q -ra --tb=short 2>&1 | tail -60 | tee "$OUT/tests.txt" ;;
+    tests) timeout "${TESTS_TIMEOUT:-300}" python -m pytest -n 8 --device cuda -p no:cacheprovider -q -ra --tb=short 2>&1 | tail -60 | tee "$OUT/tests.txt" ;;
     quality) timeout 330 python scripts/bench_quality.py --device cuda --seeds 5 --budget 15 2>&1 | tee "$OUT/bench_quality.txt" ;;
-    cases) timeout 150 python scripts/bench_cases.py --device cuda --cases 300 2>&1 | tee "$OUT/bench_cases.txt" ;;
-    kernels) timeout 300 python scripts/bench_kernels.py 2>&1 | tee "$OUT/bench_kernels.txt" ;;
+    cases) timeout 200 python scripts/bench_cases.py --device cuda --cases "${CASES:-300}" 2>&1 | tee "$OUT/bench_cases.txt" ;;
+    kernels) timeout 300 python scripts/bench_kernels.py --ms "${BENCH_MS:-1,16,128,1024,4096}" 2>&1 | tee "$OUT/bench_kernels.txt" ;;
     tune) timeout 400 python scripts/tune_configs.py --ms "${TUNE_MS:-16,128,1024,4096}" 2>&1 | tee "$OUT/tune_configs.txt" ;;
     sanitize)  # a known out-of-bounds read must be reported, the correct kernels on the same case must be clean
       r=tests/regressions/topk-row-index.json
