@@ -37,7 +37,7 @@ from __future__ import annotations
 import math
 import time
 import traceback
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 import torch
 
@@ -53,7 +53,7 @@ ACC_UNIT = 2.0 ** -22
 UNIT = {torch.float16: 2.0 ** -11, torch.bfloat16: 2.0 ** -8, torch.float32: 2.0 ** -24}
 TINY = {torch.float16: 2.0 ** -24, torch.bfloat16: 2.0 ** -133, torch.float32: 2.0 ** -149}
 NAIVE_LIMIT = 400_000  # multiply-adds up to which the naive loop reference also runs
-DIAGNOSE_FILL = Fill(input_margin=3.0)
+DIAGNOSE_MARGIN = 3.0  # finite guard contents for the diagnosis rerun (the first run has NaN)
 KINDS = ("reference-disagreement", "exception", "crash", "oob-write", "oob-read", "uninit-read",
          "untouched-changed", "nonfinite", "mismatch", "metamorphic")
 
@@ -232,12 +232,13 @@ def _outputs_differ(a: _Run, b: _Run, bound: torch.Tensor) -> bool:
     return _differ(a.t.out, b.t.out, bound)
 
 
-def _diagnose(case: Case, impl: Impl, device, primary: _Run, exp: _Expected, kind: str) -> tuple[str, str]:
+def _diagnose(case: Case, impl: Impl, device, primary: _Run, exp: _Expected, kind: str,
+              fill: Fill) -> tuple[str, str]:
     """Tell an out-of-bounds read or a read of unwritten workspace from a plain wrong result."""
-    finite_margins = _execute(case, impl, device, DIAGNOSE_FILL)
+    finite_margins = _execute(case, impl, device, replace(fill, input_margin=DIAGNOSE_MARGIN))
     if _outputs_differ(primary, finite_margins, exp.bound):
         return "oob-read", "output depends on the contents of the inputs' guard margins"
-    zero_poison = _execute(case, impl, device, Fill(input_margin=DIAGNOSE_FILL.input_margin, workspace_poison=0.0))
+    zero_poison = _execute(case, impl, device, replace(fill, input_margin=DIAGNOSE_MARGIN, workspace_poison=0.0))
     if _outputs_differ(finite_margins, zero_poison, exp.bound):
         return "uninit-read", "output depends on the workspace's initial contents"
     return kind, ""
@@ -252,9 +253,9 @@ def _twin_cases(case: Case) -> list[Case]:
     return [case.replace(config=flipped)]
 
 
-def _permuted_run(case: Case, impl: Impl, device) -> tuple[_Run, torch.Tensor]:
+def _permuted_run(case: Case, impl: Impl, device, fill: Fill) -> tuple[_Run, torch.Tensor]:
     """Run the case with its tokens permuted; returns the run and the permutation."""
-    t = materialize(case, device)
+    t = materialize(case, device, fill)
     perm = torch.randperm(case.m, generator=torch.Generator().manual_seed(case.seed ^ 0x5EED)).to(t.out.device)
     k = case.top_k
     if case.layout == "per_routed":
@@ -272,20 +273,23 @@ def _permuted_run(case: Case, impl: Impl, device) -> tuple[_Run, torch.Tensor]:
     return _Run(t, before, err), perm
 
 
-def _metamorphic(case: Case, impl_name: str, impl: Impl, device, primary: _Run, exp: _Expected) -> str:
+def _metamorphic(case: Case, impl_name: str, impl: Impl, device, primary: _Run, exp: _Expected,
+                 fill: Fill) -> str:
     """Twins need no reference: each is within the bound of the truth, so two agree within twice it."""
     for twin in (_twin_cases(case) if is_ours(impl_name) else []):
-        run = _execute(twin, impl, device, Fill())
+        run = _execute(twin, impl, device, fill)
         if run.error is None and _outputs_differ(primary, run, 2 * exp.bound):
             return f"another configuration ({twin.config}) disagrees beyond 2x the bound"
-    run, perm = _permuted_run(case, impl, device)
+    run, perm = _permuted_run(case, impl, device, fill)
     if run.error is None and _differ(run.t.out, primary.t.out[perm], 2 * exp.bound[perm]):
         return "permuting the tokens does not permute the output"
     return ""
 
 
-def check(case: Case, impl_name: str, device="cpu", *, metamorphic: bool = False, impl: Impl | None = None) -> Verdict:
-    """Judge `impl_name` on `case`. Never raises for a failure of the implementation."""
+def check(case: Case, impl_name: str, device="cpu", *, metamorphic: bool = False, impl: Impl | None = None,
+          guards: bool = True) -> Verdict:
+    """Judge `impl_name` on `case`. Never raises for a failure of the implementation.
+    guards=False hands the implementation exact-size allocations (see Fill.guards): for compute-sanitizer."""
     start = time.perf_counter()
     impl = impl or resolve(impl_name)
 
@@ -293,7 +297,8 @@ def check(case: Case, impl_name: str, device="cpu", *, metamorphic: bool = False
         return Verdict(kind, impl_name, signature(kind, impl_name, case) if kind != "pass" else "", message,
                        ratio, list(worst), time.perf_counter() - start, edges)
 
-    primary = _prepare(case, device, Fill())
+    fill = Fill(guards=guards)
+    primary = _prepare(case, device, fill)
     _x, ids, _w, lanes, enabled, _a, _b = primary.t.host_args()
     edges = data_features(ids, lanes, enabled, case.num_experts, case.num_slots)
     exp, disagreement = _expect(case, primary)
@@ -306,10 +311,10 @@ def check(case: Case, impl_name: str, device="cpu", *, metamorphic: bool = False
         return verdict("exception", f"{type(e).__name__}: {e} (at {tb.filename}:{tb.lineno})")
     kind, message, ratio, worst = _judge(case, primary, exp)
     if kind in ("nonfinite", "mismatch"):
-        kind, why = _diagnose(case, impl, device, primary, exp, kind)
+        kind, why = _diagnose(case, impl, device, primary, exp, kind, fill)
         message = f"{message}; {why}" if why else message
     if kind == "pass" and metamorphic and case.m > 0:
-        why = _metamorphic(case, impl_name, impl, device, primary, exp)
+        why = _metamorphic(case, impl_name, impl, device, primary, exp, fill)
         if why:
             return verdict("metamorphic", why, ratio)
     return verdict(kind, message, ratio, worst)

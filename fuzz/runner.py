@@ -74,7 +74,7 @@ def _worker_main(conn, device: str, impl_name: str) -> None:
                                           why).to_dict()})
             continue
         try:
-            v = check(case, impl_name, device, metamorphic=msg["metamorphic"], impl=impl)
+            v = check(case, impl_name, device, metamorphic=msg["metamorphic"], impl=impl, guards=msg["guards"])
         except Exception as e:  # outside the implementation: the process (e.g. its CUDA context) is broken
             conn.send({"dead": f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"})
             return
@@ -109,9 +109,9 @@ class Worker:
             self.proc.join(5)
             raise WorkerDied(f"worker process died (exit code {self.proc.exitcode})") from None
 
-    def run(self, case: Case, metamorphic: bool, timeout: float, mode: str = "fuzz") -> dict:
+    def run(self, case: Case, metamorphic: bool, timeout: float, mode: str = "fuzz", guards: bool = True) -> dict:
         try:
-            self.conn.send({"case": case.to_dict(), "metamorphic": metamorphic, "mode": mode})
+            self.conn.send({"case": case.to_dict(), "metamorphic": metamorphic, "mode": mode, "guards": guards})
         except (BrokenPipeError, ConnectionError):
             raise WorkerDied("worker process died before the case") from None
         answer = self._recv(timeout)

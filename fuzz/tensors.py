@@ -31,6 +31,9 @@ class Fill:
 
     input_margin: float = math.nan
     workspace_poison: float = math.nan
+    # False: the implementation gets every buffer as its own exact-size allocation instead of a view into
+    # the guarded arena, so that compute-sanitizer sees an out-of-bounds access that a guard band would absorb
+    guards: bool = True
 
 
 @dataclass
@@ -177,7 +180,11 @@ class _Allocator:
         arena, writable = arena.to(device), writable.bool().to(device)
         for g in self.guarded:
             g.base, g.view = g.base_in(arena), g.view_in(arena)
-        return arena, writable, {g.name: g.view for g in self.guarded}, host
+        if self.fill.guards:
+            return arena, writable, {g.name: g.view for g in self.guarded}, host
+        bare = {g.name: torch.empty_strided(g.view.shape, g.view.stride(), dtype=g.view.dtype, device=device)
+                .copy_(g.view) for g in self.guarded}
+        return arena, writable, bare, host
 
 
 def materialize(case: Case, device="cpu", fill: Fill = Fill()) -> Tensors:

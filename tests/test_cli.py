@@ -96,3 +96,14 @@ def test_run_three_cases_on_cpu(tmp_path):
     assert report["impl"] == "ours" and report["device"] == "cpu" and report["shard"] == [0, 1]
     assert isinstance(report["coverage"], dict) and report["coverage"]
     assert not list(out.glob("repro-*.json"))
+
+
+@pytest.mark.interpreter
+def test_replay_without_guards_passes_ours_and_sanitize_needs_a_gpu():
+    repro = "tests/regressions/lora-grid-short.json"
+    proc = _fuzz("replay", repro, "--impl", "ours", "--device", "cpu", "--no-guards")
+    assert proc.returncode == 0 and proc.stdout.strip() == "pass", _detail(proc)
+    proc = _fuzz("replay", repro, "--device", "cpu", "--no-guards")  # the recorded mutant: still wrong
+    assert proc.returncode == 1 and proc.stdout.startswith("mismatch"), _detail(proc)
+    proc = _fuzz("replay", repro, "--device", "cpu", "--sanitize")
+    assert proc.returncode == 2 and "needs --device cuda" in proc.stderr, _detail(proc)

@@ -12,7 +12,7 @@ from fuzz.minimize import candidates, minimize
 from fuzz.oracle import check
 from fuzz.repro import load
 from fuzz.strategies import cases
-from fuzz.tensors import materialize
+from fuzz.tensors import Fill, materialize
 from tests.cases import BASE
 
 REGRESSIONS = sorted((Path(__file__).parent / "regressions").glob("*.json"))
@@ -35,6 +35,24 @@ def test_same_seed_same_tensors_different_seed_different():
     assert torch.equal(a.x, b.x) and torch.equal(a.lora_b[1], b.lora_b[1]) and torch.equal(a.out, b.out)
     c = materialize(BASE.replace(seed=2), "cpu")
     assert not torch.equal(a.x, c.x)
+
+
+def test_unguarded_tensors_are_exact_size_allocations_with_the_same_data(device):
+    """Fill(guards=False), what `replay --sanitize` uses: same values and strides as the guarded views, but
+    each buffer its own allocation spanning exactly its elements, so compute-sanitizer sees any access
+    outside it; our kernels pass on it."""
+    case = BASE.replace(strided=True, num_slices=2)
+    guarded, bare = materialize(case, device), materialize(case, device, Fill(guards=False))
+    pairs = [(guarded.x, bare.x), (guarded.out, bare.out), (guarded.lora_a[1], bare.lora_a[1]),
+             (guarded.align.sorted_token_ids, bare.align.sorted_token_ids)]
+    storages = set()
+    for g, b in pairs:
+        assert torch.equal(g, b) and g.stride() == b.stride()
+        span = 1 + sum((n - 1) * st for n, st in zip(b.shape, b.stride()))
+        assert b.untyped_storage().nbytes() == span * b.element_size() and b.storage_offset() == 0
+        storages.add(b.untyped_storage().data_ptr())
+    assert len(storages) == len(pairs)
+    assert check(case, "ours", device, metamorphic=True, guards=False).kind == "pass"
 
 
 def test_inputs_are_signed_and_never_zero():
