@@ -12,7 +12,7 @@ import random
 from dataclasses import dataclass, field
 from typing import Protocol, Sequence
 
-from kernels.config import MoeLoraConfig, TileConfig
+from kernels.config import MoeLoraConfig, TileConfig, default_config
 
 DTYPES = ("float32", "float16", "bfloat16")  # simplest first: what shrinking and minimising move toward
 LAYOUTS = ("per_token", "per_routed")
@@ -232,15 +232,18 @@ def generate(src: Source, sizes: Sizes, *, interpreter: bool, seed: int) -> Case
 
     k_dim, n_dim = src.integer(1, sizes.k_dim), src.integer(1, sizes.n_dim)
 
-    def block(dim: int):
-        """Half the time a block smaller than the dimension, so multi-tile loops and tails run."""
+    def block(dim: int, smaller: bool = False):
+        """Half the time (always if `smaller`) a block smaller than the dimension, so multi-tile loops and
+        tails run."""
         small = tuple(b for b in sizes.blocks if b < dim)
-        return src.choice(small) if small and src.flag() else src.choice(sizes.blocks)
+        return src.choice(small) if small and (smaller or src.flag()) else src.choice(sizes.blocks)
 
     def tile(out_dim: int, reduction: int, split: bool, expand: bool) -> TileConfig:
         split_hi = 1 if (expand and interpreter and dtype == "bfloat16") else sizes.split_k
-        return TileConfig(block_n=block(out_dim), block_k=block(reduction), group_size_m=src.choice((1, 2, 4, 8)),
-                          split_k=src.integer(1, split_hi) if split else 1,
+        split_k = src.integer(1, split_hi) if split else 1
+        # a split-K case whose reduction fits one block leaves every chunk but the first empty: wasted
+        return TileConfig(block_n=block(out_dim), block_k=block(reduction, smaller=split_k > 1),
+                          group_size_m=src.choice((1, 2, 4, 8)), split_k=split_k,
                           num_warps=src.choice(sizes.warps), num_stages=src.choice(sizes.stages))
 
     case = Case(
@@ -257,4 +260,7 @@ def generate(src: Source, sizes: Sizes, *, interpreter: bool, seed: int) -> Case
     )
     if src.integer(0, 9) == 0:  # empty batch now and then
         case = case.replace(m=0)
+    if src.integer(0, 7) == 0:  # what callers get without a config: the per-shape heuristic, fuzzed too
+        c = case
+        case = c.replace(config=default_config(c.m * c.top_k, c.rank, c.k_dim, c.n_dim, c.num_experts, c.num_slots))
     return case.validate(interpreter)

@@ -264,13 +264,7 @@ def _permuted_run(case: Case, impl: Impl, device, fill: Fill) -> tuple[_Run, tor
         t.x = t.x[perm]
     t.topk_ids, t.topk_weights, t.token_lora = t.topk_ids[perm], t.topk_weights[perm], t.token_lora[perm]
     t.out = t.out[perm]
-    before = t.snapshot()
-    try:
-        impl(t)
-        err = None
-    except Exception as e:
-        err = e
-    return _Run(t, before, err), perm
+    return _call(_Run(t, t.snapshot(), None), impl), perm
 
 
 def _metamorphic(case: Case, impl_name: str, impl: Impl, device, primary: _Run, exp: _Expected,

@@ -147,8 +147,8 @@ class _Allocator:
         self.guarded: list[Guarded] = []
         self.size = 0
 
-    def place(self, name: str, data: torch.Tensor, *, is_input: bool, guard_value=None) -> str:
-        """Copy `data` into a guarded allocation. Strided cases pad the last dim."""
+    def place(self, name: str, data: torch.Tensor, *, is_input: bool, guard_value=None) -> None:
+        """Copy `data` into a guarded allocation (on the CPU, until finish). Strided cases pad the last dim."""
         shape = tuple(data.shape)
         pad = 3 if (self.case.strided and data.dim() >= 2) else 0
         padded = shape[:-1] + (shape[-1] + pad,) if shape else shape
@@ -164,7 +164,6 @@ class _Allocator:
         view.copy_(data)
         self.guarded.append(Guarded(name, base, view, is_input, self.size))
         self.size += -(-base.numel() * base.element_size() // _ALIGN) * _ALIGN
-        return name
 
     def finish(self, device) -> tuple[torch.Tensor, torch.Tensor, dict, dict]:
         """(arena on `device`, writable-byte mask on `device`, views by name, CPU input views by name);

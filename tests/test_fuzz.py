@@ -48,7 +48,7 @@ def test_unguarded_tensors_are_exact_size_allocations_with_the_same_data(device)
     storages = set()
     for g, b in pairs:
         assert torch.equal(g, b) and g.stride() == b.stride()
-        span = 1 + sum((n - 1) * st for n, st in zip(b.shape, b.stride()))
+        span = 1 + sum((n - 1) * st for n, st in zip(b.shape, b.stride(), strict=True))
         assert b.untyped_storage().nbytes() == span * b.element_size() and b.storage_offset() == 0
         storages.add(b.untyped_storage().data_ptr())
     assert len(storages) == len(pairs)
