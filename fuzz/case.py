@@ -12,7 +12,7 @@ import random
 from dataclasses import dataclass, field
 from typing import Protocol, Sequence
 
-from kernels.config import MoeLoraConfig, TileConfig, default_config
+from kernels.config import ALIGN_IMPLS, MoeLoraConfig, TileConfig, default_config
 
 DTYPES = ("float32", "float16", "bfloat16")  # simplest first: what shrinking and minimising move toward
 LAYOUTS = ("per_token", "per_routed")
@@ -263,4 +263,5 @@ def generate(src: Source, sizes: Sizes, *, interpreter: bool, seed: int) -> Case
     if src.integer(0, 7) == 0:  # what callers get without a config: the per-shape heuristic, fuzzed too
         c = case
         case = c.replace(config=default_config(c.m * c.top_k, c.rank, c.k_dim, c.n_dim, c.num_experts, c.num_slots))
+    case = case.replace(config=dataclasses.replace(case.config, align=src.choice(ALIGN_IMPLS)))
     return case.validate(interpreter)

@@ -101,6 +101,7 @@ class Coverage:
             for k in ("block_n", "block_k", "group_size_m", "split_k", "num_warps", "num_stages"):
                 bump(f"{stage}.{k}", getattr(t, k))
         bump("block_m", c.config.block_m)
+        bump("align", c.config.align)
         self.edges.update(case_features(c) + list(data_edges))
         self.classes[c.coarse_class] += 1
 

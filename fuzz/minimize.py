@@ -61,8 +61,9 @@ def candidates(c: Case) -> Iterator[Case]:
     if c.config != default:
         yield c.replace(config=default)
     cfg = c.config
-    if cfg.block_m != default.block_m:
-        yield c.replace(config=dataclasses.replace(cfg, block_m=default.block_m))
+    for name in ("block_m", "align"):
+        if getattr(cfg, name) != getattr(default, name):
+            yield c.replace(config=dataclasses.replace(cfg, **{name: getattr(default, name)}))
     for stage in ("shrink", "expand"):
         tile: TileConfig = getattr(cfg, stage)
         for fieldname, simplest in TILE_SIMPLEST.items():
@@ -107,8 +108,8 @@ def describe(c: Case) -> str:
     diffs = [f"{f.name}={getattr(c, f.name)!r}" for f in dataclasses.fields(Case)
              if f.name != "config" and getattr(c, f.name) != getattr(base, f.name)]
     cfg, dcfg = c.config, MoeLoraConfig()
-    if cfg.block_m != dcfg.block_m:
-        diffs.append(f"block_m={cfg.block_m}")
+    diffs += [f"{name}={getattr(cfg, name)!r}" for name in ("block_m", "align")
+              if getattr(cfg, name) != getattr(dcfg, name)]
     for stage in ("shrink", "expand"):
         t, d = getattr(cfg, stage), getattr(dcfg, stage)
         diffs += [f"{stage}.{f.name}={getattr(t, f.name)}" for f in dataclasses.fields(TileConfig)

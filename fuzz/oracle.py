@@ -249,7 +249,7 @@ def _twin_cases(case: Case) -> list[Case]:
     cfg = case.config
     flipped = type(cfg)(block_m=16 if cfg.block_m != 16 else 32,
                         shrink=type(cfg.shrink)(block_n=16, block_k=16, split_k=1 if cfg.shrink.split_k > 1 else 2),
-                        expand=type(cfg.expand)(block_n=16, block_k=16, split_k=1))
+                        expand=type(cfg.expand)(block_n=16, block_k=16, split_k=1), align=cfg.align)
     return [case.replace(config=flipped)]
 
 

@@ -12,6 +12,7 @@ import torch
 import triton
 
 from .align_kernels import align_count_kernel, align_layout_kernel, align_scatter_kernel
+from .runtime import INTERPRET
 
 
 def padded_length(num_routed: int, num_experts: int, block_m: int) -> int:
@@ -36,24 +37,30 @@ def alloc_align(num_slots: int, num_routed: int, num_experts: int, block_m: int,
     )
 
 
-CHUNK = 128  # routed pairs per align program; the scatter compares all pairs of a chunk pairwise
+# Routed pairs per align program (the scatter compares all pairs of a chunk pairwise). Under the
+# interpreter, which only tests, a small chunk makes CPU-sized cases cross chunk boundaries too.
+CHUNK = 32 if INTERPRET else 128
 
 
 def moe_lora_align_block_size(topk_ids: torch.Tensor, token_lora: torch.Tensor, num_experts: int,
-                              num_slots: int, block_m: int, buffers: AlignBuffers | None = None) -> AlignBuffers:
+                              num_slots: int, block_m: int, buffers: AlignBuffers | None = None,
+                              impl: str = "auto") -> AlignBuffers:
     """Fill (or allocate) the align buffers.
 
     Within a slot, expert groups appear in expert order and pairs in flat-index order inside a group.
     Pairs with slot -1 (base model) or an expert outside [0, E) (not on this rank) are left out; pairs of
     disabled adapters are kept (the kernels skip them). Buffers may be wider than P; only the first P
-    columns of each row are written. GPU tensors go through the Triton kernels; CPU tensors through torch
-    ops, which give bitwise the same buffers (tests/test_align.py) and are ~100x faster than Triton's
-    interpreter at this.
+    columns of each row are written. impl: "triton", "torch" (bitwise the same buffers, tests/test_align.py)
+    or "auto": Triton for GPU tensors, torch for CPU tensors (~100x faster than Triton's interpreter here).
     """
+    if impl not in ("auto", "triton", "torch"):
+        raise ValueError(f"impl={impl!r}: must be one of auto, triton, torch")
     if buffers is None:
         m, k = topk_ids.shape
         buffers = alloc_align(num_slots, m * k, num_experts, block_m, topk_ids.device)
-    run = align_torch if topk_ids.device.type == "cpu" else align_triton
+    if impl == "auto":
+        impl = "torch" if topk_ids.device.type == "cpu" else "triton"
+    run = align_torch if impl == "torch" else align_triton
     run(topk_ids, token_lora, num_experts, block_m, buffers)
     return buffers
 

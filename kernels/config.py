@@ -41,17 +41,24 @@ class TileConfig:
             raise ValueError(f"{stage}.num_warps={self.num_warps}: must be one of 1, 2, 4, 8, 16")
 
 
+ALIGN_IMPLS = ("auto", "triton", "torch")
+
+
 @dataclass(frozen=True)
 class MoeLoraConfig:
     """Everything a fused call needs besides tensors.
 
     block_m is the align block size: every BLOCK_M group of sorted tokens belongs to one expert, so
     shrink and expand must use the same value as align did.
+    align picks align's implementation: "triton" (kernels), "torch" (ops), or "auto" (Triton for GPU
+    tensors, torch for CPU ones, where Triton's interpreter is ~100x slower). Both give bitwise the same
+    buffers; the fuzzer draws all three so that each is checked on every device.
     """
 
     block_m: int = 16
     shrink: TileConfig = field(default_factory=TileConfig)
     expand: TileConfig = field(default_factory=TileConfig)
+    align: str = "auto"
 
     def validate(self) -> None:
         for stage in ("shrink", "expand"):
@@ -63,6 +70,8 @@ class MoeLoraConfig:
             raise ValueError(f"block_m={self.block_m}: must be a power of two in [16, 256]")
         self.shrink.validate("shrink")
         self.expand.validate("expand")
+        if self.align not in ALIGN_IMPLS:
+            raise ValueError(f"align={self.align!r}: must be one of {', '.join(ALIGN_IMPLS)}")
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -71,13 +80,14 @@ class MoeLoraConfig:
     def from_dict(cls, d: dict) -> "MoeLoraConfig":
         """Strict: every field present, no unknown ones (a repro file must say exactly what ran)."""
         names = {f.name for f in dataclasses.fields(TileConfig)}
-        if set(d) != {"block_m", "shrink", "expand"}:
-            raise ValueError(f": fields must be block_m, shrink, expand (got {sorted(d)})")
+        if set(d) != {"block_m", "shrink", "expand", "align"}:
+            raise ValueError(f": fields must be block_m, shrink, expand, align (got {sorted(d)})")
         for stage in ("shrink", "expand"):
             if not isinstance(d[stage], dict) or set(d[stage]) != names:
                 got = sorted(d[stage]) if isinstance(d[stage], dict) else type(d[stage]).__name__
                 raise ValueError(f"{stage}: must be an object with exactly the fields {sorted(names)} (got {got})")
-        return cls(block_m=d["block_m"], shrink=TileConfig(**d["shrink"]), expand=TileConfig(**d["expand"]))
+        return cls(block_m=d["block_m"], shrink=TileConfig(**d["shrink"]), expand=TileConfig(**d["expand"]),
+                   align=d["align"])
 
 
 def default_config(num_routed: int, rank: int, k_dim: int, n_dim: int, num_experts: int = 1,

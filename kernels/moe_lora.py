@@ -296,7 +296,7 @@ def fused_moe_lora(out, x, topk_ids, topk_weights, token_lora, adapter_enabled, 
     if call.m == 0:
         return out
     align = moe_lora_align_block_size(topk_ids, token_lora, call.num_experts, call.num_slots, config.block_m,
-                                      ws.align)
+                                      ws.align, config.align)
     intermediate = ws.intermediate
     if intermediate is None:
         intermediate = torch.empty((call.num_slices, call.num_routed, call.rank), dtype=torch.float32,

@@ -72,3 +72,14 @@ def test_triton_align_equals_torch_align_bitwise(seed, device):
         got = _align(align_triton, ids, lanes, E, L, block_m)
         for name in ("sorted_token_ids", "expert_ids", "num_tokens_post_padded"):
             assert torch.equal(getattr(got, name), getattr(want, name)), (name, block_m)
+
+
+def test_public_align_takes_either_implementation_and_refuses_others(device):
+    ids = torch.tensor([[2, 0], [1, 2], [0, 0]], dtype=torch.int32, device=device)
+    lanes = torch.tensor([1, 0, 1], dtype=torch.int32, device=device)
+    bufs = [moe_lora_align_block_size(ids, lanes, 3, 2, 16, impl=impl) for impl in ("auto", "triton", "torch")]
+    for b in bufs[1:]:
+        assert torch.equal(b.sorted_token_ids, bufs[0].sorted_token_ids)
+        assert torch.equal(b.expert_ids, bufs[0].expert_ids)
+    with pytest.raises(ValueError, match=r"^impl='cuda': must be one of auto, triton, torch"):
+        moe_lora_align_block_size(ids, lanes, 3, 2, 16, impl="cuda")

@@ -192,6 +192,8 @@ INVALID = [
                  id="config-split_k-0"),
     pytest.param(_config(expand=TileConfig(num_warps=3)), ValueError, r"^expand\.num_warps=3", id="config-num_warps"),
     pytest.param(_config(block_m=24), ValueError, r"^block_m=24: must be a power of two", id="config-block_m"),
+    pytest.param(_config(align="fast"), ValueError, r"^align='fast': must be one of auto, triton, torch",
+                 id="config-align-unknown"),
     pytest.param(_set(config={"block_m": 16}), TypeError, r"^config: expected MoeLoraConfig, got dict",
                  id="config-dict"),
     # A float block size must be refused with a message naming the field, not a bare `&` TypeError.
