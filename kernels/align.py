@@ -12,6 +12,7 @@ import torch
 import triton
 
 from .align_kernels import align_count_kernel, align_layout_kernel, align_scatter_kernel
+from .config import ALIGN_IMPLS
 from .runtime import INTERPRET
 
 
@@ -53,8 +54,8 @@ def moe_lora_align_block_size(topk_ids: torch.Tensor, token_lora: torch.Tensor, 
     columns of each row are written. impl: "triton", "torch" (bitwise the same buffers, tests/test_align.py)
     or "auto": Triton for GPU tensors, torch for CPU tensors (~100x faster than Triton's interpreter here).
     """
-    if impl not in ("auto", "triton", "torch"):
-        raise ValueError(f"impl={impl!r}: must be one of auto, triton, torch")
+    if impl not in ALIGN_IMPLS:
+        raise ValueError(f"impl={impl!r}: must be one of {', '.join(ALIGN_IMPLS)}")
     if buffers is None:
         m, k = topk_ids.shape
         buffers = alloc_align(num_slots, m * k, num_experts, block_m, topk_ids.device)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -26,6 +27,44 @@ SHAPES = {
     "mixtral gate_up": (8, 2, 4096, 7168, 2, "per_token", False),
     "deepseek-like gate_up": (64, 6, 2048, 1408, 2, "per_token", False),
 }
+
+
+@dataclass
+class Problem:
+    """One (shape, M) of the benchmarks: seeded bf16 data on the GPU, checked once."""
+
+    shape: str
+    m: int
+    dims: tuple  # SHAPES[shape]
+    kw: dict  # fused_moe_lora's arguments
+    call: object  # kernels.MoeLoraCall
+    inter: object  # fp32 intermediate for run_shrink / run_expand
+    slots: object  # kernels.default_slot_ids
+
+
+def problems(ms: list[int], num_slots: int, rank: int):
+    """Every shape x M, in a fixed order from one seeded generator (bench_kernels and tune_configs agree)."""
+    import torch
+
+    from kernels import default_slot_ids, prepare
+    dev, dt, L, R = "cuda", torch.bfloat16, num_slots, rank
+    g = torch.Generator(device=dev).manual_seed(0)
+    for shape, dims in SHAPES.items():
+        E, k, K, N, S, layout, mrw = dims
+        lora_a = [torch.randn(L, E, R, K, device=dev, dtype=dt, generator=g) * K ** -0.5 for _ in range(S)]
+        lora_b = [torch.randn(L, E, N, R, device=dev, dtype=dt, generator=g) * R ** -0.5 for _ in range(S)]
+        for m in ms:
+            rows = m * k if layout == "per_routed" else m
+            kw = dict(
+                out=torch.zeros(m, k, S * N, device=dev, dtype=dt),
+                x=torch.randn(rows, K, device=dev, dtype=dt, generator=g),
+                topk_ids=torch.stack([torch.randperm(E, device=dev, generator=g)[:k] for _ in range(m)]).int(),
+                topk_weights=torch.rand(m, k, device=dev, dtype=dt, generator=g),
+                token_lora=torch.randint(0, L, (m,), device=dev, dtype=torch.int32, generator=g),
+                adapter_enabled=torch.ones(L, dtype=torch.int32, device=dev),
+                lora_a=lora_a, lora_b=lora_b, mul_routed_weight=mrw)
+            yield Problem(shape, m, dims, kw, prepare(**kw), torch.zeros(S, m * k, R, device=dev),
+                          default_slot_ids(L, dev))
 
 
 def main() -> None:
@@ -41,64 +80,48 @@ def main() -> None:
         MoeLoraConfig,
         TileConfig,
         default_config,
-        default_slot_ids,
         fused_moe_lora,
         moe_lora_align_block_size,
-        prepare,
         run_expand,
         run_shrink,
     )
-    dev = "cuda"
     name = torch.cuda.get_device_name()
     bw = 4.8e12 if "H200" in name else 3.35e12
     upstream = MoeLoraConfig(block_m=16, shrink=TileConfig(block_n=32, block_k=64, group_size_m=8, split_k=1),
                              expand=TileConfig(block_n=64, block_k=16, group_size_m=8, split_k=1))
-    L, R, dt = a.slots, a.rank, torch.bfloat16
+    L, R = a.slots, a.rank
     print(f"## {name}, bf16, L={L}, R={R}; µs per fused call (align + shrink + expand)\n")
     print("| shape | M | ours graph µs | upstream-style graph µs | floor µs | ours/upstream | ours/floor "
           "| ours eager µs | align / shrink / expand µs | our config |")
     print("|---|---|---|---|---|---|---|---|---|---|")
-    g = torch.Generator(device=dev).manual_seed(0)
-    for shape, (E, k, K, N, S, layout, mrw) in SHAPES.items():
-        lora_a = [torch.randn(L, E, R, K, device=dev, dtype=dt, generator=g) * K ** -0.5 for _ in range(S)]
-        lora_b = [torch.randn(L, E, N, R, device=dev, dtype=dt, generator=g) * R ** -0.5 for _ in range(S)]
-        for m in (int(v) for v in a.ms.split(",")):
-            rows = m * k if layout == "per_routed" else m
-            x = torch.randn(rows, K, device=dev, dtype=dt, generator=g)
-            ids = torch.stack([torch.randperm(E, device=dev, generator=g)[:k] for _ in range(m)]).int()
-            w = torch.rand(m, k, device=dev, dtype=dt, generator=g)
-            lanes = torch.randint(0, L, (m,), device=dev, dtype=torch.int32, generator=g)
-            en = torch.ones(L, dtype=torch.int32, device=dev)
-            out = torch.zeros(m, k, S * N, device=dev, dtype=dt)
-            ours_cfg = default_config(m * k, R, K, N, E, L)
+    for p in problems([int(v) for v in a.ms.split(",")], L, R):
+        (E, k, K, N, S, _layout, _mrw), m, kw = p.dims, p.m, p.kw
+        ids, lanes = kw["topk_ids"], kw["token_lora"]
+        ours_cfg = default_config(m * k, R, K, N, E, L)
 
-            def run(cfg):
-                return lambda: fused_moe_lora(out, x, ids, w, lanes, en, lora_a, lora_b, mul_routed_weight=mrw,
-                                              config=cfg)
-            run(ours_cfg)(), run(upstream)()  # compile and fill the constant caches before capture
-            torch.cuda.synchronize()
-            t_eager = triton.testing.do_bench(run(ours_cfg), warmup=25, rep=100) * 1e3
-            t_ours = triton.testing.do_bench_cudagraph(run(ours_cfg), rep=100) * 1e3
-            t_up = triton.testing.do_bench_cudagraph(run(upstream), rep=100) * 1e3
-            call = prepare(out, x, ids, w, lanes, en, lora_a, lora_b, mul_routed_weight=mrw)
-            align = moe_lora_align_block_size(ids, lanes, E, L, ours_cfg.block_m)
-            inter = torch.zeros(S, m * k, R, device=dev)
-            slots = default_slot_ids(L, dev)
-            phases = [
-                lambda: moe_lora_align_block_size(ids, lanes, E, L, ours_cfg.block_m, align),
-                lambda: run_shrink(call, inter, align, slots, ours_cfg),
-                lambda: run_expand(call, inter, align, slots, ours_cfg),
-            ]
-            split = " / ".join(f"{triton.testing.do_bench_cudagraph(f, rep=50) * 1e3:.0f}" for f in phases)
-            pairs = torch.unique(lanes.long()[:, None] * E + ids.long()).numel()
-            elt = 2
-            moved = (pairs * S * (R * K + N * R) + rows * K + 2 * m * k * S * N) * elt
-            floor = moved / bw * 1e6
-            c = ours_cfg
-            desc = (f"BM{c.block_m} s{c.shrink.block_n}x{c.shrink.block_k}/sk{c.shrink.split_k} "
-                    f"e{c.expand.block_n}x{c.expand.block_k}")
-            print(f"| {shape} | {m} | {t_ours:.1f} | {t_up:.1f} | {floor:.1f} | {t_ours / t_up:.2f} | "
-                  f"{t_ours / floor:.2f} | {t_eager:.1f} | {split} | {desc} |", flush=True)
+        def run(cfg, kw=kw):
+            return lambda: fused_moe_lora(**kw, config=cfg)
+        run(ours_cfg)(), run(upstream)()  # compile and fill the constant caches before capture
+        torch.cuda.synchronize()
+        t_eager = triton.testing.do_bench(run(ours_cfg), warmup=25, rep=100) * 1e3
+        t_ours = triton.testing.do_bench_cudagraph(run(ours_cfg), rep=100) * 1e3
+        t_up = triton.testing.do_bench_cudagraph(run(upstream), rep=100) * 1e3
+        align = moe_lora_align_block_size(ids, lanes, E, L, ours_cfg.block_m)
+        phases = [
+            lambda: moe_lora_align_block_size(ids, lanes, E, L, ours_cfg.block_m, align),
+            lambda: run_shrink(p.call, p.inter, align, p.slots, ours_cfg),
+            lambda: run_expand(p.call, p.inter, align, p.slots, ours_cfg),
+        ]
+        split = " / ".join(f"{triton.testing.do_bench_cudagraph(f, rep=50) * 1e3:.0f}" for f in phases)
+        pairs = torch.unique(lanes.long()[:, None] * E + ids.long()).numel()
+        elt = 2
+        moved = (pairs * S * (R * K + N * R) + kw["x"].shape[0] * K + 2 * m * k * S * N) * elt
+        floor = moved / bw * 1e6
+        c = ours_cfg
+        desc = (f"BM{c.block_m} s{c.shrink.block_n}x{c.shrink.block_k}/sk{c.shrink.split_k} "
+                f"e{c.expand.block_n}x{c.expand.block_k}")
+        print(f"| {p.shape} | {m} | {t_ours:.1f} | {t_up:.1f} | {floor:.1f} | {t_ours / t_up:.2f} | "
+              f"{t_ours / floor:.2f} | {t_eager:.1f} | {split} | {desc} |", flush=True)
 
 
 if __name__ == "__main__":

@@ -16,7 +16,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench_kernels import SHAPES  # noqa: E402
+from bench_kernels import problems  # noqa: E402
 
 # (block_k, split_k, num_warps, num_stages) for shrink; (block_n, num_warps, num_stages) for expand
 SHRINK = [(64, 1, 4, 3), (128, 1, 4, 3), (256, 1, 4, 2), (128, 2, 4, 3), (128, 4, 4, 3), (64, 4, 4, 4),
@@ -33,68 +33,44 @@ def main() -> None:
     import torch
     import triton
 
-    from kernels import (
-        MoeLoraConfig,
-        TileConfig,
-        default_config,
-        default_slot_ids,
-        moe_lora_align_block_size,
-        prepare,
-        run_expand,
-        run_shrink,
-    )
-    dev = "cuda"
-    L, R, dt = a.slots, a.rank, torch.bfloat16
+    from kernels import MoeLoraConfig, TileConfig, default_config, moe_lora_align_block_size, run_expand, run_shrink
+    L, R = a.slots, a.rank
     r_block = min(max(16, triton.next_power_of_2(R)), 64)
     print(f"## {torch.cuda.get_device_name()}, bf16, L={L}, R={R}: µs per stage from a CUDA graph\n")
     print("| shape | M | best BM | best shrink (BK, SK, warps, stages) µs | best expand (BN, warps, stages) µs "
           "| best total µs | default total µs (its BM) |")
     print("|---|---|---|---|---|---|---|")
-    g = torch.Generator(device=dev).manual_seed(0)
-    for shape, (E, k, K, N, S, layout, mrw) in SHAPES.items():
-        lora_a = [torch.randn(L, E, R, K, device=dev, dtype=dt, generator=g) * K ** -0.5 for _ in range(S)]
-        lora_b = [torch.randn(L, E, N, R, device=dev, dtype=dt, generator=g) * R ** -0.5 for _ in range(S)]
-        for m in (int(v) for v in a.ms.split(",")):
-            rows = m * k if layout == "per_routed" else m
-            x = torch.randn(rows, K, device=dev, dtype=dt, generator=g)
-            ids = torch.stack([torch.randperm(E, device=dev, generator=g)[:k] for _ in range(m)]).int()
-            w = torch.rand(m, k, device=dev, dtype=dt, generator=g)
-            lanes = torch.randint(0, L, (m,), device=dev, dtype=torch.int32, generator=g)
-            en = torch.ones(L, dtype=torch.int32, device=dev)
-            out = torch.zeros(m, k, S * N, device=dev, dtype=dt)
-            call = prepare(out, x, ids, w, lanes, en, lora_a, lora_b, mul_routed_weight=mrw)
-            inter = torch.zeros(S, m * k, R, device=dev)
-            slots = default_slot_ids(L, dev)
+    for p in problems([int(v) for v in a.ms.split(",")], L, R):
+        (E, k, K, N, _S, _layout, _mrw), m = p.dims, p.m
+        ids, lanes = p.kw["topk_ids"], p.kw["token_lora"]
 
-            def timed(stage, align, cfg, call=call, inter=inter, slots=slots) -> float:
-                def fn():
-                    stage(call, inter, align, slots, cfg)
-                fn()
-                torch.cuda.synchronize()
-                return triton.testing.do_bench_cudagraph(fn, rep=30) * 1e3
+        def timed(stage, align, cfg, p=p) -> float:
+            def fn():
+                stage(p.call, p.inter, align, p.slots, cfg)
+            fn()
+            torch.cuda.synchronize()
+            return triton.testing.do_bench_cudagraph(fn, rep=30) * 1e3
 
-            best = None
-            stage_times = {}
-            for bm in (16, 32, 64):
-                align = moe_lora_align_block_size(ids, lanes, E, L, bm)
-                sh = []
-                for bk, sk, nw, ns in SHRINK:
-                    cfg = MoeLoraConfig(block_m=bm, shrink=TileConfig(r_block, bk, 8, sk, nw, ns))
-                    sh.append((timed(run_shrink, align, cfg), (bk, sk, nw, ns)))
-                ex = []
-                for bn, nw, ns in EXPAND:
-                    cfg = MoeLoraConfig(block_m=bm, expand=TileConfig(bn, r_block, 8, 1, nw, ns))
-                    ex.append((timed(run_expand, align, cfg), (bn, nw, ns)))
-                s_best, e_best = min(sh), min(ex)
-                stage_times[bm] = (s_best, e_best)
-                if best is None or s_best[0] + e_best[0] < best[1][0][0] + best[1][1][0]:
-                    best = (bm, (s_best, e_best))
-            d = default_config(m * k, R, K, N, E, L)
-            align = moe_lora_align_block_size(ids, lanes, E, L, d.block_m)
-            t_def = timed(run_shrink, align, d) + timed(run_expand, align, d)
-            bm, (s_best, e_best) = best
-            print(f"| {shape} | {m} | {bm} | {s_best[1]} {s_best[0]:.1f} | {e_best[1]} {e_best[0]:.1f} | "
-                  f"{s_best[0] + e_best[0]:.1f} | {t_def:.1f} (BM{d.block_m}) |", flush=True)
+        best = None
+        for bm in (16, 32, 64):
+            align = moe_lora_align_block_size(ids, lanes, E, L, bm)
+            sh = []
+            for bk, sk, nw, ns in SHRINK:
+                cfg = MoeLoraConfig(block_m=bm, shrink=TileConfig(r_block, bk, 8, sk, nw, ns))
+                sh.append((timed(run_shrink, align, cfg), (bk, sk, nw, ns)))
+            ex = []
+            for bn, nw, ns in EXPAND:
+                cfg = MoeLoraConfig(block_m=bm, expand=TileConfig(bn, r_block, 8, 1, nw, ns))
+                ex.append((timed(run_expand, align, cfg), (bn, nw, ns)))
+            s_best, e_best = min(sh), min(ex)
+            if best is None or s_best[0] + e_best[0] < best[1][0][0] + best[1][1][0]:
+                best = (bm, (s_best, e_best))
+        d = default_config(m * k, R, K, N, E, L)
+        align = moe_lora_align_block_size(ids, lanes, E, L, d.block_m)
+        t_def = timed(run_shrink, align, d) + timed(run_expand, align, d)
+        bm, (s_best, e_best) = best
+        print(f"| {p.shape} | {m} | {bm} | {s_best[1]} {s_best[0]:.1f} | {e_best[1]} {e_best[0]:.1f} | "
+              f"{s_best[0] + e_best[0]:.1f} | {t_def:.1f} (BM{d.block_m}) |", flush=True)
 
 
 if __name__ == "__main__":
