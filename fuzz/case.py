@@ -43,7 +43,7 @@ class Case:
     routing: str = ROUTINGS[0]
     slotting: str = SLOTTINGS[0]
     disabled: tuple = ()  # slot ids with adapter_enabled = 0
-    strided: bool = False  # inputs and outputs are padded views, not contiguous tensors
+    strided: bool = False  # inputs and outputs are padded views at unaligned addresses, not contiguous tensors
     align_slack: int = 0  # extra BLOCK_M blocks in the align buffers beyond P
     config: MoeLoraConfig = field(default_factory=MoeLoraConfig)
 
@@ -197,17 +197,17 @@ class Sizes:
 def _pool() -> tuple:
     """A bounded set of GPU configurations: every block size, split-K on both stages, warps and stages,
     grouped ordering, each appearing in several combinations."""
-    rows = [  # block_m, shrink (n, k, group, split, warps, stages), expand (n, k, group, split, warps, stages)
+    rows = [  # block_m, shrink and expand (n, k, group, split, warps, stages[, n_tiles])
         (16, (16, 16, 1, 1, 4, 2), (16, 16, 1, 1, 4, 2)),
-        (16, (16, 64, 8, 4, 4, 3), (64, 16, 8, 1, 4, 3)),
-        (16, (32, 128, 1, 8, 4, 4), (128, 16, 1, 2, 4, 2)),
+        (16, (16, 64, 8, 4, 4, 3), (64, 16, 8, 1, 4, 3, 4)),
+        (16, (32, 128, 1, 8, 4, 4), (128, 16, 1, 2, 4, 2, 2)),
         (16, (16, 32, 4, 3, 2, 1), (32, 32, 4, 3, 2, 1)),
         (32, (32, 32, 8, 1, 4, 2), (64, 32, 8, 1, 4, 2)),
-        (32, (16, 128, 1, 2, 8, 3), (128, 16, 2, 1, 8, 3)),
+        (32, (16, 128, 1, 2, 8, 3), (128, 16, 2, 1, 8, 3, 8)),
         (32, (64, 64, 2, 1, 4, 4), (32, 64, 2, 2, 4, 4)),
-        (32, (16, 16, 8, 5, 2, 2), (16, 16, 8, 1, 2, 2)),
-        (64, (16, 64, 8, 1, 4, 3), (128, 16, 8, 1, 4, 3)),
-        (64, (32, 128, 4, 2, 8, 2), (64, 32, 4, 2, 8, 2)),
+        (32, (16, 16, 8, 5, 2, 2, 3), (16, 16, 8, 1, 2, 2, 3)),
+        (64, (16, 64, 8, 1, 4, 3), (128, 16, 8, 1, 4, 3, 2)),
+        (64, (32, 128, 4, 2, 8, 2), (64, 32, 4, 2, 8, 2, 5)),
         (64, (64, 32, 1, 1, 4, 1), (16, 64, 1, 1, 4, 1)),
         (64, (128, 16, 2, 4, 8, 4), (128, 32, 2, 1, 8, 4)),  # every row fits fp32 in 227 KiB of smem
     ]
@@ -231,6 +231,7 @@ def generate(src: Source, sizes: Sizes, *, interpreter: bool, seed: int) -> Case
     routings = ROUTINGS if top_k <= experts else tuple(r for r in ROUTINGS if r != "distinct")
 
     k_dim, n_dim = src.integer(1, sizes.k_dim), src.integer(1, sizes.n_dim)
+    num_slices = src.integer(1, 2)
 
     def block(dim: int, smaller: bool = False):
         """Half the time (always if `smaller`) a block smaller than the dimension, so multi-tile loops and
@@ -244,24 +245,27 @@ def generate(src: Source, sizes: Sizes, *, interpreter: bool, seed: int) -> Case
         # a split-K case whose reduction fits one block leaves every chunk but the first empty: wasted
         return TileConfig(block_n=block(out_dim), block_k=block(reduction, smaller=split_k > 1),
                           group_size_m=src.choice((1, 2, 4, 8)), split_k=split_k,
-                          num_warps=src.choice(sizes.warps), num_stages=src.choice(sizes.stages))
+                          num_warps=src.choice(sizes.warps), num_stages=src.choice(sizes.stages),
+                          n_tiles=src.choice((1, 1, 2, 3)))
 
     case = Case(
         seed=seed, dtype=dtype, m=src.integer(1, sizes.m), top_k=top_k, num_experts=experts,
         num_slots=slots, rank=rank, real_rank=src.integer(1, rank) if src.flag() else rank,
-        k_dim=k_dim, n_dim=n_dim, num_slices=src.integer(1, 2),
+        k_dim=k_dim, n_dim=n_dim, num_slices=num_slices,
         layout=src.choice(LAYOUTS), mul_routed_weight=src.flag(), offset=src.integer(0, sizes.offset),
         extra_cols=src.integer(0, 4), routing=src.choice(routings), slotting=src.choice(SLOTTINGS),
         disabled=tuple(s for s in range(slots) if src.integer(0, 3) == 3),
         strided=src.flag(), align_slack=src.choice((0, 0, 1, 3)),
         config=(src.choice(sizes.config_pool) if sizes.config_pool else
-                MoeLoraConfig(block_m=src.choice(sizes.block_ms), shrink=tile(rank, k_dim, src.flag(), False),
+                MoeLoraConfig(block_m=src.choice(sizes.block_ms),
+                              shrink=tile(rank * num_slices, k_dim, src.flag(), False),  # S*R columns
                               expand=tile(n_dim, rank, src.flag(), True))),
     )
     if src.integer(0, 9) == 0:  # empty batch now and then
         case = case.replace(m=0)
     if src.integer(0, 7) == 0:  # what callers get without a config: the per-shape heuristic, fuzzed too
         c = case
-        case = c.replace(config=default_config(c.m * c.top_k, c.rank, c.k_dim, c.n_dim, c.num_experts, c.num_slots))
+        case = c.replace(config=default_config(c.m * c.top_k, c.rank, c.k_dim, c.n_dim, c.num_experts, c.num_slots,
+                                               c.num_slices))
     case = case.replace(config=dataclasses.replace(case.config, align=src.choice(ALIGN_IMPLS)))
     return case.validate(interpreter)

@@ -12,7 +12,7 @@ REQUIRED_EDGES = (
     "m_not_block_multiple", "k_tail", "n_tail", "r_tail", "m_is_1", "empty_batch", "expert_without_tokens",
     "all_tokens_one_expert", "slot_without_tokens", "base_with_every_slot", "disabled_adapter_used",
     "duplicate_expert_in_token", "real_rank_below_R", "offset_and_extra_columns", "strided_views",
-    "align_buffers_oversized", "two_slices", "shrink_split_k", "expand_split_k",
+    "align_buffers_oversized", "two_slices", "shrink_split_k", "expand_split_k", "n_tiles_loop",
 )
 
 
@@ -52,6 +52,8 @@ def case_features(c: Case) -> list[str]:
         f.append("shrink_split_k")
     if cfg.expand.split_k > 1:
         f.append("expand_split_k")
+    if any(t.n_tiles > 1 and width > t.block_n for t, width in ((cfg.shrink, c.rank), (cfg.expand, c.n_dim))):
+        f.append("n_tiles_loop")  # a program runs more than one BLOCK_N tile
     return f
 
 

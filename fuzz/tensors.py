@@ -148,9 +148,11 @@ class _Allocator:
         self.size = 0
 
     def place(self, name: str, data: torch.Tensor, *, is_input: bool, guard_value=None) -> None:
-        """Copy `data` into a guarded allocation (on the CPU, until finish). Strided cases pad the last dim."""
+        """Copy `data` into a guarded allocation (on the CPU, until finish). Strided cases pad the last dim
+        and start one element past an aligned address (no 16-byte accesses may be assumed)."""
         shape = tuple(data.shape)
         pad = 3 if (self.case.strided and data.dim() >= 2) else 0
+        shift = 1 if pad else 0
         padded = shape[:-1] + (shape[-1] + pad,) if shape else shape
         inner = max(1, math.prod(padded))
         # wide enough that a row index running up to k times past the end (topk-row-index) stays inside
@@ -158,7 +160,7 @@ class _Allocator:
         if guard_value is None:
             guard_value = self.fill.input_margin if data.is_floating_point() else INT_SENTINEL
         base = torch.full((margin + inner + margin,), guard_value, dtype=data.dtype)
-        view = base[margin: margin + math.prod(padded)].view(padded)
+        view = base[margin + shift: margin + shift + math.prod(padded)].view(padded)
         if pad:
             view = view[..., : shape[-1]]
         view.copy_(data)

@@ -24,6 +24,7 @@ class TileConfig:
     split_k: int = 1
     num_warps: int = 4
     num_stages: int = 2
+    n_tiles: int = 1  # BLOCK_N tiles each program covers in a loop: set-up paid once, output reads overlapped
 
     def validate(self, stage: str) -> None:
         for f in dataclasses.fields(self):
@@ -33,7 +34,8 @@ class TileConfig:
             v = getattr(self, name)
             if not (_is_pow2(v) and 16 <= v <= 256):
                 raise ValueError(f"{stage}.{name}={v}: must be a power of two in [16, 256] (tl.dot needs >= 16)")
-        for name, lo, hi in (("group_size_m", 1, 64), ("split_k", 1, 64), ("num_stages", 1, 8)):
+        for name, lo, hi in (("group_size_m", 1, 64), ("split_k", 1, 64), ("num_stages", 1, 8),
+                            ("n_tiles", 1, 64)):
             v = getattr(self, name)
             if not (_is_int(v) and lo <= v <= hi):
                 raise ValueError(f"{stage}.{name}={v!r}: must be an int in [{lo}, {hi}]")
@@ -91,7 +93,7 @@ class MoeLoraConfig:
 
 
 def default_config(num_routed: int, rank: int, k_dim: int, n_dim: int, num_experts: int = 1,
-                   num_slots: int = 1) -> MoeLoraConfig:
+                   num_slots: int = 1, num_slices: int = 1) -> MoeLoraConfig:
     """Heuristic per shape, used when the caller passes no config; fitted to scripts/tune_configs.py on
     H200 (README "Kernel speed").
 
@@ -102,11 +104,14 @@ def default_config(num_routed: int, rank: int, k_dim: int, n_dim: int, num_exper
     """
     per_group = num_routed / max(1, num_experts * num_slots)
     block_m = 16 if per_group <= 12 else (32 if per_group <= 48 else 64)
-    r_block = min(max(16, 1 << (max(rank, 1) - 1).bit_length()), 64)
+    def pow2_block(n: int, hi: int) -> int:
+        return min(max(16, 1 << (max(n, 1) - 1).bit_length()), hi)
+    r_block = pow2_block(rank, 64)
+    columns = rank * num_slices  # shrink covers every slice in one program: x is read once
     blocks_m = max(1, num_routed // block_m)
     split_k = 1 if blocks_m >= 64 or k_dim < 512 else min(8, max(1, k_dim // 512))
-    shrink = TileConfig(block_n=r_block, block_k=128 if k_dim >= 128 else 32, group_size_m=8,
-                        split_k=split_k, num_warps=4, num_stages=3)
+    shrink = TileConfig(block_n=pow2_block(columns, 128), block_k=128 if k_dim >= 128 else 32, group_size_m=8,
+                        split_k=split_k, num_warps=4, num_stages=3, n_tiles=-(-columns // 128))
     block_n = 128 if n_dim % 128 == 0 else (64 if n_dim >= 64 else 32)
     expand = TileConfig(block_n=block_n, block_k=r_block, group_size_m=8, split_k=1,
                         num_warps=4 if block_n == 128 else 2, num_stages=2)

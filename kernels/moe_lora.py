@@ -173,7 +173,8 @@ def _pointer_table(ws: tuple) -> torch.Tensor:
 def _launch(call: MoeLoraCall, stage: str, x, x_strides, weights, out, out_strides, align: AlignBuffers,
             slot_ids, tile: TileConfig, block_m: int, *, row_div: int, mul_routed_weight: bool,
             accumulate: bool, dev: Deviation) -> None:
-    k_dim, n_dim = (call.k_dim, call.rank) if stage == "shrink" else (call.rank, call.n_dim)
+    shrink = stage == "shrink"  # one program covers every slice (S*R columns), expand one slice per program
+    k_dim, n_dim = (call.k_dim, call.rank * call.num_slices) if shrink else (call.rank, call.n_dim)
     sorted_ids, expert_ids = align.sorted_token_ids, align.expert_ids
     stride_sorted, stride_expert = sorted_ids.stride(0), expert_ids.stride(0)
     if dev.unrounded_pad_stride:  # the kernel's idea of P, unrounded, disagrees with align's
@@ -183,7 +184,7 @@ def _launch(call: MoeLoraCall, stage: str, x, x_strides, weights, out, out_strid
     num_pid_m = min(num_slot_ids * expert_ids.shape[1],
                     max_used_blocks(call.num_routed, call.num_experts * call.num_slots, block_m))
     split_grid = 1 if (stage == "expand" and dev.expand_grid_ignores_split_k) else tile.split_k
-    grid = (split_grid * num_pid_m * triton.cdiv(n_dim, tile.block_n), call.num_slices)
+    grid = (split_grid * num_pid_m * triton.cdiv(n_dim, tile.block_n * tile.n_tiles), 1 if shrink else call.num_slices)
     if min(grid) == 0:
         return
     w0 = weights[0]
@@ -193,7 +194,7 @@ def _launch(call: MoeLoraCall, stage: str, x, x_strides, weights, out, out_strid
         moe_lora_matmul_kernel[grid](
             x, _pointer_table(weights), w0, out, call.topk_weights, sorted_ids, expert_ids,
             align.num_tokens_post_padded, slot_ids, enabled,
-            call.num_routed, call.top_k, n_dim, k_dim, num_pid_m, num_slot_ids, row_div,
+            call.num_routed, call.top_k, n_dim, call.rank if shrink else n_dim, k_dim, num_pid_m, num_slot_ids, row_div,
             *x_strides,
             w0.stride(0), w0.stride(1), w0.stride(2), w0.stride(3),
             *out_strides,
@@ -203,7 +204,9 @@ def _launch(call: MoeLoraCall, stage: str, x, x_strides, weights, out, out_strid
             MASK_K=not dev.drop_k_mask, UPCAST=INTERPRET and is_bf16,
             DOT_PRECISION="ieee" if call.x.dtype == torch.float32 else "tf32",
             BLOCK_M=block_m, BLOCK_N=tile.block_n, BLOCK_K=tile.block_k,
-            GROUP_SIZE_M=tile.group_size_m, SPLIT_K=tile.split_k, G_P2=triton.next_power_of_2(num_slot_ids),
+            GROUP_SIZE_M=tile.group_size_m, SPLIT_K=tile.split_k, N_TILES=tile.n_tiles,
+            W_ALIGNED=all(w.data_ptr() % 16 == 0 for w in weights), SLICES_IN_N=shrink,
+            G_P2=triton.next_power_of_2(num_slot_ids),
             num_warps=tile.num_warps, num_stages=tile.num_stages,
         )
     except OutOfResources as e:
@@ -288,7 +291,7 @@ def fused_moe_lora(out, x, topk_ids, topk_weights, token_lora, adapter_enabled, 
                    mul_routed_weight=mul_routed_weight, offset=offset, layout=layout, validate_ids=validate_ids)
     if config is None:
         config = default_config(call.num_routed, call.rank, call.k_dim, call.n_dim, call.num_experts,
-                                call.num_slots)
+                                call.num_slots, call.num_slices)
     check_config(call, config)
     ws = Workspace() if workspace is None else workspace
     _need(isinstance(ws, Workspace), f"workspace: expected kernels.Workspace, got {type(ws).__name__}", TypeError)

@@ -1,14 +1,25 @@
 """Device code only: the grouped LoRA matmul used by both shrink and expand.
 
 The host layer (moe_lora.py) decides what x, w and out are for each stage:
-    shrink: x = activations,           w = lora_a[s] (L, E, R, K), out = intermediate (S, M*k, R) fp32
-    expand: x = intermediate[s] (fp32), w = lora_b[s] (L, E, N, R), out = out[..., offset:] (M, k, W')
+    shrink: x = activations,           w = lora_a[s] (L, E, R, K), out = intermediate (S, M*k, R) fp32,
+            every slice in one program (the S*R columns side by side)
+    expand: x = intermediate[s] (fp32), w = lora_b[s] (L, E, N, R), out = out[..., offset:] (M, k, W'),
+            one slice per program (grid axis 1)
 """
 
 import triton
 import triton.language as tl
 
 from . import runtime  # noqa: F401  sets TRITON_INTERPRET on GPU-less machines before @triton.jit below
+
+
+@triton.jit
+def _weight_base(w_table_ptr, idx, mask, w0_ptr, W_ALIGNED: tl.constexpr):
+    """Base pointer of weight slice idx (a scalar or one per column), read from the pointer table."""
+    base = tl.load(w_table_ptr + idx, mask=mask, other=0).to(tl.pointer_type(w0_ptr.dtype.element_ty))
+    if W_ALIGNED:  # the host checked every slice: lets the weight loads be 16 bytes wide
+        base = tl.multiple_of(base, 16)
+    return base
 
 
 # Token counts change with every batch: not specialising them avoids a recompile per divisibility class.
@@ -31,7 +42,8 @@ def moe_lora_matmul_kernel(
     # sizes
     num_routed,  # M * k, also the padding sentinel
     top_k,
-    N,  # output width of this stage (R for shrink, N for expand)
+    N,  # output columns of this program's row: S*R for shrink (all slices), N for expand (one slice)
+    n_slice,  # columns per slice (R for shrink; only read with SLICES_IN_N)
     K,  # reduction length (K for shrink, R for expand)
     num_pid_m,  # BLOCK_M blocks covered by the grid, all slots together
     num_slot_ids,  # G
@@ -53,9 +65,12 @@ def moe_lora_matmul_kernel(
     BLOCK_K: tl.constexpr,
     GROUP_SIZE_M: tl.constexpr,
     SPLIT_K: tl.constexpr,
+    N_TILES: tl.constexpr,  # BLOCK_N tiles per program, side by side
+    W_ALIGNED: tl.constexpr,  # every weight slice starts on a 16-byte boundary
+    SLICES_IN_N: tl.constexpr,  # column n is column n % n_slice of slice n // n_slice (grid axis 1 is 1)
     G_P2: tl.constexpr,  # next power of two >= G
 ):
-    """Grid: (SPLIT_K * num_pid_m * cdiv(N, BLOCK_N), S).
+    """Grid: (SPLIT_K * num_pid_m * cdiv(N, BLOCK_N * N_TILES), S).
 
     The m axis runs over the used blocks of every enabled slot in slot-list order, so no program is spent
     on another slot's tokens, the base model or a disabled adapter (num_pid_m bounds their total).
@@ -66,7 +81,7 @@ def moe_lora_matmul_kernel(
     pid_s = tl.program_id(1)
 
     # split-K outermost, then a GROUP_SIZE_M-swizzled (m, n) tile
-    num_pid_n = tl.cdiv(N, BLOCK_N)
+    num_pid_n = tl.cdiv(N, BLOCK_N * N_TILES)
     num_tiles = num_pid_m * num_pid_n
     pid_sk = pid // num_tiles
     pid_mn = pid % num_tiles
@@ -98,43 +113,65 @@ def moe_lora_matmul_kernel(
     offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
     offs_token = tl.load(sorted_ids_ptr + slot64 * stride_sorted_l + offs_m).to(tl.int64)
     token_mask = offs_token < num_routed
-    offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
-    n_mask = offs_n < N
-    offs_k = pid_sk * BLOCK_K + tl.arange(0, BLOCK_K)
-
-    x_ptrs = x_ptr + pid_s * stride_xs + (offs_token // row_div)[:, None] * stride_xm + offs_k[None, :] * stride_xk
-    w_base = tl.load(w_table_ptr + pid_s).to(tl.pointer_type(w0_ptr.dtype.element_ty))
-    w_ptrs = (w_base + slot64 * stride_wl + expert.to(tl.int64) * stride_we
-              + offs_k[:, None] * stride_wk + offs_n[None, :] * stride_wn)
-
-    acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
-    for kk in range(0, tl.cdiv(K, BLOCK_K * SPLIT_K)):
-        k_left = K - kk * BLOCK_K * SPLIT_K
-        if MASK_K:
-            a = tl.load(x_ptrs, mask=token_mask[:, None] & (offs_k[None, :] < k_left), other=0.0)
-            b = tl.load(w_ptrs, mask=(offs_k[:, None] < k_left) & n_mask[None, :], other=0.0)
-        else:
-            a = tl.load(x_ptrs, mask=token_mask[:, None], other=0.0)
-            b = tl.load(w_ptrs, mask=n_mask[None, :], other=0.0)
-        if UPCAST:
-            acc = tl.dot(a.to(tl.float32), b.to(tl.float32), acc=acc, input_precision="ieee")
-        else:
-            acc = tl.dot(a.to(b.dtype), b, acc=acc, input_precision=DOT_PRECISION)
-        x_ptrs += BLOCK_K * SPLIT_K * stride_xk
-        w_ptrs += BLOCK_K * SPLIT_K * stride_wk
-
     token = offs_token // top_k
     slot_j = offs_token % top_k
     if MUL_ROUTED_WEIGHT:
         rw = tl.load(topk_weights_ptr + token * stride_twm + slot_j * stride_twk, mask=token_mask, other=0.0)
-        acc = acc * rw.to(tl.float32)[:, None]
-    out_ptrs = (out_ptr + pid_s * stride_os + token[:, None] * stride_om + slot_j[:, None] * stride_oj
-                + offs_n[None, :] * stride_on)
-    out_mask = token_mask[:, None] & n_mask[None, :]
-    if SPLIT_K > 1:
-        tl.atomic_add(out_ptrs, acc.to(out_ptr.dtype.element_ty), mask=out_mask)
-    elif ACCUMULATE:
-        prev = tl.load(out_ptrs, mask=out_mask, other=0.0)
-        tl.store(out_ptrs, (prev.to(tl.float32) + acc).to(out_ptr.dtype.element_ty), mask=out_mask)
+    offs_k = pid_sk * BLOCK_K + tl.arange(0, BLOCK_K)
+    x_rows = x_ptr + pid_s * stride_xs + (offs_token // row_div)[:, None] * stride_xm
+    w_off = slot64 * stride_wl + expert.to(tl.int64) * stride_we
+    if not SLICES_IN_N:
+        w_slice = _weight_base(w_table_ptr, pid_s, pid_s >= 0, w0_ptr, W_ALIGNED) + w_off
+    out_rows = out_ptr + pid_s * stride_os + token[:, None] * stride_om + slot_j[:, None] * stride_oj
+
+    # N_TILES consecutive BLOCK_N tiles per program: the set-up above is paid once, and expand reads the
+    # running output of the next tile before it stores this one, so that read's latency is hidden.
+    offs_n = pid_n * (N_TILES * BLOCK_N) + tl.arange(0, BLOCK_N)
+    tl.static_assert(not (ACCUMULATE and SLICES_IN_N), "expand runs one slice per program")
+    if ACCUMULATE and SPLIT_K == 1:
+        prev = tl.load(out_rows + offs_n[None, :] * stride_on, mask=token_mask[:, None] & (offs_n < N)[None, :],
+                       other=0.0)
     else:
-        tl.store(out_ptrs, acc.to(out_ptr.dtype.element_ty), mask=out_mask)
+        prev = tl.zeros((BLOCK_M, BLOCK_N), dtype=out_ptr.dtype.element_ty)
+    for t in range(N_TILES):
+        n_mask = offs_n < N
+        if SLICES_IN_N:  # shrink: the columns of every slice side by side, so one read of x serves them all
+            col_slice = offs_n // n_slice
+            col = offs_n % n_slice
+            w_cols = _weight_base(w_table_ptr, col_slice, n_mask, w0_ptr, W_ALIGNED) + w_off
+            w_ptrs = w_cols[None, :] + offs_k[:, None] * stride_wk + col[None, :] * stride_wn
+            out_ptrs = out_rows + col_slice[None, :] * stride_os + col[None, :] * stride_on
+        else:
+            w_ptrs = w_slice + offs_k[:, None] * stride_wk + offs_n[None, :] * stride_wn
+            out_ptrs = out_rows + offs_n[None, :] * stride_on
+        x_ptrs = x_rows + offs_k[None, :] * stride_xk
+        acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+        for kk in range(0, tl.cdiv(K, BLOCK_K * SPLIT_K)):
+            k_left = K - kk * BLOCK_K * SPLIT_K
+            if MASK_K:
+                a = tl.load(x_ptrs, mask=token_mask[:, None] & (offs_k[None, :] < k_left), other=0.0)
+                b = tl.load(w_ptrs, mask=(offs_k[:, None] < k_left) & n_mask[None, :], other=0.0)
+            else:
+                a = tl.load(x_ptrs, mask=token_mask[:, None], other=0.0)
+                b = tl.load(w_ptrs, mask=n_mask[None, :], other=0.0)
+            if UPCAST:
+                acc = tl.dot(a.to(tl.float32), b.to(tl.float32), acc=acc, input_precision="ieee")
+            else:
+                acc = tl.dot(a.to(b.dtype), b, acc=acc, input_precision=DOT_PRECISION)
+            x_ptrs += BLOCK_K * SPLIT_K * stride_xk
+            w_ptrs += BLOCK_K * SPLIT_K * stride_wk
+        if MUL_ROUTED_WEIGHT:
+            acc = acc * rw.to(tl.float32)[:, None]
+        out_mask = token_mask[:, None] & n_mask[None, :]
+        if SPLIT_K > 1:
+            tl.atomic_add(out_ptrs, acc.to(out_ptr.dtype.element_ty), mask=out_mask)
+        elif ACCUMULATE:
+            total = (prev.to(tl.float32) + acc).to(out_ptr.dtype.element_ty)
+            if N_TILES > 1:  # the next tile's running output, read before this store
+                next_n = offs_n + BLOCK_N
+                prev = tl.load(out_rows + next_n[None, :] * stride_on, other=0.0,
+                               mask=token_mask[:, None] & ((next_n < N) & (t + 1 < N_TILES))[None, :])
+            tl.store(out_ptrs, total, mask=out_mask)
+        else:
+            tl.store(out_ptrs, acc.to(out_ptr.dtype.element_ty), mask=out_mask)
+        offs_n += BLOCK_N

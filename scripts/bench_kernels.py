@@ -97,7 +97,7 @@ def main() -> None:
     for p in problems([int(v) for v in a.ms.split(",")], L, R):
         (E, k, K, N, S, _layout, _mrw), m, kw = p.dims, p.m, p.kw
         ids, lanes = kw["topk_ids"], kw["token_lora"]
-        ours_cfg = default_config(m * k, R, K, N, E, L)
+        ours_cfg = default_config(m * k, R, K, N, E, L, S)
 
         def run(cfg, kw=kw):
             return lambda: fused_moe_lora(**kw, config=cfg)
@@ -119,7 +119,7 @@ def main() -> None:
         floor = moved / bw * 1e6
         c = ours_cfg
         desc = (f"BM{c.block_m} s{c.shrink.block_n}x{c.shrink.block_k}/sk{c.shrink.split_k} "
-                f"e{c.expand.block_n}x{c.expand.block_k}")
+                f"e{c.expand.block_n}x{c.expand.block_k}/w{c.expand.num_warps}/t{c.expand.n_tiles}")
         print(f"| {p.shape} | {m} | {t_ours:.1f} | {t_up:.1f} | {floor:.1f} | {t_ours / t_up:.2f} | "
               f"{t_ours / floor:.2f} | {t_eager:.1f} | {split} | {desc} |", flush=True)
 

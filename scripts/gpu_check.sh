@@ -14,7 +14,7 @@ while [ $# -gt 0 ]; do
     quality) timeout 330 python scripts/bench_quality.py --device cuda --seeds 5 --budget 15 2>&1 | tee "$OUT/bench_quality.txt" ;;
     cases) timeout 200 python scripts/bench_cases.py --device cuda --cases "${CASES:-300}" 2>&1 | tee "$OUT/bench_cases.txt" ;;
     kernels) timeout 300 python scripts/bench_kernels.py --ms "${BENCH_MS:-1,16,128,1024,4096}" 2>&1 | tee "$OUT/bench_kernels.txt" ;;
-    tune) timeout 400 python scripts/tune_configs.py --ms "${TUNE_MS:-16,128,1024,4096}" 2>&1 | tee "$OUT/tune_configs.txt" ;;
+    tune) timeout "${TUNE_TIMEOUT:-400}" python scripts/tune_configs.py --ms "${TUNE_MS:-16,128,1024,4096}" --bms "${TUNE_BMS:-16,32,64}" 2>&1 | tee "$OUT/tune_configs.txt" ;;
     sanitize)  # a known out-of-bounds read must be reported, the correct kernels on the same case must be clean
       r=tests/regressions/topk-row-index.json
       { timeout 120 python -m fuzz replay "$r" --device cuda --sanitize 2>&1 | tail -4
