@@ -75,20 +75,25 @@ def align_triton(topk_ids: torch.Tensor, token_lora: torch.Tensor, num_experts: 
     p = padded_length(num_routed, num_experts, block_m)
     num_chunks = max(1, triton.cdiv(num_routed, CHUNK))
     e_p2 = triton.next_power_of_2(num_experts)
-    scratch = torch.empty((num_slots, num_chunks + 2, e_p2), dtype=torch.int32, device=topk_ids.device)
+    cols = num_slots * e_p2  # one column per (slot, expert) group
+    scratch = torch.empty((num_chunks + 2, cols), dtype=torch.int32, device=topk_ids.device)
+    totals = torch.zeros((cols,), dtype=torch.int32, device=topk_ids.device)
     srt, exp, ntp = buffers.sorted_token_ids, buffers.expert_ids, buffers.num_tokens_post_padded
     pairs = (topk_ids, token_lora)
+    sizes = (num_routed, k, num_experts, num_slots)
     pair_strides = (topk_ids.stride(0), topk_ids.stride(1), token_lora.stride(0))
-    grid = (num_chunks, num_slots)
-    align_count_kernel[grid](*pairs, scratch, srt, num_routed, k, num_experts, num_chunks, p,
-                             triton.cdiv(p, num_chunks), *pair_strides, srt.stride(0), srt.stride(1),
-                             CHUNK=CHUNK, E_P2=e_p2, FILL=256)
-    align_layout_kernel[(num_slots,)](scratch, ntp, num_chunks, ntp.stride(0), BLOCK_M=block_m, E_P2=e_p2,
-                                      CHUNK_TILE=64, num_warps=8)
+    align_count_kernel[(num_chunks,)](*pairs, scratch, totals, srt, *sizes, p, triton.cdiv(num_slots * p, num_chunks),
+                                      *pair_strides, srt.stride(0), srt.stride(1), CHUNK=CHUNK, E_P2=e_p2,
+                                      COLS_P2=triton.next_power_of_2(cols), FILL=256)
+    e_tile = min(e_p2, 16)
     num_blocks = p // block_m
-    align_scatter_kernel[grid](*pairs, scratch, srt, exp, num_routed, k, num_experts, num_chunks, num_blocks,
-                               triton.cdiv(num_blocks, num_chunks), *pair_strides, srt.stride(0), srt.stride(1),
-                               exp.stride(0), exp.stride(1), CHUNK=CHUNK, E_P2=e_p2, BLOCK_M=block_m, BLOCK_TILE=64)
+    tiles = e_p2 // e_tile
+    align_layout_kernel[(num_slots, tiles)](scratch, totals, exp, ntp, num_chunks, num_blocks,
+                                            triton.cdiv(num_blocks, tiles), exp.stride(0), exp.stride(1),
+                                            ntp.stride(0), BLOCK_M=block_m, E_P2=e_p2, E_TILE=e_tile,
+                                            CHUNK_TILE=4096 // e_tile, BLOCK_TILE=64)
+    align_scatter_kernel[(num_chunks,)](*pairs, scratch, srt, *sizes, num_chunks, *pair_strides, srt.stride(0),
+                                        srt.stride(1), CHUNK=CHUNK, E_P2=e_p2)
 
 
 def align_torch(topk_ids: torch.Tensor, token_lora: torch.Tensor, num_experts: int, block_m: int,
