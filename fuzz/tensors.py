@@ -170,15 +170,16 @@ class _Allocator:
     def finish(self, device) -> tuple[torch.Tensor, torch.Tensor, dict, dict]:
         """(arena on `device`, writable-byte mask on `device`, views by name, CPU input views by name);
         rebases every Guarded onto the device arena."""
-        arena = torch.empty(self.size, dtype=torch.uint8)
-        writable = torch.zeros(self.size, dtype=torch.uint8)
+        both = torch.empty(2 * self.size, dtype=torch.uint8)  # arena and mask: one host-to-device copy
+        arena, writable = both[: self.size], both[self.size:].zero_()
         for g in self.guarded:
             g.base_in(arena).copy_(g.base)
             if not g.is_input:  # all bits set on every byte of the view's elements
                 as_int = _INT_OF_SIZE[g.base.element_size()]
                 Guarded(g.name, g.base.view(as_int), g.view.view(as_int), False, g.offset).view_in(writable).fill_(-1)
         host = {g.name: g.view for g in self.guarded if g.is_input}
-        arena, writable = arena.to(device), writable.bool().to(device)
+        both = both.to(device)
+        arena, writable = both[: self.size], both[self.size:].bool()
         for g in self.guarded:
             g.base, g.view = g.base_in(arena), g.view_in(arena)
         if self.fill.guards:

@@ -12,7 +12,7 @@ while [ $# -gt 0 ]; do
   case "$1" in
     tests) timeout "${TESTS_TIMEOUT:-300}" python -m pytest -n 8 --device cuda -p no:cacheprovider -q -ra --tb=short 2>&1 | tail -60 | tee "$OUT/tests.txt" ;;
     quality) timeout 330 python scripts/bench_quality.py --device cuda --seeds 5 --budget 15 2>&1 | tee "$OUT/bench_quality.txt" ;;
-    cases) timeout 200 python scripts/bench_cases.py --device cuda --cases "${CASES:-300}" --procs "${PROCS:-1}" 2>&1 | tee "$OUT/bench_cases.txt" ;;
+    cases) timeout "${CASES_TIMEOUT:-300}" python scripts/bench_cases.py --device cuda --cases "${CASES:-300}" 2>&1 | tee "$OUT/bench_cases.txt" ;;
     kernels) timeout 300 python scripts/bench_kernels.py --ms "${BENCH_MS:-1,16,128,1024,4096}" 2>&1 | tee "$OUT/bench_kernels.txt" ;;
     tune) timeout "${TUNE_TIMEOUT:-400}" python scripts/tune_configs.py --ms "${TUNE_MS:-16,128,1024,4096}" --bms "${TUNE_BMS:-16,32,64}" 2>&1 | tee "$OUT/tune_configs.txt" ;;
     profile) for m in ${PROFILE_MS:-1024 4096}; do timeout 120 python scripts/profile_call.py --m "$m"; done 2>&1 | tee "$OUT/profile.txt" ;;

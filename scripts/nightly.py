@@ -1,11 +1,9 @@
-"""Nightly campaign: campaigns on every GPU on disjoint deterministic shards, one merged report.
+"""Nightly campaign: one worker process per GPU on disjoint deterministic shards, one merged report.
 
-    python scripts/nightly.py --budget 3600 --out nightly-out [--gpus N] [--per-gpu P] [--impl ours] [--seed S]
+    python scripts/nightly.py --budget 3600 --out nightly-out [--gpus N] [--impl ours] [--seed S]
 
-N GPUs run P campaigns each, `python -m fuzz run --profile nightly --shard j/(N*P)` with
-CUDA_VISIBLE_DEVICES=j // P (the tiny-case loop is bound by host work, so a second process per GPU nearly
-doubles the rate); the shards' reports are merged into OUT/report.json (findings deduplicated by
-signature). Exit 1 on findings.
+Each GPU i runs `python -m fuzz run --profile nightly --shard i/N` with CUDA_VISIBLE_DEVICES=i; the
+shards' reports are merged into OUT/report.json (findings deduplicated by signature). Exit 1 on findings.
 """
 
 from __future__ import annotations
@@ -51,19 +49,14 @@ def main() -> int:
     p.add_argument("--budget", type=float, default=3600)
     p.add_argument("--out", type=Path, default=Path("nightly-out"))
     p.add_argument("--gpus", type=int, default=None, help="default: every visible GPU")
-    p.add_argument("--per-gpu", type=int, default=2, help="campaign processes per GPU")
     p.add_argument("--impl", default="ours")
     p.add_argument("--seed", type=int, default=0)
     a = p.parse_args()
     import torch
-    gpus = a.gpus or torch.cuda.device_count()
-    if gpus < 1:
+    n = a.gpus or torch.cuda.device_count()
+    if n < 1:
         print("error: no CUDA GPU visible; the nightly campaign runs on GPUs", file=sys.stderr)
         return 2
-    if a.per_gpu < 1:
-        print(f"error: --per-gpu must be >= 1 (got {a.per_gpu})", file=sys.stderr)
-        return 2
-    n = gpus * a.per_gpu
     env = dict(os.environ, PYTHONPATH=str(ROOT), HYPOTHESIS_PROFILE="nightly")
     env.pop("TRITON_INTERPRET", None)
     a.out.mkdir(parents=True, exist_ok=True)
@@ -73,16 +66,15 @@ def main() -> int:
                "--budget", str(a.budget), "--seed", str(a.seed), "--shard", f"{i}/{n}",
                "--out", str(a.out / f"shard{i}")]
         log = open(a.out / f"shard{i}.log", "w")
-        gpu_env = dict(env, CUDA_VISIBLE_DEVICES=str(i // a.per_gpu))
-        procs.append(subprocess.Popen(cmd, cwd=ROOT, env=gpu_env, stdout=log, stderr=subprocess.STDOUT))
+        procs.append(subprocess.Popen(cmd, cwd=ROOT, env=dict(env, CUDA_VISIBLE_DEVICES=str(i)), stdout=log,
+                                      stderr=subprocess.STDOUT))
     codes = [pr.wait() for pr in procs]
     if any(c == 2 for c in codes):
         print(f"error: a shard failed to start (exit codes {codes}); see {a.out}/shard*.log", file=sys.stderr)
         return 2
     merged = merge([json.loads((a.out / f"shard{i}" / "report.json").read_text()) for i in range(n)])
     (a.out / "report.json").write_text(json.dumps(merged, indent=2) + "\n")
-    print(f"{gpus} GPUs x {a.per_gpu} processes, {merged['cases']} cases in {merged['elapsed_s']:.0f}s "
-          f"({merged['cases_per_s']}/s), "
+    print(f"{n} GPUs, {merged['cases']} cases in {merged['elapsed_s']:.0f}s ({merged['cases_per_s']}/s), "
           f"{merged['distinct_findings']} distinct findings; kinds {merged['kinds']}; "
           f"missing edges {merged['coverage']['missing_edges']}")
     return 1 if merged["findings"] else 0
