@@ -84,7 +84,7 @@ def align_triton(topk_ids: torch.Tensor, token_lora: torch.Tensor, num_experts: 
     pair_strides = (topk_ids.stride(0), topk_ids.stride(1), token_lora.stride(0))
     align_count_kernel[(num_chunks,)](*pairs, scratch, totals, srt, *sizes, p, triton.cdiv(num_slots * p, num_chunks),
                                       *pair_strides, srt.stride(0), srt.stride(1), CHUNK=CHUNK, E_P2=e_p2,
-                                      COLS_P2=triton.next_power_of_2(cols), FILL=256)
+                                      COLS_P2=triton.next_power_of_2(cols), FILL=2048)
     e_tile = min(e_p2, 16)
     num_blocks = p // block_m
     tiles = e_p2 // e_tile
