@@ -32,7 +32,7 @@ def case_features(c: Case) -> list[str]:
         f.append("k_tail")
     if c.n_dim % cfg.expand.block_n:
         f.append("n_tail")
-    if c.rank % cfg.shrink.block_n or c.rank % (cfg.expand.block_k * cfg.expand.split_k):
+    if (c.rank * c.num_slices) % cfg.shrink.block_n or c.rank % (cfg.expand.block_k * cfg.expand.split_k):
         f.append("r_tail")
     if c.m == 1:
         f.append("m_is_1")
@@ -52,7 +52,8 @@ def case_features(c: Case) -> list[str]:
         f.append("shrink_split_k")
     if cfg.expand.split_k > 1:
         f.append("expand_split_k")
-    if any(t.n_tiles > 1 and width > t.block_n for t, width in ((cfg.shrink, c.rank), (cfg.expand, c.n_dim))):
+    widths = ((cfg.shrink, c.rank * c.num_slices), (cfg.expand, c.n_dim))  # shrink's columns: every slice's R
+    if any(t.n_tiles > 1 and width > t.block_n for t, width in widths):
         f.append("n_tiles_loop")  # a program runs more than one BLOCK_N tile
     return f
 

@@ -9,7 +9,7 @@ A routed pair's group is key = slot * E_P2 + expert; routed pairs are cut into c
     scatter: per chunk, each pair's position = group start + pairs of its group in earlier chunks + earlier
              pairs of its group in this chunk, so groups keep flat-index order
 scratch is (num_chunks + 2, L * E_P2) int32: a row per chunk, then the group starts and ends of every slot.
-totals (L * E_P2,) must hold zeros before the count launch.
+totals (L * E_P2,) must hold zeros before the count launch (the host's one memset).
 """
 
 import triton
