@@ -3,9 +3,9 @@
     python scripts/bench_cases.py [--device cpu|cuda] [--cases N]
 
 Runs the oracle in-process (no worker) on the campaign's case stream restricted to tiny shapes: a first
-pass compiles, three more give the steady-state rate (their median), a last one times each phase (with a
-device sync after each): materialise (inputs and guard bands), implementation (align + kernels), references (fp64, plus
-naive on small cases), judging.
+pass compiles, three more give the steady-state rate (their median), a last one times each phase with a
+device sync after each: materialise (inputs and guard bands), implementation (align + kernels),
+references (fp64, plus naive on small cases), judging.
 """
 
 from __future__ import annotations
