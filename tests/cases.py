@@ -46,4 +46,7 @@ EDGES = [
                  id="grouped-pid-order"),
     pytest.param(BASE.replace(config=_tiles(block_m=64, shrink_block_n=64, shrink_block_k=64)), id="blocks-over-dims"),
     pytest.param(BASE.replace(num_slots=4, m=12, slotting="one_slot"), id="slots-without-tokens"),
+    # programs looping over BLOCK_N tiles, the last one partly past the columns (shrink: S*R = 26 of 32)
+    pytest.param(BASE.replace(n_dim=37, rank=13, real_rank=13, config=_tiles(shrink_n_tiles=2, expand_n_tiles=2)),
+                 id="n-tiles-loop"),
 ]
