@@ -12,80 +12,73 @@ import random
 from dataclasses import dataclass, field
 from typing import Protocol, Sequence
 
-from kernels.config import ALIGN_IMPLS, MoeLoraConfig, TileConfig, default_config
+from contract import DTYPES, LAYOUTS, Knob, MoeLoraConfig, interpreter_limit, knob, knobs_of
+from kernels.config import ALIGN_IMPLS, TileConfig, default_config
 
-DTYPES = ("float32", "float16", "bfloat16")  # simplest first: what shrinking and minimising move toward
-LAYOUTS = ("per_token", "per_routed")
 ROUTINGS = ("uniform", "distinct", "one_hot", "sparse")
 SLOTTINGS = ("one_slot", "no_base", "random", "all_with_base", "all_base")
+
+
+def _size(lo: int, hi: int, **kw) -> Knob:
+    kw.setdefault("rule_text", f"must lie in [{lo}, {hi}]")
+    return Knob.integer(lo, hi, bucket="log2", **kw)
 
 
 @dataclass(frozen=True)
 class Case:
     """One point of the knob space. Every default is the simplest value of its knob (first option, smallest
-    size, flag off): what minimising and Hypothesis shrinking move toward."""
+    size, flag off): what minimising and Hypothesis shrinking move toward. Each field's metadata (contract.Knob)
+    gives its range, coverage bucket and scope; validation, minimisation and coverage derive from it."""
 
-    seed: int = 0
-    dtype: str = DTYPES[0]
-    m: int = 1
-    top_k: int = 1
-    num_experts: int = 1
-    num_slots: int = 1
-    rank: int = 1  # R: padded rank of the buffers
-    real_rank: int = 1  # rows of A / columns of B beyond it are zero, as engines pad adapters
-    k_dim: int = 1
-    n_dim: int = 1
-    num_slices: int = 1
-    layout: str = LAYOUTS[0]
-    mul_routed_weight: bool = False
-    offset: int = 0
-    extra_cols: int = 0
-    routing: str = ROUTINGS[0]
-    slotting: str = SLOTTINGS[0]
-    disabled: tuple = ()  # slot ids with adapter_enabled = 0
-    strided: bool = False  # inputs and outputs are padded views at unaligned addresses, not contiguous tensors
-    align_slack: int = 0  # extra BLOCK_M blocks in the align buffers beyond P
-    config: MoeLoraConfig = field(default_factory=MoeLoraConfig)
+    seed: int = knob(0, Knob.integer(0, 2**63 - 1, bucket="", rule_text="must lie in [0, 2**63)"))
+    dtype: str = knob(DTYPES[0], Knob.choice(DTYPES))
+    m: int = knob(1, _size(0, 1 << 16, simplest=1))  # 0 is an edge, not a simplification
+    top_k: int = knob(1, _size(1, 16))
+    num_experts: int = knob(1, _size(1, 512))
+    num_slots: int = knob(1, _size(1, 64))
+    rank: int = knob(1, _size(1, 256))  # R: padded rank of the buffers
+    # rows of A / columns of B beyond it are zero, as engines pad adapters
+    real_rank: int = knob(1, _size(1, 256, rule_text="must lie in [1, rank]"))
+    k_dim: int = knob(1, _size(1, 16384))
+    n_dim: int = knob(1, _size(1, 16384))
+    num_slices: int = knob(1, Knob.integer(1, 2, rule_text="must be 1 or 2"))
+    layout: str = knob(LAYOUTS[0], Knob.choice(LAYOUTS))
+    mul_routed_weight: bool = knob(False, Knob.flag())
+    offset: int = knob(0, _size(0, 1024))
+    extra_cols: int = knob(0, _size(0, 1024))
+    routing: str = knob(ROUTINGS[0], Knob.choice(ROUTINGS))
+    slotting: str = knob(SLOTTINGS[0], Knob.choice(SLOTTINGS))
+    disabled: tuple = knob((), Knob("other", bucket=""))  # slot ids with adapter_enabled = 0
+    # inputs and outputs are padded views at unaligned addresses, not contiguous tensors
+    strided: bool = knob(False, Knob.flag())
+    # extra BLOCK_M blocks in the align buffers beyond P (our kernels' workspace)
+    align_slack: int = knob(0, _size(0, 1024, scope="ours"))
+    config: MoeLoraConfig = field(default_factory=MoeLoraConfig, metadata={"knob": Knob("other", scope="launch")})
 
     # ---- validity -------------------------------------------------------------------------------
-    def validate(self, interpreter: bool = False) -> "Case":
+    def validate(self, interpreter: bool = False, bf16_atomics: bool = False) -> "Case":
         """Raise ValueError naming the field and the rule; return self when valid."""
         def need(ok: bool, name: str, rule: str) -> None:
             if not ok:
                 raise ValueError(f"case.{name}: {rule} (got {getattr(self, name, None)!r})")
 
-        for name in ("seed", "m", "top_k", "num_experts", "num_slots", "rank", "real_rank", "k_dim", "n_dim",
-                     "num_slices", "offset", "extra_cols", "align_slack"):
-            need(type(getattr(self, name)) is int, name, "must be an int")
-        need(0 <= self.seed < 2**63, "seed", "must lie in [0, 2**63)")
-        need(self.dtype in DTYPES, "dtype", f"must be one of {DTYPES}")
-        need(0 <= self.m <= 1 << 16, "m", "must lie in [0, 65536]")
-        need(1 <= self.top_k <= 16, "top_k", "must lie in [1, 16]")
-        need(1 <= self.num_experts <= 512, "num_experts", "must lie in [1, 512]")
-        need(1 <= self.num_slots <= 64, "num_slots", "must lie in [1, 64]")
-        need(1 <= self.rank <= 256, "rank", "must lie in [1, 256]")
-        need(1 <= self.real_rank <= self.rank, "real_rank", "must lie in [1, rank]")
-        need(1 <= self.k_dim <= 16384, "k_dim", "must lie in [1, 16384]")
-        need(1 <= self.n_dim <= 16384, "n_dim", "must lie in [1, 16384]")
-        need(self.num_slices in (1, 2), "num_slices", "must be 1 or 2")
-        need(self.layout in LAYOUTS, "layout", f"must be one of {LAYOUTS}")
-        need(isinstance(self.mul_routed_weight, bool), "mul_routed_weight", "must be a bool")
-        need(isinstance(self.strided, bool), "strided", "must be a bool")
-        need(0 <= self.offset <= 1024, "offset", "must lie in [0, 1024]")
-        need(0 <= self.extra_cols <= 1024, "extra_cols", "must lie in [0, 1024]")
-        need(0 <= self.align_slack <= 1024, "align_slack", "must lie in [0, 1024]")
-        need(self.routing in ROUTINGS, "routing", f"must be one of {ROUTINGS}")
+        for name, k in knobs_of(Case).items():
+            v = getattr(self, name)
+            if k.kind in ("int", "pow2"):
+                need(type(v) is int, name, "must be an int")
+            need(k.ok(v), name, k.rule())
+        need(self.real_rank <= self.rank, "real_rank", "must lie in [1, rank]")
         need(self.routing != "distinct" or self.top_k <= self.num_experts, "routing",
              "'distinct' needs top_k <= num_experts")
-        need(self.slotting in SLOTTINGS, "slotting", f"must be one of {SLOTTINGS}")
         need(isinstance(self.disabled, tuple) and all(type(d) is int and 0 <= d < self.num_slots
                                                       for d in self.disabled)
              and len(set(self.disabled)) == len(self.disabled), "disabled",
              "must be distinct slot ids in [0, num_slots)")
         need(isinstance(self.config, MoeLoraConfig), "config", "must be a MoeLoraConfig")
         self.config.validate()
-        need(not (interpreter and self.dtype == "bfloat16" and self.config.expand.split_k > 1), "config",
-             "expand split_k > 1 with bfloat16 cannot run under Triton's interpreter (no bf16 atomic_add)")
+        limit = interpreter_limit(self.dtype, self.config.expand.split_k, bf16_atomics) if interpreter else None
+        if limit:
+            raise ValueError(f"case.config: {limit} (cannot run under Triton's interpreter)")
         return self
 
     # ---- JSON ------------------------------------------------------------------------------------
@@ -119,11 +112,28 @@ class Case:
     def replace(self, **changes) -> "Case":
         return dataclasses.replace(self, **changes)
 
+    def knobs(self) -> dict:
+        """Every knob by one flat name: case fields plus "config.<flat launch knob>"."""
+        out = {name: getattr(self, name) for name in knobs_of(Case) if name != "config"}
+        out.update({f"config.{k}": v for k, v in self.config.flat().items()})
+        return out
+
+    def with_knob(self, name: str, value) -> "Case":
+        if name.startswith("config."):
+            return self.replace(config=self.config.with_knob(name.removeprefix("config."), value))
+        return self.replace(**{name: value})
+
     @property
     def coarse_class(self) -> str:
         """The part of a signature that comes from the case (DESIGN: dtype, layout, flags, split-K)."""
         return (f"{self.dtype}|{self.layout}|mrw={int(self.mul_routed_weight)}"
                 f"|ssk={int(self.config.shrink.split_k > 1)}|esk={int(self.config.expand.split_k > 1)}")
+
+
+def knob_meta(name: str) -> Knob:
+    """The metadata of a flat knob name of Case.knobs()."""
+    from contract import knob_meta as launch_meta
+    return launch_meta(name.removeprefix("config.")) if name.startswith("config.") else knobs_of(Case)[name]
 
 
 def _config_from_dict(d) -> MoeLoraConfig:

@@ -1,15 +1,18 @@
-"""Resolve an implementation name to a callable that applies the op to a Tensors object in place.
+"""Resolve an implementation name to an `Impl`: a callable that applies the op to a Tensors object in place,
+plus what the fuzzer must know of it (does it take a launch configuration, what does it declare).
 
     ours                   our kernels (kernels.fused_moe_lora) with the case's config and workspace
     mutant:<id>            our kernels with one seeded bug (kernels.MUTANTS)
     module:function        an external implementation (adapter protocol below)
     path/to/file.py:function
 
-Adapter protocol: the function is called with keyword arguments only, named as in SPEC §2:
+Adapter protocol: the function is called with keyword arguments only, named as in SPEC §2 (contract.OP_ARGS):
     out, x, topk_ids, topk_weights, token_lora, adapter_enabled, lora_a, lora_b,
     mul_routed_weight, offset, layout
-all tensors on the campaign's device, and must add the op's delta into `out` in place. Anything it
-raises on a case is a finding of kind "exception"; a process crash is a finding of kind "crash".
+plus `config=` (a contract.LaunchConfig: block_m, shrink and expand tiles) when its signature has a `config`
+parameter; all tensors on the campaign's device. It must add the op's delta into `out` in place. It may carry
+`capabilities` (fuzz.capabilities) and `settings` (a dict recorded in repro files). Anything it raises on a
+case is a finding of kind "exception"; a process crash is a finding of kind "crash".
 """
 
 from __future__ import annotations
@@ -18,29 +21,55 @@ import importlib
 import importlib.util
 import inspect
 import sys
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+from contract import OP_ARGS, MoeLoraConfig
 from kernels import MUTANTS, NO_DEVIATION, Workspace, fused_moe_lora
 
+from .capabilities import Capabilities, CapabilityError
+from .case import Case
 from .tensors import Tensors
 
-ADAPTER_ARGS = ("out", "x", "topk_ids", "topk_weights", "token_lora", "adapter_enabled", "lora_a", "lora_b",
-                "mul_routed_weight", "offset", "layout")
+ADAPTER_ARGS = OP_ARGS
 
 
 class ImplError(Exception):
     """The name cannot be turned into an implementation (usage error, exit 2)."""
 
 
-Impl = Callable[[Tensors], None]
+@dataclass
+class Impl:
+    """An implementation as the fuzzer drives it."""
+
+    name: str
+    run: Callable[[Tensors], None]
+    takes_config: bool = False  # receives the case's launch configuration
+    ours: bool = False  # our kernels: also takes the fuzzer's workspace (align buffers, intermediate)
+    capabilities: Capabilities = field(default_factory=Capabilities)
+    settings: dict = field(default_factory=dict)
+
+    def __call__(self, t: Tensors) -> None:
+        self.run(t)
+
+    def fit(self, case: Case) -> Case:
+        """The case as this implementation can take it: knobs it never sees at their neutral value (they are
+        then neither varied, nor part of its signatures, nor minimised), the rest inside its declared space."""
+        if not self.ours:
+            case = case.replace(align_slack=0)
+            if not self.takes_config:
+                case = case.replace(config=MoeLoraConfig())
+            else:
+                case = case.replace(config=case.config.with_knob("align", "auto"))
+        return self.capabilities.project(case)
 
 
-def _ours(deviation) -> Impl:
+def _ours(name: str, deviation) -> Impl:
     def run(t: Tensors) -> None:
         fused_moe_lora(**t.op_kwargs(), config=t.case.config,
                        workspace=Workspace(intermediate=t.intermediate, align=t.align), deviation=deviation)
-    return run
+    return Impl(name, run, takes_config=True, ours=True)
 
 
 def _load_external(spec: str) -> Callable:
@@ -61,34 +90,60 @@ def _load_external(spec: str) -> Callable:
             module = importlib.import_module(target)
     except ImplError:
         raise
-    except Exception as e:  # any import-time failure is a usage error, reported in one line
+    except BaseException as e:  # any import-time failure (SystemExit included) is a usage error, in one line
+        if isinstance(e, KeyboardInterrupt):
+            raise
         raise ImplError(f"--impl {spec!r}: cannot import {target}: {type(e).__name__}: {e}") from None
     fn = getattr(module, func, None)
     if not callable(fn):
         raise ImplError(f"--impl {spec!r}: {target} has no callable {func!r}")
+    return fn
+
+
+def _takes_config(spec: str, fn: Callable) -> bool:
+    """Whether fn takes the adapter keywords, and `config` too; ImplError if it cannot take the keywords."""
     try:
-        inspect.signature(fn).bind(**{a: None for a in ADAPTER_ARGS})
+        sig = inspect.signature(fn)
+    except (TypeError, ValueError):
+        return False  # builtins without a signature: trust them, without a config
+    params = sig.parameters
+    named_config = "config" in params and params["config"].kind in (inspect.Parameter.KEYWORD_ONLY,
+                                                                     inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    try:
+        sig.bind(**{a: None for a in OP_ARGS}, **({"config": None} if named_config else {}))
     except TypeError as e:
         raise ImplError(f"--impl {spec!r}: signature does not accept the adapter keywords "
-                        f"({', '.join(ADAPTER_ARGS)}): {e}") from None
-    except ValueError:
-        pass  # builtins without a signature: trust them
-    return fn
+                        f"({', '.join(OP_ARGS)}): {e}") from None
+    return named_config
+
+
+def wrap(spec: str, fn: Callable) -> Impl:
+    """An external adapter-protocol function as an Impl (capabilities and settings read from it)."""
+    takes_config = _takes_config(spec, fn)
+    try:
+        caps = Capabilities.parse(getattr(fn, "capabilities", None), f"--impl {spec!r}: capabilities")
+    except CapabilityError as e:
+        raise ImplError(str(e)) from None
+    settings = getattr(fn, "settings", None)
+    settings = dict(settings) if isinstance(settings, dict) else {}
+
+    def run(t: Tensors) -> None:
+        if takes_config:
+            fn(**t.op_kwargs(), config=t.case.config)
+        else:
+            fn(**t.op_kwargs())
+    return Impl(spec, run, takes_config=takes_config, capabilities=caps, settings=settings)
 
 
 def resolve(name: str) -> Impl:
     if name == "ours":
-        return _ours(NO_DEVIATION)
+        return _ours(name, NO_DEVIATION)
     if name.startswith("mutant:"):
         mid = name.split(":", 1)[1]
         if mid not in MUTANTS:
             raise ImplError(f"--impl {name!r}: unknown mutant; known: {', '.join(MUTANTS)}")
-        return _ours(MUTANTS[mid].deviation)
-    fn = _load_external(name)
-
-    def run(t: Tensors) -> None:
-        fn(**t.op_kwargs())
-    return run
+        return _ours(name, MUTANTS[mid].deviation)
+    return wrap(name, _load_external(name))
 
 
 def is_ours(name: str) -> bool:

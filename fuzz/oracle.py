@@ -27,6 +27,8 @@ with F = |w| |B| (|A| |x|) and G = |w| |B| |t| computed from absolute values in 
 rounding of t to the weight dtype before the expand dot (u for fp16/bf16, 0 for fp32). Adding into
 `out` rounds once per expand split-K chunk and once more for each partial:
     |out^ - out| <= |d^ - d| + 2 * SPLIT_K_expand * u * (|out0| + G) + tiny
+An implementation that declares fp32_precision="tf32" rounds both inputs of each fp32 product to 10 mantissa
+bits (relative error TF32_UNIT = 2^-11 each), which adds 2 * TF32_UNIT * (F + G) to the delta's error.
 The oracle allows twice that (c = 2). The bound is rigorous for IEEE arithmetic, so correct kernels
 never exceed it; it is still tight enough that a scale error like a routed weight applied twice
 (|w - 1| |d| with w in [0.1, 0.9]) exceeds it on most elements.
@@ -34,6 +36,7 @@ never exceed it; it is still tight enough that a scale error like a routed weigh
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 import traceback
@@ -41,21 +44,22 @@ from dataclasses import asdict, dataclass, field, replace
 
 import torch
 
+from contract import ACC_UNIT, TF32_UNIT, TINY, UNIT_ROUNDOFF, row_divisor
 from reference import moe_lora_fp64, moe_lora_naive
 
+from .capabilities import REFUSALS
 from .case import Case
 from .coverage import data_features
 from .impls import Impl, is_ours, resolve
 from .tensors import Fill, Tensors, materialize
 
 SAFETY = 2.0
-ACC_UNIT = 2.0 ** -22
-UNIT = {torch.float16: 2.0 ** -11, torch.bfloat16: 2.0 ** -8, torch.float32: 2.0 ** -24}
-TINY = {torch.float16: 2.0 ** -24, torch.bfloat16: 2.0 ** -133, torch.float32: 2.0 ** -149}
+UNIT = UNIT_ROUNDOFF
 NAIVE_LIMIT = 400_000  # multiply-adds up to which the naive loop reference also runs
 DIAGNOSE_MARGIN = 3.0  # finite guard contents for the diagnosis rerun (the first run has NaN)
 KINDS = ("reference-disagreement", "exception", "crash", "oob-write", "oob-read", "uninit-read",
-         "untouched-changed", "nonfinite", "mismatch", "metamorphic")
+         "untouched-changed", "nonfinite", "mismatch", "metamorphic", "unchecked-precondition")
+PASSING = ("pass", "refused")  # refused: a clean refusal of a case outside the declared space (--probe-contract)
 
 
 @dataclass(frozen=True)
@@ -71,7 +75,7 @@ class Verdict:
 
     @property
     def failed(self) -> bool:
-        return self.kind != "pass"
+        return self.kind not in PASSING
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -126,10 +130,12 @@ class _Expected:
     value: torch.Tensor  # (M, k, W) fp64 expected
     bound: torch.Tensor  # (M, k, W) fp64; only meaningful where touched
     touched: torch.Tensor  # (M, k, W) bool: elements that receive a delta
+    tf32_bound: torch.Tensor | None = None  # fp32 under an IEEE bound: the bound TF32 inputs would need
 
 
-def _expect(case: Case, run: _Run) -> tuple[_Expected, str | None]:
-    """The references, run before the implementation: they see exactly the inputs it is given."""
+def _expect(case: Case, run: _Run, precision: str = "ieee") -> tuple[_Expected, str | None]:
+    """The references, run before the implementation: they see exactly the inputs it is given.
+    precision: the implementation's declared fp32 dot precision ("ieee" or "tf32")."""
     t = run.t
     out0 = next(g for g in t.guarded if g.name == "out").view_in(run.before)
     kw = dict(mul_routed_weight=case.mul_routed_weight)
@@ -153,13 +159,24 @@ def _expect(case: Case, run: _Run) -> tuple[_Expected, str | None]:
     value[:, :, cols] += ref.delta.reshape(m, k, width)
     err_delta = ((case.k_dim + 2) * ACC_UNIT * ref.mag_full
                  + (u_t + (case.rank + 2) * ACC_UNIT) * ref.mag_mid).reshape(m, k, width)
+    if dt == torch.float32 and precision == "tf32":
+        err_delta = err_delta + _tf32_term(ref, m, k, width)
     bound = torch.zeros_like(value)
     sk = case.config.expand.split_k
     bound[:, :, cols] = SAFETY * (err_delta + 2 * sk * u * (out0_64[:, :, cols].abs()
                                                           + ref.mag_mid.reshape(m, k, width)) + 4 * TINY[dt])
     touched = torch.zeros(value.shape, dtype=torch.bool, device=value.device)
     touched[:, :, cols] = ref.active[:, :, None]
-    return _Expected(out0, value, bound, touched), disagreement
+    tf32_bound = None
+    if dt == torch.float32 and precision != "tf32":
+        tf32_bound = bound.clone()
+        tf32_bound[:, :, cols] += SAFETY * _tf32_term(ref, m, k, width)
+    return _Expected(out0, value, bound, touched, tf32_bound), disagreement
+
+
+def _tf32_term(ref, m: int, k: int, width: int) -> torch.Tensor:
+    """The delta error added by rounding every fp32 dot input to TF32 (see the error model)."""
+    return (2 * TF32_UNIT * (ref.mag_full + ref.mag_mid)).reshape(m, k, width)
 
 
 def _worst(got: torch.Tensor, exp: _Expected, ratio: torch.Tensor, n: int = 5) -> list:
@@ -203,8 +220,18 @@ def _judge(case: Case, run: _Run, exp: _Expected) -> tuple[str, str, float, list
         return "nonfinite", f"{int(nonfinite.sum())} delta elements are NaN/Inf", math.inf, _worst(got, exp, ratio)
     if flags[3]:
         return ("mismatch", f"{int(bad.sum())} of {int(exp.touched.sum())} delta elements exceed the bound "
-                f"(worst {max_ratio:.3g}x)", max_ratio, _worst(got, exp, ratio))
+                f"(worst {max_ratio:.3g}x){_tf32_hint(case, exp, err)}", max_ratio, _worst(got, exp, ratio))
     return "pass", "", max_ratio, []
+
+
+def _tf32_hint(case: Case, exp: _Expected, err: torch.Tensor) -> str:
+    """For an fp32 mismatch under the IEEE bound: does the error fit what TF32 inputs would give?"""
+    if case.dtype != "float32" or exp.tf32_bound is None:
+        return ""
+    if bool(((err <= exp.tf32_bound) | ~exp.touched).all()):
+        return ("; within the TF32 bound: the kernel appears to round fp32 inputs to TF32 (declare "
+                "capabilities={'fp32_precision': 'tf32'} if that is intended)")
+    return ""
 
 
 def _oob_write(run: _Run) -> tuple[str, str, float, list]:
@@ -258,7 +285,7 @@ def _permuted_run(case: Case, impl: Impl, device, fill: Fill) -> tuple[_Run, tor
     t = materialize(case, device, fill)
     perm = torch.randperm(case.m, generator=torch.Generator().manual_seed(case.seed ^ 0x5EED)).to(t.out.device)
     k = case.top_k
-    if case.layout == "per_routed":
+    if row_divisor(case.layout, k) == 1:  # per-routed rows: a token's k rows move together
         t.x = t.x.reshape(case.m, k, case.k_dim)[perm].reshape(case.m * k, case.k_dim)
     else:
         t.x = t.x[perm]
@@ -269,8 +296,9 @@ def _permuted_run(case: Case, impl: Impl, device, fill: Fill) -> tuple[_Run, tor
 
 def _metamorphic(case: Case, impl_name: str, impl: Impl, device, primary: _Run, exp: _Expected,
                  fill: Fill) -> str:
-    """Twins need no reference: each is within the bound of the truth, so two agree within twice it."""
-    for twin in (_twin_cases(case) if is_ours(impl_name) else []):
+    """Twins need no reference: each is within the bound of the truth, so two agree within twice it.
+    The configuration twin runs for every implementation that takes a launch configuration."""
+    for twin in (_twin_cases(case) if impl.takes_config else []):
         run = _execute(twin, impl, device, fill)
         if run.error is None and _outputs_differ(primary, run, 2 * exp.bound):
             return f"another configuration ({twin.config}) disagrees beyond 2x the bound"
@@ -280,25 +308,48 @@ def _metamorphic(case: Case, impl_name: str, impl: Impl, device, primary: _Run, 
     return ""
 
 
+def _as_impl(impl_name: str, impl) -> Impl:
+    if impl is None:
+        return resolve(impl_name)
+    if isinstance(impl, Impl):
+        return impl
+    return Impl(impl_name, impl, takes_config=is_ours(impl_name), ours=is_ours(impl_name))  # a bare callable
+
+
 def check(case: Case, impl_name: str, device="cpu", *, metamorphic: bool = False, impl: Impl | None = None,
-          guards: bool = True) -> Verdict:
+          guards: bool = True, probe: str = "") -> Verdict:
     """Judge `impl_name` on `case`. Never raises for a failure of the implementation.
-    guards=False hands the implementation exact-size allocations (see Fill.guards): for compute-sanitizer."""
+    guards=False hands the implementation exact-size allocations (see Fill.guards): for compute-sanitizer.
+    probe: the declared capability this case breaks (--probe-contract): a clean refusal (REFUSALS raised before
+    anything was written) is the verdict `refused`; any failure is `unchecked-precondition`."""
+    v = _check(case, impl_name, device, metamorphic=metamorphic and not probe, impl=impl, guards=guards,
+               refusal_ok=bool(probe))
+    if not probe or not v.failed:
+        return v
+    return dataclasses.replace(v, kind="unchecked-precondition",
+                               signature=signature("unchecked-precondition", impl_name, case),
+                               message=f"outside its declared capabilities ({probe}) it did not refuse cleanly: "
+                                       f"{v.kind}: {v.message}")
+
+
+def _check(case: Case, impl_name: str, device, *, metamorphic: bool, impl, guards: bool, refusal_ok: bool) -> Verdict:
     start = time.perf_counter()
-    impl = impl or resolve(impl_name)
+    impl = _as_impl(impl_name, impl)
 
     def verdict(kind: str, message: str = "", ratio: float = 0.0, worst=()) -> Verdict:
-        return Verdict(kind, impl_name, signature(kind, impl_name, case) if kind != "pass" else "", message,
+        return Verdict(kind, impl_name, signature(kind, impl_name, case) if kind not in PASSING else "", message,
                        ratio, list(worst), time.perf_counter() - start, edges)
 
     fill = Fill(guards=guards)
     primary = _prepare(case, device, fill)
     _x, ids, _w, lanes, enabled, _a, _b = primary.t.host_args()
     edges = data_features(ids, lanes, enabled, case.num_experts, case.num_slots)
-    exp, disagreement = _expect(case, primary)
+    exp, disagreement = _expect(case, primary, impl.capabilities.fp32_precision)
     if disagreement:
         return verdict("reference-disagreement", disagreement)
     _call(primary, impl)
+    if refusal_ok and isinstance(primary.error, REFUSALS) and not bool((primary.before != primary.t.arena).any()):
+        return verdict("refused", f"{type(primary.error).__name__}: {primary.error}")
     if primary.error is not None:
         e = primary.error
         tb = traceback.extract_tb(e.__traceback__)[-1]

@@ -1,95 +1,11 @@
-"""Launch configuration: one frozen object instead of a long argument list."""
+"""Our kernels' choice of launch configuration per shape. The configuration type itself belongs to the op's
+contract (contract.launch), re-exported here for existing callers."""
 
 from __future__ import annotations
 
-import dataclasses
-from dataclasses import dataclass, field
+from contract.launch import ALIGN_IMPLS, LaunchConfig, MoeLoraConfig, TileConfig
 
-
-def _is_int(v) -> bool:
-    return type(v) is int  # bool and float are refused: a config is a set of exact integers
-
-
-def _is_pow2(v) -> bool:
-    return _is_int(v) and v > 0 and v & (v - 1) == 0
-
-
-@dataclass(frozen=True)
-class TileConfig:
-    """Tiling of one stage (shrink or expand). BLOCK_M is shared and lives in MoeLoraConfig."""
-
-    block_n: int = 32
-    block_k: int = 32
-    group_size_m: int = 1
-    split_k: int = 1
-    num_warps: int = 4
-    num_stages: int = 2
-    n_tiles: int = 1  # BLOCK_N tiles each program covers in a loop: set-up paid once, output reads overlapped
-
-    def validate(self, stage: str) -> None:
-        for f in dataclasses.fields(self):
-            if not _is_int(getattr(self, f.name)):
-                raise ValueError(f"{stage}.{f.name}: must be an int (got {getattr(self, f.name)!r})")
-        for name in ("block_n", "block_k"):
-            v = getattr(self, name)
-            if not (_is_pow2(v) and 16 <= v <= 256):
-                raise ValueError(f"{stage}.{name}={v}: must be a power of two in [16, 256] (tl.dot needs >= 16)")
-        for name, lo, hi in (("group_size_m", 1, 64), ("split_k", 1, 64), ("num_stages", 1, 8),
-                            ("n_tiles", 1, 64)):
-            v = getattr(self, name)
-            if not (_is_int(v) and lo <= v <= hi):
-                raise ValueError(f"{stage}.{name}={v!r}: must be an int in [{lo}, {hi}]")
-        if not (_is_int(self.num_warps) and self.num_warps in (1, 2, 4, 8, 16)):
-            raise ValueError(f"{stage}.num_warps={self.num_warps}: must be one of 1, 2, 4, 8, 16")
-
-
-ALIGN_IMPLS = ("auto", "triton", "torch")
-
-
-@dataclass(frozen=True)
-class MoeLoraConfig:
-    """Everything a fused call needs besides tensors.
-
-    block_m is the align block size: every BLOCK_M group of sorted tokens belongs to one expert, so
-    shrink and expand must use the same value as align did.
-    align picks align's implementation: "triton" (kernels), "torch" (ops), or "auto" (Triton for GPU
-    tensors, torch for CPU ones, where Triton's interpreter is ~100x slower). Both give bitwise the same
-    buffers; the fuzzer draws all three so that each is checked on every device.
-    """
-
-    block_m: int = 16
-    shrink: TileConfig = field(default_factory=TileConfig)
-    expand: TileConfig = field(default_factory=TileConfig)
-    align: str = "auto"
-
-    def validate(self) -> None:
-        for stage in ("shrink", "expand"):
-            if not isinstance(getattr(self, stage), TileConfig):
-                raise TypeError(f"{stage}: expected a TileConfig, got {type(getattr(self, stage)).__name__}")
-        if not _is_int(self.block_m):
-            raise ValueError(f"block_m: must be an int (got {self.block_m!r})")
-        if not (_is_pow2(self.block_m) and 16 <= self.block_m <= 256):
-            raise ValueError(f"block_m={self.block_m}: must be a power of two in [16, 256]")
-        self.shrink.validate("shrink")
-        self.expand.validate("expand")
-        if self.align not in ALIGN_IMPLS:
-            raise ValueError(f"align={self.align!r}: must be one of {', '.join(ALIGN_IMPLS)}")
-
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "MoeLoraConfig":
-        """Strict: every field present, no unknown ones (a repro file must say exactly what ran)."""
-        names = {f.name for f in dataclasses.fields(TileConfig)}
-        if set(d) != {"block_m", "shrink", "expand", "align"}:
-            raise ValueError(f": fields must be block_m, shrink, expand, align (got {sorted(d)})")
-        for stage in ("shrink", "expand"):
-            if not isinstance(d[stage], dict) or set(d[stage]) != names:
-                got = sorted(d[stage]) if isinstance(d[stage], dict) else type(d[stage]).__name__
-                raise ValueError(f"{stage}: must be an object with exactly the fields {sorted(names)} (got {got})")
-        return cls(block_m=d["block_m"], shrink=TileConfig(**d["shrink"]), expand=TileConfig(**d["expand"]),
-                   align=d["align"])
+__all__ = ["ALIGN_IMPLS", "LaunchConfig", "MoeLoraConfig", "TileConfig", "default_config"]
 
 
 def _pow2_block(n: int, hi: int) -> int:

@@ -16,6 +16,8 @@ import torch
 import triton
 from triton.runtime.errors import OutOfResources
 
+from contract import LAYOUTS, interpreter_limit, layout_of, row_divisor
+
 from .align import AlignBuffers, moe_lora_align_block_size, padded_length
 from .config import MoeLoraConfig, TileConfig, default_config
 from .moe_lora_kernels import moe_lora_matmul_kernel
@@ -23,7 +25,6 @@ from .mutants import NO_DEVIATION, Deviation
 from .runtime import INTERPRET
 
 SUPPORTED_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
-LAYOUTS = ("per_token", "per_routed")
 
 
 @dataclass(frozen=True)
@@ -119,12 +120,11 @@ def prepare(out, x, topk_ids, topk_weights, token_lora, adapter_enabled, lora_a:
     _need(adapter_enabled.shape[0] == num_slots,
           f"adapter_enabled: length {adapter_enabled.shape[0]} != L={num_slots}")
     _need(x.shape[1] == k_dim, f"x: width {x.shape[1]} != K={k_dim} of lora_a")
-    rows = {"per_token": m, "per_routed": m * top_k}
     if layout is None:
-        layout = "per_token" if x.shape[0] == m else "per_routed" if x.shape[0] == m * top_k else None
-        _need(layout is not None, f"x: {x.shape[0]} rows; expected M={m} (per_token) or M*k={m * top_k} (per_routed)")
+        layout = layout_of(x.shape[0], m, top_k)  # ValueError naming x when neither layout fits
     _need(layout in LAYOUTS, f"layout: {layout!r} is not one of {LAYOUTS}")
-    _need(x.shape[0] == rows[layout], f"x: {x.shape[0]} rows but layout {layout!r} needs {rows[layout]}")
+    rows = m * top_k if layout == "per_routed" else m
+    _need(x.shape[0] == rows, f"x: {x.shape[0]} rows but layout {layout!r} needs {rows}")
     _need(type(offset) is int and offset >= 0, f"offset: must be an int >= 0, got {offset!r}")
     _tensor("out", out, 3, (x.dtype,), dev)
     width = offset + len(lora_a) * n_dim
@@ -144,9 +144,9 @@ def check_config(call: MoeLoraCall, config: MoeLoraConfig) -> None:
     _need(isinstance(config, MoeLoraConfig), f"config: expected MoeLoraConfig, got {type(config).__name__}",
           TypeError)
     config.validate()
-    _need(not (INTERPRET and call.x.dtype == torch.bfloat16 and config.expand.split_k > 1),
-          "config.expand.split_k > 1 with bfloat16 needs bf16 tl.atomic_add, which Triton's interpreter lacks; "
-          "use split_k = 1 on CPU")
+    dtype = str(call.x.dtype).removeprefix("torch.")
+    limit = interpreter_limit(dtype, config.expand.split_k) if INTERPRET else None
+    _need(limit is None, f"config.{limit}; use split_k = 1 on CPU")
 
 
 _CONSTANTS: dict = {}
@@ -227,7 +227,7 @@ def run_shrink(call: MoeLoraCall, intermediate: torch.Tensor, align: AlignBuffer
     tile = config.shrink
     if tile.split_k > 1 and not dev.skip_intermediate_zeroing:
         intermediate.zero_()  # the atomic adds need a zero start
-    row_div = call.top_k if call.layout == "per_token" else 1
+    row_div = row_divisor(call.layout, call.top_k)
     if dev.row_index_from_routed_weight:  # upstream: mul_routed_weight taken to imply per-routed rows
         row_div = 1 if call.mul_routed_weight else call.top_k
     t = intermediate

@@ -12,6 +12,8 @@ from dataclasses import dataclass
 
 import torch
 
+from contract import x_rows
+
 CHUNK_ELEMENTS = 1 << 22  # gathered weight elements (A and B) per chunk: 32 MiB of fp64
 
 
@@ -21,15 +23,6 @@ class Fp64Result:
     active: torch.Tensor  # (M, k) bool: pairs that receive a delta
     mag_full: torch.Tensor  # (M, k, S, N) |w| * |B| @ (|A| @ |x|)
     mag_mid: torch.Tensor  # (M, k, S, N) |w| * |B| @ |A @ x|
-
-
-def x_rows(x: torch.Tensor, m: int, k: int) -> torch.Tensor:
-    """Row of x for every flat routed index f = m*k + j, from the layout implied by x's row count."""
-    if x.shape[0] == m * k:
-        return x
-    if x.shape[0] == m:
-        return x.repeat_interleave(k, dim=0)
-    raise ValueError(f"x: {x.shape[0]} rows; expected M={m} or M*k={m * k}")
 
 
 def moe_lora_fp64(x, topk_ids, topk_weights, token_lora, adapter_enabled, lora_a, lora_b, *,

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from contract import layout_of, row_divisor
+
 
 def moe_lora_naive(x, topk_ids, topk_weights, token_lora, adapter_enabled, lora_a, lora_b, *,
                    mul_routed_weight: bool) -> np.ndarray:
@@ -15,7 +17,7 @@ def moe_lora_naive(x, topk_ids, topk_weights, token_lora, adapter_enabled, lora_
     ids = topk_ids.cpu().numpy()
     m_count, k = ids.shape
     xs = x.double().cpu().numpy()
-    per_routed = xs.shape[0] == m_count * k and k > 1
+    row_div = row_divisor(layout_of(xs.shape[0], m_count, k), k)
     weights = topk_weights.double().cpu().numpy()
     lanes = token_lora.cpu().numpy()
     enabled = adapter_enabled.cpu().numpy()
@@ -29,7 +31,7 @@ def moe_lora_naive(x, topk_ids, topk_weights, token_lora, adapter_enabled, lora_
             continue
         for j in range(k):
             e = int(ids[m, j])
-            row = xs[m * k + j] if per_routed else xs[m]
+            row = xs[(m * k + j) // row_div]
             for s in range(len(a_all)):
                 d = b_all[s][lane, e] @ (a_all[s][lane, e] @ row)
                 out[m, j, s] = d * weights[m, j] if mul_routed_weight else d

@@ -271,6 +271,6 @@ def test_replay_case_the_interpreter_cannot_run_exits_2(replays):
     Case.validate(interpreter=True) says, not an 'exception' finding of the kernel (exit 1)."""
     case = _interpreter_only_invalid_case()
     case.validate(interpreter=False)
-    with pytest.raises(ValueError, match=r"^case\.config: expand split_k > 1 with bfloat16"):
+    with pytest.raises(ValueError, match=r"^case\.config: expand\.split_k > 1 with bfloat16"):
         case.validate(interpreter=True)
     _assert_usage_error(replays["interpreter-only-invalid"][1], r"split_k")

@@ -1,0 +1,16 @@
+"""The op's contract, below kernels/, reference/ and fuzz/: what the op computes on which inputs, and the
+launch-configuration type every implementation may receive. Imports nothing of this project."""
+
+from .knobs import Knob, knob, knobs_of
+from .launch import ALIGN_IMPLS, LaunchConfig, MoeLoraConfig, TileConfig, knob_meta
+from .op import (
+    ACC_UNIT, DTYPES, FP32_PRECISIONS, LAYOUTS, OP_ARGS, TF32_UNIT, TINY, TORCH_DTYPES, UNIT_ROUNDOFF, OpArgs,
+    interpreter_limit, layout_of, resolve_device, row_divisor, rows_for, x_rows,
+)
+
+__all__ = [
+    "Knob", "knob", "knobs_of", "ALIGN_IMPLS", "LaunchConfig", "MoeLoraConfig", "TileConfig", "knob_meta",
+    "ACC_UNIT", "DTYPES", "FP32_PRECISIONS", "LAYOUTS", "OP_ARGS", "TF32_UNIT", "TINY", "TORCH_DTYPES",
+    "UNIT_ROUNDOFF", "OpArgs", "interpreter_limit", "layout_of", "resolve_device", "row_divisor", "rows_for",
+    "x_rows",
+]

@@ -1,0 +1,121 @@
+"""Per-field metadata of a knob, declared once on the dataclass field that holds it.
+
+Validation, the minimiser's candidates, coverage buckets and which implementations a knob concerns are all
+derived from it, so adding a knob is one line in one dataclass.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+
+def _is_int(v) -> bool:
+    return type(v) is int  # bool and float are refused: knobs are exact integers
+
+
+@dataclass(frozen=True)
+class Knob:
+    kind: str  # "int" | "pow2" | "options" | "flag" | "other" (validated by its owner)
+    lo: int | None = None
+    hi: int | None = None  # inclusive
+    options: tuple = ()  # simplest first
+    simplest: object = None  # what minimising moves toward; None: the field's default
+    bucket: str = "value"  # coverage: "value" (each value), "log2" (power-of-two ranges), "" (not tracked)
+    scope: str = "op"  # "op": every implementation; "launch": those that take `config`; "ours": our kernels only
+    rule_text: str = ""  # overrides the generated rule in messages
+    why: str = ""
+
+    # ---- constructors ------------------------------------------------------------------------------
+    @classmethod
+    def integer(cls, lo: int, hi: int, **kw) -> "Knob":
+        return cls("int", lo, hi, **kw)
+
+    @classmethod
+    def pow2(cls, lo: int, hi: int, **kw) -> "Knob":
+        return cls("pow2", lo, hi, **kw)
+
+    @classmethod
+    def choice(cls, options: tuple, **kw) -> "Knob":
+        return cls("options", options=tuple(options), **kw)
+
+    @classmethod
+    def flag(cls, **kw) -> "Knob":
+        return cls("flag", simplest=False, **kw)
+
+    # ---- validity ----------------------------------------------------------------------------------
+    def rule(self) -> str:
+        if self.rule_text:
+            return self.rule_text
+        if self.kind == "int":
+            return f"must be an int in [{self.lo}, {self.hi}]"
+        if self.kind == "pow2":
+            return f"must be a power of two in [{self.lo}, {self.hi}]" + (f" ({self.why})" if self.why else "")
+        if self.kind == "options":
+            return "must be one of " + ", ".join(str(o) for o in self.options)
+        if self.kind == "flag":
+            return "must be a bool"
+        return ""
+
+    def typed(self, v) -> bool:
+        if self.kind in ("int", "pow2"):
+            return _is_int(v)
+        if self.kind == "flag":
+            return isinstance(v, bool)
+        return True
+
+    def ok(self, v) -> bool:
+        if not self.typed(v):
+            return False
+        if self.kind == "int":
+            return self.lo <= v <= self.hi
+        if self.kind == "pow2":
+            return self.lo <= v <= self.hi and v & (v - 1) == 0
+        if self.kind == "options":
+            return v in self.options
+        return True
+
+    def check(self, name: str, v) -> None:
+        """Launch-configuration style message: `name=value: rule`."""
+        if not self.typed(v):
+            raise ValueError(f"{name}: must be an int (got {v!r})")
+        if not self.ok(v):
+            raise ValueError(f"{name}={v!r}: {self.rule()}")
+
+    # ---- search ------------------------------------------------------------------------------------
+    def simpler(self, v, default) -> list:
+        """Candidate values simpler than v, biggest cut first (the minimiser's steps)."""
+        target = default if self.simplest is None else self.simplest
+        if v == target:
+            return []
+        if self.kind == "options" and self.simplest is None:
+            return list(self.options[: self.options.index(v)]) if v in self.options else []
+        if self.kind != "int" or v < target:
+            return [target] if self.ok(target) else []
+        out = []
+        for s in (target, (v + target) // 2, v - 1):
+            if target <= s < v and s not in out:
+                out.append(s)
+        return out
+
+    def cover(self, v) -> str | None:
+        if not self.bucket:
+            return None
+        if self.bucket == "log2" and _is_int(v):
+            if v <= 2:
+                return str(v)
+            lo = 1 << (v.bit_length() - 1)
+            return f"{lo}-{2 * lo - 1}"
+        return str(v)
+
+
+def knob(default, meta: Knob, **field_kw):
+    """A dataclass field carrying its Knob metadata."""
+    if isinstance(default, (list, dict, set)):
+        raise TypeError("knob defaults must be immutable")
+    return dataclasses.field(default=default, metadata={"knob": meta}, **field_kw)
+
+
+def knobs_of(cls) -> dict:
+    """{field name: Knob} of a dataclass, in declaration order."""
+    return {f.name: f.metadata["knob"] for f in dataclasses.fields(cls) if "knob" in f.metadata}

@@ -1,0 +1,89 @@
+"""The op's contract (SPEC §2): dtypes, layouts, the row rule, unit roundoff, interpreter limits, and one
+value object for the op's arguments. kernels/, reference/ and fuzz/ all read these facts from here.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+import torch
+
+DTYPES = ("float32", "float16", "bfloat16")  # simplest first: what shrinking and minimising move toward
+TORCH_DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
+LAYOUTS = ("per_token", "per_routed")  # x is (M, K): row m; x is (M*k, K): row f = m*k + j
+
+# unit roundoff of each input dtype; fp32 accumulation is allowed twice IEEE's (tensor cores truncate while
+# aligning products); TF32 keeps 10 mantissa bits of an fp32 input
+UNIT_ROUNDOFF = {torch.float16: 2.0**-11, torch.bfloat16: 2.0**-8, torch.float32: 2.0**-24}
+TINY = {torch.float16: 2.0**-24, torch.bfloat16: 2.0**-133, torch.float32: 2.0**-149}
+ACC_UNIT = 2.0**-22
+TF32_UNIT = 2.0**-11
+FP32_PRECISIONS = ("ieee", "tf32")
+
+
+def rows_for(layout: str, m: int, k: int) -> int:
+    """Rows of x in a layout."""
+    return m * k if layout == "per_routed" else m
+
+
+def layout_of(rows: int, m: int, k: int) -> str:
+    """The layout implied by x's row count; M*k == M only when k == 1, where both layouts agree."""
+    if rows == m:
+        return "per_token"
+    if rows == m * k:
+        return "per_routed"
+    raise ValueError(f"x: {rows} rows; expected M={m} (per_token) or M*k={m * k} (per_routed)")
+
+
+def row_divisor(layout: str, k: int) -> int:
+    """The row of routed pair f = m*k + j is f // row_divisor: k for per-token x, 1 for per-routed x."""
+    return k if layout == "per_token" else 1
+
+
+def x_rows(x: torch.Tensor, m: int, k: int) -> torch.Tensor:
+    """x's row for every flat routed index f = m*k + j, as an (M*k, K) tensor."""
+    return x if row_divisor(layout_of(x.shape[0], m, k), k) == 1 else x.repeat_interleave(k, dim=0)
+
+
+def interpreter_limit(dtype: str, expand_split_k: int, bf16_atomics: bool = False) -> str | None:
+    """Why Triton's CPU interpreter cannot run this combination (None if it can): bf16 tl.atomic_add is
+    missing there unless the harness's interpreter patch provides it (fuzz.interpreter)."""
+    if dtype == "bfloat16" and expand_split_k > 1 and not bf16_atomics:
+        return "expand.split_k > 1 with bfloat16 needs bf16 tl.atomic_add, which Triton's interpreter lacks"
+    return None
+
+
+def resolve_device(name: str) -> str:
+    """auto -> cuda when a GPU is visible, else cpu."""
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return name
+
+
+@dataclass
+class OpArgs:
+    """The op's arguments by their SPEC §2 names: what every implementation receives (as keywords)."""
+
+    out: torch.Tensor
+    x: torch.Tensor
+    topk_ids: torch.Tensor
+    topk_weights: torch.Tensor
+    token_lora: torch.Tensor
+    adapter_enabled: torch.Tensor
+    lora_a: list
+    lora_b: list
+    mul_routed_weight: bool
+    offset: int
+    layout: str
+
+    def kwargs(self) -> dict:
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+
+    def inputs(self) -> tuple:
+        """(x, topk_ids, topk_weights, token_lora, adapter_enabled, lora_a, lora_b): the references' inputs."""
+        return (self.x, self.topk_ids, self.topk_weights, self.token_lora, self.adapter_enabled, self.lora_a,
+                self.lora_b)
+
+
+OP_ARGS = tuple(f.name for f in dataclasses.fields(OpArgs))  # the adapter protocol's keywords, in order
