@@ -46,6 +46,16 @@ def x_rows(x: torch.Tensor, m: int, k: int) -> torch.Tensor:
     return x if row_divisor(layout_of(x.shape[0], m, k), k) == 1 else x.repeat_interleave(k, dim=0)
 
 
+def round_to_tf32(t: torch.Tensor) -> torch.Tensor:
+    """An fp32 tensor rounded to TF32 (10 mantissa bits, to nearest even), as tensor cores read fp32 inputs
+    under TF32; other dtypes are returned unchanged."""
+    if t.dtype != torch.float32:
+        return t
+    bits = t.contiguous().view(torch.int32)
+    bits = (bits + 0xFFF + ((bits >> 13) & 1)) & ~0x1FFF
+    return bits.view(torch.float32).reshape(t.shape)
+
+
 def interpreter_limit(dtype: str, expand_split_k: int, bf16_atomics: bool = False) -> str | None:
     """Why Triton's CPU interpreter cannot run this combination (None if it can): bf16 tl.atomic_add is
     missing there unless the harness's interpreter patch provides it (fuzz.interpreter)."""

@@ -41,6 +41,10 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--shard", default="0/1", help="i/n: run the i-th of n disjoint parts of the case stream")
     r.add_argument("--sanitize-every", type=int, default=0, metavar="N",
                    help="GPU: also replay every Nth case and every new finding under compute-sanitizer")
+    r.add_argument("--probe-contract", action="store_true",
+                   help="draw cases just outside the implementation's declared capabilities and expect clean "
+                        "refusals (ValueError/TypeError/NotImplementedError before writing): verdict `refused`; "
+                        "anything else is an `unchecked-precondition` finding")
     sub.add_parser("list", help="list implementation names")
     rp = sub.add_parser("replay", help="re-run a repro file")
     rp.add_argument("file", type=Path)
@@ -90,7 +94,8 @@ def cmd_run(a) -> int:
         _fail("--sanitize-every: needs --device cuda (compute-sanitizer checks GPU memory accesses)")
     from .runner import CampaignConfig, run_campaign
     cfg = CampaignConfig(impl=a.impl, device=device, budget=a.budget, max_cases=a.max_cases, seed=a.seed,
-                         out=a.out, profile=a.profile, shard=shard, sanitize_every=a.sanitize_every)
+                         out=a.out, profile=a.profile, shard=shard, sanitize_every=a.sanitize_every,
+                         probe_contract=a.probe_contract)
     _check_impl(a.impl)
     report = run_campaign(cfg)
     print(f"{report.cases} cases, {len(report.findings)} distinct findings; report: {a.out / 'report.json'}")

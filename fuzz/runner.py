@@ -37,6 +37,7 @@ class CampaignConfig:
     metamorphic_every: int = 4  # run the metamorphic twins on every Nth case (0: never)
     stop_after: int | None = None  # stop after this many distinct findings (benchmarks, quality tests)
     sanitize_every: int = 0  # GPU: replay every Nth case and every new finding under compute-sanitizer
+    probe_contract: bool = False  # draw just outside the implementation's declared capabilities
     quiet: bool = False
 
     @property
@@ -44,10 +45,24 @@ class CampaignConfig:
         return GPU_SIZES if (self.device == "cuda" and self.profile == "nightly") else CPU_SIZES
 
 
-def case_for(cfg: CampaignConfig, index: int) -> Case:
-    """The index-th case of the campaign: a pure function of (seed, index, device, profile)."""
+def case_for(cfg: CampaignConfig, index: int, impl=None) -> tuple[Case, str]:
+    """(the index-th case of the campaign, the declared capability it breaks or ""): a pure function of (seed,
+    index, device, profile, implementation). The case is fitted to what the implementation takes and declares
+    (fuzz.impls.Impl.fit); in probe-contract mode it then breaks one declared capability."""
     case_seed = (cfg.seed * 1_000_003 + index) % (2**63)
-    return generate(RandomSource(case_seed), cfg.sizes, interpreter=cfg.device == "cpu", seed=case_seed)
+    case = generate(RandomSource(case_seed), cfg.sizes, interpreter=cfg.device == "cpu", seed=case_seed)
+    if impl is None:
+        return case, ""
+    case = impl.fit(case)
+    if cfg.probe_contract:
+        broken = impl.capabilities.violate(case)
+        if broken is not None:
+            what, outside = broken
+            try:
+                return outside.validate(interpreter=cfg.device == "cpu"), what
+            except ValueError:
+                pass  # this violation cannot run here (an interpreter limit): judge the fitted case
+    return case, ""
 
 
 # ---- the worker process ----------------------------------------------------------------------------
@@ -74,7 +89,8 @@ def _worker_main(conn, device: str, impl_name: str) -> None:
                                           why).to_dict()})
             continue
         try:
-            v = check(case, impl_name, device, metamorphic=msg["metamorphic"], impl=impl, guards=msg["guards"])
+            v = check(case, impl_name, device, metamorphic=msg["metamorphic"], impl=impl, guards=msg["guards"],
+                      probe=msg.get("probe", ""))
         except Exception as e:  # outside the implementation: the process (e.g. its CUDA context) is broken
             conn.send({"dead": f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"})
             return
@@ -109,9 +125,11 @@ class Worker:
             self.proc.join(5)
             raise WorkerDied(f"worker process died (exit code {self.proc.exitcode})") from None
 
-    def run(self, case: Case, metamorphic: bool, timeout: float, mode: str = "fuzz", guards: bool = True) -> dict:
+    def run(self, case: Case, metamorphic: bool, timeout: float, mode: str = "fuzz", guards: bool = True,
+            probe: str = "") -> dict:
         try:
-            self.conn.send({"case": case.to_dict(), "metamorphic": metamorphic, "mode": mode, "guards": guards})
+            self.conn.send({"case": case.to_dict(), "metamorphic": metamorphic, "mode": mode, "guards": guards,
+                            "probe": probe})
         except (BrokenPipeError, ConnectionError):
             raise WorkerDied("worker process died before the case") from None
         answer = self._recv(timeout)
@@ -166,17 +184,19 @@ def run_campaign(cfg: CampaignConfig) -> Report:
     report = Report(cfg)
     deadline = time.monotonic() + cfg.budget
     worker = Worker(cfg.device, cfg.impl)
+    from .impls import resolve
+    impl = resolve(cfg.impl)  # what the case space follows: config taken, capabilities declared
     index = cfg.shard[0]
     last_print = 0.0
     try:
         while (time.monotonic() < deadline and (cfg.max_cases is None or report.cases < cfg.max_cases)
                and (cfg.stop_after is None or len(report.findings) < cfg.stop_after)):
-            case = case_for(cfg, index)
+            case, probe = case_for(cfg, index, impl)
             meta = cfg.metamorphic_every > 0 and (index // cfg.shard[1]) % cfg.metamorphic_every == 0
             left = deadline - time.monotonic()
             timeout = CASE_TIMEOUT_S[cfg.device]
             try:
-                vd = worker.run(case, meta, min(timeout, left + 5.0))
+                vd = worker.run(case, meta, min(timeout, left + 5.0), probe=probe)
             except WorkerDied as e:
                 if left + 5.0 < timeout and time.monotonic() >= deadline:
                     break  # the budget ran out mid-case: not a finding, the case is simply not counted
@@ -185,9 +205,13 @@ def run_campaign(cfg: CampaignConfig) -> Report:
                 report.crashes += 1
                 worker = Worker(cfg.device, cfg.impl)
             report.cases += 1
+            if probe and vd["kind"] == "crash":  # outside the declared space, a crash is an unchecked precondition
+                vd = dict(vd, kind="unchecked-precondition", message=f"outside its declared capabilities ({probe}) "
+                          f"it did not refuse cleanly: crash: {vd['message']}",
+                          signature=signature("unchecked-precondition", cfg.impl, case))
             report.kinds[vd["kind"]] += 1
             report.coverage.add(case, vd.get("features", []))
-            new = vd["kind"] != "pass" and _record(cfg, report, case, index, vd)
+            new = vd["kind"] not in ("pass", "refused") and _record(cfg, report, case, index, vd)
             if cfg.sanitize_every and (new or report.cases % cfg.sanitize_every == 0):
                 _sanitize(cfg, report, case, index, vd)
             index += cfg.shard[1]
