@@ -55,7 +55,7 @@ TINY = {torch.float16: 2.0 ** -24, torch.bfloat16: 2.0 ** -133, torch.float32: 2
 NAIVE_LIMIT = 400_000  # multiply-adds up to which the naive loop reference also runs
 DIAGNOSE_MARGIN = 3.0  # finite guard contents for the diagnosis rerun (the first run has NaN)
 KINDS = ("reference-disagreement", "exception", "crash", "oob-write", "oob-read", "uninit-read",
-         "untouched-changed", "nonfinite", "mismatch", "metamorphic")
+         "untouched-changed", "nonfinite", "mismatch", "metamorphic", "hang")
 
 
 @dataclass(frozen=True)
@@ -75,6 +75,35 @@ class Verdict:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d) -> "Verdict":
+        """The inverse of to_dict, checked field by field: a ValueError names the field (`verdict.<name>`)."""
+        def need(name: str, typ: type):
+            if name not in d:
+                raise ValueError(f"verdict.{name}: missing")
+            if not isinstance(d[name], typ) or isinstance(d[name], bool):
+                raise ValueError(f"verdict.{name}: wrong type {type(d[name]).__name__}, expected {typ.__name__}")
+            return d[name]
+
+        if not isinstance(d, dict):
+            raise ValueError("verdict: expected an object")
+        kind = need("kind", str)
+        if kind != "pass" and kind not in KINDS:
+            raise ValueError(f"verdict.kind: unknown kind {kind!r}")
+        numbers = {}
+        for name in ("max_ratio", "seconds"):
+            v = d.get(name, 0.0)
+            if not isinstance(v, (int, float)) or isinstance(v, bool):
+                raise ValueError(f"verdict.{name}: wrong type {type(v).__name__}, expected a number")
+            numbers[name] = float(v)
+        worst, features = d.get("worst", []), d.get("features", [])
+        if not isinstance(worst, list):
+            raise ValueError("verdict.worst: wrong type")
+        if not (isinstance(features, list) and all(isinstance(f, str) for f in features)):
+            raise ValueError("verdict.features: expected a list of strings")
+        return cls(kind, need("impl", str), need("signature", str), str(d.get("message", "")),
+                   numbers["max_ratio"], worst, numbers["seconds"], features)
 
 
 def signature(kind: str, impl: str, case: Case) -> str:
