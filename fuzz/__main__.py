@@ -70,20 +70,20 @@ def _shard(text: str) -> tuple[int, int]:
     return i, n
 
 
-def _writable_dir(flag: str, path: Path) -> None:
+def _writable_dir(flag: str, path: Path, shown: Path | None = None) -> None:
     """Create the directory if needed and prove it takes a file, before any work is done."""
     try:
         path.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryFile(dir=path):
             pass
     except OSError as e:
-        _fail(f"{flag} {path}: cannot write there ({e.strerror or e})")
+        _fail(f"{flag} {shown or path}: cannot write there ({e.strerror or e})")
 
 
 def _writable_file(flag: str, path: Path) -> None:
     if path.is_dir():
         _fail(f"{flag} {path}: is a directory; name a file")
-    _writable_dir(flag, path.parent)
+    _writable_dir(flag, path.parent, shown=path)
 
 
 def _check_builtin_impl(name: str) -> None:

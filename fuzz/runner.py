@@ -246,6 +246,7 @@ class Worker:
             seen = f"; before that the implementation's verdict was {v.kind}: {v.message[:200]}" if v else ""
             return Verdict("crash", self.impl, signature("crash", self.impl, case),
                            f"the worker broke on this case ({answer['broken']}){seen}")
+        self._cap_log()
         return answer["verdict"]
 
     def kill(self) -> None:
@@ -406,8 +407,8 @@ def run_campaign(cfg: CampaignConfig) -> Report:
                 worker.close()
         if report.interrupted or cfg.out.is_dir():
             report.write()
-    if not cfg.quiet:
-        _progress(report, 0.0)
+    if not cfg.quiet and report.cases and not report.interrupted:  # else the CLI's one line says it all
+        _progress(report, deadline - time.monotonic())
     return report
 
 

@@ -197,7 +197,7 @@ def test_load_missing_file(tmp_path):
 
 
 def test_load_directory(tmp_path):
-    with pytest.raises(ReproError, match=r": cannot read"):
+    with pytest.raises(ReproError, match=r": not a regular file"):
         load(tmp_path)
 
 
