@@ -157,7 +157,7 @@ def cmd_run(a) -> int:
     _writable_dir("--out", a.out)
     cfg = CampaignConfig(impl=a.impl, device=device, budget=a.budget, max_cases=a.max_cases, seed=a.seed,
                          out=a.out, profile=a.profile, shard=shard, sanitize_every=a.sanitize_every,
-                         case_timeout=a.case_timeout, resume=a.resume)
+                         case_timeout=a.case_timeout, resume=a.resume, handle_signals=True)
     try:
         report = run_campaign(cfg)
     except (ImplError, ResumeError) as e:

@@ -59,6 +59,7 @@ class CampaignConfig:
     case_timeout: float | None = None  # seconds one case may take before it is a `hang` (None: by device)
     resume: bool = False  # continue the campaign whose report is in `out`, keeping its findings
     quiet: bool = False
+    handle_signals: bool = False  # the CLI: SIGINT/SIGTERM end the campaign cleanly (exit 130/143), not raise
     campaign_id: str = field(default_factory=new_campaign_id)
 
     @property
@@ -322,9 +323,12 @@ class Interrupted(BaseException):
 class _Signals:
     """Turn SIGINT/SIGTERM into Interrupted while a campaign runs (main thread only); once, then ignore."""
 
+    def __init__(self, enabled: bool):
+        self.enabled = enabled
+
     def __enter__(self):
         self.saved = {}
-        if mp.current_process().name == "MainProcess":
+        if self.enabled and mp.current_process().name == "MainProcess":
             try:
                 for s in (signal.SIGINT, signal.SIGTERM):
                     self.saved[s] = signal.signal(s, self._raise)
@@ -371,7 +375,7 @@ def run_campaign(cfg: CampaignConfig) -> Report:
     deadline = time.monotonic() + cfg.budget
     index = report.next_index if report.next_index is not None else cfg.shard[0]
     last_print = 0.0
-    with _Signals():
+    with _Signals(cfg.handle_signals):
         worker = None
         try:
             worker = Worker(cfg.device, cfg.impl, log=cfg.log_path)
@@ -398,10 +402,13 @@ def run_campaign(cfg: CampaignConfig) -> Report:
                     _progress(report, deadline - now)
                 if report.cases % 10 == 0:
                     report.write()
-        except Interrupted as e:
-            report.interrupted = str(e)
+        except (Interrupted, KeyboardInterrupt) as e:
+            report.interrupted = str(e) if isinstance(e, Interrupted) else "SIGINT"
             if worker is not None:
                 worker.kill()  # now: the case it was running is abandoned
+            if isinstance(e, KeyboardInterrupt):  # a library caller's Ctrl-C: record, then let it through
+                report.write()
+                raise
         finally:
             if worker is not None:
                 worker.close()
