@@ -15,6 +15,7 @@ import subprocess
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -31,6 +32,25 @@ def _fuzz(*args: str, cwd: Path = ROOT, timeout: float = 240) -> subprocess.Comp
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     return subprocess.run([sys.executable, "-m", "fuzz", *args], cwd=cwd, capture_output=True, text=True,
                           timeout=timeout, env=env)
+
+
+@dataclass
+class Ran:
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+def _main(capsys, *args: str) -> Ran:
+    """The CLI in this process (no torch import to pay again): for what exits early or spawns its own worker."""
+    from fuzz.__main__ import main
+    capsys.readouterr()
+    try:
+        rc = main(list(args))
+    except SystemExit as e:
+        rc = e.code
+    out = capsys.readouterr()
+    return Ran(rc, out.out, out.err)
 
 
 def _detail(proc) -> str:
@@ -67,7 +87,7 @@ def impl(**kw):
 '''
 
 
-def test_hang_inside_a_short_budget_is_a_finding_that_replays(tmp_path):
+def test_hang_inside_a_short_budget_is_a_finding_that_replays(tmp_path, capsys):
     """Before: the wait was min(300 s, time left + 5 s) and a dead worker after the deadline ended the loop,
     so this 60 s campaign reported 0 findings and exit 0. Now: `hang`, exit 1, and the repro replays with
     the recorded 2 s timeout."""
@@ -83,7 +103,7 @@ def test_hang_inside_a_short_budget_is_a_finding_that_replays(tmp_path):
     assert report["cases"] == 5 and report["kinds"]["hang"] == 1 and report["worker_restarts"] == 1
     repro = load(hangs[0]["repro"])
     assert repro.verdict.kind == "hang" and repro.case_timeout_s == 2.0
-    proc = _fuzz("replay", hangs[0]["repro"], "--impl", f"{impl}:impl")
+    proc = _main(capsys, "replay", hangs[0]["repro"], "--impl", f"{impl}:impl")
     assert proc.returncode == 1 and proc.stdout.startswith("hang: no verdict within the case timeout of 2 s"), \
         _detail(proc)
     assert time.monotonic() - t0 < 120
@@ -151,12 +171,12 @@ def test_worker_output_is_capped(tmp_path, monkeypatch):
     assert "END-OF-CASE" in rotated.read_text()
 
 
-def test_exit_at_import_is_reported(tmp_path):
+def test_exit_at_import_is_reported(tmp_path, capsys):
     """`os._exit(3)` at import used to end the CLI with exit 3 and no message."""
     impl = tmp_path / "dies.py"
     impl.write_text("import os\nos._exit(3)\n\ndef impl(**kw):\n    pass\n")
     out = tmp_path / "out"
-    proc = _fuzz("run", "--device", "cpu", "--impl", f"{impl}:impl", "--max-cases", "1", "--out", str(out))
+    proc = _main(capsys, "run", "--device", "cpu", "--impl", f"{impl}:impl", "--max-cases", "1", "--out", str(out))
     _one_error_line(proc, r"dies\.py:impl.*exit code 3")
     assert not out.exists()
 
@@ -277,17 +297,17 @@ def test_shards_run_the_same_checks_on_the_same_cases(tmp_path, monkeypatch):
     pytest.param(["run", "--budget", "inf"], r"--budget: must be > 0 seconds and finite \(got inf\)", id="inf"),
     pytest.param(["run", "--case-timeout", "0"], r"--case-timeout: must be > 0", id="case-timeout-0"),
     pytest.param(["run", "--budget", "1e-9"], r"judged no case within --budget 1e-09 s", id="1e-9"),
-    pytest.param(["minimize", "tests/regressions/lora-grid-short.json", "--budget", "-1", "--out", "{tmp}/m.json"],
-                 r"--budget: must be > 0", id="minimize-budget-negative"),
+    pytest.param(["minimize", "{root}/tests/regressions/lora-grid-short.json", "--budget", "-1", "--out",
+                  "{tmp}/m.json"], r"--budget: must be > 0", id="minimize-budget-negative"),
     pytest.param(["run", "--out", "/proc/x"], r"--out /proc/x: cannot write there", id="run-out-proc"),
-    pytest.param(["minimize", "tests/regressions/lora-grid-short.json", "--out", "/proc/x/m.json"],
+    pytest.param(["minimize", "{root}/tests/regressions/lora-grid-short.json", "--out", "/proc/x/m.json"],
                  r"--out /proc/x/m\.json: cannot write there", id="minimize-out-proc"),
 ])
-def test_refused_runs_exit_2_with_one_line(tmp_path, args, match):
-    args = [a.replace("{tmp}", str(tmp_path)) for a in args]
+def test_refused_runs_exit_2_with_one_line(tmp_path, capsys, args, match):
+    args = [a.replace("{tmp}", str(tmp_path)).replace("{root}", str(ROOT)) for a in args]
     if args[0] == "run" and "--out" not in args:
         args += ["--out", str(tmp_path / "out")]
-    _one_error_line(_fuzz(*args, "--device", "cpu"), match)
+    _one_error_line(_main(capsys, *args, "--device", "cpu"), match)
 
 
 # ---- replay never runs what a file names, and has limits --------------------------------------------------
@@ -299,7 +319,7 @@ def _write_repro(path: Path, impl: str = "ours", case: Case = Case(), kind: str 
 
 @pytest.fixture(scope="module")
 def hostile(tmp_path_factory) -> dict:
-    """Hostile replays, run concurrently: name -> (marker path, CompletedProcess)."""
+    """Hostile repro files: name -> path, plus the marker that importing evil.py would create."""
     d = tmp_path_factory.mktemp("hostile")
     marker = d / "IMPORTED"
     evil = d / "evil.py"
@@ -315,24 +335,30 @@ def hostile(tmp_path_factory) -> dict:
     files["big-int"] = d / "bigint.json"
     text = (d / "file.json").read_text().replace('"seed": 0', '"seed": ' + "9" * 5000)
     files["big-int"].write_text(text)
-    with ThreadPoolExecutor(len(files)) as pool:
-        futures = {k: pool.submit(_fuzz, "replay", str(p), "--device", "cpu", timeout=60) for k, p in files.items()}
-        return {"marker": marker, "evil": evil, **{k: f.result() for k, f in futures.items()}}
+    return {"marker": marker, **files}
 
 
 @pytest.mark.parametrize("name, match", [
     ("file-impl", r"names the external implementation '.*evil\.py:fn'.*pass --impl"),
     ("module-impl", r"names the external implementation 'this:x'"),
     ("huge", r"exceeds the replay limit.*--allow-large"),
-    ("dev-zero", r"zero\.json: not a regular file"),
-    ("fifo", r"fifo\.json: not a regular file"),
     ("big-int", r"bigint\.json: not valid JSON.*4300"),
 ])
-def test_hostile_replay_is_refused(hostile, name, match):
-    """Before: the file's impl was imported and run, 17-137 GB were allocated, /dev/zero read without end,
-    a FIFO blocked forever, a 5000-digit int gave a traceback."""
-    _one_error_line(hostile[name], match)
+def test_hostile_replay_is_refused(hostile, capsys, name, match):
+    """Before: the file's impl was imported and run, a valid-schema case asked for 17-137 GB, a 5000-digit
+    int gave a traceback."""
+    _one_error_line(_main(capsys, "replay", str(hostile[name]), "--device", "cpu"), match)
     assert not hostile["marker"].exists(), "replay imported the code a repro file named"
+
+
+def test_replay_reads_only_regular_files(hostile):
+    """Before: a symlink to /dev/zero was read without end (3.5 GB RSS) and a FIFO blocked forever; in a
+    subprocess with a timeout, so a regression fails instead of stalling the suite."""
+    with ThreadPoolExecutor(2) as pool:
+        procs = list(pool.map(lambda n: _fuzz("replay", str(hostile[n]), "--device", "cpu", timeout=60),
+                              ("dev-zero", "fifo")))
+    _one_error_line(procs[0], r"zero\.json: not a regular file")
+    _one_error_line(procs[1], r"fifo\.json: not a regular file")
 
 
 # ---- export writes data, not code -------------------------------------------------------------------------
@@ -340,13 +366,13 @@ HOSTILE_MESSAGE = ('oops """\nimport os; open(MARKER, "w").close()\n"""'
                    " ' C:\\Users\\x\\new\\table.py \\N{bogus} {braces} \x00")
 
 
-def test_export_writes_data_not_code(tmp_path):
+def test_export_writes_data_not_code(tmp_path, capsys):
     import importlib.util
     marker = tmp_path / "EXECUTED"
     message = HOSTILE_MESSAGE.replace("MARKER", repr(str(marker)))
     src = _write_repro(tmp_path / "hostile.json", impl="mutant:lora-grid-short", message=message)
     out = tmp_path / "test_hostile.py"
-    proc = _fuzz("export", str(src), "--out", str(out))
+    proc = _main(capsys, "export", str(src), "--out", str(out))
     assert proc.returncode == 0, _detail(proc)
     spec = importlib.util.spec_from_file_location("test_hostile", out)
     mod = importlib.util.module_from_spec(spec)
@@ -354,10 +380,10 @@ def test_export_writes_data_not_code(tmp_path):
     assert not marker.exists() and mod.MESSAGE == message and mod.IMPL == "mutant:lora-grid-short"
     assert oct(out.stat().st_mode & 0o777) == "0o644"
     text = out.read_text()
-    proc = _fuzz("export", str(src), "--out", str(out))  # an existing file is not replaced without --force
+    proc = _main(capsys, "export", str(src), "--out", str(out))  # an existing file is not replaced without --force
     _one_error_line(proc, r"exists; pass --force")
     assert out.read_text() == text
-    assert _fuzz("export", str(src), "--out", str(out), "--force").returncode == 0
+    assert _main(capsys, "export", str(src), "--out", str(out), "--force").returncode == 0
 
 
 CRASHES = '''
@@ -366,13 +392,13 @@ def impl(**kw):
 '''
 
 
-def test_exported_crash_runs_in_a_subprocess(tmp_path, device):
+def test_exported_crash_runs_in_a_subprocess(tmp_path, capsys, device):
     """A `crash` finding's test fails (it does not kill pytest) while the bug is there, and passes on ours."""
     import importlib.util
     impl = f"{_impl_file(tmp_path, 'crashes', CRASHES)}:impl"
     src = _write_repro(tmp_path / "crash.json", impl=impl, kind="crash", message="worker process died (exit code 7)")
     out = tmp_path / "test_crash.py"
-    assert _fuzz("export", str(src), "--out", str(out)).returncode == 0
+    assert _main(capsys, "export", str(src), "--out", str(out)).returncode == 0
     spec = importlib.util.spec_from_file_location("test_crash", out)
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
