@@ -14,11 +14,12 @@ TORCH_DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32":
 LAYOUTS = ("per_token", "per_routed")  # x is (M, K): row m; x is (M*k, K): row f = m*k + j
 
 # unit roundoff of each input dtype; fp32 accumulation is allowed twice IEEE's (tensor cores truncate while
-# aligning products); TF32 keeps 10 mantissa bits of an fp32 input
+# aligning products); TF32 keeps 10 mantissa bits of an fp32 input, and Hopper's wgmma truncates rather than
+# rounds them (Triton's tl.dot docs: "without rounding"), so a TF32 input is off by less than 2^-10
 UNIT_ROUNDOFF = {torch.float16: 2.0**-11, torch.bfloat16: 2.0**-8, torch.float32: 2.0**-24}
 TINY = {torch.float16: 2.0**-24, torch.bfloat16: 2.0**-133, torch.float32: 2.0**-149}
 ACC_UNIT = 2.0**-22
-TF32_UNIT = 2.0**-11
+TF32_UNIT = 2.0**-10
 FP32_PRECISIONS = ("ieee", "tf32")
 
 
@@ -46,14 +47,15 @@ def x_rows(x: torch.Tensor, m: int, k: int) -> torch.Tensor:
     return x if row_divisor(layout_of(x.shape[0], m, k), k) == 1 else x.repeat_interleave(k, dim=0)
 
 
-def round_to_tf32(t: torch.Tensor) -> torch.Tensor:
-    """An fp32 tensor rounded to TF32 (10 mantissa bits, to nearest even), as tensor cores read fp32 inputs
-    under TF32; other dtypes are returned unchanged."""
+def round_to_tf32(t: torch.Tensor, truncate: bool = False) -> torch.Tensor:
+    """An fp32 tensor reduced to TF32's 10 mantissa bits: to nearest even, or truncated (what Hopper's wgmma
+    does to fp32 inputs); other dtypes are returned unchanged."""
     if t.dtype != torch.float32:
         return t
     bits = t.contiguous().view(torch.int32)
-    bits = (bits + 0xFFF + ((bits >> 13) & 1)) & ~0x1FFF
-    return bits.view(torch.float32).reshape(t.shape)
+    if not truncate:
+        bits = bits + 0xFFF + ((bits >> 13) & 1)
+    return (bits & ~0x1FFF).view(torch.float32).reshape(t.shape)
 
 
 def interpreter_limit(dtype: str, expand_split_k: int, bf16_atomics: bool = False) -> str | None:

@@ -1,11 +1,31 @@
-"""CLI: python -m fuzz {run,list,replay,minimize,export}. Exit 0 clean, 1 findings/failing, 2 usage or env."""
+"""CLI: python -m fuzz {run,list,replay,minimize,export}.
+
+Exit 0 clean, 1 findings (or failing), 2 usage or environment error (one `error:` line), 130/143 interrupted
+by SIGINT/SIGTERM. Paths are made absolute as they are parsed. Replay and minimise run only our own code
+(`ours`, `mutant:<id>`) unless --impl names another implementation on the command line.
+"""
 
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
+import tempfile
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
+
+from . import __version__
+
+
+class _Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """Defaults shown after every option's help; descriptions kept as written."""
+
+
+def _fail(msg: str) -> None:
+    print(f"error: {msg}", file=sys.stderr)
+    raise SystemExit(2)
 
 
 def _device(name: str) -> str:
@@ -22,49 +42,22 @@ def _device(name: str) -> str:
     return name
 
 
-def _fail(msg: str) -> None:
-    print(f"error: {msg}", file=sys.stderr)
-    raise SystemExit(2)
+# ---- argument types: paths become absolute when parsed -------------------------------------------------------
+def _abs_path(text: str) -> Path:
+    return Path(os.path.abspath(os.path.expanduser(text)))
 
 
-def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m fuzz", description=__doc__)
-    sub = p.add_subparsers(dest="cmd", required=True)
-    r = sub.add_parser("run", help="a time-budgeted campaign")
-    r.add_argument("--impl", default="ours", help="ours | mutant:<id> | module:function | file.py:function")
-    r.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
-    r.add_argument("--budget", type=float, default=120.0, help="seconds (default 120)")
-    r.add_argument("--max-cases", type=int, default=None)
-    r.add_argument("--seed", type=int, default=0)
-    r.add_argument("--out", type=Path, default=Path("fuzz-out"))
-    r.add_argument("--profile", default="premerge", choices=("premerge", "nightly"))
-    r.add_argument("--shard", default="0/1", help="i/n: run the i-th of n disjoint parts of the case stream")
-    r.add_argument("--sanitize-every", type=int, default=0, metavar="N",
-                   help="GPU: also replay every Nth case and every new finding under compute-sanitizer")
-    r.add_argument("--probe-contract", action="store_true",
-                   help="draw cases just outside the implementation's declared capabilities and expect clean "
-                        "refusals (ValueError/TypeError/NotImplementedError before writing): verdict `refused`; "
-                        "anything else is an `unchecked-precondition` finding")
-    sub.add_parser("list", help="list implementation names")
-    rp = sub.add_parser("replay", help="re-run a repro file")
-    rp.add_argument("file", type=Path)
-    rp.add_argument("--impl", default=None, help="override the file's implementation")
-    rp.add_argument("--device", default=None, choices=("auto", "cpu", "cuda"))
-    rp.add_argument("--sanitize", action="store_true",
-                    help="run under compute-sanitizer memcheck (GPU), with --no-guards")
-    rp.add_argument("--no-guards", action="store_true",
-                    help="give the implementation exact-size buffers instead of views into guard bands (a guard "
-                         "band absorbs an out-of-bounds access that compute-sanitizer would otherwise report)")
-    mn = sub.add_parser("minimize", help="reduce a repro's case while it fails the same way")
-    mn.add_argument("file", type=Path)
-    mn.add_argument("--out", type=Path, required=True)
-    mn.add_argument("--budget", type=float, default=60.0)
-    mn.add_argument("--impl", default=None)
-    mn.add_argument("--device", default=None, choices=("auto", "cpu", "cuda"))
-    ex = sub.add_parser("export", help="write a standalone pytest regression test")
-    ex.add_argument("file", type=Path)
-    ex.add_argument("--out", type=Path, required=True)
-    return p
+def _impl_name(text: str) -> str:
+    """--impl with a file.py:function made absolute, so the name stored in reports works from anywhere."""
+    target, sep, func = text.rpartition(":")
+    if sep and target.endswith(".py") and not text.startswith("mutant:"):
+        return f"{_abs_path(target)}:{func}"
+    return text
+
+
+def _positive(flag: str, value: float) -> None:
+    if not (math.isfinite(value) and value > 0):
+        _fail(f"{flag}: must be > 0 seconds and finite (got {value})")
 
 
 def _shard(text: str) -> tuple[int, int]:
@@ -77,9 +70,76 @@ def _shard(text: str) -> tuple[int, int]:
     return i, n
 
 
+def _writable_dir(flag: str, path: Path, shown: Path | None = None) -> None:
+    """Create the directory if needed and prove it takes a file, before any work is done."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=path):
+            pass
+    except OSError as e:
+        _fail(f"{flag} {shown or path}: cannot write there ({e.strerror or e})")
+
+
+def _writable_file(flag: str, path: Path) -> None:
+    if path.is_dir():
+        _fail(f"{flag} {path}: is a directory; name a file")
+    _writable_dir(flag, path.parent, shown=path)
+
+
+def _check_builtin_impl(name: str) -> None:
+    """Check our own names here; an external implementation is imported only by the worker process, so a
+    bad one (even one that calls os._exit at import) is reported, never takes the CLI down."""
+    from .impls import ImplError, resolve
+    from .repro import is_builtin
+    if is_builtin(name):
+        try:
+            resolve(name)
+        except ImplError as e:
+            _fail(str(e))
+
+
+def _worker(device: str, impl: str, log: Path | None = None):
+    from .impls import ImplError
+    from .runner import Worker
+    try:
+        return Worker(device, impl, log=log)
+    except ImplError as e:
+        _fail(str(e))
+
+
+# ---- run ---------------------------------------------------------------------------------------------------
+def add_run_args(r: argparse.ArgumentParser) -> None:
+    r.add_argument("--impl", type=_impl_name, default="ours",
+                   help="ours | mutant:<id> | module:function | path/to/file.py:function")
+    r.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"),
+                   help="cuda, cpu (Triton interpreter) or auto (cuda when present)")
+    r.add_argument("--budget", type=float, default=120.0, help="seconds of wall-clock time for the campaign")
+    r.add_argument("--case-timeout", type=float, default=None, metavar="S",
+                   help="seconds one case may take before it is a `hang` finding, whatever the budget left "
+                        "(None: 300 on cpu, 120 on cuda)")
+    r.add_argument("--max-cases", type=int, default=None, help="stop after this many cases")
+    r.add_argument("--seed", type=int, default=0, help="campaign seed: case i is a pure function of (seed, i)")
+    r.add_argument("--out", type=_abs_path, default=_abs_path("fuzz-out"),
+                   help="directory for report.json, repro files and worker.log; must be empty unless --resume")
+    r.add_argument("--resume", action="store_true",
+                   help="continue the campaign whose report is in --out, keeping every file there")
+    r.add_argument("--profile", default="premerge", choices=("premerge", "nightly"),
+                   help="case sizes: premerge (small) or nightly (GPU-sized shapes on cuda)")
+    r.add_argument("--shard", default="0/1", help="i/n: run the i-th of n disjoint parts of the case stream")
+    r.add_argument("--sanitize-every", type=int, default=0, metavar="N",
+                   help="GPU: also replay every Nth case and every new finding under compute-sanitizer")
+    r.add_argument("--probe-contract", action="store_true",
+                   help="draw cases just outside the implementation's declared capabilities and expect clean "
+                        "refusals (ValueError/TypeError/NotImplementedError before writing): verdict `refused`; "
+                        "anything else is an `unchecked-precondition` finding")
+    r.add_argument("--require-edges", action="store_true",
+                   help="exit 1 when a required edge condition (fuzz.coverage) was never reached")
+
+
 def cmd_run(a) -> int:
-    if a.budget <= 0:
-        _fail("--budget: must be > 0 seconds")
+    _positive("--budget", a.budget)
+    if a.case_timeout is not None:
+        _positive("--case-timeout", a.case_timeout)
     if a.max_cases is not None and a.max_cases < 1:
         _fail("--max-cases: must be >= 1")
     if a.seed < 0:
@@ -89,81 +149,159 @@ def cmd_run(a) -> int:
         _fail("--sanitize-every: must be >= 0")
     if a.out.exists() and not a.out.is_dir():
         _fail(f"--out {a.out}: exists and is not a directory")
+    if a.out.is_dir() and any(a.out.iterdir()) and not a.resume:
+        _fail(f"--out {a.out}: not empty; pass --resume to continue there, or name a new directory")
     device = _device(a.device)
     if a.sanitize_every and device != "cuda":
         _fail("--sanitize-every: needs --device cuda (compute-sanitizer checks GPU memory accesses)")
-    from .runner import CampaignConfig, run_campaign
+    _check_builtin_impl(a.impl)
+    from .impls import ImplError
+    from .runner import CampaignConfig, ResumeError, run_campaign
+    created = not a.out.exists()
+    _writable_dir("--out", a.out)
     cfg = CampaignConfig(impl=a.impl, device=device, budget=a.budget, max_cases=a.max_cases, seed=a.seed,
                          out=a.out, profile=a.profile, shard=shard, sanitize_every=a.sanitize_every,
+                         case_timeout=a.case_timeout, resume=a.resume, handle_signals=True,
                          probe_contract=a.probe_contract)
-    _check_impl(a.impl)
-    report = run_campaign(cfg)
-    print(f"{report.cases} cases, {len(report.findings)} distinct findings; report: {a.out / 'report.json'}")
+    try:
+        report = run_campaign(cfg)
+    except (ImplError, ResumeError) as e:
+        if created and not any(a.out.iterdir()):
+            a.out.rmdir()  # refused before the campaign started: leave nothing behind
+        _fail(str(e))
+    return _summary(a, cfg, report)
+
+
+def _summary(a, cfg, report) -> int:
+    import signal
+    counts = f"{report.cases} cases, {len(report.findings)} distinct findings"
+    if report.interrupted:
+        print(f"interrupted by {report.interrupted}: {counts}; report: {cfg.report_path}")
+        return 128 + signal.Signals[report.interrupted].value
+    if report.cases == 0:
+        _fail(f"the campaign judged no case within --budget {a.budget:g} s (starting the worker alone takes "
+              "seconds); raise --budget")
+    print(f"{counts}; report: {cfg.report_path}")
     for f in report.findings.values():
         print(f"  {f['kind']:<18} x{f['count']:<4} {f['repro']}")
-    return 1 if report.findings else 0
+    missing = report.coverage.missing_edges()
+    if missing:
+        from .coverage import REQUIRED_EDGES
+        print(f"WARNING: {len(missing)} of {len(REQUIRED_EDGES)} required edges never reached: {', '.join(missing)}"
+              + (" (--require-edges: exit 1)" if a.require_edges else ""))
+    return 1 if report.findings or (a.require_edges and missing) else 0
 
 
-def _check_impl(name: str) -> None:
-    from .impls import ImplError, resolve
+# ---- list --------------------------------------------------------------------------------------------------
+def add_list_args(p: argparse.ArgumentParser) -> None:
+    pass
+
+
+def cmd_list(a) -> int:
+    from kernels import MUTANTS
+    rows = [("ours", "our kernels (kernels.fused_moe_lora), the implementation that must never be flagged")]
+    rows += [(f"mutant:{m}", _first_sentence(mu.doc)) for m, mu in MUTANTS.items()]
+    rows += [("module:function", "an external implementation: an importable module's function"),
+             ("path/to/file.py:function", "an external implementation: a function in a Python file")]
+    width = max(len(n) for n, _ in rows)
+    print("\n".join(f"{n:<{width}}  {d}" for n, d in rows))
+    return 0
+
+
+def _first_sentence(text: str) -> str:
+    head, dot, _ = text.partition(". ")
+    return head + "." if dot else text
+
+
+# ---- replay ------------------------------------------------------------------------------------------------
+def add_target_args(p: argparse.ArgumentParser) -> None:
+    """What replay and minimise share: the file, the implementation, the device and the limits."""
+    p.add_argument("file", type=_abs_path, help="a repro file (JSON) written by a campaign")
+    p.add_argument("--impl", type=_impl_name, default=None,
+                   help="implementation to run; needed when the file names an external one (a file never "
+                        "chooses code to import)")
+    p.add_argument("--device", default=None, choices=("auto", "cpu", "cuda"),
+                   help="device to run on (default: the file's)")
+    p.add_argument("--case-timeout", type=float, default=None, metavar="S",
+                   help="seconds before the case is a `hang` (None: the file's, else 300 on cpu, 120 on cuda)")
+    p.add_argument("--allow-large", action="store_true",
+                   help="run cases above the replay size limit (fuzz.repro.MAX_CASE_ELEMENTS tensor elements)")
+
+
+def add_replay_args(rp: argparse.ArgumentParser) -> None:
+    add_target_args(rp)
+    rp.add_argument("--sanitize", action="store_true",
+                    help="run under compute-sanitizer memcheck (GPU), with --no-guards")
+    rp.add_argument("--no-guards", action="store_true",
+                    help="give the implementation exact-size buffers instead of views into guard bands (a guard "
+                         "band absorbs an out-of-bounds access that compute-sanitizer would otherwise report)")
+
+
+def _load(path: Path, allow_large: bool = False):
+    from .repro import ReproError, check_size, load
     try:
-        resolve(name)
-    except ImplError as e:
-        _fail(str(e))
-
-
-def _load(path: Path):
-    from .repro import ReproError, load
-    try:
-        return load(path)
+        repro = load(path)
+        if not allow_large:
+            check_size(repro.case)
     except ReproError as e:
-        _fail(str(e))
+        _fail(str(e) if str(e).startswith(str(path)) else f"{path}: {e}")
+    return repro
 
 
-def _replay_target(a):
-    """The repro, device and implementation of a replay/minimise command, refused early if unusable."""
-    repro = _load(a.file)
-    device = _device(a.device or repro.device)
+@dataclass(frozen=True)
+class Target:
+    repro: object
+    device: str
+    impl: str
+    timeout: float
+
+
+def _replay_target(a) -> Target:
+    """The repro, device, implementation and timeout of a replay/minimise command, refused early if unusable."""
+    from .repro import BUILTIN_IMPLS, is_builtin
+    from .runner import CASE_TIMEOUT_S
+    if a.case_timeout is not None:
+        _positive("--case-timeout", a.case_timeout)
+    repro = _load(a.file, a.allow_large)
+    if a.impl is None and not is_builtin(repro.impl):
+        _fail(f"{a.file}: names the external implementation {repro.impl!r}, and a file never chooses code to "
+              f"run; pass --impl (e.g. --impl {repro.impl}) if you trust it, or one of {BUILTIN_IMPLS}")
     impl = a.impl or repro.impl
+    device = _device(a.device or repro.device)
     try:
         repro.case.validate(interpreter=device == "cpu")
     except ValueError as e:
         _fail(f"{a.file}: cannot run on {device}: {e}")
-    _check_impl(impl)
-    return repro, device, impl
+    _check_builtin_impl(impl)
+    return Target(repro, device, impl, a.case_timeout or repro.case_timeout_s or CASE_TIMEOUT_S[device])
 
 
 def cmd_replay(a) -> int:
-    repro, device, impl = _replay_target(a)
+    t = _replay_target(a)
     if a.sanitize:
-        return _sanitized(a, device, impl)
-    from .runner import CASE_TIMEOUT_S, Worker, WorkerDied
-    try:
-        w = Worker(device, impl)
-        vd = w.run(repro.case, True, CASE_TIMEOUT_S[device], guards=not a.no_guards)
-        w.close()
-    except WorkerDied as e:
-        print(f"crash: {e}")
-        return 1
-    print(f"{vd['kind']}: {vd['message']}" if vd["kind"] != "pass" else "pass")
-    if vd["kind"] != "pass":
-        print(f"signature: {vd['signature']} (recorded: {repro.verdict.signature})")
-        for w_ in vd["worst"][:5]:
+        return _sanitized(a, t)
+    w = _worker(t.device, t.impl)
+    v = w.judge(t.repro.case, timeout=t.timeout, metamorphic=True, guards=not a.no_guards)
+    w.close()
+    print(f"{v.kind}: {v.message}" if v.failed else "pass")
+    if v.failed:
+        print(f"signature: {v.signature} (recorded: {t.repro.verdict.signature})")
+        for w_ in v.worst[:5]:
             print(f"  {w_}")
-    return 1 if vd["kind"] != "pass" else 0
+    return 1 if v.failed else 0
 
 
-def _sanitized(a, device: str, impl: str) -> int:
+def _sanitized(a, t: Target) -> int:
     import shutil
     import subprocess
-    if device != "cuda":
+    if t.device != "cuda":
         _fail("--sanitize: needs --device cuda (compute-sanitizer checks GPU memory accesses)")
     tool = shutil.which("compute-sanitizer")
     if not tool:
         _fail("--sanitize: compute-sanitizer not found on PATH")
     env = dict(os.environ, PYTORCH_NO_CUDA_MEMORY_CACHING="1")
     cmd = [tool, "--tool", "memcheck", "--error-exitcode", "3", sys.executable, "-m", "fuzz", "replay",
-           str(a.file), "--impl", impl, "--device", "cuda", "--no-guards"]
+           str(a.file), "--impl", t.impl, "--device", "cuda", "--no-guards", "--case-timeout", str(t.timeout)]
     rc = subprocess.run(cmd, env=env).returncode
     # memcheck exits 3 on its own errors, else with the replay's code (1: the oracle still flags the case)
     print("compute-sanitizer memcheck: " + ("errors reported" if rc == 3 else "clean" if rc == 0 else
@@ -171,60 +309,106 @@ def _sanitized(a, device: str, impl: str) -> int:
     return 0 if rc == 0 else 1
 
 
+# ---- minimize ----------------------------------------------------------------------------------------------
+def add_minimize_args(mn: argparse.ArgumentParser) -> None:
+    add_target_args(mn)
+    mn.add_argument("--out", type=_abs_path, required=True, help="where to write the minimal repro file")
+    mn.add_argument("--budget", type=float, default=60.0, help="seconds for the reduction")
+
+
 def cmd_minimize(a) -> int:
-    repro, device, impl = _replay_target(a)
+    _positive("--budget", a.budget)
+    _writable_file("--out", a.out)  # before the work, not after it
+    t = _replay_target(a)
     from .minimize import describe, minimize
-    from .oracle import Verdict
     from .repro import Repro, save
-    from .runner import CASE_TIMEOUT_S, Worker, WorkerDied, crash_verdict
-    target = repro.verdict.signature
+    target = t.repro.verdict.signature
     if not target:
         _fail(f"{a.file}: the recorded verdict passed; nothing to minimise")
-    state = {"w": Worker(device, impl), "last": None}
+    w = _worker(t.device, t.impl)
+    last = {}
 
     def still_fails(case) -> bool:
-        try:
-            vd = state["w"].run(case, False, CASE_TIMEOUT_S[device])
-        except WorkerDied as e:
-            state["w"].close()
-            state["w"] = Worker(device, impl)
-            vd = crash_verdict(impl, case, str(e))
-        ok = vd["signature"] == target  # same kind, implementation and coarse class of case
-        if ok:
-            state["last"] = vd
-        return ok
+        v = w.judge(case, timeout=t.timeout)
+        if v.signature == target:  # same kind, implementation and coarse class of case
+            last["v"] = v
+        return v.signature == target
 
-    print(f"minimising {describe(repro.case)}", file=sys.stderr)
-    if not still_fails(repro.case):
-        state["w"].close()
+    print(f"minimising {describe(t.repro.case)}", file=sys.stderr)
+    if not still_fails(t.repro.case):
+        w.close()
         _fail(f"{a.file}: the case no longer fails with signature {target}; nothing to minimise")
-    res = minimize(repro.case, still_fails, budget=a.budget, interpreter=device == "cpu",
-                   progress=lambda s: print(s, file=sys.stderr, flush=True))
-    state["w"].close()
-    save(Repro(res.case, impl, device, Verdict(**state["last"]), repro.environment), a.out)
+    try:
+        res = minimize(t.repro.case, still_fails, budget=a.budget, interpreter=t.device == "cpu",
+                       progress=lambda s: print(s, file=sys.stderr, flush=True))
+    finally:
+        w.close()
+    try:
+        save(Repro(res.case, t.impl, t.device, last["v"], t.repro.environment, t.timeout, t.repro.campaign), a.out)
+    except OSError as e:
+        _fail(f"--out {a.out}: cannot write ({e.strerror or e})")
     print(f"minimal case after {res.steps} reductions, {res.tries} tries, {res.seconds:.1f}s"
           f"{'' if res.one_minimal else ' (budget ran out: not proven 1-minimal)'}:\n  {describe(res.case)}\n"
           f"written to {a.out}")
     return 0
 
 
+# ---- export ------------------------------------------------------------------------------------------------
+def add_export_args(ex: argparse.ArgumentParser) -> None:
+    ex.add_argument("file", type=_abs_path, help="a repro file (JSON) written by a campaign")
+    ex.add_argument("--out", type=_abs_path, required=True, help="the test file to write (test_*.py)")
+    ex.add_argument("--force", action="store_true", help="replace --out if it exists")
+
+
 def cmd_export(a) -> int:
-    repro = _load(a.file)
     from .export import export_test
-    name = a.out.stem.removeprefix("test_")
-    a.out.parent.mkdir(parents=True, exist_ok=True)
-    a.out.write_text(export_test(repro, name))
+    from .repro import write_atomic
+    repro = _load(a.file, allow_large=True)  # nothing runs here
+    if a.out.exists() and not a.force:
+        _fail(f"--out {a.out}: exists; pass --force to replace it")
+    _writable_file("--out", a.out)
+    try:
+        text = export_test(repro, a.out.stem)
+    except ValueError as e:
+        _fail(f"{a.file}: {e}")
+    write_atomic(a.out, text)
     print(f"wrote {a.out}")
     return 0
 
 
+# ---- dispatch: a new subcommand is one entry here ----------------------------------------------------------
+@dataclass(frozen=True)
+class Command:
+    help: str
+    add_args: Callable[[argparse.ArgumentParser], None]
+    run: Callable[[argparse.Namespace], int]
+
+
+COMMANDS: dict[str, Command] = {
+    "run": Command("a time-budgeted campaign", add_run_args, cmd_run),
+    "list": Command("list implementation names, each mutant with its description", add_list_args, cmd_list),
+    "replay": Command("re-run a repro file", add_replay_args, cmd_replay),
+    "minimize": Command("reduce a repro's case while it fails the same way", add_minimize_args, cmd_minimize),
+    "export": Command("write a standalone pytest regression test", add_export_args, cmd_export),
+}
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m fuzz", description=__doc__, formatter_class=_Formatter)
+    p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    sub = p.add_subparsers(dest="cmd", required=True, metavar="COMMAND")
+    for name, c in COMMANDS.items():
+        c.add_args(sub.add_parser(name, help=c.help, description=c.help, formatter_class=_Formatter))
+    return p
+
+
 def main(argv=None) -> int:
     a = _parser().parse_args(argv)
-    if a.cmd == "list":
-        from .impls import names
-        print("\n".join(names() + ["module:function", "path/to/file.py:function"]))
-        return 0
-    return {"run": cmd_run, "replay": cmd_replay, "minimize": cmd_minimize, "export": cmd_export}[a.cmd](a)
+    try:
+        return COMMANDS[a.cmd].run(a)
+    except KeyboardInterrupt:  # outside a campaign (which handles its own): no traceback
+        print("interrupted by SIGINT", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

@@ -39,19 +39,15 @@ class ImplError(Exception):
     """The name cannot be turned into an implementation (usage error, exit 2)."""
 
 
-@dataclass
-class Impl:
-    """An implementation as the fuzzer drives it."""
+@dataclass(frozen=True)
+class ImplProfile:
+    """What the case space follows of an implementation; picklable, so the worker that loaded the
+    implementation can hand it to the campaign (which never imports the implementation itself)."""
 
-    name: str
-    run: Callable[[Tensors], None]
     takes_config: bool = False  # receives the case's launch configuration
     ours: bool = False  # our kernels: also takes the fuzzer's workspace (align buffers, intermediate)
     capabilities: Capabilities = field(default_factory=Capabilities)
     settings: dict = field(default_factory=dict)
-
-    def __call__(self, t: Tensors) -> None:
-        self.run(t)
 
     def fit(self, case: Case) -> Case:
         """The case as this implementation can take it: knobs it never sees at their neutral value (they are
@@ -63,6 +59,27 @@ class Impl:
             else:
                 case = case.replace(config=case.config.with_knob("align", "auto"))
         return self.capabilities.project(case)
+
+
+@dataclass
+class Impl:
+    """An implementation as the fuzzer drives it."""
+
+    name: str
+    run: Callable[[Tensors], None]
+    takes_config: bool = False
+    ours: bool = False
+    capabilities: Capabilities = field(default_factory=Capabilities)
+    settings: dict = field(default_factory=dict)
+
+    def __call__(self, t: Tensors) -> None:
+        self.run(t)
+
+    def profile(self) -> ImplProfile:
+        return ImplProfile(self.takes_config, self.ours, self.capabilities, dict(self.settings))
+
+    def fit(self, case: Case) -> Case:
+        return self.profile().fit(case)
 
 
 def _ours(name: str, deviation) -> Impl:

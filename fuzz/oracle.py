@@ -58,7 +58,7 @@ UNIT = UNIT_ROUNDOFF
 NAIVE_LIMIT = 400_000  # multiply-adds up to which the naive loop reference also runs
 DIAGNOSE_MARGIN = 3.0  # finite guard contents for the diagnosis rerun (the first run has NaN)
 KINDS = ("reference-disagreement", "exception", "crash", "oob-write", "oob-read", "uninit-read",
-         "untouched-changed", "nonfinite", "mismatch", "metamorphic", "unchecked-precondition")
+         "untouched-changed", "nonfinite", "mismatch", "metamorphic", "hang", "unchecked-precondition")
 PASSING = ("pass", "refused")  # refused: a clean refusal of a case outside the declared space (--probe-contract)
 
 
@@ -79,6 +79,35 @@ class Verdict:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d) -> "Verdict":
+        """The inverse of to_dict, checked field by field: a ValueError names the field (`verdict.<name>`)."""
+        def need(name: str, typ: type):
+            if name not in d:
+                raise ValueError(f"verdict.{name}: missing")
+            if not isinstance(d[name], typ) or isinstance(d[name], bool):
+                raise ValueError(f"verdict.{name}: wrong type {type(d[name]).__name__}, expected {typ.__name__}")
+            return d[name]
+
+        if not isinstance(d, dict):
+            raise ValueError("verdict: expected an object")
+        kind = need("kind", str)
+        if kind != "pass" and kind not in KINDS:
+            raise ValueError(f"verdict.kind: unknown kind {kind!r}")
+        numbers = {}
+        for name in ("max_ratio", "seconds"):
+            v = d.get(name, 0.0)
+            if not isinstance(v, (int, float)) or isinstance(v, bool):
+                raise ValueError(f"verdict.{name}: wrong type {type(v).__name__}, expected a number")
+            numbers[name] = float(v)
+        worst, features = d.get("worst", []), d.get("features", [])
+        if not isinstance(worst, list):
+            raise ValueError("verdict.worst: wrong type")
+        if not (isinstance(features, list) and all(isinstance(f, str) for f in features)):
+            raise ValueError("verdict.features: expected a list of strings")
+        return cls(kind, need("impl", str), need("signature", str), str(d.get("message", "")),
+                   numbers["max_ratio"], worst, numbers["seconds"], features)
 
 
 def signature(kind: str, impl: str, case: Case) -> str:
@@ -221,23 +250,24 @@ def _judge(case: Case, run: _Run, exp: _Expected, precision: str = "ieee") -> tu
 
 def _tf32_hint(case: Case, run: _Run, exp: _Expected, precision: str) -> str:
     """For an fp32 mismatch under the IEEE bound: is the result what TF32 inputs give? The reference is re-run
-    on TF32-rounded x, A and B; the result must then lie within the IEEE bound plus the rounding of the
-    intermediate to TF32 (2 * TF32_UNIT * G)."""
+    on x, A and B reduced to TF32 (rounded, then truncated as Hopper does); the result must then lie within
+    the IEEE bound plus the reduction of the intermediate to TF32 (2 * TF32_UNIT * G)."""
     if case.dtype != "float32" or precision == "tf32":
         return ""
     t = run.t
-    tf = round_to_tf32
-    ref = moe_lora_fp64(tf(t.x), t.topk_ids, t.topk_weights, t.token_lora, t.adapter_enabled,
-                        [tf(a) for a in t.lora_a], [tf(b) for b in t.lora_b], mul_routed_weight=case.mul_routed_weight)
     m, k, width = case.m, case.top_k, case.num_slices * case.n_dim
     cols = slice(case.offset, case.offset + width)
     got = t.out[:, :, cols].double()
-    want = exp.out0[:, :, cols].double() + ref.delta.reshape(m, k, width)
-    allowed = exp.bound[:, :, cols] + SAFETY * 2 * TF32_UNIT * ref.mag_mid.reshape(m, k, width)
-    fits = (got - want).abs() <= allowed
-    if bool((fits | ~exp.touched[:, :, cols]).all()):
-        return ("; within the TF32 bound: the kernel appears to round fp32 inputs to TF32 (declare "
-                "capabilities={'fp32_precision': 'tf32'} if that is intended)")
+    for truncate in (False, True):
+        tf = lambda v: round_to_tf32(v, truncate)  # noqa: E731
+        ref = moe_lora_fp64(tf(t.x), t.topk_ids, t.topk_weights, t.token_lora, t.adapter_enabled,
+                            [tf(a) for a in t.lora_a], [tf(b) for b in t.lora_b],
+                            mul_routed_weight=case.mul_routed_weight)
+        want = exp.out0[:, :, cols].double() + ref.delta.reshape(m, k, width)
+        allowed = exp.bound[:, :, cols] + SAFETY * 2 * TF32_UNIT * ref.mag_mid.reshape(m, k, width)
+        if bool((((got - want).abs() <= allowed) | ~exp.touched[:, :, cols]).all()):
+            return ("; within the TF32 bound: the kernel appears to round fp32 inputs to TF32 (declare "
+                    "capabilities={'fp32_precision': 'tf32'} if that is intended)")
     return ""
 
 

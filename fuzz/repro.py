@@ -1,19 +1,36 @@
-"""Repro files: versioned JSON (never pickle), validated field by field on load, written atomically."""
+"""Repro files: versioned strict JSON (never pickle), migrated and validated field by field on load, written
+atomically.
+
+Strict JSON: a non-finite float is written as the string "NaN", "Infinity" or "-Infinity" (so any JSON reader,
+e.g. `json.loads(text, parse_constant=<raise>)`, accepts our files) and read back as a float. Version 1 files,
+which had bare NaN/Infinity, are still read.
+
+Schema versions: MIGRATIONS[n] turns a version-n dict into version n+1, applied in order on load, so every
+file ever written stays loadable. A knob added to `Case` later needs, besides VERSION += 1, one line:
+    MIGRATIONS[2] = add_case_fields(new_knob=<its neutral value>)
+"""
 
 from __future__ import annotations
 
 import json
+import math
 import os
 import platform
+import stat
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
+from . import __version__
 from .case import Case
-from .oracle import KINDS, Verdict
+from .oracle import Verdict
 
 SCHEMA = "moe-lora-fuzz-repro"
-VERSION = 1
+VERSION = 2
+MAX_FILE_BYTES = 1 << 20  # repro files are a few KB; a bigger "repro" is not one
+MAX_CASE_ELEMENTS = 1 << 26  # about 256 MB of fp32 per buffer set: far above any fuzzed case, far below a DoS
+BUILTIN_IMPLS = "ours | mutant:<id>"
 
 
 class ReproError(ValueError):
@@ -27,14 +44,17 @@ class Repro:
     device: str
     verdict: Verdict
     environment: dict
+    case_timeout_s: float | None = None  # the per-case timeout it ran under (a hang replays with it)
+    campaign: str | None = None  # id of the campaign that found it
 
     def command(self, path: str) -> str:
         return f"python -m fuzz replay {path} --impl {self.impl} --device {self.device}"
 
     def to_dict(self, path: str = "FILE") -> dict:
-        return {"schema": SCHEMA, "version": VERSION, "impl": self.impl, "device": self.device,
-                "case": self.case.to_dict(), "verdict": self.verdict.to_dict(), "environment": self.environment,
-                "replay": self.command(path)}
+        return {"schema": SCHEMA, "version": VERSION, "harness": __version__, "impl": self.impl,
+                "device": self.device, "case": self.case.to_dict(), "verdict": self.verdict.to_dict(),
+                "environment": self.environment, "case_timeout_s": self.case_timeout_s,
+                "campaign": self.campaign, "replay": self.command(path)}
 
 
 def environment() -> dict:
@@ -42,7 +62,8 @@ def environment() -> dict:
     import torch
     import triton
     env = {"python": platform.python_version(), "torch": torch.__version__, "triton": triton.__version__,
-           "numpy": numpy.__version__, "cuda": torch.version.cuda, "gpu": None, "driver": None}
+           "numpy": numpy.__version__, "cuda": torch.version.cuda, "gpu": None, "driver": None,
+           "harness": __version__, "commit": git_commit()}
     if torch.cuda.is_available():
         env["gpu"] = torch.cuda.get_device_name()
         try:
@@ -54,19 +75,90 @@ def environment() -> dict:
     return env
 
 
+def git_commit() -> str | None:
+    """The harness's git commit, or None outside a git checkout."""
+    import subprocess
+    try:
+        proc = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).resolve().parent, capture_output=True,
+                              text=True, timeout=5)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return proc.stdout.strip() or None if proc.returncode == 0 else None
+
+
+# ---- strict JSON ----------------------------------------------------------------------------------------
+NONFINITE = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}
+
+
+def _encode(v):
+    if isinstance(v, float) and not math.isfinite(v):
+        return "NaN" if math.isnan(v) else ("Infinity" if v > 0 else "-Infinity")
+    if isinstance(v, dict):
+        return {k: _encode(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_encode(x) for x in v]
+    return v
+
+
+def dumps(obj, **kw) -> str:
+    """Strict JSON text: non-finite floats become "NaN" / "Infinity" / "-Infinity" strings."""
+    return json.dumps(_encode(obj), allow_nan=False, **kw)
+
+
+def _number(v):
+    return NONFINITE.get(v, v) if isinstance(v, str) else v
+
+
 def write_atomic(path: Path, text: str) -> None:
-    """Write via a temporary file and rename, so a reader never sees half a file."""
+    """Write via a temporary file and rename, so a reader never sees half a file; the file is 0644."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
+    try:
+        os.fchmod(fd, 0o644)  # mkstemp creates 0600; a report is meant to be read by others
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
 
 
 def save(repro: Repro, path: Path) -> None:
-    write_atomic(path, json.dumps(repro.to_dict(str(path)), indent=2, sort_keys=True) + "\n")
+    write_atomic(path, dumps(repro.to_dict(str(path)), indent=2, sort_keys=True) + "\n")
 
 
+# ---- migrations -----------------------------------------------------------------------------------------
+def add_case_fields(**neutral) -> Callable[[dict], dict]:
+    """A migration step giving knobs added to Case their neutral value in older files."""
+    def step(d: dict) -> dict:
+        if isinstance(d.get("case"), dict):
+            d["case"] = {**neutral, **d["case"]}
+        return d
+    return step
+
+
+def _v1_to_v2(d: dict) -> dict:
+    """v2 adds the harness version, the case timeout and the campaign id (unknown for v1 files)."""
+    return {"harness": None, "case_timeout_s": None, "campaign": None, **d}
+
+
+MIGRATIONS: dict[int, Callable[[dict], dict]] = {  # version n -> n + 1
+    1: _v1_to_v2,
+}
+
+
+def migrate(d: dict) -> dict:
+    version = d.get("version")
+    if type(version) is not int or not (1 <= version <= VERSION):
+        raise ReproError(f"version: unsupported schema version {version!r} (this build reads 1 to {VERSION})")
+    while version < VERSION:
+        d = MIGRATIONS[version](d)
+        version += 1
+        d["version"] = version
+    return d
+
+
+# ---- loading --------------------------------------------------------------------------------------------
 def _field(d: dict, name: str, typ: type, where: str = ""):
     if name not in d:
         raise ReproError(f"{where}{name}: missing")
@@ -76,42 +168,31 @@ def _field(d: dict, name: str, typ: type, where: str = ""):
     return v
 
 
-def _verdict(d) -> Verdict:
-    if not isinstance(d, dict):
-        raise ReproError("verdict: expected an object")
-    kind = _field(d, "kind", str, "verdict.")
-    if kind != "pass" and kind not in KINDS:
-        raise ReproError(f"verdict.kind: unknown kind {kind!r}")
-    worst = d.get("worst", [])
-    if not isinstance(worst, list):
-        raise ReproError("verdict.worst: wrong type")
-    numbers = {}
+def _verdict(d: dict) -> Verdict:
+    d = dict(d)
     for name in ("max_ratio", "seconds"):
-        v = d.get(name, 0.0)
-        if not isinstance(v, (int, float)) or isinstance(v, bool):
-            raise ReproError(f"verdict.{name}: wrong type {type(v).__name__}, expected a number")
-        numbers[name] = float(v)
-    features = d.get("features", [])
-    if not (isinstance(features, list) and all(isinstance(f, str) for f in features)):
-        raise ReproError("verdict.features: expected a list of strings")
-    return Verdict(kind, _field(d, "impl", str, "verdict."), _field(d, "signature", str, "verdict."),
-                   str(d.get("message", "")), numbers["max_ratio"], worst, numbers["seconds"], features)
+        if name in d:
+            d[name] = _number(d[name])
+    if isinstance(d.get("worst"), list):
+        d["worst"] = [{k: _number(v) for k, v in w.items()} if isinstance(w, dict) else w for w in d["worst"]]
+    try:
+        return Verdict.from_dict(d)
+    except ValueError as e:
+        raise ReproError(str(e)) from None
 
 
 def parse(text: str) -> Repro:
     try:
         d = json.loads(text)
-    except json.JSONDecodeError as e:
-        raise ReproError(f"not valid JSON (truncated?): {e}") from None
     except RecursionError:
         raise ReproError("not a repro file: JSON nested too deeply") from None
+    except ValueError as e:  # JSONDecodeError, and ints over the 4300-digit conversion limit
+        raise ReproError(f"not valid JSON (truncated?): {str(e).splitlines()[0]}") from None
     if not isinstance(d, dict):
         raise ReproError("top level: expected a JSON object")
     if d.get("schema") != SCHEMA:
         raise ReproError(f"schema: expected {SCHEMA!r}, got {d.get('schema')!r}")
-    version = d.get("version")
-    if type(version) is not int or version != VERSION:
-        raise ReproError(f"version: unsupported schema version {version!r} (this build reads {VERSION})")
+    d = migrate(d)
     impl = _field(d, "impl", str)
     device = _field(d, "device", str)
     if device not in ("cpu", "cuda"):
@@ -123,16 +204,59 @@ def parse(text: str) -> Repro:
     env = d.get("environment", {})
     if not isinstance(env, dict):
         raise ReproError("environment: wrong type")
-    return Repro(case, impl, device, _verdict(_field(d, "verdict", dict)), env)
+    timeout = _number(d.get("case_timeout_s"))
+    if timeout is not None and (not isinstance(timeout, (int, float)) or isinstance(timeout, bool)
+                                or not math.isfinite(timeout) or timeout <= 0):
+        raise ReproError(f"case_timeout_s: must be a finite number > 0 or null, got {timeout!r}")
+    campaign = d.get("campaign")
+    if campaign is not None and not isinstance(campaign, str):
+        raise ReproError("campaign: wrong type, expected a string or null")
+    return Repro(case, impl, device, _verdict(_field(d, "verdict", dict)), env,
+                 None if timeout is None else float(timeout), campaign)
+
+
+def read_capped(path, limit: int = MAX_FILE_BYTES) -> bytes:
+    """The bytes of a regular file of at most `limit` bytes (no device, FIFO or endless symlink target)."""
+    st = os.stat(path)  # follows symlinks: a link to /dev/zero is judged by what it points at
+    if not stat.S_ISREG(st.st_mode):
+        raise ReproError(f"{path}: not a regular file")
+    with open(path, "rb") as f:
+        data = f.read(limit + 1)
+    if len(data) > limit:
+        raise ReproError(f"{path}: larger than {limit} bytes; not a repro file")
+    return data
 
 
 def load(path) -> Repro:
     """Parse a repro file; every error names the file and then the field."""
     try:
-        return parse(Path(path).read_text())
+        return parse(read_capped(path).decode("utf-8"))
     except OSError as e:
         raise ReproError(f"{path}: cannot read ({e.strerror})") from None
     except UnicodeDecodeError:
         raise ReproError(f"{path}: not a text file") from None
     except ReproError as e:
-        raise ReproError(f"{path}: {e}") from None
+        msg = str(e)
+        raise ReproError(msg if msg.startswith(f"{path}:") else f"{path}: {msg}") from None
+
+
+def case_elements(case: Case) -> int:
+    """About how many tensor elements replaying the case allocates (inputs, outputs, workspace)."""
+    routed = case.m * case.top_k
+    rows = routed if case.layout == "per_routed" else case.m
+    s = case.num_slots * case.num_slices
+    return (rows * case.k_dim + s * case.rank * (case.k_dim + case.n_dim)
+            + routed * (case.num_slices * case.n_dim + case.offset + case.extra_cols)
+            + case.num_slices * routed * case.rank + 2 * routed + case.num_experts)
+
+
+def check_size(case: Case, limit: int = MAX_CASE_ELEMENTS) -> None:
+    n = case_elements(case)
+    if n > limit:
+        raise ReproError(f"case: about {n:,} tensor elements (~{4 * n / 2**30:.1f} GiB in fp32) exceeds the "
+                         f"replay limit of {limit:,}; pass --allow-large if you mean it")
+
+
+def is_builtin(impl: str) -> bool:
+    """Names that run only our own code; anything else would import a module or file named in the repro."""
+    return impl == "ours" or impl.startswith("mutant:")

@@ -32,7 +32,7 @@ def main() -> None:
     device = a.device if a.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
     if device == "cpu":
         os.environ["TRITON_INTERPRET"] = "1"
-    from fuzz.runner import CASE_TIMEOUT_S, CampaignConfig, Worker, WorkerDied, run_campaign
+    from fuzz.runner import CASE_TIMEOUT_S, CampaignConfig, Worker, run_campaign
     from fuzz.upstream_style import UPSTREAM_CASES
     from kernels import MUTANTS
     ids = a.mutants.split(",") if a.mutants else list(MUTANTS)
@@ -56,16 +56,10 @@ def main() -> None:
                     secs.append(time.time() - t0)
                     kinds.add(first["kind"])
         up_caught = 0
-        worker = Worker(device, impl)
+        worker = Worker(device, impl)  # a crash or hang is a failing verdict; the worker restarts itself
         for seed in range(a.seeds):
             for c in UPSTREAM_CASES:
-                try:
-                    vd = worker.run(c.replace(seed=seed), False, CASE_TIMEOUT_S[device], mode="upstream")
-                except WorkerDied:
-                    vd = {"kind": "crash"}
-                    worker.close()
-                    worker = Worker(device, impl)
-                if vd["kind"] != "pass":
+                if worker.judge(c.replace(seed=seed), timeout=CASE_TIMEOUT_S[device], mode="upstream").failed:
                     up_caught += 1
                     break
         worker.close()

@@ -52,6 +52,7 @@ def main() -> int:
     p.add_argument("--impl", default="ours")
     p.add_argument("--seed", type=int, default=0)
     a = p.parse_args()
+    a.out = a.out.resolve()  # the shards run with cwd = the repository root
     import torch
     n = a.gpus or torch.cuda.device_count()
     if n < 1:
@@ -72,7 +73,7 @@ def main() -> int:
     if any(c == 2 for c in codes):
         print(f"error: a shard failed to start (exit codes {codes}); see {a.out}/shard*.log", file=sys.stderr)
         return 2
-    merged = merge([json.loads((a.out / f"shard{i}" / "report.json").read_text()) for i in range(n)])
+    merged = merge([json.loads((a.out / f"shard{i}" / f"report-shard{i}of{n}.json").read_text()) for i in range(n)])
     (a.out / "report.json").write_text(json.dumps(merged, indent=2) + "\n")
     print(f"{n} GPUs, {merged['cases']} cases in {merged['elapsed_s']:.0f}s ({merged['cases_per_s']}/s), "
           f"{merged['distinct_findings']} distinct findings; kinds {merged['kinds']}; "

@@ -3,7 +3,9 @@ real campaign on the CPU (exit 0, report.json)."""
 
 from __future__ import annotations
 
+import argparse
 import json
+import os
 import re
 import subprocess
 import sys
@@ -33,14 +35,55 @@ def _assert_usage_error(proc: subprocess.CompletedProcess, match: str) -> None:
     assert re.search(match, lines[0]), _detail(proc)
 
 
-def test_list_prints_ours_and_every_mutant():
+def test_list_prints_ours_and_every_mutant_with_its_description():
     proc = _fuzz("list")
     assert proc.returncode == 0, _detail(proc)
-    lines = proc.stdout.split()
-    assert lines[0] == "ours"
+    rows = dict(line.split(None, 1) for line in proc.stdout.splitlines())
+    assert next(iter(rows)) == "ours"
     expected = {"ours"} | {f"mutant:{m}" for m in MUTANTS}
-    assert expected <= set(lines), sorted(expected - set(lines))
+    assert expected <= set(rows), sorted(expected - set(rows))
+    for m, mutant in MUTANTS.items():
+        assert rows[f"mutant:{m}"].strip() and mutant.doc.startswith(rows[f"mutant:{m}"].strip().rstrip(".")), m
     assert len(MUTANTS) >= 1
+
+
+def test_version():
+    from fuzz import __version__
+    proc = _fuzz("--version")
+    assert proc.returncode == 0 and proc.stdout.strip() == f"python -m fuzz {__version__}", _detail(proc)
+
+
+def test_every_option_has_help_and_shows_its_default():
+    from fuzz.__main__ import _parser
+    parser = _parser()
+    commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices
+    assert {"run", "list", "replay", "minimize", "export"} <= set(commands)
+    for name, sub in commands.items():
+        for action in sub._actions:
+            assert action.help and action.help.strip(), f"{name} {action.option_strings or action.dest}: no help"
+        text = sub.format_help()
+        for action in sub._actions:
+            if action.option_strings and action.default not in (None, argparse.SUPPRESS) and action.dest != "help":
+                assert f"(default: {action.default})" in " ".join(text.split()), f"{name} {action.dest}"
+
+
+@pytest.mark.interpreter
+def test_relative_paths_are_stored_absolute_and_require_edges_exits_1(tmp_path):
+    """Run from another directory with relative --out and --impl paths: the report stores them absolute
+    (replayable from anywhere); one case misses required edges, which --require-edges turns into exit 1."""
+    (tmp_path / "my_impl.py").write_text("from tests.example_impl import torch_moe_lora as fn\n")
+    proc = subprocess.run([sys.executable, "-m", "fuzz", "run", "--device", "cpu", "--max-cases", "1", "--out", "rel",
+                           "--impl", "my_impl.py:fn", "--require-edges"], cwd=tmp_path, capture_output=True,
+                          text=True, timeout=300, env=dict(os.environ, PYTHONPATH=str(ROOT)))
+    assert proc.returncode == 1, _detail(proc)
+    report_path = tmp_path / "rel" / "report.json"
+    assert proc.stdout.startswith(f"1 cases, 0 distinct findings; report: {report_path}"), _detail(proc)
+    warning = next(ln for ln in proc.stdout.splitlines() if ln.startswith("WARNING:"))
+    assert "required edges never reached" in warning and warning.endswith("(--require-edges: exit 1)"), warning
+    report = json.loads(report_path.read_text())
+    assert report["impl"] == f"{tmp_path / 'my_impl.py'}:fn"
+    assert report["harness"] == "0.2.0" and (report["commit"] is None or len(report["commit"]) == 40)
+    assert set(report["coverage"]["missing_edges"]) and all(e in warning for e in report["coverage"]["missing_edges"])
 
 
 @pytest.mark.parametrize("args, match", [

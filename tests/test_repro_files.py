@@ -100,6 +100,7 @@ MALFORMED = [
     pytest.param(_pop("schema"), r"^schema: expected .*got None", id="missing-schema"),
     pytest.param(_edit(lambda d: d.update(version=99)), r"^version: unsupported schema version 99",
                  id="unknown-version"),
+    pytest.param(_edit(lambda d: d.update(version=0)), r"^version: unsupported schema version 0", id="version-0"),
     pytest.param(_edit(lambda d: d.update(version="1")), r"^version: unsupported schema version '1'",
                  id="version-as-string"),
     pytest.param(_pop("version"), r"^version: unsupported schema version None", id="missing-version"),
@@ -157,6 +158,13 @@ MALFORMED = [
     # ValueError/TypeError from float()/list() (which the CLI does not catch: traceback instead of exit 2).
     pytest.param(_verdict(seconds="slow"), r"verdict\.seconds", id="verdict-seconds-string"),
     pytest.param(_verdict(features=5), r"verdict\.features", id="verdict-features-int"),
+    pytest.param(_edit(lambda d: d.update(case_timeout_s=-1)), r"^case_timeout_s: must be a finite number > 0",
+                 id="case-timeout-negative"),
+    pytest.param(_edit(lambda d: d.update(case_timeout_s="NaN")), r"^case_timeout_s: must be a finite number",
+                 id="case-timeout-nan"),
+    pytest.param(_edit(lambda d: d.update(campaign=5)), r"^campaign: wrong type", id="campaign-int"),
+    pytest.param(lambda base: json.dumps(base).replace('"seed": 0', '"seed": ' + "9" * 5000),
+                 r"^not valid JSON .*4300", id="int-over-4300-digits"),
 ]
 
 
@@ -197,7 +205,7 @@ def test_load_missing_file(tmp_path):
 
 
 def test_load_directory(tmp_path):
-    with pytest.raises(ReproError, match=r": cannot read"):
+    with pytest.raises(ReproError, match=r": not a regular file"):
         load(tmp_path)
 
 
@@ -274,3 +282,57 @@ def test_replay_case_the_interpreter_cannot_run_exits_2(replays):
     with pytest.raises(ValueError, match=r"^case\.config: expand\.split_k > 1 with bfloat16"):
         case.validate(interpreter=True)
     _assert_usage_error(replays["interpreter-only-invalid"][1], r"split_k")
+
+
+# ---- schema versions ------------------------------------------------------------------------------------
+V1_FILE = ROOT / "tests" / "data" / "repro-v1.json"  # written by the harness at schema version 1, kept as is
+
+
+def test_stored_v1_file_migrates():
+    """A file of the previous schema loads: migrated to the current version, non-finite values kept."""
+    import math
+
+    from fuzz.repro import VERSION
+    assert json.loads(V1_FILE.read_text())["version"] == 1 < VERSION
+    r = load(V1_FILE)
+    assert r.impl == "mutant:topk-row-index" and r.verdict.kind == "oob-read"
+    assert r.verdict.max_ratio == math.inf and math.isnan(r.verdict.worst[0]["got"])
+    assert r.case_timeout_s is None and r.campaign is None  # fields v2 added, neutral for v1
+
+
+@pytest.mark.interpreter
+def test_stored_v1_file_replays():
+    proc = subprocess.run([sys.executable, "-m", "fuzz", "replay", str(V1_FILE), "--device", "cpu"], cwd=ROOT,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 1 and proc.stdout.startswith("oob-read"), proc.stdout + proc.stderr
+    assert f"signature: {load(V1_FILE).verdict.signature} " in proc.stdout
+
+
+def test_a_new_case_knob_is_one_migration_line(monkeypatch):
+    """How a future knob is added: VERSION += 1 and MIGRATIONS[old] = add_case_fields(knob=neutral). Here a
+    pretend v3 whose step renames nothing but adds a knob, checked on the stored v1 file (v1 -> v2 -> v3)."""
+    import fuzz.repro as repro
+    seen, original = {}, Case.from_dict
+
+    def case_from_dict(d):  # a Case that knows the new knob would take it; this one just records it
+        seen.update(d)
+        return original({k: v for k, v in d.items() if k != "new_knob"})
+    monkeypatch.setattr(repro, "VERSION", 3)
+    monkeypatch.setitem(repro.MIGRATIONS, 2, repro.add_case_fields(new_knob=0))
+    monkeypatch.setattr(repro.Case, "from_dict", staticmethod(case_from_dict))
+    d = repro.migrate(json.loads(V1_FILE.read_text()))
+    assert d["version"] == 3 and d["case"]["new_knob"] == 0 and d["campaign"] is None
+    load(V1_FILE)
+    assert seen["new_knob"] == 0
+
+
+def test_saved_files_are_strict_json(tmp_path):
+    """No bare NaN/Infinity (not JSON): a strict reader accepts what save writes; the v1 file it refuses."""
+    def refuse(const):
+        raise ValueError(const)
+    path = tmp_path / "r.json"
+    save(load(V1_FILE), path)
+    json.loads(path.read_text(), parse_constant=refuse)
+    with pytest.raises(ValueError):
+        json.loads(V1_FILE.read_text(), parse_constant=refuse)
+    assert load(path).verdict.worst[0]["got"] != load(path).verdict.worst[0]["got"]  # NaN again
