@@ -9,6 +9,8 @@ import os
 import pytest
 from hypothesis import HealthCheck, settings
 
+from fuzz.interpreter import install as install_interpreter
+
 
 def pytest_addoption(parser):
     parser.addoption("--device", default="auto", choices=("auto", "cpu", "cuda"),
@@ -27,6 +29,7 @@ def pytest_configure(config):
     config._fuzz_device = device
     if device == "cpu":
         os.environ["TRITON_INTERPRET"] = "1"
+        install_interpreter()  # bf16 dots/atomics and TF32 as on a GPU (fuzz/interpreter.py)
 
 
 def pytest_collection_modifyitems(config, items):
