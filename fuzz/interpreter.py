@@ -370,7 +370,7 @@ class _Patches:
                 if not any(bf):
                     return original(self, input)
                 wide = tuple(as_type(t, tl.float32, bf16_bits_to_f32(t.handle.data)) if b else t
-                             for t, b in zip(input, bf))
+                             for t, b in zip(input, bf, strict=True))
                 out = original(self, wide)
                 return tuple(as_type(o, tl.bfloat16, to_bf16_bits(o.handle.data))
                              if i < len(bf) and bf[i] and o.dtype == tl.float32 else o for i, o in enumerate(out))

@@ -50,8 +50,9 @@ def matmul(a: torch.Tensor, b: torch.Tensor, precision: str | None = None) -> to
     return c
 
 
-def atomic_add(out: torch.Tensor, val: torch.Tensor, idx: torch.Tensor, block: int = 16) -> None:
-    atomic_add_kernel[(triton.cdiv(val.numel(), block),)](out, val, idx, val.numel(), block)
+def atomic_add(out: torch.Tensor, val: torch.Tensor, idx: torch.Tensor, n: int, block: int = 16) -> None:
+    """out[idx[i]] += val[i] for i < n; val and idx may hold more (masked off)."""
+    atomic_add_kernel[(triton.cdiv(n, block),)](out, val, idx, n, block)
 
 
 # ---- a whole implementation of the op, one program per routed pair ------------------------------------------
@@ -136,7 +137,7 @@ def pairwise_moe_lora(*, out, x, topk_ids, topk_weights, token_lora, adapter_ena
     enabled = adapter_enabled.to(torch.int32)  # a copy: bool and int8 tables read alike
     row_div = top_k if layout == "per_token" else 1
     block_r, block_k, block_n = _block(rank, MIN_DOT, 1 << 20), _block(k_dim, MIN_DOT, 64), _block(n_dim, MIN_DOT, 64)
-    for s, (a, b) in enumerate(zip(lora_a, lora_b)):
+    for s, (a, b) in enumerate(zip(lora_a, lora_b, strict=True)):
         t = torch.zeros((num_routed, rank), dtype=torch.float32, device=x.device)
         _shrink_pair_kernel[(num_routed,)](
             x, a, t, topk_ids, token_lora, enabled, top_k, row_div, rank, k_dim,
