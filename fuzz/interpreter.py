@@ -72,7 +72,10 @@ _BF16_FLOAT_OPS = (
 
 
 def bf16_atomics_ok() -> bool:
-    """True when bf16 tl.atomic_add (and bf16 dots) give GPU results under the interpreter."""
+    """True when bf16 tl.atomic_add (and bf16 dots) give GPU results under the interpreter. Installs the patch
+    first in a process that interprets, so a process that only draws cases agrees with the workers that run
+    them (fuzz/case.py may then draw bf16 with expand split_k > 1 on CPU)."""
+    install_if_interpreting()
     return "atomic_add" in PATCHED and "dot" in PATCHED
 
 
