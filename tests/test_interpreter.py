@@ -25,6 +25,7 @@ ROOT = Path(__file__).resolve().parent.parent
 U32 = 2.0 ** -24
 
 BF16_CASE = BASE.replace(dtype="bfloat16")
+FP32_CASE = BASE.replace(dtype="float32", m=3)
 BF16_EXPAND_SPLITK = BASE.replace(dtype="bfloat16", rank=40, real_rank=40, config=_tiles(expand_split_k=2))
 
 
@@ -78,6 +79,8 @@ except Exception as e:
 a, b, ta, tb = ti._tf32_operands()
 r["tf32_equals_ieee"] = bool(torch.equal(fk.matmul(a, b, "tf32"), fk.matmul(a, b, "ieee")))
 r["default_equals_ieee"] = bool(torch.equal(fk.matmul(a, b), fk.matmul(a, b, "ieee")))
+r["foreign_bf16"] = check(ti.BF16_CASE, "tests/foreign_kernels.py:pairwise_moe_lora", "cpu").kind
+r["tf32_mutant"] = check(ti.FP32_CASE, "mutant:fp32-silent-tf32", "cpu").kind
 ml.interpreter_bf16_ok = lambda: True  # our kernels with their bf16 upcast switched off
 r["ours_bf16"] = check(ti.BF16_CASE, "ours", "cpu").kind
 print("RESULT " + json.dumps(r))
@@ -180,12 +183,13 @@ def test_our_kernels_run_bf16_uncast(case, unpatched):
 @pytest.mark.parametrize("case", [pytest.param(BF16_CASE, id="bf16"),
                                   pytest.param(BASE.replace(dtype="float32", layout="per_routed",
                                                             mul_routed_weight=True), id="fp32-per-routed-mrw")])
-def test_foreign_implementation_passes(case):
+def test_foreign_implementation_passes(case, unpatched):
     verdict = check(case, "tests/foreign_kernels.py:pairwise_moe_lora", "cpu")
     assert verdict.kind == "pass", verdict.message
+    assert unpatched["foreign_bf16"] != "pass"  # bf16 dots and atomics of a foreign kernel, unpatched
 
 
-def test_silent_tf32_mutant_is_visible_on_cpu():
-    fp32 = BASE.replace(dtype="float32")
-    assert check(fp32, "mutant:fp32-silent-tf32", "cpu").kind == "mismatch"
-    assert check(fp32, "ours", "cpu").kind == "pass"
+def test_silent_tf32_mutant_is_visible_on_cpu(unpatched):
+    assert check(FP32_CASE, "mutant:fp32-silent-tf32", "cpu").kind == "mismatch"
+    assert check(FP32_CASE, "ours", "cpu").kind == "pass"
+    assert unpatched["tf32_mutant"] == "pass"  # invisible on an unpatched interpreter
