@@ -7,6 +7,7 @@ the adapter protocol, for a whole fused MoE LoRA implementation the fuzzer can d
 
 matmul_kernel          C = A @ B over one tile, any dtype, `input_precision` as given (None = Triton's default)
 atomic_add_kernel      out[idx[i]] += val[i] with tl.atomic_add, masked, addresses may repeat
+bf16_ops_kernel        bf16 negation, compare/select, max, /, -, cumsum, fma, max-reduce, fp64 round trip, * scalar
 pairwise_moe_lora      the op (SPEC §2), one program per routed pair: shrink with a bf16/fp16/fp32 tl.dot into an
                        fp32 intermediate, expand with a tl.dot and tl.atomic_add of the delta into `out`
 """
@@ -42,6 +43,34 @@ def atomic_add_kernel(out_ptr, val_ptr, idx_ptr, n, BLOCK: tl.constexpr):
     idx = tl.load(idx_ptr + offs, mask=mask, other=0)
     val = tl.load(val_ptr + offs, mask=mask, other=0.0)
     tl.atomic_add(out_ptr + idx, val, mask=mask)
+
+
+@triton.jit
+def bf16_ops_kernel(a_ptr, b_ptr, o_ptr, N: tl.constexpr):
+    """Grid: (1,). Row r of o (10, N) holds one elementwise op, cast or reduction of the bf16 vectors a, b."""
+    i = tl.arange(0, N)
+    a = tl.load(a_ptr + i)
+    b = tl.load(b_ptr + i)
+    tl.store(o_ptr + 0 * N + i, -a)
+    tl.store(o_ptr + 1 * N + i, tl.where(a < b, a, b))
+    tl.store(o_ptr + 2 * N + i, tl.maximum(a, b))
+    tl.store(o_ptr + 3 * N + i, a / b)
+    tl.store(o_ptr + 4 * N + i, a - b)
+    tl.store(o_ptr + 5 * N + i, tl.cumsum(a, axis=0))
+    tl.store(o_ptr + 6 * N + i, tl.fma(a, b, a))
+    tl.store(o_ptr + 7 * N + i, tl.max(a, axis=0) + tl.zeros_like(a))
+    tl.store(o_ptr + 8 * N + i, (a.to(tl.float64) * 3).to(tl.bfloat16))
+    tl.store(o_ptr + 9 * N + i, a * 2.5)
+
+
+def bf16_ops(a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(what the kernel gives, what a GPU gives: each op in fp32 or fp64, rounded once to bf16)."""
+    got = torch.empty((10, a.numel()), dtype=torch.bfloat16)
+    bf16_ops_kernel[(1,)](a, b, got, a.numel())
+    af, bf = a.float(), b.float()
+    want = [-af, torch.where(af < bf, af, bf), torch.maximum(af, bf), af / bf, af - bf, torch.cumsum(af, 0),
+            torch.addcmul(af, af, bf), af.max().expand(a.numel()), a.double() * 3, af * 2.5]
+    return got, torch.stack([w.bfloat16() for w in want])
 
 
 def matmul(a: torch.Tensor, b: torch.Tensor, precision: str | None = None) -> torch.Tensor:

@@ -34,6 +34,11 @@ def _bf16_operands():
     return torch.randn(16, 32, generator=g).bfloat16(), torch.randn(32, 16, generator=g).bfloat16()
 
 
+def _bf16_vectors():
+    g = torch.Generator().manual_seed(3)
+    return torch.randn(16, generator=g).bfloat16(), torch.randn(16, generator=g).bfloat16()
+
+
 def _atomic_operands():
     """20 values into 5 slots (repeats), a NaN past n that the mask must keep out, a 6th slot never indexed."""
     g = torch.Generator().manual_seed(1)
@@ -76,6 +81,8 @@ try:
     r["atomic"] = "ran"
 except Exception as e:
     r["atomic"] = f"{type(e).__name__}: {e}"
+got, want = fk.bf16_ops(*ti._bf16_vectors())
+r["ops_wrong_rows"] = int((got.view(torch.int16) != want.view(torch.int16)).any(dim=1).sum())
 a, b, ta, tb = ti._tf32_operands()
 r["tf32_equals_ieee"] = bool(torch.equal(fk.matmul(a, b, "tf32"), fk.matmul(a, b, "ieee")))
 r["default_equals_ieee"] = bool(torch.equal(fk.matmul(a, b), fk.matmul(a, b, "ieee")))
@@ -151,6 +158,12 @@ def test_bf16_atomic_add_sums_lane_by_lane(unpatched):
     fk.atomic_add(out, val, idx, n)
     assert torch.equal(out.view(torch.int16), expected.view(torch.int16))  # incl. masked lanes and slot 5
     assert "Unsupported data type" in unpatched["atomic"]
+
+
+def test_bf16_elementwise_casts_reductions_round_once(unpatched):
+    got, want = fk.bf16_ops(*_bf16_vectors())
+    assert torch.equal(got.view(torch.int16), want.view(torch.int16)), (got != want).nonzero().tolist()
+    assert unpatched["ops_wrong_rows"] >= 8  # raw-bit arithmetic gets most of the 10 rows wrong
 
 
 def test_tf32_dot_emulated_and_ieee_exact(unpatched, monkeypatch):
