@@ -56,8 +56,9 @@ class Case:
     config: MoeLoraConfig = field(default_factory=MoeLoraConfig, metadata={"knob": Knob("other", scope="launch")})
 
     # ---- validity -------------------------------------------------------------------------------
-    def validate(self, interpreter: bool = False, bf16_atomics: bool = False) -> "Case":
-        """Raise ValueError naming the field and the rule; return self when valid."""
+    def validate(self, interpreter: bool = False, bf16_atomics: bool | None = None) -> "Case":
+        """Raise ValueError naming the field and the rule; return self when valid. bf16_atomics: whether the
+        interpreter adds bf16 atomically (None: ask fuzz.interpreter, which patches it where it can)."""
         def need(ok: bool, name: str, rule: str) -> None:
             if not ok:
                 raise ValueError(f"case.{name}: {rule} (got {getattr(self, name, None)!r})")
@@ -76,6 +77,9 @@ class Case:
              "must be distinct slot ids in [0, num_slots)")
         need(isinstance(self.config, MoeLoraConfig), "config", "must be a MoeLoraConfig")
         self.config.validate()
+        if interpreter and bf16_atomics is None:
+            from .interpreter import bf16_atomics_ok
+            bf16_atomics = bf16_atomics_ok()
         limit = interpreter_limit(self.dtype, self.config.expand.split_k, bf16_atomics) if interpreter else None
         if limit:
             raise ValueError(f"case.config: {limit} (cannot run under Triton's interpreter)")

@@ -35,6 +35,8 @@ def pytest_configure(config):
     config._fuzz_device = device
     if device == "cpu":
         os.environ["TRITON_INTERPRET"] = "1"
+        from .interpreter import install
+        install()  # bf16 dots/atomics and TF32 as on a GPU, for every Triton kernel (fuzz/interpreter.py)
     _register_profiles()
 
 

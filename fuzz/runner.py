@@ -28,6 +28,7 @@ from pathlib import Path
 from . import __version__
 from .case import CPU_SIZES, GPU_SIZES, Case, RandomSource, generate
 from .coverage import Coverage
+from .interpreter import install_if_interpreting
 from .oracle import Verdict, signature
 from .repro import Repro, dumps, environment, save, write_atomic
 
@@ -142,6 +143,7 @@ def _worker_main(conn, device: str, impl_name: str, log: str | None) -> None:
     # TRITON_INTERPRET is inherited from the parent (the CLI sets it for --device cpu before any import)
     from .impls import ImplError, resolve
     from .oracle import check
+    install_if_interpreting()  # a spawned worker does not inherit the parent's interpreter patches
     try:
         impl = resolve(impl_name)
     except ImplError as e:

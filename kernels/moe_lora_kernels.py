@@ -58,7 +58,7 @@ def moe_lora_matmul_kernel(
     MUL_ROUTED_WEIGHT: tl.constexpr,
     ACCUMULATE: tl.constexpr,  # out += result (expand) instead of out = result (shrink)
     MASK_K: tl.constexpr,  # False only in the k-tail-unmasked mutant
-    UPCAST: tl.constexpr,  # dot in fp32 (bf16 under Triton's interpreter, whose bf16 dot is wrong)
+    UPCAST: tl.constexpr,  # dot in fp32 (bf16 under an unpatched Triton interpreter, whose bf16 dot is wrong)
     DOT_PRECISION: tl.constexpr,  # "ieee" for fp32 inputs: no silent tf32
     BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr,

@@ -19,6 +19,7 @@ class Deviation:
     skip_intermediate_zeroing: bool = False  # split-K shrink accumulates into garbage
     drop_k_mask: bool = False  # K-remainder mask dropped on loads
     routed_weight_in_shrink: bool = False  # routed weight applied in shrink and again in expand
+    fp32_dot_tf32: bool = False  # fp32 dots run in TF32 (Triton's default) instead of ieee
 
 
 NO_DEVIATION = Deviation()
@@ -60,4 +61,8 @@ MUTANTS: dict[str, Mutant] = {m.id: m for m in (
     Mutant("routed-weight-twice", Deviation(routed_weight_in_shrink=True),
            "The routed weight is applied in shrink and again in expand: a pure scale error that "
            "cosine-similarity checks miss. Class of bug."),
+    Mutant("fp32-silent-tf32", Deviation(fp32_dot_tf32=True),
+           "fp32 dots keep Triton's default input precision, TF32 (10-bit mantissa inputs), instead of ieee: "
+           "about 1e-3 relative error where fp32 promises 1e-7. Common in released kernels (SPEC §5); visible "
+           "on CPU only through the TF32 emulation of fuzz/interpreter.py."),
 )}
