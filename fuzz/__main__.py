@@ -217,7 +217,8 @@ def main(argv=None) -> int:
     a = _parser().parse_args(argv)
     if a.cmd == "list":
         from .impls import names
-        print("\n".join(names() + ["module:function", "path/to/file.py:function"]))
+        from .upstream import LIST_NAMES
+        print("\n".join(names() + ["module:function", "path/to/file.py:function", *LIST_NAMES]))
         return 0
     return {"run": cmd_run, "replay": cmd_replay, "minimize": cmd_minimize, "export": cmd_export}[a.cmd](a)
 

@@ -4,6 +4,8 @@
     mutant:<id>            our kernels with one seeded bug (kernels.MUTANTS)
     module:function        an external implementation (adapter protocol below)
     path/to/file.py:function
+    sglang | vllm          the installed framework's fused MoE LoRA kernel (fuzz.upstream, docs/upstream.md)
+    sglang:FILE | vllm:FILE  a kernel file from a branch, framework imports stood in for
 
 Adapter protocol: the function is called with keyword arguments only, named as in SPEC §2:
     out, x, topk_ids, topk_weights, token_lora, adapter_enabled, lora_a, lora_b,
@@ -23,6 +25,7 @@ from typing import Callable
 
 from kernels import MUTANTS, NO_DEVIATION, Workspace, fused_moe_lora
 
+from . import upstream
 from .tensors import Tensors
 
 ADAPTER_ARGS = ("out", "x", "topk_ids", "topk_weights", "token_lora", "adapter_enabled", "lora_a", "lora_b",
@@ -84,7 +87,7 @@ def resolve(name: str) -> Impl:
         if mid not in MUTANTS:
             raise ImplError(f"--impl {name!r}: unknown mutant; known: {', '.join(MUTANTS)}")
         return _ours(MUTANTS[mid].deviation)
-    fn = _load_external(name)
+    fn = upstream.load(name) if upstream.is_upstream(name) else _load_external(name)
 
     def run(t: Tensors) -> None:
         fn(**t.op_kwargs())
