@@ -98,8 +98,9 @@ def _fused_of(module, where: str) -> Callable:
 
 def _capabilities(framework: str, module, fn: Callable, overrides: dict | None) -> dict:
     caps = dict(CAPABILITIES[framework])
-    if "offset" not in inspect.signature(fn).parameters:
-        caps["offset"] = False
+    params = inspect.signature(fn).parameters
+    if "offset" not in params and not any(p.kind is p.VAR_KEYWORD for p in params.values()):
+        caps["offset"] = False  # an older version: the call cannot say where the slices go
     caps.update(getattr(module, "FUZZ_CAPABILITIES", None) or {})
     caps.update(overrides or {})
     return check_capabilities(caps)
