@@ -205,7 +205,12 @@ def cmd_list(a) -> int:
     rows = [("ours", "our kernels (kernels.fused_moe_lora), the implementation that must never be flagged")]
     rows += [(f"mutant:{m}", _first_sentence(mu.doc)) for m, mu in MUTANTS.items()]
     rows += [("module:function", "an external implementation: an importable module's function"),
-             ("path/to/file.py:function", "an external implementation: a function in a Python file")]
+             ("path/to/file.py:function", "an external implementation: a function in a Python file"),
+             ("sglang", "SGLang's installed fused MoE LoRA kernel, in its calling convention (docs/upstream.md)"),
+             ("vllm", "vLLM's installed fused MoE LoRA kernel, in its calling convention (docs/upstream.md)"),
+             ("sglang:path/to/fused_moe_lora_kernel.py", "an SGLang kernel file from a branch (framework imports "
+                                                         "stood in)"),
+             ("vllm:path/to/fused_moe_lora_op.py", "a vLLM kernel file from a branch (framework imports stood in)")]
     width = max(len(n) for n, _ in rows)
     print("\n".join(f"{n:<{width}}  {d}" for n, d in rows))
     return 0

@@ -5,6 +5,8 @@ plus what the fuzzer must know of it (does it take a launch configuration, what 
     mutant:<id>            our kernels with one seeded bug (kernels.MUTANTS)
     module:function        an external implementation (adapter protocol below)
     path/to/file.py:function
+    sglang | vllm          the installed framework's fused MoE LoRA kernel (fuzz.upstream, docs/upstream.md)
+    sglang:FILE | vllm:FILE  a kernel file from a branch, framework imports stood in for
 
 Adapter protocol: the function is called with keyword arguments only, named as in SPEC §2 (contract.OP_ARGS):
     out, x, topk_ids, topk_weights, token_lora, adapter_enabled, lora_a, lora_b,
@@ -28,6 +30,7 @@ from typing import Callable
 from contract import OP_ARGS, MoeLoraConfig
 from kernels import MUTANTS, NO_DEVIATION, Workspace, fused_moe_lora
 
+from . import upstream
 from .capabilities import Capabilities, CapabilityError
 from .case import Case
 from .tensors import Tensors
@@ -160,7 +163,7 @@ def resolve(name: str) -> Impl:
         if mid not in MUTANTS:
             raise ImplError(f"--impl {name!r}: unknown mutant; known: {', '.join(MUTANTS)}")
         return _ours(name, MUTANTS[mid].deviation)
-    return wrap(name, _load_external(name))
+    return wrap(name, upstream.load(name) if upstream.is_upstream(name) else _load_external(name))
 
 
 def is_ours(name: str) -> bool:

@@ -85,24 +85,25 @@ class CampaignConfig:
         return self.out / f"worker{self._suffix}.log"
 
 
-def case_for(cfg: CampaignConfig, index: int, impl=None) -> tuple[Case, str]:
-    """(the index-th case of the campaign, the declared capability it breaks or ""): a pure function of (seed,
-    index, device, profile, implementation profile). The case is fitted to what the implementation takes and
-    declares (fuzz.impls.ImplProfile.fit); in probe-contract mode it then breaks one declared capability."""
+def case_for(cfg: CampaignConfig, index: int, impl=None) -> Case:
+    """The index-th case of the campaign: a pure function of (seed, index, device, profile) and, given the
+    implementation's profile (fuzz.impls.ImplProfile), fitted to what it takes and declares."""
     case_seed = (cfg.seed * 1_000_003 + index) % (2**63)
     case = generate(RandomSource(case_seed), cfg.sizes, interpreter=cfg.device == "cpu", seed=case_seed)
-    if impl is None:
+    return case if impl is None else impl.fit(case)
+
+
+def probe_for(cfg: CampaignConfig, case: Case, impl) -> tuple[Case, str]:
+    """--probe-contract: the case moved just outside one declared capability, and what it breaks ("" when the
+    implementation declares nothing, or the violation cannot run on this device)."""
+    broken = impl.capabilities.violate(case) if (cfg.probe_contract and impl is not None) else None
+    if broken is None:
         return case, ""
-    case = impl.fit(case)
-    if cfg.probe_contract:
-        broken = impl.capabilities.violate(case)
-        if broken is not None:
-            what, outside = broken
-            try:
-                return outside.validate(interpreter=cfg.device == "cpu"), what
-            except ValueError:
-                pass  # this violation cannot run here (an interpreter limit): judge the fitted case
-    return case, ""
+    what, outside = broken
+    try:
+        return outside.validate(interpreter=cfg.device == "cpu"), what
+    except ValueError:
+        return case, ""
 
 
 def runs_twin(cfg: CampaignConfig, case: Case) -> bool:
@@ -412,7 +413,7 @@ def run_campaign(cfg: CampaignConfig) -> Report:
             cfg.out.mkdir(parents=True, exist_ok=True)
             while (time.monotonic() < deadline and (cfg.max_cases is None or report.cases < cfg.max_cases)
                    and (cfg.stop_after is None or len(report.findings) < cfg.stop_after)):
-                case, probe = case_for(cfg, index, worker.profile)
+                case, probe = probe_for(cfg, case_for(cfg, index, worker.profile), worker.profile)
                 twin = runs_twin(cfg, case) and not probe
                 # the full case timeout even past the deadline: a hang found late is still a finding
                 v = worker.judge(case, timeout=cfg.timeout, metamorphic=twin, probe=probe)

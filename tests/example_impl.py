@@ -7,6 +7,9 @@ torch_moe_lora            the adapter protocol written by hand (SPEC §2), compu
 torch_moe_lora_buggy      the same with one silent bug: the routed weight is applied twice
 fused_example             plain-torch shrink + expand behind fuzz.adapters.from_fused (upstream-style fused call)
 shrink_expand_example     the same two pieces behind fuzz.adapters.from_shrink_expand
+triton_fused_example      a Triton kernel of ours in the upstream fused convention (tests/fakes/moe_lora_core.py)
+                          behind from_fused in configuration mode: the case's launch configuration reaches it
+triton_fused_example_buggy  the same with the expand split-K grid bug (grid not multiplied by split_k)
 
 Not tuned for speed: these are references for the adapter machinery, small enough to read at a glance.
 """
@@ -16,6 +19,7 @@ from __future__ import annotations
 import torch
 
 from fuzz.adapters import from_fused, from_shrink_expand
+from tests.fakes.moe_lora_core import fused_convention
 
 
 # ---- the adapter protocol, by hand -----------------------------------------------------------------
@@ -136,3 +140,9 @@ def torch_fused(y, x, lora_a_stacked, lora_b_stacked, topk_weights, sorted_token
 # ---- the same pieces behind the adapters: two lines each -------------------------------------------
 fused_example = from_fused(torch_fused, block_size_m=16)
 shrink_expand_example = from_shrink_expand(torch_shrink, torch_expand, block_size_m=32)
+
+# ---- a Triton kernel in the upstream fused convention, launch configuration forwarded per case ---------
+triton_fused_example = from_fused(fused_convention(expand_grid_covers_split_k=True),
+                                  capabilities={"fp32_precision": "ieee"})
+triton_fused_example_buggy = from_fused(fused_convention(expand_grid_covers_split_k=False),
+                                        capabilities={"fp32_precision": "ieee"})

@@ -85,7 +85,7 @@ def test_adapters_do_not_hide_a_bug_of_the_wrapped_code():
         torch_expand(y, intermediate, lora_b, w, sorted_ids, expert_ids, ntp, top_k, lora_ids,
                      torch.ones_like(enabled), *rest)
 
-    impl = from_shrink_expand(shrink_all, expand_all)
+    impl = from_shrink_expand(shrink_all, expand_all, block_size_m=16)  # legacy mode: positional block_size_m
     v = check(ROUTED.replace(disabled=(0,)), "ignores-adapter-enabled", "cpu", impl=lambda t: impl(**t.op_kwargs()))
     assert v.kind == "untouched-changed", f"{v.kind}: {v.message}"
 
@@ -122,7 +122,7 @@ def test_from_shrink_expand_allocates_one_zeroed_intermediate_and_aligns_once():
         seen["expand"] = (intermediate, sorted_ids, kw)
         assert y is t.out and (top_k, bm, mrw, offset) == (ROUTED.top_k, 16, True, 0)
 
-    from_shrink_expand(shrink, expand, intermediate_dtype=None, shrink_kwargs={"a": 1},
+    from_shrink_expand(shrink, expand, block_size_m=16, intermediate_dtype=None, shrink_kwargs={"a": 1},
                        expand_kwargs={"b": 2})(**t.op_kwargs())
     (i1, s1, kw1), (i2, s2, kw2) = seen["shrink"], seen["expand"]
     assert i1 is i2 and s1 is s2 and kw1 == {"a": 1} and kw2 == {"b": 2}
