@@ -60,6 +60,9 @@ def _parser() -> argparse.ArgumentParser:
     ex = sub.add_parser("export", help="write a standalone pytest regression test")
     ex.add_argument("file", type=Path)
     ex.add_argument("--out", type=Path, required=True)
+    mg = sub.add_parser("merge", help="merge shard campaigns' output directories (any hosts) into one")
+    mg.add_argument("dirs", type=Path, nargs="+", metavar="DIR")
+    mg.add_argument("--out", type=Path, required=True)
     return p
 
 
@@ -213,13 +216,24 @@ def cmd_export(a) -> int:
     return 0
 
 
+def cmd_merge(a) -> int:
+    from .merge import MergeError, merge_reports, summary
+    try:
+        merged = merge_reports(a.dirs, a.out)
+    except MergeError as e:
+        _fail(str(e))
+    print(summary(merged, a.out))
+    return 1 if merged["findings"] else 0
+
+
 def main(argv=None) -> int:
     a = _parser().parse_args(argv)
     if a.cmd == "list":
         from .impls import names
         print("\n".join(names() + ["module:function", "path/to/file.py:function"]))
         return 0
-    return {"run": cmd_run, "replay": cmd_replay, "minimize": cmd_minimize, "export": cmd_export}[a.cmd](a)
+    return {"run": cmd_run, "replay": cmd_replay, "minimize": cmd_minimize, "export": cmd_export,
+            "merge": cmd_merge}[a.cmd](a)
 
 
 if __name__ == "__main__":
