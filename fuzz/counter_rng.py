@@ -153,15 +153,15 @@ def signed_fill(requests: list) -> None:
     """signed_into for several (dest, key, exponent) at once: small ones share one hashing pass (a tiny case
     costs a few dozen torch ops, not a few dozen per tensor); large ones are hashed in bounded parts."""
     requests = [r for r in requests if r[0].numel()]
-    small = [r for r in requests if r[0].numel() <= CHUNK]
-    while small:  # batches of at most CHUNK elements (on one device)
-        batch, total = [], 0
-        for r in list(small):
-            if total + r[0].numel() <= CHUNK and (not batch or r[0].device == batch[0][0].device):
-                batch.append(r)
-                total += r[0].numel()
-                small.remove(r)
-        buf = torch.empty(total, dtype=torch.int64, device=batch[0][0].device)
+    batches, total = [[]], 0
+    for r in (r for r in requests if r[0].numel() <= CHUNK):  # in order, at most CHUNK elements per batch
+        if batches[-1] and (total + r[0].numel() > CHUNK or r[0].device != batches[-1][0][0].device):
+            batches.append([])
+            total = 0
+        batches[-1].append(r)
+        total += r[0].numel()
+    for batch in (b for b in batches if b):
+        buf = torch.empty(sum(d.numel() for d, _, _ in batch), dtype=torch.int64, device=batch[0][0].device)
         at = 0
         for dest, key, _ in batch:
             counters(key, list(dest.shape), dest.device, out=buf[at: at + dest.numel()])

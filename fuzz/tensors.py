@@ -97,7 +97,9 @@ class HostInputs(Mapping):
 
     def __getitem__(self, name: str) -> torch.Tensor:
         if name not in self._copies:
-            self._copies[name] = self._built[name] if name in self._built else self._views[name].cpu().clone()
+            view = self._views[name]
+            self._copies[name] = self._built[name] if name in self._built else \
+                view.clone() if view.device.type == "cpu" else view.cpu()
         return self._copies[name]
 
     def __iter__(self):
@@ -350,7 +352,7 @@ class _Allocator:
         on_host = device.type == "cpu" or where == "host" or (where == "auto" and self.generated <= HOST_BUILD_MAX)
         built = torch.empty(self.size, dtype=torch.uint8, device="cpu" if on_host else device)
         guarded = self._build(built)
-        arena = _to_device(built, device)
+        arena = _to_device(built, device) if on_host else built
         host_built = None
         if on_host and device.type != "cpu":  # the host arena stays alive: its inputs are the host copies
             host_built = {g.name: g.view for g in guarded if g.is_input}

@@ -51,6 +51,16 @@ def test_hash_matches_an_exact_uint64_model():
     assert torch.equal(rng.hashes(9, [idx, 5], "cpu"), rng.hashes(9, [7, 5], "cpu")[idx])
 
 
+def test_values_do_not_depend_on_how_the_work_is_split(monkeypatch):
+    """Hashing in parts (large tensors), in shared batches (small ones) or per tensor gives the same bits."""
+    whole = materialize(BIG.replace(m=40), "cpu")
+    for chunk in (1000, 77):
+        monkeypatch.setattr(rng, "CHUNK", chunk)
+        split = materialize(BIG.replace(m=40), "cpu")
+        for ga, gb in zip(whole.guarded, split.guarded, strict=True):
+            assert _same(ga.base, gb.base), (chunk, ga.name)
+
+
 def test_same_case_same_bytes_other_seed_other_data():
     a, b = materialize(BIG, "cpu"), materialize(BIG, "cpu")
     for ga, gb in zip(a.guarded, b.guarded, strict=True):
