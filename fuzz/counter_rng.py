@@ -39,7 +39,15 @@ _AXIS = (0x9E3779B97F4A7C15, 0xD1B54A32D192ED03, 0xABC98388FB8FAC03, 0x8CB92BA72
 _M1, _M2 = 0xBF58476D1CE4E5B9, 0x94D049BB133111EB  # splitmix64's finaliser constants
 _B21 = 21
 _F21 = (1 << _B21) - 1
-CHUNK = 1 << 22  # elements hashed per step: bounds the int64 temporaries (32 MiB each)
+CHUNK = 1 << 22  # elements hashed per step on a GPU: bounds the int64 temporaries (32 MiB each)
+# on the CPU: parts of 2^16 (cache-sized) and 2^20 elements were measured slower than 2^22 on the shared 2-core
+# CI machine (each torch op pays a thread-pool wake-up there); a separate knob so that a host can tune it
+CPU_CHUNK = 1 << 22
+
+
+def chunk(device) -> int:
+    """Elements hashed per step on `device` (the values never depend on it)."""
+    return CPU_CHUNK if torch.device(device).type == "cpu" else CHUNK
 
 
 def _s64(v: int) -> int:
@@ -154,8 +162,8 @@ def signed_fill(requests: list) -> None:
     costs a few dozen torch ops, not a few dozen per tensor); large ones are hashed in bounded parts."""
     requests = [r for r in requests if r[0].numel()]
     batches, total = [[]], 0
-    for r in (r for r in requests if r[0].numel() <= CHUNK):  # in order, at most CHUNK elements per batch
-        if batches[-1] and (total + r[0].numel() > CHUNK or r[0].device != batches[-1][0][0].device):
+    for r in (r for r in requests if r[0].numel() <= chunk(r[0].device)):  # in order, bounded batches
+        if batches[-1] and (total + r[0].numel() > chunk(r[0].device) or r[0].device != batches[-1][0][0].device):
             batches.append([])
             total = 0
         batches[-1].append(r)
@@ -171,8 +179,8 @@ def signed_fill(requests: list) -> None:
         for dest, _, exponent in batch:
             _values_into(dest, s[at: at + dest.numel()], exponent)
             at += dest.numel()
-    for dest, key, exponent in (r for r in requests if r[0].numel() > CHUNK):
-        for lo, hi in _grid_slices(tuple(dest.shape), CHUNK):
+    for dest, key, exponent in (r for r in requests if r[0].numel() > chunk(r[0].device)):
+        for lo, hi in _grid_slices(tuple(dest.shape), chunk(dest.device)):
             idx = torch.arange(lo, hi, dtype=torch.int64, device=dest.device)
             s = irwin_hall_sum(hashes(key, [idx] + list(dest.shape[1:]), dest.device))
             _values_into(dest[lo:hi], s, exponent)

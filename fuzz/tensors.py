@@ -176,9 +176,9 @@ def write_weights(c: Case, dest: torch.Tensor) -> None:
     dest.copy_(torch.mul(rng.uniform_grid(h, WEIGHT_LO, WEIGHT_HI), 2.0 ** -21))
 
 
-def _rows(m: int, per_row: int):
-    """Token ranges of at most rng.CHUNK hashed elements (bounded temporaries for large M * E)."""
-    step = max(1, rng.CHUNK // max(1, per_row))
+def _rows(m: int, per_row: int, device):
+    """Token ranges of at most rng.chunk(device) hashed elements (bounded temporaries for large M * E)."""
+    step = max(1, rng.chunk(device) // max(1, per_row))
     for lo in range(0, m, step):
         yield lo, min(m, lo + step)
 
@@ -202,7 +202,7 @@ def routing(c: Case, device) -> torch.Tensor:
         ids.fill_(int(_smallest(rng.stream_key(c.seed, "topk_ids.one_hot"), experts, device)[0]))
     elif c.routing == "distinct":
         key = rng.stream_key(c.seed, "topk_ids.distinct")
-        for lo, hi in _rows(m, E):
+        for lo, hi in _rows(m, E, device):
             kk = rng.keys(rng.hashes(key, [_token_index(lo, hi, device), E], device), experts)
             ids[lo:hi] = torch.topk(kk, k, dim=1, largest=False, sorted=True).indices
     else:  # uniform, or sparse: the same hashes restricted to the hot experts
@@ -210,7 +210,7 @@ def routing(c: Case, device) -> torch.Tensor:
         if c.routing == "sparse":
             pool = _smallest(rng.stream_key(c.seed, "topk_ids.hot"), experts, device)[: max(1, E // 4)]
         key = rng.stream_key(c.seed, "topk_ids")
-        for lo, hi in _rows(m, k * pool.numel()):
+        for lo, hi in _rows(m, k * pool.numel(), device):
             kk = rng.keys(rng.hashes(key, [_token_index(lo, hi, device), k, pool], device), pool)
             ids[lo:hi] = pool[kk.argmin(dim=2)]
     return ids.to(torch.int32)
@@ -228,7 +228,7 @@ def slots(c: Case, device) -> torch.Tensor:
     first = 1 if c.slotting == "no_base" else 0  # column l + 1 holds slot l; column 0 is the base model (-1)
     cols = torch.arange(first, L + 1, dtype=torch.int64, device=device)
     key = rng.stream_key(c.seed, "token_lora")
-    for lo, hi in _rows(m, L + 1):
+    for lo, hi in _rows(m, L + 1, device):
         kk = rng.keys(rng.hashes(key, [_token_index(lo, hi, device), cols], device), cols)
         lanes[lo:hi] = cols[kk.argmin(dim=1)] - 1
     if c.slotting == "all_with_base" and m:  # -1 and every slot present, at hashed positions

@@ -55,7 +55,7 @@ def test_values_do_not_depend_on_how_the_work_is_split(monkeypatch):
     """Hashing in parts (large tensors), in shared batches (small ones) or per tensor gives the same bits."""
     whole = materialize(BIG.replace(m=40), "cpu")
     for chunk in (1000, 77):
-        monkeypatch.setattr(rng, "CHUNK", chunk)
+        monkeypatch.setattr(rng, "CPU_CHUNK", chunk)
         split = materialize(BIG.replace(m=40), "cpu")
         for ga, gb in zip(whole.guarded, split.guarded, strict=True):
             assert _same(ga.base, gb.base), (chunk, ga.name)
