@@ -57,6 +57,8 @@ class Fill:
     # False: the implementation gets every buffer as its own exact-size allocation instead of a view into
     # the guarded arena, so that compute-sanitizer sees an out-of-bounds access that a guard band would absorb
     guards: bool = True
+    # per-buffer guard values by name, overriding the above (triage: which input is read out of bounds)
+    margins: dict = field(default_factory=dict)
 
 
 @dataclass
@@ -321,6 +323,7 @@ class _Allocator:
             margin = min(margin, -(-(inner // max(1, shape[0]) + 4096) // 64) * 64)
         if guard_value is None:
             guard_value = self.fill.input_margin if dtype.is_floating_point else INT_SENTINEL
+        guard_value = self.fill.margins.get(name, guard_value)  # triage: one buffer's margin perturbed
         slot = _Slot(name, shape, dtype, is_input, guard_value, write, interior, padded, 1 if pad else 0, margin,
                      self.size)
         self.slots.append(slot)
