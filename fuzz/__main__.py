@@ -392,12 +392,28 @@ class Command:
     run: Callable[[argparse.Namespace], int]
 
 
+def cmd_merge(a) -> int:
+    from .merge import MergeError, merge_reports, summary
+    try:
+        merged = merge_reports(a.dirs, a.out)
+    except MergeError as e:
+        _fail(str(e))
+    print(summary(merged, a.out))
+    return 1 if merged["findings"] else 0
+
+
+def add_merge_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("dirs", type=_abs_path, nargs="+", metavar="DIR", help="shard output directories (any hosts)")
+    p.add_argument("--out", type=_abs_path, required=True, help="directory for the merged report.json and repros")
+
+
 COMMANDS: dict[str, Command] = {
     "run": Command("a time-budgeted campaign", add_run_args, cmd_run),
     "list": Command("list implementation names, each mutant with its description", add_list_args, cmd_list),
     "replay": Command("re-run a repro file", add_replay_args, cmd_replay),
     "minimize": Command("reduce a repro's case while it fails the same way", add_minimize_args, cmd_minimize),
     "export": Command("write a standalone pytest regression test", add_export_args, cmd_export),
+    "merge": Command("merge shard campaigns' output directories (any hosts) into one", add_merge_args, cmd_merge),
 }
 
 

@@ -5,24 +5,47 @@ into a NaN (or, re-run with another fill, a changed value) in the output. Buffer
 margins holding a sentinel, so an out-of-bounds write shows as a changed margin. The interior of the
 workspace (intermediate) starts poisoned, so reading what was never written is visible too.
 
-All data comes from one torch.Generator seeded by the case on the CPU and is then moved to the device:
-the same case gives bitwise identical inputs on every machine.
+The data comes from a counter-based generator (fuzz/counter_rng.py): every value is a pure function of the
+case seed, the tensor and the element's coordinates, bitwise the same on CPU and GPU. So it is built where
+it runs (on the device for all but tiny cases: no host randn, no big copy) and a repro rebuilds it anywhere.
+
+Which values move when a size shrinks by one (every other element keeps its bits):
+- x[m, j, c] (the per-routed row m*k + j; the per-token row m is (m, 0, c)), lora_a[s][l, e, r, c],
+  lora_b[s][l, e, n, r], out0[m, j, c] and topk_weights[m, j] are functions of those coordinates only.
+  Scales are exact powers of two: A's is 2^round(-log2(K)/2), B's 2^round(-log2(real_rank)/2), so a smaller
+  K or real rank can double every A or B value (when it crosses a power of four) and changes nothing else.
+  A's rows and B's columns r >= real_rank are zero.
+- topk_ids[m, j]: 'uniform' is the expert e < E with the smallest hash of (m, j, e): a smaller E moves only
+  the entries that had E - 1. 'distinct' is each token's top_k smallest hashes of (m, e), in order: a
+  smaller E moves, in tokens that had E - 1, that column and the ones after it; a smaller top_k drops the
+  last column. 'one_hot' moves only if its expert was E - 1. 'sparse' is 'uniform' restricted to the
+  max(1, E // 4) experts with the smallest hashes: a smaller E moves the entries whose expert left that set.
+- token_lora[m]: 'random' / 'no_base' take the smallest hash of (m, l) over l in [-1, L) / [0, L): a
+  smaller L moves only the tokens that had L - 1. 'one_slot' moves only if its slot was L - 1.
+  'all_with_base' gives the tokens with the L + 1 smallest position hashes -1, 0, ..., L - 1 in that
+  order, the others as 'random': a smaller M moves those assignments only if token M - 1 was among them;
+  a smaller L moves the tokens that had L - 1 and the token that had rank L.
+- A smaller M or top_k removes rows or columns; no other element moves.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import torch
 
 from kernels.align import AlignBuffers, padded_length
 
+from . import counter_rng as rng
 from .case import Case
 
 TORCH_DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
 OUT_SENTINEL = -7.25  # exactly representable in every dtype, unlikely as a result
 INT_SENTINEL = -(2**30) + 7
+HOST_BUILD_MAX = 1 << 16  # generated elements up to which a GPU case is built on the host (fewer launches)
+WEIGHT_LO, WEIGHT_HI = 209716, 1887436  # routed weights n * 2^-21, n in [ceil(0.1 * 2^21), floor(0.9 * 2^21)]
 
 
 @dataclass(frozen=True)
@@ -34,6 +57,8 @@ class Fill:
     # False: the implementation gets every buffer as its own exact-size allocation instead of a view into
     # the guarded arena, so that compute-sanitizer sees an out-of-bounds access that a guard band would absorb
     guards: bool = True
+    # per-buffer guard values by name, overriding the above (triage: which input is read out of bounds)
+    margins: dict = field(default_factory=dict)
 
 
 @dataclass
@@ -64,6 +89,28 @@ class Guarded:
         return ~inside
 
 
+class HostInputs(Mapping):
+    """CPU copies of the inputs by name, made on first access (read them before the implementation runs,
+    as the oracle does). A GPU case built on the host already has them: no device-to-host copy; one built
+    on the device copies only what is asked (the naive reference asks only on small cases)."""
+
+    def __init__(self, views: dict, built_on_host: dict | None):
+        self._views, self._built, self._copies = views, built_on_host or {}, {}
+
+    def __getitem__(self, name: str) -> torch.Tensor:
+        if name not in self._copies:
+            view = self._views[name]
+            self._copies[name] = self._built[name] if name in self._built else \
+                view.clone() if view.device.type == "cpu" else view.cpu()
+        return self._copies[name]
+
+    def __iter__(self):
+        return iter(self._views)
+
+    def __len__(self) -> int:
+        return len(self._views)
+
+
 @dataclass
 class Tensors:
     case: Case
@@ -80,7 +127,7 @@ class Tensors:
     guarded: list = field(default_factory=list)
     arena: torch.Tensor | None = None  # uint8: every guarded base, back to back
     writable: torch.Tensor | None = None  # bool per arena byte: inside a written buffer's view
-    host: dict = field(default_factory=dict)  # CPU copies of the inputs by name: references read these
+    host: Mapping = field(default_factory=dict)  # CPU copies of the inputs by name (HostInputs): references
 
     def op_kwargs(self) -> dict:
         """The op's arguments by their SPEC §2 names: what every implementation receives."""
@@ -91,7 +138,7 @@ class Tensors:
 
     def host_args(self) -> tuple:
         """The reference arguments (x, topk_ids, topk_weights, token_lora, adapter_enabled, lora_a, lora_b)
-        as CPU tensors, read without touching the device."""
+        as CPU tensors."""
         h, s = self.host, self.case.num_slices
         return (h["x"], h["topk_ids"], h["topk_weights"], h["token_lora"], h["adapter_enabled"],
                 [h[f"lora_a[{i}]"] for i in range(s)], [h[f"lora_b[{i}]"] for i in range(s)])
@@ -100,54 +147,112 @@ class Tensors:
         return self.arena.clone()
 
 
-def _signed(gen: torch.Generator, shape, scale: float, dtype: torch.dtype) -> torch.Tensor:
-    """Signed normal values with no exact zeros after rounding to dtype."""
-    v = (torch.randn(shape, generator=gen, dtype=torch.float64) * scale).to(dtype)
-    tiny = torch.tensor(scale / 64, dtype=dtype)
-    return torch.where(v == 0, tiny, v)
+# ---- the case's data (SPEC §6: signed, no zeros, scaled so that t = A x and d = B t are O(1)) ------------
+# A writer fills its view, or returns (dest, key, exponent) requests for counter_rng.signed_fill: the
+# allocator hashes every signed tensor of a case together.
+def write_x(c: Case, dest: torch.Tensor) -> list:
+    """x ~ 1, coordinates (m, j, column): per-token rows are j = 0."""
+    grid = dest.view(c.m, c.top_k, c.k_dim) if c.layout == "per_routed" else dest.unsqueeze(1)
+    return [(grid, rng.stream_key(c.seed, "x"), 0)]
 
 
-def _routing(case: Case, gen: torch.Generator) -> torch.Tensor:
-    m, k, e = case.m, case.top_k, case.num_experts
-    if case.routing == "distinct":
-        return torch.argsort(torch.rand((m, e), generator=gen), dim=1)[:, :k].to(torch.int32)
-    if case.routing == "one_hot":
-        return torch.full((m, k), int(torch.randint(e, (1,), generator=gen)), dtype=torch.int32)
-    if case.routing == "sparse":  # few hot experts, the rest empty
-        hot = torch.randperm(e, generator=gen)[: max(1, e // 4)]
-        return hot[torch.randint(len(hot), (m, k), generator=gen)].to(torch.int32)
-    return torch.randint(e, (m, k), generator=gen, dtype=torch.int32)  # duplicates within a token allowed
+def write_lora_a(c: Case, s: int, dest: torch.Tensor) -> list:
+    """(L, E, R, K), ~ K^-0.5 as a power of two; rows r >= real_rank zero."""
+    dest[:, :, c.real_rank:].zero_()
+    return [(dest[:, :, : c.real_rank], rng.stream_key(c.seed, f"lora_a[{s}]"), rng.pow2_scale(c.k_dim ** -0.5))]
 
 
-def _slots(case: Case, gen: torch.Generator) -> torch.Tensor:
-    m, L = case.m, case.num_slots
-    if case.slotting == "all_base":
-        return torch.full((m,), -1, dtype=torch.int32)
-    if case.slotting == "one_slot":
-        return torch.full((m,), int(torch.randint(L, (1,), generator=gen)), dtype=torch.int32)
-    lo = 0 if case.slotting == "no_base" else -1
-    lanes = torch.randint(lo, L, (m,), generator=gen, dtype=torch.int32)
-    if case.slotting == "all_with_base":  # -1 and every slot present, in shuffled positions
-        fixed = torch.arange(-1, L, dtype=torch.int32)[: m]
-        pos = torch.randperm(m, generator=gen)[: fixed.numel()]
-        lanes[pos] = fixed
-    return lanes
+def write_lora_b(c: Case, s: int, dest: torch.Tensor) -> list:
+    """(L, E, N, R), ~ real_rank^-0.5 as a power of two; columns r >= real_rank zero."""
+    dest[..., c.real_rank:].zero_()
+    return [(dest[..., : c.real_rank], rng.stream_key(c.seed, f"lora_b[{s}]"), rng.pow2_scale(c.real_rank ** -0.5))]
 
 
+def write_out0(c: Case, dest: torch.Tensor) -> list:
+    return [(dest, rng.stream_key(c.seed, "out"), -1)]
+
+
+def write_weights(c: Case, dest: torch.Tensor) -> None:
+    """Routed weights in [0.1, 0.9] (never 0 or 1): n * 2^-21, exact in float32, rounded once to the dtype."""
+    h = rng.hashes(rng.stream_key(c.seed, "topk_weights"), [c.m, c.top_k], dest.device)
+    dest.copy_(torch.mul(rng.uniform_grid(h, WEIGHT_LO, WEIGHT_HI), 2.0 ** -21))
+
+
+def _rows(m: int, per_row: int, device):
+    """Token ranges of at most rng.chunk(device) hashed elements (bounded temporaries for large M * E)."""
+    step = max(1, rng.chunk(device) // max(1, per_row))
+    for lo in range(0, m, step):
+        yield lo, min(m, lo + step)
+
+
+def _token_index(lo: int, hi: int, device) -> torch.Tensor:
+    return torch.arange(lo, hi, dtype=torch.int64, device=device)
+
+
+def _smallest(key: int, candidates: torch.Tensor, device) -> torch.Tensor:
+    """Candidate ids ordered by their hash (ascending), for a choice made once per case."""
+    h = rng.hashes(key, [candidates], device)
+    return candidates[torch.argsort(rng.keys(h, candidates))]
+
+
+def routing(c: Case, device) -> torch.Tensor:
+    """topk_ids (M, k) int32 per c.routing (see the module docstring for what moves when E shrinks)."""
+    m, k, E = c.m, c.top_k, c.num_experts
+    experts = torch.arange(E, dtype=torch.int64, device=device)
+    ids = torch.empty((m, k), dtype=torch.int64, device=device)
+    if c.routing == "one_hot":
+        ids.fill_(int(_smallest(rng.stream_key(c.seed, "topk_ids.one_hot"), experts, device)[0]))
+    elif c.routing == "distinct":
+        key = rng.stream_key(c.seed, "topk_ids.distinct")
+        for lo, hi in _rows(m, E, device):
+            kk = rng.keys(rng.hashes(key, [_token_index(lo, hi, device), E], device), experts)
+            ids[lo:hi] = torch.topk(kk, k, dim=1, largest=False, sorted=True).indices
+    else:  # uniform, or sparse: the same hashes restricted to the hot experts
+        pool = experts
+        if c.routing == "sparse":
+            pool = _smallest(rng.stream_key(c.seed, "topk_ids.hot"), experts, device)[: max(1, E // 4)]
+        key = rng.stream_key(c.seed, "topk_ids")
+        for lo, hi in _rows(m, k * pool.numel(), device):
+            kk = rng.keys(rng.hashes(key, [_token_index(lo, hi, device), k, pool], device), pool)
+            ids[lo:hi] = pool[kk.argmin(dim=2)]
+    return ids.to(torch.int32)
+
+
+def slots(c: Case, device) -> torch.Tensor:
+    """token_lora (M,) int32 per c.slotting."""
+    m, L = c.m, c.num_slots
+    if c.slotting == "all_base":
+        return torch.full((m,), -1, dtype=torch.int32, device=device)
+    if c.slotting == "one_slot":
+        pick = _smallest(rng.stream_key(c.seed, "token_lora.one"), torch.arange(L, device=device), device)[0]
+        return torch.full((m,), int(pick), dtype=torch.int32, device=device)
+    lanes = torch.empty(m, dtype=torch.int64, device=device)
+    first = 1 if c.slotting == "no_base" else 0  # column l + 1 holds slot l; column 0 is the base model (-1)
+    cols = torch.arange(first, L + 1, dtype=torch.int64, device=device)
+    key = rng.stream_key(c.seed, "token_lora")
+    for lo, hi in _rows(m, L + 1, device):
+        kk = rng.keys(rng.hashes(key, [_token_index(lo, hi, device), cols], device), cols)
+        lanes[lo:hi] = cols[kk.argmin(dim=1)] - 1
+    if c.slotting == "all_with_base" and m:  # -1 and every slot present, at hashed positions
+        tokens = torch.arange(m, dtype=torch.int64, device=device)
+        pos = rng.keys(rng.hashes(rng.stream_key(c.seed, "token_lora.pos"), [tokens], device), tokens, bits=17)
+        first_ranks = torch.argsort(pos)[: L + 1]
+        lanes[first_ranks] = torch.arange(-1, first_ranks.numel() - 1, dtype=torch.int64, device=device)
+    return lanes.to(torch.int32)
+
+
+# ---- the arena ---------------------------------------------------------------------------------------
 _INT_OF_SIZE = {1: torch.uint8, 2: torch.int16, 4: torch.int32, 8: torch.int64}
 _ALIGN = 256  # bytes between bases: views keep the alignment real allocations have
 
 
 _STAGING: dict = {}  # device -> [reused pinned host buffer, event after its last copy to the device]
-_STAGING_MAX = 64 << 20  # larger arenas are built in ordinary memory: pinning gigabytes costs more than it saves
+_STAGING_MAX = 64 << 20  # larger arenas are copied from ordinary memory: pinning gigabytes costs more than it saves
 
 
 def _staging(size: int, device) -> torch.Tensor:
-    """Host memory to build an arena in. For a GPU, a pinned buffer reused from case to case (its copy to
-    the device is then one fast DMA), once the previous copy out of it has finished."""
-    device = torch.device(device)
-    if device.type != "cuda" or size > _STAGING_MAX:
-        return torch.empty(size, dtype=torch.uint8)
+    """Pinned host memory to copy a host-built arena to a GPU from (one fast DMA), reused from case to case
+    once the previous copy out of it has finished."""
     slot = _STAGING.setdefault(str(device), [None, None])
     if slot[1] is not None:
         slot[1].synchronize()
@@ -157,10 +262,14 @@ def _staging(size: int, device) -> torch.Tensor:
     return slot[0][:size]
 
 
-def _to_device(staged: torch.Tensor, device) -> torch.Tensor:
+def _to_device(built: torch.Tensor, device) -> torch.Tensor:
     device = torch.device(device)
-    if not staged.is_pinned():
-        return staged.to(device)
+    if device.type != "cuda":
+        return built
+    if built.numel() > _STAGING_MAX:
+        return built.to(device)
+    staged = _staging(built.numel(), device)
+    staged.copy_(built)
     arena = staged.to(device, non_blocking=True)
     event = torch.cuda.Event()
     event.record()  # the next case waits for it before reusing the pinned buffer
@@ -168,90 +277,139 @@ def _to_device(staged: torch.Tensor, device) -> torch.Tensor:
     return arena
 
 
+@dataclass
+class _Slot:
+    """One buffer of the arena before it exists: its layout and how to fill its view."""
+
+    name: str
+    shape: tuple
+    dtype: torch.dtype
+    is_input: bool
+    guard_value: float
+    write: object  # callable(view) or None (the view keeps the guard / poison value)
+    interior: float | None
+    padded: tuple
+    shift: int
+    margin: int
+    offset: int
+
+    @property
+    def numel(self) -> int:
+        return self.margin + max(1, math.prod(self.padded)) + self.margin
+
+
 class _Allocator:
-    """Builds every buffer on the CPU, then moves them to the device as one arena in one copy (a handful of
-    device operations per case instead of two per buffer: most of the GPU fuzz loop's materialise time)."""
+    """Lays out every buffer of a case in one byte arena, then builds it where it is cheapest: on the device
+    (large cases: no host generation and no big copy) or on the host followed by one DMA (tiny cases on a
+    GPU: a handful of host ops beat dozens of kernel launches). Both give the same bytes."""
 
     def __init__(self, case: Case, fill: Fill):
         self.case, self.fill = case, fill
-        self.guarded: list[Guarded] = []
+        self.slots: list[_Slot] = []
         self.size = 0
+        self.generated = 0  # elements written by the generator
 
-    def place(self, name: str, data: torch.Tensor, *, is_input: bool, guard_value=None) -> None:
-        """Copy `data` into a guarded allocation (on the CPU, until finish). Strided cases pad the last dim
-        and start one element past an aligned address (no 16-byte accesses may be assumed)."""
-        shape = tuple(data.shape)
-        pad = 3 if (self.case.strided and data.dim() >= 2) else 0
-        shift = 1 if pad else 0
+    def place(self, name: str, shape: tuple, dtype: torch.dtype, *, is_input: bool, write=None,
+              guard_value=None, interior=None, slot_margin: bool = False) -> None:
+        """Reserve a guarded allocation. Strided cases pad the last dim and start one element past an aligned
+        address (no 16-byte accesses may be assumed). `interior` fills a view that `write` leaves alone."""
+        shape = tuple(shape)
+        pad = 3 if (self.case.strided and len(shape) >= 2) else 0
         padded = shape[:-1] + (shape[-1] + pad,) if shape else shape
         inner = max(1, math.prod(padded))
         # wide enough that a row index running up to k times past the end (topk-row-index) stays inside
         margin = -(-(inner * max(2, self.case.top_k) + 64) // 64) * 64
+        if slot_margin:  # LoRA weights: one slot's block (slot -1 or L, expert -1 or E) and any row overrun
+            margin = min(margin, -(-(inner // max(1, shape[0]) + 4096) // 64) * 64)
         if guard_value is None:
-            guard_value = self.fill.input_margin if data.is_floating_point() else INT_SENTINEL
-        base = torch.full((margin + inner + margin,), guard_value, dtype=data.dtype)
-        view = base[margin + shift: margin + shift + math.prod(padded)].view(padded)
-        if pad:
-            view = view[..., : shape[-1]]
-        view.copy_(data)
-        self.guarded.append(Guarded(name, base, view, is_input, self.size))
-        self.size += -(-base.numel() * base.element_size() // _ALIGN) * _ALIGN
+            guard_value = self.fill.input_margin if dtype.is_floating_point else INT_SENTINEL
+        guard_value = self.fill.margins.get(name, guard_value)  # triage: one buffer's margin perturbed
+        slot = _Slot(name, shape, dtype, is_input, guard_value, write, interior, padded, 1 if pad else 0, margin,
+                     self.size)
+        self.slots.append(slot)
+        self.size += -(-slot.numel * dtype.itemsize // _ALIGN) * _ALIGN
+        if write is not None:
+            self.generated += math.prod(shape)
 
-    def finish(self, device) -> tuple[torch.Tensor, torch.Tensor, dict, dict]:
-        """(arena on `device`, writable-byte mask on `device`, views by name, CPU input views by name);
-        rebases every Guarded onto the device arena."""
-        staged = _staging(self.size, device)
-        for g in self.guarded:
-            g.base_in(staged).copy_(g.base)
-        host = {g.name: g.view for g in self.guarded if g.is_input}
-        arena = _to_device(staged, device)
+    def _build(self, arena: torch.Tensor) -> list[Guarded]:
+        guarded, requests = [], []
+        for s in self.slots:
+            base = arena[s.offset: s.offset + s.numel * _size(s.dtype)].view(s.dtype)
+            base.fill_(s.guard_value)
+            view = base[s.margin + s.shift: s.margin + s.shift + math.prod(s.padded)].view(s.padded)
+            if s.padded != s.shape:
+                view = view[..., : s.shape[-1]]
+            if s.interior is not None:
+                view.fill_(s.interior)
+            if s.write is not None:
+                made = s.write(view)
+                requests += made if isinstance(made, list) else []
+            guarded.append(Guarded(s.name, base, view, s.is_input, s.offset))
+        rng.signed_fill(requests)
+        return guarded
+
+    def finish(self, device, where: str = "auto") -> tuple:
+        """(arena on `device`, writable-byte mask on `device`, views by name, HostInputs, guarded list).
+        where: 'auto' | 'host' | 'device' (tests force one or the other)."""
+        device = torch.device(device)
+        on_host = device.type == "cpu" or where == "host" or (where == "auto" and self.generated <= HOST_BUILD_MAX)
+        built = torch.empty(self.size, dtype=torch.uint8, device="cpu" if on_host else device)
+        guarded = self._build(built)
+        arena = _to_device(built, device) if on_host else built
+        host_built = None
+        if on_host and device.type != "cpu":  # the host arena stays alive: its inputs are the host copies
+            host_built = {g.name: g.view for g in guarded if g.is_input}
         writable = torch.zeros(self.size, dtype=torch.uint8, device=arena.device)  # filled where it lives
-        for g in self.guarded:
+        for g in guarded:
             if not g.is_input:  # all bits set on every byte of the view's elements
                 as_int = _INT_OF_SIZE[g.base.element_size()]
                 Guarded(g.name, g.base.view(as_int), g.view.view(as_int), False, g.offset).view_in(writable).fill_(-1)
         writable = writable.bool()
-        for g in self.guarded:
-            g.base, g.view = g.base_in(arena), g.view_in(arena)
-        if self.fill.guards:
-            return arena, writable, {g.name: g.view for g in self.guarded}, host
-        bare = {g.name: torch.empty_strided(g.view.shape, g.view.stride(), dtype=g.view.dtype, device=device)
-                .copy_(g.view) for g in self.guarded}
-        return arena, writable, bare, host
+        if arena is not built:
+            for g in guarded:
+                g.base, g.view = g.base_in(arena), g.view_in(arena)
+        views = {g.name: g.view for g in guarded}
+        host = HostInputs({g.name: g.view for g in guarded if g.is_input}, host_built)
+        if not self.fill.guards:
+            views = {g.name: torch.empty_strided(g.view.shape, g.view.stride(), dtype=g.view.dtype, device=device)
+                     .copy_(g.view) for g in guarded}
+        return arena, writable, views, host, guarded
 
 
-def materialize(case: Case, device="cpu", fill: Fill = Fill()) -> Tensors:
+def _size(dtype: torch.dtype) -> int:
+    return dtype.itemsize
+
+
+def materialize(case: Case, device="cpu", fill: Fill = Fill(), where: str = "auto") -> Tensors:
+    """The case's tensors on `device`. where: 'auto' builds tiny GPU cases on the host (then one DMA) and the
+    rest on the device; 'host' / 'device' force one (the bytes are the same either way)."""
+    if where not in ("auto", "host", "device"):
+        raise ValueError(f"materialize: where must be 'auto', 'host' or 'device' (got {where!r})")
     c = case
     dt = TORCH_DTYPES[c.dtype]
-    gen = torch.Generator().manual_seed(c.seed)
     m, k, L, E, R = c.m, c.top_k, c.num_slots, c.num_experts, c.rank
     rows = m * k if c.layout == "per_routed" else m
     alloc = _Allocator(c, fill)
     put = alloc.place
-
-    # data scaled so that t = A x and d = B t are O(1): every bound term stays comparable
-    x = _signed(gen, (rows, c.k_dim), 1.0, dt)
-    rank_mask = (torch.arange(R) < c.real_rank)
     for s in range(c.num_slices):
-        a = _signed(gen, (L, E, R, c.k_dim), c.k_dim ** -0.5, dt) * rank_mask[:, None].to(dt)
-        b = _signed(gen, (L, E, c.n_dim, R), c.real_rank ** -0.5, dt) * rank_mask.to(dt)
-        put(f"lora_a[{s}]", a, is_input=True)
-        put(f"lora_b[{s}]", b, is_input=True)
-    weights = (torch.rand((m, k), generator=gen, dtype=torch.float64) * 0.8 + 0.1).to(dt)  # never 0 or 1
-    enabled = torch.ones(L, dtype=torch.int32)
-    enabled[list(c.disabled)] = 0
+        put(f"lora_a[{s}]", (L, E, R, c.k_dim), dt, is_input=True, slot_margin=True,
+            write=lambda v, s=s: write_lora_a(c, s, v))
+        put(f"lora_b[{s}]", (L, E, c.n_dim, R), dt, is_input=True, slot_margin=True,
+            write=lambda v, s=s: write_lora_b(c, s, v))
     width = c.offset + c.num_slices * c.n_dim + c.extra_cols
-    out0 = _signed(gen, (m, k, width), 0.5, dt)
-    put("x", x, is_input=True)
-    put("topk_ids", _routing(c, gen), is_input=True)
-    put("topk_weights", weights, is_input=True)
-    put("token_lora", _slots(c, gen), is_input=True)
-    put("adapter_enabled", enabled, is_input=True)
-    put("out", out0, is_input=False, guard_value=OUT_SENTINEL)
-    put("intermediate", torch.full((c.num_slices, m * k, R), fill.workspace_poison), is_input=False,
-        guard_value=OUT_SENTINEL)
-    _align_buffers(c, alloc)
-    arena, writable, v, host = alloc.finish(device)
+    put("x", (rows, c.k_dim), dt, is_input=True, write=lambda v: write_x(c, v))
+    put("topk_ids", (m, k), torch.int32, is_input=True, write=lambda v: v.copy_(routing(c, v.device)))
+    put("topk_weights", (m, k), dt, is_input=True, write=lambda v: write_weights(c, v))
+    put("token_lora", (m,), torch.int32, is_input=True, write=lambda v: v.copy_(slots(c, v.device)))
+    put("adapter_enabled", (L,), torch.int32, is_input=True, write=lambda v: _enabled(c, v))
+    put("out", (m, k, width), dt, is_input=False, guard_value=OUT_SENTINEL, write=lambda v: write_out0(c, v))
+    put("intermediate", (c.num_slices, m * k, R), torch.float32, is_input=False, guard_value=OUT_SENTINEL,
+        interior=fill.workspace_poison)
+    bm = c.config.block_m
+    p = padded_length(m * k, E, bm) + c.align_slack * bm
+    for name, shape in (("sorted_token_ids", (L, p)), ("expert_ids", (L, p // bm)), ("num_tokens_post_padded", (L,))):
+        put(name, shape, torch.int32, is_input=False, guard_value=INT_SENTINEL, interior=INT_SENTINEL)
+    arena, writable, v, host, guarded = alloc.finish(device, where)
     return Tensors(
         case=c, x=v["x"], topk_ids=v["topk_ids"], topk_weights=v["topk_weights"], token_lora=v["token_lora"],
         adapter_enabled=v["adapter_enabled"],
@@ -259,14 +417,10 @@ def materialize(case: Case, device="cpu", fill: Fill = Fill()) -> Tensors:
         lora_b=[v[f"lora_b[{s}]"] for s in range(c.num_slices)],
         out=v["out"], intermediate=v["intermediate"],
         align=AlignBuffers(v["sorted_token_ids"], v["expert_ids"], v["num_tokens_post_padded"]),
-        guarded=alloc.guarded, arena=arena, writable=writable, host=host)
+        guarded=guarded, arena=arena, writable=writable, host=host)
 
 
-def _align_buffers(c: Case, alloc: _Allocator) -> None:
-    bm = c.config.block_m
-    p = padded_length(c.m * c.top_k, c.num_experts, bm) + c.align_slack * bm
-    poison = torch.full((c.num_slots, p), INT_SENTINEL, dtype=torch.int32)
-    alloc.place("sorted_token_ids", poison, is_input=False, guard_value=INT_SENTINEL)
-    alloc.place("expert_ids", poison[:, : p // bm].clone(), is_input=False, guard_value=INT_SENTINEL)
-    alloc.place("num_tokens_post_padded", torch.full((c.num_slots,), INT_SENTINEL, dtype=torch.int32),
-                is_input=False, guard_value=INT_SENTINEL)
+def _enabled(c: Case, view: torch.Tensor) -> None:
+    view.fill_(1)
+    if c.disabled:
+        view[torch.tensor(list(c.disabled), dtype=torch.int64, device=view.device)] = 0

@@ -1,11 +1,13 @@
-"""Cases per second of the fuzz loop on tiny shapes, and where the time goes.
+"""Cases per second of the fuzz loop, and where the time goes.
 
-    python scripts/bench_cases.py [--device cpu|cuda] [--cases N]
+    python scripts/bench_cases.py [--device cpu|cuda] [--cases N] [--profile tiny|nightly] [--materialise-only]
 
-Runs the oracle in-process (no worker) on the campaign's case stream restricted to tiny shapes: a first
-pass compiles, three more give the steady-state rate (their median), a last one times each phase with a
-device sync after each: materialise (inputs and guard bands), implementation (align + kernels),
-references (fp64, plus naive on small cases), judging.
+Runs the oracle in-process (no worker) on the campaign's case stream: `tiny` (default) restricted to tiny
+shapes, `nightly` at the nightly profile's GPU sizes (GPU_SIZES, its configuration pool). A first pass
+compiles, three more give the steady-state rate (their median), a last one times each phase with a device
+sync after each: materialise (inputs and guard bands), kernels (align + shrink + expand), fp64 and naive
+references, judge, and the rest (oracle bookkeeping). --materialise-only times materialise alone (what a
+CPU machine can measure at nightly sizes: the interpreter cannot run those kernels in reasonable time).
 """
 
 from __future__ import annotations
@@ -26,6 +28,8 @@ def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     p.add_argument("--cases", type=int, default=None)
+    p.add_argument("--profile", default="tiny", choices=("tiny", "nightly"))
+    p.add_argument("--materialise-only", action="store_true")
     a = p.parse_args()
     import torch
     device = a.device if a.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
@@ -34,9 +38,14 @@ def main() -> None:
     import dataclasses
 
     from fuzz import oracle
-    from fuzz.case import CPU_SIZES, RandomSource, generate
-    sizes = dataclasses.replace(CPU_SIZES, **TINY, blocks=(16, 32), block_ms=(16,), split_k=2)
-    n = a.cases or (30 if device == "cpu" else 600)
+    from fuzz.case import CPU_SIZES, GPU_SIZES, RandomSource, generate
+    if a.profile == "nightly":
+        sizes, shapes = GPU_SIZES, "nightly sizes (GPU_SIZES: M<=600, K<=1100, N<=600, R<=72, E<=64)"
+        n = a.cases or (20 if device == "cpu" else 200)
+    else:
+        sizes = dataclasses.replace(CPU_SIZES, **TINY, blocks=(16, 32), block_ms=(16,), split_k=2)
+        shapes = "tiny cases (M<=16, K<=64, N<=48, R<=16)"
+        n = a.cases or (30 if device == "cpu" else 600)
     spent = defaultdict(float)
 
     def timed(name, fn):
@@ -51,7 +60,24 @@ def main() -> None:
         return wrapper
 
     impl = oracle.resolve("ours")
-    cases = [generate(RandomSource(i), sizes, interpreter=device == "cpu", seed=i) for i in range(n)]
+    interpreter = device == "cpu" and a.profile == "tiny"  # the nightly stream is the GPU's
+    cases = [generate(RandomSource(i), sizes, interpreter=interpreter, seed=i) for i in range(n)]
+    if a.materialise_only:
+        from fuzz.tensors import materialize
+        for c in cases[:3]:
+            materialize(c, device)
+        times = []
+        for _ in range(3):
+            t0 = time.perf_counter()
+            for c in cases:
+                materialize(c, device)
+            if device == "cuda":
+                torch.cuda.synchronize()
+            times.append(time.perf_counter() - t0)
+        t = sorted(times)[1]
+        print(f"materialise only, {n} {shapes} on {device}: {1000 * t / n:.2f} ms per case "
+              f"(median of 3 passes: {', '.join(f'{1000 * x / n:.2f}' for x in times)})")
+        return
 
     def one_pass(implementation) -> tuple[float, int]:
         t0 = time.perf_counter()
@@ -66,22 +92,21 @@ def main() -> None:
     fails += sum(f for _, f in steady)
     # a last pass times each phase, with a device sync after each
     oracle.materialize = timed("materialise", oracle.materialize)
-    oracle.moe_lora_fp64 = timed("reference fp64", oracle.moe_lora_fp64)
-    oracle.moe_lora_naive = timed("reference naive", oracle.moe_lora_naive)
+    oracle.moe_lora_fp64 = timed("fp64", oracle.moe_lora_fp64)
+    oracle.moe_lora_naive = timed("naive", oracle.moe_lora_naive)
     oracle._judge = timed("judge", oracle._judge)
-    wall, last_fails = one_pass(timed("implementation", impl))
+    wall, last_fails = one_pass(timed("kernels", impl))
     fails += last_fails
     name = torch.cuda.get_device_name() if device == "cuda" else "CPU (Triton interpreter)"
-    print(f"## fuzz loop on {name}, steady state: {n} tiny cases (M<=16, K<=64, N<=48, R<=16), "
-          f"{fails} failures in 5 passes")
+    print(f"## fuzz loop on {name}, steady state: {n} {shapes}, {fails} failures in 5 passes")
     print(f"steady state (kernels compiled): {rates[1]:.1f} cases/s ({1000 * steady[1][0] / n:.2f} ms per case), "
           f"median of 3 passes ({min(rates):.1f} to {max(rates):.1f})")
     print(f"with a sync after every phase: {n / wall:.1f} cases/s\n")
     print("| phase (synced) | ms per case | share |\n|---|---|---|")
-    for k, v in sorted(spent.items(), key=lambda kv: -kv[1]):
-        print(f"| {k} | {1000 * v / n:.2f} | {100 * v / wall:.0f}% |")
-    other = wall - sum(spent.values())
-    print(f"| other (oracle bookkeeping) | {1000 * other / n:.2f} | {100 * other / wall:.0f}% |")
+    spent["rest"] = wall - sum(spent.values())  # oracle bookkeeping: snapshot, bound, diagnosis, twins
+    for k in ("materialise", "kernels", "fp64", "naive", "judge", "rest"):
+        print(f"| {k} | {1000 * spent[k] / n:.2f} | {100 * spent[k] / wall:.0f}% |")
+    print(f"| total | {1000 * wall / n:.2f} ms per case | {n / wall:.1f} cases/s |")
 
 
 if __name__ == "__main__":

@@ -3,45 +3,19 @@
     python scripts/nightly.py --budget 3600 --out nightly-out [--gpus N] [--impl ours] [--seed S]
 
 Each GPU i runs `python -m fuzz run --profile nightly --shard i/N` with CUDA_VISIBLE_DEVICES=i; the
-shards' reports are merged into OUT/report.json (findings deduplicated by signature). Exit 1 on findings.
+shards are merged by `fuzz.merge` (the same code as `python -m fuzz merge`) into OUT: report.json and every
+repro file. Exit 1 on findings.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import subprocess
 import sys
-from collections import Counter
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def merge(reports: list[dict]) -> dict:
-    kinds, findings, edges, classes = Counter(), {}, Counter(), Counter()
-    knobs: dict[str, Counter] = {}
-    for r in reports:
-        kinds.update(r["kinds"])
-        for f in r["findings"]:
-            if f["signature"] in findings:
-                findings[f["signature"]]["count"] += f["count"]
-            else:
-                findings[f["signature"]] = dict(f)
-        edges.update(r["coverage"]["edges"])
-        classes.update(r["coverage"]["combinations"])
-        for k, v in r["coverage"]["knobs"].items():
-            knobs.setdefault(k, Counter()).update(v)
-    from fuzz.coverage import REQUIRED_EDGES
-    cases = sum(r["cases"] for r in reports)
-    wall = max(r["elapsed_s"] for r in reports)
-    return {"shards": len(reports), "cases": cases, "elapsed_s": wall, "cases_per_s": round(cases / wall, 2),
-            "kinds": dict(kinds), "distinct_findings": len(findings), "findings": list(findings.values()),
-            "coverage": {"edges": dict(edges), "missing_edges": [e for e in REQUIRED_EDGES if not edges[e]],
-                         "combinations": dict(classes), "knobs": {k: dict(v) for k, v in knobs.items()}},
-            "per_shard": [{k: r[k] for k in ("shard", "cases", "cases_per_s", "kinds")} for r in reports],
-            "environment": reports[0]["environment"]}
 
 
 def main() -> int:
@@ -73,11 +47,13 @@ def main() -> int:
     if any(c == 2 for c in codes):
         print(f"error: a shard failed to start (exit codes {codes}); see {a.out}/shard*.log", file=sys.stderr)
         return 2
-    merged = merge([json.loads((a.out / f"shard{i}" / f"report-shard{i}of{n}.json").read_text()) for i in range(n)])
-    (a.out / "report.json").write_text(json.dumps(merged, indent=2) + "\n")
-    print(f"{n} GPUs, {merged['cases']} cases in {merged['elapsed_s']:.0f}s ({merged['cases_per_s']}/s), "
-          f"{merged['distinct_findings']} distinct findings; kinds {merged['kinds']}; "
-          f"missing edges {merged['coverage']['missing_edges']}")
+    from fuzz.merge import MergeError, merge_reports, summary
+    try:
+        merged = merge_reports([a.out / f"shard{i}" for i in range(n)], a.out)
+    except MergeError as e:
+        print(f"error: {e}; see {a.out}/shard*.log", file=sys.stderr)
+        return 2
+    print(f"{n} GPUs: {summary(merged, a.out)}; kinds {merged['kinds']}")
     return 1 if merged["findings"] else 0
 
 

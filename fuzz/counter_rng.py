@@ -1,0 +1,200 @@
+"""A counter-based generator: every value is a pure function of (case seed, stream, element coordinates).
+
+Why: a case's data must be rebuilt bitwise-identically anywhere (a repro file holds only the seed), built on
+the device that runs it (no host randn + copy at nightly sizes), and stay put when the minimiser shrinks a
+size (a value depends on its element's coordinates, never on the tensor's shape or on how many values were
+drawn before it).
+
+How:
+- a 64-bit key per (seed, stream name) is derived in Python;
+- an element's counter is key + sum_d i_d * P_d (mod 2^64) with a fixed odd 64-bit multiplier per axis,
+  then a splitmix64-style finaliser mixes it. Only int64 torch ops (add, mul, xor, and, shift), whose
+  results wrap modulo 2^64 the same way on the CPU and on CUDA. torch has no uint64 arithmetic, so a
+  logical right shift is an arithmetic shift followed by a mask;
+- values come out of the hash with exact arithmetic only: an integer, converted to float32 exactly
+  (|v| < 2^24), times a power of two (exact), then one IEEE round-to-nearest-even to the dtype. No
+  transcendental functions, so no last-ulp differences between CPU and GPU math libraries.
+
+Distributions:
+- `signed`: an Irwin-Hall sum of three 21-bit uniforms, each centred on an odd grid, so the sum v is an
+  odd integer in [-3 (2^21 - 1), 3 (2^21 - 1)] (never zero, symmetric, bell-shaped, std 2^21 within
+  2^-42). The value is v * 2^(j - 21) for the scale 2^j; in float16 a magnitude below 2^-24 would round to
+  zero and is raised to 2^-24 with its sign (the only case where rounding could make a zero);
+- `uniform_grid`: an integer in [lo, hi] by a multiply-high of 21 random bits (no modulo bias worth
+  noting), used for routed weights n * 2^-21;
+- `keys`: unique non-negative int64 sort keys (53 random bits above the candidate's index), so argmin,
+  sort and topk are deterministic on every device (no ties).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+
+import torch
+
+_MASK64 = (1 << 64) - 1
+# odd 64-bit multipliers, one per coordinate axis (axis 0 first); their low bits are all different
+_AXIS = (0x9E3779B97F4A7C15, 0xD1B54A32D192ED03, 0xABC98388FB8FAC03, 0x8CB92BA72F3D8DD7, 0xF1357AEA2E62A9C5)
+_M1, _M2 = 0xBF58476D1CE4E5B9, 0x94D049BB133111EB  # splitmix64's finaliser constants
+_B21 = 21
+_F21 = (1 << _B21) - 1
+CHUNK = 1 << 22  # elements hashed per step on a GPU: bounds the int64 temporaries (32 MiB each)
+# on the CPU: parts of 2^16 (cache-sized) and 2^20 elements were measured slower than 2^22 on the shared 2-core
+# CI machine (each torch op pays a thread-pool wake-up there); a separate knob so that a host can tune it
+CPU_CHUNK = 1 << 22
+
+
+def chunk(device) -> int:
+    """Elements hashed per step on `device` (the values never depend on it)."""
+    return CPU_CHUNK if torch.device(device).type == "cpu" else CHUNK
+
+
+def _s64(v: int) -> int:
+    """A 64-bit pattern as the int64 with the same bits (torch scalars are signed)."""
+    v &= _MASK64
+    return v - (1 << 64) if v >> 63 else v
+
+
+def stream_key(seed: int, name: str) -> int:
+    """The 64-bit key of one named stream of a case (e.g. 'lora_a[1]'): independent streams per tensor."""
+    digest = hashlib.blake2b(f"{seed}:{name}".encode(), digest_size=8).digest()
+    return _s64(int.from_bytes(digest, "little"))
+
+
+def _srl(h: torch.Tensor, s: int) -> torch.Tensor:
+    """Logical right shift of int64 bit patterns (torch's >> is arithmetic on signed values)."""
+    return (h >> s) & ((1 << (64 - s)) - 1)
+
+
+def mix(h: torch.Tensor) -> torch.Tensor:
+    """splitmix64's finaliser, in place on an int64 tensor (products wrap modulo 2^64)."""
+    h ^= _srl(h, 30)
+    h *= _s64(_M1)
+    h ^= _srl(h, 27)
+    h *= _s64(_M2)
+    h ^= _srl(h, 31)
+    return h
+
+
+_AXES_CACHE: dict = {}
+
+
+def _axis_terms(n: int, axis: int, ndim: int, device) -> torch.Tensor:
+    """i * P_axis for i in [0, n) (int64, wrapping), shaped to broadcast along `axis` of an ndim grid;
+    cached per device: every case reuses them."""
+    key = (str(device), n, axis, ndim)
+    t = _AXES_CACHE.get(key)
+    if t is None:
+        t = torch.arange(n, dtype=torch.int64, device=device) * _s64(_AXIS[axis])  # wraps modulo 2^64
+        t = t.view([1] * axis + [-1] + [1] * (ndim - axis - 1))
+        if len(_AXES_CACHE) > 4096:
+            _AXES_CACHE.clear()
+        _AXES_CACHE[key] = t
+    return t
+
+
+def counters(key: int, coords: list, device, out: torch.Tensor | None = None) -> torch.Tensor:
+    """key + sum_d i_d * P_d for every element of the grid; `coords` lists, per axis, either a size n
+    (indices 0..n-1) or an int64 tensor of indices (a part of the axis). Written into `out` if given."""
+    nd = len(coords)
+    shape = [c if isinstance(c, int) else c.numel() for c in coords]
+    if nd == 0:
+        return torch.full((), key, dtype=torch.int64, device=device) if out is None else out.fill_(key)
+    acc = None
+    for axis, c in enumerate(coords):
+        if isinstance(c, int):
+            terms = _axis_terms(c, axis, nd, device)
+        else:
+            terms = (c.to(device=device, dtype=torch.int64) * _s64(_AXIS[axis])).view(
+                [1] * axis + [-1] + [1] * (nd - axis - 1))
+        dest = out.view(shape[: axis + 1] + [1] * (nd - axis - 1)) if out is not None and axis == nd - 1 else None
+        acc = torch.add(terms, key, out=dest) if acc is None else torch.add(acc, terms, out=dest)
+    return acc if list(acc.shape) == shape else acc.expand(shape).contiguous()
+
+
+def hashes(key: int, coords: list, device) -> torch.Tensor:
+    """Mixed 64-bit hashes, one per grid element."""
+    return mix(counters(key, coords, device))
+
+
+def irwin_hall_sum(h: torch.Tensor) -> torch.Tensor:
+    """From each hash, S = u_0 + u_1 + u_2 of its three 21-bit fields; v = 2 S + 3 - 3 * 2^21 is then the odd,
+    symmetric Irwin-Hall integer sum_i (2 u_i + 1 - 2^21) (formed in float32, exactly, by the caller)."""
+    s = h & _F21
+    s += (h >> 21) & _F21
+    s += (h >> 42) & _F21
+    return s
+
+
+def pow2_scale(scale: float) -> int:
+    """The exponent j of the power of two nearest (in log2) to `scale`: scales are exact powers of two,
+    so a value's bits do not move when a size (K, real rank) moves its scale within one factor of 2."""
+    return round(math.log2(scale))
+
+
+def _grid_slices(shape: tuple, chunk: int):
+    """Split the leading axis so that each part has at most `chunk` elements (one row at least)."""
+    row = max(1, math.prod(shape[1:]))
+    step = max(1, chunk // row)
+    for lo in range(0, shape[0], step):
+        yield lo, min(shape[0], lo + step)
+
+
+def _values_into(dest: torch.Tensor, s: torch.Tensor, exponent: int) -> None:
+    """dest = (2 S + 3 - 3 * 2^21) * 2^(exponent - 21): every float32 step is exact (integers below 2^24 times
+    powers of two), then one round to nearest even into dest's dtype."""
+    scale = 2.0 ** (exponent - _B21)
+    y = torch.mul(s, 2 * scale).add_((3 - 3 * (1 << _B21)) * scale).view(dest.shape)  # float32
+    if dest.dtype == torch.float16 and scale <= 2.0 ** -25:  # |v| * scale could round to 0 in float16
+        y = torch.copysign(y.abs().clamp_(min=2.0 ** -24), y)
+    dest.copy_(y)
+
+
+def signed_into(dest: torch.Tensor, key: int, exponent: int) -> None:
+    """Fill `dest` (float16/bfloat16/float32, any strides) with signed values of std 2^exponent, dest[i] a
+    function of (key, i) only. Computed on dest's device in parts of the leading axis."""
+    signed_fill([(dest, key, exponent)])
+
+
+def signed_fill(requests: list) -> None:
+    """signed_into for several (dest, key, exponent) at once: small ones share one hashing pass (a tiny case
+    costs a few dozen torch ops, not a few dozen per tensor); large ones are hashed in bounded parts."""
+    requests = [r for r in requests if r[0].numel()]
+    batches, total = [[]], 0
+    for r in (r for r in requests if r[0].numel() <= chunk(r[0].device)):  # in order, bounded batches
+        if batches[-1] and (total + r[0].numel() > chunk(r[0].device) or r[0].device != batches[-1][0][0].device):
+            batches.append([])
+            total = 0
+        batches[-1].append(r)
+        total += r[0].numel()
+    for batch in (b for b in batches if b):
+        buf = torch.empty(sum(d.numel() for d, _, _ in batch), dtype=torch.int64, device=batch[0][0].device)
+        at = 0
+        for dest, key, _ in batch:
+            counters(key, list(dest.shape), dest.device, out=buf[at: at + dest.numel()])
+            at += dest.numel()
+        s = irwin_hall_sum(mix(buf))
+        at = 0
+        for dest, _, exponent in batch:
+            _values_into(dest, s[at: at + dest.numel()], exponent)
+            at += dest.numel()
+    for dest, key, exponent in (r for r in requests if r[0].numel() > chunk(r[0].device)):
+        for lo, hi in _grid_slices(tuple(dest.shape), chunk(dest.device)):
+            idx = torch.arange(lo, hi, dtype=torch.int64, device=dest.device)
+            s = irwin_hall_sum(hashes(key, [idx] + list(dest.shape[1:]), dest.device))
+            _values_into(dest[lo:hi], s, exponent)
+
+
+def uniform_grid(h: torch.Tensor, lo: int, hi: int) -> torch.Tensor:
+    """Integers in [lo, hi] (int64) from hashes: lo + floor(u * (hi - lo + 1) / 2^21), u = 21 random bits."""
+    span = hi - lo + 1
+    if span >= 1 << 31:
+        raise ValueError(f"uniform_grid: span {span} must be below 2^31 (products must fit int64)")
+    return ((_srl(h, 43) * span) >> _B21) + lo
+
+
+def keys(h: torch.Tensor, index: torch.Tensor, bits: int = 10) -> torch.Tensor:
+    """Unique non-negative sort keys: 63 - bits random bits above the candidate's index (< 2^bits), so
+    argmin / sort / topk have no ties and give the same answer on every device."""
+    return _srl(h, 1 + bits) * (1 << bits) + index

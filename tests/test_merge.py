@@ -1,0 +1,114 @@
+"""`python -m fuzz merge`: shard campaigns from several hosts become one report, nothing lost or overwritten."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from fuzz.__main__ import main
+from fuzz.coverage import REQUIRED_EDGES
+from fuzz.merge import MergeError, merge_reports
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _shard(tmp: Path, name: str, index: int, *, cases: int, findings: list, edges: dict, files: dict) -> Path:
+    d = tmp / name
+    d.mkdir()
+    for fname, text in files.items():
+        (d / fname).write_text(text)
+    report = {"impl": "ours", "device": "cpu", "profile": "premerge", "seed": 0, "shard": [index, 3],
+              "elapsed_s": 10.0 + index, "cases": cases, "cases_per_s": cases / (10.0 + index),
+              "kinds": {"pass": cases - len(findings), **{f["kind"]: f["count"] for f in findings}},
+              "findings": findings, "coverage": {"knobs": {"dtype": {"float32": cases}}, "edges": edges,
+                                                 "missing_edges": [], "combinations": {"c": cases}},
+              "environment": {"gpu": None}}
+    (d / "report.json").write_text(json.dumps(report))
+    return d
+
+
+def _finding(sig: str, kind: str, repro: str, count: int = 1) -> dict:
+    return {"signature": sig, "kind": kind, "count": count, "repro": f"/elsewhere/run/{repro}", "message": "m"}
+
+
+def test_merge_sums_dedups_and_renames_clashing_repros(tmp_path):
+    a = _shard(tmp_path, "a", 0, cases=5, findings=[_finding("s1", "mismatch", "repro-000-mismatch.json", 2)],
+               edges={"k_tail": 2}, files={"repro-000-mismatch.json": "A"})
+    b = _shard(tmp_path, "b", 1, cases=7, findings=[_finding("s2", "oob-read", "repro-000-oob-read.json"),
+                                                    _finding("s1", "mismatch", "repro-001-mismatch.json", 3)],
+               edges={"n_tail": 1}, files={"repro-000-oob-read.json": "B", "repro-001-mismatch.json": "C"})
+    c = _shard(tmp_path, "c", 2, cases=4, findings=[_finding("s3", "mismatch", "repro-000-mismatch.json")],
+               edges={"k_tail": 1}, files={"repro-000-mismatch.json": "D", "extra.json": "E"})
+    out = tmp_path / "merged"
+    m = merge_reports([a, b, c], out)
+    assert m["cases"] == 16 and m["merged_from"] == 3 and m["missing_shards"] == []
+    assert m["kinds"] == {"pass": 12, "mismatch": 6, "oob-read": 1}
+    assert m["distinct_findings"] == 3
+    by_sig = {f["signature"]: f for f in m["findings"]}
+    assert by_sig["s1"]["count"] == 5 and len(by_sig["s1"]["repros"]) == 2
+    # every source file is in out once, none overwritten: the clashing name got the shard's suffix
+    copied = sorted(p.name for p in out.glob("*.json") if p.name != "report.json")
+    assert copied == ["extra.json", "repro-000-mismatch-shard2.json", "repro-000-mismatch.json",
+                      "repro-000-oob-read.json", "repro-001-mismatch.json"]
+    assert (out / "repro-000-mismatch.json").read_text() == "A"
+    assert (out / "repro-000-mismatch-shard2.json").read_text() == "D"
+    assert Path(by_sig["s3"]["repro"]).read_text() == "D"  # the report points at the copies
+    assert all(Path(p).is_file() for f in m["findings"] for p in f["repros"])
+    assert m["coverage"]["edges"] == {"k_tail": 3, "n_tail": 1}
+    assert m["coverage"]["missing_edges"] == [e for e in REQUIRED_EDGES if e not in ("k_tail", "n_tail")]
+    assert m["coverage"]["knobs"]["dtype"]["float32"] == 16 and m["elapsed_s"] == 12.0
+    assert json.loads((out / "report.json").read_text())["cases"] == 16
+    # merging again into the same place reuses identical files instead of piling up copies
+    merge_reports([a, b, c], out)
+    assert len(list(out.glob("*.json"))) == len(copied) + 1
+
+
+def test_merge_refuses_bad_inputs(tmp_path, capsys):
+    good = _shard(tmp_path, "good", 0, cases=1, findings=[], edges={}, files={})
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(MergeError, match="empty: no report.json"):
+        merge_reports([good, tmp_path / "empty"], tmp_path / "o")
+    with pytest.raises(MergeError, match="is also an input"):
+        merge_reports([good], good)
+    with pytest.raises(MergeError, match="given twice"):
+        merge_reports([good, good], tmp_path / "o")
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "report.json").write_text('{"cases": "many"}')
+    with pytest.raises(MergeError, match="'cases'"):
+        merge_reports([tmp_path / "bad"], tmp_path / "o")
+    with pytest.raises(SystemExit) as stop:
+        main(["merge", str(tmp_path / "empty"), "--out", str(tmp_path / "o")])
+    err = capsys.readouterr().err
+    assert stop.value.code == 2 and err.startswith("error:") and "no report.json" in err
+
+
+def test_three_processes_as_hosts_then_merge(tmp_path):
+    """Three shard campaigns run side by side (standing in for three hosts) on a seeded bug, then the CLI merge:
+    cases and kinds add up, every repro file of every shard is in the merged directory."""
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    run = [sys.executable, "-m", "fuzz", "run", "--device", "cpu", "--impl", "mutant:lora-grid-short"]
+    procs = [subprocess.Popen(run + ["--max-cases", "3", "--budget", "120", "--shard", f"{i}/3",
+                               "--out", str(tmp_path / f"shard-{i}")], cwd=ROOT, env=env,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True) for i in range(3)]
+    for p in procs:
+        _, err = p.communicate(timeout=300)
+        assert p.returncode in (0, 1), err
+    shards = [json.loads((tmp_path / f"shard-{i}" / f"report-shard{i}of3.json").read_text()) for i in range(3)]
+    out = tmp_path / "merged"
+    r = subprocess.run([sys.executable, "-m", "fuzz", "merge", *(str(tmp_path / f"shard-{i}") for i in range(3)),
+                        "--out", str(out)], cwd=ROOT, env=env, capture_output=True, text=True)
+    m = json.loads((out / "report.json").read_text())
+    assert r.returncode == (1 if m["findings"] else 0), r.stderr
+    assert m["cases"] == sum(s["cases"] for s in shards) == 9
+    for kind in {k for s in shards for k in s["kinds"]}:
+        assert m["kinds"][kind] == sum(s["kinds"].get(kind, 0) for s in shards)
+    raw = [f for i in range(3) for f in (tmp_path / f"shard-{i}").glob("*.json") if not f.name.startswith("report")]
+    assert raw, "the seeded bug produced no repro file: nothing to check"
+    merged_files = [f for f in out.glob("*.json") if f.name != "report.json"]
+    assert sorted(f.read_text() for f in merged_files) == sorted(f.read_text() for f in raw)
+    assert sum(len(f["repros"]) for f in m["findings"]) == sum(len(s["findings"]) for s in shards)
+    assert all(Path(p).is_file() and Path(p).parent == out for f in m["findings"] for p in f["repros"])
+    assert sorted(tuple(p["shard"]) for p in m["per_shard"]) == [(0, 3), (1, 3), (2, 3)]
