@@ -1,4 +1,4 @@
-"""CLI: python -m fuzz {run,list,replay,minimize,export}. Exit 0 clean, 1 findings/failing, 2 usage or env."""
+"""CLI: python -m fuzz {run,list,replay,minimize,triage,export}. Exit 0 clean, 1 findings/failing, 2 usage or env."""
 
 from __future__ import annotations
 
@@ -41,6 +41,10 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--shard", default="0/1", help="i/n: run the i-th of n disjoint parts of the case stream")
     r.add_argument("--sanitize-every", type=int, default=0, metavar="N",
                    help="GPU: also replay every Nth case and every new finding under compute-sanitizer")
+    r.add_argument("--triage-share", type=float, default=None, metavar="F",  # triage (fuzz.triage)
+                   help="most of the budget spent minimising findings (default 0.2; 0 turns triage off)")
+    r.add_argument("--triage-cap", type=float, default=None, metavar="SECONDS",
+                   help="most seconds of triage per finding (default 30 on cpu, 20 on cuda)")
     sub.add_parser("list", help="list implementation names")
     rp = sub.add_parser("replay", help="re-run a repro file")
     rp.add_argument("file", type=Path)
@@ -57,6 +61,13 @@ def _parser() -> argparse.ArgumentParser:
     mn.add_argument("--budget", type=float, default=60.0)
     mn.add_argument("--impl", default=None)
     mn.add_argument("--device", default=None, choices=("auto", "cpu", "cuda"))
+    tr = sub.add_parser("triage", help="group the findings of finished campaigns into root causes")
+    tr.add_argument("dirs", type=Path, nargs="+", metavar="DIR")
+    tr.add_argument("--out", type=Path, default=None, help="write the root causes here instead of into each report")
+    tr.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"),
+                    help="where findings not yet triaged are re-run (default: cuda when present)")
+    tr.add_argument("--cap", type=float, default=None,
+                    help="seconds per finding not yet triaged (default 30 on cpu, 20 on cuda)")
     ex = sub.add_parser("export", help="write a standalone pytest regression test")
     ex.add_argument("file", type=Path)
     ex.add_argument("--out", type=Path, required=True)
@@ -88,15 +99,51 @@ def cmd_run(a) -> int:
     device = _device(a.device)
     if a.sanitize_every and device != "cuda":
         _fail("--sanitize-every: needs --device cuda (compute-sanitizer checks GPU memory accesses)")
+    if a.triage_share is not None and not 0 <= a.triage_share <= 1:
+        _fail("--triage-share: must lie in [0, 1]")
+    if a.triage_cap is not None and a.triage_cap <= 0:
+        _fail("--triage-cap: must be > 0 seconds")
     from .runner import CampaignConfig, run_campaign
     cfg = CampaignConfig(impl=a.impl, device=device, budget=a.budget, max_cases=a.max_cases, seed=a.seed,
-                         out=a.out, profile=a.profile, shard=shard, sanitize_every=a.sanitize_every)
+                         out=a.out, profile=a.profile, shard=shard, sanitize_every=a.sanitize_every,
+                         triage_share=a.triage_share, triage_cap=a.triage_cap)
     _check_impl(a.impl)
     report = run_campaign(cfg)
-    print(f"{report.cases} cases, {len(report.findings)} distinct findings; report: {a.out / 'report.json'}")
-    for f in report.findings.values():
-        print(f"  {f['kind']:<18} x{f['count']:<4} {f['repro']}")
+    print(f"{report.cases} cases, {len(report.findings)} distinct findings, {len(report.root_causes)} root causes; "
+          f"report: {a.out / 'report.json'}")
+    _print_root_causes(report.root_causes)
     return 1 if report.findings else 0
+
+
+def _print_root_causes(causes: list) -> None:
+    for rc in causes:
+        print(f"  {rc['kind']:<18} x{len(rc['findings']):<3} {rc['trigger']}\n{'':23}minimal: {rc['minimal_repro']}")
+
+
+def cmd_triage(a) -> int:
+    import json
+
+    from .repro import write_atomic
+    from .triage import TriageError, triage_dirs
+    if a.cap is not None and a.cap <= 0:
+        _fail("--cap: must be > 0 seconds")
+    device = _device(a.device)
+    try:
+        reports, causes = triage_dirs(a.dirs, device=device, cap=a.cap,
+                                      progress=lambda s: print(s, file=sys.stderr, flush=True))
+    except TriageError as e:
+        _fail(str(e))
+    if a.out:
+        write_atomic(a.out, json.dumps({"reports": [str(d) for d in a.dirs], "root_causes": causes}, indent=2) + "\n")
+    else:
+        for d, report in zip(a.dirs, reports, strict=True):
+            report["root_causes"] = causes
+            write_atomic(d / "report.json", json.dumps(report, indent=2) + "\n")
+    n = sum(len(r["findings"]) for r in reports)
+    print(f"{n} findings in {len(reports)} reports, {len(causes)} root causes; written to "
+          f"{a.out or ', '.join(str(d / 'report.json') for d in a.dirs)}")
+    _print_root_causes(causes)
+    return 1 if causes else 0
 
 
 def _check_impl(name: str) -> None:
@@ -167,39 +214,36 @@ def _sanitized(a, device: str, impl: str) -> int:
 
 
 def cmd_minimize(a) -> int:
+    """Minimise what the case does now with --impl (judged again: the file may be edited, the implementation
+    another one), keeping the failure's kind family and, for exceptions and crashes, its detail."""
     repro, device, impl = _replay_target(a)
-    from .minimize import describe, minimize
-    from .oracle import Verdict
+    from .minimize import describe
+    from .oracle import Verdict, family
     from .repro import Repro, save
-    from .runner import CASE_TIMEOUT_S, Worker, WorkerDied, crash_verdict
-    target = repro.verdict.signature
-    if not target:
-        _fail(f"{a.file}: the recorded verdict passed; nothing to minimise")
-    state = {"w": Worker(device, impl), "last": None}
-
-    def still_fails(case) -> bool:
-        try:
-            vd = state["w"].run(case, False, CASE_TIMEOUT_S[device])
-        except WorkerDied as e:
-            state["w"].close()
-            state["w"] = Worker(device, impl)
-            vd = crash_verdict(impl, case, str(e))
-        ok = vd["signature"] == target  # same kind, implementation and coarse class of case
-        if ok:
-            state["last"] = vd
-        return ok
-
-    print(f"minimising {describe(repro.case)}", file=sys.stderr)
-    if not still_fails(repro.case):
-        state["w"].close()
-        _fail(f"{a.file}: the case no longer fails with signature {target}; nothing to minimise")
-    res = minimize(repro.case, still_fails, budget=a.budget, interpreter=device == "cpu",
-                   progress=lambda s: print(s, file=sys.stderr, flush=True))
-    state["w"].close()
-    save(Repro(res.case, impl, device, Verdict(**state["last"]), repro.environment), a.out)
-    print(f"minimal case after {res.steps} reductions, {res.tries} tries, {res.seconds:.1f}s"
-          f"{'' if res.one_minimal else ' (budget ran out: not proven 1-minimal)'}:\n  {describe(res.case)}\n"
-          f"written to {a.out}")
+    from .runner import Worker
+    from .triage import WorkerJudge, triage_case
+    judge = WorkerJudge(Worker(device, impl), device, impl, metamorphic=repro.verdict.kind == "metamorphic")
+    try:
+        target = judge(repro.case)
+        if target["kind"] == "pass":
+            _fail(f"{a.file}: the case passes with --impl {impl} on {device}; nothing to minimise")
+        if target["signature"] != repro.verdict.signature:
+            print(f"note: recorded {repro.verdict.signature or 'pass'}; now {target['signature']}: minimising that",
+                  file=sys.stderr)
+        print(f"minimising {describe(repro.case)}", file=sys.stderr)
+        tri = triage_case(repro.case, judge, target, budget=a.budget, interpreter=device == "cpu",
+                          progress=lambda s: print(s, file=sys.stderr, flush=True))
+    finally:
+        judge.worker.close()
+    if tri is None:
+        _fail(f"{a.file}: the case did not fail the same way when judged twice (flaky); nothing to minimise")
+    save(Repro(tri.minimal, impl, device, Verdict(**tri.verdict), repro.environment), a.out)
+    same = f"kind family {family(target['kind'])}" + (f", failure {target['failure']}" if target.get("failure") else "")
+    print(f"minimal case after {tri.tries} tries, {tri.seconds:.1f}s"
+          f"{'' if tri.one_minimal else ' (budget ran out: not proven 1-minimal)'}:\n  {describe(tri.minimal)}\n"
+          f"  kept: {same} ({tri.verdict['kind']} now)\n"
+          f"  dropped from the old signature: {'; '.join(tri.dropped) or 'nothing'}\n"
+          f"  trigger: {tri.trigger()}\nwritten to {a.out}")
     return 0
 
 
@@ -219,7 +263,8 @@ def main(argv=None) -> int:
         from .impls import names
         print("\n".join(names() + ["module:function", "path/to/file.py:function"]))
         return 0
-    return {"run": cmd_run, "replay": cmd_replay, "minimize": cmd_minimize, "export": cmd_export}[a.cmd](a)
+    return {"run": cmd_run, "replay": cmd_replay, "minimize": cmd_minimize, "export": cmd_export,
+            "triage": cmd_triage}[a.cmd](a)
 
 
 if __name__ == "__main__":

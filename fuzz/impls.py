@@ -88,6 +88,7 @@ def resolve(name: str) -> Impl:
 
     def run(t: Tensors) -> None:
         fn(**t.op_kwargs())
+    run.settings = getattr(fn, "settings", None)  # triage: repro files record an adapter's settings
     return run
 
 

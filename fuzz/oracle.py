@@ -11,9 +11,12 @@ Checks, in order (the first that fails names the verdict's kind):
   mismatch                |out - (out0 + delta64)| > bound (the error model below)
   metamorphic             the same case under another kernel configuration, or with its tokens
                           permuted, disagrees by more than twice the bound
+  vacuous                 (checked before nonfinite) some routed pair is active (enabled slot, m > 0) yet
+                          not one element of `out` changed: the implementation did nothing at all
 A nonfinite or mismatch verdict is then diagnosed by re-running the case:
   oob-read                the output changes when only the inputs' guard margins change (NaN -> 3.0):
-                          the implementation reads outside its inputs
+                          the implementation reads outside its inputs; one margin at a time then names
+                          the input(s) read out of bounds
   uninit-read             the output changes when only the workspace's initial contents change: it
                           reads workspace it never wrote
 
@@ -55,7 +58,17 @@ TINY = {torch.float16: 2.0 ** -24, torch.bfloat16: 2.0 ** -133, torch.float32: 2
 NAIVE_LIMIT = 400_000  # multiply-adds up to which the naive loop reference also runs
 DIAGNOSE_MARGIN = 3.0  # finite guard contents for the diagnosis rerun (the first run has NaN)
 KINDS = ("reference-disagreement", "exception", "crash", "oob-write", "oob-read", "uninit-read",
-         "untouched-changed", "nonfinite", "mismatch", "metamorphic")
+         "untouched-changed", "nonfinite", "mismatch", "metamorphic", "vacuous")
+# Kind families: kinds that one cause can produce depending on the data are one family, so triage can
+# group them. A wrong row index gives oob-read when the bad row lies past the buffer and mismatch when it
+# lies inside; a missing launch gives vacuous or mismatch; a split-K race gives metamorphic or uninit-read.
+# All of them are "the values in out are wrong". A stray write, an exception and a crash are observed
+# differently and are never merged with wrong values (nor with each other); exceptions and crashes are
+# further split by their failure detail (exception type + first frame, or how the process died).
+FAMILIES = {"reference-disagreement": "reference", "exception": "exception", "crash": "crash",
+            "oob-write": "stray-write", "oob-read": "wrong-output", "uninit-read": "wrong-output",
+            "untouched-changed": "wrong-output", "nonfinite": "wrong-output", "mismatch": "wrong-output",
+            "metamorphic": "wrong-output", "vacuous": "wrong-output"}
 
 
 @dataclass(frozen=True)
@@ -68,18 +81,80 @@ class Verdict:
     worst: list = field(default_factory=list)  # up to 5 elements: index, got, expected, bound
     seconds: float = 0.0
     features: list = field(default_factory=list)  # data-dependent edges the case hit (fuzz.coverage)
+    failure: str = ""  # exception/crash detail in the signature: "TypeName@path:function" or how it died
+    impl_settings: dict | None = None  # the implementation's adapter settings, when it declares `settings`
 
     @property
     def failed(self) -> bool:
         return self.kind != "pass"
 
+    @property
+    def family(self) -> str:
+        return family(self.kind)
+
     def to_dict(self) -> dict:
         return asdict(self)
 
 
-def signature(kind: str, impl: str, case: Case) -> str:
-    """What "the same failure" means everywhere: kind, implementation and the case's coarse class."""
-    return f"{kind}|{impl}|{case.coarse_class}"
+def family(kind: str) -> str:
+    """The kind family ("wrong-output", "stray-write", "exception", "crash", "reference"); "" for pass."""
+    return FAMILIES.get(kind, "")
+
+
+def signature(kind: str, impl: str, case: Case, failure: str = "") -> str:
+    """A raw finding's signature: kind, the failure detail for exceptions and crashes (exception type and
+    first frame inside the implementation, or how the process died), implementation, and the case's
+    coarse class. The class stays here only as a discovery key: a campaign keeps one raw finding (and
+    repro file) per class, which gives triage distinct starting points; what identifies a failure is the
+    root cause (fuzz.triage), which keeps a class knob only where the minimiser shows it matters."""
+    detail = f"{failure}|" if failure else ""
+    return f"{kind}|{detail}{impl}|{case.coarse_class}"
+
+
+_HARNESS_DIRS = ("/fuzz/", "/reference/")  # our harness: never "the implementation"
+
+
+def _library_frame(filename: str) -> bool:
+    import sysconfig
+    if "site-packages" in filename or "dist-packages" in filename or filename.startswith("<"):
+        return True
+    stdlib = sysconfig.get_paths()["stdlib"]
+    return filename.startswith(stdlib)
+
+
+def _frame_name(filename: str, function: str) -> str:
+    """path:function, no line number (lines move with every edit) and no absolute prefix: a path inside
+    this repository is relative to its root, any other file is named by its base name."""
+    from pathlib import Path
+    root = str(Path(__file__).resolve().parents[1]) + "/"
+    path = filename[len(root):] if filename.startswith(root) else Path(filename).name
+    return f"{path}:{function}"
+
+
+def exception_failure(e: BaseException) -> str:
+    """"TypeName@frame": the exception's type and the innermost frame inside the implementation, i.e. the
+    innermost frame that is not the harness (fuzz/, reference/), the standard library or an installed
+    package such as torch or triton. For our kernels that is a frame in kernels/. Without such a frame,
+    the innermost frame of all."""
+    frames = traceback.extract_tb(e.__traceback__)
+    own = [f for f in frames if not _library_frame(f.filename)
+           and not any(d in f.filename.replace("\\", "/") for d in _HARNESS_DIRS)]
+    pick = own[-1] if own else (frames[-1] if frames else None)
+    where = _frame_name(pick.filename, pick.name) if pick else "?"
+    return f"{type(e).__qualname__}@{where}"
+
+
+def crash_failure(why: str) -> str:
+    """How a worker died, without addresses or timings: "exit-11", "hang", or the error type of a broken
+    process ("broke:RuntimeError")."""
+    import re
+    if "hang" in why:
+        return "hang"
+    m = re.search(r"exit code (-?\d+|None)", why)
+    if m:
+        return f"exit{m.group(1)}"
+    m = re.search(r"worker broke: ([A-Za-z_][\w.]*)", why)
+    return f"broke:{m.group(1)}" if m else "died"
 
 
 @dataclass
@@ -191,14 +266,21 @@ def _judge(case: Case, run: _Run, exp: _Expected) -> tuple[str, str, float, list
     ratio = torch.where(exp.touched, err / exp.bound, torch.zeros_like(err))
     nonfinite = exp.touched & ~torch.isfinite(got)
     bad = ratio > 1
+    # vacuous: active pairs exist, yet not one element of out changed (inputs hold no zeros, so a real
+    # delta always changes bits somewhere)
+    vacuous = exp.touched.any() & _same_bits(t.out, exp.out0).all()
     *flags, max_ratio = torch.stack([stray.double(), untouched_bad.any().double(), nonfinite.any().double(),
-                                     bad.any().double(), torch.nan_to_num(ratio, nan=math.inf).amax()]).tolist()
+                                     bad.any().double(), vacuous.double(),
+                                     torch.nan_to_num(ratio, nan=math.inf).amax()]).tolist()
     if flags[0]:
         return _oob_write(run)
     if flags[1]:
         ratio = untouched_bad.double() * math.inf
         return ("untouched-changed", f"{int(untouched_bad.sum())} elements outside the delta changed "
                 "(other columns, base-model or disabled pairs)", math.inf, _worst(got, exp, ratio))
+    if flags[4]:
+        return ("vacuous", f"the implementation changed no element of out although {int(exp.touched.sum())} "
+                "delta elements should change", max_ratio, _worst(got, exp, ratio))
     if flags[2]:
         return "nonfinite", f"{int(nonfinite.sum())} delta elements are NaN/Inf", math.inf, _worst(got, exp, ratio)
     if flags[3]:
@@ -237,11 +319,44 @@ def _diagnose(case: Case, impl: Impl, device, primary: _Run, exp: _Expected, kin
     """Tell an out-of-bounds read or a read of unwritten workspace from a plain wrong result."""
     finite_margins = _execute(case, impl, device, replace(fill, input_margin=DIAGNOSE_MARGIN))
     if _outputs_differ(primary, finite_margins, exp.bound):
-        return "oob-read", "output depends on the contents of the inputs' guard margins"
+        names = _read_out_of_bounds(case, impl, device, primary, exp, fill)
+        which = f" of {', '.join(names)}" if names else ""
+        return "oob-read", f"output depends on the contents of the guard margins{which}"
     zero_poison = _execute(case, impl, device, replace(fill, input_margin=DIAGNOSE_MARGIN, workspace_poison=0.0))
     if _outputs_differ(finite_margins, zero_poison, exp.bound):
         return "uninit-read", "output depends on the workspace's initial contents"
     return kind, ""
+
+
+def _perturbed(g) -> float | int:
+    """Another guard value for buffer `g`: finite for float inputs (their margins hold NaN), 0 for integer
+    buffers (a valid id or index, unlike the sentinel), 0.0 for written float buffers (sentinel -7.25)."""
+    if not g.base.is_floating_point():
+        return 0
+    return DIAGNOSE_MARGIN if g.is_input else 0.0
+
+
+def _read_out_of_bounds(case: Case, impl: Impl, device, primary: _Run, exp: _Expected, fill: Fill) -> list[str]:
+    """Names of the buffers whose guard margins the output depends on: every buffer's margin perturbed
+    alone would cost one run per buffer; halving the set of perturbed buffers finds one culprit in about
+    2*log2(buffers) runs (group testing), and every culprit when there are several."""
+    values = {g.name: _perturbed(g) for g in primary.t.guarded}
+
+    def depends(names: list[str]) -> bool:
+        run = _execute(case, impl, device, replace(fill, margins={n: values[n] for n in names}))
+        return _outputs_differ(primary, run, exp.bound)
+
+    def search(names: list[str], known: bool) -> list[str]:
+        if not (known or depends(names)):
+            return []
+        if len(names) == 1:
+            return names
+        half = len(names) // 2
+        left = search(names[:half], False)
+        return left + search(names[half:], not left)  # the culprit must be right if none was left
+
+    inputs = [n for n in values if next(g for g in primary.t.guarded if g.name == n).is_input]
+    return search(inputs, False) or search([n for n in values if n not in inputs], False)
 
 
 def _twin_cases(case: Case) -> list[Case]:
@@ -280,6 +395,19 @@ def _metamorphic(case: Case, impl_name: str, impl: Impl, device, primary: _Run, 
     return ""
 
 
+def _settings(obj) -> dict | None:
+    """An implementation's declared settings as plain JSON data (repro files record them)."""
+    import dataclasses
+    import json
+    if obj is None:
+        return None
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        obj = dataclasses.asdict(obj)
+    if not isinstance(obj, dict):
+        obj = {"repr": repr(obj)}
+    return json.loads(json.dumps(obj, default=repr))
+
+
 def check(case: Case, impl_name: str, device="cpu", *, metamorphic: bool = False, impl: Impl | None = None,
           guards: bool = True) -> Verdict:
     """Judge `impl_name` on `case`. Never raises for a failure of the implementation.
@@ -287,9 +415,11 @@ def check(case: Case, impl_name: str, device="cpu", *, metamorphic: bool = False
     start = time.perf_counter()
     impl = impl or resolve(impl_name)
 
-    def verdict(kind: str, message: str = "", ratio: float = 0.0, worst=()) -> Verdict:
-        return Verdict(kind, impl_name, signature(kind, impl_name, case) if kind != "pass" else "", message,
-                       ratio, list(worst), time.perf_counter() - start, edges)
+    settings = _settings(getattr(impl, "settings", None))  # adapters declare theirs (fuzz.adapters)
+
+    def verdict(kind: str, message: str = "", ratio: float = 0.0, worst=(), failure: str = "") -> Verdict:
+        return Verdict(kind, impl_name, signature(kind, impl_name, case, failure) if kind != "pass" else "",
+                       message, ratio, list(worst), time.perf_counter() - start, edges, failure, settings)
 
     fill = Fill(guards=guards)
     primary = _prepare(case, device, fill)
@@ -302,7 +432,8 @@ def check(case: Case, impl_name: str, device="cpu", *, metamorphic: bool = False
     if primary.error is not None:
         e = primary.error
         tb = traceback.extract_tb(e.__traceback__)[-1]
-        return verdict("exception", f"{type(e).__name__}: {e} (at {tb.filename}:{tb.lineno})")
+        return verdict("exception", f"{type(e).__name__}: {e} (at {tb.filename}:{tb.lineno})",
+                       failure=exception_failure(e))
     kind, message, ratio, worst = _judge(case, primary, exp)
     if kind in ("nonfinite", "mismatch"):
         kind, why = _diagnose(case, impl, device, primary, exp, kind, fill)

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from .case import CPU_SIZES, GPU_SIZES, Case, RandomSource, generate
 from .coverage import Coverage
-from .oracle import Verdict, signature
+from .oracle import Verdict, crash_failure, signature
 from .repro import Repro, environment, save, write_atomic
 
 CASE_TIMEOUT_S = {"cpu": 300.0, "cuda": 120.0}
@@ -38,6 +38,8 @@ class CampaignConfig:
     stop_after: int | None = None  # stop after this many distinct findings (benchmarks, quality tests)
     sanitize_every: int = 0  # GPU: replay every Nth case and every new finding under compute-sanitizer
     quiet: bool = False
+    triage_share: float | None = None  # triage (fuzz.triage): most of the budget spent minimising (None: 0.2)
+    triage_cap: float | None = None  # and seconds per finding (None: 30 on cpu, 20 on cuda)
 
     @property
     def sizes(self):
@@ -143,6 +145,8 @@ class Report:
     crashes: int = 0
     sanitizer: dict = field(default_factory=lambda: {"runs": 0, "errors": []})
     env: dict = field(default_factory=environment)  # read once: on a GPU it runs nvidia-smi
+    root_causes: list = field(default_factory=list)  # fuzz.triage fills these two
+    triage: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         c = self.cfg
@@ -151,6 +155,7 @@ class Report:
                 "shard": list(c.shard), "budget_s": c.budget, "elapsed_s": round(elapsed, 2),
                 "cases": self.cases, "cases_per_s": round(self.cases / max(elapsed, 1e-9), 3),
                 "kinds": dict(self.kinds), "distinct_findings": len(self.findings),
+                "root_causes": self.root_causes, "triage": self.triage,
                 "findings": list(self.findings.values()), "worker_restarts": self.crashes,
                 "sanitizer": self.sanitizer,
                 "coverage": self.coverage.to_dict(), "environment": self.env}
@@ -158,12 +163,15 @@ class Report:
 
 def crash_verdict(impl: str, case: Case, why: str) -> dict:
     """The verdict of a case that killed (or hung) its worker process."""
-    return Verdict("crash", impl, signature("crash", impl, case), why).to_dict()
+    failure = crash_failure(why)
+    return Verdict("crash", impl, signature("crash", impl, case, failure), why, failure=failure).to_dict()
 
 
 def run_campaign(cfg: CampaignConfig) -> Report:
     cfg.out.mkdir(parents=True, exist_ok=True)
     report = Report(cfg)
+    from .triage import CampaignTriage
+    triage = CampaignTriage(cfg)
     deadline = time.monotonic() + cfg.budget
     worker = Worker(cfg.device, cfg.impl)
     index = cfg.shard[0]
@@ -188,6 +196,8 @@ def run_campaign(cfg: CampaignConfig) -> Report:
             report.kinds[vd["kind"]] += 1
             report.coverage.add(case, vd.get("features", []))
             new = vd["kind"] != "pass" and _record(cfg, report, case, index, vd)
+            if new:  # triage: minimise, explain, group into root causes (fuzz.triage)
+                worker = triage.after_finding(report, case, vd, worker)
             if cfg.sanitize_every and (new or report.cases % cfg.sanitize_every == 0):
                 _sanitize(cfg, report, case, index, vd)
             index += cfg.shard[1]
@@ -199,6 +209,7 @@ def run_campaign(cfg: CampaignConfig) -> Report:
                 write_atomic(cfg.out / "report.json", json.dumps(report.to_dict(), indent=2) + "\n")
     finally:
         worker.close()
+    triage.finish(report)  # triage: final root causes and time shares
     write_atomic(cfg.out / "report.json", json.dumps(report.to_dict(), indent=2) + "\n")
     if not cfg.quiet:
         _progress(report, 0.0)
@@ -243,4 +254,5 @@ def _sanitize(cfg: CampaignConfig, report: Report, case: Case, index: int, vd: d
 def _progress(report: Report, left: float) -> None:
     elapsed = time.time() - report.started
     print(f"[{elapsed:7.1f}s] cases {report.cases} ({report.cases / max(elapsed, 1e-9):.2f}/s) "
-          f"findings {len(report.findings)} | {max(left, 0):.0f}s left", file=sys.stderr, flush=True)
+          f"findings {len(report.findings)} root causes {len(report.root_causes)} | {max(left, 0):.0f}s left",
+          file=sys.stderr, flush=True)

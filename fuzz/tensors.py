@@ -34,6 +34,8 @@ class Fill:
     # False: the implementation gets every buffer as its own exact-size allocation instead of a view into
     # the guarded arena, so that compute-sanitizer sees an out-of-bounds access that a guard band would absorb
     guards: bool = True
+    # per-buffer guard values by name, overriding the above (triage: which input is read out of bounds)
+    margins: dict = field(default_factory=dict)
 
 
 @dataclass
@@ -189,6 +191,7 @@ class _Allocator:
         margin = -(-(inner * max(2, self.case.top_k) + 64) // 64) * 64
         if guard_value is None:
             guard_value = self.fill.input_margin if data.is_floating_point() else INT_SENTINEL
+        guard_value = self.fill.margins.get(name, guard_value)  # triage: one buffer's margin perturbed
         base = torch.full((margin + inner + margin,), guard_value, dtype=data.dtype)
         view = base[margin + shift: margin + shift + math.prod(padded)].view(padded)
         if pad:
