@@ -176,20 +176,37 @@ def _dropped(start: Case, end: Case) -> list:
     return dropped_class_knobs(start, end)
 
 
+def _targets(cause: dict) -> dict:
+    """The cause's essential knobs (not the data seed) and the values that made its failure disappear."""
+    return {n: tuple(v) if isinstance(v, list) else v  # a JSON round trip turned `disabled` into a list
+            for n, v in cause["flip_to"].items() if n not in DATA_KNOBS}
+
+
+def _applicable(case: Case, cause: dict) -> bool:
+    """A case that already has one of the cause's disappearing values cannot be that cause; a cause with
+    no essential knob explains nothing (it would swallow every other bug)."""
+    values, targets = knob_values(case), _targets(cause)
+    return bool(targets) and all(values[n] != v for n, v in targets.items())
+
+
+def _without(case: Case, causes: list[dict], interpreter: bool) -> Case | None:
+    """The case with every essential knob of `causes` set to its disappearing value (None if invalid)."""
+    for cause in causes:
+        for name, target in _targets(cause).items():
+            case = with_knob(case, name, target)
+    try:
+        return case.validate(interpreter)
+    except ValueError:
+        return None
+
+
 def explained_by(case: Case, judge: Judge, cause: dict, interpreter: bool) -> bool:
     """Whether `case` fails because of `cause` (a root-cause info dict): setting each of the cause's
-    essential knobs to the value that made the cause's failure disappear also makes this case's failure
-    disappear. A case that already has one of those values cannot be that cause; a cause with no
-    essential knob explains nothing (it would swallow every other bug)."""
-    targets = {n: v for n, v in cause["flip_to"].items() if n not in DATA_KNOBS}
-    if not targets:
+    essential knobs, one at a time, to the value that made the cause's failure disappear also makes this
+    case's failure disappear."""
+    if not _applicable(case, cause):
         return False
-    values = knob_values(case)
-    for name, target in targets.items():
-        if isinstance(target, list):
-            target = tuple(target)  # a JSON round trip turned `disabled` into a list
-        if values[name] == target:
-            return False
+    for name, target in _targets(cause).items():
         changed = with_knob(case, name, target)
         try:
             changed.validate(interpreter)
@@ -198,6 +215,24 @@ def explained_by(case: Case, judge: Judge, cause: dict, interpreter: bool) -> bo
         if same_failure(cause["verdict"], judge(changed)):
             return False
     return True
+
+
+def explained_by_several(case: Case, judge: Judge, causes: list[dict], interpreter: bool) -> list[dict]:
+    """A case that shows two known causes at once survives every single cause's flips. It is explained by
+    a set of causes when removing all of theirs makes the failure disappear and removing all but any one
+    of them does not (each is needed). Returns that set, or [] when there is none."""
+    usable = [c for c in causes if _applicable(case, c)]
+    if len(usable) < 2:
+        return []
+    cleared = _without(case, usable, interpreter)
+    if cleared is None or same_failure(usable[0]["verdict"], judge(cleared)):
+        return []
+    needed = []
+    for i, cause in enumerate(usable):
+        others = _without(case, usable[:i] + usable[i + 1:], interpreter)
+        if others is not None and same_failure(cause["verdict"], judge(others)):
+            needed.append(cause)
+    return needed if len(needed) >= 2 else []
 
 
 # ---- grouping -----------------------------------------------------------------------------------------
@@ -223,6 +258,9 @@ def group_findings(findings: list[dict], impl: str = "") -> list[dict]:
         key = info["key"] if info else f"untriaged|{f['signature']}"
         summary = {"signature": f["signature"], "kind": f["kind"], "count": f.get("count", 1), "repro": f["repro"],
                    "via": info["via"] if info else "not triaged"}
+        for also in (info or {}).get("also", []):  # a finding showing several known causes counts in each
+            if also in causes:
+                causes[also]["findings"].append(summary)
         if key not in causes:
             if info:
                 causes[key] = {"signature": key, "kind": info["kind"], "family": info["family"],
@@ -292,6 +330,14 @@ class Triager:
                 self.attached += 1
                 finding["triage"] = dict(cause, via=f"explained by {cause['minimal_repro']}")
                 return finding["triage"]
+        same = [c for c in self.causes if c["family"] == family(vd["kind"]) and c["failure"] == vd.get("failure", "")]
+        several = explained_by_several(case, judge, same, interpreter)
+        if several:
+            self.attached += 1
+            finding["triage"] = dict(several[0], via="explained by several causes: " +
+                                     ", ".join(c["minimal_repro"] for c in several),
+                                     also=[c["key"] for c in several[1:]])
+            return finding["triage"]
         left = min(budget - (time.monotonic() - start), budget if minimise_budget is None else minimise_budget)
         if left < MIN_TRIAGE_S:
             finding["triage"], finding["triage_note"] = None, "not triaged: triage budget spent"
