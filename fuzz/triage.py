@@ -220,10 +220,9 @@ def explained_by(case: Case, judge: Judge, cause: dict, interpreter: bool) -> bo
 def explained_by_several(case: Case, judge: Judge, causes: list[dict], interpreter: bool) -> list[dict]:
     """A case that shows two known causes at once survives every single cause's flips. It is explained by
     a set of causes when removing all of theirs makes the failure disappear and removing all but any one
-    of them does not (each is needed). Returns that set, or [] when there is none."""
+    of them does not (each is needed). Returns that set, or [] when there is none. 1 + len(causes) runs,
+    fewer than trying each cause alone first when several apply."""
     usable = [c for c in causes if _applicable(case, c)]
-    if len(usable) < 2:
-        return []
     cleared = _without(case, usable, interpreter)
     if cleared is None or same_failure(usable[0]["verdict"], judge(cleared)):
         return []
@@ -232,7 +231,7 @@ def explained_by_several(case: Case, judge: Judge, causes: list[dict], interpret
         others = _without(case, usable[:i] + usable[i + 1:], interpreter)
         if others is not None and same_failure(cause["verdict"], judge(others)):
             needed.append(cause)
-    return needed if len(needed) >= 2 else []
+    return needed
 
 
 # ---- grouping -----------------------------------------------------------------------------------------
@@ -324,19 +323,15 @@ class Triager:
         small to minimise it: finding["triage_note"] says which)."""
         interpreter = self.device == "cpu"
         start = time.monotonic()
-        for cause in self.causes:
-            if (cause["family"] == family(vd["kind"]) and cause["failure"] == vd.get("failure", "")
-                    and explained_by(case, judge, cause, interpreter)):
-                self.attached += 1
-                finding["triage"] = dict(cause, via=f"explained by {cause['minimal_repro']}")
-                return finding["triage"]
         same = [c for c in self.causes if c["family"] == family(vd["kind"]) and c["failure"] == vd.get("failure", "")]
-        several = explained_by_several(case, judge, same, interpreter)
+        usable = [c for c in same if _applicable(case, c)]
+        several = explained_by_several(case, judge, usable, interpreter) if len(usable) > 1 else usable
+        if len(several) == 1 and not explained_by(case, judge, several[0], interpreter):
+            several = []
         if several:
             self.attached += 1
-            finding["triage"] = dict(several[0], via="explained by several causes: " +
-                                     ", ".join(c["minimal_repro"] for c in several),
-                                     also=[c["key"] for c in several[1:]])
+            via = "explained by " + " and ".join(c["minimal_repro"] for c in several)
+            finding["triage"] = dict(several[0], via=via, also=[c["key"] for c in several[1:]])
             return finding["triage"]
         left = min(budget - (time.monotonic() - start), budget if minimise_budget is None else minimise_budget)
         if left < MIN_TRIAGE_S:
