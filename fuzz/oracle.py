@@ -41,6 +41,7 @@ import math
 import time
 import traceback
 from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
 
 import torch
 
@@ -111,7 +112,8 @@ def signature(kind: str, impl: str, case: Case, failure: str = "") -> str:
     return f"{kind}|{detail}{impl}|{case.coarse_class}"
 
 
-_HARNESS_DIRS = ("/fuzz/", "/reference/")  # our harness: never "the implementation"
+_REPO = str(Path(__file__).resolve().parents[1])
+_HARNESS_DIRS = tuple(f"{_REPO}/{d}/" for d in ("fuzz", "reference"))  # our harness: never "the implementation"
 
 
 def _library_frame(filename: str) -> bool:
@@ -125,8 +127,7 @@ def _library_frame(filename: str) -> bool:
 def _frame_name(filename: str, function: str) -> str:
     """path:function, no line number (lines move with every edit) and no absolute prefix: a path inside
     this repository is relative to its root, any other file is named by its base name."""
-    from pathlib import Path
-    root = str(Path(__file__).resolve().parents[1]) + "/"
+    root = _REPO + "/"
     path = filename[len(root):] if filename.startswith(root) else Path(filename).name
     return f"{path}:{function}"
 
@@ -137,8 +138,7 @@ def exception_failure(e: BaseException) -> str:
     package such as torch or triton. For our kernels that is a frame in kernels/. Without such a frame,
     the innermost frame of all."""
     frames = traceback.extract_tb(e.__traceback__)
-    own = [f for f in frames if not _library_frame(f.filename)
-           and not any(d in f.filename.replace("\\", "/") for d in _HARNESS_DIRS)]
+    own = [f for f in frames if not _library_frame(f.filename) and not f.filename.startswith(_HARNESS_DIRS)]
     pick = own[-1] if own else (frames[-1] if frames else None)
     where = _frame_name(pick.filename, pick.name) if pick else "?"
     return f"{type(e).__qualname__}@{where}"

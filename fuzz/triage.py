@@ -269,7 +269,8 @@ def group_findings(findings: list[dict], impl: str = "") -> list[dict]:
                                "impl": info.get("impl", impl), "triaged": True, "findings": []}
             else:
                 causes[key] = {"signature": key, "kind": f["kind"], "family": family(f["kind"]),
-                               "failure": "", "trigger": "not triaged (budget spent): run python -m fuzz triage DIR",
+                               "failure": "", "trigger": (f.get("triage_note") or "not triaged") +
+                               " (python -m fuzz triage DIR tries again)",
                                "essential": {}, "disappears_with": [], "minimal_repro": f["repro"],
                                "minimal_case": "", "impl": impl, "triaged": False, "findings": []}
         causes[key]["findings"].append(summary)
