@@ -385,7 +385,10 @@ class CampaignTriage:
                 self.triager.triage(finding, case, vd, judge, left, MINIMISE_SHARE_OF_LEFT * left)
             else:
                 finding["triage"], finding["triage_note"] = None, "not triaged: triage budget spent"
-            self.untriaged += finding.get("triage_note", "").startswith("not triaged")
+            if finding.get("triage_note", "").startswith("not triaged"):
+                self.untriaged += 1
+                if left_campaign < min(self.cap, self.share * cfg.budget - self.spent):
+                    finding["triage_note"] = "not triaged: found as the campaign's budget ran out"
         finally:
             self.spent += time.monotonic() - start
             self.finish(report)

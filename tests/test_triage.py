@@ -247,3 +247,23 @@ def test_minimize_re_judges_an_edited_file_with_another_impl(tmp_path):
     assert "dropped from the old signature: dtype: 'float16' -> 'float32'; layout: 'per_routed' -> 'per_token'" \
         in res.stdout
     assert load(tmp_path / "min.json").case.m == 1
+
+
+def test_verdicts_record_the_implementations_settings(device):
+    from tests.example_impl import torch_moe_lora
+
+    def configured(t):
+        torch_moe_lora(**t.op_kwargs())
+    configured.settings = {"block_size_m": 16, "dtype": torch.float32}
+    v = check(BASE.replace(slotting="no_base"), "configured", device, impl=configured)
+    assert v.kind == "pass" and v.impl_settings == {"block_size_m": 16, "dtype": "torch.float32"}
+    assert check(BASE, "plain", device, impl=lambda t: torch_moe_lora(**t.op_kwargs())).impl_settings is None
+
+
+@pytest.mark.parametrize("args, match", [
+    (("--triage-share", "1.5"), "--triage-share: must lie in [0, 1]"),
+    (("--triage-cap", "0"), "--triage-cap: must be > 0 seconds"),
+])
+def test_triage_flags_usage_errors(tmp_path, args, match):
+    proc = _cli("run", "--device", "cpu", "--out", str(tmp_path / "o"), *args)
+    assert proc.returncode == 2 and proc.stderr.strip() == f"error: {match}", proc.stderr[-2000:]
