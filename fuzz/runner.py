@@ -38,7 +38,7 @@ class CampaignConfig:
     stop_after: int | None = None  # stop after this many distinct findings (benchmarks, quality tests)
     sanitize_every: int = 0  # GPU: replay every Nth case and every new finding under compute-sanitizer
     quiet: bool = False
-    triage_share: float | None = None  # triage (fuzz.triage): most of the budget spent minimising (None: 0.2)
+    triage_share: float | None = None  # triage (fuzz.triage): share of the budget (None: 0.2; 0 with stop_after)
     triage_cap: float | None = None  # and seconds per finding (None: 30 on cpu, 20 on cuda)
 
     @property

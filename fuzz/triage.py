@@ -361,9 +361,10 @@ class CampaignTriage:
 
     def __init__(self, cfg):
         self.cfg = cfg
-        self.share = TRIAGE_SHARE if getattr(cfg, "triage_share", None) is None else cfg.triage_share
-        cap = getattr(cfg, "triage_cap", None)
-        self.cap = TRIAGE_CAP_S[cfg.device] if cap is None else cap
+        self.share = cfg.triage_share
+        if self.share is None:  # a campaign that stops after N findings (benchmarks, quality tests) wants the
+            self.share = 0.0 if cfg.stop_after is not None else TRIAGE_SHARE  # findings fast, not their triage
+        self.cap = TRIAGE_CAP_S[cfg.device] if cfg.triage_cap is None else cfg.triage_cap
         self.spent = 0.0
         self.untriaged = 0
         self.triager: Triager | None = None
