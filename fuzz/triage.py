@@ -177,9 +177,13 @@ def _dropped(start: Case, end: Case) -> list:
 
 
 def _targets(cause: dict) -> dict:
-    """The cause's essential knobs (not the data seed) and the values that made its failure disappear."""
+    """The cause's essential knobs and the values that made its failure disappear, less those a root key
+    ignores (the data seed; a block size whose related size is essential: another case of the same cause
+    may cross that threshold with another block size)."""
+    names = set(cause["flip_to"])
+    thresholds = {block for size, block in RELATIONS if size in names}
     return {n: tuple(v) if isinstance(v, list) else v  # a JSON round trip turned `disabled` into a list
-            for n, v in cause["flip_to"].items() if n not in DATA_KNOBS}
+            for n, v in cause["flip_to"].items() if n not in DATA_KNOBS and n not in thresholds}
 
 
 def _applicable(case: Case, cause: dict) -> bool:
