@@ -355,8 +355,10 @@ def _read_out_of_bounds(case: Case, impl: Impl, device, primary: _Run, exp: _Exp
         left = search(names[:half], False)
         return left + search(names[half:], not left)  # the culprit must be right if none was left
 
-    inputs = [n for n in values if next(g for g in primary.t.guarded if g.name == n).is_input]
-    return search(inputs, False) or search([n for n in values if n not in inputs], False)
+    # the diagnosis changed only the float inputs' margins, so the culprits are among them; the others
+    # (integer inputs, written buffers) are searched only if interactions hide every float one
+    floats = [g.name for g in primary.t.guarded if g.is_input and g.base.is_floating_point()]
+    return search(floats, True) or search([n for n in values if n not in floats], False)
 
 
 def _twin_cases(case: Case) -> list[Case]:

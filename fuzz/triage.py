@@ -100,11 +100,18 @@ class Triaged:
     tries: int
     seconds: float
     dropped: list  # old-signature (class) knobs the minimiser dropped
+    explained: bool = True  # every single-knob change was tried (else the budget ran out first)
 
     def key(self, impl: str) -> str:
+        if not self.explained:  # essential knobs unknown: a root cause of its own, never merged
+            return f"{family(self.verdict['kind'])}|{self.verdict.get('failure', '')}|{impl}|" \
+                   f"not explained: {describe(self.minimal)}"
         return root_key(impl, family(self.verdict["kind"]), self.verdict.get("failure", ""), self.essential)
 
     def trigger(self) -> str:
+        if not self.explained:
+            return (f"{self.verdict['kind']}: smallest case reached {describe(self.minimal)}; not explained "
+                    "(the triage budget ran out first)")
         return trigger_line(self.verdict, self.essential, self.disappears_with, self.one_minimal)
 
 
@@ -151,11 +158,13 @@ def triage_case(case: Case, judge: Judge, target: dict, *, budget: float, interp
     res = minimize(case, still_fails, budget=budget * (1 - DIFF_RESERVE), interpreter=interpreter,
                    progress=progress)
     disappears, persists, essential, targets = [], [], {}, {}
+    explained = True
     values = knob_values(res.case)
     for name, target_value, label, changed in flips(res.case):
         outcome = res.outcomes.get(changed, "untried")
         if outcome == "untried":
             if time.monotonic() - start > budget:
+                explained = False
                 continue
             try:
                 changed.validate(interpreter)
@@ -168,7 +177,7 @@ def triage_case(case: Case, judge: Judge, target: dict, *, budget: float, interp
         if not outcome and name in values:
             essential[name], targets[name] = values[name], target_value
     return Triaged(res.case, verdicts[res.case], essential, targets, disappears, persists, res.one_minimal,
-                   res.tries, time.monotonic() - start, _dropped(case, res.case))
+                   res.tries, time.monotonic() - start, _dropped(case, res.case), explained)
 
 
 def _dropped(start: Case, end: Case) -> list:
@@ -297,17 +306,13 @@ class WorkerJudge:
     """Judges cases on a campaign worker (fuzz.runner.Worker); a case that kills it is a crash verdict and
     the worker is restarted. `worker` is the live one afterwards."""
 
-    def __init__(self, worker, device: str, impl: str, *, metamorphic: bool = False, deadline: float | None = None):
-        self.worker, self.device, self.impl = worker, device, impl
-        self.metamorphic, self.deadline = metamorphic, deadline
+    def __init__(self, worker, device: str, impl: str, *, metamorphic: bool = False):
+        self.worker, self.device, self.impl, self.metamorphic = worker, device, impl, metamorphic
 
     def __call__(self, case: Case) -> dict:
         from .runner import CASE_TIMEOUT_S, Worker, WorkerDied, crash_verdict
-        timeout = CASE_TIMEOUT_S[self.device]
-        if self.deadline is not None:
-            timeout = max(5.0, min(timeout, self.deadline - time.monotonic() + 5.0))
-        try:
-            return self.worker.run(case, self.metamorphic, timeout)
+        try:  # the full case timeout: a triage case that runs out of it is a hang, not a budget matter
+            return self.worker.run(case, self.metamorphic, CASE_TIMEOUT_S[self.device])
         except WorkerDied as e:
             self.worker.close()
             self.worker = Worker(self.device, self.impl)
@@ -355,7 +360,7 @@ class Triager:
         save(Repro(tri.minimal, self.impl, self.device, Verdict(**tri.verdict), self.env), path)
         info = _info(tri, self.impl, str(path))
         finding["triage"] = info
-        if all(c["key"] != info["key"] for c in self.causes):
+        if tri.explained and all(c["key"] != info["key"] for c in self.causes):
             self.causes.append(info)
         return info
 
@@ -383,8 +388,7 @@ class CampaignTriage:
         left_campaign = cfg.budget - (time.time() - report.started)
         left = min(self.cap, self.share * cfg.budget - self.spent, left_campaign)
         start = time.monotonic()
-        judge = WorkerJudge(worker, cfg.device, cfg.impl, metamorphic=vd["kind"] == "metamorphic",
-                            deadline=start + max(left, 0.0))
+        judge = WorkerJudge(worker, cfg.device, cfg.impl, metamorphic=vd["kind"] == "metamorphic")
         try:
             if left > 0:
                 self.triager.triage(finding, case, vd, judge, left, MINIMISE_SHARE_OF_LEFT * left)
