@@ -267,3 +267,13 @@ def test_verdicts_record_the_implementations_settings(device):
 def test_triage_flags_usage_errors(tmp_path, args, match):
     proc = _cli("run", "--device", "cpu", "--out", str(tmp_path / "o"), *args)
     assert proc.returncode == 2 and proc.stderr.strip() == f"error: {match}", proc.stderr[-2000:]
+
+
+def test_a_finding_the_budget_could_not_explain_is_never_merged():
+    from fuzz.triage import triage_case
+    judge = _fake_judge([ROUTED_TWICE])
+    vd = judge(STARTS[0])
+    tri = triage_case(STARTS[0], judge, vd, budget=0.0, interpreter=True)
+    assert not tri.explained and not tri.one_minimal and tri.essential == {}
+    assert "not explained" in tri.key("fake") and "not explained" in tri.trigger()
+    assert tri.key("fake") != root_key("fake", "wrong-output", "", {})  # not "fails on the simplest case"
