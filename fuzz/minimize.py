@@ -148,7 +148,10 @@ def candidates(c: Case) -> Iterator[Case]:
 
 
 def minimize(case: Case, still_fails: Callable[[Case], bool], *, budget: float = 60.0, interpreter: bool = False,
-             progress: Callable[[str], None] | None = None) -> MinimizeResult:
+             progress: Callable[[str], None] | None = None,
+             known: Callable[[Case], bool] | None = None) -> MinimizeResult:
+    """`known(case)`: stop as soon as the walk reaches a case already known to be minimal (triage: another
+    finding's minimal case); the result is then reported 1-minimal, as that case was shown to be."""
     start = time.monotonic()
     steps = tries = 0
     current = case
@@ -175,6 +178,8 @@ def minimize(case: Case, still_fails: Callable[[Case], bool], *, budget: float =
                 current, steps, improved = cand, steps + 1, True
                 if progress:
                     progress(f"[{time.monotonic() - start:5.1f}s] step {steps} (try {tries}): {describe(current)}")
+                if known is not None and known(current):
+                    return result(True)
                 break
         if not improved:
             return result(True)

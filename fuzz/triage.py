@@ -140,9 +140,10 @@ def trigger_line(vd: dict, essential: dict, disappears: list, one_minimal: bool 
 
 
 def triage_case(case: Case, judge: Judge, target: dict, *, budget: float, interpreter: bool,
-                progress: Callable[[str], None] | None = None) -> Triaged | None:
+                progress: Callable[[str], None] | None = None, known: dict | None = None) -> Triaged | None:
     """Minimise `case` while it fails like `target`, then explain the minimal case. None when the case does
-    not fail that way when judged again (a flaky finding)."""
+    not fail that way when judged again (a flaky finding). `known`: minimal case -> its Triaged, from
+    earlier findings: reaching one ends the walk and reuses its explanation."""
     start = time.monotonic()
     verdicts: dict = {}
 
@@ -155,8 +156,14 @@ def triage_case(case: Case, judge: Judge, target: dict, *, budget: float, interp
 
     if not still_fails(case):
         return None
+    known = known or {}
     res = minimize(case, still_fails, budget=budget * (1 - DIFF_RESERVE), interpreter=interpreter,
-                   progress=progress)
+                   progress=progress, known=lambda c: c in known)
+    if res.case in known:
+        old = known[res.case]
+        return Triaged(res.case, verdicts[res.case], old.essential, old.flip_to, old.disappears_with,
+                       old.persists_with, old.one_minimal, res.tries, time.monotonic() - start,
+                       _dropped(case, res.case), old.explained)
     disappears, persists, essential, targets = [], [], {}, {}
     explained = True
     values = knob_values(res.case)
@@ -325,6 +332,7 @@ class Triager:
     def __init__(self, impl: str, device: str, out: Path, environment: dict):
         self.impl, self.device, self.out, self.env = impl, device, out, environment
         self.causes: list[dict] = []  # info dicts of minimised findings that opened a root cause
+        self.known: dict = {}  # minimal case -> Triaged of every explained minimisation
         self.minimised = self.attached = self.flaky = 0
 
     def triage(self, finding: dict, case: Case, vd: dict, judge: Judge, budget: float,
@@ -347,7 +355,7 @@ class Triager:
         if left < MIN_TRIAGE_S:
             finding["triage"], finding["triage_note"] = None, "not triaged: triage budget spent"
             return None
-        tri = triage_case(case, judge, vd, budget=left, interpreter=interpreter)
+        tri = triage_case(case, judge, vd, budget=left, interpreter=interpreter, known=self.known)
         if tri is None:
             self.flaky += 1
             finding["triage"] = None
@@ -360,6 +368,8 @@ class Triager:
         save(Repro(tri.minimal, self.impl, self.device, Verdict(**tri.verdict), self.env), path)
         info = _info(tri, self.impl, str(path))
         finding["triage"] = info
+        if tri.explained:
+            self.known.setdefault(tri.minimal, tri)
         if tri.explained and all(c["key"] != info["key"] for c in self.causes):
             self.causes.append(info)
         return info
