@@ -96,13 +96,13 @@ def cmd_run(a) -> int:
         _fail("--sanitize-every: must be >= 0")
     if a.out.exists() and not a.out.is_dir():
         _fail(f"--out {a.out}: exists and is not a directory")
-    device = _device(a.device)
-    if a.sanitize_every and device != "cuda":
-        _fail("--sanitize-every: needs --device cuda (compute-sanitizer checks GPU memory accesses)")
     if a.triage_share is not None and not 0 <= a.triage_share <= 1:
         _fail("--triage-share: must lie in [0, 1]")
     if a.triage_cap is not None and a.triage_cap <= 0:
         _fail("--triage-cap: must be > 0 seconds")
+    device = _device(a.device)
+    if a.sanitize_every and device != "cuda":
+        _fail("--sanitize-every: needs --device cuda (compute-sanitizer checks GPU memory accesses)")
     from .runner import CampaignConfig, run_campaign
     cfg = CampaignConfig(impl=a.impl, device=device, budget=a.budget, max_cases=a.max_cases, seed=a.seed,
                          out=a.out, profile=a.profile, shard=shard, sanitize_every=a.sanitize_every,
