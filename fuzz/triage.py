@@ -435,6 +435,12 @@ def _repro_path(raw: str, directory: Path) -> Path:
     return p if p.is_file() else directory / p.name
 
 
+def _settled(finding: dict) -> bool:
+    """Triaged and explained: offline triage leaves it alone (the rest are triaged again)."""
+    info = finding.get("triage")
+    return bool(info) and "|not explained: " not in info["key"]
+
+
 def triage_dirs(dirs: list[Path], *, device: str | None = None, cap: float | None = None,
                 progress: Callable[[str], None] | None = None) -> tuple[list[dict], list[dict]]:
     """Triage every finding of the finished campaigns in `dirs` that has no triage yet (minimal repro files
@@ -452,15 +458,14 @@ def triage_dirs(dirs: list[Path], *, device: str | None = None, cap: float | Non
         if not isinstance(reports[-1].get("findings"), list):
             raise TriageError(f"{path}: not a campaign report (no findings list)")
     for d, report in zip(dirs, reports, strict=True):
-        todo = [f for f in report["findings"] if not f.get("triage")]
+        todo = [f for f in report["findings"] if not _settled(f)]
         if not todo:
             continue
         dev = device or report.get("device", "cpu")
         from .runner import Worker
         triager = Triager(report["impl"], dev, Path(d), report.get("environment", {}))
         # causes already found in this report are known causes for the rest
-        triager.causes = [f["triage"] for f in report["findings"] if f.get("triage")
-                          and f["triage"].get("via") == "minimised"]
+        triager.causes = [f["triage"] for f in report["findings"] if _settled(f) and f["triage"]["via"] == "minimised"]
         judge = WorkerJudge(Worker(dev, report["impl"]), dev, report["impl"])
         try:
             for f in todo:
