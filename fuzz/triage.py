@@ -403,7 +403,9 @@ class CampaignTriage:
             if left > 0:
                 self.triager.triage(finding, case, vd, judge, left, MINIMISE_SHARE_OF_LEFT * left)
             else:
-                finding["triage"], finding["triage_note"] = None, "not triaged: triage budget spent"
+                finding["triage"] = None
+                why = "triage is off" if self.share == 0 else "triage budget spent"
+                finding["triage_note"] = f"not triaged: {why}"
             if finding.get("triage_note", "").startswith("not triaged"):
                 self.untriaged += 1
                 if left_campaign < min(self.cap, self.share * cfg.budget - self.spent):
