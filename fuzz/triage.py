@@ -72,13 +72,17 @@ def root_key(impl: str, fam: str, failure: str, essential) -> str:
 
 def flips(case: Case) -> list[tuple[str, object, str, Case]]:
     """(knob, value it is set to, label, changed case) for every single-knob change of the differential:
-    each knob that is not at its simplest value back to it, the other layout, and the hooks (knob = label)."""
+    each knob that is not at its simplest value back to it, the other layout, mul_routed_weight on, and the
+    hooks (knob = label)."""
     out = []
     for name, value in knob_values(case).items():
         if value != SIMPLEST[name]:
             out.append((name, SIMPLEST[name], f"{name}={SIMPLEST[name]!r}", with_knob(case, name, SIMPLEST[name])))
     if case.layout == LAYOUTS[0]:
         out.append(("layout", LAYOUTS[1], f"layout={LAYOUTS[1]!r}", case.replace(layout=LAYOUTS[1])))
+    if not case.mul_routed_weight:  # both values of the flag: a row index chosen by the flag instead of the
+        # layout fails as (mrw, per_token) and as (no mrw, per_routed); both then need {layout, mrw}
+        out.append(("mul_routed_weight", True, "mul_routed_weight=True", case.replace(mul_routed_weight=True)))
     for label, hook in DIFFERENTIAL_HOOKS:
         changed = hook(case)
         if changed is not None:
@@ -341,6 +345,7 @@ class Triager:
         small to minimise it: finding["triage_note"] says which)."""
         interpreter = self.device == "cpu"
         start = time.monotonic()
+        finding.pop("triage_note", None)
         same = [c for c in self.causes if c["family"] == family(vd["kind"]) and c["failure"] == vd.get("failure", "")]
         usable = [c for c in same if _applicable(case, c)]
         several = explained_by_several(case, judge, usable, interpreter) if len(usable) > 1 else usable

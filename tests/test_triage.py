@@ -277,3 +277,21 @@ def test_a_finding_the_budget_could_not_explain_is_never_merged():
     assert not tri.explained and not tri.one_minimal and tri.essential == {}
     assert "not explained" in tri.key("fake") and "not explained" in tri.trigger()
     assert tri.key("fake") != root_key("fake", "wrong-output", "", {})  # not "fails on the simplest case"
+
+
+def test_one_defect_with_two_symptoms_is_one_root_cause(tmp_path):
+    """topk-row-index picks the row by mul_routed_weight instead of the layout: it fails as (mrw, per_token)
+    and as (no mrw, per_routed). Both minimal cases need the same knobs {top_k, layout, mrw}: one cause."""
+    row_by_flag = lambda c: c.top_k > 1 and c.mul_routed_weight == (c.layout == "per_token")  # noqa: E731
+    judge = _fake_judge([row_by_flag])
+    triager = Triager("fake", "cpu", tmp_path, {})
+    findings = []
+    for i, case in enumerate([BASE.replace(mul_routed_weight=True, dtype="float16"),
+                              BASE.replace(layout="per_routed", strided=True, top_k=3)]):
+        vd = judge(case)
+        f = {"signature": f"s{i}", "kind": vd["kind"], "count": 1, "repro": str(tmp_path / f"repro-{i:03d}-x.json")}
+        triager.triage(f, case, vd, judge, budget=30.0)
+        findings.append(f)
+    causes = group_findings(findings, "fake")
+    assert len(causes) == 1, [c["trigger"] for c in causes]
+    assert {f["triage"]["essential"]["layout"] for f in findings} == {"per_token", "per_routed"}
