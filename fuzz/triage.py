@@ -480,6 +480,7 @@ def triage_dirs(dirs: list[Path], *, device: str | None = None, cap: float | Non
                     repro = load(_repro_path(f["repro"], Path(d)))
                 except ReproError as e:
                     raise TriageError(str(e)) from None
+                judge.metamorphic = f["kind"] == "metamorphic"  # the twins are what found it
                 vd = judge(repro.case)  # judged again: the file may be edited, the implementation changed
                 if not family(vd["kind"]):
                     f["triage"], f["triage_note"] = None, "passes when judged again"
