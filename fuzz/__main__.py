@@ -1,4 +1,4 @@
-"""CLI: python -m fuzz {run,list,replay,minimize,export}.
+"""CLI: python -m fuzz {run,list,replay,minimize,triage,export,merge}.
 
 Exit 0 clean, 1 findings (or failing), 2 usage or environment error (one `error:` line), 130/143 interrupted
 by SIGINT/SIGTERM. Paths are made absolute as they are parsed. Replay and minimise run only our own code
@@ -131,6 +131,11 @@ def add_run_args(r: argparse.ArgumentParser) -> None:
     r.add_argument("--shard", default="0/1", help="i/n: run the i-th of n disjoint parts of the case stream")
     r.add_argument("--sanitize-every", type=int, default=0, metavar="N",
                    help="GPU: also replay every Nth case and every new finding under compute-sanitizer")
+    r.add_argument("--triage-share", type=float, default=None, metavar="F",
+                   help="most of the budget spent minimising and grouping findings (fuzz.triage; default 0.2, "
+                        "0 with --stop-after style runs; 0 turns triage off)")
+    r.add_argument("--triage-cap", type=float, default=None, metavar="SECONDS",
+                   help="most seconds of triage per finding (default 30 on cpu, 20 on cuda)")
     r.add_argument("--probe-contract", action="store_true",
                    help="draw cases just outside the implementation's declared capabilities and expect clean "
                         "refusals (ValueError/TypeError/NotImplementedError before writing): verdict `refused`; "
@@ -141,6 +146,10 @@ def add_run_args(r: argparse.ArgumentParser) -> None:
 
 def cmd_run(a) -> int:
     _positive("--budget", a.budget)
+    if a.triage_share is not None and not 0 <= a.triage_share <= 1:
+        _fail(f"--triage-share: must lie in [0, 1] (got {a.triage_share})")
+    if a.triage_cap is not None:
+        _positive("--triage-cap", a.triage_cap)
     if a.case_timeout is not None:
         _positive("--case-timeout", a.case_timeout)
     if a.max_cases is not None and a.max_cases < 1:
@@ -165,7 +174,7 @@ def cmd_run(a) -> int:
     cfg = CampaignConfig(impl=a.impl, device=device, budget=a.budget, max_cases=a.max_cases, seed=a.seed,
                          out=a.out, profile=a.profile, shard=shard, sanitize_every=a.sanitize_every,
                          case_timeout=a.case_timeout, resume=a.resume, handle_signals=True,
-                         probe_contract=a.probe_contract)
+                         probe_contract=a.probe_contract, triage_share=a.triage_share, triage_cap=a.triage_cap)
     try:
         report = run_campaign(cfg)
     except (ImplError, ResumeError) as e:
@@ -184,15 +193,19 @@ def _summary(a, cfg, report) -> int:
     if report.cases == 0:
         _fail(f"the campaign judged no case within --budget {a.budget:g} s (starting the worker alone takes "
               "seconds); raise --budget")
-    print(f"{counts}; report: {cfg.report_path}")
-    for f in report.findings.values():
-        print(f"  {f['kind']:<18} x{f['count']:<4} {f['repro']}")
+    print(f"{counts}, {len(report.root_causes)} root causes; report: {cfg.report_path}")
+    _print_root_causes(report.root_causes)
     missing = report.coverage.missing_edges()
     if missing:
         from .coverage import REQUIRED_EDGES
         print(f"WARNING: {len(missing)} of {len(REQUIRED_EDGES)} required edges never reached: {', '.join(missing)}"
               + (" (--require-edges: exit 1)" if a.require_edges else ""))
     return 1 if report.findings or (a.require_edges and missing) else 0
+
+
+def _print_root_causes(causes: list) -> None:
+    for rc in causes:
+        print(f"  {rc['kind']:<18} x{len(rc['findings']):<3} {rc['trigger']}\n{'':23}minimal: {rc['minimal_repro']}")
 
 
 # ---- list --------------------------------------------------------------------------------------------------
@@ -325,40 +338,84 @@ def add_minimize_args(mn: argparse.ArgumentParser) -> None:
 
 
 def cmd_minimize(a) -> int:
+    """Minimise what the case does now (judged again: the file may be edited, --impl may name another
+    implementation), keeping the failure's kind family and, for exceptions and crashes, its detail."""
     _positive("--budget", a.budget)
     _writable_file("--out", a.out)  # before the work, not after it
     t = _replay_target(a)
-    from .minimize import describe, minimize
+    from .minimize import describe
+    from .oracle import Verdict, family
     from .repro import Repro, save
-    target = t.repro.verdict.signature
-    if not target:
-        _fail(f"{a.file}: the recorded verdict passed; nothing to minimise")
-    w = _worker(t.device, t.impl)
-    last = {}
-
-    def still_fails(case) -> bool:
-        v = w.judge(case, timeout=t.timeout)
-        if v.signature == target:  # same kind, implementation and coarse class of case
-            last["v"] = v
-        return v.signature == target
-
-    print(f"minimising {describe(t.repro.case)}", file=sys.stderr)
-    if not still_fails(t.repro.case):
-        w.close()
-        _fail(f"{a.file}: the case no longer fails with signature {target}; nothing to minimise")
+    from .triage import WorkerJudge, triage_case
+    judge = WorkerJudge(_worker(t.device, t.impl), t.device, t.impl, metamorphic=t.repro.verdict.kind == "metamorphic",
+                        timeout=t.timeout)
     try:
-        res = minimize(t.repro.case, still_fails, budget=a.budget, interpreter=t.device == "cpu",
-                       progress=lambda s: print(s, file=sys.stderr, flush=True))
+        target = judge(t.repro.case)
+        if target["kind"] == "pass":
+            _fail(f"{a.file}: the case passes with --impl {t.impl} on {t.device}; nothing to minimise")
+        if target["signature"] != t.repro.verdict.signature:
+            print(f"note: recorded {t.repro.verdict.signature or 'pass'}; now {target['signature']}: minimising that",
+                  file=sys.stderr)
+        print(f"minimising {describe(t.repro.case)}", file=sys.stderr)
+        tri = triage_case(t.repro.case, judge, target, budget=a.budget, interpreter=t.device == "cpu",
+                          progress=lambda s: print(s, file=sys.stderr, flush=True))
     finally:
-        w.close()
+        judge.worker.close()
+    if tri is None:
+        _fail(f"{a.file}: the case did not fail the same way when judged twice (flaky); nothing to minimise")
     try:
-        save(Repro(res.case, t.impl, t.device, last["v"], t.repro.environment, t.timeout, t.repro.campaign), a.out)
+        save(Repro(tri.minimal, t.impl, t.device, Verdict.from_dict(tri.verdict), t.repro.environment, t.timeout,
+                   t.repro.campaign), a.out)
     except OSError as e:
         _fail(f"--out {a.out}: cannot write ({e.strerror or e})")
-    print(f"minimal case after {res.steps} reductions, {res.tries} tries, {res.seconds:.1f}s"
-          f"{'' if res.one_minimal else ' (budget ran out: not proven 1-minimal)'}:\n  {describe(res.case)}\n"
-          f"written to {a.out}")
+    same = f"kind family {family(target['kind'])}" + (f", failure {target['failure']}" if target.get("failure") else "")
+    print(f"minimal case after {tri.tries} tries, {tri.seconds:.1f}s"
+          f"{'' if tri.one_minimal else ' (budget ran out: not proven 1-minimal)'}:\n  {describe(tri.minimal)}\n"
+          f"  kept: {same} ({tri.verdict['kind']} now)\n"
+          f"  dropped from the old signature: {'; '.join(tri.dropped) or 'nothing'}\n"
+          f"  trigger: {tri.trigger()}\nwritten to {a.out}")
     return 0
+
+
+# ---- triage ------------------------------------------------------------------------------------------------
+def add_triage_args(tr: argparse.ArgumentParser) -> None:
+    tr.add_argument("dirs", type=_abs_path, nargs="+", metavar="DIR", help="finished campaigns' --out directories")
+    tr.add_argument("--out", type=_abs_path, default=None,
+                    help="write the root causes to this file instead of into each report")
+    tr.add_argument("--impl", type=_impl_name, default=None,
+                    help="the implementation to re-run findings with (required when a report names an external one: "
+                         "a file never chooses code to run)")
+    tr.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"),
+                    help="where findings not yet triaged are re-run")
+    tr.add_argument("--cap", type=float, default=None,
+                    help="seconds per finding not yet triaged (default 30 on cpu, 20 on cuda)")
+
+
+def cmd_triage(a) -> int:
+    from .repro import dumps, write_atomic
+    from .triage import TriageError, triage_dirs
+    if a.cap is not None:
+        _positive("--cap", a.cap)
+    device = _device(a.device)
+    if a.out:
+        _writable_file("--out", a.out)
+    try:
+        reports, causes = triage_dirs(a.dirs, device=device, cap=a.cap, impl=a.impl,
+                                      progress=lambda s: print(s, file=sys.stderr, flush=True))
+    except TriageError as e:
+        _fail(str(e))
+    if a.out:
+        write_atomic(a.out, dumps({"reports": [str(d) for d in a.dirs], "root_causes": causes}, indent=2) + "\n")
+    else:
+        for report in reports:
+            report["root_causes"] = causes
+            write_atomic(Path(report["_path"]), dumps({k: v for k, v in report.items() if k != "_path"}, indent=2)
+                         + "\n")
+    n = sum(len(r["findings"]) for r in reports)
+    print(f"{n} findings in {len(reports)} reports, {len(causes)} root causes; written to "
+          f"{a.out or ', '.join(r['_path'] for r in reports)}")
+    _print_root_causes(causes)
+    return 1 if causes else 0
 
 
 # ---- export ------------------------------------------------------------------------------------------------
@@ -413,6 +470,7 @@ COMMANDS: dict[str, Command] = {
     "replay": Command("re-run a repro file", add_replay_args, cmd_replay),
     "minimize": Command("reduce a repro's case while it fails the same way", add_minimize_args, cmd_minimize),
     "export": Command("write a standalone pytest regression test", add_export_args, cmd_export),
+    "triage": Command("group the findings of finished campaigns into root causes", add_triage_args, cmd_triage),
     "merge": Command("merge shard campaigns' output directories (any hosts) into one", add_merge_args, cmd_merge),
 }
 

@@ -31,7 +31,7 @@ def report_paths(directory: Path) -> list[Path]:
     """The campaign reports in a directory: report.json, or one report-shardIofN.json per shard that wrote
     there (shards may share a directory)."""
     if not Path(directory).is_dir():
-        raise MergeError(f"{directory}: not a directory")
+        raise MergeError(f"{directory}: not a directory (a campaign's --out holds its report.json)")
     paths = sorted(Path(directory).glob("report-shard*.json")) or [Path(directory) / "report.json"]
     if not paths[0].is_file():
         raise MergeError(f"{directory}: no report.json (not a campaign's --out directory)")

@@ -1,26 +1,37 @@
-"""Delta debugging over the knobs of a Case: keep a reduction while the failure keeps its signature.
+"""Delta debugging over the knobs of a Case: keep a reduction while the case still fails the same way.
 
-Candidates per pass, biggest cuts first: every size toward its smallest valid value (then halved, then
-minus one), flags toward off, dtype/layout/routing toward the first (simplest) option, the config toward
-the default and each tile field toward its simplest value, disabled slots dropped one by one, and the data
-seed toward 0. Passes repeat until none of the candidates still fails: the result is 1-minimal over
-this candidate set (unless the budget ran out first, which the result says).
+"The same way" (`same_failure`) follows the failure, not the case class: the same kind family (fuzz.oracle
+FAMILIES: an oob-read may become a mismatch of the same bug) and, for exceptions and crashes, the same
+failure detail (exception type + first frame inside the implementation, or how the process died). So the
+minimiser may drop a knob of the old signature (dtype, layout, mul_routed_weight, split-K) when the
+failure survives without it, and `dropped_class_knobs` says which ones it dropped.
+
+Candidates per pass, biggest cuts first: halves, then quarters, ... of the knobs reset together, every
+size toward its smallest valid value (then halved, then minus one), flags toward off, dtype/layout/routing
+toward the first (simplest) option, the config toward the default and each tile field toward its simplest
+value, disabled slots dropped one by one, and the data seed toward 0. Passes repeat until none of the
+candidates still fails: the result is 1-minimal over this candidate set (unless the budget ran out first,
+which the result says). Every tried candidate's outcome is kept (`MinimizeResult.outcomes`): triage reads
+the essential knobs off the rejected ones.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable, Iterator
 
 from kernels.config import MoeLoraConfig, TileConfig
 
 from .case import DTYPES, LAYOUTS, ROUTINGS, SLOTTINGS, Case
+from .oracle import family
 
 SIZE_FLOORS = {"m": 1, "top_k": 1, "num_experts": 1, "num_slots": 1, "rank": 1, "real_rank": 1, "k_dim": 1,
                "n_dim": 1, "offset": 0, "extra_cols": 0, "align_slack": 0, "num_slices": 1}
 TILE_SIMPLEST = dataclasses.asdict(TileConfig())  # "simplest" tile = the default one, field by field
+CONFIG_KNOBS = ("block_m", "align")
+STAGES = ("shrink", "expand")
 
 
 @dataclass(frozen=True)
@@ -30,8 +41,53 @@ class MinimizeResult:
     tries: int  # cases run
     one_minimal: bool
     seconds: float
+    outcomes: dict = field(default_factory=dict, compare=False)  # case tried -> still failed (None: invalid)
 
 
+# ---- knobs by name ----------------------------------------------------------------------------------
+def knob_values(c: Case) -> dict:
+    """Every knob of a case by a flat name: Case fields, block_m/align, shrink.<field>, expand.<field>."""
+    out = {f.name: getattr(c, f.name) for f in dataclasses.fields(Case) if f.name != "config"}
+    out.update({name: getattr(c.config, name) for name in CONFIG_KNOBS})
+    for stage in STAGES:
+        tile = getattr(c.config, stage)
+        out.update({f"{stage}.{f.name}": getattr(tile, f.name) for f in dataclasses.fields(TileConfig)})
+    return out
+
+
+SIMPLEST = knob_values(Case())
+
+
+def with_knob(c: Case, name: str, value) -> Case:
+    """The case with one knob changed, cross-field rules repaired (a cut of rank also cuts real_rank)."""
+    if name in CONFIG_KNOBS:
+        return c.replace(config=dataclasses.replace(c.config, **{name: value}))
+    if "." in name:
+        stage, fieldname = name.split(".", 1)
+        tile = dataclasses.replace(getattr(c.config, stage), **{fieldname: value})
+        return c.replace(config=dataclasses.replace(c.config, **{stage: tile}))
+    return _fix(c.replace(**{name: value}))
+
+
+def same_failure(target: dict, vd: dict) -> bool:
+    """The minimiser's predicate: `vd` fails like `target` (verdict dicts). Same kind family and, where the
+    family is exception or crash, the same failure detail; the case class is not part of it."""
+    fam = family(vd["kind"])
+    if not fam or fam != family(target["kind"]):
+        return False
+    return fam not in ("exception", "crash") or vd.get("failure", "") == target.get("failure", "")
+
+
+CLASS_KNOBS = ("dtype", "layout", "mul_routed_weight", "shrink.split_k", "expand.split_k")
+
+
+def dropped_class_knobs(start: Case, end: Case) -> list[str]:
+    """Knobs of the old coarse-class signature that minimisation changed: the failure survived without them."""
+    a, b = knob_values(start), knob_values(end)
+    return [f"{k}: {a[k]!r} -> {b[k]!r}" for k in CLASS_KNOBS if a[k] != b[k]]
+
+
+# ---- the reducer ------------------------------------------------------------------------------------
 def _fix(c: Case) -> Case:
     """Repair cross-field rules after one knob moved (so a cut of rank also cuts real_rank)."""
     return c.replace(real_rank=min(c.real_rank, c.rank),
@@ -44,7 +100,24 @@ def _size_steps(v: int, floor: int) -> list[int]:
     return [x for i, x in enumerate(out) if floor <= x < v and x not in out[:i]]
 
 
+def _chunk_resets(c: Case) -> Iterator[Case]:
+    """Big cuts first (ddmin's idea over knobs): every knob of one half, then one quarter, ... of the knobs
+    away from their simplest value reset at once. Most knobs do not matter to a failure, so a few tries
+    remove most of them; single-knob reductions then finish the job."""
+    away = [k for k, v in knob_values(c).items() if v != SIMPLEST[k]]
+    n = 2
+    while n <= len(away) // 2:
+        size = -(-len(away) // n)
+        for i in range(0, len(away), size):
+            cut = c
+            for name in away[i: i + size]:
+                cut = with_knob(cut, name, SIMPLEST[name])
+            yield cut
+        n *= 2
+
+
 def candidates(c: Case) -> Iterator[Case]:
+    yield from _chunk_resets(c)
     for name, floor in SIZE_FLOORS.items():
         for v in _size_steps(getattr(c, name), floor):
             yield _fix(c.replace(**{name: v}))
@@ -61,10 +134,10 @@ def candidates(c: Case) -> Iterator[Case]:
     if c.config != default:
         yield c.replace(config=default)
     cfg = c.config
-    for name in ("block_m", "align"):
+    for name in CONFIG_KNOBS:
         if getattr(cfg, name) != getattr(default, name):
             yield c.replace(config=dataclasses.replace(cfg, **{name: getattr(default, name)}))
-    for stage in ("shrink", "expand"):
+    for stage in STAGES:
         tile: TileConfig = getattr(cfg, stage)
         for fieldname, simplest in TILE_SIMPLEST.items():
             if getattr(tile, fieldname) != simplest:
@@ -75,43 +148,44 @@ def candidates(c: Case) -> Iterator[Case]:
 
 
 def minimize(case: Case, still_fails: Callable[[Case], bool], *, budget: float = 60.0, interpreter: bool = False,
-             progress: Callable[[str], None] | None = None) -> MinimizeResult:
+             progress: Callable[[str], None] | None = None,
+             known: Callable[[Case], bool] | None = None) -> MinimizeResult:
+    """`known(case)`: stop as soon as the walk reaches a case already known to be minimal (triage: another
+    finding's minimal case); the result is then reported 1-minimal, as that case was shown to be."""
     start = time.monotonic()
     steps = tries = 0
     current = case
-    seen = {case}  # every candidate is tried once: the walk cannot cycle
+    outcomes: dict = {case: True}  # every candidate is tried once: the walk cannot cycle
+
+    def result(one_minimal: bool) -> MinimizeResult:
+        return MinimizeResult(current, steps, tries, one_minimal, time.monotonic() - start, outcomes)
+
     while True:
         improved = False
         for cand in candidates(current):
             if time.monotonic() - start > budget:
-                return MinimizeResult(current, steps, tries, False, time.monotonic() - start)
-            if cand in seen:
+                return result(False)
+            if cand in outcomes:
                 continue
-            seen.add(cand)
             try:
                 cand.validate(interpreter)
             except ValueError:
+                outcomes[cand] = None  # invalid: neither fails nor passes
                 continue
             tries += 1
-            if still_fails(cand):
+            outcomes[cand] = still_fails(cand)
+            if outcomes[cand]:
                 current, steps, improved = cand, steps + 1, True
                 if progress:
                     progress(f"[{time.monotonic() - start:5.1f}s] step {steps} (try {tries}): {describe(current)}")
+                if known is not None and known(current):
+                    return result(True)
                 break
         if not improved:
-            return MinimizeResult(current, steps, tries, True, time.monotonic() - start)
+            return result(True)
 
 
 def describe(c: Case) -> str:
     """The knobs that differ from the simplest case, one line."""
-    base = Case()
-    diffs = [f"{f.name}={getattr(c, f.name)!r}" for f in dataclasses.fields(Case)
-             if f.name != "config" and getattr(c, f.name) != getattr(base, f.name)]
-    cfg, dcfg = c.config, MoeLoraConfig()
-    diffs += [f"{name}={getattr(cfg, name)!r}" for name in ("block_m", "align")
-              if getattr(cfg, name) != getattr(dcfg, name)]
-    for stage in ("shrink", "expand"):
-        t, d = getattr(cfg, stage), getattr(dcfg, stage)
-        diffs += [f"{stage}.{f.name}={getattr(t, f.name)}" for f in dataclasses.fields(TileConfig)
-                  if getattr(t, f.name) != getattr(d, f.name)]
-    return " ".join(diffs) or "(simplest case)"
+    values = knob_values(c)
+    return " ".join(f"{k}={v!r}" for k, v in values.items() if v != SIMPLEST[k]) or "(simplest case)"

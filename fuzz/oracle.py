@@ -11,9 +11,12 @@ Checks, in order (the first that fails names the verdict's kind):
   mismatch                |out - (out0 + delta64)| > bound (the error model below)
   metamorphic             the same case under another kernel configuration, or with its tokens
                           permuted, disagrees by more than twice the bound
+  vacuous                 (checked before nonfinite) some routed pair is active (enabled slot, m > 0) yet
+                          not one element of `out` changed: the implementation did nothing at all
 A nonfinite or mismatch verdict is then diagnosed by re-running the case:
   oob-read                the output changes when only the inputs' guard margins change (NaN -> 3.0):
-                          the implementation reads outside its inputs
+                          the implementation reads outside its inputs; one margin at a time then names
+                          the input(s) read out of bounds
   uninit-read             the output changes when only the workspace's initial contents change: it
                           reads workspace it never wrote
 
@@ -41,6 +44,7 @@ import math
 import time
 import traceback
 from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
 
 import torch
 
@@ -58,8 +62,19 @@ UNIT = UNIT_ROUNDOFF
 NAIVE_LIMIT = 400_000  # multiply-adds up to which the naive loop reference also runs
 DIAGNOSE_MARGIN = 3.0  # finite guard contents for the diagnosis rerun (the first run has NaN)
 KINDS = ("reference-disagreement", "exception", "crash", "oob-write", "oob-read", "uninit-read",
-         "untouched-changed", "nonfinite", "mismatch", "metamorphic", "hang", "unchecked-precondition")
+         "untouched-changed", "nonfinite", "mismatch", "metamorphic", "vacuous", "hang", "unchecked-precondition")
 PASSING = ("pass", "refused")  # refused: a clean refusal of a case outside the declared space (--probe-contract)
+# Kind families: kinds that one cause can produce depending on the data are one family, so triage can
+# group them. A wrong row index gives oob-read when the bad row lies past the buffer and mismatch when it
+# lies inside; a missing launch gives vacuous or mismatch; a split-K race gives metamorphic or uninit-read.
+# All of them are "the values in out are wrong". A stray write, an exception and a crash are observed
+# differently and are never merged with wrong values (nor with each other); exceptions and crashes are
+# further split by their failure detail (exception type + first frame, or how the process died).
+FAMILIES = {"reference-disagreement": "reference", "exception": "exception", "crash": "crash",
+            "oob-write": "stray-write", "oob-read": "wrong-output", "uninit-read": "wrong-output",
+            "untouched-changed": "wrong-output", "nonfinite": "wrong-output", "mismatch": "wrong-output",
+            "metamorphic": "wrong-output", "vacuous": "wrong-output", "hang": "crash",
+            "unchecked-precondition": "unchecked-precondition"}
 
 
 @dataclass(frozen=True)
@@ -72,10 +87,16 @@ class Verdict:
     worst: list = field(default_factory=list)  # up to 5 elements: index, got, expected, bound
     seconds: float = 0.0
     features: list = field(default_factory=list)  # data-dependent edges the case hit (fuzz.coverage)
+    failure: str = ""  # exception/crash detail in the signature: "TypeName@path:function" or how it died
+    impl_settings: dict | None = None  # the implementation's adapter settings, when it declares `settings`
 
     @property
     def failed(self) -> bool:
         return self.kind not in PASSING
+
+    @property
+    def family(self) -> str:
+        return family(self.kind)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -106,13 +127,73 @@ class Verdict:
             raise ValueError("verdict.worst: wrong type")
         if not (isinstance(features, list) and all(isinstance(f, str) for f in features)):
             raise ValueError("verdict.features: expected a list of strings")
+        failure, settings = d.get("failure", ""), d.get("impl_settings")
+        if not isinstance(failure, str):
+            raise ValueError("verdict.failure: expected a string")
+        if settings is not None and not isinstance(settings, dict):
+            raise ValueError("verdict.impl_settings: expected an object or null")
         return cls(kind, need("impl", str), need("signature", str), str(d.get("message", "")),
-                   numbers["max_ratio"], worst, numbers["seconds"], features)
+                   numbers["max_ratio"], worst, numbers["seconds"], features, failure, settings)
 
 
-def signature(kind: str, impl: str, case: Case) -> str:
-    """What "the same failure" means everywhere: kind, implementation and the case's coarse class."""
-    return f"{kind}|{impl}|{case.coarse_class}"
+def family(kind: str) -> str:
+    """The kind family ("wrong-output", "stray-write", "exception", "crash", "reference"); "" for pass."""
+    return FAMILIES.get(kind, "")
+
+
+def signature(kind: str, impl: str, case: Case, failure: str = "") -> str:
+    """A raw finding's signature: kind, the failure detail for exceptions and crashes (exception type and
+    first frame inside the implementation, or how the process died), implementation, and the case's
+    coarse class. The class stays here only as a discovery key: a campaign keeps one raw finding (and
+    repro file) per class, which gives triage distinct starting points; what identifies a failure is the
+    root cause (fuzz.triage), which keeps a class knob only where the minimiser shows it matters."""
+    detail = f"{failure}|" if failure else ""
+    return f"{kind}|{detail}{impl}|{case.coarse_class}"
+
+
+_REPO = str(Path(__file__).resolve().parents[1])
+_HARNESS_DIRS = tuple(f"{_REPO}/{d}/" for d in ("fuzz", "reference"))  # our harness: never "the implementation"
+
+
+def _library_frame(filename: str) -> bool:
+    import sysconfig
+    if "site-packages" in filename or "dist-packages" in filename or filename.startswith("<"):
+        return True
+    stdlib = sysconfig.get_paths()["stdlib"]
+    return filename.startswith(stdlib)
+
+
+def _frame_name(filename: str, function: str) -> str:
+    """path:function, no line number (lines move with every edit) and no absolute prefix: a path inside
+    this repository is relative to its root, any other file is named by its base name."""
+    root = _REPO + "/"
+    path = filename[len(root):] if filename.startswith(root) else Path(filename).name
+    return f"{path}:{function}"
+
+
+def exception_failure(e: BaseException) -> str:
+    """"TypeName@frame": the exception's type and the innermost frame inside the implementation, i.e. the
+    innermost frame that is not the harness (fuzz/, reference/), the standard library or an installed
+    package such as torch or triton. For our kernels that is a frame in kernels/. Without such a frame,
+    the innermost frame of all."""
+    frames = traceback.extract_tb(e.__traceback__)
+    own = [f for f in frames if not _library_frame(f.filename) and not f.filename.startswith(_HARNESS_DIRS)]
+    pick = own[-1] if own else (frames[-1] if frames else None)
+    where = _frame_name(pick.filename, pick.name) if pick else "?"
+    return f"{type(e).__qualname__}@{where}"
+
+
+def crash_failure(why: str) -> str:
+    """How a worker died, without addresses or timings: "exit-11", "hang", or the error type of a broken
+    process ("broke:RuntimeError")."""
+    import re
+    if "hang" in why:
+        return "hang"
+    m = re.search(r"exit code (-?\d+|None)", why)
+    if m:
+        return f"exit{m.group(1)}"
+    m = re.search(r"worker broke(?: on this case \(|: )([A-Za-z_][\w.]*)", why)
+    return f"broke:{m.group(1)}" if m else "died"
 
 
 @dataclass
@@ -232,14 +313,21 @@ def _judge(case: Case, run: _Run, exp: _Expected, precision: str = "ieee") -> tu
     ratio = torch.where(exp.touched, err / exp.bound, torch.zeros_like(err))
     nonfinite = exp.touched & ~torch.isfinite(got)
     bad = ratio > 1
+    # vacuous: active pairs exist, yet not one element of out changed (inputs hold no zeros, so a real
+    # delta always changes bits somewhere)
+    vacuous = exp.touched.any() & _same_bits(t.out, exp.out0).all()
     *flags, max_ratio = torch.stack([stray.double(), untouched_bad.any().double(), nonfinite.any().double(),
-                                     bad.any().double(), torch.nan_to_num(ratio, nan=math.inf).amax()]).tolist()
+                                     bad.any().double(), vacuous.double(),
+                                     torch.nan_to_num(ratio, nan=math.inf).amax()]).tolist()
     if flags[0]:
         return _oob_write(run)
     if flags[1]:
         ratio = untouched_bad.double() * math.inf
         return ("untouched-changed", f"{int(untouched_bad.sum())} elements outside the delta changed "
                 "(other columns, base-model or disabled pairs)", math.inf, _worst(got, exp, ratio))
+    if flags[4]:
+        return ("vacuous", f"the implementation changed no element of out although {int(exp.touched.sum())} "
+                "delta elements should change", max_ratio, _worst(got, exp, ratio))
     if flags[2]:
         return "nonfinite", f"{int(nonfinite.sum())} delta elements are NaN/Inf", math.inf, _worst(got, exp, ratio)
     if flags[3]:
@@ -301,11 +389,46 @@ def _diagnose(case: Case, impl: Impl, device, primary: _Run, exp: _Expected, kin
     """Tell an out-of-bounds read or a read of unwritten workspace from a plain wrong result."""
     finite_margins = _execute(case, impl, device, replace(fill, input_margin=DIAGNOSE_MARGIN))
     if _outputs_differ(primary, finite_margins, exp.bound):
-        return "oob-read", "output depends on the contents of the inputs' guard margins"
+        names = _read_out_of_bounds(case, impl, device, primary, exp, fill)
+        which = f" of {', '.join(names)}" if names else ""
+        return "oob-read", f"output depends on the contents of the guard margins{which}"
     zero_poison = _execute(case, impl, device, replace(fill, input_margin=DIAGNOSE_MARGIN, workspace_poison=0.0))
     if _outputs_differ(finite_margins, zero_poison, exp.bound):
         return "uninit-read", "output depends on the workspace's initial contents"
     return kind, ""
+
+
+def _perturbed(g) -> float | int:
+    """Another guard value for buffer `g`: finite for float inputs (their margins hold NaN), 0 for integer
+    buffers (a valid id or index, unlike the sentinel), 0.0 for written float buffers (sentinel -7.25)."""
+    if not g.base.is_floating_point():
+        return 0
+    return DIAGNOSE_MARGIN if g.is_input else 0.0
+
+
+def _read_out_of_bounds(case: Case, impl: Impl, device, primary: _Run, exp: _Expected, fill: Fill) -> list[str]:
+    """Names of the buffers whose guard margins the output depends on: every buffer's margin perturbed
+    alone would cost one run per buffer; halving the set of perturbed buffers finds one culprit in about
+    2*log2(buffers) runs (group testing), and every culprit when there are several."""
+    values = {g.name: _perturbed(g) for g in primary.t.guarded}
+
+    def depends(names: list[str]) -> bool:
+        run = _execute(case, impl, device, replace(fill, margins={n: values[n] for n in names}))
+        return _outputs_differ(primary, run, exp.bound)
+
+    def search(names: list[str], known: bool) -> list[str]:
+        if not (known or depends(names)):
+            return []
+        if len(names) == 1:
+            return names
+        half = len(names) // 2
+        left = search(names[:half], False)
+        return left + search(names[half:], not left)  # the culprit must be right if none was left
+
+    # the diagnosis changed only the float inputs' margins, so the culprits are among them; the others
+    # (integer inputs, written buffers) are searched only if interactions hide every float one
+    floats = [g.name for g in primary.t.guarded if g.is_input and g.base.is_floating_point()]
+    return search(floats, True) or search([n for n in values if n not in floats], False)
 
 
 def _twin_cases(case: Case) -> list[Case]:
@@ -350,7 +473,22 @@ def _as_impl(impl_name: str, impl) -> Impl:
         return resolve(impl_name)
     if isinstance(impl, Impl):
         return impl
-    return Impl(impl_name, impl, takes_config=is_ours(impl_name), ours=is_ours(impl_name))  # a bare callable
+    settings = getattr(impl, "settings", None)  # a bare callable (tests, scripts) may declare settings too
+    return Impl(impl_name, impl, takes_config=is_ours(impl_name), ours=is_ours(impl_name),
+                settings=dict(settings) if isinstance(settings, dict) else {})
+
+
+def _settings(obj) -> dict | None:
+    """An implementation's declared settings as plain JSON data (repro files record them)."""
+    import dataclasses
+    import json
+    if obj is None:
+        return None
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        obj = dataclasses.asdict(obj)
+    if not isinstance(obj, dict):
+        obj = {"repr": repr(obj)}
+    return json.loads(json.dumps(obj, default=repr))
 
 
 def check(case: Case, impl_name: str, device="cpu", *, metamorphic: bool = False, impl: Impl | None = None,
@@ -373,9 +511,11 @@ def _check(case: Case, impl_name: str, device, *, metamorphic: bool, impl, guard
     start = time.perf_counter()
     impl = _as_impl(impl_name, impl)
 
-    def verdict(kind: str, message: str = "", ratio: float = 0.0, worst=()) -> Verdict:
-        return Verdict(kind, impl_name, signature(kind, impl_name, case) if kind not in PASSING else "", message,
-                       ratio, list(worst), time.perf_counter() - start, edges)
+    settings = _settings(impl.settings or None)  # adapters declare theirs (fuzz.adapters)
+
+    def verdict(kind: str, message: str = "", ratio: float = 0.0, worst=(), failure: str = "") -> Verdict:
+        return Verdict(kind, impl_name, signature(kind, impl_name, case, failure) if kind not in PASSING else "",
+                       message, ratio, list(worst), time.perf_counter() - start, edges, failure, settings)
 
     fill = Fill(guards=guards)
     primary = _prepare(case, device, fill)
@@ -390,7 +530,8 @@ def _check(case: Case, impl_name: str, device, *, metamorphic: bool, impl, guard
     if primary.error is not None:
         e = primary.error
         tb = traceback.extract_tb(e.__traceback__)[-1]
-        return verdict("exception", f"{type(e).__name__}: {e} (at {tb.filename}:{tb.lineno})")
+        return verdict("exception", f"{type(e).__name__}: {e} (at {tb.filename}:{tb.lineno})",
+                       failure=exception_failure(e))
     kind, message, ratio, worst = _judge(case, primary, exp, impl.capabilities.fp32_precision)
     if kind in ("nonfinite", "mismatch"):
         kind, why = _diagnose(case, impl, device, primary, exp, kind, fill)

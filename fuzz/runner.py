@@ -29,7 +29,7 @@ from . import __version__
 from .case import CPU_SIZES, GPU_SIZES, Case, RandomSource, generate
 from .coverage import Coverage
 from .interpreter import install_if_interpreting
-from .oracle import Verdict, signature
+from .oracle import Verdict, crash_failure, signature
 from .repro import Repro, dumps, environment, save, write_atomic
 
 # Default per-case timeouts (--case-timeout): the slowest correct case of the nightly GPU profile takes a
@@ -63,6 +63,8 @@ class CampaignConfig:
     quiet: bool = False
     handle_signals: bool = False  # the CLI: SIGINT/SIGTERM end the campaign cleanly (exit 130/143), not raise
     campaign_id: str = field(default_factory=new_campaign_id)
+    triage_share: float | None = None  # triage (fuzz.triage): share of the budget (None: 0.2; 0 with stop_after)
+    triage_cap: float | None = None  # and seconds per finding (None: 30 on cpu, 20 on cuda)
 
     @property
     def sizes(self):
@@ -271,13 +273,17 @@ class Worker:
         except _NoAnswer as e:
             self.kill()
             self._cap_log()
-            return _probed(Verdict(e.kind, self.impl, signature(e.kind, self.impl, case), str(e)), case, probe)
+            failure = "hang" if e.kind == "hang" else crash_failure(str(e))
+            return _probed(Verdict(e.kind, self.impl, signature(e.kind, self.impl, case, failure), str(e),
+                                   failure=failure), case, probe)
         if "broken" in answer:
             self.kill()
             v = answer.get("verdict")
             seen = f"; before that the implementation's verdict was {v.kind}: {v.message[:200]}" if v else ""
-            return _probed(Verdict("crash", self.impl, signature("crash", self.impl, case),
-                                   f"the worker broke on this case ({answer['broken']}){seen}"), case, probe)
+            why = f"the worker broke on this case ({answer['broken']}){seen}"
+            failure = crash_failure(why)
+            return _probed(Verdict("crash", self.impl, signature("crash", self.impl, case, failure), why,
+                                   failure=failure), case, probe)
         self._cap_log()
         return answer["verdict"]
 
@@ -316,6 +322,8 @@ class Report:
     sanitizer: dict = field(default_factory=lambda: {"runs": 0, "errors": []})
     env: dict = field(default_factory=environment)  # read once: on a GPU it runs nvidia-smi
     previous: list = field(default_factory=list)  # campaigns this one resumed
+    root_causes: list = field(default_factory=list)  # fuzz.triage fills these two
+    triage: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         c = self.cfg
@@ -326,6 +334,7 @@ class Report:
                 "interrupted": self.interrupted, "cases": self.cases, "metamorphic_cases": self.metamorphic_cases,
                 "next_index": self.next_index, "cases_per_s": round(self.cases / max(elapsed, 1e-9), 3),
                 "kinds": dict(self.kinds), "distinct_findings": len(self.findings),
+                "root_causes": self.root_causes, "triage": self.triage,
                 "findings": list(self.findings.values()), "worker_restarts": self.crashes,
                 "sanitizer": self.sanitizer, "resumed": self.previous,
                 "coverage": self.coverage.to_dict(), "environment": self.env}
@@ -403,6 +412,8 @@ def run_campaign(cfg: CampaignConfig) -> Report:
     old = _previous_report(cfg)
     if old:
         report.resume_from(old)
+    from .triage import CampaignTriage
+    triage = CampaignTriage(cfg)
     deadline = time.monotonic() + cfg.budget
     index = report.next_index if report.next_index is not None else cfg.shard[0]
     last_print = 0.0
@@ -423,6 +434,8 @@ def run_campaign(cfg: CampaignConfig) -> Report:
                 report.crashes += v.kind in ("crash", "hang")
                 report.coverage.add(case, v.features)
                 new = v.failed and _record(cfg, report, case, index, v)
+                if new and not probe:  # minimise, explain, group into root causes (fuzz.triage)
+                    triage.after_finding(report, case, v.to_dict(), worker)
                 if cfg.sanitize_every and (new or report.cases % cfg.sanitize_every == 0):
                     _sanitize(cfg, report, case, index, v)
                 index += cfg.shard[1]
@@ -443,6 +456,8 @@ def run_campaign(cfg: CampaignConfig) -> Report:
         finally:
             if worker is not None:
                 worker.close()
+        if not report.interrupted:
+            triage.finish(report)  # final root causes and time shares (fuzz.triage)
         if report.interrupted or cfg.out.is_dir():
             report.write()
     if not cfg.quiet and report.cases and not report.interrupted:  # else the CLI's one line says it all
@@ -494,5 +509,5 @@ def _sanitize(cfg: CampaignConfig, report: Report, case: Case, index: int, v: Ve
 def _progress(report: Report, left: float) -> None:
     elapsed = time.time() - report.started
     print(f"[{elapsed:7.1f}s] cases {report.cases} ({report.cases / max(elapsed, 1e-9):.2f}/s) "
-          f"findings {len(report.findings)} | {max(left, 0):.0f}s left", file=sys.stderr, flush=True)
-
+          f"findings {len(report.findings)} root causes {len(report.root_causes)} | {max(left, 0):.0f}s left",
+          file=sys.stderr, flush=True)

@@ -10,8 +10,8 @@ from kernels import MUTANTS
 EXPECTED_KIND = {
     "topk-row-index": {"oob-read"},  # rows past the end of an (M, K) input
     "expand-splitk-grid": {"mismatch"},  # part of the reduction missing
-    "lora-grid-short": {"mismatch"},  # a slot's delta missing
-    "pad-size-mismatch": {"mismatch", "crash"},  # another slot's (or poisoned) token ids
+    "lora-grid-short": {"mismatch", "vacuous"},  # a slot's delta missing (vacuous: the only slot used)
+    "pad-size-mismatch": {"mismatch", "crash", "vacuous"},  # another slot's (or poisoned) token ids
     "disabled-adapter-written": {"untouched-changed"},  # a delta where none may be
     "splitk-unzeroed": {"uninit-read"},  # output depends on the workspace's old contents
     "k-tail-unmasked": {"oob-read"},  # reads past the end of every row

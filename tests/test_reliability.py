@@ -141,7 +141,8 @@ def test_device_error_is_blamed_on_the_case_that_caused_it(tmp_path):
         w.close()
     assert verdicts[0].kind == "pass", verdicts[0]
     assert verdicts[1].kind == "crash" and "CUDA error: an illegal memory access" in verdicts[1].message
-    assert verdicts[1].signature == signature("crash", impl, cases[1])
+    assert verdicts[1].failure == "broke:RuntimeError"
+    assert verdicts[1].signature == signature("crash", impl, cases[1], "broke:RuntimeError")
     assert verdicts[2].kind == "pass", verdicts[2]
     assert w.restarts == 1
 

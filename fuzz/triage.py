@@ -1,0 +1,501 @@
+"""Triage: one root cause, one entry. Minimise each finding, explain it by single-knob flips, group.
+
+For a new finding a campaign (or `python -m fuzz triage DIR...` afterwards) does, within a bounded budget:
+  1. attach: if an existing root cause of the same implementation, kind family and failure detail has
+     essential knobs, and flipping each of them to its simplest value on this finding's case makes the
+     failure disappear, the finding is that cause (a few runs, no minimisation);
+  2. otherwise minimise (fuzz.minimize, predicate `same_failure`) and read the essential knobs off the
+     result: the knobs that differ from the simplest case and whose flip to the simplest value makes the
+     failure disappear (the minimiser's rejected reductions, cached, so this is nearly free);
+  3. differential explanation of the minimal case: the single-knob changes that make it disappear (split-K
+     to 1 per stage, contiguous instead of strided, the other layout, mul_routed_weight off, fp32, and
+     DIFFERENTIAL_HOOKS, where the GPU integration adds fp32 at IEEE instead of TF32);
+  4. group: findings whose minimal cases agree (implementation, kind family, failure detail and the same
+     set of essential knobs, see `root_key`) are one root cause.
+Grouping never merges by the case class; it can split one cause in two when two minimal cases reach
+different, equally minimal knob sets (their root keys differ), and it never merges findings whose
+essential knobs differ: two independent bugs stay two root causes.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from .case import LAYOUTS, Case
+from .minimize import SIMPLEST, describe, knob_values, minimize, same_failure, with_knob
+from .oracle import Verdict, family
+
+# Budget: minimising one finding on the CPU interpreter takes 8-23 s (README, 60 s minimiser budget), a
+# root cause needs one minimisation and every later finding of it only an attach check (a few runs), so 20%
+# of a campaign pays for several causes without costing the search more than a fifth of its cases. The
+# per-finding cap stops one slow finding (large shapes, hangs) from taking the whole share; on the GPU a
+# try costs milliseconds once compiled, so 20 s is hundreds of tries.
+TRIAGE_SHARE = 0.2
+TRIAGE_CAP_S = {"cpu": 30.0, "cuda": 20.0}
+MIN_TRIAGE_S = 1.0  # below this there is no point starting a minimisation
+MINIMISE_SHARE_OF_LEFT = 0.5  # one minimisation takes at most half of what is left, so later findings can
+# still be attached (a few runs) or minimised
+DIFF_RESERVE = 0.2  # share of a finding's budget kept for the differential flips after minimising
+
+# (label, function case -> changed case or None when it does not apply): extra single-knob changes of the
+# differential explanation. The GPU integration appends ("fp32 at IEEE instead of TF32", ...) here.
+DIFFERENTIAL_HOOKS: list[tuple[str, Callable[[Case], Case | None]]] = []
+
+# Root keys: knobs that shape the same thing count as one (m, top_k and num_experts together decide the
+# routed pairs and the padded align length; real_rank is the rank the data uses), a block size whose
+# related size is also essential is only the other side of that threshold (rank 17 > BLOCK_K 16 and rank
+# 33 > BLOCK_K 32 are one trigger), and the data seed is never part of a key (every finding has its own).
+KEY_GROUPS = {"real_rank": "rank", "m": "pairs", "top_k": "pairs", "num_experts": "pairs"}
+RELATIONS = (("k_dim", "shrink.block_k"), ("rank", "shrink.block_n"), ("rank", "expand.block_k"),
+             ("n_dim", "expand.block_n"), ("m", "block_m"), ("top_k", "block_m"), ("num_experts", "block_m"))
+DATA_KNOBS = ("seed",)
+CLASS_FLIPS = ("shrink.split_k", "expand.split_k", "strided", "layout", "mul_routed_weight", "dtype")
+
+Judge = Callable[[Case], dict]  # a case -> its verdict as a dict (Verdict.to_dict)
+
+
+# ---- one finding ------------------------------------------------------------------------------------
+def root_key(impl: str, fam: str, failure: str, essential) -> str:
+    """What makes two minimal cases "agree": implementation, kind family, failure detail, essential knobs
+    (grouped and without the data seed, see KEY_GROUPS)."""
+    names = set(essential)
+    for size, block in RELATIONS:
+        if size in names:
+            names.discard(block)
+    groups = sorted({KEY_GROUPS.get(n, n) for n in names if n not in DATA_KNOBS})
+    return f"{fam}|{failure}|{impl}|{','.join(groups) or '(simplest case)'}"
+
+
+def flips(case: Case) -> list[tuple[str, object, str, Case]]:
+    """(knob, value it is set to, label, changed case) for every single-knob change of the differential:
+    each knob that is not at its simplest value back to it, the other layout, mul_routed_weight on, and the
+    hooks (knob = label)."""
+    out = []
+    for name, value in knob_values(case).items():
+        if value != SIMPLEST[name]:
+            out.append((name, SIMPLEST[name], f"{name}={SIMPLEST[name]!r}", with_knob(case, name, SIMPLEST[name])))
+    if case.layout == LAYOUTS[0]:
+        out.append(("layout", LAYOUTS[1], f"layout={LAYOUTS[1]!r}", case.replace(layout=LAYOUTS[1])))
+    if not case.mul_routed_weight:  # both values of the flag: a row index chosen by the flag instead of the
+        # layout fails as (mrw, per_token) and as (no mrw, per_routed); both then need {layout, mrw}
+        out.append(("mul_routed_weight", True, "mul_routed_weight=True", case.replace(mul_routed_weight=True)))
+    for label, hook in DIFFERENTIAL_HOOKS:
+        changed = hook(case)
+        if changed is not None:
+            out.append((label, None, label, changed))
+    return out
+
+
+@dataclass
+class Triaged:
+    """One finding after minimisation and explanation."""
+
+    minimal: Case
+    verdict: dict  # the minimal case's verdict
+    essential: dict  # knob -> its value in the minimal case
+    flip_to: dict  # essential knob -> the value that made the failure disappear
+    disappears_with: list  # labels of the single-knob changes that make the failure go away
+    persists_with: list  # labels of those tried that still fail
+    one_minimal: bool
+    tries: int
+    seconds: float
+    dropped: list  # old-signature (class) knobs the minimiser dropped
+    explained: bool = True  # every single-knob change was tried (else the budget ran out first)
+
+    def key(self, impl: str) -> str:
+        if not self.explained:  # essential knobs unknown: a root cause of its own, never merged
+            return f"{family(self.verdict['kind'])}|{self.verdict.get('failure', '')}|{impl}|" \
+                   f"not explained: {describe(self.minimal)}"
+        return root_key(impl, family(self.verdict["kind"]), self.verdict.get("failure", ""), self.essential)
+
+    def trigger(self) -> str:
+        if not self.explained:
+            return (f"{self.verdict['kind']}: smallest case reached {describe(self.minimal)}; not explained "
+                    "(the triage budget ran out first)")
+        return trigger_line(self.verdict, self.essential, self.disappears_with, self.one_minimal)
+
+
+def trigger_line(vd: dict, essential: dict, disappears: list, one_minimal: bool = True) -> str:
+    """One line: what the failure needs and which single changes make it go away."""
+    parts, used = [], set()
+    for size, block in RELATIONS:
+        if size in essential and block in essential and essential[size] > essential[block]:
+            parts.append(f"{size}={essential[size]} > {block}={essential[block]}")
+            used |= {size, block}
+    for name, value in essential.items():
+        if name in used:
+            continue
+        if name in DATA_KNOBS:
+            parts.append(f"this data ({name}={value})")
+        elif value is True:
+            parts.append(name)
+        else:
+            parts.append(f"{name}={value!r}")
+    head = f"raises {vd['failure']}" if vd.get("failure") else vd["kind"]
+    needs = f"needs {' and '.join(parts)}" if parts else "fails on the simplest case"
+    hooks = {label for label, _ in DIFFERENTIAL_HOOKS}
+    cls = [d for d in disappears if d.split("=")[0] in CLASS_FLIPS or d in hooks]
+    gone = f"disappears with {', '.join(cls)}" if cls else "no split-K/contiguous/layout/mrw/dtype change removes it"
+    return f"{head}: {needs}; {gone}" + ("" if one_minimal else " (budget ran out: not proven minimal)")
+
+
+def triage_case(case: Case, judge: Judge, target: dict, *, budget: float, interpreter: bool,
+                progress: Callable[[str], None] | None = None, known: dict | None = None) -> Triaged | None:
+    """Minimise `case` while it fails like `target`, then explain the minimal case. None when the case does
+    not fail that way when judged again (a flaky finding). `known`: minimal case -> its Triaged, from
+    earlier findings: reaching one ends the walk and reuses its explanation."""
+    start = time.monotonic()
+    verdicts: dict = {}
+
+    def still_fails(c: Case) -> bool:
+        vd = judge(c)
+        if same_failure(target, vd):
+            verdicts[c] = vd
+            return True
+        return False
+
+    if not still_fails(case):
+        return None
+    known = known or {}
+    res = minimize(case, still_fails, budget=budget * (1 - DIFF_RESERVE), interpreter=interpreter,
+                   progress=progress, known=lambda c: c in known)
+    if res.case in known:
+        old = known[res.case]
+        return Triaged(res.case, verdicts[res.case], old.essential, old.flip_to, old.disappears_with,
+                       old.persists_with, old.one_minimal, res.tries, time.monotonic() - start,
+                       _dropped(case, res.case), old.explained)
+    disappears, persists, essential, targets = [], [], {}, {}
+    explained = True
+    values = knob_values(res.case)
+    for name, target_value, label, changed in flips(res.case):
+        outcome = res.outcomes.get(changed, "untried")
+        if outcome == "untried":
+            if time.monotonic() - start > budget:
+                explained = False
+                continue
+            try:
+                changed.validate(interpreter)
+                outcome = still_fails(changed)
+            except ValueError:
+                outcome = None
+        if outcome is None:
+            continue  # the change is not a valid case
+        (persists if outcome else disappears).append(label)
+        if not outcome and name in values:
+            essential[name], targets[name] = values[name], target_value
+    return Triaged(res.case, verdicts[res.case], essential, targets, disappears, persists, res.one_minimal,
+                   res.tries, time.monotonic() - start, _dropped(case, res.case), explained)
+
+
+def _dropped(start: Case, end: Case) -> list:
+    from .minimize import dropped_class_knobs
+    return dropped_class_knobs(start, end)
+
+
+def _targets(cause: dict) -> dict:
+    """The cause's essential knobs and the values that made its failure disappear, less those a root key
+    ignores (the data seed; a block size whose related size is essential: another case of the same cause
+    may cross that threshold with another block size)."""
+    names = set(cause["flip_to"])
+    thresholds = {block for size, block in RELATIONS if size in names}
+    return {n: tuple(v) if isinstance(v, list) else v  # a JSON round trip turned `disabled` into a list
+            for n, v in cause["flip_to"].items() if n not in DATA_KNOBS and n not in thresholds}
+
+
+def _applicable(case: Case, cause: dict) -> bool:
+    """A case that already has one of the cause's disappearing values cannot be that cause; a cause with
+    no essential knob explains nothing (it would swallow every other bug)."""
+    values, targets = knob_values(case), _targets(cause)
+    return bool(targets) and all(values[n] != v for n, v in targets.items())
+
+
+def _without(case: Case, causes: list[dict], interpreter: bool) -> Case | None:
+    """The case with every essential knob of `causes` set to its disappearing value (None if invalid)."""
+    for cause in causes:
+        for name, target in _targets(cause).items():
+            case = with_knob(case, name, target)
+    try:
+        return case.validate(interpreter)
+    except ValueError:
+        return None
+
+
+def explained_by(case: Case, judge: Judge, cause: dict, interpreter: bool) -> bool:
+    """Whether `case` fails because of `cause` (a root-cause info dict): setting each of the cause's
+    essential knobs, one at a time, to the value that made the cause's failure disappear also makes this
+    case's failure disappear."""
+    if not _applicable(case, cause):
+        return False
+    for name, target in _targets(cause).items():
+        changed = with_knob(case, name, target)
+        try:
+            changed.validate(interpreter)
+        except ValueError:
+            return False
+        if same_failure(cause["verdict"], judge(changed)):
+            return False
+    return True
+
+
+def explained_by_several(case: Case, judge: Judge, causes: list[dict], interpreter: bool) -> list[dict]:
+    """A case that shows two known causes at once survives every single cause's flips. It is explained by
+    a set of causes when removing all of theirs makes the failure disappear and removing all but any one
+    of them does not (each is needed). Returns that set, or [] when there is none. 1 + len(causes) runs,
+    fewer than trying each cause alone first when several apply."""
+    usable = [c for c in causes if _applicable(case, c)]
+    cleared = _without(case, usable, interpreter)
+    if cleared is None or same_failure(usable[0]["verdict"], judge(cleared)):
+        return []
+    needed = []
+    for i, cause in enumerate(usable):
+        others = _without(case, usable[:i] + usable[i + 1:], interpreter)
+        if others is not None and same_failure(cause["verdict"], judge(others)):
+            needed.append(cause)
+    return needed
+
+
+# ---- grouping -----------------------------------------------------------------------------------------
+def _info(tri: Triaged, impl: str, minimal_repro: str) -> dict:
+    """What a report keeps of a finding's triage (JSON), enough to group it offline."""
+    vd = tri.verdict
+    return {"key": tri.key(impl), "impl": impl, "kind": vd["kind"], "family": family(vd["kind"]),
+            "failure": vd.get("failure", ""), "trigger": tri.trigger(), "essential": tri.essential,
+            "flip_to": tri.flip_to,
+            "disappears_with": tri.disappears_with, "persists_with": tri.persists_with,
+            "minimal_repro": minimal_repro, "minimal_case": describe(tri.minimal), "one_minimal": tri.one_minimal,
+            "dropped_class_knobs": tri.dropped, "tries": tri.tries, "seconds": round(tri.seconds, 2),
+            "verdict": {"kind": vd["kind"], "failure": vd.get("failure", ""), "message": vd.get("message", "")},
+            "via": "minimised"}
+
+
+def group_findings(findings: list[dict], impl: str = "") -> list[dict]:
+    """Root causes of a list of report findings (each may carry "triage"): one entry per root key, in order
+    of first appearance; a finding without triage is its own entry, marked not triaged."""
+    causes: dict = {}
+    for f in findings:
+        info = f.get("triage")
+        key = info["key"] if info else f"untriaged|{f['signature']}"
+        summary = {"signature": f["signature"], "kind": f["kind"], "count": f.get("count", 1), "repro": f["repro"],
+                   "via": info["via"] if info else "not triaged"}
+        for also in (info or {}).get("also", []):  # a finding showing several known causes counts in each
+            if also in causes:
+                causes[also]["findings"].append(summary)
+        if key not in causes:
+            if info:
+                causes[key] = {"signature": key, "kind": info["kind"], "family": info["family"],
+                               "failure": info["failure"], "trigger": info["trigger"],
+                               "essential": info["essential"], "disappears_with": info["disappears_with"],
+                               "minimal_repro": info["minimal_repro"], "minimal_case": info["minimal_case"],
+                               "impl": info.get("impl", impl), "triaged": True, "findings": []}
+            else:
+                causes[key] = {"signature": key, "kind": f["kind"], "family": family(f["kind"]),
+                               "failure": "", "trigger": (f.get("triage_note") or "not triaged") +
+                               " (python -m fuzz triage DIR tries again)",
+                               "essential": {}, "disappears_with": [], "minimal_repro": f["repro"],
+                               "minimal_case": "", "impl": impl, "triaged": False, "findings": []}
+        causes[key]["findings"].append(summary)
+    return list(causes.values())
+
+
+def group_reports(reports: list[dict]) -> list[dict]:
+    """Root causes over several campaign reports (e.g. a nightly's shards): findings of all of them grouped
+    by root key. Pure: reads each finding's "triage" entry, runs nothing."""
+    findings = []
+    for r in reports:
+        for f in r.get("findings", []):
+            info = f.get("triage")
+            findings.append(dict(f, triage=dict(info, impl=info.get("impl", r.get("impl", ""))) if info else None))
+    return group_findings(findings)
+
+
+# ---- running cases for triage ---------------------------------------------------------------------------
+class WorkerJudge:
+    """Judges cases on a campaign worker (fuzz.runner.Worker, which restarts itself after a case that kills
+    it: that case's verdict is a crash or a hang)."""
+
+    def __init__(self, worker, device: str, impl: str, *, metamorphic: bool = False, timeout: float | None = None):
+        from .runner import CASE_TIMEOUT_S
+        self.worker, self.device, self.impl, self.metamorphic = worker, device, impl, metamorphic
+        self.timeout = timeout or CASE_TIMEOUT_S[device]  # the full case timeout: running out of it is a hang
+
+    def __call__(self, case: Case) -> dict:
+        return self.worker.judge(case, timeout=self.timeout, metamorphic=self.metamorphic).to_dict()
+
+
+class Triager:
+    """Triage of one implementation's findings, in order: attach to a known cause or minimise."""
+
+    def __init__(self, impl: str, device: str, out: Path, environment: dict):
+        self.impl, self.device, self.out, self.env = impl, device, out, environment
+        self.causes: list[dict] = []  # info dicts of minimised findings that opened a root cause
+        self.known: dict = {}  # minimal case -> Triaged of every explained minimisation
+        self.minimised = self.attached = self.flaky = 0
+
+    def triage(self, finding: dict, case: Case, vd: dict, judge: Judge, budget: float,
+               minimise_budget: float | None = None) -> dict | None:
+        """Fill finding["triage"]; returns it (None when the finding did not fail again or the budget was too
+        small to minimise it: finding["triage_note"] says which)."""
+        interpreter = self.device == "cpu"
+        start = time.monotonic()
+        finding.pop("triage_note", None)
+        same = [c for c in self.causes if c["family"] == family(vd["kind"]) and c["failure"] == vd.get("failure", "")]
+        usable = [c for c in same if _applicable(case, c)]
+        several = explained_by_several(case, judge, usable, interpreter) if len(usable) > 1 else usable
+        if len(several) == 1 and not explained_by(case, judge, several[0], interpreter):
+            several = []
+        if several:
+            self.attached += 1
+            via = "explained by " + " and ".join(c["minimal_repro"] for c in several)
+            finding["triage"] = dict(several[0], via=via, also=[c["key"] for c in several[1:]])
+            return finding["triage"]
+        left = min(budget - (time.monotonic() - start), budget if minimise_budget is None else minimise_budget)
+        if left < MIN_TRIAGE_S:
+            finding["triage"], finding["triage_note"] = None, "not triaged: triage budget spent"
+            return None
+        tri = triage_case(case, judge, vd, budget=left, interpreter=interpreter, known=self.known)
+        if tri is None:
+            self.flaky += 1
+            finding["triage"] = None
+            finding["triage_note"] = "did not fail the same way when judged again"
+            return None
+        self.minimised += 1
+        name = Path(finding["repro"]).name.replace("repro-", "minimal-", 1)
+        path = self.out / name
+        from .repro import Repro, save
+        save(Repro(tri.minimal, self.impl, self.device, Verdict(**tri.verdict), self.env), path)
+        info = _info(tri, self.impl, str(path))
+        finding["triage"] = info
+        if tri.explained:
+            self.known.setdefault(tri.minimal, tri)
+        if tri.explained and all(c["key"] != info["key"] for c in self.causes):
+            self.causes.append(info)
+        return info
+
+
+class CampaignTriage:
+    """The campaign's side of triage: a share of the budget overall and a cap per finding."""
+
+    def __init__(self, cfg):
+        self.cfg = cfg
+        self.share = cfg.triage_share
+        if self.share is None:  # a campaign that stops after N findings (benchmarks, quality tests) wants the
+            self.share = 0.0 if cfg.stop_after is not None else TRIAGE_SHARE  # findings fast, not their triage
+        self.cap = TRIAGE_CAP_S[cfg.device] if cfg.triage_cap is None else cfg.triage_cap
+        self.spent = 0.0
+        self.untriaged = 0
+        self.triager: Triager | None = None
+
+    def after_finding(self, report, case: Case, vd: dict, worker) -> None:
+        """Triage the finding just recorded for `vd` (a verdict as a dict), judging on the campaign's worker."""
+        cfg = self.cfg
+        finding = report.findings[vd["signature"]]
+        if self.triager is None:
+            self.triager = Triager(cfg.impl, cfg.device, cfg.out, report.env)
+        left_campaign = cfg.budget - (time.time() - report.started)
+        left = min(self.cap, self.share * cfg.budget - self.spent, left_campaign)
+        start = time.monotonic()
+        judge = WorkerJudge(worker, cfg.device, cfg.impl, metamorphic=vd["kind"] == "metamorphic",
+                            timeout=cfg.timeout)
+        try:
+            if left > 0:
+                self.triager.triage(finding, case, vd, judge, left, MINIMISE_SHARE_OF_LEFT * left)
+            else:
+                finding["triage"] = None
+                why = "triage is off" if self.share == 0 else "triage budget spent"
+                finding["triage_note"] = f"not triaged: {why}"
+            if finding.get("triage_note", "").startswith("not triaged"):
+                self.untriaged += 1
+                if left_campaign < min(self.cap, self.share * cfg.budget - self.spent):
+                    finding["triage_note"] = "not triaged: found as the campaign's budget ran out"
+        finally:
+            self.spent += time.monotonic() - start
+            self.finish(report)
+
+    def finish(self, report) -> None:
+        """Root causes and triage accounting into the report (also called after every finding)."""
+        report.root_causes = group_findings(list(report.findings.values()), self.cfg.impl)
+        elapsed = max(time.time() - report.started, 1e-9)
+        t = self.triager
+        report.triage = {"share_limit": self.share, "cap_per_finding_s": self.cap, "seconds": round(self.spent, 2),
+                         "share_of_campaign": round(self.spent / elapsed, 3),
+                         "cases_per_s_excluding_triage": round(report.cases / max(elapsed - self.spent, 1e-9), 3),
+                         "minimised": t.minimised if t else 0, "attached": t.attached if t else 0,
+                         "not_reproduced": t.flaky if t else 0, "not_triaged": self.untriaged}
+
+
+# ---- offline: python -m fuzz triage DIR... ------------------------------------------------------------------
+class TriageError(Exception):
+    """A directory or report that cannot be triaged (usage error, exit 2)."""
+
+
+def _repro_path(raw: str, directory: Path) -> Path:
+    p = Path(raw)
+    return p if p.is_file() else directory / p.name
+
+
+def _settled(finding: dict) -> bool:
+    """Triaged and explained: offline triage leaves it alone (the rest are triaged again)."""
+    info = finding.get("triage")
+    return bool(info) and "|not explained: " not in info["key"]
+
+
+def triage_dirs(dirs: list[Path], *, device: str | None = None, cap: float | None = None, impl: str | None = None,
+                progress: Callable[[str], None] | None = None) -> tuple[list[dict], list[dict]]:
+    """Triage every finding of the finished campaigns in `dirs` that has no triage yet (minimal repro files
+    go next to the raw ones), then group all of them. Returns (reports, root_causes), each report with its
+    file in "_path"; writes nothing. `impl` re-runs the findings; without it only our own code is run (a
+    report that names an external implementation is refused: a file never chooses code to run)."""
+    from .merge import MergeError, report_paths
+    from .repro import ReproError, load
+    reports, where = [], []
+    for d in dirs:
+        try:
+            paths = report_paths(Path(d))
+        except MergeError as e:
+            raise TriageError(str(e)) from None
+        for path in paths:
+            try:
+                reports.append(dict(json.loads(path.read_text()), _path=str(path)))
+            except OSError as e:
+                raise TriageError(f"{d}: no readable report.json ({e.strerror})") from None
+            except json.JSONDecodeError as e:
+                raise TriageError(f"{path}: not valid JSON: {e}") from None
+            if not isinstance(reports[-1].get("findings"), list):
+                raise TriageError(f"{path}: not a campaign report (no findings list)")
+            where.append(d)
+    for d, report in zip(where, reports, strict=True):
+        todo = [f for f in report["findings"] if not _settled(f)]
+        if not todo:
+            continue
+        dev = device or report.get("device", "cpu")
+        from .repro import is_builtin
+        from .runner import Worker
+        run_impl = impl or report["impl"]
+        if impl is None and not is_builtin(run_impl):
+            raise TriageError(f"{report['_path']}: names the external implementation {report['impl']!r}, and a file "
+                              f"never chooses code to run; pass --impl {report['impl']} if you trust it")
+        triager = Triager(run_impl, dev, Path(d), report.get("environment", {}))
+        # causes already found in this report are known causes for the rest
+        triager.causes = [f["triage"] for f in report["findings"] if _settled(f) and f["triage"]["via"] == "minimised"]
+        judge = WorkerJudge(Worker(dev, run_impl), dev, run_impl)
+        try:
+            for f in todo:
+                try:
+                    repro = load(_repro_path(f["repro"], Path(d)))
+                except ReproError as e:
+                    raise TriageError(str(e)) from None
+                judge.metamorphic = f["kind"] == "metamorphic"  # the twins are what found it
+                vd = judge(repro.case)  # judged again: the file may be edited, the implementation changed
+                if not family(vd["kind"]):
+                    f["triage"], f["triage_note"] = None, "passes when judged again"
+                    continue
+                triager.triage(f, repro.case, vd, judge, cap or TRIAGE_CAP_S[dev])
+                if progress:
+                    progress(f"{f['repro']}: {(f.get('triage') or {}).get('trigger', 'not reproduced')}")
+        finally:
+            judge.worker.close()
+    return reports, group_reports(reports)
