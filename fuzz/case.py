@@ -12,7 +12,9 @@ import random
 from dataclasses import dataclass, field
 from typing import Protocol, Sequence
 
+from kernels.align import CHUNK_COMPILED, CHUNK_INTERPRETED, padded_length
 from kernels.config import ALIGN_IMPLS, MoeLoraConfig, TileConfig, default_config
+from kernels.moe_lora import max_used_blocks
 
 DTYPES = ("float32", "float16", "bfloat16")  # simplest first: what shrinking and minimising move toward
 LAYOUTS = ("per_token", "per_routed")
@@ -221,14 +223,126 @@ GPU_SIZES = Sizes(m=600, top_k=8, experts=64, slots=8, rank=72, k_dim=1100, n_di
                   config_pool=_pool())
 
 
+# ---- derived sizes ---------------------------------------------------------------------------------
+# Sizes the kernels derive from the knobs. Index arithmetic goes wrong at their multiples, which plain
+# draws of m and k rarely hit (one past a 32-pair chunk is ~1 CPU case in 700), so `generate` aims at one
+# below, at and one above them; fuzz.coverage records which were hit.
+OFFSETS = (0, -1, 1)  # at the multiple first: the simplest
+TARGETS = ("chunk", "block", "pad", "group", "cols")
+
+
+def align_chunk(interpreter: bool) -> int:
+    """Routed pairs per program of the Triton align (kernels.align.CHUNK on that kind of machine)."""
+    return CHUNK_INTERPRETED if interpreter else CHUNK_COMPILED
+
+
+def boundary_offset(value: int, multiple: int) -> int | None:
+    """-1, 0 or +1 when `value` is that far from a positive multiple of `multiple`, else None."""
+    if multiple < 2 or value < multiple - 1:
+        return None
+    r = value % multiple
+    return 0 if r == 0 else 1 if r == 1 else -1 if r == multiple - 1 else None
+
+
+def _launch_blocks_fn(c: Case):
+    """m -> top_k -> the m extent of the kernels' grid (num_pid_m of kernels.moe_lora._launch) for c's other knobs."""
+    bm, e, slots, slack = c.config.block_m, c.num_experts, c.num_slots, c.align_slack
+
+    def blocks(m: int, k: int) -> int:
+        mk = m * k
+        width = padded_length(mk, e, bm) // bm + slack
+        return min((slots + 1) * width, max_used_blocks(mk, slots * e, bm))
+    return blocks
+
+
+def launch_blocks(c: Case) -> int:
+    return _launch_blocks_fn(c)(c.m, c.top_k)
+
+
+def derived_values(c: Case, interpreter: bool) -> dict:
+    """name -> (value, multiple) of every derived size whose -1/0/+1 boundary generate() aims at."""
+    bm, mk = c.config.block_m, c.m * c.top_k
+    out = {"chunk": (mk, align_chunk(interpreter)), "block": (mk, bm),
+           "pad": (mk + c.num_experts * (bm - 1), bm)}  # at a multiple: P equals the unrounded length
+    for stage in ("shrink", "expand"):
+        t = getattr(c.config, stage)
+        out[f"group.{stage}"] = (launch_blocks(c), t.group_size_m)
+        cols = c.rank * c.num_slices if stage == "shrink" else c.n_dim
+        out[f"cols.{stage}"] = (cols, t.block_n * t.n_tiles)  # grid n extent = cdiv(cols, BLOCK_N * n_tiles)
+    return out
+
+
+def _pick(src: Source, options: list):
+    return src.choice(options) if options else None
+
+
+def _aim_pairs(src: Source, c: Case, sizes: Sizes, value, multiple: int, d: int) -> Case:
+    """(m, top_k) with value(m, k) at offset d of a multiple: with the drawn top_k if possible, else any."""
+    for ks in ((c.top_k,), range(1, sizes.top_k + 1)):
+        hit = _pick(src, [(m, k) for k in ks for m in range(1, sizes.m + 1)
+                          if boundary_offset(value(m, k), multiple) == d])
+        if hit:
+            return c.replace(m=hit[0], top_k=hit[1])
+    return c
+
+
+def _aim(src: Source, c: Case, sizes: Sizes, target: str, d: int, interpreter: bool) -> Case:
+    """Move m/top_k (or N, R, a group size) so that the target derived size sits at offset d."""
+    cfg = c.config
+    bm = cfg.block_m
+    if target == "chunk":
+        c = c.replace(config=dataclasses.replace(cfg, align="triton"))  # the only align with chunks
+        return _aim_pairs(src, c, sizes, lambda m, k: m * k, align_chunk(interpreter), d)
+    if target == "block":
+        return _aim_pairs(src, c, sizes, lambda m, k: m * k, bm, d)
+    if target == "pad":
+        return _aim_pairs(src, c, sizes, lambda m, k: m * k + c.num_experts * (bm - 1), bm, d)
+    if target == "group":  # grid m extent vs GROUP_SIZE_M: is the last group of the grouped order partial?
+        stage = src.choice(("expand", "shrink"))
+        tile = getattr(cfg, stage)
+        if tile.group_size_m == 1:
+            tile = dataclasses.replace(tile, group_size_m=src.choice((2, 4, 8)))
+            c = c.replace(config=dataclasses.replace(cfg, **{stage: tile}))
+        return _aim_pairs(src, c, sizes, _launch_blocks_fn(c), tile.group_size_m, d)
+    stage = src.choice(("expand", "shrink"))  # "cols": grid n extent vs BLOCK_N * n_tiles
+    tile = getattr(cfg, stage)
+    for n_tiles in dict.fromkeys((tile.n_tiles, 1)):
+        width = tile.block_n * n_tiles
+        if stage == "expand":
+            n = _pick(src, [n for n in range(1, sizes.n_dim + 1) if boundary_offset(n, width) == d])
+            moved = n and c.replace(n_dim=n)
+        else:
+            r = _pick(src, [r for r in range(1, sizes.rank + 1) if boundary_offset(r * c.num_slices, width) == d])
+            moved = r and c.replace(rank=r, real_rank=min(c.real_rank, r))
+        if moved:
+            new_tile = dataclasses.replace(tile, n_tiles=n_tiles)
+            return moved.replace(config=dataclasses.replace(cfg, **{stage: new_tile}))
+    return c
+
+
+def _rarely(src: Source, n: int) -> bool:
+    """True about once in n draws (uniform: RandomSource.integer leans on the ends of its range)."""
+    return src.choice((False,) * (n - 1) + (True,))
+
+
+EMPTY_EVERY = 25  # empty batches and all-base slotting: edges to keep, but cases that exercise no routed pair
+ALL_BASE_EVERY = 50
+
+
 def generate(src: Source, sizes: Sizes, *, interpreter: bool, seed: int) -> Case:
-    """Draw one valid case; validity holds by construction (no rejection)."""
+    """Draw one valid case; validity holds by construction (no rejection).
+
+    About half the cases aim a derived size (M*k against align's chunk and BLOCK_M, the unrounded padded
+    length, the grid's m extent against GROUP_SIZE_M, its n extent against BLOCK_N * n_tiles) at one below,
+    at, or one above a multiple. Cases with no routed pair on an enabled slot are kept rare (~7%): an empty
+    batch 1 in 25 (a required edge), all-base slotting 1 in 50, never every slot disabled, one_slot never on a
+    disabled slot.
+    """
     dtype = src.choice(DTYPES)
     top_k = src.integer(1, sizes.top_k)
     experts = src.integer(1, sizes.experts)
     slots = src.integer(1, sizes.slots)
     rank = src.integer(1, sizes.rank)
-    routings = ROUTINGS if top_k <= experts else tuple(r for r in ROUTINGS if r != "distinct")
 
     k_dim, n_dim = src.integer(1, sizes.k_dim), src.integer(1, sizes.n_dim)
     num_slices = src.integer(1, 2)
@@ -248,24 +362,34 @@ def generate(src: Source, sizes: Sizes, *, interpreter: bool, seed: int) -> Case
                           num_warps=src.choice(sizes.warps), num_stages=src.choice(sizes.stages),
                           n_tiles=src.choice((1, 1, 2, 3)))
 
+    slotting = "all_base" if _rarely(src, ALL_BASE_EVERY) else src.choice(SLOTTINGS[:-1])
+    disabled = () if slotting == "one_slot" else tuple(s for s in range(slots) if _rarely(src, 8))
     case = Case(
         seed=seed, dtype=dtype, m=src.integer(1, sizes.m), top_k=top_k, num_experts=experts,
         num_slots=slots, rank=rank, real_rank=src.integer(1, rank) if src.flag() else rank,
         k_dim=k_dim, n_dim=n_dim, num_slices=num_slices,
         layout=src.choice(LAYOUTS), mul_routed_weight=src.flag(), offset=src.integer(0, sizes.offset),
-        extra_cols=src.integer(0, 4), routing=src.choice(routings), slotting=src.choice(SLOTTINGS),
-        disabled=tuple(s for s in range(slots) if src.integer(0, 3) == 3),
+        extra_cols=src.integer(0, 4), routing=src.choice(ROUTINGS), slotting=slotting,
+        disabled=disabled[:slots - 1],  # one slot stays enabled
         strided=src.flag(), align_slack=src.choice((0, 0, 1, 3)),
         config=(src.choice(sizes.config_pool) if sizes.config_pool else
                 MoeLoraConfig(block_m=src.choice(sizes.block_ms),
                               shrink=tile(rank * num_slices, k_dim, src.flag(), False),  # S*R columns
                               expand=tile(n_dim, rank, src.flag(), True))),
     )
-    if src.integer(0, 9) == 0:  # empty batch now and then
-        case = case.replace(m=0)
-    if src.integer(0, 7) == 0:  # what callers get without a config: the per-shape heuristic, fuzzed too
-        c = case
-        case = c.replace(config=default_config(c.m * c.top_k, c.rank, c.k_dim, c.n_dim, c.num_experts, c.num_slots,
-                                               c.num_slices))
     case = case.replace(config=dataclasses.replace(case.config, align=src.choice(ALIGN_IMPLS)))
+    target = src.choice((None,) * 4 + TARGETS + ("chunk",))
+    if target:
+        case = _aim(src, case, sizes, target, src.choice(OFFSETS), interpreter)
+    if case.routing == "distinct" and case.top_k > case.num_experts:
+        case = case.replace(routing="uniform")
+    if case.slotting == "all_with_base" and case.m <= case.num_slots:  # too few tokens: the base one alone
+        case = case.replace(slotting="no_base")
+    if _rarely(src, EMPTY_EVERY):
+        case = case.replace(m=0)
+    if _rarely(src, 8):  # what callers get without a config: the per-shape heuristic, fuzzed too
+        c = case
+        case = c.replace(config=dataclasses.replace(
+            default_config(c.m * c.top_k, c.rank, c.k_dim, c.n_dim, c.num_experts, c.num_slots, c.num_slices),
+            align=c.config.align))
     return case.validate(interpreter)
