@@ -255,6 +255,12 @@ def _launch_blocks_fn(c: Case):
     return blocks
 
 
+def grid_n(c: Case, stage: str, tile: TileConfig) -> int:
+    """The n extent of a stage's grid: cdiv(columns, BLOCK_N * n_tiles); columns are S*R for shrink."""
+    cols = c.rank * c.num_slices if stage == "shrink" else c.n_dim
+    return -(-cols // (tile.block_n * tile.n_tiles))
+
+
 def launch_blocks(c: Case) -> int:
     return _launch_blocks_fn(c)(c.m, c.top_k)
 
@@ -302,8 +308,28 @@ def _aim(src: Source, c: Case, sizes: Sizes, target: str, d: int, interpreter: b
         tile = getattr(cfg, stage)
         if tile.group_size_m == 1:
             tile = dataclasses.replace(tile, group_size_m=src.choice((2, 4, 8)))
-            c = c.replace(config=dataclasses.replace(cfg, **{stage: tile}))
-        return _aim_pairs(src, c, sizes, _launch_blocks_fn(c), tile.group_size_m, d)
+        lo = min(sizes.blocks)
+        if grid_n(c, stage, tile) < 2:  # one n tile: the grouped order is the plain one, nothing to test
+            tile = dataclasses.replace(tile, block_n=lo, n_tiles=1)
+            if stage == "expand" and c.n_dim <= lo:
+                c = c.replace(n_dim=src.integer(lo + 1, max(lo + 1, sizes.n_dim)))
+            elif stage == "shrink" and c.rank * c.num_slices <= lo:
+                r = src.integer(lo // c.num_slices + 1, max(lo // c.num_slices + 1, sizes.rank))
+                c = c.replace(rank=r, real_rank=min(c.real_rank, r))
+        c = c.replace(config=dataclasses.replace(cfg, **{stage: tile}))
+        # the grid bounds the used blocks from above; only a tiny batch whose pairs open distinct (slot, expert)
+        # groups fills it, so that the last group holds real blocks: every token on a slot, distinct experts,
+        # the fewest tokens that put the bound where aimed (pairs of one token never share a group)
+        if c.num_slots * c.num_experts <= 2 * tile.group_size_m:  # room for more distinct groups than one group
+            c = c.replace(num_experts=max(c.num_experts, min(sizes.experts, 2 * tile.group_size_m)))
+        c = c.replace(slotting="no_base", routing="distinct" if c.top_k <= c.num_experts else c.routing)
+        blocks = _launch_blocks_fn(c)
+        tiny = [(m, k) for m in range(1, sizes.m + 1) for k in range(min(sizes.top_k, c.num_experts), 0, -1)
+                if m * k < bm and m * k <= c.num_slots * c.num_experts
+                and boundary_offset(blocks(m, k), tile.group_size_m) == d]
+        if tiny:
+            return c.replace(m=tiny[0][0], top_k=tiny[0][1], routing="distinct")
+        return _aim_pairs(src, c, sizes, blocks, tile.group_size_m, d)
     stage = src.choice(("expand", "shrink"))  # "cols": grid n extent vs BLOCK_N * n_tiles
     tile = getattr(cfg, stage)
     for n_tiles in dict.fromkeys((tile.n_tiles, 1)):
@@ -378,7 +404,7 @@ def generate(src: Source, sizes: Sizes, *, interpreter: bool, seed: int) -> Case
                               expand=tile(n_dim, rank, src.flag(), True))),
     )
     case = case.replace(config=dataclasses.replace(case.config, align=src.choice(ALIGN_IMPLS)))
-    target = src.choice((None,) * 4 + TARGETS + ("chunk",))
+    target = src.choice((None,) * 4 + TARGETS + ("chunk", "group"))  # the Triton align and grouped order: rare paths
     if target:
         case = _aim(src, case, sizes, target, src.choice(OFFSETS), interpreter)
     if case.routing == "distinct" and case.top_k > case.num_experts:

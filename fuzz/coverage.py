@@ -10,7 +10,7 @@ import torch
 from kernels.config import TileConfig
 from kernels.runtime import INTERPRET
 
-from .case import Case, boundary_offset, derived_values, launch_blocks
+from .case import Case, boundary_offset, derived_values, grid_n, launch_blocks
 
 REQUIRED_EDGES = (
     "m_not_block_multiple", "k_tail", "n_tail", "r_tail", "m_is_1", "empty_batch", "expert_without_tokens",
@@ -113,16 +113,18 @@ def data_features(topk_ids: torch.Tensor, token_lora: torch.Tensor, enabled: tor
 
 
 def _last_group_real(c: Case, ids: torch.Tensor, lanes: torch.Tensor, active: torch.Tensor) -> bool:
-    """Does the last, partial GROUP_SIZE_M group of the grid's m axis hold a block that really runs?
+    """Does the last, partial GROUP_SIZE_M group of the grid's m axis hold a block that really runs (in a grid
+    of several n tiles, where grouping reorders anything)?
     The grid bounds the used blocks from above, so only tiny batches put real blocks there."""
     bm, e = c.config.block_m, c.num_experts
     key = (lanes[:, None] * e + ids)[active]  # (slot, expert) group of every active pair
     used = int(((torch.bincount(key.reshape(-1)) + bm - 1) // bm).sum()) if key.numel() else 0
     grid_m = launch_blocks(c)
-    for t in (c.config.shrink, c.config.expand):
+    for stage in ("shrink", "expand"):
+        t = getattr(c.config, stage)
         g = t.group_size_m
-        if g > 1 and grid_m > g and grid_m % g and used > grid_m - grid_m % g:
-            return True
+        if g > 1 and grid_m > g and grid_m % g and used > grid_m - grid_m % g and grid_n(c, stage, t) > 1:
+            return True  # (with one n tile the grouped order is the plain one)
     return False
 
 
