@@ -303,14 +303,19 @@ def _aim(src: Source, c: Case, sizes: Sizes, target: str, d: int, interpreter: b
         return _aim_pairs(src, c, sizes, lambda m, k: m * k, bm, d)
     if target == "pad":
         return _aim_pairs(src, c, sizes, lambda m, k: m * k + c.num_experts * (bm - 1), bm, d)
+    pooled = bool(sizes.config_pool)  # configs from a bounded pool (compiled kernels reused): keep them
     if target == "group":  # grid m extent vs GROUP_SIZE_M: is the last group of the grouped order partial?
         stage = src.choice(("expand", "shrink"))
+        if pooled and getattr(cfg, stage).group_size_m == 1:
+            stage = "shrink" if stage == "expand" else "expand"
         tile = getattr(cfg, stage)
         if tile.group_size_m == 1:
+            if pooled:
+                return c
             tile = dataclasses.replace(tile, group_size_m=src.choice((2, 4, 8)))
-        lo = min(sizes.blocks)
+        lo = min(sizes.blocks) if not pooled else tile.block_n * tile.n_tiles
         if grid_n(c, stage, tile) < 2:  # one n tile: the grouped order is the plain one, nothing to test
-            tile = dataclasses.replace(tile, block_n=lo, n_tiles=1)
+            tile = tile if pooled else dataclasses.replace(tile, block_n=lo, n_tiles=1)
             if stage == "expand" and c.n_dim <= lo:
                 c = c.replace(n_dim=src.integer(lo + 1, max(lo + 1, sizes.n_dim)))
             elif stage == "shrink" and c.rank * c.num_slices <= lo:
@@ -332,7 +337,7 @@ def _aim(src: Source, c: Case, sizes: Sizes, target: str, d: int, interpreter: b
         return _aim_pairs(src, c, sizes, blocks, tile.group_size_m, d)
     stage = src.choice(("expand", "shrink"))  # "cols": grid n extent vs BLOCK_N * n_tiles
     tile = getattr(cfg, stage)
-    for n_tiles in dict.fromkeys((tile.n_tiles, 1)):
+    for n_tiles in dict.fromkeys((tile.n_tiles,) if pooled else (tile.n_tiles, 1)):
         width = tile.block_n * n_tiles
         if stage == "expand":
             n = _pick(src, [n for n in range(1, sizes.n_dim + 1) if boundary_offset(n, width) == d])
