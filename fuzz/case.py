@@ -372,6 +372,9 @@ def generate(src: Source, sizes: Sizes, *, interpreter: bool, seed: int) -> Case
     dtype = src.choice(DTYPES)
     top_k = src.integer(1, sizes.top_k)
     experts = src.integer(1, sizes.experts)
+    if _rarely(src, 3):  # one off a power of two: align pads E to one (plain draws give ~6% non-powers)
+        experts = src.choice([e for j in range(1, sizes.experts.bit_length() + 1) for e in ((1 << j) - 1, (1 << j) + 1)
+                              if 3 <= e <= sizes.experts])
     slots = src.integer(1, sizes.slots)
     rank = src.integer(1, sizes.rank)
 

@@ -24,7 +24,7 @@ REQUIRED_EDGES = (
 DERIVED_EDGES = tuple(f"{name}{off}" for name in ("routed_pairs_at_chunk_boundary", "routed_pairs_at_block_multiple",
                                                   "unrounded_padded_length_at_block_multiple",
                                                   "grid_m_at_group_multiple", "grid_n_at_tile_multiple")
-                      for off in ("-1", "0", "+1")) + ("last_group_holds_real_blocks",)
+                      for off in ("-1", "0", "+1")) + ("last_group_holds_real_blocks", "triton_align_npow2_experts")
 # derived size -> edge name; a value one below / at / one above a multiple adds "-1" / "0" / "+1"
 BOUNDARY_EDGES = {"chunk": "routed_pairs_at_chunk_boundary", "block": "routed_pairs_at_block_multiple",
                   "pad": "unrounded_padded_length_at_block_multiple", "group.shrink": "grid_m_at_group_multiple",
@@ -78,6 +78,8 @@ def case_features(c: Case) -> list[str]:
             off = boundary_offset(value, multiple)
             if off is not None and (name != "chunk" or triton_align):
                 f.append(BOUNDARY_EDGES[name] + OFFSET_NAMES[off])
+        if triton_align and c.num_experts & (c.num_experts - 1):
+            f.append("triton_align_npow2_experts")  # its group columns are padded to a power of two
     return sorted(set(f), key=f.index)
 
 
