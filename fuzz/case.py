@@ -363,9 +363,10 @@ ALL_BASE_EVERY = 50
 def generate(src: Source, sizes: Sizes, *, interpreter: bool, seed: int) -> Case:
     """Draw one valid case; validity holds by construction (no rejection).
 
-    About half the cases aim a derived size (M*k against align's chunk and BLOCK_M, the unrounded padded
-    length, the grid's m extent against GROUP_SIZE_M, its n extent against BLOCK_N * n_tiles) at one below,
-    at, or one above a multiple. Cases with no routed pair on an enabled slot are kept rare (~7%): an empty
+    7 cases in 11 aim a derived size (M*k against align's chunk and BLOCK_M, the unrounded padded length,
+    the grid's m extent against GROUP_SIZE_M, its n extent against BLOCK_N * n_tiles; the chunk and the
+    grouped order twice as often) at one below, at, or one above a multiple, and 1 in 3 puts E one off a
+    power of two. Cases with no routed pair on an enabled slot are kept rare (~7%): an empty
     batch 1 in 25 (a required edge), all-base slotting 1 in 50, never every slot disabled, one_slot never on a
     disabled slot.
     """
