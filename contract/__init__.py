@@ -4,8 +4,23 @@ launch-configuration type every implementation may receive. Imports nothing of t
 from .knobs import Knob, knob, knobs_of
 from .launch import ALIGN_IMPLS, LaunchConfig, MoeLoraConfig, TileConfig, knob_meta
 from .op import (
-    ACC_UNIT, DTYPES, FP32_PRECISIONS, LAYOUTS, OP_ARGS, TF32_UNIT, TINY, TORCH_DTYPES, UNIT_ROUNDOFF, OpArgs,
-    interpreter_limit, layout_of, resolve_device, round_to_tf32, row_divisor, rows_for, x_rows,
+    ACC_UNIT,
+    DTYPES,
+    FP32_PRECISIONS,
+    LAYOUTS,
+    OP_ARGS,
+    TF32_UNIT,
+    TINY,
+    TORCH_DTYPES,
+    UNIT_ROUNDOFF,
+    OpArgs,
+    interpreter_limit,
+    layout_of,
+    resolve_device,
+    round_to_tf32,
+    row_divisor,
+    rows_for,
+    x_rows,
 )
 
 __all__ = [

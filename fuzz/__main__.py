@@ -27,8 +27,6 @@ def _fail(msg: str) -> None:
     print(f"error: {msg}", file=sys.stderr)
     raise SystemExit(2)
 
-from .interpreter import install as install_interpreter
-
 
 def _device(name: str) -> str:
     """Resolve --device and prepare the environment before anything imports triton."""
@@ -39,6 +37,7 @@ def _device(name: str) -> str:
         _fail("--device cuda: no CUDA device is available here")
     if name == "cpu":
         os.environ["TRITON_INTERPRET"] = "1"
+        from .interpreter import install as install_interpreter
         install_interpreter()  # bf16 dots/atomics and TF32 as on a GPU (fuzz/interpreter.py)
     elif os.environ.get("TRITON_INTERPRET") == "1":
         _fail("--device cuda: TRITON_INTERPRET=1 is set; unset it to compile for the GPU")

@@ -142,7 +142,7 @@ class Capabilities:
         if self.max_rank is not None and c.rank > self.max_rank:
             c = c.replace(rank=self.max_rank, real_rank=min(c.real_rank, self.max_rank))
         cfg = c.config
-        for stage, hi in zip(cfg.STAGES, self.split_k):
+        for stage, hi in zip(cfg.STAGES, self.split_k, strict=True):
             if hi is not None and getattr(cfg, stage).split_k > hi:
                 cfg = cfg.with_knob(f"{stage}.split_k", hi)
         return c.replace(config=cfg)
@@ -167,7 +167,7 @@ class Capabilities:
             out.append((f"rank {self.max_rank + 1} > max_rank", case.replace(rank=self.max_rank + 1)))
         if not self.offset:
             out.append(("a column offset", case.replace(offset=1, extra_cols=max(case.extra_cols, 1))))
-        for stage, hi in zip(case.config.STAGES, self.split_k):
+        for stage, hi in zip(case.config.STAGES, self.split_k, strict=True):
             if hi is not None and hi < 64:
                 out.append((f"{stage} split_k {hi + 1}",
                             case.replace(config=case.config.with_knob(f"{stage}.split_k", hi + 1))))

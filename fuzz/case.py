@@ -1,19 +1,17 @@
 """The knob space: a Case is one point of it plus a data seed, and this module owns its validity rules.
 
-Strategies (Hypothesis), the campaign's random source, the minimiser and JSON loading all go through
-`generate` and `Case.validate`, so a case that one of them accepts every other accepts too.
+Strategies (Hypothesis), the campaign's random source (fuzz.generate), the minimiser and JSON loading all go
+through `Case.validate`, so a case that one of them accepts every other accepts too. Nothing here knows our
+kernels: the launch configuration is the contract's type (contract.launch).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
-import random
 from dataclasses import dataclass, field
-from typing import Protocol, Sequence
 
 from contract import DTYPES, LAYOUTS, Knob, MoeLoraConfig, interpreter_limit, knob, knobs_of
-from kernels.config import ALIGN_IMPLS, TileConfig, default_config
 
 ROUTINGS = ("uniform", "distinct", "one_hot", "sparse")
 SLOTTINGS = ("one_slot", "no_base", "random", "all_with_base", "all_base")
@@ -150,136 +148,3 @@ def _config_from_dict(d) -> MoeLoraConfig:
         msg = str(e)
         raise ValueError(f"case.config{msg if msg.startswith(':') else '.' + msg}") from None
     return cfg
-
-
-# ---- generation ------------------------------------------------------------------------------------
-class Source(Protocol):
-    """Where choices come from: Hypothesis's `draw` in tests, a seeded random.Random in campaigns.
-
-    Every choice is written so that its smallest value / first option is the simplest, which is where
-    Hypothesis shrinks to.
-    """
-
-    def integer(self, lo: int, hi: int) -> int: ...
-    def choice(self, options: Sequence): ...
-    def flag(self) -> bool: ...
-
-
-class RandomSource:
-    """Deterministic source for campaigns; leans on the ends of every range like Hypothesis does."""
-
-    def __init__(self, seed: int):
-        self.rng = random.Random(seed)
-
-    def integer(self, lo: int, hi: int) -> int:
-        r = self.rng.random()
-        if r < 0.1:
-            return lo
-        if r < 0.2:
-            return hi
-        if r < 0.6 and hi > lo:  # log-uniform: small sizes are common, large ones still reached
-            return min(hi, lo + int(2 ** self.rng.uniform(0, (hi - lo + 1).bit_length())) - 1)
-        return self.rng.randint(lo, hi)
-
-    def choice(self, options: Sequence):
-        return options[self.rng.randrange(len(options))]
-
-    def flag(self) -> bool:
-        return self.rng.random() < 0.5
-
-
-@dataclass(frozen=True)
-class Sizes:
-    """Upper limits of a profile's shapes (the interpreter needs tiny ones)."""
-
-    m: int
-    top_k: int
-    experts: int
-    slots: int
-    rank: int
-    k_dim: int
-    n_dim: int
-    offset: int
-    blocks: tuple  # BLOCK_N / BLOCK_K choices
-    block_ms: tuple
-    split_k: int
-    warps: tuple
-    stages: tuple
-    config_pool: tuple = ()  # when set, configs come from this list: compiled kernels get reused
-
-
-def _pool() -> tuple:
-    """A bounded set of GPU configurations: every block size, split-K on both stages, warps and stages,
-    grouped ordering, each appearing in several combinations."""
-    rows = [  # block_m, shrink and expand (n, k, group, split, warps, stages[, n_tiles])
-        (16, (16, 16, 1, 1, 4, 2), (16, 16, 1, 1, 4, 2)),
-        (16, (16, 64, 8, 4, 4, 3), (64, 16, 8, 1, 4, 3, 4)),
-        (16, (32, 128, 1, 8, 4, 4), (128, 16, 1, 2, 4, 2, 2)),
-        (16, (16, 32, 4, 3, 2, 1), (32, 32, 4, 3, 2, 1)),
-        (32, (32, 32, 8, 1, 4, 2), (64, 32, 8, 1, 4, 2)),
-        (32, (16, 128, 1, 2, 8, 3), (128, 16, 2, 1, 8, 3, 8)),
-        (32, (64, 64, 2, 1, 4, 4), (32, 64, 2, 2, 4, 4)),
-        (32, (16, 16, 8, 5, 2, 2, 3), (16, 16, 8, 1, 2, 2, 3)),
-        (64, (16, 64, 8, 1, 4, 3), (128, 16, 8, 1, 4, 3, 2)),
-        (64, (32, 128, 4, 2, 8, 2), (64, 32, 4, 2, 8, 2, 5)),
-        (64, (64, 32, 1, 1, 4, 1), (16, 64, 1, 1, 4, 1)),
-        (64, (128, 16, 2, 4, 8, 4), (128, 32, 2, 1, 8, 4)),  # every row fits fp32 in 227 KiB of smem
-    ]
-    return tuple(MoeLoraConfig(block_m=bm, shrink=TileConfig(*s), expand=TileConfig(*e)) for bm, s, e in rows)
-
-
-CPU_SIZES = Sizes(m=40, top_k=4, experts=8, slots=4, rank=40, k_dim=160, n_dim=72, offset=8,
-                  blocks=(16, 32, 64), block_ms=(16, 32), split_k=4, warps=(4,), stages=(2,))
-GPU_SIZES = Sizes(m=600, top_k=8, experts=64, slots=8, rank=72, k_dim=1100, n_dim=600, offset=64,
-                  blocks=(16, 32, 64, 128), block_ms=(16, 32, 64), split_k=8, warps=(2, 4, 8), stages=(1, 2, 3, 4),
-                  config_pool=_pool())
-
-
-def generate(src: Source, sizes: Sizes, *, interpreter: bool, seed: int) -> Case:
-    """Draw one valid case; validity holds by construction (no rejection)."""
-    dtype = src.choice(DTYPES)
-    top_k = src.integer(1, sizes.top_k)
-    experts = src.integer(1, sizes.experts)
-    slots = src.integer(1, sizes.slots)
-    rank = src.integer(1, sizes.rank)
-    routings = ROUTINGS if top_k <= experts else tuple(r for r in ROUTINGS if r != "distinct")
-
-    k_dim, n_dim = src.integer(1, sizes.k_dim), src.integer(1, sizes.n_dim)
-    num_slices = src.integer(1, 2)
-
-    def block(dim: int, smaller: bool = False):
-        """Half the time (always if `smaller`) a block smaller than the dimension, so multi-tile loops and
-        tails run."""
-        small = tuple(b for b in sizes.blocks if b < dim)
-        return src.choice(small) if small and (smaller or src.flag()) else src.choice(sizes.blocks)
-
-    def tile(out_dim: int, reduction: int, split: bool, expand: bool) -> TileConfig:
-        split_hi = 1 if (expand and interpreter and dtype == "bfloat16") else sizes.split_k
-        split_k = src.integer(1, split_hi) if split else 1
-        # a split-K case whose reduction fits one block leaves every chunk but the first empty: wasted
-        return TileConfig(block_n=block(out_dim), block_k=block(reduction, smaller=split_k > 1),
-                          group_size_m=src.choice((1, 2, 4, 8)), split_k=split_k,
-                          num_warps=src.choice(sizes.warps), num_stages=src.choice(sizes.stages),
-                          n_tiles=src.choice((1, 1, 2, 3)))
-
-    case = Case(
-        seed=seed, dtype=dtype, m=src.integer(1, sizes.m), top_k=top_k, num_experts=experts,
-        num_slots=slots, rank=rank, real_rank=src.integer(1, rank) if src.flag() else rank,
-        k_dim=k_dim, n_dim=n_dim, num_slices=num_slices,
-        layout=src.choice(LAYOUTS), mul_routed_weight=src.flag(), offset=src.integer(0, sizes.offset),
-        extra_cols=src.integer(0, 4), routing=src.choice(routings), slotting=src.choice(SLOTTINGS),
-        disabled=tuple(s for s in range(slots) if src.integer(0, 3) == 3),
-        strided=src.flag(), align_slack=src.choice((0, 0, 1, 3)),
-        config=(src.choice(sizes.config_pool) if sizes.config_pool else
-                MoeLoraConfig(block_m=src.choice(sizes.block_ms),
-                              shrink=tile(rank * num_slices, k_dim, src.flag(), False),  # S*R columns
-                              expand=tile(n_dim, rank, src.flag(), True))),
-    )
-    if src.integer(0, 9) == 0:  # empty batch now and then
-        case = case.replace(m=0)
-    if src.integer(0, 7) == 0:  # what callers get without a config: the per-shape heuristic, fuzzed too
-        c = case
-        case = c.replace(config=default_config(c.m * c.top_k, c.rank, c.k_dim, c.n_dim, c.num_experts, c.num_slots,
-                                               c.num_slices))
-    case = case.replace(config=dataclasses.replace(case.config, align=src.choice(ALIGN_IMPLS)))
-    return case.validate(interpreter)

@@ -26,8 +26,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import __version__
-from .case import CPU_SIZES, GPU_SIZES, Case, RandomSource, generate
+from .case import Case
 from .coverage import Coverage
+from .generate import CPU_SIZES, GPU_SIZES, RandomSource, generate
 from .interpreter import install_if_interpreting
 from .oracle import Verdict, crash_failure, signature
 from .repro import Repro, dumps, environment, save, write_atomic

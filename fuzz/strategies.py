@@ -1,4 +1,4 @@
-"""Hypothesis strategies over the shared knob space (fuzz.case.generate).
+"""Hypothesis strategies over the shared knob space (fuzz.generate).
 
 Each choice maps to a Hypothesis primitive whose shrink target is the simplest value, so a failing
 example shrinks toward small sizes, first options and flags off. Tensor data comes from a drawn seed
@@ -11,7 +11,8 @@ from typing import Sequence
 
 from hypothesis import strategies as st
 
-from .case import CPU_SIZES, Case, Sizes, generate
+from .case import Case
+from .generate import CPU_SIZES, Sizes, generate
 
 
 class HypothesisSource:

@@ -13,6 +13,7 @@ import triton
 
 from .align_kernels import align_count_kernel, align_layout_kernel, align_scatter_kernel
 from .config import ALIGN_IMPLS
+from .mutants import NO_DEVIATION, Deviation
 from .runtime import INTERPRET
 
 
@@ -40,12 +41,13 @@ def alloc_align(num_slots: int, num_routed: int, num_experts: int, block_m: int,
 
 # Routed pairs per align program (the scatter compares all pairs of a chunk pairwise). Under the
 # interpreter, which only tests, a small chunk makes CPU-sized cases cross chunk boundaries too.
-CHUNK = 32 if INTERPRET else 128
+CHUNK_INTERPRETED, CHUNK_COMPILED = 32, 128
+CHUNK = CHUNK_INTERPRETED if INTERPRET else CHUNK_COMPILED
 
 
 def moe_lora_align_block_size(topk_ids: torch.Tensor, token_lora: torch.Tensor, num_experts: int,
                               num_slots: int, block_m: int, buffers: AlignBuffers | None = None,
-                              impl: str = "auto") -> AlignBuffers:
+                              impl: str = "auto", deviation: Deviation = NO_DEVIATION) -> AlignBuffers:
     """Fill (or allocate) the align buffers.
 
     Within a slot, expert groups appear in expert order and pairs in flat-index order inside a group.
@@ -61,13 +63,15 @@ def moe_lora_align_block_size(topk_ids: torch.Tensor, token_lora: torch.Tensor, 
         buffers = alloc_align(num_slots, m * k, num_experts, block_m, topk_ids.device)
     if impl == "auto":
         impl = "torch" if topk_ids.device.type == "cpu" else "triton"
-    run = align_torch if impl == "torch" else align_triton
-    run(topk_ids, token_lora, num_experts, block_m, buffers)
+    if impl == "torch":
+        align_torch(topk_ids, token_lora, num_experts, block_m, buffers)
+    else:
+        align_triton(topk_ids, token_lora, num_experts, block_m, buffers, deviation)
     return buffers
 
 
 def align_triton(topk_ids: torch.Tensor, token_lora: torch.Tensor, num_experts: int, block_m: int,
-                 buffers: AlignBuffers) -> None:
+                 buffers: AlignBuffers, deviation: Deviation = NO_DEVIATION) -> None:
     """Three launches, no host synchronisation: can be captured in a CUDA graph with the kernels."""
     m, k = topk_ids.shape
     num_slots = buffers.num_tokens_post_padded.shape[0]
@@ -92,8 +96,10 @@ def align_triton(topk_ids: torch.Tensor, token_lora: torch.Tensor, num_experts: 
                                             triton.cdiv(num_blocks, tiles), exp.stride(0), exp.stride(1),
                                             ntp.stride(0), BLOCK_M=block_m, E_P2=e_p2, E_TILE=e_tile,
                                             CHUNK_TILE=4096 // e_tile, BLOCK_TILE=64)
-    align_scatter_kernel[(num_chunks,)](*pairs, scratch, srt, *sizes, num_chunks, *pair_strides, srt.stride(0),
-                                        srt.stride(1), CHUNK=CHUNK, E_P2=e_p2)
+    scatter_chunks = triton.cdiv(num_routed - 1, CHUNK) if deviation.scatter_grid_off_by_one else num_chunks
+    align_scatter_kernel[(scatter_chunks,)](*pairs, scratch, srt, *sizes, num_chunks, *pair_strides, srt.stride(0),
+                                            srt.stride(1), CHUNK=CHUNK,
+                                            E_P2=num_experts if deviation.scatter_columns_unpadded else e_p2)
 
 
 def align_torch(topk_ids: torch.Tensor, token_lora: torch.Tensor, num_experts: int, block_m: int,

@@ -190,8 +190,8 @@ def _launch(call: MoeLoraCall, stage: str, x, x_strides, weights, out, out_strid
         stride_sorted = call.num_routed + call.num_experts * (block_m - 1)
         stride_expert = stride_sorted // block_m
     num_slot_ids = slot_ids.shape[0] - (1 if dev.slot_grid_short else 0)
-    num_pid_m = min(num_slot_ids * expert_ids.shape[1],
-                    max_used_blocks(call.num_routed, call.num_experts * call.num_slots, block_m))
+    groups = call.num_experts * (1 if dev.launch_bound_per_expert else call.num_slots)
+    num_pid_m = min(num_slot_ids * expert_ids.shape[1], max_used_blocks(call.num_routed, groups, block_m))
     split_grid = 1 if (stage == "expand" and dev.expand_grid_ignores_split_k) else tile.split_k
     grid = (split_grid * num_pid_m * triton.cdiv(n_dim, tile.block_n * tile.n_tiles), 1 if shrink else call.num_slices)
     if min(grid) == 0:
@@ -215,7 +215,7 @@ def _launch(call: MoeLoraCall, stage: str, x, x_strides, weights, out, out_strid
             BLOCK_M=block_m, BLOCK_N=tile.block_n, BLOCK_K=tile.block_k,
             GROUP_SIZE_M=tile.group_size_m, SPLIT_K=tile.split_k, N_TILES=tile.n_tiles,
             W_ALIGNED=all(w.data_ptr() % 16 == 0 for w in weights), SLICES_IN_N=shrink,
-            G_P2=triton.next_power_of_2(num_slot_ids),
+            G_P2=triton.next_power_of_2(num_slot_ids), FULL_LAST_GROUP=dev.full_last_group,
             num_warps=tile.num_warps, num_stages=tile.num_stages,
         )
     except OutOfResources as e:
@@ -308,7 +308,7 @@ def fused_moe_lora(out, x, topk_ids, topk_weights, token_lora, adapter_enabled, 
     if call.m == 0:
         return out
     align = moe_lora_align_block_size(topk_ids, token_lora, call.num_experts, call.num_slots, config.block_m,
-                                      ws.align, config.align)
+                                      ws.align, config.align, deviation)
     intermediate = ws.intermediate
     if intermediate is None:
         intermediate = torch.empty((call.num_slices, call.num_routed, call.rank), dtype=torch.float32,

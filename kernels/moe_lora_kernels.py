@@ -69,6 +69,7 @@ def moe_lora_matmul_kernel(
     W_ALIGNED: tl.constexpr,  # every weight slice starts on a 16-byte boundary
     SLICES_IN_N: tl.constexpr,  # column n is column n % n_slice of slice n // n_slice (grid axis 1 is 1)
     G_P2: tl.constexpr,  # next power of two >= G
+    FULL_LAST_GROUP: tl.constexpr = False,  # True only in the grouped-tail-full mutant
 ):
     """Grid: (SPLIT_K * num_pid_m * cdiv(N, BLOCK_N * N_TILES), S).
 
@@ -88,7 +89,7 @@ def moe_lora_matmul_kernel(
     num_pid_in_group = GROUP_SIZE_M * num_pid_n
     group_id = pid_mn // num_pid_in_group
     first_pid_m = group_id * GROUP_SIZE_M
-    group_size_m = min(num_pid_m - first_pid_m, GROUP_SIZE_M)
+    group_size_m = GROUP_SIZE_M if FULL_LAST_GROUP else min(num_pid_m - first_pid_m, GROUP_SIZE_M)
     pid_m = first_pid_m + ((pid_mn % num_pid_in_group) % group_size_m)
     pid_n = (pid_mn % num_pid_in_group) // group_size_m
 

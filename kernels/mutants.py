@@ -20,6 +20,10 @@ class Deviation:
     drop_k_mask: bool = False  # K-remainder mask dropped on loads
     routed_weight_in_shrink: bool = False  # routed weight applied in shrink and again in expand
     fp32_dot_tf32: bool = False  # fp32 dots run in TF32 (Triton's default) instead of ieee
+    scatter_grid_off_by_one: bool = False  # align scatter grid cdiv(M*k - 1, CHUNK): a lone last pair is lost
+    scatter_columns_unpadded: bool = False  # align scatter indexes group columns with E, not its power of two
+    full_last_group: bool = False  # grouped order treats its last, partial GROUP_SIZE_M group as full
+    launch_bound_per_expert: bool = False  # grid m bound counts E groups instead of L*E
 
 
 NO_DEVIATION = Deviation()
@@ -65,4 +69,20 @@ MUTANTS: dict[str, Mutant] = {m.id: m for m in (
            "fp32 dots keep Triton's default input precision, TF32 (10-bit mantissa inputs), instead of ieee: "
            "about 1e-3 relative error where fp32 promises 1e-7. Common in released kernels (SPEC §5); visible "
            "on CPU only through the TF32 emulation of fuzz/interpreter.py."),
+    Mutant("align-chunk-plus-one", Deviation(scatter_grid_off_by_one=True),
+           "The Triton align's scatter grid is cdiv(M*k - 1, CHUNK) instead of cdiv(M*k, CHUNK): when M*k is "
+           "one past a multiple of the chunk, the last pair is never scattered and its slot holds padding, so "
+           "it gets no delta. Off-by-one at a derived-size boundary (class of bug)."),
+    Mutant("align-npow2-experts", Deviation(scatter_columns_unpadded=True),
+           "The Triton align's scatter indexes its per-group columns with E where count and layout use E "
+           "rounded up to a power of two: identical for power-of-two E, wrong positions for slots after the "
+           "first (or chunks after the first) otherwise. Class of bug (padded vs real extent)."),
+    Mutant("grouped-tail-full", Deviation(full_last_group=True),
+           "The GROUP_SIZE_M-swizzled tile order treats its last group as full when fewer m blocks remain: "
+           "(m, n) tiles of the real blocks there are never computed once a row has several n tiles. Seen only "
+           "when the last group holds real blocks (tiny batches). Class of bug (Triton matmul tutorial order)."),
+    Mutant("launch-bound-per-expert", Deviation(launch_bound_per_expert=True),
+           "The launch bound on used blocks counts E groups, Mk // BM + min(E, Mk), instead of L*E (slot, "
+           "expert) groups: when more groups are non-empty the last blocks never run. Upstream kin: vLLM #40131 "
+           "(align grid off by one)."),
 )}

@@ -38,7 +38,7 @@ def main() -> None:
     import dataclasses
 
     from fuzz import oracle
-    from fuzz.case import CPU_SIZES, GPU_SIZES, RandomSource, generate
+    from fuzz.generate import CPU_SIZES, GPU_SIZES, RandomSource, generate
     if a.profile == "nightly":
         sizes, shapes = GPU_SIZES, "nightly sizes (GPU_SIZES: M<=600, K<=1100, N<=600, R<=72, E<=64)"
         n = a.cases or (20 if device == "cpu" else 200)

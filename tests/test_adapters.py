@@ -16,7 +16,8 @@ import pytest
 import torch
 
 from fuzz.adapters import from_fused, from_shrink_expand
-from fuzz.case import CPU_SIZES, Case, RandomSource, generate
+from fuzz.case import Case
+from fuzz.generate import CPU_SIZES, RandomSource, generate
 from fuzz.impls import ImplError, resolve
 from fuzz.oracle import check
 from fuzz.tensors import materialize

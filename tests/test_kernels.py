@@ -1,12 +1,14 @@
 """Our kernels against the fp64 reference (through the oracle) on the named edge cases."""
 
+import dataclasses
+
 import pytest
 import torch
 
 from fuzz.case import Case
 from fuzz.oracle import check
 from kernels import MoeLoraConfig, TileConfig, fused_moe_lora
-from tests.cases import BASE, EDGES
+from tests.cases import BASE, EDGES, _tiles
 
 
 @pytest.mark.parametrize("case", EDGES)
@@ -55,7 +57,7 @@ def test_gpu_only_paths(case: Case, device):
 @pytest.mark.parametrize("dtype", ["float16", "bfloat16", "float32"])
 def test_gpu_random_sweep(dtype, device):
     """Forty generated GPU-sized cases per dtype: compiled kernels, warps and stages varied."""
-    from fuzz.case import GPU_SIZES, RandomSource, generate
+    from fuzz.generate import GPU_SIZES, RandomSource, generate
     for i in range(40):
         case = generate(RandomSource(1000 + i), GPU_SIZES, interpreter=False, seed=1000 + i).replace(dtype=dtype)
         v = check(case, "ours", device)
@@ -89,3 +91,54 @@ def test_plain_import_picks_interpreter_exactly_when_no_gpu():
         assert proc.returncode == 0, proc.stderr
     else:
         assert "import kernels first or set TRITON_INTERPRET=1" in proc.stderr
+
+
+# ---- derived-size boundaries (issue 15) ---------------------------------------------------------------
+def _triton_align(**kw) -> MoeLoraConfig:
+    """The Triton align explicitly: "auto" picks the torch one for CPU tensors."""
+    return dataclasses.replace(_tiles(**kw), align="triton")
+
+
+# Triton align under the interpreter (32-pair chunks): non-power-of-two E, M*k at and around chunk boundaries,
+# several slots. Each row also names the mutant that must fail on it. One slice, K = 16: the align is the cost.
+TINY = BASE.replace(num_slices=1, k_dim=16, n_dim=16, offset=0, extra_cols=0)
+TRITON_ALIGN_EDGES = [
+    pytest.param(TINY.replace(num_experts=3, m=16, top_k=2, num_slots=3, slotting="no_base",
+                              config=_triton_align()), "align-npow2-experts", id="triton-align-e3-32-pairs"),
+    pytest.param(TINY.replace(num_experts=5, m=31, top_k=1, num_slots=2, slotting="no_base",
+                              config=_triton_align()), "align-npow2-experts", id="triton-align-e5-31-pairs"),
+    pytest.param(TINY.replace(num_experts=7, m=11, top_k=3, num_slots=2, slotting="no_base",
+                              config=_triton_align()), "align-chunk-plus-one", id="triton-align-e7-33-pairs"),
+    pytest.param(TINY.replace(num_experts=6, m=13, top_k=5, num_slots=2, slotting="no_base",
+                              config=_triton_align()), "align-chunk-plus-one", id="triton-align-e6-65-pairs"),
+]
+# The last group of the GROUP_SIZE_M order holds real blocks: a tiny batch whose pairs each open their own
+# (slot, expert) group fills the grid's m bound (6 blocks, groups of 4: the last group is partial and real);
+# N = 24 > BLOCK_N gives each row two n tiles.
+GROUP_TAIL_EDGES = [
+    pytest.param(BASE.replace(num_experts=8, m=3, top_k=2, routing="distinct", slotting="no_base",
+                              config=_tiles(shrink_group_size_m=4, expand_group_size_m=4)),
+                 "grouped-tail-full", id="grouped-last-group-real-gsm4"),
+    pytest.param(BASE.replace(num_experts=4, m=1, top_k=3, num_slots=1, routing="distinct", slotting="no_base",
+                              config=_tiles(expand_group_size_m=2)),
+                 "grouped-tail-full", id="grouped-last-group-real-gsm2"),
+]
+
+
+@pytest.mark.interpreter
+@pytest.mark.parametrize("case,mutant", TRITON_ALIGN_EDGES + GROUP_TAIL_EDGES)
+def test_derived_boundary_edge(case: Case, mutant, device):
+    """Ours passes (with the permutation twin); the row hits the edge it names; the mutant aimed at it fails."""
+    from fuzz.coverage import case_features, data_features
+    from fuzz.tensors import materialize
+    h = materialize(case).host
+    edges = case_features(case) + data_features(h["topk_ids"], h["token_lora"], h["adapter_enabled"],
+                                                case.num_experts, case.num_slots, case)
+    if case.config.align == "triton":
+        assert any(e.startswith("routed_pairs_at_chunk_boundary") for e in edges), edges
+    else:
+        assert "last_group_holds_real_blocks" in edges, edges
+    v = check(case, "ours", device, permutation=True)
+    assert v.kind == "pass", f"{v.kind}: {v.message}\n{v.worst}"
+    if mutant:
+        assert check(case, f"mutant:{mutant}", device, permutation=False).kind == "mismatch"

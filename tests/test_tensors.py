@@ -11,7 +11,8 @@ import pytest
 import torch
 
 from fuzz import counter_rng as rng
-from fuzz.case import CPU_SIZES, GPU_SIZES, Case, RandomSource, generate
+from fuzz.case import Case
+from fuzz.generate import CPU_SIZES, GPU_SIZES, RandomSource, generate
 from fuzz.tensors import INT_SENTINEL, OUT_SENTINEL, materialize, routing, slots
 
 M64 = (1 << 64) - 1
