@@ -81,17 +81,30 @@ def _strict(text: str):
 # ---- hangs ------------------------------------------------------------------------------------------------
 HANG_ON_K = '''
 def impl(**kw):
-    if kw["x"].shape[-1] % 7 == 3:  # K = 3 (mod 7): case 3 of seed 0, about 1 case in 7
+    if kw["x"].shape[-1] % {mod} == {rem}:  # one case of the first five hangs (chosen by the test)
         time.sleep(3600)
     torch_moe_lora(**kw)
 '''
+
+
+def _one_hanging_case(n: int = 5) -> tuple[int, int, int]:
+    """(mod, rem, index): K = rem (mod mod) holds for exactly one of the campaign's first n cases, not the first."""
+    from fuzz.runner import CampaignConfig, case_for
+    ks = [case_for(CampaignConfig(device="cpu"), i).k_dim for i in range(n)]
+    for mod in range(5, 40):
+        for rem in range(mod):
+            hits = [i for i, k in enumerate(ks) if k % mod == rem]
+            if len(hits) == 1 and hits[0] > 0:
+                return mod, rem, hits[0]
+    raise AssertionError(f"no single hanging case among K = {ks}")
 
 
 def test_hang_inside_a_short_budget_is_a_finding_that_replays(tmp_path, capsys):
     """Before: the wait was min(300 s, time left + 5 s) and a dead worker after the deadline ended the loop,
     so this 60 s campaign reported 0 findings and exit 0. Now: `hang`, exit 1, and the repro replays with
     the recorded 2 s timeout."""
-    impl = _impl_file(tmp_path, "hangs", HANG_ON_K)
+    mod, rem, index = _one_hanging_case()
+    impl = _impl_file(tmp_path, "hangs", HANG_ON_K.format(mod=mod, rem=rem))
     out = tmp_path / "out"
     t0 = time.monotonic()
     proc = _fuzz("run", "--device", "cpu", "--impl", f"{impl}:impl", "--budget", "60", "--case-timeout", "2",
@@ -99,7 +112,7 @@ def test_hang_inside_a_short_budget_is_a_finding_that_replays(tmp_path, capsys):
     assert proc.returncode == 1, _detail(proc)
     report = _strict((out / "report.json").read_text())
     hangs = [f for f in report["findings"] if f["kind"] == "hang"]
-    assert len(hangs) == 1 and hangs[0]["case_index"] == 3, report["findings"]
+    assert len(hangs) == 1 and hangs[0]["case_index"] == index, report["findings"]
     assert report["cases"] == 5 and report["kinds"]["hang"] == 1 and report["worker_restarts"] == 1
     repro = load(hangs[0]["repro"])
     assert repro.verdict.kind == "hang" and repro.case_timeout_s == 2.0
