@@ -149,6 +149,38 @@ def test_fp64_reference_matches_hand_computation(dtype, layout, mrw):
     assert ref.active.tolist() == active
 
 
+def magnitudes(layout: str, mrw: bool) -> tuple[list, list]:
+    """What the error bound is built from, by hand, as (M, k, S, N) nested lists (zero for inactive pairs):
+    full = |w| sum_r |B[n][r]| sum_c |A[r][c]| |row[c]|,  mid = |w| sum_r |B[n][r]| |sum_c A[r][c] row[c]|."""
+    full = [[[[0.0] * N for _ in range(S)] for _ in range(TOP_K)] for _ in range(M)]
+    mid = [[[[0.0] * N for _ in range(S)] for _ in range(TOP_K)] for _ in range(M)]
+    for m in range(M):
+        lane = TOKEN_LORA[m]
+        if lane < 0 or not ENABLED[lane]:
+            continue
+        for j in range(TOP_K):
+            e, w = TOPK_IDS[m][j], (WEIGHTS[m][j] if mrw else 1.0)
+            row = X_ROUTED[m * TOP_K + j] if layout == "per_routed" else X_TOKEN[m]
+            for s in range(S):
+                a, b = A[s][lane][e], B[s][lane][e]
+                for n in range(N):
+                    full[m][j][s][n] = w * sum(abs(b[n][r]) * sum(abs(a[r][c] * row[c]) for c in range(K))
+                                               for r in range(R))
+                    mid[m][j][s][n] = w * sum(abs(b[n][r]) * abs(sum(a[r][c] * row[c] for c in range(K)))
+                                              for r in range(R))
+    return full, mid
+
+
+@pytest.mark.parametrize("layout, mrw", MODES)
+def test_fp64_reference_magnitudes_match_hand_computation(layout, mrw):
+    """The magnitudes the oracle's bound scales with (F and G of fuzz/oracle.py's model)."""
+    ref = moe_lora_fp64(**_inputs(torch.float32, layout), mul_routed_weight=mrw)
+    full, mid = magnitudes(layout, mrw)
+    assert ref.mag_full.tolist() == full
+    assert ref.mag_mid.tolist() == mid
+    assert full != mid  # cancellation somewhere: the two terms are told apart
+
+
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 @pytest.mark.parametrize("layout, mrw", MODES)
 def test_naive_reference_matches_hand_computation(dtype, layout, mrw):
