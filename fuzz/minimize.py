@@ -67,9 +67,13 @@ def candidates(c: Case) -> Iterator[Case]:
     for stage in ("shrink", "expand"):
         tile: TileConfig = getattr(cfg, stage)
         for fieldname, simplest in TILE_SIMPLEST.items():
-            if getattr(tile, fieldname) != simplest:
-                new_tile = dataclasses.replace(tile, **{fieldname: simplest})
-                yield c.replace(config=dataclasses.replace(cfg, **{stage: new_tile}))
+            v = getattr(tile, fieldname)
+            # toward the simplest value, then halfway and one step (split_k 3 -> 2); invalid ones are skipped
+            steps = [simplest] + (_size_steps(v, simplest)[1:] if v > simplest else [])
+            for target in dict.fromkeys(steps):
+                if target != v:
+                    new_tile = dataclasses.replace(tile, **{fieldname: target})
+                    yield c.replace(config=dataclasses.replace(cfg, **{stage: new_tile}))
     if c.seed != 0:
         yield c.replace(seed=0)
 
