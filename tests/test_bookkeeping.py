@@ -113,6 +113,27 @@ DATA_EDGES = {
 }
 
 
+# near misses: one half of an edge's condition without the other reaches nothing (or only what is listed)
+CASE_NEAR_MISSES = [PLAIN.replace(offset=1), PLAIN.replace(extra_cols=1), PLAIN.replace(real_rank=32),
+                    PLAIN.replace(config=_tiles(shrink=TileConfig(n_tiles=2), expand=TileConfig(n_tiles=2)))]
+DATA_NEAR_MISSES = [
+    (([[0, 1], [1, 0]], [-1, 0], [1, 1], 2, 2), ["slot_without_tokens"]),  # base present, slot 1 missing
+    (([[0, 1], [1, 0]], [0, 1], [1, 0], 2, 2), ["disabled_adapter_used"]),  # every slot, no base
+    (([[0, 1], [1, 0]], [-1, -1], [0], 2, 1), ["slot_without_tokens"]),  # a disabled slot nobody uses
+    (([[1, 0], [0, 1]], [0, 0], [1], 2, 1), []),  # same experts, other order: no duplicate within a token
+]
+
+
+@pytest.mark.parametrize("case", CASE_NEAR_MISSES)
+def test_case_near_misses_reach_no_edge(case):
+    assert case_features(case.validate()) == []
+
+
+@pytest.mark.parametrize("data, edges", DATA_NEAR_MISSES)
+def test_data_near_misses(data, edges):
+    assert _data_features(*data) == edges
+
+
 def _data_features(ids, lanes, enabled, experts, slots) -> list[str]:
     i32 = torch.int32
     return data_features(torch.tensor(ids, dtype=i32), torch.tensor(lanes, dtype=i32),
@@ -195,6 +216,8 @@ START = Case(seed=12345, dtype="bfloat16", m=29, top_k=4, num_experts=6, num_slo
     pytest.param(lambda c: c.config.shrink.split_k >= 2 and c.k_dim > 40 and c.layout == "per_routed",
                  Case(k_dim=41, layout="per_routed", config=MoeLoraConfig(shrink=TileConfig(split_k=2))),
                  id="splitk-kdim-layout"),
+    pytest.param(lambda c: c.num_slots == 4 and 1 in c.disabled, Case(num_slots=4, disabled=(1,)),
+                 id="drop-the-last-disabled-slot"),
 ])
 def test_minimizer_lands_on_the_known_minimal_case(predicate, minimal):
     """The answer is worked out by hand from the predicate and the knobs' simplest values (Case's defaults),
