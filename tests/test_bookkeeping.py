@@ -16,7 +16,8 @@ from fuzz.minimize import minimize
 from kernels import MoeLoraConfig, TileConfig
 
 # ---- adapter signature ------------------------------------------------------------------------------------
-ADAPTER = "out, x, topk_ids, topk_weights, token_lora, adapter_enabled, lora_a, lora_b, mul_routed_weight, offset, layout"
+ADAPTER = ("out, x, topk_ids, topk_weights, token_lora, adapter_enabled, lora_a, lora_b, mul_routed_weight, offset, "
+           "layout")
 SIGNATURES = {
     "exact": (f"*, {ADAPTER}", True),
     "positional_or_keyword": (ADAPTER, True),

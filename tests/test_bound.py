@@ -16,8 +16,8 @@ import torch
 
 from fuzz.case import Case
 from fuzz.oracle import check
-from reference import moe_lora_fp64
 from kernels import MoeLoraConfig, TileConfig
+from reference import moe_lora_fp64
 from tests.cases import SMALL
 
 DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
