@@ -1,0 +1,275 @@
+"""Mutation testing of the harness itself (reference/, fuzz/): do the tests that guard a module see a bug in it?
+
+    python scripts/mutation.py --per-module 25 --seed 0 --out mutation-survivors.json
+
+Why not mutmut: mutmut 3 runs the whole suite through its own trampolines and copies the tree into
+`mutants/`; our tests need the repository root on PYTHONPATH, a --device option and Triton's interpreter, and
+a map from module to the few test files that guard it is what keeps a run short on 2 cores. This runner:
+  1. parses each module, lists every mutation point (in the functions named for it, if any): comparison
+     flips, +-1 on int constants, float constants doubled and halved, `and`/`or` swaps, `not` removed,
+     + and - swapped, `return X` -> `return None`, and a call statement (a `need(...)` check) dropped;
+  2. samples up to --per-module of them (seeded), applies each alone to a copy of the repository in a temp
+     folder and runs the module's tests there (pytest -x, per-mutant timeout);
+  3. prints per module: tried, killed, survived, timeout, documented equivalents; writes survivors and their
+     diffs to --out. Survivors listed in EQUIVALENT (with the reason) are not counted as survivors.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import copy
+import difflib
+import json
+import os
+import random
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# module -> (functions to mutate, or () for the whole module; pytest arguments: fastest tests first)
+MODULES = {
+    "reference/fp64.py": ((), ["tests/test_hand_computed.py", "tests/test_references.py"]),
+    "reference/naive.py": ((), ["tests/test_hand_computed.py", "tests/test_references.py"]),
+    "fuzz/oracle.py": ((), ["tests/test_bound.py", "tests/test_oracle_paths.py"]),
+    "fuzz/coverage.py": ((), ["tests/test_bookkeeping.py"]),
+    "fuzz/minimize.py": ((), ["tests/test_bookkeeping.py"]),
+    "fuzz/case.py": (("validate",), ["tests/test_repro_fields.py"]),
+}
+
+# (module, mutant description) -> why it is equivalent (no test can tell it from the original) or accepted
+EQUIVALENT: dict[tuple[str, str], str] = {}
+
+
+@dataclass
+class Mutant:
+    module: str
+    index: int  # position in the module's list of mutation points
+    line: int
+    what: str  # e.g. "Lt -> LtE in `a < b`"
+    diff: str = ""
+    status: str = ""  # killed | survived | timeout | equivalent
+    seconds: float = 0.0
+
+
+_CMP_FLIPS = {ast.Lt: ast.LtE, ast.LtE: ast.Lt, ast.Gt: ast.GtE, ast.GtE: ast.Gt, ast.Eq: ast.NotEq,
+              ast.NotEq: ast.Eq, ast.In: ast.NotIn, ast.NotIn: ast.In, ast.Is: ast.IsNot, ast.IsNot: ast.Is}
+
+
+def _docstring_nodes(tree: ast.AST) -> set[int]:
+    ids = set()
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.Module, ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)) and node.body:
+            first = node.body[0]
+            if isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant):
+                ids.add(id(first))
+    return ids
+
+
+def _points(tree: ast.AST, functions: tuple) -> list[tuple[ast.AST, str, object]]:
+    """Every (node, kind, variant) mutation point, in a stable order."""
+    scopes = [tree] if not functions else [n for n in ast.walk(tree)
+                                           if isinstance(n, ast.FunctionDef) and n.name in functions]
+    skip = _docstring_nodes(tree)
+    annotations = set()
+    for node in ast.walk(tree):
+        for ann in ([node.annotation] if isinstance(node, (ast.arg, ast.AnnAssign)) and node.annotation else []) + \
+                ([node.returns] if isinstance(node, ast.FunctionDef) and node.returns else []):
+            annotations.update(id(n) for n in ast.walk(ann))
+    out, seen = [], set()
+    for scope in scopes:
+        for node in ast.walk(scope):
+            if id(node) in seen or id(node) in annotations:
+                continue
+            seen.add(id(node))
+            if isinstance(node, ast.Compare):
+                for i, op in enumerate(node.ops):
+                    if type(op) in _CMP_FLIPS:
+                        out.append((node, "compare", i))
+            elif isinstance(node, ast.Constant) and type(node.value) is int:
+                out += [(node, "int", +1), (node, "int", -1)]
+            elif isinstance(node, ast.Constant) and type(node.value) is float and node.value not in (0.0,):
+                out += [(node, "float", 2.0), (node, "float", 0.5)]
+            elif isinstance(node, ast.BoolOp):
+                out.append((node, "boolop", None))
+            elif isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.Not):
+                out.append((node, "not", None))
+            elif isinstance(node, ast.BinOp) and isinstance(node.op, (ast.Add, ast.Sub)):
+                out.append((node, "addsub", None))
+            elif isinstance(node, ast.Return) and node.value is not None and not (
+                    isinstance(node.value, ast.Constant) and node.value.value is None):
+                out.append((node, "return", None))
+            elif isinstance(node, ast.Expr) and isinstance(node.value, ast.Call) and id(node) not in skip:
+                out.append((node, "drop", None))
+    return out
+
+
+class _Apply(ast.NodeTransformer):
+    """Replace the one target node (matched by identity in a deep copy, via a position key)."""
+
+    def __init__(self, key, kind, variant):
+        self.key, self.kind, self.variant, self.desc = key, kind, variant, ""
+
+    def generic_visit(self, node):
+        node = super().generic_visit(node)
+        if _key(node) != self.key:
+            return node
+        before = ast.unparse(node)
+        k, v = self.kind, self.variant
+        if k == "compare":
+            old = node.ops[v]
+            node.ops[v] = _CMP_FLIPS[type(old)]()
+            self.desc = f"{type(old).__name__} -> {type(node.ops[v]).__name__}"
+        elif k == "int":
+            node.value += v
+            self.desc = f"int {v:+d}"
+        elif k == "float":
+            node.value *= v
+            self.desc = f"float x{v}"
+        elif k == "boolop":
+            node.op = ast.Or() if isinstance(node.op, ast.And) else ast.And()
+            self.desc = "and <-> or"
+        elif k == "not":
+            node = node.operand
+            self.desc = "not removed"
+        elif k == "addsub":
+            node.op = ast.Sub() if isinstance(node.op, ast.Add) else ast.Add()
+            self.desc = "+ <-> -"
+        elif k == "return":
+            node.value = ast.Constant(None)
+            self.desc = "return None"
+        elif k == "drop":
+            node = ast.Pass()
+            self.desc = "statement dropped"
+        self.desc += f" in `{before[:90]}`"
+        return node
+
+
+def _key(node) -> tuple | None:
+    if not hasattr(node, "lineno"):
+        return None
+    return (type(node).__name__, node.lineno, node.col_offset, getattr(node, "end_lineno", 0),
+            getattr(node, "end_col_offset", 0))
+
+
+def mutants_of(module: str, functions: tuple) -> tuple[str, list[tuple]]:
+    source = (ROOT / module).read_text()
+    tree = ast.parse(source)
+    return source, [(_key(n), kind, variant) for n, kind, variant in _points(tree, functions)]
+
+
+def apply(source: str, point: tuple) -> tuple[str, str, int]:
+    """(mutated source, description, line) for one mutation point."""
+    key, kind, variant = point
+    tree = ast.parse(source)
+    t = _Apply(key, kind, variant)
+    mutated = ast.fix_missing_locations(t.visit(copy.deepcopy(tree)))
+    return ast.unparse(mutated), t.desc, key[1]
+
+
+def _run_tests(workdir: Path, tests: list[str], timeout: float) -> tuple[str, float]:
+    env = dict(os.environ, PYTHONPATH=str(workdir), HYPOTHESIS_PROFILE="premerge", TRITON_INTERPRET="1")
+    cmd = ["nice", "-n", "19", sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "--device", "cpu", "-x",
+           "-q", "-W", "ignore", *tests]
+    start = time.monotonic()
+    try:
+        proc = subprocess.run(cmd, cwd=workdir, env=env, capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return "timeout", time.monotonic() - start
+    if proc.returncode == 5:
+        raise SystemExit(f"error: no tests collected for {tests}")
+    return ("survived" if proc.returncode == 0 else "killed"), time.monotonic() - start
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--per-module", type=int, default=25, help="mutants sampled per module (0: all)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--timeout", type=float, default=180.0, help="seconds per mutant's test run")
+    p.add_argument("--modules", nargs="*", default=list(MODULES), help=f"default: {' '.join(MODULES)}")
+    p.add_argument("--out", default="mutation-survivors.json")
+    p.add_argument("--list", action="store_true", help="only count the mutation points per module")
+    a = p.parse_args(argv)
+    for m in a.modules:
+        if m not in MODULES:
+            print(f"error: --modules: unknown module {m!r} (known: {', '.join(MODULES)})", file=sys.stderr)
+            return 2
+    if a.per_module < 0 or a.timeout <= 0:
+        print("error: --per-module must be >= 0 and --timeout > 0", file=sys.stderr)
+        return 2
+    rng = random.Random(a.seed)
+    results: list[Mutant] = []
+    with tempfile.TemporaryDirectory(prefix="mutation-") as tmp:
+        work = Path(tmp) / "repo"
+        shutil.copytree(ROOT, work, ignore=shutil.ignore_patterns(".git", "__pycache__", "*.pyc", ".tox",
+                                                                  "mutants", "nightly-out"))
+        for module in a.modules:
+            functions, tests = MODULES[module]
+            source, points = mutants_of(module, functions)
+            sample = sorted(rng.sample(range(len(points)), min(len(points), a.per_module or len(points))))
+            if a.list:
+                print(f"{module}: {len(points)} mutation points")
+                continue
+            status, secs = _run_tests(work, tests, a.timeout)
+            if status != "survived":
+                print(f"error: {module}: its tests fail ({status}) before any mutation", file=sys.stderr)
+                return 1
+            print(f"{module}: {len(points)} points, {len(sample)} sampled, unmutated tests {secs:.0f}s", flush=True)
+            baseline = ast.unparse(ast.parse(source))
+            target = work / module
+            for i in sample:
+                mutated, what, line = apply(source, points[i])
+                if mutated == baseline:
+                    continue
+                diff = "".join(difflib.unified_diff(baseline.splitlines(True), mutated.splitlines(True), module,
+                                                    f"{module} (mutant {i})", n=1))
+                mutant = Mutant(module, i, line, what, diff)
+                target.write_text(mutated)
+                try:
+                    mutant.status, mutant.seconds = _run_tests(work, tests, a.timeout)
+                finally:
+                    target.write_text(source)
+                if mutant.status == "survived" and (module, what) in EQUIVALENT:
+                    mutant.status = "equivalent"
+                results.append(mutant)
+                print(f"  {mutant.status:10s} {mutant.seconds:5.1f}s  L{line}: {what}", flush=True)
+    if a.list:
+        return 0
+    print(table(results))
+    survivors = [asdict(m) | ({"why": EQUIVALENT[(m.module, m.what)]} if m.status == "equivalent" else {})
+                 for m in results if m.status in ("survived", "equivalent", "timeout")]
+    Path(a.out).write_text(json.dumps(survivors, indent=2) + "\n")
+    print(f"survivors and their diffs: {a.out}")
+    return 0
+
+
+def table(results: list[Mutant]) -> str:
+    rows = ["| module | tried | killed | survived | timeout | equivalent | survival |", "|---|---|---|---|---|---|---|"]
+    total = {"tried": 0, "killed": 0, "survived": 0, "timeout": 0, "equivalent": 0}
+
+    def row(name, c):
+        counted = c["tried"] - c["equivalent"]
+        rate = f"{100 * c['survived'] / counted:.0f}%" if counted else "-"
+        return (f"| {name} | {c['tried']} | {c['killed']} | {c['survived']} | {c['timeout']} | {c['equivalent']} "
+                f"| {rate} |")
+    for module in dict.fromkeys(m.module for m in results):
+        c = {"tried": 0, "killed": 0, "survived": 0, "timeout": 0, "equivalent": 0}
+        for m in results:
+            if m.module == module:
+                c["tried"] += 1
+                c[m.status] += 1
+        rows.append(row(module, c))
+        for k in total:
+            total[k] += c[k]
+    rows.append(row("all", total))
+    return "\n".join(rows)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
