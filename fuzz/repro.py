@@ -91,11 +91,14 @@ def _verdict(d) -> Verdict:
         if not isinstance(v, (int, float)) or isinstance(v, bool):
             raise ReproError(f"verdict.{name}: wrong type {type(v).__name__}, expected a number")
         numbers[name] = float(v)
+    message = d.get("message", "")
+    if not isinstance(message, str):
+        raise ReproError(f"verdict.message: wrong type {type(message).__name__}, expected str")
     features = d.get("features", [])
     if not (isinstance(features, list) and all(isinstance(f, str) for f in features)):
         raise ReproError("verdict.features: expected a list of strings")
     return Verdict(kind, _field(d, "impl", str, "verdict."), _field(d, "signature", str, "verdict."),
-                   str(d.get("message", "")), numbers["max_ratio"], worst, numbers["seconds"], features)
+                   message, numbers["max_ratio"], worst, numbers["seconds"], features)
 
 
 def parse(text: str) -> Repro:
