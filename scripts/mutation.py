@@ -195,6 +195,7 @@ def main(argv=None) -> int:
     p.add_argument("--modules", nargs="*", default=list(MODULES), help=f"default: {' '.join(MODULES)}")
     p.add_argument("--out", default="mutation-survivors.json")
     p.add_argument("--list", action="store_true", help="only count the mutation points per module")
+    p.add_argument("--tmp-prefix", default="mutation-", help="prefix of the temporary copy of the repository")
     a = p.parse_args(argv)
     for m in a.modules:
         if m not in MODULES:
@@ -205,7 +206,7 @@ def main(argv=None) -> int:
         return 2
     rng = random.Random(a.seed)
     results: list[Mutant] = []
-    with tempfile.TemporaryDirectory(prefix="mutation-") as tmp:
+    with tempfile.TemporaryDirectory(prefix=a.tmp_prefix) as tmp:
         work = Path(tmp) / "repo"
         shutil.copytree(ROOT, work, ignore=shutil.ignore_patterns(".git", "__pycache__", "*.pyc", ".tox",
                                                                   "mutants", "nightly-out"))
