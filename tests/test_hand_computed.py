@@ -227,3 +227,10 @@ def test_seeded_kernel_bugs_disagree_with_hand_computation(mutant, device):
     except Exception:  # noqa: BLE001 - a crash also disagrees with the hand computation
         return
     assert not torch.equal(out.cpu().double(), torch.tensor(expected("per_token", True), dtype=torch.float64))
+
+
+def test_fp64_refuses_an_x_of_neither_layout():
+    kw = _inputs(torch.float32, "per_token")
+    kw["x"] = kw["x"][:3]
+    with pytest.raises(ValueError, match=r"^x: 3 rows; expected M=5 or M\*k=10$"):
+        moe_lora_fp64(**kw, mul_routed_weight=False)

@@ -112,12 +112,16 @@ def _config_dependent(case):
     return run
 
 
-def test_configuration_twin_sees_a_config_dependent_result(device):
-    case = MIXED.replace(slotting="no_base", disabled=())
+@pytest.mark.parametrize("block_m", [16, 32])
+def test_configuration_twin_sees_a_config_dependent_result(block_m, device):
+    """From either block size (the twin flips BLOCK_M 16 <-> other), the twin must run and disagree."""
+    case = MIXED.replace(slotting="no_base", disabled=(), config=MIXED.config.__class__(
+        block_m=block_m, shrink=MIXED.config.shrink, expand=MIXED.config.expand))
     impl = _config_dependent(case)
     assert check(case, "ours", device, impl=impl).kind == "pass"  # no single run can see it
     v = check(case, "ours", device, metamorphic=True, impl=impl)
     assert v.kind == "metamorphic" and "configuration" in v.message, v
+    assert v.to_dict()["kind"] == "metamorphic" and v.to_dict()["message"] == v.message
 
 
 def test_configuration_twin_allows_differences_within_the_bound(device):

@@ -138,3 +138,55 @@ def test_replay_line_is_informational():
     d = _base()
     d["replay"] = 42
     assert parse(json.dumps(d)).case == BASE
+
+
+# the ends of every range load (a bound moved inward is seen; moved outward, the rows above see it)
+EDGE_VALUES = [("case.seed", 2**63 - 1), ("case.m", 0), ("case.m", 65536), ("case.top_k", 16),
+               ("case.num_experts", 512), ("case.num_slots", 64), ("case.k_dim", 16384), ("case.n_dim", 16384),
+               ("case.offset", 1024), ("case.extra_cols", 1024), ("case.align_slack", 1024),
+               ("case.config.block_m", 256), *[(f"case.config.{s}.{f}", v) for s in ("shrink", "expand")
+                                               for f, v in (("block_n", 256), ("block_k", 16), ("group_size_m", 64),
+                                                            ("split_k", 64), ("num_warps", 16), ("num_warps", 1),
+                                                            ("num_stages", 1), ("num_stages", 8), ("n_tiles", 64))]]
+
+
+@pytest.mark.parametrize("path, value", EDGE_VALUES, ids=[f"{p}={v}" for p, v in EDGE_VALUES])
+def test_range_ends_load(path, value):
+    d = _corrupt(path, "range", value)
+    if path == "case.num_slots":
+        d["case"]["disabled"] = [63]
+    assert parse(json.dumps(d)) is not None
+
+
+def test_rank_ends_load():
+    d = _base()
+    d["case"].update(rank=256, real_rank=256)
+    assert parse(json.dumps(d)).case.real_rank == 256
+
+
+@pytest.mark.parametrize("changes, field", [
+    pytest.param({"routing": "distinct", "top_k": 2}, "case.routing", id="distinct-needs-top_k-le-experts"),
+    pytest.param({"real_rank": 3, "rank": 2}, "case.real_rank", id="real_rank-le-rank"),
+    pytest.param({"disabled": [0], "num_slots": 1, "slotting": "one_slot", "routing": "distinct", "top_k": 1}, None,
+                 id="valid-combination"),
+])
+def test_cross_field_rules(changes, field):
+    d = _base()
+    d["case"].update(changes)
+    if field is None:
+        assert parse(json.dumps(d)).case.disabled == (0,)
+        return
+    with pytest.raises(ReproError, match="^" + re.escape(field) + ":"):
+        parse(json.dumps(d))
+
+
+@pytest.mark.parametrize("dtype, split_k, ok", [("bfloat16", 2, False), ("bfloat16", 1, True), ("float16", 2, True)])
+def test_interpreter_only_rule(dtype, split_k, ok):
+    """bf16 with expand split-K > 1 is valid in general but cannot run under the interpreter (no bf16 atomics)."""
+    case = BASE.replace(dtype=dtype, config=MoeLoraConfig(expand=TileConfig(split_k=split_k)))
+    case.validate(interpreter=False)
+    if ok:
+        case.validate(interpreter=True)
+    else:
+        with pytest.raises(ValueError, match=r"^case\.config: expand split_k > 1 with bfloat16"):
+            case.validate(interpreter=True)
