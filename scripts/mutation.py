@@ -290,7 +290,7 @@ def main(argv=None) -> int:
                     continue
                 diff = "".join(difflib.unified_diff(baseline.splitlines(True), mutated.splitlines(True), module,
                                                     f"{module} (mutant {i})", n=1))
-                mutant = Mutant(module, i, line, what, diff, source.splitlines()[line - 1].strip())
+                mutant = Mutant(module, i, line, what, code=source.splitlines()[line - 1].strip(), diff=diff)
                 target.write_text(mutated)
                 try:
                     mutant.status, mutant.seconds = _run_tests(work, tests, a.timeout)
