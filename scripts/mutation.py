@@ -62,6 +62,11 @@ EQUIVALENT: dict[tuple[str, str, str], str] = {
     ("fuzz/minimize.py", "float x0.5 in `60.0`",
      "def minimize(case: Case, still_fails: Callable[[Case], bool], *, budget: float = 60.0, "
      "interpreter: bool = False,"): "accepted: the default budget; every caller (CLI, runner, tests) passes its own",
+    ("reference/fp64.py", "int +1 in `1`",
+     "CHUNK_ELEMENTS = 1 << 22  # gathered weight elements (A and B) per chunk: 32 MiB of fp64"):
+        "chunks twice as large: the same numbers (tests/test_references.py checks chunked == whole)",
+    ("reference/fp64.py", "int +1 in `1`", "chunk = max(1, CHUNK_ELEMENTS // (_rank * (_kd + n)))"):
+        "at least two pairs a chunk instead of one: the same numbers, chunking only bounds memory",
     ("reference/fp64.py", "int -1 in `1`",
      "CHUNK_ELEMENTS = 1 << 22  # gathered weight elements (A and B) per chunk: 32 MiB of fp64"):
         "CHUNK_ELEMENTS = 0 << 22: chunks of one pair (max(1, ...)); the same numbers, only slower",
