@@ -2,7 +2,8 @@
 
 Candidates per pass, biggest cuts first: every size toward its smallest valid value (then halved, then
 minus one), flags toward off, dtype/layout/routing toward the first (simplest) option, the config toward
-the default and each tile field toward its simplest value (then halfway, then one step), disabled slots dropped one by one, and the data
+the default and each tile field toward its simplest value (then halfway, then one step), disabled slots
+dropped one by one, and the data
 seed toward 0. Passes repeat until none of the candidates still fails: the result is 1-minimal over
 this candidate set (unless the budget ran out first, which the result says).
 """
