@@ -67,6 +67,10 @@ EQUIVALENT: dict[tuple[str, str, str], str] = {
         "chunks twice as large: the same numbers (tests/test_references.py checks chunked == whole)",
     ("reference/fp64.py", "int +1 in `1`", "chunk = max(1, CHUNK_ELEMENTS // (_rank * (_kd + n)))"):
         "at least two pairs a chunk instead of one: the same numbers, chunking only bounds memory",
+    ("reference/fp64.py", "int -1 in `0`", "n = lora_b[0].shape[2]"):
+        "N read from lora_b[-1] instead of lora_b[0]: every slice has the same N",
+    ("reference/fp64.py", "int -1 in `0`", "active = (slot >= 0) & enabled[slot.clamp(min=0)]"):
+        "clamp(min=-1) reads enabled[-1] for base tokens, but `slot >= 0` already masks them out",
     ("reference/fp64.py", "int -1 in `1`",
      "CHUNK_ELEMENTS = 1 << 22  # gathered weight elements (A and B) per chunk: 32 MiB of fp64"):
         "CHUNK_ELEMENTS = 0 << 22: chunks of one pair (max(1, ...)); the same numbers, only slower",
