@@ -59,9 +59,10 @@ EQUIVALENT: dict[tuple[str, str, str], str] = {
     ("fuzz/oracle.py", "int +1 in `24301`",
      "perm = torch.randperm(case.m, generator=torch.Generator().manual_seed(case.seed ^ 0x5EED)).to(t.out.device)"):
         "another fixed seed for the token permutation: equally a permutation, equally deterministic",
-    ("fuzz/minimize.py", "float x0.5 in `60.0`",
-     "def minimize(case: Case, still_fails: Callable[[Case], bool], *, budget: float = 60.0, "
-     "interpreter: bool = False,"): "accepted: the default budget; every caller (CLI, runner, tests) passes its own",
+    ("fuzz/minimize.py", "LtE -> Lt in `d < c.num_slots`",
+     "disabled=tuple(d for d in c.disabled if d < c.num_slots),"):
+        "keeps a disabled id equal to the new num_slots: that candidate fails validate() and is skipped; the walk "
+        "drops the id first and reaches the same 1-minimal case",
     ("reference/fp64.py", "int +1 in `1`",
      "CHUNK_ELEMENTS = 1 << 22  # gathered weight elements (A and B) per chunk: 32 MiB of fp64"):
         "chunks twice as large: the same numbers (tests/test_references.py checks chunked == whole)",
@@ -81,6 +82,8 @@ def _equivalent(module: str, what: str, code: str) -> str:
     """Why a surviving mutant is equivalent or accepted ("" if it is not documented)."""
     if (module, what, code) in EQUIVALENT:
         return EQUIVALENT[(module, what, code)]
+    if module == "fuzz/minimize.py" and code.startswith("def minimize(") and what.startswith("float"):
+        return "accepted: the default budget; every caller (CLI, runner, tests) passes its own"
     if module == "fuzz/minimize.py" and code.startswith("SIZE_FLOORS") and what.startswith("int -1"):
         return ("a floor below the field's valid minimum: that candidate fails validate() and is skipped; the "
                 "halving and minus-one steps still reach the same 1-minimal case")

@@ -12,7 +12,7 @@ import torch
 from fuzz.case import Case
 from fuzz.coverage import REQUIRED_EDGES, Coverage, case_features, data_features
 from fuzz.impls import ImplError, resolve
-from fuzz.minimize import minimize
+from fuzz.minimize import describe, minimize
 from kernels import MoeLoraConfig, TileConfig
 
 # ---- adapter signature ------------------------------------------------------------------------------------
@@ -220,14 +220,19 @@ START = Case(seed=12345, dtype="bfloat16", m=29, top_k=4, num_experts=6, num_slo
                  id="splitk-kdim-layout"),
     pytest.param(lambda c: c.num_slots == 4 and 1 in c.disabled, Case(num_slots=4, disabled=(1,)),
                  id="drop-the-last-disabled-slot"),
+    # from 64 the halfway step is 48, not a power of two: refused by validate, so 64 stays
+    pytest.param(lambda c: c.config.shrink.block_n > 32, Case(config=MoeLoraConfig(shrink=TileConfig(block_n=64))),
+                 id="invalid-candidates-skipped"),
 ])
 def test_minimizer_lands_on_the_known_minimal_case(predicate, minimal):
     """The answer is worked out by hand from the predicate and the knobs' simplest values (Case's defaults),
     not by asking the minimiser's own candidate generator whether it is minimal."""
     start = START if predicate(START) else START.replace(dtype="float16")
     assert predicate(start)
-    res = minimize(start, predicate, budget=60, interpreter=True)
+    lines = []
+    res = minimize(start, predicate, budget=60, interpreter=True, progress=lines.append)
     assert res.one_minimal
+    assert len(lines) == res.steps and all(f"step {i + 1} " in ln for i, ln in enumerate(lines))
     assert res.case == minimal, res.case
     assert res.steps >= 1 and res.tries >= res.steps and 0 <= res.seconds <= 60
 
@@ -241,3 +246,16 @@ def test_minimizer_keeps_a_case_nothing_reduces():
     """A predicate only the start satisfies: the start comes back, 1-minimal, every try rejected."""
     res = minimize(START, lambda c: c == START, budget=60, interpreter=True)
     assert res.one_minimal and res.case == START and res.steps == 0 and res.tries > 10
+
+
+def test_describe_names_exactly_the_knobs_off_their_simplest_value():
+    assert describe(Case()) == "(simplest case)"
+    case = Case(m=5, strided=True, config=MoeLoraConfig(block_m=32, shrink=TileConfig(split_k=2)))
+    assert describe(case) == "m=5 strided=True block_m=32 shrink.split_k=2"
+
+
+def test_coverage_buckets_sizes_by_powers_of_two():
+    cov = Coverage()
+    for m in (0, 1, 2, 3, 4, 7, 8, 15, 16):
+        cov.add(PLAIN.replace(m=m), [])
+    assert dict(cov.knobs["m"]) == {"0": 1, "1": 1, "2": 1, "2-3": 1, "4-7": 2, "8-15": 2, "16-31": 1}
