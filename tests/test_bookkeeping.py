@@ -203,7 +203,7 @@ def test_missing_edges_of_an_empty_campaign_is_every_edge():
 # ---- minimiser --------------------------------------------------------------------------------------------
 START = Case(seed=12345, dtype="bfloat16", m=29, top_k=4, num_experts=6, num_slots=4, rank=24, real_rank=17,
              k_dim=97, n_dim=45, num_slices=2, layout="per_routed", mul_routed_weight=True, offset=5,
-             extra_cols=3, routing="distinct", slotting="all_with_base", disabled=(1, 3), strided=True,
+             extra_cols=3, routing="distinct", slotting="all_with_base", disabled=(0, 1, 3), strided=True,
              align_slack=3, config=MoeLoraConfig(block_m=32, shrink=TileConfig(block_n=64, block_k=16, split_k=3,
                                                                                group_size_m=4, n_tiles=2),
                                                  expand=TileConfig(block_n=16, block_k=64, num_warps=8,
