@@ -276,7 +276,6 @@ def main(argv=None) -> int:
     import numpy  # noqa: F401 - imported once before forking, see _run_tests
     import pytest  # noqa: F401
     import torch  # noqa: F401
-    rng = random.Random(a.seed)
     results: list[Mutant] = []
     with tempfile.TemporaryDirectory(prefix=a.tmp_prefix) as tmp:
         work = Path(tmp) / "repo"
@@ -285,6 +284,7 @@ def main(argv=None) -> int:
         for module in a.modules:
             functions, tests = MODULES[module]
             source, points = mutants_of(module, functions)
+            rng = random.Random(f"{a.seed}:{module}")  # per module: a module's sample does not depend on the others
             sample = sorted(rng.sample(range(len(points)), min(len(points), a.per_module or len(points))))
             if a.list:
                 print(f"{module}: {len(points)} mutation points")
