@@ -100,6 +100,21 @@ def test_raising_implementation_is_an_exception_finding(device):
         raise RuntimeError("kernel launch failed")
     v = check(MIXED, "corrupt", device, impl=boom)
     assert v.kind == "exception" and "RuntimeError: kernel launch failed" in v.message, v
+    assert v.signature == f"exception|corrupt|{MIXED.coarse_class}" and v.failed
+
+
+def test_write_between_guarded_buffers_is_an_oob_write(device):
+    """A stray byte in the alignment gap after a buffer's guard (in no buffer at all) is still found."""
+    def gap_write(t):
+        OURS(t)
+        for g in t.guarded:
+            end = g.offset + g.base.numel() * g.base.element_size()
+            if end % 256:  # bases start 256-byte aligned: the bytes up to the next one belong to no buffer
+                t.arena[end] += 1
+                return
+        raise AssertionError("no gap between guarded buffers")
+    v = check(MIXED, "corrupt", device, impl=gap_write)
+    assert v.kind == "oob-write" and "between the guarded buffers" in v.message, v
 
 
 # ---- the configuration twin ---------------------------------------------------------------------------
