@@ -220,6 +220,7 @@ START = Case(seed=12345, dtype="bfloat16", m=29, top_k=4, num_experts=6, num_slo
                  id="splitk-kdim-layout"),
     pytest.param(lambda c: c.num_slots == 4 and 1 in c.disabled, Case(num_slots=4, disabled=(1,)),
                  id="drop-the-last-disabled-slot"),
+    pytest.param(lambda c: c.rank >= 4 and c.n_dim >= 3, Case(rank=4, real_rank=1, n_dim=3), id="rank-not-real-rank"),
     # from 64 the halfway step is 48, not a power of two: refused by validate, so 64 stays
     pytest.param(lambda c: c.config.shrink.block_n > 32, Case(config=MoeLoraConfig(shrink=TileConfig(block_n=64))),
                  id="invalid-candidates-skipped"),
