@@ -64,6 +64,8 @@ EQUIVALENT: dict[tuple[str, str, str], str] = {
         "the 8-byte entry of the bit-view table: outputs are fp16/bf16/fp32 (2 or 4 bytes), never 8",
     ("fuzz/oracle.py", "int -1 in `0`", 'if kind == "pass" and metamorphic and case.m > 0:'):
         "twins of an empty batch: every output is empty, so comparing them cannot fail either way",
+    ("fuzz/minimize.py", "int -1 in `0`", "if c.seed != 0:"):
+        "also yields seed = 0 when the seed is already 0: that candidate is the current case, skipped as seen",
     ("fuzz/minimize.py", "LtE -> Lt in `d < c.num_slots`",
      "disabled=tuple(d for d in c.disabled if d < c.num_slots),"):
         "keeps a disabled id equal to the new num_slots: that candidate fails validate() and is skipped; the walk "
@@ -71,6 +73,12 @@ EQUIVALENT: dict[tuple[str, str, str], str] = {
     ("reference/fp64.py", "int +1 in `1`",
      "CHUNK_ELEMENTS = 1 << 22  # gathered weight elements (A and B) per chunk: 32 MiB of fp64"):
         "chunks twice as large: the same numbers (tests/test_references.py checks chunked == whole)",
+    ("reference/fp64.py", "int +1 in `22`",
+     "CHUNK_ELEMENTS = 1 << 22  # gathered weight elements (A and B) per chunk: 32 MiB of fp64"):
+        "chunks twice as large: the same numbers (tests/test_references.py checks chunked == whole)",
+    ("reference/fp64.py", "int -1 in `22`",
+     "CHUNK_ELEMENTS = 1 << 22  # gathered weight elements (A and B) per chunk: 32 MiB of fp64"):
+        "chunks half as large: the same numbers",
     ("reference/fp64.py", "int +1 in `1`", "chunk = max(1, CHUNK_ELEMENTS // (_rank * (_kd + n)))"):
         "at least two pairs a chunk instead of one: the same numbers, chunking only bounds memory",
     ("reference/fp64.py", "int -1 in `0`", "n = lora_b[0].shape[2]"):
