@@ -9,7 +9,8 @@ failure survives without it, and `dropped_class_knobs` says which ones it droppe
 Candidates per pass, biggest cuts first: halves, then quarters, ... of the knobs reset together, every
 size toward its smallest valid value (then halved, then minus one), flags toward off, dtype/layout/routing
 toward the first (simplest) option, the config toward the default and each tile field toward its simplest
-value, disabled slots dropped one by one, and the data seed toward 0. Passes repeat until none of the
+value (then halfway, then one step), disabled slots dropped one by one, and the data seed toward 0.
+Passes repeat until none of the
 candidates still fails: the result is 1-minimal over this candidate set (unless the budget ran out first,
 which the result says). Every tried candidate's outcome is kept (`MinimizeResult.outcomes`): triage reads
 the essential knobs off the rejected ones.
@@ -140,9 +141,13 @@ def candidates(c: Case) -> Iterator[Case]:
     for stage in STAGES:
         tile: TileConfig = getattr(cfg, stage)
         for fieldname, simplest in TILE_SIMPLEST.items():
-            if getattr(tile, fieldname) != simplest:
-                new_tile = dataclasses.replace(tile, **{fieldname: simplest})
-                yield c.replace(config=dataclasses.replace(cfg, **{stage: new_tile}))
+            v = getattr(tile, fieldname)
+            # toward the simplest value, then halfway and one step (split_k 3 -> 2); invalid ones are skipped
+            steps = [simplest] + (_size_steps(v, simplest)[1:] if v > simplest else [])
+            for target in dict.fromkeys(steps):
+                if target != v:
+                    new_tile = dataclasses.replace(tile, **{fieldname: target})
+                    yield c.replace(config=dataclasses.replace(cfg, **{stage: new_tile}))
     if c.seed != 0:
         yield c.replace(seed=0)
 

@@ -140,7 +140,10 @@ class Verdict:
             raise ValueError("verdict.failure: expected a string")
         if settings is not None and not isinstance(settings, dict):
             raise ValueError("verdict.impl_settings: expected an object or null")
-        return cls(kind, need("impl", str), need("signature", str), str(d.get("message", "")),
+        message = d.get("message", "")
+        if not isinstance(message, str):
+            raise ValueError(f"verdict.message: wrong type {type(message).__name__}, expected str")
+        return cls(kind, need("impl", str), need("signature", str), message,
                    numbers["max_ratio"], worst, numbers["seconds"], features, failure, settings)
 
 

@@ -208,6 +208,9 @@ def parse(text: str) -> Repro:
     if timeout is not None and (not isinstance(timeout, (int, float)) or isinstance(timeout, bool)
                                 or not math.isfinite(timeout) or timeout <= 0):
         raise ReproError(f"case_timeout_s: must be a finite number > 0 or null, got {timeout!r}")
+    harness = d.get("harness")
+    if harness is not None and not isinstance(harness, str):
+        raise ReproError("harness: wrong type, expected a version string or null")
     campaign = d.get("campaign")
     if campaign is not None and not isinstance(campaign, str):
         raise ReproError("campaign: wrong type, expected a string or null")
