@@ -4,4 +4,4 @@ device fixture, Hypothesis profiles); an installed package registers it through 
 from importlib.metadata import entry_points
 
 if not any(ep.name == "moe_lora_fuzz" for ep in entry_points(group="pytest11")):
-    pytest_plugins = ["fuzz.pytest_plugin"]
+    pytest_plugins = ["moe_lora_fuzz.fuzz.pytest_plugin"]

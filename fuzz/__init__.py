@@ -1,3 +1,3 @@
 """The fuzzer: cases, strategies, oracle, campaign runner, repro files, minimiser and CLI."""
 
-__version__ = "0.2.0"
+from moe_lora_fuzz import __version__  # noqa: F401  one version, in the namespace package

@@ -11,7 +11,7 @@ signature has a `config` parameter also receives the case's launch configuration
 take precomputed align buffers (SPEC §3.1), a long positional argument list and seven launch arguments per
 stage. The two helpers here do the glue, so wrapping such a kernel takes a couple of lines:
 
-    from fuzz.adapters import from_fused, from_shrink_expand
+    from moe_lora_fuzz.fuzz.adapters import from_fused, from_shrink_expand
     impl = from_fused(my_fused_moe_lora)                     # launch configuration forwarded per case
     impl2 = from_shrink_expand(my_shrink, my_expand)         # two calls, one intermediate
     legacy = from_fused(my_fused_moe_lora, block_size_m=16)  # fixed BLOCK_M, no configuration (the old form)
@@ -86,21 +86,35 @@ import inspect
 from typing import Callable
 
 import torch
+from moe_lora_fuzz.kernels import default_slot_ids, moe_lora_align_block_size
+from moe_lora_fuzz.kernels.config import MoeLoraConfig
 
-from kernels import default_slot_ids, moe_lora_align_block_size
-from kernels.config import MoeLoraConfig
-
-__all__ = ["CAPABILITY_KEYS", "STAGE_ARGS", "fused_config_kwargs", "from_fused", "from_shrink_expand",
-           "stage_args"]
+__all__ = ["CAPABILITY_KEYS", "STAGE_ARGS", "fused_config_kwargs", "from_fused", "from_shrink_expand", "stage_args"]
 
 STAGES = ("shrink", "expand")
 # upstream's per-stage launch arguments, in upstream's order, and the configuration field each comes from
 STAGE_ARGS = ("block_size_m", "block_size_n", "block_size_k", "group_size_m", "num_warps", "num_stages", "split_k")
-_TILE_FIELD = {"block_size_n": "block_n", "block_size_k": "block_k", "group_size_m": "group_size_m",
-               "num_warps": "num_warps", "num_stages": "num_stages", "split_k": "split_k"}
+_TILE_FIELD = {
+    "block_size_n": "block_n",
+    "block_size_k": "block_k",
+    "group_size_m": "group_size_m",
+    "num_warps": "num_warps",
+    "num_stages": "num_stages",
+    "split_k": "split_k",
+}
 FORWARDED = ("block_m",) + tuple(f"{s}.{f}" for s in STAGES for f in _TILE_FIELD.values())
-CAPABILITY_KEYS = ("fp32_precision", "dtypes", "layouts", "mul_routed_weight", "strided_inputs", "alignment",
-                   "contiguous_out", "max_rank", "split_k", "offset")
+CAPABILITY_KEYS = (
+    "fp32_precision",
+    "dtypes",
+    "layouts",
+    "mul_routed_weight",
+    "strided_inputs",
+    "alignment",
+    "contiguous_out",
+    "max_rank",
+    "split_k",
+    "offset",
+)
 
 
 def stage_args(config: MoeLoraConfig, stage: str) -> dict:
@@ -181,8 +195,9 @@ def _config_source(default_config) -> Callable[[int], MoeLoraConfig]:
         return lambda _rank: default_config
     if callable(default_config):
         return default_config
-    raise TypeError(f"default_config: expected a MoeLoraConfig or a function of the rank, "
-                    f"got {type(default_config).__name__}")
+    raise TypeError(
+        f"default_config: expected a MoeLoraConfig or a function of the rank, got {type(default_config).__name__}"
+    )
 
 
 def _resolve_config(config, defaults: Callable[[int], MoeLoraConfig], rank: int) -> MoeLoraConfig:
@@ -199,8 +214,15 @@ def _default_settings(default_config) -> object:
     return _name(default_config)
 
 
-def from_fused(fn: Callable, *, block_size_m: int | None = None, default_config=None,
-               lora_ids: Callable | None = None, capabilities: dict | None = None, **fn_kwargs) -> Callable:
+def from_fused(
+    fn: Callable,
+    *,
+    block_size_m: int | None = None,
+    default_config=None,
+    lora_ids: Callable | None = None,
+    capabilities: dict | None = None,
+    **fn_kwargs,
+) -> Callable:
     """Wrap a fused implementation `fn` into the adapter protocol.
 
     Configuration mode (no `block_size_m`): the returned adapter takes `config=None`, runs align once with
@@ -233,48 +255,127 @@ def from_fused(fn: Callable, *, block_size_m: int | None = None, default_config=
     if block_size_m is not None:
         _check_block(block_size_m)
 
-        def legacy(*, out, x, topk_ids, topk_weights, token_lora, adapter_enabled, lora_a, lora_b,
-                   mul_routed_weight, offset, layout):
+        def legacy(
+            *,
+            out,
+            x,
+            topk_ids,
+            topk_weights,
+            token_lora,
+            adapter_enabled,
+            lora_a,
+            lora_b,
+            mul_routed_weight,
+            offset,
+            layout,
+        ):
             del layout  # implied by x.shape[0]; the fuzzer only passes x with the matching row count
             _e, num_slots, rank, _s = _sizes(lora_a)
             align = _align(topk_ids, lora_a, block_size_m, token_lora)
-            fn(out, x, tuple(lora_a), tuple(lora_b), topk_weights,
-               align.sorted_token_ids, align.expert_ids, align.num_tokens_post_padded,
-               rank, topk_ids.shape[1], slot_list(token_lora, num_slots), adapter_enabled, block_size_m,
-               bool(mul_routed_weight), int(offset), **fn_kwargs)
+            fn(
+                out,
+                x,
+                tuple(lora_a),
+                tuple(lora_b),
+                topk_weights,
+                align.sorted_token_ids,
+                align.expert_ids,
+                align.num_tokens_post_padded,
+                rank,
+                topk_ids.shape[1],
+                slot_list(token_lora, num_slots),
+                adapter_enabled,
+                block_size_m,
+                bool(mul_routed_weight),
+                int(offset),
+                **fn_kwargs,
+            )
 
-        return _finish(legacy, f"fused({_name(fn)})",
-                       f"Adapter-protocol wrapper of {_name(fn)} (fuzz.adapters.from_fused, "
-                       f"block_size_m={block_size_m}).",
-                       dict(adapter="from_fused", fn=_name(fn), mode="legacy", block_size_m=block_size_m,
-                            lora_ids=_name(slot_list), fn_kwargs=fn_kwargs), capabilities)
+        return _finish(
+            legacy,
+            f"fused({_name(fn)})",
+            f"Adapter-protocol wrapper of {_name(fn)} (fuzz.adapters.from_fused, block_size_m={block_size_m}).",
+            dict(
+                adapter="from_fused",
+                fn=_name(fn),
+                mode="legacy",
+                block_size_m=block_size_m,
+                lora_ids=_name(slot_list),
+                fn_kwargs=fn_kwargs,
+            ),
+            capabilities,
+        )
 
     defaults = _config_source(default_config)
 
-    def adapter(*, out, x, topk_ids, topk_weights, token_lora, adapter_enabled, lora_a, lora_b,
-                mul_routed_weight, offset, layout, config=None):
+    def adapter(
+        *,
+        out,
+        x,
+        topk_ids,
+        topk_weights,
+        token_lora,
+        adapter_enabled,
+        lora_a,
+        lora_b,
+        mul_routed_weight,
+        offset,
+        layout,
+        config=None,
+    ):
         del layout  # implied by x.shape[0]
         _e, num_slots, rank, _s = _sizes(lora_a)
         cfg = _resolve_config(config, defaults, rank)
         align = _align(topk_ids, lora_a, cfg.block_m, token_lora)
-        fn(out, x, list(lora_a), list(lora_b), topk_weights,
-           align.sorted_token_ids, align.expert_ids, align.num_tokens_post_padded,
-           rank, topk_ids.shape[1], slot_list(token_lora, num_slots), adapter_enabled,
-           **fused_config_kwargs(cfg), mul_routed_weight=bool(mul_routed_weight), offset=int(offset), **fn_kwargs)
+        fn(
+            out,
+            x,
+            list(lora_a),
+            list(lora_b),
+            topk_weights,
+            align.sorted_token_ids,
+            align.expert_ids,
+            align.num_tokens_post_padded,
+            rank,
+            topk_ids.shape[1],
+            slot_list(token_lora, num_slots),
+            adapter_enabled,
+            **fused_config_kwargs(cfg),
+            mul_routed_weight=bool(mul_routed_weight),
+            offset=int(offset),
+            **fn_kwargs,
+        )
 
-    return _finish(adapter, f"fused({_name(fn)})",
-                   f"Adapter-protocol wrapper of {_name(fn)} (fuzz.adapters.from_fused, launch configuration "
-                   f"forwarded per stage).",
-                   dict(adapter="from_fused", fn=_name(fn), mode="config", forwards=FORWARDED,
-                        default_config=_default_settings(default_config), lora_ids=_name(slot_list),
-                        fn_kwargs=fn_kwargs), capabilities)
+    return _finish(
+        adapter,
+        f"fused({_name(fn)})",
+        f"Adapter-protocol wrapper of {_name(fn)} (fuzz.adapters.from_fused, launch configuration "
+        f"forwarded per stage).",
+        dict(
+            adapter="from_fused",
+            fn=_name(fn),
+            mode="config",
+            forwards=FORWARDED,
+            default_config=_default_settings(default_config),
+            lora_ids=_name(slot_list),
+            fn_kwargs=fn_kwargs,
+        ),
+        capabilities,
+    )
 
 
-def from_shrink_expand(shrink: Callable, expand: Callable, *, block_size_m: int | None = None,
-                       intermediate_dtype: torch.dtype | None = torch.float32,
-                       shrink_kwargs: dict | None = None, expand_kwargs: dict | None = None,
-                       default_config=None, lora_ids: Callable | None = None,
-                       capabilities: dict | None = None) -> Callable:
+def from_shrink_expand(
+    shrink: Callable,
+    expand: Callable,
+    *,
+    block_size_m: int | None = None,
+    intermediate_dtype: torch.dtype | None = torch.float32,
+    shrink_kwargs: dict | None = None,
+    expand_kwargs: dict | None = None,
+    default_config=None,
+    lora_ids: Callable | None = None,
+    capabilities: dict | None = None,
+) -> Callable:
     """Wrap a two-stage implementation (a shrink call, then an expand call) into the adapter protocol.
 
     The returned function runs align once (with config.block_m, or `block_size_m` in legacy mode), allocates
@@ -317,53 +418,157 @@ def from_shrink_expand(shrink: Callable, expand: Callable, *, block_size_m: int 
     expand_kwargs = dict(expand_kwargs or {})
     slot_list = lora_ids or _default_lora_ids
     names = f"{_name(shrink)}, {_name(expand)}"
-    settings = dict(adapter="from_shrink_expand", shrink=_name(shrink), expand=_name(expand),
-                    intermediate_dtype=str(intermediate_dtype), lora_ids=_name(slot_list),
-                    shrink_kwargs=shrink_kwargs, expand_kwargs=expand_kwargs)
+    settings = dict(
+        adapter="from_shrink_expand",
+        shrink=_name(shrink),
+        expand=_name(expand),
+        intermediate_dtype=str(intermediate_dtype),
+        lora_ids=_name(slot_list),
+        shrink_kwargs=shrink_kwargs,
+        expand_kwargs=expand_kwargs,
+    )
 
-    def stages(out, x, topk_ids, topk_weights, token_lora, adapter_enabled, lora_a, lora_b, block_m: int,
-               stacked: type, shrink_args: tuple, shrink_kw: dict, expand_args: tuple, expand_kw: dict) -> None:
+    def stages(
+        out,
+        x,
+        topk_ids,
+        topk_weights,
+        token_lora,
+        adapter_enabled,
+        lora_a,
+        lora_b,
+        block_m: int,
+        stacked: type,
+        shrink_args: tuple,
+        shrink_kw: dict,
+        expand_args: tuple,
+        expand_kw: dict,
+    ) -> None:
         _e, num_slots, rank, slices = _sizes(lora_a)
         m, k = topk_ids.shape
         align = _align(topk_ids, lora_a, block_m, token_lora)
         ids = slot_list(token_lora, num_slots)
         intermediate = torch.zeros((slices, m * k, rank), dtype=intermediate_dtype or x.dtype, device=x.device)
-        shrink(intermediate, x, stacked(lora_a), align.sorted_token_ids, align.expert_ids,
-               align.num_tokens_post_padded, k, ids, adapter_enabled, *shrink_args, **shrink_kw)
-        expand(out, intermediate, stacked(lora_b), topk_weights, align.sorted_token_ids, align.expert_ids,
-               align.num_tokens_post_padded, k, ids, adapter_enabled, *expand_args, **expand_kw)
+        shrink(
+            intermediate,
+            x,
+            stacked(lora_a),
+            align.sorted_token_ids,
+            align.expert_ids,
+            align.num_tokens_post_padded,
+            k,
+            ids,
+            adapter_enabled,
+            *shrink_args,
+            **shrink_kw,
+        )
+        expand(
+            out,
+            intermediate,
+            stacked(lora_b),
+            topk_weights,
+            align.sorted_token_ids,
+            align.expert_ids,
+            align.num_tokens_post_padded,
+            k,
+            ids,
+            adapter_enabled,
+            *expand_args,
+            **expand_kw,
+        )
 
     if block_size_m is not None:
         _check_block(block_size_m)
 
-        def legacy(*, out, x, topk_ids, topk_weights, token_lora, adapter_enabled, lora_a, lora_b,
-                   mul_routed_weight, offset, layout):
+        def legacy(
+            *,
+            out,
+            x,
+            topk_ids,
+            topk_weights,
+            token_lora,
+            adapter_enabled,
+            lora_a,
+            lora_b,
+            mul_routed_weight,
+            offset,
+            layout,
+        ):
             del layout  # implied by x.shape[0]
-            stages(out, x, topk_ids, topk_weights, token_lora, adapter_enabled, lora_a, lora_b, block_size_m,
-                   tuple, (block_size_m,), shrink_kwargs, (block_size_m, bool(mul_routed_weight), int(offset)),
-                   expand_kwargs)
+            stages(
+                out,
+                x,
+                topk_ids,
+                topk_weights,
+                token_lora,
+                adapter_enabled,
+                lora_a,
+                lora_b,
+                block_size_m,
+                tuple,
+                (block_size_m,),
+                shrink_kwargs,
+                (block_size_m, bool(mul_routed_weight), int(offset)),
+                expand_kwargs,
+            )
 
-        return _finish(legacy, f"shrink_expand({names})",
-                       f"Adapter-protocol wrapper of {names} (fuzz.adapters.from_shrink_expand, "
-                       f"block_size_m={block_size_m}).",
-                       dict(settings, mode="legacy", block_size_m=block_size_m), capabilities)
+        return _finish(
+            legacy,
+            f"shrink_expand({names})",
+            f"Adapter-protocol wrapper of {names} (fuzz.adapters.from_shrink_expand, block_size_m={block_size_m}).",
+            dict(settings, mode="legacy", block_size_m=block_size_m),
+            capabilities,
+        )
 
     defaults = _config_source(default_config)
 
-    def adapter(*, out, x, topk_ids, topk_weights, token_lora, adapter_enabled, lora_a, lora_b,
-                mul_routed_weight, offset, layout, config=None):
+    def adapter(
+        *,
+        out,
+        x,
+        topk_ids,
+        topk_weights,
+        token_lora,
+        adapter_enabled,
+        lora_a,
+        lora_b,
+        mul_routed_weight,
+        offset,
+        layout,
+        config=None,
+    ):
         del layout  # implied by x.shape[0]
         cfg = _resolve_config(config, defaults, _sizes(lora_a)[2])
-        stages(out, x, topk_ids, topk_weights, token_lora, adapter_enabled, lora_a, lora_b, cfg.block_m,
-               list, (), {**stage_args(cfg, "shrink"), **shrink_kwargs}, (),
-               {**stage_args(cfg, "expand"), "mul_routed_weight": bool(mul_routed_weight), "offset": int(offset),
-                **expand_kwargs})
+        stages(
+            out,
+            x,
+            topk_ids,
+            topk_weights,
+            token_lora,
+            adapter_enabled,
+            lora_a,
+            lora_b,
+            cfg.block_m,
+            list,
+            (),
+            {**stage_args(cfg, "shrink"), **shrink_kwargs},
+            (),
+            {
+                **stage_args(cfg, "expand"),
+                "mul_routed_weight": bool(mul_routed_weight),
+                "offset": int(offset),
+                **expand_kwargs,
+            },
+        )
 
-    return _finish(adapter, f"shrink_expand({names})",
-                   f"Adapter-protocol wrapper of {names} (fuzz.adapters.from_shrink_expand, launch "
-                   f"configuration forwarded per stage).",
-                   dict(settings, mode="config", forwards=FORWARDED,
-                        default_config=_default_settings(default_config)), capabilities)
+    return _finish(
+        adapter,
+        f"shrink_expand({names})",
+        f"Adapter-protocol wrapper of {names} (fuzz.adapters.from_shrink_expand, launch "
+        f"configuration forwarded per stage).",
+        dict(settings, mode="config", forwards=FORWARDED, default_config=_default_settings(default_config)),
+        capabilities,
+    )
 
 
 def takes_config(fn: Callable) -> bool:

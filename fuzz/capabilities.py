@@ -25,12 +25,22 @@ import dataclasses
 import random
 from dataclasses import dataclass
 
-from contract import DTYPES, FP32_PRECISIONS, LAYOUTS, TORCH_DTYPES
+from moe_lora_fuzz.contract import DTYPES, FP32_PRECISIONS, LAYOUTS, TORCH_DTYPES
 
 from .case import Case
 
-KEYS = ("fp32_precision", "dtypes", "layouts", "mul_routed_weight", "strided_inputs", "contiguous_out", "alignment",
-        "max_rank", "split_k", "offset")
+KEYS = (
+    "fp32_precision",
+    "dtypes",
+    "layouts",
+    "mul_routed_weight",
+    "strided_inputs",
+    "contiguous_out",
+    "alignment",
+    "max_rank",
+    "split_k",
+    "offset",
+)
 REFUSALS = (ValueError, TypeError, NotImplementedError)  # a clean refusal of an unsupported case
 
 
@@ -80,8 +90,9 @@ class Capabilities:
         kw = {}
         if "fp32_precision" in raw:
             if raw["fp32_precision"] not in FP32_PRECISIONS:
-                raise CapabilityError(f"{where}.fp32_precision: must be one of {FP32_PRECISIONS} "
-                                      f"(got {raw['fp32_precision']!r})")
+                raise CapabilityError(
+                    f"{where}.fp32_precision: must be one of {FP32_PRECISIONS} (got {raw['fp32_precision']!r})"
+                )
             kw["fp32_precision"] = raw["fp32_precision"]
         for key, allowed in (("dtypes", DTYPES), ("layouts", LAYOUTS), ("mul_routed_weight", (False, True))):
             if key in raw:
@@ -101,10 +112,15 @@ class Capabilities:
             kw["max_rank"] = r
         if "split_k" in raw:
             sk = raw["split_k"]
-            if not (isinstance(sk, dict) and set(sk) <= {"shrink", "expand"}
-                    and all(type(v) is int and v >= 1 for v in sk.values())):
-                raise CapabilityError(f"{where}.split_k: must be a dict with optional int >= 1 values for 'shrink' "
-                                      f"and 'expand' (got {sk!r})")
+            if not (
+                isinstance(sk, dict)
+                and set(sk) <= {"shrink", "expand"}
+                and all(type(v) is int and v >= 1 for v in sk.values())
+            ):
+                raise CapabilityError(
+                    f"{where}.split_k: must be a dict with optional int >= 1 values for 'shrink' "
+                    f"and 'expand' (got {sk!r})"
+                )
             kw["split_k"] = (sk.get("shrink"), sk.get("expand"))
         return cls(**kw)
 
@@ -137,8 +153,13 @@ class Capabilities:
         if a > 1:  # row strides of x (K), lora_a (K), lora_b (R), out (W) and the offset on multiples of a
             up = lambda v: -(-v // a) * a
             rank = up(c.rank)
-            c = c.replace(k_dim=up(c.k_dim), n_dim=up(c.n_dim), rank=rank, offset=up(c.offset) if c.offset else 0,
-                          extra_cols=up(c.extra_cols) if c.extra_cols else 0)
+            c = c.replace(
+                k_dim=up(c.k_dim),
+                n_dim=up(c.n_dim),
+                rank=rank,
+                offset=up(c.offset) if c.offset else 0,
+                extra_cols=up(c.extra_cols) if c.extra_cols else 0,
+            )
         if self.max_rank is not None and c.rank > self.max_rank:
             c = c.replace(rank=self.max_rank, real_rank=min(c.real_rank, self.max_rank))
         cfg = c.config
@@ -169,8 +190,12 @@ class Capabilities:
             out.append(("a column offset", case.replace(offset=1, extra_cols=max(case.extra_cols, 1))))
         for stage, hi in zip(case.config.STAGES, self.split_k, strict=True):
             if hi is not None and hi < 64:
-                out.append((f"{stage} split_k {hi + 1}",
-                            case.replace(config=case.config.with_knob(f"{stage}.split_k", hi + 1))))
+                out.append(
+                    (
+                        f"{stage} split_k {hi + 1}",
+                        case.replace(config=case.config.with_knob(f"{stage}.split_k", hi + 1)),
+                    )
+                )
         return out
 
     def violate(self, case: Case) -> tuple[str, Case] | None:

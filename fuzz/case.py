@@ -11,7 +11,7 @@ import dataclasses
 import json
 from dataclasses import dataclass, field
 
-from contract import DTYPES, LAYOUTS, Knob, MoeLoraConfig, interpreter_limit, knob, knobs_of
+from moe_lora_fuzz.contract import DTYPES, LAYOUTS, Knob, MoeLoraConfig, interpreter_limit, knob, knobs_of
 
 ROUTINGS = ("uniform", "distinct", "one_hot", "sparse")
 SLOTTINGS = ("one_slot", "no_base", "random", "all_with_base", "all_base")
@@ -57,6 +57,7 @@ class Case:
     def validate(self, interpreter: bool = False, bf16_atomics: bool | None = None) -> "Case":
         """Raise ValueError naming the field and the rule; return self when valid. bf16_atomics: whether the
         interpreter adds bf16 atomically (None: ask fuzz.interpreter, which patches it where it can)."""
+
         def need(ok: bool, name: str, rule: str) -> None:
             if not ok:
                 raise ValueError(f"case.{name}: {rule} (got {getattr(self, name, None)!r})")
@@ -67,16 +68,23 @@ class Case:
                 need(type(v) is int, name, "must be an int")
             need(k.ok(v), name, k.rule())
         need(self.real_rank <= self.rank, "real_rank", "must lie in [1, rank]")
-        need(self.routing != "distinct" or self.top_k <= self.num_experts, "routing",
-             "'distinct' needs top_k <= num_experts")
-        need(isinstance(self.disabled, tuple) and all(type(d) is int and 0 <= d < self.num_slots
-                                                      for d in self.disabled)
-             and len(set(self.disabled)) == len(self.disabled), "disabled",
-             "must be distinct slot ids in [0, num_slots)")
+        need(
+            self.routing != "distinct" or self.top_k <= self.num_experts,
+            "routing",
+            "'distinct' needs top_k <= num_experts",
+        )
+        need(
+            isinstance(self.disabled, tuple)
+            and all(type(d) is int and 0 <= d < self.num_slots for d in self.disabled)
+            and len(set(self.disabled)) == len(self.disabled),
+            "disabled",
+            "must be distinct slot ids in [0, num_slots)",
+        )
         need(isinstance(self.config, MoeLoraConfig), "config", "must be a MoeLoraConfig")
         self.config.validate()
         if interpreter and bf16_atomics is None:
             from .interpreter import bf16_atomics_ok
+
             bf16_atomics = bf16_atomics_ok()
         limit = interpreter_limit(self.dtype, self.config.expand.split_k, bf16_atomics) if interpreter else None
         if limit:
@@ -128,13 +136,16 @@ class Case:
     @property
     def coarse_class(self) -> str:
         """The part of a signature that comes from the case (DESIGN: dtype, layout, flags, split-K)."""
-        return (f"{self.dtype}|{self.layout}|mrw={int(self.mul_routed_weight)}"
-                f"|ssk={int(self.config.shrink.split_k > 1)}|esk={int(self.config.expand.split_k > 1)}")
+        return (
+            f"{self.dtype}|{self.layout}|mrw={int(self.mul_routed_weight)}"
+            f"|ssk={int(self.config.shrink.split_k > 1)}|esk={int(self.config.expand.split_k > 1)}"
+        )
 
 
 def knob_meta(name: str) -> Knob:
     """The metadata of a flat knob name of Case.knobs()."""
-    from contract import knob_meta as launch_meta
+    from moe_lora_fuzz.contract import knob_meta as launch_meta
+
     return launch_meta(name.removeprefix("config.")) if name.startswith("config.") else knobs_of(Case)[name]
 
 

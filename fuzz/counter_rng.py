@@ -107,7 +107,8 @@ def counters(key: int, coords: list, device, out: torch.Tensor | None = None) ->
             terms = _axis_terms(c, axis, nd, device)
         else:
             terms = (c.to(device=device, dtype=torch.int64) * _s64(_AXIS[axis])).view(
-                [1] * axis + [-1] + [1] * (nd - axis - 1))
+                [1] * axis + [-1] + [1] * (nd - axis - 1)
+            )
         dest = out.view(shape[: axis + 1] + [1] * (nd - axis - 1)) if out is not None and axis == nd - 1 else None
         acc = torch.add(terms, key, out=dest) if acc is None else torch.add(acc, terms, out=dest)
     return acc if list(acc.shape) == shape else acc.expand(shape).contiguous()
@@ -146,8 +147,8 @@ def _values_into(dest: torch.Tensor, s: torch.Tensor, exponent: int) -> None:
     powers of two), then one round to nearest even into dest's dtype."""
     scale = 2.0 ** (exponent - _B21)
     y = torch.mul(s, 2 * scale).add_((3 - 3 * (1 << _B21)) * scale).view(dest.shape)  # float32
-    if dest.dtype == torch.float16 and scale <= 2.0 ** -25:  # |v| * scale could round to 0 in float16
-        y = torch.copysign(y.abs().clamp_(min=2.0 ** -24), y)
+    if dest.dtype == torch.float16 and scale <= 2.0**-25:  # |v| * scale could round to 0 in float16
+        y = torch.copysign(y.abs().clamp_(min=2.0**-24), y)
     dest.copy_(y)
 
 
@@ -172,12 +173,12 @@ def signed_fill(requests: list) -> None:
         buf = torch.empty(sum(d.numel() for d, _, _ in batch), dtype=torch.int64, device=batch[0][0].device)
         at = 0
         for dest, key, _ in batch:
-            counters(key, list(dest.shape), dest.device, out=buf[at: at + dest.numel()])
+            counters(key, list(dest.shape), dest.device, out=buf[at : at + dest.numel()])
             at += dest.numel()
         s = irwin_hall_sum(mix(buf))
         at = 0
         for dest, _, exponent in batch:
-            _values_into(dest, s[at: at + dest.numel()], exponent)
+            _values_into(dest, s[at : at + dest.numel()], exponent)
             at += dest.numel()
     for dest, key, exponent in (r for r in requests if r[0].numel() > chunk(r[0].device)):
         for lo, hi in _grid_slices(tuple(dest.shape), chunk(dest.device)):

@@ -27,8 +27,8 @@ import sys
 
 import pytest
 
-from fuzz.case import Case
-from fuzz.oracle import check
+from moe_lora_fuzz.fuzz.case import Case
+from moe_lora_fuzz.fuzz.oracle import check
 
 KIND = {kind!r}
 IMPL = {impl!r}
@@ -44,15 +44,15 @@ def _skip_unless_device(device):
         pytest.skip("this finding was made on a GPU: run with --device cuda")
 '''
 
-IN_PROCESS = '''
+IN_PROCESS = """
 
 def test_{name}(device):
     _skip_unless_device(device)
     verdict = check(Case.from_dict(CASE), IMPL, device)
     assert verdict.kind == "pass", f"{{verdict.kind}}: {{verdict.message}}\\nworst: {{verdict.worst}}"
-'''
+"""
 
-SUBPROCESS = '''
+SUBPROCESS = """
 # The case killed or stalled its process: it runs in a child, so it fails this test instead of pytest.
 CHILD = (
     "import json, sys\\n"
@@ -76,7 +76,7 @@ def test_{name}(device):
     lines = proc.stdout.strip().splitlines()
     assert proc.returncode == 0 and lines and lines[-1] == "pass", (
         f"exit {{proc.returncode}}\\n{{proc.stdout[-2000:]}}\\n{{proc.stderr[-2000:]}}")
-'''
+"""
 
 
 def exported_name(stem: str) -> str:
@@ -87,9 +87,14 @@ def exported_name(stem: str) -> str:
 def export_test(repro: Repro, name: str) -> str:
     """The test module's text; ValueError if it would not be valid Python (it always should be)."""
     v = repro.verdict
-    text = HEADER.format(kind=v.kind, impl=repro.impl, device=repro.device, message=v.message[:2000],
-                         case_json=json.dumps(repro.case.to_dict(), sort_keys=True),
-                         timeout=float(repro.case_timeout_s or DEFAULT_TIMEOUT_S))
+    text = HEADER.format(
+        kind=v.kind,
+        impl=repro.impl,
+        device=repro.device,
+        message=v.message[:2000],
+        case_json=json.dumps(repro.case.to_dict(), sort_keys=True),
+        timeout=float(repro.case_timeout_s or DEFAULT_TIMEOUT_S),
+    )
     body = SUBPROCESS if v.kind in ("crash", "hang") else IN_PROCESS
     text += body.format(name=exported_name(name))
     try:

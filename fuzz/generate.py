@@ -13,10 +13,10 @@ import random
 from dataclasses import dataclass
 from typing import Protocol, Sequence
 
-from contract import DTYPES, LAYOUTS, interpreter_limit
-from kernels.align import CHUNK_COMPILED, CHUNK_INTERPRETED, padded_length
-from kernels.config import ALIGN_IMPLS, MoeLoraConfig, TileConfig, default_config
-from kernels.moe_lora import max_used_blocks
+from moe_lora_fuzz.contract import DTYPES, LAYOUTS, interpreter_limit
+from moe_lora_fuzz.kernels.align import CHUNK_COMPILED, CHUNK_INTERPRETED, padded_length
+from moe_lora_fuzz.kernels.config import ALIGN_IMPLS, MoeLoraConfig, TileConfig, default_config
+from moe_lora_fuzz.kernels.moe_lora import max_used_blocks
 
 from .case import ROUTINGS, SLOTTINGS, Case
 from .interpreter import bf16_atomics_ok
@@ -97,11 +97,37 @@ def _pool() -> tuple:
     return tuple(MoeLoraConfig(block_m=bm, shrink=TileConfig(*s), expand=TileConfig(*e)) for bm, s, e in rows)
 
 
-CPU_SIZES = Sizes(m=40, top_k=4, experts=8, slots=4, rank=40, k_dim=160, n_dim=72, offset=8,
-                  blocks=(16, 32, 64), block_ms=(16, 32), split_k=4, warps=(4,), stages=(2,))
-GPU_SIZES = Sizes(m=600, top_k=8, experts=64, slots=8, rank=72, k_dim=1100, n_dim=600, offset=64,
-                  blocks=(16, 32, 64, 128), block_ms=(16, 32, 64), split_k=8, warps=(2, 4, 8), stages=(1, 2, 3, 4),
-                  config_pool=_pool())
+CPU_SIZES = Sizes(
+    m=40,
+    top_k=4,
+    experts=8,
+    slots=4,
+    rank=40,
+    k_dim=160,
+    n_dim=72,
+    offset=8,
+    blocks=(16, 32, 64),
+    block_ms=(16, 32),
+    split_k=4,
+    warps=(4,),
+    stages=(2,),
+)
+GPU_SIZES = Sizes(
+    m=600,
+    top_k=8,
+    experts=64,
+    slots=8,
+    rank=72,
+    k_dim=1100,
+    n_dim=600,
+    offset=64,
+    blocks=(16, 32, 64, 128),
+    block_ms=(16, 32, 64),
+    split_k=8,
+    warps=(2, 4, 8),
+    stages=(1, 2, 3, 4),
+    config_pool=_pool(),
+)
 
 
 # ---- derived sizes ---------------------------------------------------------------------------------
@@ -133,6 +159,7 @@ def _launch_blocks_fn(c: Case):
         mk = m * k
         width = padded_length(mk, e, bm) // bm + slack
         return min((slots + 1) * width, max_used_blocks(mk, slots * e, bm))
+
     return blocks
 
 
@@ -149,8 +176,11 @@ def launch_blocks(c: Case) -> int:
 def derived_values(c: Case, interpreter: bool) -> dict:
     """name -> (value, multiple) of every derived size whose -1/0/+1 boundary generate() aims at."""
     bm, mk = c.config.block_m, c.m * c.top_k
-    out = {"chunk": (mk, align_chunk(interpreter)), "block": (mk, bm),
-           "pad": (mk + c.num_experts * (bm - 1), bm)}  # at a multiple: P equals the unrounded length
+    out = {
+        "chunk": (mk, align_chunk(interpreter)),
+        "block": (mk, bm),
+        "pad": (mk + c.num_experts * (bm - 1), bm),
+    }  # at a multiple: P equals the unrounded length
     for stage in ("shrink", "expand"):
         t = getattr(c.config, stage)
         out[f"group.{stage}"] = (launch_blocks(c), t.group_size_m)
@@ -166,8 +196,9 @@ def _pick(src: Source, options: list):
 def _aim_pairs(src: Source, c: Case, sizes: Sizes, value, multiple: int, d: int) -> Case:
     """(m, top_k) with value(m, k) at offset d of a multiple: with the drawn top_k if possible, else any."""
     for ks in ((c.top_k,), range(1, sizes.top_k + 1)):
-        hit = _pick(src, [(m, k) for k in ks for m in range(1, sizes.m + 1)
-                          if boundary_offset(value(m, k), multiple) == d])
+        hit = _pick(
+            src, [(m, k) for k in ks for m in range(1, sizes.m + 1) if boundary_offset(value(m, k), multiple) == d]
+        )
         if hit:
             return c.replace(m=hit[0], top_k=hit[1])
     return c
@@ -210,9 +241,14 @@ def _aim(src: Source, c: Case, sizes: Sizes, target: str, d: int, interpreter: b
             c = c.replace(num_experts=max(c.num_experts, min(sizes.experts, 2 * tile.group_size_m)))
         c = c.replace(slotting="no_base", routing="distinct" if c.top_k <= c.num_experts else c.routing)
         blocks = _launch_blocks_fn(c)
-        tiny = [(m, k) for m in range(1, sizes.m + 1) for k in range(min(sizes.top_k, c.num_experts), 0, -1)
-                if m * k < bm and m * k <= c.num_slots * c.num_experts
-                and boundary_offset(blocks(m, k), tile.group_size_m) == d]
+        tiny = [
+            (m, k)
+            for m in range(1, sizes.m + 1)
+            for k in range(min(sizes.top_k, c.num_experts), 0, -1)
+            if m * k < bm
+            and m * k <= c.num_slots * c.num_experts
+            and boundary_offset(blocks(m, k), tile.group_size_m) == d
+        ]
         if tiny:
             return c.replace(m=tiny[0][0], top_k=tiny[0][1], routing="distinct")
         return _aim_pairs(src, c, sizes, blocks, tile.group_size_m, d)
@@ -255,8 +291,14 @@ def generate(src: Source, sizes: Sizes, *, interpreter: bool, seed: int) -> Case
     top_k = src.integer(1, sizes.top_k)
     experts = src.integer(1, sizes.experts)
     if _rarely(src, 3):  # one off a power of two: align pads E to one (plain draws give ~6% non-powers)
-        experts = src.choice([e for j in range(1, sizes.experts.bit_length() + 1) for e in ((1 << j) - 1, (1 << j) + 1)
-                              if 3 <= e <= sizes.experts])
+        experts = src.choice(
+            [
+                e
+                for j in range(1, sizes.experts.bit_length() + 1)
+                for e in ((1 << j) - 1, (1 << j) + 1)
+                if 3 <= e <= sizes.experts
+            ]
+        )
     slots = src.integer(1, sizes.slots)
     rank = src.integer(1, sizes.rank)
 
@@ -274,25 +316,48 @@ def generate(src: Source, sizes: Sizes, *, interpreter: bool, seed: int) -> Case
         split_hi = 1 if limited else sizes.split_k
         split_k = src.integer(1, split_hi) if split else 1
         # a split-K case whose reduction fits one block leaves every chunk but the first empty: wasted
-        return TileConfig(block_n=block(out_dim), block_k=block(reduction, smaller=split_k > 1),
-                          group_size_m=src.choice((1, 2, 4, 8)), split_k=split_k,
-                          num_warps=src.choice(sizes.warps), num_stages=src.choice(sizes.stages),
-                          n_tiles=src.choice((1, 1, 2, 3)))
+        return TileConfig(
+            block_n=block(out_dim),
+            block_k=block(reduction, smaller=split_k > 1),
+            group_size_m=src.choice((1, 2, 4, 8)),
+            split_k=split_k,
+            num_warps=src.choice(sizes.warps),
+            num_stages=src.choice(sizes.stages),
+            n_tiles=src.choice((1, 1, 2, 3)),
+        )
 
     slotting = "all_base" if _rarely(src, ALL_BASE_EVERY) else src.choice(SLOTTINGS[:-1])
     disabled = () if slotting == "one_slot" else tuple(s for s in range(slots) if _rarely(src, 8))
     case = Case(
-        seed=seed, dtype=dtype, m=src.integer(1, sizes.m), top_k=top_k, num_experts=experts,
-        num_slots=slots, rank=rank, real_rank=src.integer(1, rank) if src.flag() else rank,
-        k_dim=k_dim, n_dim=n_dim, num_slices=num_slices,
-        layout=src.choice(LAYOUTS), mul_routed_weight=src.flag(), offset=src.integer(0, sizes.offset),
-        extra_cols=src.integer(0, 4), routing=src.choice(ROUTINGS), slotting=slotting,
-        disabled=disabled[:slots - 1],  # one slot stays enabled
-        strided=src.flag(), align_slack=src.choice((0, 0, 1, 3)),
-        config=(src.choice(sizes.config_pool) if sizes.config_pool else
-                MoeLoraConfig(block_m=src.choice(sizes.block_ms),
-                              shrink=tile(rank * num_slices, k_dim, src.flag(), False),  # S*R columns
-                              expand=tile(n_dim, rank, src.flag(), True))),
+        seed=seed,
+        dtype=dtype,
+        m=src.integer(1, sizes.m),
+        top_k=top_k,
+        num_experts=experts,
+        num_slots=slots,
+        rank=rank,
+        real_rank=src.integer(1, rank) if src.flag() else rank,
+        k_dim=k_dim,
+        n_dim=n_dim,
+        num_slices=num_slices,
+        layout=src.choice(LAYOUTS),
+        mul_routed_weight=src.flag(),
+        offset=src.integer(0, sizes.offset),
+        extra_cols=src.integer(0, 4),
+        routing=src.choice(ROUTINGS),
+        slotting=slotting,
+        disabled=disabled[: slots - 1],  # one slot stays enabled
+        strided=src.flag(),
+        align_slack=src.choice((0, 0, 1, 3)),
+        config=(
+            src.choice(sizes.config_pool)
+            if sizes.config_pool
+            else MoeLoraConfig(
+                block_m=src.choice(sizes.block_ms),
+                shrink=tile(rank * num_slices, k_dim, src.flag(), False),  # S*R columns
+                expand=tile(n_dim, rank, src.flag(), True),
+            )
+        ),
     )
     case = case.replace(config=dataclasses.replace(case.config, align=src.choice(ALIGN_IMPLS)))
     target = src.choice((None,) * 4 + TARGETS + ("chunk", "group"))  # the Triton align and grouped order: rare paths
@@ -306,7 +371,10 @@ def generate(src: Source, sizes: Sizes, *, interpreter: bool, seed: int) -> Case
         case = case.replace(m=0)
     if _rarely(src, 8):  # what callers get without a config: the per-shape heuristic, fuzzed too
         c = case
-        case = c.replace(config=dataclasses.replace(
-            default_config(c.m * c.top_k, c.rank, c.k_dim, c.n_dim, c.num_experts, c.num_slots, c.num_slices),
-            align=c.config.align))
+        case = c.replace(
+            config=dataclasses.replace(
+                default_config(c.m * c.top_k, c.rank, c.k_dim, c.n_dim, c.num_experts, c.num_slots, c.num_slices),
+                align=c.config.align,
+            )
+        )
     return case.validate(interpreter)

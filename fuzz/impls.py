@@ -27,8 +27,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from contract import OP_ARGS, MoeLoraConfig
-from kernels import MUTANTS, NO_DEVIATION, Workspace, fused_moe_lora
+from moe_lora_fuzz.contract import OP_ARGS, MoeLoraConfig
+from moe_lora_fuzz.kernels import MUTANTS, NO_DEVIATION, Workspace, fused_moe_lora
 
 from . import upstream
 from .capabilities import Capabilities, CapabilityError
@@ -87,8 +87,13 @@ class Impl:
 
 def _ours(name: str, deviation) -> Impl:
     def run(t: Tensors) -> None:
-        fused_moe_lora(**t.op_kwargs(), config=t.case.config,
-                       workspace=Workspace(intermediate=t.intermediate, align=t.align), deviation=deviation)
+        fused_moe_lora(
+            **t.op_kwargs(),
+            config=t.case.config,
+            workspace=Workspace(intermediate=t.intermediate, align=t.align),
+            deviation=deviation,
+        )
+
     return Impl(name, run, takes_config=True, ours=True)
 
 
@@ -127,13 +132,16 @@ def _takes_config(spec: str, fn: Callable) -> bool:
     except (TypeError, ValueError):
         return False  # builtins without a signature: trust them, without a config
     params = sig.parameters
-    named_config = "config" in params and params["config"].kind in (inspect.Parameter.KEYWORD_ONLY,
-                                                                     inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    named_config = "config" in params and params["config"].kind in (
+        inspect.Parameter.KEYWORD_ONLY,
+        inspect.Parameter.POSITIONAL_OR_KEYWORD,
+    )
     try:
         sig.bind(**{a: None for a in OP_ARGS}, **({"config": None} if named_config else {}))
     except TypeError as e:
-        raise ImplError(f"--impl {spec!r}: signature does not accept the adapter keywords "
-                        f"({', '.join(OP_ARGS)}): {e}") from None
+        raise ImplError(
+            f"--impl {spec!r}: signature does not accept the adapter keywords ({', '.join(OP_ARGS)}): {e}"
+        ) from None
     return named_config
 
 
@@ -152,6 +160,7 @@ def wrap(spec: str, fn: Callable) -> Impl:
             fn(**t.op_kwargs(), config=t.case.config)
         else:
             fn(**t.op_kwargs())
+
     return Impl(spec, run, takes_config=takes_config, capabilities=caps, settings=settings)
 
 

@@ -54,20 +54,51 @@ TESTED_TRITON = ("3.9.0",)
 TF32_ROUNDINGS = ("truncate", "rne")
 # Relative error of one operand rounded to TF32 under the default (truncating) emulation: 2^-10 per input
 # (2^-11 with tf32_rounding="rne"). An error bound that models TF32 products should use this.
-TF32_INPUT_ROUNDOFF = {"truncate": 2.0 ** -10, "rne": 2.0 ** -11}
+TF32_INPUT_ROUNDOFF = {"truncate": 2.0**-10, "rne": 2.0**-11}
 
 PATCHED: frozenset = frozenset()  # names of the patches in force: dot, tf32, atomic_add, bf16 arithmetic...
 TF32_ROUNDING: str | None = None
 NOT_PATCHED_REASON: str | None = None
 
 _BF16_FLOAT_OPS = (
-    "create_fadd", "create_fsub", "create_fmul", "create_fdiv", "create_frem", "create_fneg",
-    "create_precise_divf", "create_approx_divf", "create_minimumf", "create_maximumf", "create_minnumf",
-    "create_maxnumf", "create_fma", "create_clampf",
-    "create_fcmpOLT", "create_fcmpOGT", "create_fcmpOLE", "create_fcmpOGE", "create_fcmpOEQ", "create_fcmpONE",
-    "create_fcmpULT", "create_fcmpUGT", "create_fcmpULE", "create_fcmpUGE", "create_fcmpUEQ", "create_fcmpUNE",
-    "create_cos", "create_sin", "create_exp", "create_exp2", "create_log", "create_log2", "create_sqrt",
-    "create_precise_sqrt", "create_rsqrt", "create_erf", "create_floor", "create_ceil",
+    "create_fadd",
+    "create_fsub",
+    "create_fmul",
+    "create_fdiv",
+    "create_frem",
+    "create_fneg",
+    "create_precise_divf",
+    "create_approx_divf",
+    "create_minimumf",
+    "create_maximumf",
+    "create_minnumf",
+    "create_maxnumf",
+    "create_fma",
+    "create_clampf",
+    "create_fcmpOLT",
+    "create_fcmpOGT",
+    "create_fcmpOLE",
+    "create_fcmpOGE",
+    "create_fcmpOEQ",
+    "create_fcmpONE",
+    "create_fcmpULT",
+    "create_fcmpUGT",
+    "create_fcmpULE",
+    "create_fcmpUGE",
+    "create_fcmpUEQ",
+    "create_fcmpUNE",
+    "create_cos",
+    "create_sin",
+    "create_exp",
+    "create_exp2",
+    "create_log",
+    "create_log2",
+    "create_sqrt",
+    "create_precise_sqrt",
+    "create_rsqrt",
+    "create_erf",
+    "create_floor",
+    "create_ceil",
 )
 
 
@@ -84,6 +115,7 @@ def tf32_emulated() -> bool:
 
 
 # ---- bit-exact conversions (numpy) ------------------------------------------------------------------------
+
 
 def bf16_bits_to_f32(bits: np.ndarray) -> np.ndarray:
     return (np.asarray(bits).astype(np.uint32) << np.uint32(16)).view(np.float32)
@@ -116,8 +148,9 @@ def f64_to_f32_rtz(x: np.ndarray) -> np.ndarray:
     x = np.asarray(x, dtype=np.float64)
     with np.errstate(over="ignore"):
         f = x.astype(np.float32)
-    return np.where(np.isfinite(x) & (np.abs(f.astype(np.float64)) > np.abs(x)),
-                    np.nextafter(f, np.float32(0)), f).astype(np.float32)
+    return np.where(
+        np.isfinite(x) & (np.abs(f.astype(np.float64)) > np.abs(x)), np.nextafter(f, np.float32(0)), f
+    ).astype(np.float32)
 
 
 def to_bf16_bits(values: np.ndarray, rounding: str = "rne") -> np.ndarray:
@@ -155,15 +188,19 @@ def _split(x: np.ndarray, parts: int, piece) -> list:
 
 # ---- the patches ----------------------------------------------------------------------------------------
 
+
 def _check_internals(interp, ir, core) -> str | None:
     import triton
+
     if triton.__version__ not in TESTED_TRITON:
         return f"triton {triton.__version__} is not a tested version ({', '.join(TESTED_TRITON)})"
     builder = interp.InterpreterBuilder
-    wanted = {"create_dot": ["self", "a", "b", "d", "input_precision", "max_num_imprecise_acc"],
-              "create_atomic_rmw": ["self", "rmwOp", "ptr", "val", "mask", "sem", "scope"],
-              "cast_impl": ["self", "src", "dst_type"],
-              "create_fp_to_fp": ["self", "src", "dst_type", "rounding_mode"]}
+    wanted = {
+        "create_dot": ["self", "a", "b", "d", "input_precision", "max_num_imprecise_acc"],
+        "create_atomic_rmw": ["self", "rmwOp", "ptr", "val", "mask", "sem", "scope"],
+        "cast_impl": ["self", "src", "dst_type"],
+        "create_fp_to_fp": ["self", "src", "dst_type", "rounding_mode"],
+    }
     for name, params in wanted.items():
         fn = getattr(builder, name, None)
         if fn is None or list(inspect.signature(fn).parameters) != params:
@@ -171,9 +208,16 @@ def _check_internals(interp, ir, core) -> str | None:
     for name in _BF16_FLOAT_OPS + ("create_fp_trunc", "create_fp_ext"):
         if not callable(getattr(builder, name, None)):
             return f"InterpreterBuilder.{name} is missing"
-    for owner, name in ((interp, "TensorHandle"), (interp, "ReduceOps"), (interp, "ScanOps"),
-                        (interp, "interpreter_builder"), (interp, "_interpreter"), (ir, "INPUT_PRECISION"),
-                        (ir, "ATOMIC_OP"), (ir, "ROUNDING_MODE")):
+    for owner, name in (
+        (interp, "TensorHandle"),
+        (interp, "ReduceOps"),
+        (interp, "ScanOps"),
+        (interp, "interpreter_builder"),
+        (interp, "_interpreter"),
+        (ir, "INPUT_PRECISION"),
+        (ir, "ATOMIC_OP"),
+        (ir, "ROUNDING_MODE"),
+    ):
         if not hasattr(owner, name):
             return f"{owner.__name__}.{name} is missing"
     if not all(hasattr(ir.INPUT_PRECISION, p) for p in ("IEEE", "TF32", "TF32x3", "BF16x3", "BF16x6")):
@@ -202,8 +246,11 @@ def install(tf32_rounding: str = "truncate") -> frozenset:
     reason = _check_internals(interp, ir, core)
     if reason is not None:
         NOT_PATCHED_REASON = reason
-        print(f"warning: Triton interpreter left unpatched ({reason}): bf16 dots/atomics and TF32 are not "
-              "emulated on CPU", file=sys.stderr)
+        print(
+            f"warning: Triton interpreter left unpatched ({reason}): bf16 dots/atomics and TF32 are not "
+            "emulated on CPU",
+            file=sys.stderr,
+        )
         return PATCHED
     _Patches(interp, ir, tl, tf32_rounding).apply()
     interp.InterpreterBuilder.bf16_emulated = True  # read by kernels.moe_lora.interpreter_bf16_ok
@@ -240,8 +287,7 @@ class _Patches:
         prec = ir.INPUT_PRECISION
         opts = p.interp.interpreter_builder.options
         allowed = tuple(opts.allowed_dot_input_precisions) + ("bf16x3", "bf16x6")
-        p.interp.interpreter_builder.options = type(opts)(**{**opts.__dict__,
-                                                             "allowed_dot_input_precisions": allowed})
+        p.interp.interpreter_builder.options = type(opts)(**{**opts.__dict__, "allowed_dot_input_precisions": allowed})
 
         def tf32(x):
             return round_to_tf32(x, p.tf32_rounding)
@@ -256,9 +302,11 @@ class _Patches:
         def bf16_split(parts):
             return lambda x: _split(x, parts, bf16)
 
-        passes = {prec.TF32x3: (tf32_split, ((1, 0), (0, 1), (0, 0))),
-                  prec.BF16x3: (bf16_split(2), ((1, 0), (0, 1), (0, 0))),
-                  prec.BF16x6: (bf16_split(3), ((2, 0), (1, 1), (0, 2), (1, 0), (0, 1), (0, 0)))}
+        passes = {
+            prec.TF32x3: (tf32_split, ((1, 0), (0, 1), (0, 0))),
+            prec.BF16x3: (bf16_split(2), ((1, 0), (0, 1), (0, 0))),
+            prec.BF16x6: (bf16_split(3), ((2, 0), (1, 1), (0, 2), (1, 0), (0, 1), (0, 0))),
+        }
 
         def create_dot(self, a, b, d, input_precision, max_num_imprecise_acc):
             if p._is_bf16(a) and p._is_bf16(b):
@@ -291,8 +339,9 @@ class _Patches:
             ptrs, vals, masks = ptrs.ravel(), vals.ravel(), masks.ravel().astype(bool)
             old = np.zeros(ptrs.shape, dtype=np.uint16)
             lanes = np.flatnonzero(masks)
-            groups = [lanes] if np.unique(ptrs[lanes]).size == lanes.size else [lanes[i:i + 1] for i in
-                                                                                 range(lanes.size)]
+            groups = (
+                [lanes] if np.unique(ptrs[lanes]).size == lanes.size else [lanes[i : i + 1] for i in range(lanes.size)]
+            )
             for g in groups:  # one vector step when addresses are distinct, else lane by lane in lane order
                 if g.size == 0:
                     continue
@@ -352,6 +401,7 @@ class _Patches:
                 if out.data.dtype == np.float32:
                     return p._bf16(out.data)
                 return p.interp.TensorHandle(out.data, p.tl.bfloat16)  # a comparison, typed like its operand
+
             return op
 
         for name in _BF16_FLOAT_OPS:
@@ -372,11 +422,18 @@ class _Patches:
                 bf = [isinstance(t, tl.core.tensor) and t.dtype == tl.bfloat16 for t in input]
                 if not any(bf):
                     return original(self, input)
-                wide = tuple(as_type(t, tl.float32, bf16_bits_to_f32(t.handle.data)) if b else t
-                             for t, b in zip(input, bf, strict=True))
+                wide = tuple(
+                    as_type(t, tl.float32, bf16_bits_to_f32(t.handle.data)) if b else t
+                    for t, b in zip(input, bf, strict=True)
+                )
                 out = original(self, wide)
-                return tuple(as_type(o, tl.bfloat16, to_bf16_bits(o.handle.data))
-                             if i < len(bf) and bf[i] and o.dtype == tl.float32 else o for i, o in enumerate(out))
+                return tuple(
+                    as_type(o, tl.bfloat16, to_bf16_bits(o.handle.data))
+                    if i < len(bf) and bf[i] and o.dtype == tl.float32
+                    else o
+                    for i, o in enumerate(out)
+                )
+
             return apply
 
         for cls in (self.interp.ReduceOps, self.interp.ScanOps):
@@ -386,4 +443,5 @@ class _Patches:
 def install_if_interpreting() -> frozenset:
     """install() when this process runs kernels on Triton's interpreter (TRITON_INTERPRET=1), else nothing."""
     import os
+
     return install() if os.environ.get("TRITON_INTERPRET", "0") == "1" else PATCHED

@@ -132,11 +132,20 @@ def merge_reports(dirs: list[Path], out: Path) -> dict:
             else:
                 findings[sig] = dict(f, count=f.get("count", 1), repros=[f["repro"]])
         shard_reports.append(dict(r, findings=remapped))
-        per_shard.append({"dir": str(d), "shard": shard, "host": r.get("environment", {}).get("host"),
-                          "gpu": r.get("environment", {}).get("gpu"), "cases": r["cases"],
-                          "elapsed_s": r["elapsed_s"], "cases_per_s": r.get("cases_per_s"),
-                          "kinds": r["kinds"], "distinct_findings": len(r["findings"]),
-                          "copied_files": len(moved)})
+        per_shard.append(
+            {
+                "dir": str(d),
+                "shard": shard,
+                "host": r.get("environment", {}).get("host"),
+                "gpu": r.get("environment", {}).get("gpu"),
+                "cases": r["cases"],
+                "elapsed_s": r["elapsed_s"],
+                "cases_per_s": r.get("cases_per_s"),
+                "kinds": r["kinds"],
+                "distinct_findings": len(r["findings"]),
+                "copied_files": len(moved),
+            }
+        )
 
     cases = sum(r["cases"] for r in reports)
     wall = max(r["elapsed_s"] for r in reports)
@@ -146,15 +155,27 @@ def merge_reports(dirs: list[Path], out: Path) -> dict:
         return values[0] if all(v == values[0] for v in values) else values
 
     merged = {
-        "merged_from": len(reports), "impl": same("impl"), "device": same("device"), "profile": same("profile"),
-        "seed": same("seed"), "cases": cases, "elapsed_s": wall,
+        "merged_from": len(reports),
+        "impl": same("impl"),
+        "device": same("device"),
+        "profile": same("profile"),
+        "seed": same("seed"),
+        "cases": cases,
+        "elapsed_s": wall,
         "shard_seconds": round(sum(r["elapsed_s"] for r in reports), 2),
-        "cases_per_s": round(cases / wall, 3) if wall > 0 else 0.0, "kinds": dict(kinds),
-        "distinct_findings": len(findings), "findings": list(findings.values()),
+        "cases_per_s": round(cases / wall, 3) if wall > 0 else 0.0,
+        "kinds": dict(kinds),
+        "distinct_findings": len(findings),
+        "findings": list(findings.values()),
         "worker_restarts": sum(r.get("worker_restarts", 0) for r in reports),
-        "coverage": {"knobs": {k: dict(v) for k, v in sorted(knobs.items())}, "edges": dict(edges),
-                     "missing_edges": [e for e in REQUIRED_EDGES if not edges[e]], "combinations": dict(classes)},
-        "per_shard": per_shard, "environment": reports[0].get("environment", {}),
+        "coverage": {
+            "knobs": {k: dict(v) for k, v in sorted(knobs.items())},
+            "edges": dict(edges),
+            "missing_edges": [e for e in REQUIRED_EDGES if not edges[e]],
+            "combinations": dict(classes),
+        },
+        "per_shard": per_shard,
+        "environment": reports[0].get("environment", {}),
     }
     shards = [tuple(p["shard"]) for p in per_shard if isinstance(p["shard"], list)]
     counts = {s[1] for s in shards if len(s) == 2}
@@ -169,8 +190,10 @@ def merge_reports(dirs: list[Path], out: Path) -> dict:
 
 
 def summary(merged: dict, out: Path) -> str:
-    line = (f"{merged['merged_from']} shard(s): {merged['cases']} cases in {merged['elapsed_s']:.0f}s "
-            f"({merged['cases_per_s']}/s), {merged['distinct_findings']} distinct findings")
+    line = (
+        f"{merged['merged_from']} shard(s): {merged['cases']} cases in {merged['elapsed_s']:.0f}s "
+        f"({merged['cases_per_s']}/s), {merged['distinct_findings']} distinct findings"
+    )
     if "root_causes" in merged:
         line += f", {len(merged['root_causes'])} root causes"
     if merged.get("missing_shards"):

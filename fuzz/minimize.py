@@ -23,13 +23,25 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable, Iterator
 
-from kernels.config import MoeLoraConfig, TileConfig
+from moe_lora_fuzz.kernels.config import MoeLoraConfig, TileConfig
 
 from .case import DTYPES, LAYOUTS, ROUTINGS, SLOTTINGS, Case
 from .oracle import family
 
-SIZE_FLOORS = {"m": 1, "top_k": 1, "num_experts": 1, "num_slots": 1, "rank": 1, "real_rank": 1, "k_dim": 1,
-               "n_dim": 1, "offset": 0, "extra_cols": 0, "align_slack": 0, "num_slices": 1}
+SIZE_FLOORS = {
+    "m": 1,
+    "top_k": 1,
+    "num_experts": 1,
+    "num_slots": 1,
+    "rank": 1,
+    "real_rank": 1,
+    "k_dim": 1,
+    "n_dim": 1,
+    "offset": 0,
+    "extra_cols": 0,
+    "align_slack": 0,
+    "num_slices": 1,
+}
 TILE_SIMPLEST = dataclasses.asdict(TileConfig())  # "simplest" tile = the default one, field by field
 CONFIG_KNOBS = ("block_m", "align")
 STAGES = ("shrink", "expand")
@@ -91,9 +103,11 @@ def dropped_class_knobs(start: Case, end: Case) -> list[str]:
 # ---- the reducer ------------------------------------------------------------------------------------
 def _fix(c: Case) -> Case:
     """Repair cross-field rules after one knob moved (so a cut of rank also cuts real_rank)."""
-    return c.replace(real_rank=min(c.real_rank, c.rank),
-                     disabled=tuple(d for d in c.disabled if d < c.num_slots),
-                     routing=c.routing if (c.routing != "distinct" or c.top_k <= c.num_experts) else "uniform")
+    return c.replace(
+        real_rank=min(c.real_rank, c.rank),
+        disabled=tuple(d for d in c.disabled if d < c.num_slots),
+        routing=c.routing if (c.routing != "distinct" or c.top_k <= c.num_experts) else "uniform",
+    )
 
 
 def _size_steps(v: int, floor: int) -> list[int]:
@@ -111,7 +125,7 @@ def _chunk_resets(c: Case) -> Iterator[Case]:
         size = -(-len(away) // n)
         for i in range(0, len(away), size):
             cut = c
-            for name in away[i: i + size]:
+            for name in away[i : i + size]:
                 cut = with_knob(cut, name, SIMPLEST[name])
             yield cut
         n *= 2
@@ -130,7 +144,7 @@ def candidates(c: Case) -> Iterator[Case]:
         for opt in options[:current]:
             yield _fix(c.replace(**{name: opt}))
     for i in range(len(c.disabled)):
-        yield c.replace(disabled=c.disabled[:i] + c.disabled[i + 1:])
+        yield c.replace(disabled=c.disabled[:i] + c.disabled[i + 1 :])
     default = MoeLoraConfig()
     if c.config != default:
         yield c.replace(config=default)
@@ -152,9 +166,15 @@ def candidates(c: Case) -> Iterator[Case]:
         yield c.replace(seed=0)
 
 
-def minimize(case: Case, still_fails: Callable[[Case], bool], *, budget: float = 60.0, interpreter: bool = False,
-             progress: Callable[[str], None] | None = None,
-             known: Callable[[Case], bool] | None = None) -> MinimizeResult:
+def minimize(
+    case: Case,
+    still_fails: Callable[[Case], bool],
+    *,
+    budget: float = 60.0,
+    interpreter: bool = False,
+    progress: Callable[[str], None] | None = None,
+    known: Callable[[Case], bool] | None = None,
+) -> MinimizeResult:
     """`known(case)`: stop as soon as the walk reaches a case already known to be minimal (triage: another
     finding's minimal case); the result is then reported 1-minimal, as that case was shown to be."""
     start = time.monotonic()

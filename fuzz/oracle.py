@@ -55,9 +55,8 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import torch
-
-from contract import ACC_UNIT, TF32_UNIT, TINY, UNIT_ROUNDOFF, round_to_tf32, row_divisor
-from reference import moe_lora_fp64, moe_lora_naive
+from moe_lora_fuzz.contract import ACC_UNIT, TF32_UNIT, TINY, UNIT_ROUNDOFF, round_to_tf32, row_divisor
+from moe_lora_fuzz.reference import moe_lora_fp64, moe_lora_naive
 
 from .capabilities import REFUSALS
 from .case import Case
@@ -69,8 +68,21 @@ SAFETY = 2.0
 UNIT = UNIT_ROUNDOFF
 NAIVE_LIMIT = 400_000  # multiply-adds up to which the naive loop reference also runs
 DIAGNOSE_MARGIN = 3.0  # finite guard contents for the diagnosis rerun (the first run has NaN)
-KINDS = ("reference-disagreement", "exception", "crash", "oob-write", "oob-read", "uninit-read",
-         "untouched-changed", "nonfinite", "mismatch", "metamorphic", "vacuous", "hang", "unchecked-precondition")
+KINDS = (
+    "reference-disagreement",
+    "exception",
+    "crash",
+    "oob-write",
+    "oob-read",
+    "uninit-read",
+    "untouched-changed",
+    "nonfinite",
+    "mismatch",
+    "metamorphic",
+    "vacuous",
+    "hang",
+    "unchecked-precondition",
+)
 PASSING = ("pass", "refused")  # refused: a clean refusal of a case outside the declared space (--probe-contract)
 # Kind families: kinds that one cause can produce depending on the data are one family, so triage can
 # group them. A wrong row index gives oob-read when the bad row lies past the buffer and mismatch when it
@@ -78,11 +90,21 @@ PASSING = ("pass", "refused")  # refused: a clean refusal of a case outside the 
 # All of them are "the values in out are wrong". A stray write, an exception and a crash are observed
 # differently and are never merged with wrong values (nor with each other); exceptions and crashes are
 # further split by their failure detail (exception type + first frame, or how the process died).
-FAMILIES = {"reference-disagreement": "reference", "exception": "exception", "crash": "crash",
-            "oob-write": "stray-write", "oob-read": "wrong-output", "uninit-read": "wrong-output",
-            "untouched-changed": "wrong-output", "nonfinite": "wrong-output", "mismatch": "wrong-output",
-            "metamorphic": "wrong-output", "vacuous": "wrong-output", "hang": "crash",
-            "unchecked-precondition": "unchecked-precondition"}
+FAMILIES = {
+    "reference-disagreement": "reference",
+    "exception": "exception",
+    "crash": "crash",
+    "oob-write": "stray-write",
+    "oob-read": "wrong-output",
+    "uninit-read": "wrong-output",
+    "untouched-changed": "wrong-output",
+    "nonfinite": "wrong-output",
+    "mismatch": "wrong-output",
+    "metamorphic": "wrong-output",
+    "vacuous": "wrong-output",
+    "hang": "crash",
+    "unchecked-precondition": "unchecked-precondition",
+}
 
 
 @dataclass(frozen=True)
@@ -112,6 +134,7 @@ class Verdict:
     @classmethod
     def from_dict(cls, d) -> "Verdict":
         """The inverse of to_dict, checked field by field: a ValueError names the field (`verdict.<name>`)."""
+
         def need(name: str, typ: type):
             if name not in d:
                 raise ValueError(f"verdict.{name}: missing")
@@ -143,8 +166,18 @@ class Verdict:
         message = d.get("message", "")
         if not isinstance(message, str):
             raise ValueError(f"verdict.message: wrong type {type(message).__name__}, expected str")
-        return cls(kind, need("impl", str), need("signature", str), message,
-                   numbers["max_ratio"], worst, numbers["seconds"], features, failure, settings)
+        return cls(
+            kind,
+            need("impl", str),
+            need("signature", str),
+            message,
+            numbers["max_ratio"],
+            worst,
+            numbers["seconds"],
+            features,
+            failure,
+            settings,
+        )
 
 
 def family(kind: str) -> str:
@@ -168,6 +201,7 @@ _HARNESS_DIRS = tuple(f"{_REPO}/{d}/" for d in ("fuzz", "reference"))  # our har
 
 def _library_frame(filename: str) -> bool:
     import sysconfig
+
     if "site-packages" in filename or "dist-packages" in filename or filename.startswith("<"):
         return True
     stdlib = sysconfig.get_paths()["stdlib"]
@@ -178,12 +212,12 @@ def _frame_name(filename: str, function: str) -> str:
     """path:function, no line number (lines move with every edit) and no absolute prefix: a path inside
     this repository is relative to its root, any other file is named by its base name."""
     root = _REPO + "/"
-    path = filename[len(root):] if filename.startswith(root) else Path(filename).name
+    path = filename[len(root) :] if filename.startswith(root) else Path(filename).name
     return f"{path}:{function}"
 
 
 def exception_failure(e: BaseException) -> str:
-    """"TypeName@frame": the exception's type and the innermost frame inside the implementation, i.e. the
+    """ "TypeName@frame": the exception's type and the innermost frame inside the implementation, i.e. the
     innermost frame that is not the harness (fuzz/, reference/), the standard library or an installed
     package such as torch or triton. For our kernels that is a frame in kernels/. Without such a frame,
     the innermost frame of all."""
@@ -198,6 +232,7 @@ def crash_failure(why: str) -> str:
     """How a worker died, without addresses or timings: "exit-11", "hang", or the error type of a broken
     process ("broke:RuntimeError")."""
     import re
+
     if "hang" in why:
         return "hang"
     m = re.search(r"exit code (-?\d+|None)", why)
@@ -277,14 +312,16 @@ def _expect(case: Case, run: _Run, precision: str = "ieee") -> tuple[_Expected, 
     out0_64 = out0.double()
     value = out0_64.clone()
     value[:, :, cols] += ref.delta.reshape(m, k, width)
-    err_delta = ((case.k_dim + 2) * ACC_UNIT * ref.mag_full
-                 + (u_t + (case.rank + 2) * ACC_UNIT) * ref.mag_mid).reshape(m, k, width)
+    err_delta = ((case.k_dim + 2) * ACC_UNIT * ref.mag_full + (u_t + (case.rank + 2) * ACC_UNIT) * ref.mag_mid).reshape(
+        m, k, width
+    )
     if dt == torch.float32 and precision == "tf32":
         err_delta = err_delta + _tf32_term(ref, m, k, width)
     bound = torch.zeros_like(value)
     sk = case.config.expand.split_k
-    bound[:, :, cols] = SAFETY * (err_delta + 2 * sk * u * (out0_64[:, :, cols].abs()
-                                                          + ref.mag_mid.reshape(m, k, width)) + 4 * TINY[dt])
+    bound[:, :, cols] = SAFETY * (
+        err_delta + 2 * sk * u * (out0_64[:, :, cols].abs() + ref.mag_mid.reshape(m, k, width)) + 4 * TINY[dt]
+    )
     touched = torch.zeros(value.shape, dtype=torch.bool, device=value.device)
     touched[:, :, cols] = ref.active[:, :, None]
     return _Expected(out0, value, bound, touched), disagreement
@@ -306,8 +343,15 @@ def _worst(got: torch.Tensor, exp: _Expected, ratio: torch.Tensor, n: int = 5) -
             idx.append(i % d)
             i //= d
         idx = tuple(reversed(idx))
-        rows.append({"index": list(idx), "got": float(got[idx]), "expected": float(exp.value[idx]),
-                     "before": float(exp.out0[idx]), "bound": float(exp.bound[idx])})
+        rows.append(
+            {
+                "index": list(idx),
+                "got": float(got[idx]),
+                "expected": float(exp.value[idx]),
+                "before": float(exp.out0[idx]),
+                "bound": float(exp.bound[idx]),
+            }
+        )
     return rows
 
 
@@ -327,23 +371,45 @@ def _judge(case: Case, run: _Run, exp: _Expected, precision: str = "ieee") -> tu
     # vacuous: active pairs exist, yet not one element of out changed (inputs hold no zeros, so a real
     # delta always changes bits somewhere)
     vacuous = exp.touched.any() & _same_bits(t.out, exp.out0).all()
-    *flags, max_ratio = torch.stack([stray.double(), untouched_bad.any().double(), nonfinite.any().double(),
-                                     bad.any().double(), vacuous.double(),
-                                     torch.nan_to_num(ratio, nan=math.inf).amax()]).tolist()
+    *flags, max_ratio = torch.stack(
+        [
+            stray.double(),
+            untouched_bad.any().double(),
+            nonfinite.any().double(),
+            bad.any().double(),
+            vacuous.double(),
+            torch.nan_to_num(ratio, nan=math.inf).amax(),
+        ]
+    ).tolist()
     if flags[0]:
         return _oob_write(run)
     if flags[1]:
         ratio = untouched_bad.double() * math.inf
-        return ("untouched-changed", f"{int(untouched_bad.sum())} elements outside the delta changed "
-                "(other columns, base-model or disabled pairs)", math.inf, _worst(got, exp, ratio))
+        return (
+            "untouched-changed",
+            f"{int(untouched_bad.sum())} elements outside the delta changed "
+            "(other columns, base-model or disabled pairs)",
+            math.inf,
+            _worst(got, exp, ratio),
+        )
     if flags[4]:
-        return ("vacuous", f"the implementation changed no element of out although {int(exp.touched.sum())} "
-                "delta elements should change", max_ratio, _worst(got, exp, ratio))
+        return (
+            "vacuous",
+            f"the implementation changed no element of out although {int(exp.touched.sum())} "
+            "delta elements should change",
+            max_ratio,
+            _worst(got, exp, ratio),
+        )
     if flags[2]:
         return "nonfinite", f"{int(nonfinite.sum())} delta elements are NaN/Inf", math.inf, _worst(got, exp, ratio)
     if flags[3]:
-        return ("mismatch", f"{int(bad.sum())} of {int(exp.touched.sum())} delta elements exceed the bound "
-                f"(worst {max_ratio:.3g}x){_tf32_hint(case, run, exp, precision)}", max_ratio, _worst(got, exp, ratio))
+        return (
+            "mismatch",
+            f"{int(bad.sum())} of {int(exp.touched.sum())} delta elements exceed the bound "
+            f"(worst {max_ratio:.3g}x){_tf32_hint(case, run, exp, precision)}",
+            max_ratio,
+            _worst(got, exp, ratio),
+        )
     return "pass", "", max_ratio, []
 
 
@@ -359,13 +425,23 @@ def _tf32_hint(case: Case, run: _Run, exp: _Expected, precision: str) -> str:
     got = t.out[:, :, cols].double()
     for truncate in (False, True):
         a_tf, b_tf = [round_to_tf32(a, truncate) for a in t.lora_a], [round_to_tf32(b, truncate) for b in t.lora_b]
-        ref = moe_lora_fp64(round_to_tf32(t.x, truncate), t.topk_ids, t.topk_weights, t.token_lora, t.adapter_enabled,
-                            a_tf, b_tf, mul_routed_weight=case.mul_routed_weight)
+        ref = moe_lora_fp64(
+            round_to_tf32(t.x, truncate),
+            t.topk_ids,
+            t.topk_weights,
+            t.token_lora,
+            t.adapter_enabled,
+            a_tf,
+            b_tf,
+            mul_routed_weight=case.mul_routed_weight,
+        )
         want = exp.out0[:, :, cols].double() + ref.delta.reshape(m, k, width)
         allowed = exp.bound[:, :, cols] + SAFETY * 2 * TF32_UNIT * ref.mag_mid.reshape(m, k, width)
         if bool((((got - want).abs() <= allowed) | ~exp.touched[:, :, cols]).all()):
-            return ("; within the TF32 bound: the kernel appears to round fp32 inputs to TF32 (declare "
-                    "capabilities={'fp32_precision': 'tf32'} if that is intended)")
+            return (
+                "; within the TF32 bound: the kernel appears to round fp32 inputs to TF32 (declare "
+                "capabilities={'fp32_precision': 'tf32'} if that is intended)"
+            )
     return ""
 
 
@@ -375,8 +451,11 @@ def _oob_write(run: _Run) -> tuple[str, str, float, list]:
         a, b = g.base, g.base_in(run.before)
         changed = ~_same_bits(a, b) if g.is_input else ~_same_bits(a, b) & g.guard_mask()
         if bool(changed.any()):
-            where = f"input {g.name}: {int(changed.sum())} elements" if g.is_input else \
-                f"{g.name}: {int(changed.sum())} guard elements"
+            where = (
+                f"input {g.name}: {int(changed.sum())} elements"
+                if g.is_input
+                else f"{g.name}: {int(changed.sum())} guard elements"
+            )
             return "oob-write", f"{where} written", 0.0, []
     return "oob-write", "bytes between the guarded buffers were written", 0.0, []
 
@@ -394,8 +473,7 @@ def _outputs_differ(a: _Run, b: _Run, bound: torch.Tensor) -> bool:
     return _differ(a.t.out, b.t.out, bound)
 
 
-def _diagnose(case: Case, impl: Impl, device, primary: _Run, exp: _Expected, kind: str,
-              fill: Fill) -> tuple[str, str]:
+def _diagnose(case: Case, impl: Impl, device, primary: _Run, exp: _Expected, kind: str, fill: Fill) -> tuple[str, str]:
     """Tell an out-of-bounds read or a read of unwritten workspace from a plain wrong result."""
     finite_margins = _execute(case, impl, device, replace(fill, input_margin=DIAGNOSE_MARGIN))
     if _outputs_differ(primary, finite_margins, exp.bound):
@@ -444,9 +522,12 @@ def _read_out_of_bounds(case: Case, impl: Impl, device, primary: _Run, exp: _Exp
 def _twin_cases(case: Case) -> list[Case]:
     """Same data, another configuration: block sizes and split-K change the kernel's arithmetic path."""
     cfg = case.config
-    flipped = type(cfg)(block_m=16 if cfg.block_m != 16 else 32,
-                        shrink=type(cfg.shrink)(block_n=16, block_k=16, split_k=1 if cfg.shrink.split_k > 1 else 2),
-                        expand=type(cfg.expand)(block_n=16, block_k=16, split_k=1), align=cfg.align)
+    flipped = type(cfg)(
+        block_m=16 if cfg.block_m != 16 else 32,
+        shrink=type(cfg.shrink)(block_n=16, block_k=16, split_k=1 if cfg.shrink.split_k > 1 else 2),
+        expand=type(cfg.expand)(block_n=16, block_k=16, split_k=1),
+        align=cfg.align,
+    )
     return [case.replace(config=flipped)]
 
 
@@ -464,11 +545,21 @@ def _permuted_run(case: Case, impl: Impl, device, fill: Fill) -> tuple[_Run, tor
     return _call(_Run(t, t.snapshot(), None), impl), perm
 
 
-def _metamorphic(case: Case, impl_name: str, impl: Impl, device, primary: _Run, exp: _Expected,
-                 fill: Fill, *, configs: bool, permutation: bool) -> str:
+def _metamorphic(
+    case: Case,
+    impl_name: str,
+    impl: Impl,
+    device,
+    primary: _Run,
+    exp: _Expected,
+    fill: Fill,
+    *,
+    configs: bool,
+    permutation: bool,
+) -> str:
     """Twins need no reference: each is within the bound of the truth, so two agree within twice it.
     The configuration twin runs for every implementation that takes a launch configuration."""
-    for twin in (_twin_cases(case) if configs and impl.takes_config else []):
+    for twin in _twin_cases(case) if configs and impl.takes_config else []:
         run = _execute(twin, impl, device, fill)
         if run.error is None and _outputs_differ(primary, run, 2 * exp.bound):
             return f"another configuration ({twin.config}) disagrees beyond 2x the bound"
@@ -485,14 +576,20 @@ def _as_impl(impl_name: str, impl) -> Impl:
     if isinstance(impl, Impl):
         return impl
     settings = getattr(impl, "settings", None)  # a bare callable (tests, scripts) may declare settings too
-    return Impl(impl_name, impl, takes_config=is_ours(impl_name), ours=is_ours(impl_name),
-                settings=dict(settings) if isinstance(settings, dict) else {})
+    return Impl(
+        impl_name,
+        impl,
+        takes_config=is_ours(impl_name),
+        ours=is_ours(impl_name),
+        settings=dict(settings) if isinstance(settings, dict) else {},
+    )
 
 
 def _settings(obj) -> dict | None:
     """An implementation's declared settings as plain JSON data (repro files record them)."""
     import dataclasses
     import json
+
     if obj is None:
         return None
     if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
@@ -502,8 +599,17 @@ def _settings(obj) -> dict | None:
     return json.loads(json.dumps(obj, default=repr))
 
 
-def check(case: Case, impl_name: str, device="cpu", *, metamorphic: bool = False, impl: Impl | None = None,
-          guards: bool = True, permutation: bool | None = None, probe: str = "") -> Verdict:
+def check(
+    case: Case,
+    impl_name: str,
+    device="cpu",
+    *,
+    metamorphic: bool = False,
+    impl: Impl | None = None,
+    guards: bool = True,
+    permutation: bool | None = None,
+    probe: str = "",
+) -> Verdict:
     """Judge `impl_name` on `case`. Never raises for a failure of the implementation.
     metamorphic: also run the configuration twin (the campaign asks on every 4th case).
     permutation: run the permutation twin (on a passing case with an active pair); None: on every case with
@@ -511,32 +617,60 @@ def check(case: Case, impl_name: str, device="cpu", *, metamorphic: bool = False
     guards=False hands the implementation exact-size allocations (see Fill.guards): for compute-sanitizer.
     probe: the declared capability this case breaks (--probe-contract): a clean refusal (REFUSALS raised before
     anything was written) is the verdict `refused`; any failure is `unchecked-precondition`."""
-    v = _check(case, impl_name, device, metamorphic=metamorphic and not probe, impl=impl, guards=guards,
-               permutation=False if probe else permutation, refusal_ok=bool(probe))
+    v = _check(
+        case,
+        impl_name,
+        device,
+        metamorphic=metamorphic and not probe,
+        impl=impl,
+        guards=guards,
+        permutation=False if probe else permutation,
+        refusal_ok=bool(probe),
+    )
     if not probe or not v.failed:
         return v
-    return dataclasses.replace(v, kind="unchecked-precondition",
-                               signature=signature("unchecked-precondition", impl_name, case),
-                               message=f"outside its declared capabilities ({probe}) it did not refuse cleanly: "
-                                       f"{v.kind}: {v.message}")
+    return dataclasses.replace(
+        v,
+        kind="unchecked-precondition",
+        signature=signature("unchecked-precondition", impl_name, case),
+        message=f"outside its declared capabilities ({probe}) it did not refuse cleanly: {v.kind}: {v.message}",
+    )
 
 
-def _check(case: Case, impl_name: str, device, *, metamorphic: bool, impl, guards: bool, permutation: bool | None,
-           refusal_ok: bool) -> Verdict:
+def _check(
+    case: Case,
+    impl_name: str,
+    device,
+    *,
+    metamorphic: bool,
+    impl,
+    guards: bool,
+    permutation: bool | None,
+    refusal_ok: bool,
+) -> Verdict:
     start = time.perf_counter()
     impl = _as_impl(impl_name, impl)
 
     settings = _settings(impl.settings or None)  # adapters declare theirs (fuzz.adapters)
 
     def verdict(kind: str, message: str = "", ratio: float = 0.0, worst=(), failure: str = "") -> Verdict:
-        return Verdict(kind, impl_name, signature(kind, impl_name, case, failure) if kind not in PASSING else "",
-                       message, ratio, list(worst), time.perf_counter() - start, edges, failure, settings)
+        return Verdict(
+            kind,
+            impl_name,
+            signature(kind, impl_name, case, failure) if kind not in PASSING else "",
+            message,
+            ratio,
+            list(worst),
+            time.perf_counter() - start,
+            edges,
+            failure,
+            settings,
+        )
 
     fill = Fill(guards=guards)
     primary = _prepare(case, device, fill)
     h = primary.t.host  # only the small integer inputs: no copy of the weights from the device
-    edges = data_features(h["topk_ids"], h["token_lora"], h["adapter_enabled"], case.num_experts, case.num_slots,
-                          case)
+    edges = data_features(h["topk_ids"], h["token_lora"], h["adapter_enabled"], case.num_experts, case.num_slots, case)
     exp, disagreement = _expect(case, primary, impl.capabilities.fp32_precision)
     if disagreement:
         return verdict("reference-disagreement", disagreement)
@@ -546,8 +680,9 @@ def _check(case: Case, impl_name: str, device, *, metamorphic: bool, impl, guard
     if primary.error is not None:
         e = primary.error
         tb = traceback.extract_tb(e.__traceback__)[-1]
-        return verdict("exception", f"{type(e).__name__}: {e} (at {tb.filename}:{tb.lineno})",
-                       failure=exception_failure(e))
+        return verdict(
+            "exception", f"{type(e).__name__}: {e} (at {tb.filename}:{tb.lineno})", failure=exception_failure(e)
+        )
     kind, message, ratio, worst = _judge(case, primary, exp, impl.capabilities.fp32_precision)
     if kind in ("nonfinite", "mismatch"):
         kind, why = _diagnose(case, impl, device, primary, exp, kind, fill)
@@ -556,8 +691,9 @@ def _check(case: Case, impl_name: str, device, *, metamorphic: bool, impl, guard
     if permutation is None:
         permutation = metamorphic or case.seed % 2 == 0
     if kind == "pass" and active and permutation:
-        why = _metamorphic(case, impl_name, impl, device, primary, exp, fill, configs=metamorphic,
-                           permutation=permutation)
+        why = _metamorphic(
+            case, impl_name, impl, device, primary, exp, fill, configs=metamorphic, permutation=permutation
+        )
         if why:
             return verdict("metamorphic", why, ratio)
     return verdict(kind, message, ratio, worst)

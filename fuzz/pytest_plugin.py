@@ -22,20 +22,26 @@ MARKERS = {
 
 def pytest_addoption(parser):
     group = parser.getgroup("moe-lora-fuzz")
-    group.addoption("--device", default="auto", choices=("auto", "cpu", "cuda"),
-                    help="where kernels run: cuda, cpu (Triton interpreter), auto (cuda when present)")
+    group.addoption(
+        "--device",
+        default="auto",
+        choices=("auto", "cpu", "cuda"),
+        help="where kernels run: cuda, cpu (Triton interpreter), auto (cuda when present)",
+    )
 
 
 def pytest_configure(config):
     for name, doc in MARKERS.items():
         config.addinivalue_line("markers", f"{name}: {doc}")
     import torch
+
     name = config.getoption("--device")
     device = ("cuda" if torch.cuda.is_available() else "cpu") if name == "auto" else name
     config._fuzz_device = device
     if device == "cpu":
         os.environ["TRITON_INTERPRET"] = "1"
         from .interpreter import install
+
         install()  # bf16 dots/atomics and TF32 as on a GPU, for every Triton kernel (fuzz/interpreter.py)
     _register_profiles()
 
@@ -54,17 +60,31 @@ def pytest_collection_modifyitems(config, items):
 
 @pytest.fixture(scope="session")
 def device(request) -> str:
-    """"cuda" or "cpu" (Triton's interpreter), from --device."""
+    """ "cuda" or "cpu" (Triton's interpreter), from --device."""
     return request.config._fuzz_device
 
 
 def _register_profiles() -> None:
     from hypothesis import HealthCheck, settings
+
     # Pre-merge: derandomised so CI is reproducible, bounded, no database on a throwaway clone.
-    settings.register_profile("premerge", derandomize=True, max_examples=12, deadline=None, database=None,
-                              print_blob=True, suppress_health_check=[HealthCheck.too_slow])
+    settings.register_profile(
+        "premerge",
+        derandomize=True,
+        max_examples=12,
+        deadline=None,
+        database=None,
+        print_blob=True,
+        suppress_health_check=[HealthCheck.too_slow],
+    )
     # Nightly: random, many examples, an example database so failures are retried first next night.
-    settings.register_profile("nightly", derandomize=False, max_examples=2000, deadline=None, print_blob=True,
-                              suppress_health_check=[HealthCheck.too_slow])
+    settings.register_profile(
+        "nightly",
+        derandomize=False,
+        max_examples=2000,
+        deadline=None,
+        print_blob=True,
+        suppress_health_check=[HealthCheck.too_slow],
+    )
     settings.register_profile("dev", max_examples=5, deadline=None, derandomize=True, database=None)
     settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "premerge"))

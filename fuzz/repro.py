@@ -51,25 +51,51 @@ class Repro:
         return f"python -m fuzz replay {path} --impl {self.impl} --device {self.device}"
 
     def to_dict(self, path: str = "FILE") -> dict:
-        return {"schema": SCHEMA, "version": VERSION, "harness": __version__, "impl": self.impl,
-                "device": self.device, "case": self.case.to_dict(), "verdict": self.verdict.to_dict(),
-                "environment": self.environment, "case_timeout_s": self.case_timeout_s,
-                "campaign": self.campaign, "replay": self.command(path)}
+        return {
+            "schema": SCHEMA,
+            "version": VERSION,
+            "harness": __version__,
+            "impl": self.impl,
+            "device": self.device,
+            "case": self.case.to_dict(),
+            "verdict": self.verdict.to_dict(),
+            "environment": self.environment,
+            "case_timeout_s": self.case_timeout_s,
+            "campaign": self.campaign,
+            "replay": self.command(path),
+        }
 
 
 def environment() -> dict:
     import numpy
     import torch
     import triton
-    env = {"python": platform.python_version(), "torch": torch.__version__, "triton": triton.__version__,
-           "numpy": numpy.__version__, "cuda": torch.version.cuda, "gpu": None, "driver": None,
-           "harness": __version__, "commit": git_commit()}
+
+    env = {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "triton": triton.__version__,
+        "numpy": numpy.__version__,
+        "cuda": torch.version.cuda,
+        "gpu": None,
+        "driver": None,
+        "harness": __version__,
+        "commit": git_commit(),
+    }
     if torch.cuda.is_available():
         env["gpu"] = torch.cuda.get_device_name()
         try:
             import subprocess
-            env["driver"] = subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
-                                           capture_output=True, text=True, timeout=10).stdout.strip() or None
+
+            env["driver"] = (
+                subprocess.run(
+                    ["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
+                    capture_output=True,
+                    text=True,
+                    timeout=10,
+                ).stdout.strip()
+                or None
+            )
         except (OSError, subprocess.SubprocessError):
             pass
     return env
@@ -78,9 +104,11 @@ def environment() -> dict:
 def git_commit() -> str | None:
     """The harness's git commit, or None outside a git checkout."""
     import subprocess
+
     try:
-        proc = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).resolve().parent, capture_output=True,
-                              text=True, timeout=5)
+        proc = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=Path(__file__).resolve().parent, capture_output=True, text=True, timeout=5
+        )
     except (OSError, subprocess.SubprocessError):
         return None
     return proc.stdout.strip() or None if proc.returncode == 0 else None
@@ -130,10 +158,12 @@ def save(repro: Repro, path: Path) -> None:
 # ---- migrations -----------------------------------------------------------------------------------------
 def add_case_fields(**neutral) -> Callable[[dict], dict]:
     """A migration step giving knobs added to Case their neutral value in older files."""
+
     def step(d: dict) -> dict:
         if isinstance(d.get("case"), dict):
             d["case"] = {**neutral, **d["case"]}
         return d
+
     return step
 
 
@@ -205,8 +235,9 @@ def parse(text: str) -> Repro:
     if not isinstance(env, dict):
         raise ReproError("environment: wrong type")
     timeout = _number(d.get("case_timeout_s"))
-    if timeout is not None and (not isinstance(timeout, (int, float)) or isinstance(timeout, bool)
-                                or not math.isfinite(timeout) or timeout <= 0):
+    if timeout is not None and (
+        not isinstance(timeout, (int, float)) or isinstance(timeout, bool) or not math.isfinite(timeout) or timeout <= 0
+    ):
         raise ReproError(f"case_timeout_s: must be a finite number > 0 or null, got {timeout!r}")
     harness = d.get("harness")
     if harness is not None and not isinstance(harness, str):
@@ -214,8 +245,15 @@ def parse(text: str) -> Repro:
     campaign = d.get("campaign")
     if campaign is not None and not isinstance(campaign, str):
         raise ReproError("campaign: wrong type, expected a string or null")
-    return Repro(case, impl, device, _verdict(_field(d, "verdict", dict)), env,
-                 None if timeout is None else float(timeout), campaign)
+    return Repro(
+        case,
+        impl,
+        device,
+        _verdict(_field(d, "verdict", dict)),
+        env,
+        None if timeout is None else float(timeout),
+        campaign,
+    )
 
 
 def read_capped(path, limit: int = MAX_FILE_BYTES) -> bytes:
@@ -248,16 +286,23 @@ def case_elements(case: Case) -> int:
     routed = case.m * case.top_k
     rows = routed if case.layout == "per_routed" else case.m
     s = case.num_slots * case.num_slices
-    return (rows * case.k_dim + s * case.rank * (case.k_dim + case.n_dim)
-            + routed * (case.num_slices * case.n_dim + case.offset + case.extra_cols)
-            + case.num_slices * routed * case.rank + 2 * routed + case.num_experts)
+    return (
+        rows * case.k_dim
+        + s * case.rank * (case.k_dim + case.n_dim)
+        + routed * (case.num_slices * case.n_dim + case.offset + case.extra_cols)
+        + case.num_slices * routed * case.rank
+        + 2 * routed
+        + case.num_experts
+    )
 
 
 def check_size(case: Case, limit: int = MAX_CASE_ELEMENTS) -> None:
     n = case_elements(case)
     if n > limit:
-        raise ReproError(f"case: about {n:,} tensor elements (~{4 * n / 2**30:.1f} GiB in fp32) exceeds the "
-                         f"replay limit of {limit:,}; pass --allow-large if you mean it")
+        raise ReproError(
+            f"case: about {n:,} tensor elements (~{4 * n / 2**30:.1f} GiB in fp32) exceeds the "
+            f"replay limit of {limit:,}; pass --allow-large if you mean it"
+        )
 
 
 def is_builtin(impl: str) -> bool:

@@ -122,6 +122,7 @@ def device_probe(device: str) -> None:
     """Raise if the device is unusable after a case: a CUDA fault is sticky, every later call fails."""
     if device == "cuda":
         import torch
+
         torch.cuda.synchronize()
         torch.zeros(1, device="cuda").add_(1).item()
 
@@ -147,6 +148,7 @@ def _worker_main(conn, device: str, impl_name: str, log: str | None) -> None:
     # TRITON_INTERPRET is inherited from the parent (the CLI sets it for --device cpu before any import)
     from .impls import ImplError, resolve
     from .oracle import check
+
     install_if_interpreting()  # a spawned worker does not inherit the parent's interpreter patches
     try:
         impl = resolve(impl_name)
@@ -167,12 +169,20 @@ def _worker_main(conn, device: str, impl_name: str, log: str | None) -> None:
         try:
             if msg["mode"] == "upstream":
                 from .upstream_style import upstream_check
+
                 ok, why = upstream_check(case, impl, device)
                 kind = "pass" if ok else "mismatch"
                 verdict = Verdict(kind, impl_name, "" if ok else signature(kind, impl_name, case), why)
             else:
-                verdict = check(case, impl_name, device, metamorphic=msg["metamorphic"], impl=impl,
-                                guards=msg["guards"], probe=msg.get("probe", ""))
+                verdict = check(
+                    case,
+                    impl_name,
+                    device,
+                    metamorphic=msg["metamorphic"],
+                    impl=impl,
+                    guards=msg["guards"],
+                    probe=msg.get("probe", ""),
+                )
             device_probe(device)  # after the implementation returned: a device fault belongs to THIS case
         except Exception as e:  # outside the implementation: the process (e.g. its CUDA context) is broken
             conn.send({"broken": _first_line(e), "verdict": verdict})
@@ -191,9 +201,13 @@ def _probed(v: Verdict, case: Case, probe: str) -> Verdict:
     if not probe:
         return v
     from dataclasses import replace
-    return replace(v, kind="unchecked-precondition", signature=signature("unchecked-precondition", v.impl, case),
-                   message=f"outside its declared capabilities ({probe}) it did not refuse cleanly: {v.kind}: "
-                           f"{v.message}")
+
+    return replace(
+        v,
+        kind="unchecked-precondition",
+        signature=signature("unchecked-precondition", v.impl, case),
+        message=f"outside its declared capabilities ({probe}) it did not refuse cleanly: {v.kind}: {v.message}",
+    )
 
 
 class Worker:
@@ -210,10 +224,12 @@ class Worker:
 
     def _start(self) -> None:
         from .impls import ImplError
+
         ctx = mp.get_context("spawn")
         self._conn, child = ctx.Pipe()
-        self._proc = ctx.Process(target=_worker_main, args=(child, self.device, self.impl,
-                                                            str(self.log) if self.log else None), daemon=True)
+        self._proc = ctx.Process(
+            target=_worker_main, args=(child, self.device, self.impl, str(self.log) if self.log else None), daemon=True
+        )
         try:
             self._proc.start()
             child.close()
@@ -234,8 +250,11 @@ class Worker:
         while not self._conn.poll(max(0.0, min(POLL_S, end - time.monotonic()))):
             self._cap_log()
             if time.monotonic() >= end:
-                raise _NoAnswer("hang", f"no verdict within the case timeout of {timeout:g} s; the worker was "
-                                        "killed (replay with --case-timeout to wait longer)")
+                raise _NoAnswer(
+                    "hang",
+                    f"no verdict within the case timeout of {timeout:g} s; the worker was "
+                    "killed (replay with --case-timeout to wait longer)",
+                )
         try:
             return self._conn.recv()
         except (EOFError, ConnectionError, OSError):
@@ -259,15 +278,22 @@ class Worker:
         except OSError:
             pass
 
-    def judge(self, case: Case, *, timeout: float, metamorphic: bool = False, guards: bool = True,
-              mode: str = "fuzz", probe: str = "") -> Verdict:
+    def judge(
+        self,
+        case: Case,
+        *,
+        timeout: float,
+        metamorphic: bool = False,
+        guards: bool = True,
+        mode: str = "fuzz",
+        probe: str = "",
+    ) -> Verdict:
         """probe: the declared capability the case breaks (--probe-contract), "" for an ordinary case."""
         if self._proc is None:
             self._start()
             self.restarts += 1
         try:
-            self._conn.send({"case": case, "metamorphic": metamorphic, "guards": guards, "mode": mode,
-                             "probe": probe})
+            self._conn.send({"case": case, "metamorphic": metamorphic, "guards": guards, "mode": mode, "probe": probe})
             answer = self._recv(timeout)
         except (BrokenPipeError, ConnectionError, OSError):
             answer = {"broken": "worker process died before the case"}
@@ -275,16 +301,22 @@ class Worker:
             self.kill()
             self._cap_log()
             failure = "hang" if e.kind == "hang" else crash_failure(str(e))
-            return _probed(Verdict(e.kind, self.impl, signature(e.kind, self.impl, case, failure), str(e),
-                                   failure=failure), case, probe)
+            return _probed(
+                Verdict(e.kind, self.impl, signature(e.kind, self.impl, case, failure), str(e), failure=failure),
+                case,
+                probe,
+            )
         if "broken" in answer:
             self.kill()
             v = answer.get("verdict")
             seen = f"; before that the implementation's verdict was {v.kind}: {v.message[:200]}" if v else ""
             why = f"the worker broke on this case ({answer['broken']}){seen}"
             failure = crash_failure(why)
-            return _probed(Verdict("crash", self.impl, signature("crash", self.impl, case, failure), why,
-                                   failure=failure), case, probe)
+            return _probed(
+                Verdict("crash", self.impl, signature("crash", self.impl, case, failure), why, failure=failure),
+                case,
+                probe,
+            )
         self._cap_log()
         return answer["verdict"]
 
@@ -329,16 +361,34 @@ class Report:
     def to_dict(self) -> dict:
         c = self.cfg
         elapsed = time.time() - self.started
-        return {"campaign": c.campaign_id, "harness": __version__, "commit": self.env.get("commit"),
-                "impl": c.impl, "device": c.device, "profile": c.profile, "seed": c.seed, "shard": list(c.shard),
-                "budget_s": c.budget, "case_timeout_s": c.timeout, "elapsed_s": round(elapsed, 2),
-                "interrupted": self.interrupted, "cases": self.cases, "metamorphic_cases": self.metamorphic_cases,
-                "next_index": self.next_index, "cases_per_s": round(self.cases / max(elapsed, 1e-9), 3),
-                "kinds": dict(self.kinds), "distinct_findings": len(self.findings),
-                "root_causes": self.root_causes, "triage": self.triage,
-                "findings": list(self.findings.values()), "worker_restarts": self.crashes,
-                "sanitizer": self.sanitizer, "resumed": self.previous,
-                "coverage": self.coverage.to_dict(), "environment": self.env}
+        return {
+            "campaign": c.campaign_id,
+            "harness": __version__,
+            "commit": self.env.get("commit"),
+            "impl": c.impl,
+            "device": c.device,
+            "profile": c.profile,
+            "seed": c.seed,
+            "shard": list(c.shard),
+            "budget_s": c.budget,
+            "case_timeout_s": c.timeout,
+            "elapsed_s": round(elapsed, 2),
+            "interrupted": self.interrupted,
+            "cases": self.cases,
+            "metamorphic_cases": self.metamorphic_cases,
+            "next_index": self.next_index,
+            "cases_per_s": round(self.cases / max(elapsed, 1e-9), 3),
+            "kinds": dict(self.kinds),
+            "distinct_findings": len(self.findings),
+            "root_causes": self.root_causes,
+            "triage": self.triage,
+            "findings": list(self.findings.values()),
+            "worker_restarts": self.crashes,
+            "sanitizer": self.sanitizer,
+            "resumed": self.previous,
+            "coverage": self.coverage.to_dict(),
+            "environment": self.env,
+        }
 
     def write(self) -> None:
         write_atomic(self.cfg.report_path, dumps(self.to_dict(), indent=2) + "\n")
@@ -394,13 +444,16 @@ class ResumeError(ValueError):
 
 def _previous_report(cfg: CampaignConfig) -> dict | None:
     import json
+
     if not (cfg.resume and cfg.report_path.is_file()):
         return None
     try:
         old = json.loads(cfg.report_path.read_text())
         if old.get("impl") != cfg.impl or old.get("seed") != cfg.seed or old.get("shard") != list(cfg.shard):
-            raise ValueError(f"it was a campaign of impl {old.get('impl')!r}, seed {old.get('seed')}, shard "
-                             f"{old.get('shard')}; resume with the same --impl, --seed and --shard")
+            raise ValueError(
+                f"it was a campaign of impl {old.get('impl')!r}, seed {old.get('seed')}, shard "
+                f"{old.get('shard')}; resume with the same --impl, --seed and --shard"
+            )
         old["cases"], old["kinds"], old["findings"]  # noqa: B018 (the fields resuming needs)
         return old
     except (OSError, ValueError, KeyError, TypeError) as e:
@@ -414,6 +467,7 @@ def run_campaign(cfg: CampaignConfig) -> Report:
     if old:
         report.resume_from(old)
     from .triage import CampaignTriage
+
     triage = CampaignTriage(cfg)
     deadline = time.monotonic() + cfg.budget
     index = report.next_index if report.next_index is not None else cfg.shard[0]
@@ -423,8 +477,11 @@ def run_campaign(cfg: CampaignConfig) -> Report:
         try:
             worker = Worker(cfg.device, cfg.impl, log=cfg.log_path)
             cfg.out.mkdir(parents=True, exist_ok=True)
-            while (time.monotonic() < deadline and (cfg.max_cases is None or report.cases < cfg.max_cases)
-                   and (cfg.stop_after is None or len(report.findings) < cfg.stop_after)):
+            while (
+                time.monotonic() < deadline
+                and (cfg.max_cases is None or report.cases < cfg.max_cases)
+                and (cfg.stop_after is None or len(report.findings) < cfg.stop_after)
+            ):
                 case, probe = probe_for(cfg, case_for(cfg, index, worker.profile), worker.profile)
                 twin = runs_twin(cfg, case) and not probe
                 # the full case timeout even past the deadline: a hang found late is still a finding
@@ -480,27 +537,50 @@ def _record(cfg: CampaignConfig, report: Report, case: Case, index: int, v: Verd
         return False
     path = cfg.out / repro_name(cfg, v)
     save(Repro(case, cfg.impl, cfg.device, v, report.env, cfg.timeout, cfg.campaign_id), path)
-    report.findings[sig] = {"signature": sig, "kind": v.kind, "count": 1, "case_index": index,
-                            "message": v.message, "repro": str(path.resolve())}
+    report.findings[sig] = {
+        "signature": sig,
+        "kind": v.kind,
+        "count": 1,
+        "case_index": index,
+        "message": v.message,
+        "repro": str(path.resolve()),
+    }
     report.write()
     if not cfg.quiet:
-        print(f"FINDING {v.kind}: {v.message[:160]}\n  REPRO: python -m fuzz replay {path} --impl {cfg.impl}",
-              file=sys.stderr, flush=True)
+        print(
+            f"FINDING {v.kind}: {v.message[:160]}\n  REPRO: python -m fuzz replay {path} --impl {cfg.impl}",
+            file=sys.stderr,
+            flush=True,
+        )
     return True
 
 
 def _sanitize(cfg: CampaignConfig, report: Report, case: Case, index: int, v: Verdict) -> None:
     """Replay the case under compute-sanitizer memcheck (SPEC §5) in a child process; errors are kept."""
     import subprocess
+
     path = cfg.out / "sanitize" / f"case-{cfg.campaign_id}-{index}.json"
     save(Repro(case, cfg.impl, cfg.device, v, report.env, cfg.timeout, cfg.campaign_id), path)
-    proc = subprocess.run([sys.executable, "-m", "fuzz", "replay", str(path), "--sanitize", "--impl", cfg.impl,
-                           "--case-timeout", str(cfg.timeout)], capture_output=True, text=True,
-                          timeout=cfg.timeout * 5)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "moe_lora_fuzz.fuzz.cli",
+            "replay",
+            str(path),
+            "--sanitize",
+            "--impl",
+            cfg.impl,
+            "--case-timeout",
+            str(cfg.timeout),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=cfg.timeout * 5,
+    )
     report.sanitizer["runs"] += 1
     if "errors reported" in proc.stdout:
-        report.sanitizer["errors"].append({"case_index": index, "repro": str(path),
-                                           "output": proc.stdout[-2000:]})
+        report.sanitizer["errors"].append({"case_index": index, "repro": str(path), "output": proc.stdout[-2000:]})
         if not cfg.quiet:
             print(f"SANITIZER: memcheck errors on case {index}; repro {path}", file=sys.stderr, flush=True)
     else:
@@ -509,6 +589,9 @@ def _sanitize(cfg: CampaignConfig, report: Report, case: Case, index: int, v: Ve
 
 def _progress(report: Report, left: float) -> None:
     elapsed = time.time() - report.started
-    print(f"[{elapsed:7.1f}s] cases {report.cases} ({report.cases / max(elapsed, 1e-9):.2f}/s) "
-          f"findings {len(report.findings)} root causes {len(report.root_causes)} | {max(left, 0):.0f}s left",
-          file=sys.stderr, flush=True)
+    print(
+        f"[{elapsed:7.1f}s] cases {report.cases} ({report.cases / max(elapsed, 1e-9):.2f}/s) "
+        f"findings {len(report.findings)} root causes {len(report.root_causes)} | {max(left, 0):.0f}s left",
+        file=sys.stderr,
+        flush=True,
+    )

@@ -35,8 +35,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import torch
-
-from kernels.align import AlignBuffers, padded_length
+from moe_lora_fuzz.kernels.align import AlignBuffers, padded_length
 
 from . import counter_rng as rng
 from .case import Case
@@ -74,18 +73,24 @@ class Guarded:
 
     def base_in(self, arena: torch.Tensor) -> torch.Tensor:
         """This buffer's base inside an arena of the same layout (the live one, or a snapshot)."""
-        return arena[self.offset: self.offset + self.base.numel() * self.base.element_size()].view(self.base.dtype)
+        return arena[self.offset : self.offset + self.base.numel() * self.base.element_size()].view(self.base.dtype)
 
     def view_in(self, arena: torch.Tensor) -> torch.Tensor:
         base = self.base_in(arena)
-        return base.as_strided(self.view.shape, self.view.stride(),
-                               base.storage_offset() + self.view.storage_offset() - self.base.storage_offset())
+        return base.as_strided(
+            self.view.shape,
+            self.view.stride(),
+            base.storage_offset() + self.view.storage_offset() - self.base.storage_offset(),
+        )
 
     def guard_mask(self) -> torch.Tensor:
         inside = torch.zeros(self.base.numel(), dtype=torch.bool, device=self.base.device)
         idx = torch.arange(self.base.numel(), device=self.base.device)
-        inside[torch.as_strided(idx, self.view.shape, self.view.stride(),
-                                self.view.storage_offset() - self.base.storage_offset()).reshape(-1)] = True
+        inside[
+            torch.as_strided(
+                idx, self.view.shape, self.view.stride(), self.view.storage_offset() - self.base.storage_offset()
+            ).reshape(-1)
+        ] = True
         return ~inside
 
 
@@ -100,8 +105,9 @@ class HostInputs(Mapping):
     def __getitem__(self, name: str) -> torch.Tensor:
         if name not in self._copies:
             view = self._views[name]
-            self._copies[name] = self._built[name] if name in self._built else \
-                view.clone() if view.device.type == "cpu" else view.cpu()
+            self._copies[name] = (
+                self._built[name] if name in self._built else view.clone() if view.device.type == "cpu" else view.cpu()
+            )
         return self._copies[name]
 
     def __iter__(self):
@@ -131,17 +137,33 @@ class Tensors:
 
     def op_kwargs(self) -> dict:
         """The op's arguments by their SPEC §2 names: what every implementation receives."""
-        return dict(out=self.out, x=self.x, topk_ids=self.topk_ids, topk_weights=self.topk_weights,
-                    token_lora=self.token_lora, adapter_enabled=self.adapter_enabled, lora_a=self.lora_a,
-                    lora_b=self.lora_b, mul_routed_weight=self.case.mul_routed_weight, offset=self.case.offset,
-                    layout=self.case.layout)
+        return dict(
+            out=self.out,
+            x=self.x,
+            topk_ids=self.topk_ids,
+            topk_weights=self.topk_weights,
+            token_lora=self.token_lora,
+            adapter_enabled=self.adapter_enabled,
+            lora_a=self.lora_a,
+            lora_b=self.lora_b,
+            mul_routed_weight=self.case.mul_routed_weight,
+            offset=self.case.offset,
+            layout=self.case.layout,
+        )
 
     def host_args(self) -> tuple:
         """The reference arguments (x, topk_ids, topk_weights, token_lora, adapter_enabled, lora_a, lora_b)
         as CPU tensors."""
         h, s = self.host, self.case.num_slices
-        return (h["x"], h["topk_ids"], h["topk_weights"], h["token_lora"], h["adapter_enabled"],
-                [h[f"lora_a[{i}]"] for i in range(s)], [h[f"lora_b[{i}]"] for i in range(s)])
+        return (
+            h["x"],
+            h["topk_ids"],
+            h["topk_weights"],
+            h["token_lora"],
+            h["adapter_enabled"],
+            [h[f"lora_a[{i}]"] for i in range(s)],
+            [h[f"lora_b[{i}]"] for i in range(s)],
+        )
 
     def snapshot(self) -> torch.Tensor:
         return self.arena.clone()
@@ -158,14 +180,14 @@ def write_x(c: Case, dest: torch.Tensor) -> list:
 
 def write_lora_a(c: Case, s: int, dest: torch.Tensor) -> list:
     """(L, E, R, K), ~ K^-0.5 as a power of two; rows r >= real_rank zero."""
-    dest[:, :, c.real_rank:].zero_()
-    return [(dest[:, :, : c.real_rank], rng.stream_key(c.seed, f"lora_a[{s}]"), rng.pow2_scale(c.k_dim ** -0.5))]
+    dest[:, :, c.real_rank :].zero_()
+    return [(dest[:, :, : c.real_rank], rng.stream_key(c.seed, f"lora_a[{s}]"), rng.pow2_scale(c.k_dim**-0.5))]
 
 
 def write_lora_b(c: Case, s: int, dest: torch.Tensor) -> list:
     """(L, E, N, R), ~ real_rank^-0.5 as a power of two; columns r >= real_rank zero."""
-    dest[..., c.real_rank:].zero_()
-    return [(dest[..., : c.real_rank], rng.stream_key(c.seed, f"lora_b[{s}]"), rng.pow2_scale(c.real_rank ** -0.5))]
+    dest[..., c.real_rank :].zero_()
+    return [(dest[..., : c.real_rank], rng.stream_key(c.seed, f"lora_b[{s}]"), rng.pow2_scale(c.real_rank**-0.5))]
 
 
 def write_out0(c: Case, dest: torch.Tensor) -> list:
@@ -175,7 +197,7 @@ def write_out0(c: Case, dest: torch.Tensor) -> list:
 def write_weights(c: Case, dest: torch.Tensor) -> None:
     """Routed weights in [0.1, 0.9] (never 0 or 1): n * 2^-21, exact in float32, rounded once to the dtype."""
     h = rng.hashes(rng.stream_key(c.seed, "topk_weights"), [c.m, c.top_k], dest.device)
-    dest.copy_(torch.mul(rng.uniform_grid(h, WEIGHT_LO, WEIGHT_HI), 2.0 ** -21))
+    dest.copy_(torch.mul(rng.uniform_grid(h, WEIGHT_LO, WEIGHT_HI), 2.0**-21))
 
 
 def _rows(m: int, per_row: int, device):
@@ -309,8 +331,18 @@ class _Allocator:
         self.size = 0
         self.generated = 0  # elements written by the generator
 
-    def place(self, name: str, shape: tuple, dtype: torch.dtype, *, is_input: bool, write=None,
-              guard_value=None, interior=None, slot_margin: bool = False) -> None:
+    def place(
+        self,
+        name: str,
+        shape: tuple,
+        dtype: torch.dtype,
+        *,
+        is_input: bool,
+        write=None,
+        guard_value=None,
+        interior=None,
+        slot_margin: bool = False,
+    ) -> None:
         """Reserve a guarded allocation. Strided cases pad the last dim and start one element past an aligned
         address (no 16-byte accesses may be assumed). `interior` fills a view that `write` leaves alone."""
         shape = tuple(shape)
@@ -324,8 +356,9 @@ class _Allocator:
         if guard_value is None:
             guard_value = self.fill.input_margin if dtype.is_floating_point else INT_SENTINEL
         guard_value = self.fill.margins.get(name, guard_value)  # triage: one buffer's margin perturbed
-        slot = _Slot(name, shape, dtype, is_input, guard_value, write, interior, padded, 1 if pad else 0, margin,
-                     self.size)
+        slot = _Slot(
+            name, shape, dtype, is_input, guard_value, write, interior, padded, 1 if pad else 0, margin, self.size
+        )
         self.slots.append(slot)
         self.size += -(-slot.numel * dtype.itemsize // _ALIGN) * _ALIGN
         if write is not None:
@@ -334,9 +367,9 @@ class _Allocator:
     def _build(self, arena: torch.Tensor) -> list[Guarded]:
         guarded, requests = [], []
         for s in self.slots:
-            base = arena[s.offset: s.offset + s.numel * _size(s.dtype)].view(s.dtype)
+            base = arena[s.offset : s.offset + s.numel * _size(s.dtype)].view(s.dtype)
             base.fill_(s.guard_value)
-            view = base[s.margin + s.shift: s.margin + s.shift + math.prod(s.padded)].view(s.padded)
+            view = base[s.margin + s.shift : s.margin + s.shift + math.prod(s.padded)].view(s.padded)
             if s.padded != s.shape:
                 view = view[..., : s.shape[-1]]
             if s.interior is not None:
@@ -371,8 +404,12 @@ class _Allocator:
         views = {g.name: g.view for g in guarded}
         host = HostInputs({g.name: g.view for g in guarded if g.is_input}, host_built)
         if not self.fill.guards:
-            views = {g.name: torch.empty_strided(g.view.shape, g.view.stride(), dtype=g.view.dtype, device=device)
-                     .copy_(g.view) for g in guarded}
+            views = {
+                g.name: torch.empty_strided(g.view.shape, g.view.stride(), dtype=g.view.dtype, device=device).copy_(
+                    g.view
+                )
+                for g in guarded
+            }
         return arena, writable, views, host, guarded
 
 
@@ -392,10 +429,22 @@ def materialize(case: Case, device="cpu", fill: Fill = Fill(), where: str = "aut
     alloc = _Allocator(c, fill)
     put = alloc.place
     for s in range(c.num_slices):
-        put(f"lora_a[{s}]", (L, E, R, c.k_dim), dt, is_input=True, slot_margin=True,
-            write=lambda v, s=s: write_lora_a(c, s, v))
-        put(f"lora_b[{s}]", (L, E, c.n_dim, R), dt, is_input=True, slot_margin=True,
-            write=lambda v, s=s: write_lora_b(c, s, v))
+        put(
+            f"lora_a[{s}]",
+            (L, E, R, c.k_dim),
+            dt,
+            is_input=True,
+            slot_margin=True,
+            write=lambda v, s=s: write_lora_a(c, s, v),
+        )
+        put(
+            f"lora_b[{s}]",
+            (L, E, c.n_dim, R),
+            dt,
+            is_input=True,
+            slot_margin=True,
+            write=lambda v, s=s: write_lora_b(c, s, v),
+        )
     width = c.offset + c.num_slices * c.n_dim + c.extra_cols
     put("x", (rows, c.k_dim), dt, is_input=True, write=lambda v: write_x(c, v))
     put("topk_ids", (m, k), torch.int32, is_input=True, write=lambda v: v.copy_(routing(c, v.device)))
@@ -403,21 +452,36 @@ def materialize(case: Case, device="cpu", fill: Fill = Fill(), where: str = "aut
     put("token_lora", (m,), torch.int32, is_input=True, write=lambda v: v.copy_(slots(c, v.device)))
     put("adapter_enabled", (L,), torch.int32, is_input=True, write=lambda v: _enabled(c, v))
     put("out", (m, k, width), dt, is_input=False, guard_value=OUT_SENTINEL, write=lambda v: write_out0(c, v))
-    put("intermediate", (c.num_slices, m * k, R), torch.float32, is_input=False, guard_value=OUT_SENTINEL,
-        interior=fill.workspace_poison)
+    put(
+        "intermediate",
+        (c.num_slices, m * k, R),
+        torch.float32,
+        is_input=False,
+        guard_value=OUT_SENTINEL,
+        interior=fill.workspace_poison,
+    )
     bm = c.config.block_m
     p = padded_length(m * k, E, bm) + c.align_slack * bm
     for name, shape in (("sorted_token_ids", (L, p)), ("expert_ids", (L, p // bm)), ("num_tokens_post_padded", (L,))):
         put(name, shape, torch.int32, is_input=False, guard_value=INT_SENTINEL, interior=INT_SENTINEL)
     arena, writable, v, host, guarded = alloc.finish(device, where)
     return Tensors(
-        case=c, x=v["x"], topk_ids=v["topk_ids"], topk_weights=v["topk_weights"], token_lora=v["token_lora"],
+        case=c,
+        x=v["x"],
+        topk_ids=v["topk_ids"],
+        topk_weights=v["topk_weights"],
+        token_lora=v["token_lora"],
         adapter_enabled=v["adapter_enabled"],
         lora_a=[v[f"lora_a[{s}]"] for s in range(c.num_slices)],
         lora_b=[v[f"lora_b[{s}]"] for s in range(c.num_slices)],
-        out=v["out"], intermediate=v["intermediate"],
+        out=v["out"],
+        intermediate=v["intermediate"],
         align=AlignBuffers(v["sorted_token_ids"], v["expert_ids"], v["num_tokens_post_padded"]),
-        guarded=guarded, arena=arena, writable=writable, host=host)
+        guarded=guarded,
+        arena=arena,
+        writable=writable,
+        host=host,
+    )
 
 
 def _enabled(c: Case, view: torch.Tensor) -> None:

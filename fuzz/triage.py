@@ -50,8 +50,15 @@ DIFFERENTIAL_HOOKS: list[tuple[str, Callable[[Case], Case | None]]] = []
 # related size is also essential is only the other side of that threshold (rank 17 > BLOCK_K 16 and rank
 # 33 > BLOCK_K 32 are one trigger), and the data seed is never part of a key (every finding has its own).
 KEY_GROUPS = {"real_rank": "rank", "m": "pairs", "top_k": "pairs", "num_experts": "pairs"}
-RELATIONS = (("k_dim", "shrink.block_k"), ("rank", "shrink.block_n"), ("rank", "expand.block_k"),
-             ("n_dim", "expand.block_n"), ("m", "block_m"), ("top_k", "block_m"), ("num_experts", "block_m"))
+RELATIONS = (
+    ("k_dim", "shrink.block_k"),
+    ("rank", "shrink.block_n"),
+    ("rank", "expand.block_k"),
+    ("n_dim", "expand.block_n"),
+    ("m", "block_m"),
+    ("top_k", "block_m"),
+    ("num_experts", "block_m"),
+)
 DATA_KNOBS = ("seed",)
 CLASS_FLIPS = ("shrink.split_k", "expand.split_k", "strided", "layout", "mul_routed_weight", "dtype")
 
@@ -108,14 +115,18 @@ class Triaged:
 
     def key(self, impl: str) -> str:
         if not self.explained:  # essential knobs unknown: a root cause of its own, never merged
-            return f"{family(self.verdict['kind'])}|{self.verdict.get('failure', '')}|{impl}|" \
-                   f"not explained: {describe(self.minimal)}"
+            return (
+                f"{family(self.verdict['kind'])}|{self.verdict.get('failure', '')}|{impl}|"
+                f"not explained: {describe(self.minimal)}"
+            )
         return root_key(impl, family(self.verdict["kind"]), self.verdict.get("failure", ""), self.essential)
 
     def trigger(self) -> str:
         if not self.explained:
-            return (f"{self.verdict['kind']}: smallest case reached {describe(self.minimal)}; not explained "
-                    "(the triage budget ran out first)")
+            return (
+                f"{self.verdict['kind']}: smallest case reached {describe(self.minimal)}; not explained "
+                "(the triage budget ran out first)"
+            )
         return trigger_line(self.verdict, self.essential, self.disappears_with, self.one_minimal)
 
 
@@ -143,8 +154,16 @@ def trigger_line(vd: dict, essential: dict, disappears: list, one_minimal: bool 
     return f"{head}: {needs}; {gone}" + ("" if one_minimal else " (budget ran out: not proven minimal)")
 
 
-def triage_case(case: Case, judge: Judge, target: dict, *, budget: float, interpreter: bool,
-                progress: Callable[[str], None] | None = None, known: dict | None = None) -> Triaged | None:
+def triage_case(
+    case: Case,
+    judge: Judge,
+    target: dict,
+    *,
+    budget: float,
+    interpreter: bool,
+    progress: Callable[[str], None] | None = None,
+    known: dict | None = None,
+) -> Triaged | None:
     """Minimise `case` while it fails like `target`, then explain the minimal case. None when the case does
     not fail that way when judged again (a flaky finding). `known`: minimal case -> its Triaged, from
     earlier findings: reaching one ends the walk and reuses its explanation."""
@@ -161,13 +180,29 @@ def triage_case(case: Case, judge: Judge, target: dict, *, budget: float, interp
     if not still_fails(case):
         return None
     known = known or {}
-    res = minimize(case, still_fails, budget=budget * (1 - DIFF_RESERVE), interpreter=interpreter,
-                   progress=progress, known=lambda c: c in known)
+    res = minimize(
+        case,
+        still_fails,
+        budget=budget * (1 - DIFF_RESERVE),
+        interpreter=interpreter,
+        progress=progress,
+        known=lambda c: c in known,
+    )
     if res.case in known:
         old = known[res.case]
-        return Triaged(res.case, verdicts[res.case], old.essential, old.flip_to, old.disappears_with,
-                       old.persists_with, old.one_minimal, res.tries, time.monotonic() - start,
-                       _dropped(case, res.case), old.explained)
+        return Triaged(
+            res.case,
+            verdicts[res.case],
+            old.essential,
+            old.flip_to,
+            old.disappears_with,
+            old.persists_with,
+            old.one_minimal,
+            res.tries,
+            time.monotonic() - start,
+            _dropped(case, res.case),
+            old.explained,
+        )
     disappears, persists, essential, targets = [], [], {}, {}
     explained = True
     values = knob_values(res.case)
@@ -187,12 +222,24 @@ def triage_case(case: Case, judge: Judge, target: dict, *, budget: float, interp
         (persists if outcome else disappears).append(label)
         if not outcome and name in values:
             essential[name], targets[name] = values[name], target_value
-    return Triaged(res.case, verdicts[res.case], essential, targets, disappears, persists, res.one_minimal,
-                   res.tries, time.monotonic() - start, _dropped(case, res.case), explained)
+    return Triaged(
+        res.case,
+        verdicts[res.case],
+        essential,
+        targets,
+        disappears,
+        persists,
+        res.one_minimal,
+        res.tries,
+        time.monotonic() - start,
+        _dropped(case, res.case),
+        explained,
+    )
 
 
 def _dropped(start: Case, end: Case) -> list:
     from .minimize import dropped_class_knobs
+
     return dropped_class_knobs(start, end)
 
 
@@ -202,8 +249,11 @@ def _targets(cause: dict) -> dict:
     may cross that threshold with another block size)."""
     names = set(cause["flip_to"])
     thresholds = {block for size, block in RELATIONS if size in names}
-    return {n: tuple(v) if isinstance(v, list) else v  # a JSON round trip turned `disabled` into a list
-            for n, v in cause["flip_to"].items() if n not in DATA_KNOBS and n not in thresholds}
+    return {
+        n: tuple(v) if isinstance(v, list) else v  # a JSON round trip turned `disabled` into a list
+        for n, v in cause["flip_to"].items()
+        if n not in DATA_KNOBS and n not in thresholds
+    }
 
 
 def _applicable(case: Case, cause: dict) -> bool:
@@ -252,7 +302,7 @@ def explained_by_several(case: Case, judge: Judge, causes: list[dict], interpret
         return []
     needed = []
     for i, cause in enumerate(usable):
-        others = _without(case, usable[:i] + usable[i + 1:], interpreter)
+        others = _without(case, usable[:i] + usable[i + 1 :], interpreter)
         if others is not None and same_failure(cause["verdict"], judge(others)):
             needed.append(cause)
     return needed
@@ -262,14 +312,26 @@ def explained_by_several(case: Case, judge: Judge, causes: list[dict], interpret
 def _info(tri: Triaged, impl: str, minimal_repro: str) -> dict:
     """What a report keeps of a finding's triage (JSON), enough to group it offline."""
     vd = tri.verdict
-    return {"key": tri.key(impl), "impl": impl, "kind": vd["kind"], "family": family(vd["kind"]),
-            "failure": vd.get("failure", ""), "trigger": tri.trigger(), "essential": tri.essential,
-            "flip_to": tri.flip_to,
-            "disappears_with": tri.disappears_with, "persists_with": tri.persists_with,
-            "minimal_repro": minimal_repro, "minimal_case": describe(tri.minimal), "one_minimal": tri.one_minimal,
-            "dropped_class_knobs": tri.dropped, "tries": tri.tries, "seconds": round(tri.seconds, 2),
-            "verdict": {"kind": vd["kind"], "failure": vd.get("failure", ""), "message": vd.get("message", "")},
-            "via": "minimised"}
+    return {
+        "key": tri.key(impl),
+        "impl": impl,
+        "kind": vd["kind"],
+        "family": family(vd["kind"]),
+        "failure": vd.get("failure", ""),
+        "trigger": tri.trigger(),
+        "essential": tri.essential,
+        "flip_to": tri.flip_to,
+        "disappears_with": tri.disappears_with,
+        "persists_with": tri.persists_with,
+        "minimal_repro": minimal_repro,
+        "minimal_case": describe(tri.minimal),
+        "one_minimal": tri.one_minimal,
+        "dropped_class_knobs": tri.dropped,
+        "tries": tri.tries,
+        "seconds": round(tri.seconds, 2),
+        "verdict": {"kind": vd["kind"], "failure": vd.get("failure", ""), "message": vd.get("message", "")},
+        "via": "minimised",
+    }
 
 
 def group_findings(findings: list[dict], impl: str = "") -> list[dict]:
@@ -279,24 +341,47 @@ def group_findings(findings: list[dict], impl: str = "") -> list[dict]:
     for f in findings:
         info = f.get("triage")
         key = info["key"] if info else f"untriaged|{f['signature']}"
-        summary = {"signature": f["signature"], "kind": f["kind"], "count": f.get("count", 1), "repro": f["repro"],
-                   "via": info["via"] if info else "not triaged"}
+        summary = {
+            "signature": f["signature"],
+            "kind": f["kind"],
+            "count": f.get("count", 1),
+            "repro": f["repro"],
+            "via": info["via"] if info else "not triaged",
+        }
         for also in (info or {}).get("also", []):  # a finding showing several known causes counts in each
             if also in causes:
                 causes[also]["findings"].append(summary)
         if key not in causes:
             if info:
-                causes[key] = {"signature": key, "kind": info["kind"], "family": info["family"],
-                               "failure": info["failure"], "trigger": info["trigger"],
-                               "essential": info["essential"], "disappears_with": info["disappears_with"],
-                               "minimal_repro": info["minimal_repro"], "minimal_case": info["minimal_case"],
-                               "impl": info.get("impl", impl), "triaged": True, "findings": []}
+                causes[key] = {
+                    "signature": key,
+                    "kind": info["kind"],
+                    "family": info["family"],
+                    "failure": info["failure"],
+                    "trigger": info["trigger"],
+                    "essential": info["essential"],
+                    "disappears_with": info["disappears_with"],
+                    "minimal_repro": info["minimal_repro"],
+                    "minimal_case": info["minimal_case"],
+                    "impl": info.get("impl", impl),
+                    "triaged": True,
+                    "findings": [],
+                }
             else:
-                causes[key] = {"signature": key, "kind": f["kind"], "family": family(f["kind"]),
-                               "failure": "", "trigger": (f.get("triage_note") or "not triaged") +
-                               " (python -m fuzz triage DIR tries again)",
-                               "essential": {}, "disappears_with": [], "minimal_repro": f["repro"],
-                               "minimal_case": "", "impl": impl, "triaged": False, "findings": []}
+                causes[key] = {
+                    "signature": key,
+                    "kind": f["kind"],
+                    "family": family(f["kind"]),
+                    "failure": "",
+                    "trigger": (f.get("triage_note") or "not triaged") + " (python -m fuzz triage DIR tries again)",
+                    "essential": {},
+                    "disappears_with": [],
+                    "minimal_repro": f["repro"],
+                    "minimal_case": "",
+                    "impl": impl,
+                    "triaged": False,
+                    "findings": [],
+                }
         causes[key]["findings"].append(summary)
     return list(causes.values())
 
@@ -319,6 +404,7 @@ class WorkerJudge:
 
     def __init__(self, worker, device: str, impl: str, *, metamorphic: bool = False, timeout: float | None = None):
         from .runner import CASE_TIMEOUT_S
+
         self.worker, self.device, self.impl, self.metamorphic = worker, device, impl, metamorphic
         self.timeout = timeout or CASE_TIMEOUT_S[device]  # the full case timeout: running out of it is a hang
 
@@ -335,8 +421,9 @@ class Triager:
         self.known: dict = {}  # minimal case -> Triaged of every explained minimisation
         self.minimised = self.attached = self.flaky = 0
 
-    def triage(self, finding: dict, case: Case, vd: dict, judge: Judge, budget: float,
-               minimise_budget: float | None = None) -> dict | None:
+    def triage(
+        self, finding: dict, case: Case, vd: dict, judge: Judge, budget: float, minimise_budget: float | None = None
+    ) -> dict | None:
         """Fill finding["triage"]; returns it (None when the finding did not fail again or the budget was too
         small to minimise it: finding["triage_note"] says which)."""
         interpreter = self.device == "cpu"
@@ -366,6 +453,7 @@ class Triager:
         name = Path(finding["repro"]).name.replace("repro-", "minimal-", 1)
         path = self.out / name
         from .repro import Repro, save
+
         save(Repro(tri.minimal, self.impl, self.device, Verdict(**tri.verdict), self.env), path)
         info = _info(tri, self.impl, str(path))
         finding["triage"] = info
@@ -398,8 +486,7 @@ class CampaignTriage:
         left_campaign = cfg.budget - (time.time() - report.started)
         left = min(self.cap, self.share * cfg.budget - self.spent, left_campaign)
         start = time.monotonic()
-        judge = WorkerJudge(worker, cfg.device, cfg.impl, metamorphic=vd["kind"] == "metamorphic",
-                            timeout=cfg.timeout)
+        judge = WorkerJudge(worker, cfg.device, cfg.impl, metamorphic=vd["kind"] == "metamorphic", timeout=cfg.timeout)
         try:
             if left > 0:
                 self.triager.triage(finding, case, vd, judge, left, MINIMISE_SHARE_OF_LEFT * left)
@@ -420,11 +507,17 @@ class CampaignTriage:
         report.root_causes = group_findings(list(report.findings.values()), self.cfg.impl)
         elapsed = max(time.time() - report.started, 1e-9)
         t = self.triager
-        report.triage = {"share_limit": self.share, "cap_per_finding_s": self.cap, "seconds": round(self.spent, 2),
-                         "share_of_campaign": round(self.spent / elapsed, 3),
-                         "cases_per_s_excluding_triage": round(report.cases / max(elapsed - self.spent, 1e-9), 3),
-                         "minimised": t.minimised if t else 0, "attached": t.attached if t else 0,
-                         "not_reproduced": t.flaky if t else 0, "not_triaged": self.untriaged}
+        report.triage = {
+            "share_limit": self.share,
+            "cap_per_finding_s": self.cap,
+            "seconds": round(self.spent, 2),
+            "share_of_campaign": round(self.spent / elapsed, 3),
+            "cases_per_s_excluding_triage": round(report.cases / max(elapsed - self.spent, 1e-9), 3),
+            "minimised": t.minimised if t else 0,
+            "attached": t.attached if t else 0,
+            "not_reproduced": t.flaky if t else 0,
+            "not_triaged": self.untriaged,
+        }
 
 
 # ---- offline: python -m fuzz triage DIR... ------------------------------------------------------------------
@@ -443,14 +536,21 @@ def _settled(finding: dict) -> bool:
     return bool(info) and "|not explained: " not in info["key"]
 
 
-def triage_dirs(dirs: list[Path], *, device: str | None = None, cap: float | None = None, impl: str | None = None,
-                progress: Callable[[str], None] | None = None) -> tuple[list[dict], list[dict]]:
+def triage_dirs(
+    dirs: list[Path],
+    *,
+    device: str | None = None,
+    cap: float | None = None,
+    impl: str | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> tuple[list[dict], list[dict]]:
     """Triage every finding of the finished campaigns in `dirs` that has no triage yet (minimal repro files
     go next to the raw ones), then group all of them. Returns (reports, root_causes), each report with its
     file in "_path"; writes nothing. `impl` re-runs the findings; without it only our own code is run (a
     report that names an external implementation is refused: a file never chooses code to run)."""
     from .merge import MergeError, report_paths
     from .repro import ReproError, load
+
     reports, where = [], []
     for d in dirs:
         try:
@@ -474,10 +574,13 @@ def triage_dirs(dirs: list[Path], *, device: str | None = None, cap: float | Non
         dev = device or report.get("device", "cpu")
         from .repro import is_builtin
         from .runner import Worker
+
         run_impl = impl or report["impl"]
         if impl is None and not is_builtin(run_impl):
-            raise TriageError(f"{report['_path']}: names the external implementation {report['impl']!r}, and a file "
-                              f"never chooses code to run; pass --impl {report['impl']} if you trust it")
+            raise TriageError(
+                f"{report['_path']}: names the external implementation {report['impl']!r}, and a file "
+                f"never chooses code to run; pass --impl {report['impl']} if you trust it"
+            )
         triager = Triager(run_impl, dev, Path(d), report.get("environment", {}))
         # causes already found in this report are known causes for the rest
         triager.causes = [f["triage"] for f in report["findings"] if _settled(f) and f["triage"]["via"] == "minimised"]

@@ -8,7 +8,23 @@ from .mutants import MUTANTS, NO_DEVIATION, Deviation, Mutant
 from .runtime import INTERPRET
 
 __all__ = [
-    "AlignBuffers", "alloc_align", "moe_lora_align_block_size", "padded_length", "MoeLoraConfig", "TileConfig",
-    "default_config", "MoeLoraCall", "Workspace", "default_slot_ids", "fused_moe_lora", "prepare", "run_expand",
-    "run_shrink", "MUTANTS", "NO_DEVIATION", "Deviation", "Mutant", "INTERPRET",
+    "AlignBuffers",
+    "alloc_align",
+    "moe_lora_align_block_size",
+    "padded_length",
+    "MoeLoraConfig",
+    "TileConfig",
+    "default_config",
+    "MoeLoraCall",
+    "Workspace",
+    "default_slot_ids",
+    "fused_moe_lora",
+    "prepare",
+    "run_expand",
+    "run_shrink",
+    "MUTANTS",
+    "NO_DEVIATION",
+    "Deviation",
+    "Mutant",
+    "INTERPRET",
 ]

@@ -45,9 +45,16 @@ CHUNK_INTERPRETED, CHUNK_COMPILED = 32, 128
 CHUNK = CHUNK_INTERPRETED if INTERPRET else CHUNK_COMPILED
 
 
-def moe_lora_align_block_size(topk_ids: torch.Tensor, token_lora: torch.Tensor, num_experts: int,
-                              num_slots: int, block_m: int, buffers: AlignBuffers | None = None,
-                              impl: str = "auto", deviation: Deviation = NO_DEVIATION) -> AlignBuffers:
+def moe_lora_align_block_size(
+    topk_ids: torch.Tensor,
+    token_lora: torch.Tensor,
+    num_experts: int,
+    num_slots: int,
+    block_m: int,
+    buffers: AlignBuffers | None = None,
+    impl: str = "auto",
+    deviation: Deviation = NO_DEVIATION,
+) -> AlignBuffers:
     """Fill (or allocate) the align buffers.
 
     Within a slot, expert groups appear in expert order and pairs in flat-index order inside a group.
@@ -70,8 +77,14 @@ def moe_lora_align_block_size(topk_ids: torch.Tensor, token_lora: torch.Tensor, 
     return buffers
 
 
-def align_triton(topk_ids: torch.Tensor, token_lora: torch.Tensor, num_experts: int, block_m: int,
-                 buffers: AlignBuffers, deviation: Deviation = NO_DEVIATION) -> None:
+def align_triton(
+    topk_ids: torch.Tensor,
+    token_lora: torch.Tensor,
+    num_experts: int,
+    block_m: int,
+    buffers: AlignBuffers,
+    deviation: Deviation = NO_DEVIATION,
+) -> None:
     """Three launches, no host synchronisation: can be captured in a CUDA graph with the kernels."""
     m, k = topk_ids.shape
     num_slots = buffers.num_tokens_post_padded.shape[0]
@@ -86,24 +99,60 @@ def align_triton(topk_ids: torch.Tensor, token_lora: torch.Tensor, num_experts: 
     pairs = (topk_ids, token_lora)
     sizes = (num_routed, k, num_experts, num_slots)
     pair_strides = (topk_ids.stride(0), topk_ids.stride(1), token_lora.stride(0))
-    align_count_kernel[(num_chunks,)](*pairs, scratch, totals, srt, *sizes, p, triton.cdiv(num_slots * p, num_chunks),
-                                      *pair_strides, srt.stride(0), srt.stride(1), CHUNK=CHUNK, E_P2=e_p2,
-                                      COLS_P2=triton.next_power_of_2(cols), FILL=2048)
+    align_count_kernel[(num_chunks,)](
+        *pairs,
+        scratch,
+        totals,
+        srt,
+        *sizes,
+        p,
+        triton.cdiv(num_slots * p, num_chunks),
+        *pair_strides,
+        srt.stride(0),
+        srt.stride(1),
+        CHUNK=CHUNK,
+        E_P2=e_p2,
+        COLS_P2=triton.next_power_of_2(cols),
+        FILL=2048,
+    )
     e_tile = min(e_p2, 16)
     num_blocks = p // block_m
     tiles = e_p2 // e_tile
-    align_layout_kernel[(num_slots, tiles)](scratch, totals, exp, ntp, num_chunks, num_blocks,
-                                            triton.cdiv(num_blocks, tiles), exp.stride(0), exp.stride(1),
-                                            ntp.stride(0), BLOCK_M=block_m, E_P2=e_p2, E_TILE=e_tile,
-                                            CHUNK_TILE=4096 // e_tile, BLOCK_TILE=64)
+    align_layout_kernel[(num_slots, tiles)](
+        scratch,
+        totals,
+        exp,
+        ntp,
+        num_chunks,
+        num_blocks,
+        triton.cdiv(num_blocks, tiles),
+        exp.stride(0),
+        exp.stride(1),
+        ntp.stride(0),
+        BLOCK_M=block_m,
+        E_P2=e_p2,
+        E_TILE=e_tile,
+        CHUNK_TILE=4096 // e_tile,
+        BLOCK_TILE=64,
+    )
     scatter_chunks = triton.cdiv(num_routed - 1, CHUNK) if deviation.scatter_grid_off_by_one else num_chunks
-    align_scatter_kernel[(scatter_chunks,)](*pairs, scratch, srt, *sizes, num_chunks, *pair_strides, srt.stride(0),
-                                            srt.stride(1), CHUNK=CHUNK,
-                                            E_P2=num_experts if deviation.scatter_columns_unpadded else e_p2)
+    align_scatter_kernel[(scatter_chunks,)](
+        *pairs,
+        scratch,
+        srt,
+        *sizes,
+        num_chunks,
+        *pair_strides,
+        srt.stride(0),
+        srt.stride(1),
+        CHUNK=CHUNK,
+        E_P2=num_experts if deviation.scatter_columns_unpadded else e_p2,
+    )
 
 
-def align_torch(topk_ids: torch.Tensor, token_lora: torch.Tensor, num_experts: int, block_m: int,
-                buffers: AlignBuffers) -> None:
+def align_torch(
+    topk_ids: torch.Tensor, token_lora: torch.Tensor, num_experts: int, block_m: int, buffers: AlignBuffers
+) -> None:
     """Vectorised torch ops with no data-dependent shapes (no host synchronisation either)."""
     num_slots = buffers.num_tokens_post_padded.shape[0]
     m, k = topk_ids.shape

@@ -19,8 +19,20 @@ from . import runtime  # noqa: F401  sets TRITON_INTERPRET on GPU-less machines 
 
 
 @triton.jit
-def _chunk_groups(topk_ids_ptr, token_lora_ptr, c, num_routed, top_k, num_experts, num_slots,
-                  stride_im, stride_ik, stride_lora, CHUNK: tl.constexpr, E_P2: tl.constexpr):
+def _chunk_groups(
+    topk_ids_ptr,
+    token_lora_ptr,
+    c,
+    num_routed,
+    top_k,
+    num_experts,
+    num_slots,
+    stride_im,
+    stride_ik,
+    stride_lora,
+    CHUNK: tl.constexpr,
+    E_P2: tl.constexpr,
+):
     """For the pairs of chunk c: flat index, slot, group key, whether the pair is aligned at all (slot in
     [0, L), expert in [0, E)), and how many pairs of its group in the chunk come before and after it."""
     i = tl.arange(0, CHUNK)
@@ -38,14 +50,43 @@ def _chunk_groups(topk_ids_ptr, token_lora_ptr, c, num_routed, top_k, num_expert
 
 
 @triton.jit(do_not_specialize=["num_routed", "top_k", "num_experts", "num_slots", "padded_len", "stripe"])
-def align_count_kernel(topk_ids_ptr, token_lora_ptr, scratch_ptr, totals_ptr, sorted_ptr,
-                       num_routed, top_k, num_experts, num_slots, padded_len, stripe,
-                       stride_im, stride_ik, stride_lora, stride_sl, stride_sp,
-                       CHUNK: tl.constexpr, E_P2: tl.constexpr, COLS_P2: tl.constexpr, FILL: tl.constexpr):
+def align_count_kernel(
+    topk_ids_ptr,
+    token_lora_ptr,
+    scratch_ptr,
+    totals_ptr,
+    sorted_ptr,
+    num_routed,
+    top_k,
+    num_experts,
+    num_slots,
+    padded_len,
+    stripe,
+    stride_im,
+    stride_ik,
+    stride_lora,
+    stride_sl,
+    stride_sp,
+    CHUNK: tl.constexpr,
+    E_P2: tl.constexpr,
+    COLS_P2: tl.constexpr,
+    FILL: tl.constexpr,
+):
     c = tl.program_id(0)
-    f, slot, key, valid, rank, after = _chunk_groups(topk_ids_ptr, token_lora_ptr, c, num_routed, top_k,
-                                                     num_experts, num_slots, stride_im, stride_ik, stride_lora,
-                                                     CHUNK, E_P2)
+    f, slot, key, valid, rank, after = _chunk_groups(
+        topk_ids_ptr,
+        token_lora_ptr,
+        c,
+        num_routed,
+        top_k,
+        num_experts,
+        num_slots,
+        stride_im,
+        stride_ik,
+        stride_lora,
+        CHUNK,
+        E_P2,
+    )
     # the group size is the rank of its last pair plus one: zero the row, then write those
     cols = num_slots * E_P2
     row = scratch_ptr + c.to(tl.int64) * cols
@@ -59,16 +100,31 @@ def align_count_kernel(topk_ids_ptr, token_lora_ptr, scratch_ptr, totals_ptr, so
     for i0 in range(c * stripe, c * stripe + stripe, FILL):
         idx = i0 + tl.arange(0, FILL)
         s = idx // padded_len
-        tl.store(sorted_ptr + s.to(tl.int64) * stride_sl + (idx - s * padded_len) * stride_sp,
-                 tl.zeros((FILL,), tl.int32) + num_routed,
-                 mask=(idx < c * stripe + stripe) & (idx < num_slots * padded_len))
+        tl.store(
+            sorted_ptr + s.to(tl.int64) * stride_sl + (idx - s * padded_len) * stride_sp,
+            tl.zeros((FILL,), tl.int32) + num_routed,
+            mask=(idx < c * stripe + stripe) & (idx < num_slots * padded_len),
+        )
 
 
 @triton.jit(do_not_specialize=["num_chunks", "num_blocks", "block_stripe"])
-def align_layout_kernel(scratch_ptr, totals_ptr, expert_ids_ptr, ntpp_ptr, num_chunks, num_blocks, block_stripe,
-                        stride_el, stride_eb, stride_n,
-                        BLOCK_M: tl.constexpr, E_P2: tl.constexpr, E_TILE: tl.constexpr,
-                        CHUNK_TILE: tl.constexpr, BLOCK_TILE: tl.constexpr):
+def align_layout_kernel(
+    scratch_ptr,
+    totals_ptr,
+    expert_ids_ptr,
+    ntpp_ptr,
+    num_chunks,
+    num_blocks,
+    block_stripe,
+    stride_el,
+    stride_eb,
+    stride_n,
+    BLOCK_M: tl.constexpr,
+    E_P2: tl.constexpr,
+    E_TILE: tl.constexpr,
+    CHUNK_TILE: tl.constexpr,
+    BLOCK_TILE: tl.constexpr,
+):
     slot = tl.program_id(0)
     tile = tl.program_id(1)
     cols = tl.num_programs(0) * E_P2
@@ -96,18 +152,47 @@ def align_layout_kernel(scratch_ptr, totals_ptr, expert_ids_ptr, ntpp_ptr, num_c
     for b0 in range(tile * block_stripe, tile * block_stripe + block_stripe, BLOCK_TILE):
         b = b0 + tl.arange(0, BLOCK_TILE)
         owner = tl.sum((block_end[None, :] <= b[:, None]).to(tl.int32), axis=1)
-        tl.store(expert_ids_ptr + slot.to(tl.int64) * stride_el + b * stride_eb, tl.where(b < used, owner, -1),
-                 mask=(b < tile * block_stripe + block_stripe) & (b < num_blocks))
+        tl.store(
+            expert_ids_ptr + slot.to(tl.int64) * stride_el + b * stride_eb,
+            tl.where(b < used, owner, -1),
+            mask=(b < tile * block_stripe + block_stripe) & (b < num_blocks),
+        )
 
 
 @triton.jit(do_not_specialize=["num_routed", "top_k", "num_experts", "num_slots", "num_chunks"])
-def align_scatter_kernel(topk_ids_ptr, token_lora_ptr, scratch_ptr, sorted_ptr,
-                         num_routed, top_k, num_experts, num_slots, num_chunks,
-                         stride_im, stride_ik, stride_lora, stride_sl, stride_sp,
-                         CHUNK: tl.constexpr, E_P2: tl.constexpr):
+def align_scatter_kernel(
+    topk_ids_ptr,
+    token_lora_ptr,
+    scratch_ptr,
+    sorted_ptr,
+    num_routed,
+    top_k,
+    num_experts,
+    num_slots,
+    num_chunks,
+    stride_im,
+    stride_ik,
+    stride_lora,
+    stride_sl,
+    stride_sp,
+    CHUNK: tl.constexpr,
+    E_P2: tl.constexpr,
+):
     c = tl.program_id(0)
-    f, slot, key, valid, rank, _ = _chunk_groups(topk_ids_ptr, token_lora_ptr, c, num_routed, top_k, num_experts,
-                                                 num_slots, stride_im, stride_ik, stride_lora, CHUNK, E_P2)
+    f, slot, key, valid, rank, _ = _chunk_groups(
+        topk_ids_ptr,
+        token_lora_ptr,
+        c,
+        num_routed,
+        top_k,
+        num_experts,
+        num_slots,
+        stride_im,
+        stride_ik,
+        stride_lora,
+        CHUNK,
+        E_P2,
+    )
     cols = num_slots * E_P2
     earlier = tl.load(scratch_ptr + c.to(tl.int64) * cols + key, mask=valid, other=0)
     start = tl.load(scratch_ptr + num_chunks.to(tl.int64) * cols + key, mask=valid, other=0)

@@ -3,7 +3,7 @@ contract (contract.launch), re-exported here for existing callers."""
 
 from __future__ import annotations
 
-from contract.launch import ALIGN_IMPLS, LaunchConfig, MoeLoraConfig, TileConfig
+from moe_lora_fuzz.contract.launch import ALIGN_IMPLS, LaunchConfig, MoeLoraConfig, TileConfig
 
 __all__ = ["ALIGN_IMPLS", "LaunchConfig", "MoeLoraConfig", "TileConfig", "default_config"]
 
@@ -13,8 +13,9 @@ def _pow2_block(n: int, hi: int) -> int:
     return min(max(16, 1 << (max(n, 1) - 1).bit_length()), hi)
 
 
-def default_config(num_routed: int, rank: int, k_dim: int, n_dim: int, num_experts: int = 1,
-                   num_slots: int = 1, num_slices: int = 1) -> MoeLoraConfig:
+def default_config(
+    num_routed: int, rank: int, k_dim: int, n_dim: int, num_experts: int = 1, num_slots: int = 1, num_slices: int = 1
+) -> MoeLoraConfig:
     """Heuristic per shape, used when the caller passes no config; fitted to scripts/tune_configs.py on
     H200 and H100 (README "Kernel speed").
 
@@ -28,11 +29,25 @@ def default_config(num_routed: int, rank: int, k_dim: int, n_dim: int, num_exper
     columns = rank * num_slices  # shrink covers every slice in one program: x is read once
     blocks_m = max(1, num_routed // block_m)
     split_k = 1 if blocks_m >= 64 or k_dim < 512 else min(8, max(1, k_dim // 512))
-    shrink = TileConfig(block_n=_pow2_block(columns, 128), block_k=128 if k_dim >= 128 else 32, group_size_m=8,
-                        split_k=split_k, num_warps=4, num_stages=3, n_tiles=-(-columns // 128))
+    shrink = TileConfig(
+        block_n=_pow2_block(columns, 128),
+        block_k=128 if k_dim >= 128 else 32,
+        group_size_m=8,
+        split_k=split_k,
+        num_warps=4,
+        num_stages=3,
+        n_tiles=-(-columns // 128),
+    )
     # expand is the read-modify-write of the output: narrow tiles, four per program once there are enough
     # (token block, tile) pairs to fill the GPU (the H100 sweep's best in 8 of 10 shapes at M >= 1024)
     block_n = 64 if n_dim >= 64 else 32
-    expand = TileConfig(block_n=block_n, block_k=r_block, group_size_m=8, split_k=1, num_warps=2, num_stages=2,
-                        n_tiles=4 if blocks_m * -(-n_dim // block_n) >= 2048 else 1)
+    expand = TileConfig(
+        block_n=block_n,
+        block_k=r_block,
+        group_size_m=8,
+        split_k=1,
+        num_warps=2,
+        num_stages=2,
+        n_tiles=4 if blocks_m * -(-n_dim // block_n) >= 2048 else 1,
+    )
     return MoeLoraConfig(block_m=block_m, shrink=shrink, expand=expand)

@@ -49,11 +49,21 @@ def moe_lora_matmul_kernel(
     num_slot_ids,  # G
     row_div,  # x row of flat index f is f // row_div (k: per-token x, 1: per-routed x)
     # strides
-    stride_xs, stride_xm, stride_xk,
-    stride_wl, stride_we, stride_wn, stride_wk,
-    stride_os, stride_om, stride_oj, stride_on,
-    stride_twm, stride_twk,
-    stride_sorted_l, stride_expert_l,
+    stride_xs,
+    stride_xm,
+    stride_xk,
+    stride_wl,
+    stride_we,
+    stride_wn,
+    stride_wk,
+    stride_os,
+    stride_om,
+    stride_oj,
+    stride_on,
+    stride_twm,
+    stride_twk,
+    stride_sorted_l,
+    stride_expert_l,
     # meta-parameters
     MUL_ROUTED_WEIGHT: tl.constexpr,
     ACCUMULATE: tl.constexpr,  # out += result (expand) instead of out = result (shrink)
@@ -130,8 +140,9 @@ def moe_lora_matmul_kernel(
     offs_n = pid_n * (N_TILES * BLOCK_N) + tl.arange(0, BLOCK_N)
     tl.static_assert(not (ACCUMULATE and SLICES_IN_N), "expand runs one slice per program")
     if ACCUMULATE and SPLIT_K == 1:
-        prev = tl.load(out_rows + offs_n[None, :] * stride_on, mask=token_mask[:, None] & (offs_n < N)[None, :],
-                       other=0.0)
+        prev = tl.load(
+            out_rows + offs_n[None, :] * stride_on, mask=token_mask[:, None] & (offs_n < N)[None, :], other=0.0
+        )
     else:
         prev = tl.zeros((BLOCK_M, BLOCK_N), dtype=out_ptr.dtype.element_ty)
     for t in range(N_TILES):
@@ -170,8 +181,11 @@ def moe_lora_matmul_kernel(
             total = (prev.to(tl.float32) + acc).to(out_ptr.dtype.element_ty)
             if N_TILES > 1:  # the next tile's running output, read before this store
                 next_n = offs_n + BLOCK_N
-                prev = tl.load(out_rows + next_n[None, :] * stride_on, other=0.0,
-                               mask=token_mask[:, None] & ((next_n < N) & (t + 1 < N_TILES))[None, :])
+                prev = tl.load(
+                    out_rows + next_n[None, :] * stride_on,
+                    other=0.0,
+                    mask=token_mask[:, None] & ((next_n < N) & (t + 1 < N_TILES))[None, :],
+                )
             tl.store(out_ptrs, total, mask=out_mask)
         else:
             tl.store(out_ptrs, acc.to(out_ptr.dtype.element_ty), mask=out_mask)

@@ -36,53 +36,95 @@ class Mutant:
     doc: str
 
 
-MUTANTS: dict[str, Mutant] = {m.id: m for m in (
-    Mutant("topk-row-index", Deviation(row_index_from_routed_weight=True),
-           "Shrink reads row f // 1 instead of f // k whenever mul_routed_weight is set, assuming that flag "
-           "implies the per-routed-token layout; on a per-token (M, K) input rows up to M*k-1 are read. "
-           "Upstream: sglang PR #19711 review."),
-    Mutant("expand-splitk-grid", Deviation(expand_grid_ignores_split_k=True),
-           "Expand honours SPLIT_K inside the kernel but its grid is not multiplied by SPLIT_K, so only "
-           "the first K-chunk of the reduction is computed. Upstream: sglang PR #19711 review; vLLM #32882 "
-           "pinned expand SPLIT_K to 1."),
-    Mutant("lora-grid-short", Deviation(slot_grid_short=True),
-           "The slot list holds -1 (base model) first and then every slot, but the launch covers one "
-           "entry fewer: the last slot silently gets no delta. Upstream: vLLM #32277 (issue #32235), where "
-           "the grid's slot axis was one program short."),
-    Mutant("pad-size-mismatch", Deviation(unrounded_pad_stride=True),
-           "Align writes slot rows of length P = round_up(M*k + E*(BLOCK_M-1), BLOCK_M) while the kernels "
-           "stride the rows by the unrounded length: slots after the first read another slot's tokens. "
-           "Upstream: vLLM #27311."),
-    Mutant("disabled-adapter-written", Deviation(ignore_adapter_enabled=True),
-           "Tokens mapped to a disabled adapter still receive a delta. Upstream: vLLM "
-           "test_moe_lora_align_sum.py (disabled adapter case)."),
-    Mutant("splitk-unzeroed", Deviation(skip_intermediate_zeroing=True),
-           "Split-K shrink atomically accumulates into an intermediate that was never zeroed. Class of bug: "
-           "atomic accumulation needs a zero-initialised target."),
-    Mutant("k-tail-unmasked", Deviation(drop_k_mask=True),
-           "The K-remainder mask is dropped on loads: every row read runs past its end when K is not a "
-           "multiple of BLOCK_K*SPLIT_K. Class of bug."),
-    Mutant("routed-weight-twice", Deviation(routed_weight_in_shrink=True),
-           "The routed weight is applied in shrink and again in expand: a pure scale error that "
-           "cosine-similarity checks miss. Class of bug."),
-    Mutant("fp32-silent-tf32", Deviation(fp32_dot_tf32=True),
-           "fp32 dots keep Triton's default input precision, TF32 (10-bit mantissa inputs), instead of ieee: "
-           "about 1e-3 relative error where fp32 promises 1e-7. Common in released kernels (SPEC §5); visible "
-           "on CPU only through the TF32 emulation of fuzz/interpreter.py."),
-    Mutant("align-chunk-plus-one", Deviation(scatter_grid_off_by_one=True),
-           "The Triton align's scatter grid is cdiv(M*k - 1, CHUNK) instead of cdiv(M*k, CHUNK): when M*k is "
-           "one past a multiple of the chunk, the last pair is never scattered and its slot holds padding, so "
-           "it gets no delta. Off-by-one at a derived-size boundary (class of bug)."),
-    Mutant("align-npow2-experts", Deviation(scatter_columns_unpadded=True),
-           "The Triton align's scatter indexes its per-group columns with E where count and layout use E "
-           "rounded up to a power of two: identical for power-of-two E, wrong positions for slots after the "
-           "first (or chunks after the first) otherwise. Class of bug (padded vs real extent)."),
-    Mutant("grouped-tail-full", Deviation(full_last_group=True),
-           "The GROUP_SIZE_M-swizzled tile order treats its last group as full when fewer m blocks remain: "
-           "(m, n) tiles of the real blocks there are never computed once a row has several n tiles. Seen only "
-           "when the last group holds real blocks (tiny batches). Class of bug (Triton matmul tutorial order)."),
-    Mutant("launch-bound-per-expert", Deviation(launch_bound_per_expert=True),
-           "The launch bound on used blocks counts E groups, Mk // BM + min(E, Mk), instead of L*E (slot, "
-           "expert) groups: when more groups are non-empty the last blocks never run. Upstream kin: vLLM #40131 "
-           "(align grid off by one)."),
-)}
+MUTANTS: dict[str, Mutant] = {
+    m.id: m
+    for m in (
+        Mutant(
+            "topk-row-index",
+            Deviation(row_index_from_routed_weight=True),
+            "Shrink reads row f // 1 instead of f // k whenever mul_routed_weight is set, assuming that flag "
+            "implies the per-routed-token layout; on a per-token (M, K) input rows up to M*k-1 are read. "
+            "Upstream: sglang PR #19711 review.",
+        ),
+        Mutant(
+            "expand-splitk-grid",
+            Deviation(expand_grid_ignores_split_k=True),
+            "Expand honours SPLIT_K inside the kernel but its grid is not multiplied by SPLIT_K, so only "
+            "the first K-chunk of the reduction is computed. Upstream: sglang PR #19711 review; vLLM #32882 "
+            "pinned expand SPLIT_K to 1.",
+        ),
+        Mutant(
+            "lora-grid-short",
+            Deviation(slot_grid_short=True),
+            "The slot list holds -1 (base model) first and then every slot, but the launch covers one "
+            "entry fewer: the last slot silently gets no delta. Upstream: vLLM #32277 (issue #32235), where "
+            "the grid's slot axis was one program short.",
+        ),
+        Mutant(
+            "pad-size-mismatch",
+            Deviation(unrounded_pad_stride=True),
+            "Align writes slot rows of length P = round_up(M*k + E*(BLOCK_M-1), BLOCK_M) while the kernels "
+            "stride the rows by the unrounded length: slots after the first read another slot's tokens. "
+            "Upstream: vLLM #27311.",
+        ),
+        Mutant(
+            "disabled-adapter-written",
+            Deviation(ignore_adapter_enabled=True),
+            "Tokens mapped to a disabled adapter still receive a delta. Upstream: vLLM "
+            "test_moe_lora_align_sum.py (disabled adapter case).",
+        ),
+        Mutant(
+            "splitk-unzeroed",
+            Deviation(skip_intermediate_zeroing=True),
+            "Split-K shrink atomically accumulates into an intermediate that was never zeroed. Class of bug: "
+            "atomic accumulation needs a zero-initialised target.",
+        ),
+        Mutant(
+            "k-tail-unmasked",
+            Deviation(drop_k_mask=True),
+            "The K-remainder mask is dropped on loads: every row read runs past its end when K is not a "
+            "multiple of BLOCK_K*SPLIT_K. Class of bug.",
+        ),
+        Mutant(
+            "routed-weight-twice",
+            Deviation(routed_weight_in_shrink=True),
+            "The routed weight is applied in shrink and again in expand: a pure scale error that "
+            "cosine-similarity checks miss. Class of bug.",
+        ),
+        Mutant(
+            "fp32-silent-tf32",
+            Deviation(fp32_dot_tf32=True),
+            "fp32 dots keep Triton's default input precision, TF32 (10-bit mantissa inputs), instead of ieee: "
+            "about 1e-3 relative error where fp32 promises 1e-7. Common in released kernels (SPEC §5); visible "
+            "on CPU only through the TF32 emulation of fuzz/interpreter.py.",
+        ),
+        Mutant(
+            "align-chunk-plus-one",
+            Deviation(scatter_grid_off_by_one=True),
+            "The Triton align's scatter grid is cdiv(M*k - 1, CHUNK) instead of cdiv(M*k, CHUNK): when M*k is "
+            "one past a multiple of the chunk, the last pair is never scattered and its slot holds padding, so "
+            "it gets no delta. Off-by-one at a derived-size boundary (class of bug).",
+        ),
+        Mutant(
+            "align-npow2-experts",
+            Deviation(scatter_columns_unpadded=True),
+            "The Triton align's scatter indexes its per-group columns with E where count and layout use E "
+            "rounded up to a power of two: identical for power-of-two E, wrong positions for slots after the "
+            "first (or chunks after the first) otherwise. Class of bug (padded vs real extent).",
+        ),
+        Mutant(
+            "grouped-tail-full",
+            Deviation(full_last_group=True),
+            "The GROUP_SIZE_M-swizzled tile order treats its last group as full when fewer m blocks remain: "
+            "(m, n) tiles of the real blocks there are never computed once a row has several n tiles. Seen only "
+            "when the last group holds real blocks (tiny batches). Class of bug (Triton matmul tutorial order).",
+        ),
+        Mutant(
+            "launch-bound-per-expert",
+            Deviation(launch_bound_per_expert=True),
+            "The launch bound on used blocks counts E groups, Mk // BM + min(E, Mk), instead of L*E (slot, "
+            "expert) groups: when more groups are non-empty the last blocks never run. Upstream kin: vLLM #40131 "
+            "(align grid off by one).",
+        ),
+    )
+}

@@ -12,8 +12,10 @@ import torch
 
 if "TRITON_INTERPRET" not in os.environ and not torch.cuda.is_available():
     if "triton.language" in sys.modules:
-        raise ImportError("kernels: no GPU here, so the kernels need Triton's interpreter, but triton was imported "
-                          "before kernels without TRITON_INTERPRET=1; import kernels first or set TRITON_INTERPRET=1")
+        raise ImportError(
+            "kernels: no GPU here, so the kernels need Triton's interpreter, but triton was imported "
+            "before kernels without TRITON_INTERPRET=1; import kernels first or set TRITON_INTERPRET=1"
+        )
     os.environ["TRITON_INTERPRET"] = "1"
 
 INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"

@@ -11,8 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-
-from contract import x_rows
+from moe_lora_fuzz.contract import x_rows
 
 CHUNK_ELEMENTS = 1 << 22  # gathered weight elements (A and B) per chunk: 32 MiB of fp64
 
@@ -25,8 +24,9 @@ class Fp64Result:
     mag_mid: torch.Tensor  # (M, k, S, N) |w| * |B| @ |A @ x|
 
 
-def moe_lora_fp64(x, topk_ids, topk_weights, token_lora, adapter_enabled, lora_a, lora_b, *,
-                  mul_routed_weight: bool) -> Fp64Result:
+def moe_lora_fp64(
+    x, topk_ids, topk_weights, token_lora, adapter_enabled, lora_a, lora_b, *, mul_routed_weight: bool
+) -> Fp64Result:
     m, k = topk_ids.shape
     s_count = len(lora_a)
     num_slots, num_experts, _rank, _kd = lora_a[0].shape
@@ -37,15 +37,16 @@ def moe_lora_fp64(x, topk_ids, topk_weights, token_lora, adapter_enabled, lora_a
     expert = topk_ids.reshape(-1).long()
     enabled = adapter_enabled.to(dev).bool()
     active = (slot >= 0) & enabled[slot.clamp(min=0)]
-    weight = topk_weights.reshape(-1).double() if mul_routed_weight else torch.ones(m * k, dtype=torch.float64,
-                                                                                    device=dev)
+    weight = (
+        topk_weights.reshape(-1).double() if mul_routed_weight else torch.ones(m * k, dtype=torch.float64, device=dev)
+    )
     delta = torch.zeros(m * k, s_count, n, dtype=torch.float64, device=dev)
     mag_full = torch.zeros_like(delta)
     mag_mid = torch.zeros_like(delta)
     idx = torch.nonzero(active).squeeze(1)  # the one host sync
     chunk = max(1, CHUNK_ELEMENTS // (_rank * (_kd + n)))
     for lo in range(0, idx.numel(), chunk):
-        sel = idx[lo:lo + chunk]
+        sel = idx[lo : lo + chunk]
         lane, e = slot[sel], expert[sel]
         xr = rows[sel].unsqueeze(2)  # (C, K, 1)
         w = weight[sel].view(-1, 1)

@@ -7,12 +7,12 @@ two can check each other. Only for small cases: it loops in Python over every (t
 from __future__ import annotations
 
 import numpy as np
+from moe_lora_fuzz.contract import layout_of, row_divisor
 
-from contract import layout_of, row_divisor
 
-
-def moe_lora_naive(x, topk_ids, topk_weights, token_lora, adapter_enabled, lora_a, lora_b, *,
-                   mul_routed_weight: bool) -> np.ndarray:
+def moe_lora_naive(
+    x, topk_ids, topk_weights, token_lora, adapter_enabled, lora_a, lora_b, *, mul_routed_weight: bool
+) -> np.ndarray:
     """Return the delta as an (M, k, S, N) float64 array."""
     ids = topk_ids.cpu().numpy()
     m_count, k = ids.shape

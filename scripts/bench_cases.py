@@ -32,13 +32,15 @@ def main() -> None:
     p.add_argument("--materialise-only", action="store_true")
     a = p.parse_args()
     import torch
+
     device = a.device if a.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
     if device == "cpu":
         os.environ["TRITON_INTERPRET"] = "1"
     import dataclasses
 
-    from fuzz import oracle
-    from fuzz.generate import CPU_SIZES, GPU_SIZES, RandomSource, generate
+    from moe_lora_fuzz.fuzz import oracle
+    from moe_lora_fuzz.fuzz.generate import CPU_SIZES, GPU_SIZES, RandomSource, generate
+
     if a.profile == "nightly":
         sizes, shapes = GPU_SIZES, "nightly sizes (GPU_SIZES: M<=600, K<=1100, N<=600, R<=72, E<=64)"
         n = a.cases or (20 if device == "cpu" else 200)
@@ -57,13 +59,15 @@ def main() -> None:
                 if device == "cuda":
                     torch.cuda.synchronize()
                 spent[name] += time.perf_counter() - t0
+
         return wrapper
 
     impl = oracle.resolve("ours")
     interpreter = device == "cpu" and a.profile == "tiny"  # the nightly stream is the GPU's
     cases = [generate(RandomSource(i), sizes, interpreter=interpreter, seed=i) for i in range(n)]
     if a.materialise_only:
-        from fuzz.tensors import materialize
+        from moe_lora_fuzz.fuzz.tensors import materialize
+
         for c in cases[:3]:
             materialize(c, device)
         times = []
@@ -75,8 +79,10 @@ def main() -> None:
                 torch.cuda.synchronize()
             times.append(time.perf_counter() - t0)
         t = sorted(times)[1]
-        print(f"materialise only, {n} {shapes} on {device}: {1000 * t / n:.2f} ms per case "
-              f"(median of 3 passes: {', '.join(f'{1000 * x / n:.2f}' for x in times)})")
+        print(
+            f"materialise only, {n} {shapes} on {device}: {1000 * t / n:.2f} ms per case "
+            f"(median of 3 passes: {', '.join(f'{1000 * x / n:.2f}' for x in times)})"
+        )
         return
 
     def one_pass(implementation) -> tuple[float, int]:
@@ -99,8 +105,10 @@ def main() -> None:
     fails += last_fails
     name = torch.cuda.get_device_name() if device == "cuda" else "CPU (Triton interpreter)"
     print(f"## fuzz loop on {name}, steady state: {n} {shapes}, {fails} failures in 5 passes")
-    print(f"steady state (kernels compiled): {rates[1]:.1f} cases/s ({1000 * steady[1][0] / n:.2f} ms per case), "
-          f"median of 3 passes ({min(rates):.1f} to {max(rates):.1f})")
+    print(
+        f"steady state (kernels compiled): {rates[1]:.1f} cases/s ({1000 * steady[1][0] / n:.2f} ms per case), "
+        f"median of 3 passes ({min(rates):.1f} to {max(rates):.1f})"
+    )
     print(f"with a sync after every phase: {n / wall:.1f} cases/s\n")
     print("| phase (synced) | ms per case | share |\n|---|---|---|")
     spent["rest"] = wall - sum(spent.values())  # oracle bookkeeping: snapshot, bound, diagnosis, twins

@@ -45,14 +45,14 @@ class Problem:
 def problems(ms: list[int], num_slots: int, rank: int):
     """Every shape x M, in a fixed order from one seeded generator (bench_kernels and tune_configs agree)."""
     import torch
+    from moe_lora_fuzz.kernels import default_slot_ids, prepare
 
-    from kernels import default_slot_ids, prepare
     dev, dt, L, R = "cuda", torch.bfloat16, num_slots, rank
     g = torch.Generator(device=dev).manual_seed(0)
     for shape, dims in SHAPES.items():
         E, k, K, N, S, layout, mrw = dims
-        lora_a = [torch.randn(L, E, R, K, device=dev, dtype=dt, generator=g) * K ** -0.5 for _ in range(S)]
-        lora_b = [torch.randn(L, E, N, R, device=dev, dtype=dt, generator=g) * R ** -0.5 for _ in range(S)]
+        lora_a = [torch.randn(L, E, R, K, device=dev, dtype=dt, generator=g) * K**-0.5 for _ in range(S)]
+        lora_b = [torch.randn(L, E, N, R, device=dev, dtype=dt, generator=g) * R**-0.5 for _ in range(S)]
         for m in ms:
             rows = m * k if layout == "per_routed" else m
             kw = dict(
@@ -62,9 +62,13 @@ def problems(ms: list[int], num_slots: int, rank: int):
                 topk_weights=torch.rand(m, k, device=dev, dtype=dt, generator=g),
                 token_lora=torch.randint(0, L, (m,), device=dev, dtype=torch.int32, generator=g),
                 adapter_enabled=torch.ones(L, dtype=torch.int32, device=dev),
-                lora_a=lora_a, lora_b=lora_b, mul_routed_weight=mrw)
-            yield Problem(shape, m, dims, kw, prepare(**kw), torch.zeros(S, m * k, R, device=dev),
-                          default_slot_ids(L, dev))
+                lora_a=lora_a,
+                lora_b=lora_b,
+                mul_routed_weight=mrw,
+            )
+            yield Problem(
+                shape, m, dims, kw, prepare(**kw), torch.zeros(S, m * k, R, device=dev), default_slot_ids(L, dev)
+            )
 
 
 def main() -> None:
@@ -75,8 +79,7 @@ def main() -> None:
     a = p.parse_args()
     import torch
     import triton
-
-    from kernels import (
+    from moe_lora_fuzz.kernels import (
         MoeLoraConfig,
         TileConfig,
         default_config,
@@ -85,14 +88,20 @@ def main() -> None:
         run_expand,
         run_shrink,
     )
+
     name = torch.cuda.get_device_name()
     bw = 4.8e12 if "H200" in name else 3.35e12
-    upstream = MoeLoraConfig(block_m=16, shrink=TileConfig(block_n=32, block_k=64, group_size_m=8, split_k=1),
-                             expand=TileConfig(block_n=64, block_k=16, group_size_m=8, split_k=1))
+    upstream = MoeLoraConfig(
+        block_m=16,
+        shrink=TileConfig(block_n=32, block_k=64, group_size_m=8, split_k=1),
+        expand=TileConfig(block_n=64, block_k=16, group_size_m=8, split_k=1),
+    )
     L, R = a.slots, a.rank
     print(f"## {name}, bf16, L={L}, R={R}; µs per fused call (align + shrink + expand)\n")
-    print("| shape | M | ours graph µs | upstream-style graph µs | floor µs | ours/upstream | ours/floor "
-          "| ours eager µs | align / shrink / expand µs | our config |")
+    print(
+        "| shape | M | ours graph µs | upstream-style graph µs | floor µs | ours/upstream | ours/floor "
+        "| ours eager µs | align / shrink / expand µs | our config |"
+    )
     print("|---|---|---|---|---|---|---|---|---|---|")
     for p in problems([int(v) for v in a.ms.split(",")], L, R):
         (E, k, K, N, S, _layout, _mrw), m, kw = p.dims, p.m, p.kw
@@ -101,6 +110,7 @@ def main() -> None:
 
         def run(cfg, kw=kw):
             return lambda: fused_moe_lora(**kw, config=cfg)
+
         run(ours_cfg)(), run(upstream)()  # compile and fill the constant caches before capture
         torch.cuda.synchronize()
         t_eager = triton.testing.do_bench(run(ours_cfg), warmup=25, rep=100) * 1e3
@@ -118,10 +128,15 @@ def main() -> None:
         moved = (pairs * S * (R * K + N * R) + kw["x"].shape[0] * K + 2 * m * k * S * N) * elt
         floor = moved / bw * 1e6
         c = ours_cfg
-        desc = (f"BM{c.block_m} s{c.shrink.block_n}x{c.shrink.block_k}/sk{c.shrink.split_k} "
-                f"e{c.expand.block_n}x{c.expand.block_k}/w{c.expand.num_warps}/t{c.expand.n_tiles}")
-        print(f"| {p.shape} | {m} | {t_ours:.1f} | {t_up:.1f} | {floor:.1f} | {t_ours / t_up:.2f} | "
-              f"{t_ours / floor:.2f} | {t_eager:.1f} | {split} | {desc} |", flush=True)
+        desc = (
+            f"BM{c.block_m} s{c.shrink.block_n}x{c.shrink.block_k}/sk{c.shrink.split_k} "
+            f"e{c.expand.block_n}x{c.expand.block_k}/w{c.expand.num_warps}/t{c.expand.n_tiles}"
+        )
+        print(
+            f"| {p.shape} | {m} | {t_ours:.1f} | {t_up:.1f} | {floor:.1f} | {t_ours / t_up:.2f} | "
+            f"{t_ours / floor:.2f} | {t_eager:.1f} | {split} | {desc} |",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

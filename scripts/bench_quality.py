@@ -30,17 +30,21 @@ def main() -> None:
     p.add_argument("--skip-upstream", action="store_true", help="only our campaigns (the upstream column shows -)")
     a = p.parse_args()
     import torch
+
     device = a.device if a.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
     if device == "cpu":
         os.environ["TRITON_INTERPRET"] = "1"
-    from fuzz.runner import CASE_TIMEOUT_S, CampaignConfig, Worker, run_campaign
-    from fuzz.upstream_style import UPSTREAM_CASES
-    from kernels import MUTANTS
+    from moe_lora_fuzz.fuzz.runner import CASE_TIMEOUT_S, CampaignConfig, Worker, run_campaign
+    from moe_lora_fuzz.fuzz.upstream_style import UPSTREAM_CASES
+    from moe_lora_fuzz.kernels import MUTANTS
+
     ids = a.mutants.split(",") if a.mutants else list(MUTANTS)
     where = torch.cuda.get_device_name() if device == "cuda" else "CPU (Triton interpreter)"
     print(f"## seeded bugs on {where}: {a.seeds} seeds, {a.budget:.0f} s cap per campaign\n")
-    print("| mutant | ours: caught | cases to first (median) | s to first (median) | first kind "
-          "| upstream-style: caught |")
+    print(
+        "| mutant | ours: caught | cases to first (median) | s to first (median) | first kind "
+        "| upstream-style: caught |"
+    )
     print("|---|---|---|---|---|---|")
     for mid in ([] if a.mutants else ["ours (no bug)"]) + ids:
         impl = "ours" if mid.startswith("ours") else f"mutant:{mid}"
@@ -48,8 +52,11 @@ def main() -> None:
         for seed in range(a.seeds):
             with tempfile.TemporaryDirectory() as tmp:
                 t0 = time.time()
-                rep = run_campaign(CampaignConfig(impl=impl, device=device, budget=a.budget, seed=seed,
-                                                  out=Path(tmp), stop_after=1, quiet=True))
+                rep = run_campaign(
+                    CampaignConfig(
+                        impl=impl, device=device, budget=a.budget, seed=seed, out=Path(tmp), stop_after=1, quiet=True
+                    )
+                )
                 if rep.findings:
                     first = next(iter(rep.findings.values()))
                     hits += 1
@@ -66,8 +73,11 @@ def main() -> None:
         worker.close()
         med_c = f"{statistics.median(cases):.0f}" if cases else "-"
         med_s = f"{statistics.median(secs):.1f}" if secs else "-"
-        print(f"| {mid} | {hits}/{a.seeds} | {med_c} | {med_s} | {', '.join(sorted(kinds)) or '-'} "
-              f"| {'-' if a.skip_upstream else f'{up_caught}/{a.seeds}'} |", flush=True)
+        print(
+            f"| {mid} | {hits}/{a.seeds} | {med_c} | {med_s} | {', '.join(sorted(kinds)) or '-'} "
+            f"| {'-' if a.skip_upstream else f'{up_caught}/{a.seeds}'} |",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

@@ -5,4 +5,4 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
-exec python -m fuzz run --device auto --budget 120 --out fuzz-out "$@"
+exec python -m fuzz run --device auto --budget 120 --out "fuzz-out/$(date +%Y%m%dT%H%M%S)" "$@"

@@ -46,48 +46,92 @@ MODULES = {
 # (module, mutant description, original source line) -> why it is equivalent (no test can tell it from
 # the original) or accepted
 EQUIVALENT: dict[tuple[str, str, str], str] = {
-    ("reference/naive.py", "Gt -> GtE in `k > 1`", "per_routed = xs.shape[0] == m_count * k and k > 1"):
-        "k >= 1 always; with k = 1 the per-routed row m*k + j is row m: both layouts read the same row",
-    ("reference/naive.py", "int -1 in `1`", "per_routed = xs.shape[0] == m_count * k and k > 1"):
-        "`k > 0` in the layout test: k >= 1 always, so it is `k > 1` or always true; both equivalent (see above)",
-    ("reference/naive.py", "int -1 in `0`", "n = b_all[0].shape[2]"):
-        "N read from lora_b[-1] instead of lora_b[0]: every slice has the same N (the op's contract)",
-    ("reference/fp64.py", "int +1 in `0`", "num_slots, num_experts, _rank, _kd = lora_a[0].shape"):
-        "the shapes of lora_a[1] instead of lora_a[0]: every slice has the same shape (the op's contract)",
-    ("reference/fp64.py", "int -1 in `0`", "num_slots, num_experts, _rank, _kd = lora_a[0].shape"):
-        "the shapes of lora_a[-1] instead of lora_a[0]: every slice has the same shape",
-    ("fuzz/oracle.py", "int +1 in `24301`",
-     "perm = torch.randperm(case.m, generator=torch.Generator().manual_seed(case.seed ^ 0x5EED)).to(t.out.device)"):
-        "another fixed seed for the token permutation: equally a permutation, equally deterministic",
-    ("fuzz/oracle.py", "int +1 in `8`",
-     "return a.view({2: torch.int16, 4: torch.int32, 8: torch.int64}[a.element_size()])"):
-        "the 8-byte entry of the bit-view table: outputs are fp16/bf16/fp32 (2 or 4 bytes), never 8",
-    ("fuzz/oracle.py", "int -1 in `0`", 'if kind == "pass" and metamorphic and case.m > 0:'):
-        "twins of an empty batch: every output is empty, so comparing them cannot fail either way",
-    ("fuzz/minimize.py", "int -1 in `0`", "if c.seed != 0:"):
-        "also yields seed = 0 when the seed is already 0: that candidate is the current case, skipped as seen",
-    ("fuzz/minimize.py", "LtE -> Lt in `d < c.num_slots`",
-     "disabled=tuple(d for d in c.disabled if d < c.num_slots),"):
-        "keeps a disabled id equal to the new num_slots: that candidate fails validate() and is skipped; the walk "
-        "drops the id first and reaches the same 1-minimal case",
-    ("reference/fp64.py", "int +1 in `1`",
-     "CHUNK_ELEMENTS = 1 << 22  # gathered weight elements (A and B) per chunk: 32 MiB of fp64"):
-        "chunks twice as large: the same numbers (tests/test_references.py checks chunked == whole)",
-    ("reference/fp64.py", "int +1 in `22`",
-     "CHUNK_ELEMENTS = 1 << 22  # gathered weight elements (A and B) per chunk: 32 MiB of fp64"):
-        "chunks twice as large: the same numbers (tests/test_references.py checks chunked == whole)",
-    ("reference/fp64.py", "int -1 in `22`",
-     "CHUNK_ELEMENTS = 1 << 22  # gathered weight elements (A and B) per chunk: 32 MiB of fp64"):
-        "chunks half as large: the same numbers",
-    ("reference/fp64.py", "int +1 in `1`", "chunk = max(1, CHUNK_ELEMENTS // (_rank * (_kd + n)))"):
-        "at least two pairs a chunk instead of one: the same numbers, chunking only bounds memory",
-    ("reference/fp64.py", "int -1 in `0`", "n = lora_b[0].shape[2]"):
-        "N read from lora_b[-1] instead of lora_b[0]: every slice has the same N",
-    ("reference/fp64.py", "int -1 in `0`", "active = (slot >= 0) & enabled[slot.clamp(min=0)]"):
-        "clamp(min=-1) reads enabled[-1] for base tokens, but `slot >= 0` already masks them out",
-    ("reference/fp64.py", "int -1 in `1`",
-     "CHUNK_ELEMENTS = 1 << 22  # gathered weight elements (A and B) per chunk: 32 MiB of fp64"):
-        "CHUNK_ELEMENTS = 0 << 22: chunks of one pair (max(1, ...)); the same numbers, only slower",
+    (
+        "reference/naive.py",
+        "Gt -> GtE in `k > 1`",
+        "per_routed = xs.shape[0] == m_count * k and k > 1",
+    ): "k >= 1 always; with k = 1 the per-routed row m*k + j is row m: both layouts read the same row",
+    (
+        "reference/naive.py",
+        "int -1 in `1`",
+        "per_routed = xs.shape[0] == m_count * k and k > 1",
+    ): "`k > 0` in the layout test: k >= 1 always, so it is `k > 1` or always true; both equivalent (see above)",
+    (
+        "reference/naive.py",
+        "int -1 in `0`",
+        "n = b_all[0].shape[2]",
+    ): "N read from lora_b[-1] instead of lora_b[0]: every slice has the same N (the op's contract)",
+    (
+        "reference/fp64.py",
+        "int +1 in `0`",
+        "num_slots, num_experts, _rank, _kd = lora_a[0].shape",
+    ): "the shapes of lora_a[1] instead of lora_a[0]: every slice has the same shape (the op's contract)",
+    (
+        "reference/fp64.py",
+        "int -1 in `0`",
+        "num_slots, num_experts, _rank, _kd = lora_a[0].shape",
+    ): "the shapes of lora_a[-1] instead of lora_a[0]: every slice has the same shape",
+    (
+        "fuzz/oracle.py",
+        "int +1 in `24301`",
+        "perm = torch.randperm(case.m, generator=torch.Generator().manual_seed(case.seed ^ 0x5EED)).to(t.out.device)",
+    ): "another fixed seed for the token permutation: equally a permutation, equally deterministic",
+    (
+        "fuzz/oracle.py",
+        "int +1 in `8`",
+        "return a.view({2: torch.int16, 4: torch.int32, 8: torch.int64}[a.element_size()])",
+    ): "the 8-byte entry of the bit-view table: outputs are fp16/bf16/fp32 (2 or 4 bytes), never 8",
+    (
+        "fuzz/oracle.py",
+        "int -1 in `0`",
+        'if kind == "pass" and metamorphic and case.m > 0:',
+    ): "twins of an empty batch: every output is empty, so comparing them cannot fail either way",
+    (
+        "fuzz/minimize.py",
+        "int -1 in `0`",
+        "if c.seed != 0:",
+    ): "also yields seed = 0 when the seed is already 0: that candidate is the current case, skipped as seen",
+    (
+        "fuzz/minimize.py",
+        "LtE -> Lt in `d < c.num_slots`",
+        "disabled=tuple(d for d in c.disabled if d < c.num_slots),",
+    ): "keeps a disabled id equal to the new num_slots: that candidate fails validate() and is skipped; the walk "
+    "drops the id first and reaches the same 1-minimal case",
+    (
+        "reference/fp64.py",
+        "int +1 in `1`",
+        "CHUNK_ELEMENTS = 1 << 22  # gathered weight elements (A and B) per chunk: 32 MiB of fp64",
+    ): "chunks twice as large: the same numbers (tests/test_references.py checks chunked == whole)",
+    (
+        "reference/fp64.py",
+        "int +1 in `22`",
+        "CHUNK_ELEMENTS = 1 << 22  # gathered weight elements (A and B) per chunk: 32 MiB of fp64",
+    ): "chunks twice as large: the same numbers (tests/test_references.py checks chunked == whole)",
+    (
+        "reference/fp64.py",
+        "int -1 in `22`",
+        "CHUNK_ELEMENTS = 1 << 22  # gathered weight elements (A and B) per chunk: 32 MiB of fp64",
+    ): "chunks half as large: the same numbers",
+    (
+        "reference/fp64.py",
+        "int +1 in `1`",
+        "chunk = max(1, CHUNK_ELEMENTS // (_rank * (_kd + n)))",
+    ): "at least two pairs a chunk instead of one: the same numbers, chunking only bounds memory",
+    (
+        "reference/fp64.py",
+        "int -1 in `0`",
+        "n = lora_b[0].shape[2]",
+    ): "N read from lora_b[-1] instead of lora_b[0]: every slice has the same N",
+    (
+        "reference/fp64.py",
+        "int -1 in `0`",
+        "active = (slot >= 0) & enabled[slot.clamp(min=0)]",
+    ): "clamp(min=-1) reads enabled[-1] for base tokens, but `slot >= 0` already masks them out",
+    (
+        "reference/fp64.py",
+        "int -1 in `1`",
+        "CHUNK_ELEMENTS = 1 << 22  # gathered weight elements (A and B) per chunk: 32 MiB of fp64",
+    ): "CHUNK_ELEMENTS = 0 << 22: chunks of one pair (max(1, ...)); the same numbers, only slower",
 }
 
 
@@ -97,19 +141,31 @@ def _equivalent(module: str, what: str, code: str) -> str:
         return EQUIVALENT[(module, what, code)]
     if module == "fuzz/oracle.py" and "manual_seed(case.seed ^ 0x5EED)" in code and what.startswith("int"):
         return "another fixed seed for the token permutation: equally a permutation, equally deterministic"
-    if module == "fuzz/oracle.py" and code.startswith("shrink=type(cfg.shrink)(block_n=16, block_k=16, split_k=1 if") \
-            and what.startswith("int +1"):
-        return ("accepted: picks another split-K for the configuration twin; the twin still differs from the case "
-                "(block sizes, BLOCK_M), which is all the twin needs")
+    if (
+        module == "fuzz/oracle.py"
+        and code.startswith("shrink=type(cfg.shrink)(block_n=16, block_k=16, split_k=1 if")
+        and what.startswith("int +1")
+    ):
+        return (
+            "accepted: picks another split-K for the configuration twin; the twin still differs from the case "
+            "(block sizes, BLOCK_M), which is all the twin needs"
+        )
     if module == "fuzz/minimize.py" and code.startswith("def minimize(") and what.startswith("float"):
         return "accepted: the default budget; every caller (CLI, runner, tests) passes its own"
     if module == "fuzz/minimize.py" and code.startswith("SIZE_FLOORS") and what.startswith("int -1"):
-        return ("a floor below the field's valid minimum: that candidate fails validate() and is skipped; the "
-                "halving and minus-one steps still reach the same 1-minimal case")
-    if module == "fuzz/minimize.py" and code == "out = [floor, (v + floor) // 2, v - 1]" and what in (
-            "+ <-> - in `v + floor`", "int +1 in `2`", "int -1 in `2`"):
-        return ("accepted: moves the halfway candidate (by one, or to a third); the walk takes another path to "
-                "the same 1-minimal case (only the number of tries changes)")
+        return (
+            "a floor below the field's valid minimum: that candidate fails validate() and is skipped; the "
+            "halving and minus-one steps still reach the same 1-minimal case"
+        )
+    if (
+        module == "fuzz/minimize.py"
+        and code == "out = [floor, (v + floor) // 2, v - 1]"
+        and what in ("+ <-> - in `v + floor`", "int +1 in `2`", "int -1 in `2`")
+    ):
+        return (
+            "accepted: moves the halfway candidate (by one, or to a third); the walk takes another path to "
+            "the same 1-minimal case (only the number of tries changes)"
+        )
     return ""
 
 
@@ -125,8 +181,18 @@ class Mutant:
     seconds: float = 0.0
 
 
-_CMP_FLIPS = {ast.Lt: ast.LtE, ast.LtE: ast.Lt, ast.Gt: ast.GtE, ast.GtE: ast.Gt, ast.Eq: ast.NotEq,
-              ast.NotEq: ast.Eq, ast.In: ast.NotIn, ast.NotIn: ast.In, ast.Is: ast.IsNot, ast.IsNot: ast.Is}
+_CMP_FLIPS = {
+    ast.Lt: ast.LtE,
+    ast.LtE: ast.Lt,
+    ast.Gt: ast.GtE,
+    ast.GtE: ast.Gt,
+    ast.Eq: ast.NotEq,
+    ast.NotEq: ast.Eq,
+    ast.In: ast.NotIn,
+    ast.NotIn: ast.In,
+    ast.Is: ast.IsNot,
+    ast.IsNot: ast.Is,
+}
 
 
 def _docstring_nodes(tree: ast.AST) -> set[int]:
@@ -141,13 +207,17 @@ def _docstring_nodes(tree: ast.AST) -> set[int]:
 
 def _points(tree: ast.AST, functions: tuple) -> list[tuple[ast.AST, str, object]]:
     """Every (node, kind, variant) mutation point, in a stable order."""
-    scopes = [tree] if not functions else [n for n in ast.walk(tree)
-                                           if isinstance(n, ast.FunctionDef) and n.name in functions]
+    scopes = (
+        [tree]
+        if not functions
+        else [n for n in ast.walk(tree) if isinstance(n, ast.FunctionDef) and n.name in functions]
+    )
     skip = _docstring_nodes(tree)
     annotations = set()
     for node in ast.walk(tree):
-        for ann in ([node.annotation] if isinstance(node, (ast.arg, ast.AnnAssign)) and node.annotation else []) + \
-                ([node.returns] if isinstance(node, ast.FunctionDef) and node.returns else []):
+        for ann in ([node.annotation] if isinstance(node, (ast.arg, ast.AnnAssign)) and node.annotation else []) + (
+            [node.returns] if isinstance(node, ast.FunctionDef) and node.returns else []
+        ):
             annotations.update(id(n) for n in ast.walk(ann))
     out, seen = [], set()
     for scope in scopes:
@@ -169,8 +239,11 @@ def _points(tree: ast.AST, functions: tuple) -> list[tuple[ast.AST, str, object]
                 out.append((node, "not", None))
             elif isinstance(node, ast.BinOp) and isinstance(node.op, (ast.Add, ast.Sub)):
                 out.append((node, "addsub", None))
-            elif isinstance(node, ast.Return) and node.value is not None and not (
-                    isinstance(node.value, ast.Constant) and node.value.value is None):
+            elif (
+                isinstance(node, ast.Return)
+                and node.value is not None
+                and not (isinstance(node.value, ast.Constant) and node.value.value is None)
+            ):
                 out.append((node, "return", None))
             elif isinstance(node, ast.Expr) and isinstance(node.value, ast.Call) and id(node) not in skip:
                 out.append((node, "drop", None))
@@ -221,8 +294,13 @@ class _Apply(ast.NodeTransformer):
 def _key(node) -> tuple | None:
     if not hasattr(node, "lineno"):
         return None
-    return (type(node).__name__, node.lineno, node.col_offset, getattr(node, "end_lineno", 0),
-            getattr(node, "end_col_offset", 0))
+    return (
+        type(node).__name__,
+        node.lineno,
+        node.col_offset,
+        getattr(node, "end_lineno", 0),
+        getattr(node, "end_col_offset", 0),
+    )
 
 
 def mutants_of(module: str, functions: tuple) -> tuple[str, list[tuple]]:
@@ -254,6 +332,7 @@ def _run_tests(workdir: Path, tests: list[str], timeout: float) -> tuple[str, fl
             os.dup2(devnull, 1)
             os.dup2(devnull, 2)
             import pytest
+
             rc = pytest.main(["-p", "no:cacheprovider", "--device", "cpu", "-x", "-q", "-W", "ignore", *tests])
         except BaseException:  # noqa: BLE001 - anything escaping pytest counts as a failed run
             rc = 99
@@ -295,11 +374,13 @@ def main(argv=None) -> int:
     import numpy  # noqa: F401 - imported once before forking, see _run_tests
     import pytest  # noqa: F401
     import torch  # noqa: F401
+
     results: list[Mutant] = []
     with tempfile.TemporaryDirectory(prefix=a.tmp_prefix) as tmp:
         work = Path(tmp) / "repo"
-        shutil.copytree(ROOT, work, ignore=shutil.ignore_patterns(".git", "__pycache__", "*.pyc", ".tox",
-                                                                  "mutants", "nightly-out"))
+        shutil.copytree(
+            ROOT, work, ignore=shutil.ignore_patterns(".git", "__pycache__", "*.pyc", ".tox", "mutants", "nightly-out")
+        )
         for module in a.modules:
             functions, tests = MODULES[module]
             source, points = mutants_of(module, functions)
@@ -319,8 +400,11 @@ def main(argv=None) -> int:
                 mutated, what, line = apply(source, points[i])
                 if mutated == baseline:
                     continue
-                diff = "".join(difflib.unified_diff(baseline.splitlines(True), mutated.splitlines(True), module,
-                                                    f"{module} (mutant {i})", n=1))
+                diff = "".join(
+                    difflib.unified_diff(
+                        baseline.splitlines(True), mutated.splitlines(True), module, f"{module} (mutant {i})", n=1
+                    )
+                )
                 mutant = Mutant(module, i, line, what, code=source.splitlines()[line - 1].strip(), diff=diff)
                 target.write_text(mutated)
                 try:
@@ -334,9 +418,11 @@ def main(argv=None) -> int:
     if a.list:
         return 0
     print(table(results))
-    survivors = [asdict(m) | ({"why": _equivalent(m.module, m.what, m.code)} if m.status == "equivalent"
-                              else {})
-                 for m in results if m.status in ("survived", "equivalent", "timeout")]
+    survivors = [
+        asdict(m) | ({"why": _equivalent(m.module, m.what, m.code)} if m.status == "equivalent" else {})
+        for m in results
+        if m.status in ("survived", "equivalent", "timeout")
+    ]
     Path(a.out).write_text(json.dumps(survivors, indent=2) + "\n")
     print(f"survivors and their diffs: {a.out}")
     return 0
@@ -349,8 +435,10 @@ def table(results: list[Mutant]) -> str:
     def row(name, c):
         counted = c["tried"] - c["equivalent"]
         rate = f"{100 * c['survived'] / counted:.0f}%" if counted else "-"
-        return (f"| {name} | {c['tried']} | {c['killed']} | {c['survived']} | {c['timeout']} | {c['equivalent']} "
-                f"| {rate} |")
+        return (
+            f"| {name} | {c['tried']} | {c['killed']} | {c['survived']} | {c['timeout']} | {c['equivalent']} | {rate} |"
+        )
+
     for module in dict.fromkeys(m.module for m in results):
         c = {"tried": 0, "killed": 0, "survived": 0, "timeout": 0, "equivalent": 0}
         for m in results:

@@ -28,6 +28,7 @@ def main() -> int:
     a = p.parse_args()
     a.out = a.out.resolve()  # the shards run with cwd = the repository root
     import torch
+
     n = a.gpus or torch.cuda.device_count()
     if n < 1:
         print("error: no CUDA GPU visible; the nightly campaign runs on GPUs", file=sys.stderr)
@@ -37,17 +38,38 @@ def main() -> int:
     a.out.mkdir(parents=True, exist_ok=True)
     procs = []
     for i in range(n):
-        cmd = [sys.executable, "-m", "fuzz", "run", "--device", "cuda", "--profile", "nightly", "--impl", a.impl,
-               "--budget", str(a.budget), "--seed", str(a.seed), "--shard", f"{i}/{n}",
-               "--out", str(a.out / f"shard{i}")]
+        cmd = [
+            sys.executable,
+            "-m",
+            "moe_lora_fuzz.fuzz.cli",
+            "run",
+            "--device",
+            "cuda",
+            "--profile",
+            "nightly",
+            "--impl",
+            a.impl,
+            "--budget",
+            str(a.budget),
+            "--seed",
+            str(a.seed),
+            "--shard",
+            f"{i}/{n}",
+            "--out",
+            str(a.out / f"shard{i}"),
+        ]
         log = open(a.out / f"shard{i}.log", "w")
-        procs.append(subprocess.Popen(cmd, cwd=ROOT, env=dict(env, CUDA_VISIBLE_DEVICES=str(i)), stdout=log,
-                                      stderr=subprocess.STDOUT))
+        procs.append(
+            subprocess.Popen(
+                cmd, cwd=ROOT, env=dict(env, CUDA_VISIBLE_DEVICES=str(i)), stdout=log, stderr=subprocess.STDOUT
+            )
+        )
     codes = [pr.wait() for pr in procs]
     if any(c == 2 for c in codes):
         print(f"error: a shard failed to start (exit codes {codes}); see {a.out}/shard*.log", file=sys.stderr)
         return 2
-    from fuzz.merge import MergeError, merge_reports, summary
+    from moe_lora_fuzz.fuzz.merge import MergeError, merge_reports, summary
+
     try:
         merged = merge_reports([a.out / f"shard{i}" for i in range(n)], a.out)
     except MergeError as e:

@@ -25,9 +25,9 @@ def main() -> None:
     p.add_argument("--rank", type=int, default=16)
     a = p.parse_args()
     import torch
+    from moe_lora_fuzz.kernels import fused_moe_lora
     from torch.profiler import ProfilerActivity, profile
 
-    from kernels import fused_moe_lora
     prob = next(q for q in problems([a.m], a.slots, a.rank) if q.shape == a.shape)
     for _ in range(3):  # compile and warm up outside the profile
         fused_moe_lora(**prob.kw)
@@ -36,8 +36,11 @@ def main() -> None:
         for _ in range(a.iters):
             fused_moe_lora(**prob.kw)
         torch.cuda.synchronize()
-    rows = [(e.key, e.device_time_total / a.iters, e.count // a.iters) for e in prof.key_averages()
-            if e.device_time_total > 0]
+    rows = [
+        (e.key, e.device_time_total / a.iters, e.count // a.iters)
+        for e in prof.key_averages()
+        if e.device_time_total > 0
+    ]
     print(f"## {torch.cuda.get_device_name()}: {a.shape}, M={a.m}, device µs per fused call\n")
     print("| kernel | µs | launches |\n|---|---|---|")
     for key, us, n in sorted(rows, key=lambda r: -r[1]):

@@ -19,10 +19,31 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench_kernels import problems  # noqa: E402
 
 # (block_k, split_k, num_warps, num_stages) for shrink; (block_n, num_warps, num_stages, n_tiles) for expand
-SHRINK = [(64, 1, 4, 3), (128, 1, 4, 3), (256, 1, 4, 2), (128, 2, 4, 3), (128, 4, 4, 3), (64, 4, 4, 4),
-          (128, 1, 8, 3), (256, 1, 8, 3), (128, 8, 4, 3)]
-EXPAND = [(64, 4, 2, 1), (128, 4, 2, 1), (64, 2, 2, 1), (32, 2, 2, 1), (64, 4, 2, 2), (64, 4, 2, 4),
-          (128, 4, 2, 2), (128, 8, 2, 2), (128, 8, 2, 4), (64, 2, 2, 4), (32, 4, 2, 4), (64, 8, 2, 8)]
+SHRINK = [
+    (64, 1, 4, 3),
+    (128, 1, 4, 3),
+    (256, 1, 4, 2),
+    (128, 2, 4, 3),
+    (128, 4, 4, 3),
+    (64, 4, 4, 4),
+    (128, 1, 8, 3),
+    (256, 1, 8, 3),
+    (128, 8, 4, 3),
+]
+EXPAND = [
+    (64, 4, 2, 1),
+    (128, 4, 2, 1),
+    (64, 2, 2, 1),
+    (32, 2, 2, 1),
+    (64, 4, 2, 2),
+    (64, 4, 2, 4),
+    (128, 4, 2, 2),
+    (128, 8, 2, 2),
+    (128, 8, 2, 4),
+    (64, 2, 2, 4),
+    (32, 4, 2, 4),
+    (64, 8, 2, 8),
+]
 
 
 def main() -> None:
@@ -34,12 +55,21 @@ def main() -> None:
     a = p.parse_args()
     import torch
     import triton
+    from moe_lora_fuzz.kernels import (
+        MoeLoraConfig,
+        TileConfig,
+        default_config,
+        moe_lora_align_block_size,
+        run_expand,
+        run_shrink,
+    )
 
-    from kernels import MoeLoraConfig, TileConfig, default_config, moe_lora_align_block_size, run_expand, run_shrink
     L, R = a.slots, a.rank
     print(f"## {torch.cuda.get_device_name()}, bf16, L={L}, R={R}: µs per stage from a CUDA graph\n")
-    print("| shape | M | best BM | best shrink (BK, SK, warps, stages) µs "
-          "| best expand (BN, warps, stages, n_tiles) µs | best total µs | default total µs (its BM) |")
+    print(
+        "| shape | M | best BM | best shrink (BK, SK, warps, stages) µs "
+        "| best expand (BN, warps, stages, n_tiles) µs | best total µs | default total µs (its BM) |"
+    )
     print("|---|---|---|---|---|---|---|")
     for p in problems([int(v) for v in a.ms.split(",")], L, R):
         (E, k, K, N, S, _layout, _mrw), m = p.dims, p.m
@@ -49,6 +79,7 @@ def main() -> None:
         def timed(stage, align, cfg, p=p) -> float:
             def fn():
                 stage(p.call, p.inter, align, p.slots, cfg)
+
             fn()
             torch.cuda.synchronize()
             return triton.testing.do_bench_cudagraph(fn, rep=30) * 1e3
@@ -71,8 +102,11 @@ def main() -> None:
         align = moe_lora_align_block_size(ids, lanes, E, L, d.block_m)
         t_def = timed(run_shrink, align, d) + timed(run_expand, align, d)
         bm, (s_best, e_best) = best
-        print(f"| {p.shape} | {m} | {bm} | {s_best[1]} {s_best[0]:.1f} | {e_best[1]} {e_best[0]:.1f} | "
-              f"{s_best[0] + e_best[0]:.1f} | {t_def:.1f} (BM{d.block_m}) |", flush=True)
+        print(
+            f"| {p.shape} | {m} | {bm} | {s_best[1]} {s_best[0]:.1f} | {e_best[1]} {e_best[0]:.1f} | "
+            f"{s_best[0] + e_best[0]:.1f} | {t_def:.1f} (BM{d.block_m}) |",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

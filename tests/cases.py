@@ -1,21 +1,40 @@
 """Named edge cases shared by the kernel tests: each row says which edge of SPEC §3 it hits."""
 
 import pytest
-
-from fuzz.case import Case
-from kernels import MoeLoraConfig, TileConfig
+from moe_lora_fuzz.fuzz.case import Case
+from moe_lora_fuzz.kernels import MoeLoraConfig, TileConfig
 
 SMALL = MoeLoraConfig(block_m=16, shrink=TileConfig(block_n=16, block_k=16), expand=TileConfig(block_n=16, block_k=16))
-BASE = Case(seed=1, dtype="float16", m=7, top_k=2, num_experts=4, num_slots=2, rank=8, real_rank=8, k_dim=40,
-            n_dim=24, num_slices=2, layout="per_token", mul_routed_weight=False, offset=2, extra_cols=1,
-            routing="uniform", slotting="random", config=SMALL)
+BASE = Case(
+    seed=1,
+    dtype="float16",
+    m=7,
+    top_k=2,
+    num_experts=4,
+    num_slots=2,
+    rank=8,
+    real_rank=8,
+    k_dim=40,
+    n_dim=24,
+    num_slices=2,
+    layout="per_token",
+    mul_routed_weight=False,
+    offset=2,
+    extra_cols=1,
+    routing="uniform",
+    slotting="random",
+    config=SMALL,
+)
 
 
 def _tiles(**kw) -> MoeLoraConfig:
     shrink = {k[7:]: v for k, v in kw.items() if k.startswith("shrink_")}
     expand = {k[7:]: v for k, v in kw.items() if k.startswith("expand_")}
-    return MoeLoraConfig(block_m=kw.get("block_m", 16), shrink=TileConfig(**{"block_n": 16, "block_k": 16, **shrink}),
-                         expand=TileConfig(**{"block_n": 16, "block_k": 16, **expand}))
+    return MoeLoraConfig(
+        block_m=kw.get("block_m", 16),
+        shrink=TileConfig(**{"block_n": 16, "block_k": 16, **shrink}),
+        expand=TileConfig(**{"block_n": 16, "block_k": 16, **expand}),
+    )
 
 
 EDGES = [
@@ -42,11 +61,14 @@ EDGES = [
     pytest.param(BASE.replace(strided=True), id="strided-views"),
     pytest.param(BASE.replace(align_slack=2), id="oversized-align-buffers"),
     pytest.param(BASE.replace(num_slices=1), id="one-slice"),
-    pytest.param(BASE.replace(m=40, top_k=4, config=_tiles(shrink_group_size_m=4, expand_group_size_m=8)),
-                 id="grouped-pid-order"),
+    pytest.param(
+        BASE.replace(m=40, top_k=4, config=_tiles(shrink_group_size_m=4, expand_group_size_m=8)), id="grouped-pid-order"
+    ),
     pytest.param(BASE.replace(config=_tiles(block_m=64, shrink_block_n=64, shrink_block_k=64)), id="blocks-over-dims"),
     pytest.param(BASE.replace(num_slots=4, m=12, slotting="one_slot"), id="slots-without-tokens"),
     # programs looping over BLOCK_N tiles, the last one partly past the columns (shrink: S*R = 26 of 32)
-    pytest.param(BASE.replace(n_dim=37, rank=13, real_rank=13, config=_tiles(shrink_n_tiles=2, expand_n_tiles=2)),
-                 id="n-tiles-loop"),
+    pytest.param(
+        BASE.replace(n_dim=37, rank=13, real_rank=13, config=_tiles(shrink_n_tiles=2, expand_n_tiles=2)),
+        id="n-tiles-loop",
+    ),
 ]

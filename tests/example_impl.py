@@ -17,14 +17,26 @@ Not tuned for speed: these are references for the adapter machinery, small enoug
 from __future__ import annotations
 
 import torch
+from moe_lora_fuzz.fuzz.adapters import from_fused, from_shrink_expand
 
-from fuzz.adapters import from_fused, from_shrink_expand
 from tests.fakes.moe_lora_core import fused_convention
 
 
 # ---- the adapter protocol, by hand -----------------------------------------------------------------
-def _apply(out, x, topk_ids, topk_weights, token_lora, adapter_enabled, lora_a, lora_b, mul_routed_weight,
-           offset, layout, weight_power: int) -> None:
+def _apply(
+    out,
+    x,
+    topk_ids,
+    topk_weights,
+    token_lora,
+    adapter_enabled,
+    lora_a,
+    lora_b,
+    mul_routed_weight,
+    offset,
+    layout,
+    weight_power: int,
+) -> None:
     m, k = topk_ids.shape
     if m == 0:
         return
@@ -55,27 +67,54 @@ def _apply(out, x, topk_ids, topk_weights, token_lora, adapter_enabled, lora_a, 
             out[mi, ji, cols] = (out[mi, ji, cols].float() + d).to(out.dtype)
 
 
-def torch_moe_lora(*, out, x, topk_ids, topk_weights, token_lora, adapter_enabled, lora_a, lora_b,
-                   mul_routed_weight, offset, layout) -> None:
+def torch_moe_lora(
+    *, out, x, topk_ids, topk_weights, token_lora, adapter_enabled, lora_a, lora_b, mul_routed_weight, offset, layout
+) -> None:
     """out[m, j, offset + s*N : offset + (s+1)*N] += w? * B[s][l, e] @ (A[s][l, e] @ row), in fp32."""
-    _apply(out, x, topk_ids, topk_weights, token_lora, adapter_enabled, lora_a, lora_b, mul_routed_weight,
-           offset, layout, weight_power=1)
+    _apply(
+        out,
+        x,
+        topk_ids,
+        topk_weights,
+        token_lora,
+        adapter_enabled,
+        lora_a,
+        lora_b,
+        mul_routed_weight,
+        offset,
+        layout,
+        weight_power=1,
+    )
 
 
-def torch_moe_lora_buggy(*, out, x, topk_ids, topk_weights, token_lora, adapter_enabled, lora_a, lora_b,
-                         mul_routed_weight, offset, layout) -> None:
+def torch_moe_lora_buggy(
+    *, out, x, topk_ids, topk_weights, token_lora, adapter_enabled, lora_a, lora_b, mul_routed_weight, offset, layout
+) -> None:
     """torch_moe_lora with one seeded bug: with mul_routed_weight the delta is scaled by w**2, not w.
 
     The routed weight applied twice (once after shrink, once after expand) is a pure scale error, so a
     cosine-similarity check misses it; cases without mul_routed_weight are still correct.
     """
-    _apply(out, x, topk_ids, topk_weights, token_lora, adapter_enabled, lora_a, lora_b, mul_routed_weight,
-           offset, layout, weight_power=2)
+    _apply(
+        out,
+        x,
+        topk_ids,
+        topk_weights,
+        token_lora,
+        adapter_enabled,
+        lora_a,
+        lora_b,
+        mul_routed_weight,
+        offset,
+        layout,
+        weight_power=2,
+    )
 
 
 # ---- plain-torch pieces in the upstream conventions (consume the align buffers) ----------------------
-def _aligned_blocks(sorted_token_ids, expert_ids, num_tokens_post_padded, lora_ids, adapter_enabled,
-                    num_routed: int, block_size_m: int):
+def _aligned_blocks(
+    sorted_token_ids, expert_ids, num_tokens_post_padded, lora_ids, adapter_enabled, num_routed: int, block_size_m: int
+):
     """Yield (slot, expert, flat pair indices) for every used block of every enabled slot in lora_ids."""
     enabled = adapter_enabled.bool().tolist()
     ntp = num_tokens_post_padded.tolist()
@@ -88,33 +127,57 @@ def _aligned_blocks(sorted_token_ids, expert_ids, num_tokens_post_padded, lora_i
         for b, e in enumerate(experts):
             if e < 0:
                 continue
-            f = ids[b * block_size_m: (b + 1) * block_size_m]
+            f = ids[b * block_size_m : (b + 1) * block_size_m]
             f = f[f < num_routed]  # padding holds the sentinel M*k
             if f.numel():
                 yield slot_id, e, f
 
 
-def torch_shrink(intermediate, x, lora_a_stacked, sorted_token_ids, expert_ids, num_tokens_post_padded, top_k,
-                 lora_ids, adapter_enabled, block_size_m) -> None:
+def torch_shrink(
+    intermediate,
+    x,
+    lora_a_stacked,
+    sorted_token_ids,
+    expert_ids,
+    num_tokens_post_padded,
+    top_k,
+    lora_ids,
+    adapter_enabled,
+    block_size_m,
+) -> None:
     """intermediate[s, f] = A[s][l, e] @ x_row(f) (the from_shrink_expand shrink convention)."""
     num_routed = intermediate.shape[1]
     per_routed = x.shape[0] == num_routed
-    for slot_id, e, f in _aligned_blocks(sorted_token_ids, expert_ids, num_tokens_post_padded, lora_ids,
-                                   adapter_enabled, num_routed, block_size_m):
+    for slot_id, e, f in _aligned_blocks(
+        sorted_token_ids, expert_ids, num_tokens_post_padded, lora_ids, adapter_enabled, num_routed, block_size_m
+    ):
         xr = x[f if per_routed else f // top_k].float()
         for s, a in enumerate(lora_a_stacked):
             intermediate[s, f] = (xr @ a[slot_id, e].float().T).to(intermediate.dtype)
 
 
-def torch_expand(y, intermediate, lora_b_stacked, topk_weights, sorted_token_ids, expert_ids,
-                 num_tokens_post_padded, top_k, lora_ids, adapter_enabled, block_size_m, mul_routed_weight,
-                 offset) -> None:
+def torch_expand(
+    y,
+    intermediate,
+    lora_b_stacked,
+    topk_weights,
+    sorted_token_ids,
+    expert_ids,
+    num_tokens_post_padded,
+    top_k,
+    lora_ids,
+    adapter_enabled,
+    block_size_m,
+    mul_routed_weight,
+    offset,
+) -> None:
     """y[m, j, offset + s*N ...] += w? * B[s][l, e] @ intermediate[s, f] (the expand convention)."""
     num_routed = intermediate.shape[1]
     n_dim = lora_b_stacked[0].shape[2]
     weight = topk_weights.reshape(-1).float()
-    for slot_id, e, f in _aligned_blocks(sorted_token_ids, expert_ids, num_tokens_post_padded, lora_ids,
-                                   adapter_enabled, num_routed, block_size_m):
+    for slot_id, e, f in _aligned_blocks(
+        sorted_token_ids, expert_ids, num_tokens_post_padded, lora_ids, adapter_enabled, num_routed, block_size_m
+    ):
         mi, ji = f // top_k, f % top_k
         for s, b in enumerate(lora_b_stacked):
             d = intermediate[s, f].float() @ b[slot_id, e].float().T
@@ -124,17 +187,53 @@ def torch_expand(y, intermediate, lora_b_stacked, topk_weights, sorted_token_ids
             y[mi, ji, cols] = (y[mi, ji, cols].float() + d).to(y.dtype)
 
 
-def torch_fused(y, x, lora_a_stacked, lora_b_stacked, topk_weights, sorted_token_ids, expert_ids,
-                num_tokens_post_padded, max_lora_rank, top_k, lora_ids, adapter_enabled, block_size_m,
-                mul_routed_weight, offset) -> None:
+def torch_fused(
+    y,
+    x,
+    lora_a_stacked,
+    lora_b_stacked,
+    topk_weights,
+    sorted_token_ids,
+    expert_ids,
+    num_tokens_post_padded,
+    max_lora_rank,
+    top_k,
+    lora_ids,
+    adapter_enabled,
+    block_size_m,
+    mul_routed_weight,
+    offset,
+) -> None:
     """The from_fused convention: shrink into a private fp32 intermediate, then expand into y."""
     num_routed = topk_weights.shape[0] * top_k
-    intermediate = torch.zeros((len(lora_a_stacked), num_routed, max_lora_rank), dtype=torch.float32,
-                               device=y.device)
-    torch_shrink(intermediate, x, lora_a_stacked, sorted_token_ids, expert_ids, num_tokens_post_padded, top_k,
-                 lora_ids, adapter_enabled, block_size_m)
-    torch_expand(y, intermediate, lora_b_stacked, topk_weights, sorted_token_ids, expert_ids,
-                 num_tokens_post_padded, top_k, lora_ids, adapter_enabled, block_size_m, mul_routed_weight, offset)
+    intermediate = torch.zeros((len(lora_a_stacked), num_routed, max_lora_rank), dtype=torch.float32, device=y.device)
+    torch_shrink(
+        intermediate,
+        x,
+        lora_a_stacked,
+        sorted_token_ids,
+        expert_ids,
+        num_tokens_post_padded,
+        top_k,
+        lora_ids,
+        adapter_enabled,
+        block_size_m,
+    )
+    torch_expand(
+        y,
+        intermediate,
+        lora_b_stacked,
+        topk_weights,
+        sorted_token_ids,
+        expert_ids,
+        num_tokens_post_padded,
+        top_k,
+        lora_ids,
+        adapter_enabled,
+        block_size_m,
+        mul_routed_weight,
+        offset,
+    )
 
 
 # ---- the same pieces behind the adapters: two lines each -------------------------------------------
@@ -142,7 +241,9 @@ fused_example = from_fused(torch_fused, block_size_m=16)
 shrink_expand_example = from_shrink_expand(torch_shrink, torch_expand, block_size_m=32)
 
 # ---- a Triton kernel in the upstream fused convention, launch configuration forwarded per case ---------
-triton_fused_example = from_fused(fused_convention(expand_grid_covers_split_k=True),
-                                  capabilities={"fp32_precision": "ieee"})
-triton_fused_example_buggy = from_fused(fused_convention(expand_grid_covers_split_k=False),
-                                        capabilities={"fp32_precision": "ieee"})
+triton_fused_example = from_fused(
+    fused_convention(expand_grid_covers_split_k=True), capabilities={"fp32_precision": "ieee"}
+)
+triton_fused_example_buggy = from_fused(
+    fused_convention(expand_grid_covers_split_k=False), capabilities={"fp32_precision": "ieee"}
+)

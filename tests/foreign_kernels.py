@@ -22,8 +22,7 @@ MIN_DOT = 16  # tl.dot tiles of at least 16 in every dimension, as a GPU needs
 
 
 @triton.jit
-def matmul_kernel(a_ptr, b_ptr, c_ptr, M: tl.constexpr, N: tl.constexpr, K: tl.constexpr,
-                  PRECISION: tl.constexpr):
+def matmul_kernel(a_ptr, b_ptr, c_ptr, M: tl.constexpr, N: tl.constexpr, K: tl.constexpr, PRECISION: tl.constexpr):
     """Grid: (1,). a (M, K), b (K, N), c (M, N) fp32, all contiguous, power-of-two sizes."""
     offs_m, offs_n, offs_k = tl.arange(0, M), tl.arange(0, N), tl.arange(0, K)
     a = tl.load(a_ptr + offs_m[:, None] * K + offs_k[None, :])
@@ -68,8 +67,18 @@ def bf16_ops(a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tens
     got = torch.empty((10, a.numel()), dtype=torch.bfloat16)
     bf16_ops_kernel[(1,)](a, b, got, a.numel())
     af, bf = a.float(), b.float()
-    want = [-af, torch.where(af < bf, af, bf), torch.maximum(af, bf), af / bf, af - bf, torch.cumsum(af, 0),
-            torch.addcmul(af, af, bf), af.max().expand(a.numel()), a.double() * 3, af * 2.5]
+    want = [
+        -af,
+        torch.where(af < bf, af, bf),
+        torch.maximum(af, bf),
+        af / bf,
+        af - bf,
+        torch.cumsum(af, 0),
+        torch.addcmul(af, af, bf),
+        af.max().expand(a.numel()),
+        a.double() * 3,
+        af * 2.5,
+    ]
     return got, torch.stack([w.bfloat16() for w in want])
 
 
@@ -86,13 +95,30 @@ def atomic_add(out: torch.Tensor, val: torch.Tensor, idx: torch.Tensor, n: int, 
 
 # ---- a whole implementation of the op, one program per routed pair ------------------------------------------
 
+
 @triton.jit
 def _shrink_pair_kernel(
-    x_ptr, a_ptr, t_ptr,  # x rows (K,), lora_a slice (L, E, R, K), intermediate (M*k, R) fp32
-    topk_ids_ptr, token_lora_ptr, enabled_ptr,
-    top_k, row_div, R, K,
-    stride_xm, stride_xk, stride_al, stride_ae, stride_ar, stride_ak, stride_tf, stride_im, stride_ij,
-    BLOCK_R: tl.constexpr, BLOCK_K: tl.constexpr,
+    x_ptr,
+    a_ptr,
+    t_ptr,  # x rows (K,), lora_a slice (L, E, R, K), intermediate (M*k, R) fp32
+    topk_ids_ptr,
+    token_lora_ptr,
+    enabled_ptr,
+    top_k,
+    row_div,
+    R,
+    K,
+    stride_xm,
+    stride_xk,
+    stride_al,
+    stride_ae,
+    stride_ar,
+    stride_ak,
+    stride_tf,
+    stride_im,
+    stride_ij,
+    BLOCK_R: tl.constexpr,
+    BLOCK_K: tl.constexpr,
 ):
     """Grid: (M*k,). t[f, :] = lora_a[l, e] @ x[f // row_div] for an enabled slot l, else nothing."""
     f = tl.program_id(0)
@@ -109,22 +135,47 @@ def _shrink_pair_kernel(
     acc = tl.zeros((16, BLOCK_R), dtype=tl.float32)
     for k0 in range(0, K, BLOCK_K):
         offs_k = k0 + tl.arange(0, BLOCK_K)
-        xv = tl.load(x_ptr + (f // row_div) * stride_xm + offs_k[None, :] * stride_xk + rows[:, None] * 0,
-                     mask=(rows[:, None] == 0) & (offs_k[None, :] < K), other=0.0)
-        av = tl.load(a_base + offs_r[None, :] * stride_ar + offs_k[:, None] * stride_ak,
-                     mask=(offs_r[None, :] < R) & (offs_k[:, None] < K), other=0.0)
+        xv = tl.load(
+            x_ptr + (f // row_div) * stride_xm + offs_k[None, :] * stride_xk + rows[:, None] * 0,
+            mask=(rows[:, None] == 0) & (offs_k[None, :] < K),
+            other=0.0,
+        )
+        av = tl.load(
+            a_base + offs_r[None, :] * stride_ar + offs_k[:, None] * stride_ak,
+            mask=(offs_r[None, :] < R) & (offs_k[:, None] < K),
+            other=0.0,
+        )
         acc = tl.dot(xv, av, acc=acc, input_precision="ieee")
     tl.store(t_ptr + f * stride_tf + offs_r, tl.sum(acc, axis=0), mask=offs_r < R)
 
 
 @triton.jit
 def _expand_pair_kernel(
-    t_ptr, b_ptr, out_ptr, w_ptr,  # intermediate (M*k, R) fp32, lora_b slice (L, E, N, R), out cols (M, k, N)
-    topk_ids_ptr, token_lora_ptr, enabled_ptr,
-    top_k, R, N,
-    stride_tf, stride_bl, stride_be, stride_bn, stride_br, stride_om, stride_oj, stride_on,
-    stride_im, stride_ij, stride_wm, stride_wj,
-    MUL_ROUTED_WEIGHT: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_N: tl.constexpr,
+    t_ptr,
+    b_ptr,
+    out_ptr,
+    w_ptr,  # intermediate (M*k, R) fp32, lora_b slice (L, E, N, R), out cols (M, k, N)
+    topk_ids_ptr,
+    token_lora_ptr,
+    enabled_ptr,
+    top_k,
+    R,
+    N,
+    stride_tf,
+    stride_bl,
+    stride_be,
+    stride_bn,
+    stride_br,
+    stride_om,
+    stride_oj,
+    stride_on,
+    stride_im,
+    stride_ij,
+    stride_wm,
+    stride_wj,
+    MUL_ROUTED_WEIGHT: tl.constexpr,
+    BLOCK_R: tl.constexpr,
+    BLOCK_N: tl.constexpr,
 ):
     """Grid: (M*k, cdiv(N, BLOCK_N)). out[m, j, n] += w? * lora_b[l, e, n, :] @ t[f], by tl.atomic_add."""
     f = tl.program_id(0)
@@ -138,11 +189,17 @@ def _expand_pair_kernel(
     rows = tl.arange(0, 16)
     offs_r = tl.arange(0, BLOCK_R)
     offs_n = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)
-    t = tl.load(t_ptr + f * stride_tf + offs_r[None, :] + rows[:, None] * 0,
-                mask=(rows[:, None] == 0) & (offs_r[None, :] < R), other=0.0)
+    t = tl.load(
+        t_ptr + f * stride_tf + offs_r[None, :] + rows[:, None] * 0,
+        mask=(rows[:, None] == 0) & (offs_r[None, :] < R),
+        other=0.0,
+    )
     b_base = b_ptr + slot.to(tl.int64) * stride_bl + expert.to(tl.int64) * stride_be
-    bv = tl.load(b_base + offs_n[None, :] * stride_bn + offs_r[:, None] * stride_br,
-                 mask=(offs_n[None, :] < N) & (offs_r[:, None] < R), other=0.0)
+    bv = tl.load(
+        b_base + offs_n[None, :] * stride_bn + offs_r[:, None] * stride_br,
+        mask=(offs_n[None, :] < N) & (offs_r[:, None] < R),
+        other=0.0,
+    )
     d = tl.sum(tl.dot(t.to(bv.dtype), bv, input_precision="ieee"), axis=0)  # the intermediate in the weight dtype
     if MUL_ROUTED_WEIGHT:
         d = d * tl.load(w_ptr + m * stride_wm + j * stride_wj).to(tl.float32)
@@ -154,8 +211,9 @@ def _block(n: int, lo: int, hi: int) -> int:
     return max(lo, min(hi, triton.next_power_of_2(n)))
 
 
-def pairwise_moe_lora(*, out, x, topk_ids, topk_weights, token_lora, adapter_enabled, lora_a, lora_b,
-                      mul_routed_weight, offset, layout) -> None:
+def pairwise_moe_lora(
+    *, out, x, topk_ids, topk_weights, token_lora, adapter_enabled, lora_a, lora_b, mul_routed_weight, offset, layout
+) -> None:
     """The adapter protocol (fuzz/impls.py) on the two per-pair kernels above; not tuned, plainly written."""
     m, top_k = topk_ids.shape
     if m == 0:
@@ -169,13 +227,53 @@ def pairwise_moe_lora(*, out, x, topk_ids, topk_weights, token_lora, adapter_ena
     for s, (a, b) in enumerate(zip(lora_a, lora_b, strict=True)):
         t = torch.zeros((num_routed, rank), dtype=torch.float32, device=x.device)
         _shrink_pair_kernel[(num_routed,)](
-            x, a, t, topk_ids, token_lora, enabled, top_k, row_div, rank, k_dim,
-            x.stride(0), x.stride(1), a.stride(0), a.stride(1), a.stride(2), a.stride(3), t.stride(0),
-            topk_ids.stride(0), topk_ids.stride(1), BLOCK_R=block_r, BLOCK_K=block_k)
-        cols = out[:, :, offset + s * n_dim:]
+            x,
+            a,
+            t,
+            topk_ids,
+            token_lora,
+            enabled,
+            top_k,
+            row_div,
+            rank,
+            k_dim,
+            x.stride(0),
+            x.stride(1),
+            a.stride(0),
+            a.stride(1),
+            a.stride(2),
+            a.stride(3),
+            t.stride(0),
+            topk_ids.stride(0),
+            topk_ids.stride(1),
+            BLOCK_R=block_r,
+            BLOCK_K=block_k,
+        )
+        cols = out[:, :, offset + s * n_dim :]
         _expand_pair_kernel[(num_routed, triton.cdiv(n_dim, block_n))](
-            t, b, cols, topk_weights, topk_ids, token_lora, enabled, top_k, rank, n_dim,
-            t.stride(0), b.stride(0), b.stride(1), b.stride(2), b.stride(3),
-            cols.stride(0), cols.stride(1), cols.stride(2), topk_ids.stride(0), topk_ids.stride(1),
-            topk_weights.stride(0), topk_weights.stride(1),
-            MUL_ROUTED_WEIGHT=bool(mul_routed_weight), BLOCK_R=block_r, BLOCK_N=block_n)
+            t,
+            b,
+            cols,
+            topk_weights,
+            topk_ids,
+            token_lora,
+            enabled,
+            top_k,
+            rank,
+            n_dim,
+            t.stride(0),
+            b.stride(0),
+            b.stride(1),
+            b.stride(2),
+            b.stride(3),
+            cols.stride(0),
+            cols.stride(1),
+            cols.stride(2),
+            topk_ids.stride(0),
+            topk_ids.stride(1),
+            topk_weights.stride(0),
+            topk_weights.stride(1),
+            MUL_ROUTED_WEIGHT=bool(mul_routed_weight),
+            BLOCK_R=block_r,
+            BLOCK_N=block_n,
+        )

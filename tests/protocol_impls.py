@@ -10,13 +10,14 @@ aligned_unchecked    the same declaration, but reads x as if contiguous without 
 from __future__ import annotations
 
 import torch
+from moe_lora_fuzz.contract import round_to_tf32 as to_tf32
 
-from contract import round_to_tf32 as to_tf32
 from tests.example_impl import torch_moe_lora
 
 
-def _tf32_moe_lora(*, out, x, topk_ids, topk_weights, token_lora, adapter_enabled, lora_a, lora_b,
-                   mul_routed_weight, offset, layout):
+def _tf32_moe_lora(
+    *, out, x, topk_ids, topk_weights, token_lora, adapter_enabled, lora_a, lora_b, mul_routed_weight, offset, layout
+):
     """Both stages with TF32 inputs: x and A rounded for shrink, B and the intermediate rounded for expand."""
     m, k = topk_ids.shape
     if m == 0:

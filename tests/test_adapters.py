@@ -14,23 +14,36 @@ from pathlib import Path
 
 import pytest
 import torch
-
-from fuzz.adapters import from_fused, from_shrink_expand
-from fuzz.case import Case
-from fuzz.generate import CPU_SIZES, RandomSource, generate
-from fuzz.impls import ImplError, resolve
-from fuzz.oracle import check
-from fuzz.tensors import materialize
-from kernels import MoeLoraConfig, TileConfig, padded_length
+from moe_lora_fuzz.fuzz.adapters import from_fused, from_shrink_expand
+from moe_lora_fuzz.fuzz.case import Case
+from moe_lora_fuzz.fuzz.generate import CPU_SIZES, RandomSource, generate
+from moe_lora_fuzz.fuzz.impls import ImplError, resolve
+from moe_lora_fuzz.fuzz.oracle import check
+from moe_lora_fuzz.fuzz.tensors import materialize
+from moe_lora_fuzz.kernels import MoeLoraConfig, TileConfig, padded_length
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = "tests/example_impl.py"
 SEEDS = range(8)
 
 # every pair active (no base tokens, nothing disabled) and the routed weight on: w**2 != w everywhere
-ROUTED = Case(seed=3, dtype="float32", m=4, top_k=2, num_experts=3, num_slots=2, rank=4, real_rank=4, k_dim=16,
-              n_dim=8, num_slices=1, layout="per_routed", mul_routed_weight=True, slotting="no_base",
-              config=MoeLoraConfig(block_m=16, shrink=TileConfig(16, 16), expand=TileConfig(16, 16)))
+ROUTED = Case(
+    seed=3,
+    dtype="float32",
+    m=4,
+    top_k=2,
+    num_experts=3,
+    num_slots=2,
+    rank=4,
+    real_rank=4,
+    k_dim=16,
+    n_dim=8,
+    num_slices=1,
+    layout="per_routed",
+    mul_routed_weight=True,
+    slotting="no_base",
+    config=MoeLoraConfig(block_m=16, shrink=TileConfig(16, 16), expand=TileConfig(16, 16)),
+)
 
 
 @pytest.fixture
@@ -52,12 +65,29 @@ def test_example_passes_generated_cases(func, at_root):
 
 
 @pytest.mark.parametrize("func", ["torch_moe_lora", "fused_example", "shrink_expand_example"])
-@pytest.mark.parametrize("edit", [
-    dict(), dict(layout="per_token"), dict(mul_routed_weight=False), dict(dtype="float16", strided=True),
-    dict(dtype="bfloat16", offset=3, extra_cols=2, num_slices=2), dict(m=0),
-    dict(m=9, slotting="all_with_base", disabled=(1,)), dict(top_k=1, routing="one_hot", align_slack=2),
-], ids=["base", "per-token", "no-mrw", "fp16-strided", "bf16-offset-2slices", "empty", "base+disabled",
-        "k1-one-expert"])
+@pytest.mark.parametrize(
+    "edit",
+    [
+        dict(),
+        dict(layout="per_token"),
+        dict(mul_routed_weight=False),
+        dict(dtype="float16", strided=True),
+        dict(dtype="bfloat16", offset=3, extra_cols=2, num_slices=2),
+        dict(m=0),
+        dict(m=9, slotting="all_with_base", disabled=(1,)),
+        dict(top_k=1, routing="one_hot", align_slack=2),
+    ],
+    ids=[
+        "base",
+        "per-token",
+        "no-mrw",
+        "fp16-strided",
+        "bf16-offset-2slices",
+        "empty",
+        "base+disabled",
+        "k1-one-expert",
+    ],
+)
 def test_example_passes_edge_cases(func, edit, at_root):
     case = ROUTED.replace(**edit).validate(interpreter=True)
     v = check(case, f"{EXAMPLE}:{func}", "cpu")
@@ -79,12 +109,14 @@ def test_adapters_do_not_hide_a_bug_of_the_wrapped_code():
     from tests.example_impl import torch_expand, torch_shrink
 
     def shrink_all(intermediate, x, lora_a, sorted_ids, expert_ids, ntp, top_k, lora_ids, enabled, block_m):
-        torch_shrink(intermediate, x, lora_a, sorted_ids, expert_ids, ntp, top_k, lora_ids, torch.ones_like(enabled),
-                     block_m)
+        torch_shrink(
+            intermediate, x, lora_a, sorted_ids, expert_ids, ntp, top_k, lora_ids, torch.ones_like(enabled), block_m
+        )
 
     def expand_all(y, intermediate, lora_b, w, sorted_ids, expert_ids, ntp, top_k, lora_ids, enabled, *rest):
-        torch_expand(y, intermediate, lora_b, w, sorted_ids, expert_ids, ntp, top_k, lora_ids,
-                     torch.ones_like(enabled), *rest)
+        torch_expand(
+            y, intermediate, lora_b, w, sorted_ids, expert_ids, ntp, top_k, lora_ids, torch.ones_like(enabled), *rest
+        )
 
     impl = from_shrink_expand(shrink_all, expand_all, block_size_m=16)  # legacy mode: positional block_size_m
     v = check(ROUTED.replace(disabled=(0,)), "ignores-adapter-enabled", "cpu", impl=lambda t: impl(**t.op_kwargs()))
@@ -123,8 +155,9 @@ def test_from_shrink_expand_allocates_one_zeroed_intermediate_and_aligns_once():
         seen["expand"] = (intermediate, sorted_ids, kw)
         assert y is t.out and (top_k, bm, mrw, offset) == (ROUTED.top_k, 16, True, 0)
 
-    from_shrink_expand(shrink, expand, block_size_m=16, intermediate_dtype=None, shrink_kwargs={"a": 1},
-                       expand_kwargs={"b": 2})(**t.op_kwargs())
+    from_shrink_expand(
+        shrink, expand, block_size_m=16, intermediate_dtype=None, shrink_kwargs={"a": 1}, expand_kwargs={"b": 2}
+    )(**t.op_kwargs())
     (i1, s1, kw1), (i2, s2, kw2) = seen["shrink"], seen["expand"]
     assert i1 is i2 and s1 is s2 and kw1 == {"a": 1} and kw2 == {"b": 2}
     assert i1.shape == (2, ROUTED.m * ROUTED.top_k, ROUTED.rank) and i1.dtype == t.x.dtype

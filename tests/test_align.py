@@ -2,10 +2,10 @@
 
 import pytest
 import torch
+from moe_lora_fuzz.fuzz.tensors import materialize
+from moe_lora_fuzz.kernels import alloc_align, moe_lora_align_block_size, padded_length
+from moe_lora_fuzz.kernels.align import align_torch, align_triton
 
-from fuzz.tensors import materialize
-from kernels import alloc_align, moe_lora_align_block_size, padded_length
-from kernels.align import align_torch, align_triton
 from tests.cases import EDGES
 
 
@@ -38,9 +38,9 @@ def test_align_invariants(case, block_m, impl, device):
         assert sorted(real) == want  # every routed pair of this slot exactly once
         assert bool((row[ntp:] == m * k).all())  # padding is the sentinel
         blocks = buf.expert_ids[slot]
-        assert bool((blocks[ntp // block_m:] == -1).all())
+        assert bool((blocks[ntp // block_m :] == -1).all())
         for b in range(ntp // block_m):
-            ids = got[b * block_m:(b + 1) * block_m]
+            ids = got[b * block_m : (b + 1) * block_m]
             ids = ids[ids < m * k].long()
             assert len(ids) > 0  # no block is padding only
             assert bool((experts[ids] == int(blocks[b])).all())  # one expert per block

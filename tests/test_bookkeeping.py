@@ -8,16 +8,16 @@ import textwrap
 
 import pytest
 import torch
-
-from fuzz.case import Case
-from fuzz.coverage import REQUIRED_EDGES, Coverage, case_features, data_features
-from fuzz.impls import ImplError, resolve
-from fuzz.minimize import describe, minimize
-from kernels import MoeLoraConfig, TileConfig
+from moe_lora_fuzz.fuzz.case import Case
+from moe_lora_fuzz.fuzz.coverage import REQUIRED_EDGES, Coverage, case_features, data_features
+from moe_lora_fuzz.fuzz.impls import ImplError, resolve
+from moe_lora_fuzz.fuzz.minimize import describe, minimize
+from moe_lora_fuzz.kernels import MoeLoraConfig, TileConfig
 
 # ---- adapter signature ------------------------------------------------------------------------------------
-ADAPTER = ("out, x, topk_ids, topk_weights, token_lora, adapter_enabled, lora_a, lora_b, mul_routed_weight, offset, "
-           "layout")
+ADAPTER = (
+    "out, x, topk_ids, topk_weights, token_lora, adapter_enabled, lora_a, lora_b, mul_routed_weight, offset, layout"
+)
 SIGNATURES = {
     "exact": (f"*, {ADAPTER}", True),
     "positional_or_keyword": (ADAPTER, True),
@@ -61,16 +61,21 @@ def test_adapter_module_without_the_function_is_refused(adapter_file):
 def test_adapter_receives_exactly_the_adapter_keywords(tmp_path):
     """What an accepted **kwargs adapter is called with: the SPEC §2 names, nothing else."""
     path = tmp_path / "spy.py"
-    path.write_text(textwrap.dedent("""
+    path.write_text(
+        textwrap.dedent("""
         SEEN = []
         def spy(**kwargs):
             SEEN.append(sorted(kwargs))
-    """))
-    from fuzz.tensors import materialize
+    """)
+    )
+    from moe_lora_fuzz.fuzz.tensors import materialize
+
     from tests.cases import BASE
+
     impl = resolve(f"{path}:spy")
     impl(materialize(BASE, "cpu"))
     import sys
+
     mod = next(m for n, m in sys.modules.items() if n.endswith("_spy") and hasattr(m, "SEEN"))
     assert mod.SEEN == [sorted(ADAPTER.split(", "))]
 
@@ -115,8 +120,12 @@ DATA_EDGES = {
 
 
 # near misses: one half of an edge's condition without the other reaches nothing (or only what is listed)
-CASE_NEAR_MISSES = [PLAIN.replace(offset=1), PLAIN.replace(extra_cols=1), PLAIN.replace(real_rank=32),
-                    PLAIN.replace(config=_tiles(shrink=TileConfig(n_tiles=2), expand=TileConfig(n_tiles=2)))]
+CASE_NEAR_MISSES = [
+    PLAIN.replace(offset=1),
+    PLAIN.replace(extra_cols=1),
+    PLAIN.replace(real_rank=32),
+    PLAIN.replace(config=_tiles(shrink=TileConfig(n_tiles=2), expand=TileConfig(n_tiles=2))),
+]
 DATA_NEAR_MISSES = [
     (([[0, 1], [1, 0]], [-1, 0], [1, 1], 2, 2), ["slot_without_tokens"]),  # base present, slot 1 missing
     (([[0, 1], [1, 0]], [0, 1], [1, 0], 2, 2), ["disabled_adapter_used"]),  # every slot, no base
@@ -143,8 +152,15 @@ def _required(edges) -> list[str]:
 
 def _data_features(ids, lanes, enabled, experts, slots) -> list[str]:
     i32 = torch.int32
-    return _required(data_features(torch.tensor(ids, dtype=i32), torch.tensor(lanes, dtype=i32),
-                                   torch.tensor(enabled, dtype=i32), experts, slots))
+    return _required(
+        data_features(
+            torch.tensor(ids, dtype=i32),
+            torch.tensor(lanes, dtype=i32),
+            torch.tensor(enabled, dtype=i32),
+            experts,
+            slots,
+        )
+    )
 
 
 def test_edge_tables_name_every_required_edge():
@@ -206,30 +222,70 @@ def test_missing_edges_of_an_empty_campaign_is_every_edge():
 
 
 # ---- minimiser --------------------------------------------------------------------------------------------
-START = Case(seed=12345, dtype="bfloat16", m=29, top_k=4, num_experts=6, num_slots=4, rank=24, real_rank=17,
-             k_dim=97, n_dim=45, num_slices=2, layout="per_routed", mul_routed_weight=True, offset=5,
-             extra_cols=3, routing="distinct", slotting="all_with_base", disabled=(0, 1, 3), strided=True,
-             align_slack=3, config=MoeLoraConfig(block_m=32, shrink=TileConfig(block_n=64, block_k=16, split_k=3,
-                                                                               group_size_m=4, n_tiles=2),
-                                                 expand=TileConfig(block_n=16, block_k=64, num_warps=8,
-                                                                   num_stages=3), align="torch")).validate(True)
+START = Case(
+    seed=12345,
+    dtype="bfloat16",
+    m=29,
+    top_k=4,
+    num_experts=6,
+    num_slots=4,
+    rank=24,
+    real_rank=17,
+    k_dim=97,
+    n_dim=45,
+    num_slices=2,
+    layout="per_routed",
+    mul_routed_weight=True,
+    offset=5,
+    extra_cols=3,
+    routing="distinct",
+    slotting="all_with_base",
+    disabled=(0, 1, 3),
+    strided=True,
+    align_slack=3,
+    config=MoeLoraConfig(
+        block_m=32,
+        shrink=TileConfig(block_n=64, block_k=16, split_k=3, group_size_m=4, n_tiles=2),
+        expand=TileConfig(block_n=16, block_k=64, num_warps=8, num_stages=3),
+        align="torch",
+    ),
+).validate(True)
 
 
-@pytest.mark.parametrize("predicate, minimal", [
-    pytest.param(lambda c: c.m >= 5 and c.top_k >= 2 and c.dtype == "float16",
-                 Case(m=5, top_k=2, dtype="float16"), id="m5-topk2-fp16"),
-    pytest.param(lambda c: c.num_slices == 2 and c.strided and 1 in c.disabled,
-                 Case(num_slices=2, strided=True, num_slots=2, disabled=(1,)), id="slices-strided-disabled1"),
-    pytest.param(lambda c: c.config.shrink.split_k >= 2 and c.k_dim > 40 and c.layout == "per_routed",
-                 Case(k_dim=41, layout="per_routed", config=MoeLoraConfig(shrink=TileConfig(split_k=2))),
-                 id="splitk-kdim-layout"),
-    pytest.param(lambda c: c.num_slots == 4 and 1 in c.disabled, Case(num_slots=4, disabled=(1,)),
-                 id="drop-the-last-disabled-slot"),
-    pytest.param(lambda c: c.rank >= 4 and c.n_dim >= 3, Case(rank=4, real_rank=1, n_dim=3), id="rank-not-real-rank"),
-    # from 64 the halfway step is 48, not a power of two: refused by validate, so 64 stays
-    pytest.param(lambda c: c.config.shrink.block_n > 32, Case(config=MoeLoraConfig(shrink=TileConfig(block_n=64))),
-                 id="invalid-candidates-skipped"),
-])
+@pytest.mark.parametrize(
+    "predicate, minimal",
+    [
+        pytest.param(
+            lambda c: c.m >= 5 and c.top_k >= 2 and c.dtype == "float16",
+            Case(m=5, top_k=2, dtype="float16"),
+            id="m5-topk2-fp16",
+        ),
+        pytest.param(
+            lambda c: c.num_slices == 2 and c.strided and 1 in c.disabled,
+            Case(num_slices=2, strided=True, num_slots=2, disabled=(1,)),
+            id="slices-strided-disabled1",
+        ),
+        pytest.param(
+            lambda c: c.config.shrink.split_k >= 2 and c.k_dim > 40 and c.layout == "per_routed",
+            Case(k_dim=41, layout="per_routed", config=MoeLoraConfig(shrink=TileConfig(split_k=2))),
+            id="splitk-kdim-layout",
+        ),
+        pytest.param(
+            lambda c: c.num_slots == 4 and 1 in c.disabled,
+            Case(num_slots=4, disabled=(1,)),
+            id="drop-the-last-disabled-slot",
+        ),
+        pytest.param(
+            lambda c: c.rank >= 4 and c.n_dim >= 3, Case(rank=4, real_rank=1, n_dim=3), id="rank-not-real-rank"
+        ),
+        # from 64 the halfway step is 48, not a power of two: refused by validate, so 64 stays
+        pytest.param(
+            lambda c: c.config.shrink.block_n > 32,
+            Case(config=MoeLoraConfig(shrink=TileConfig(block_n=64))),
+            id="invalid-candidates-skipped",
+        ),
+    ],
+)
 def test_minimizer_lands_on_the_known_minimal_case(predicate, minimal):
     """The answer is worked out by hand from the predicate and the knobs' simplest values (Case's defaults),
     not by asking the minimiser's own candidate generator whether it is minimal."""

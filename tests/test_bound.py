@@ -13,32 +13,56 @@ from __future__ import annotations
 
 import pytest
 import torch
+from moe_lora_fuzz.fuzz.case import Case
+from moe_lora_fuzz.fuzz.oracle import check
+from moe_lora_fuzz.kernels import MoeLoraConfig, TileConfig
+from moe_lora_fuzz.reference import moe_lora_fp64
 
-from fuzz.case import Case
-from fuzz.oracle import check
-from kernels import MoeLoraConfig, TileConfig
-from reference import moe_lora_fp64
 from tests.cases import SMALL
 
 DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
 # Relative scale error of the delta that must be a mismatch: fp16 and bf16 32 unit roundoffs (2^-11 and
 # 2^-8); fp32 2^-13, i.e. 0.012% (its bound is dominated by the K-term of fp32 accumulation, ~2^-22 K |A||x|)
-SCALE_ERROR = {"float16": 2.0 ** -6, "bfloat16": 2.0 ** -3, "float32": 2.0 ** -13}
+SCALE_ERROR = {"float16": 2.0**-6, "bfloat16": 2.0**-3, "float32": 2.0**-13}
 OFFSET, N_DIM, S = 1, 4, 2
 
 
 def _case(dtype: str) -> Case:
-    return Case(seed=3, dtype=dtype, m=4, top_k=2, num_experts=2, num_slots=2, rank=4, real_rank=4, k_dim=8,
-                n_dim=N_DIM, num_slices=S, offset=OFFSET, extra_cols=1, slotting="no_base", mul_routed_weight=True,
-                config=SMALL)
+    return Case(
+        seed=3,
+        dtype=dtype,
+        m=4,
+        top_k=2,
+        num_experts=2,
+        num_slots=2,
+        rank=4,
+        real_rank=4,
+        k_dim=8,
+        n_dim=N_DIM,
+        num_slices=S,
+        offset=OFFSET,
+        extra_cols=1,
+        slotting="no_base",
+        mul_routed_weight=True,
+        config=SMALL,
+    )
 
 
 def _writes(scale: float = 1.0, at: tuple | None = None, value: float | None = None, ulps: int = 0):
     """A fake implementation: out0 + delta64 * scale rounded to the dtype on every active element, moved by
     `ulps` units in the last place; then out[at] = value if given."""
+
     def impl(t) -> None:
-        ref = moe_lora_fp64(t.x, t.topk_ids, t.topk_weights, t.token_lora, t.adapter_enabled, t.lora_a, t.lora_b,
-                            mul_routed_weight=t.case.mul_routed_weight)
+        ref = moe_lora_fp64(
+            t.x,
+            t.topk_ids,
+            t.topk_weights,
+            t.token_lora,
+            t.adapter_enabled,
+            t.lora_a,
+            t.lora_b,
+            mul_routed_weight=t.case.mul_routed_weight,
+        )
         m, k = t.topk_ids.shape
         cols = slice(OFFSET, OFFSET + S * N_DIM)
         got = (t.out[:, :, cols].double() + ref.delta.reshape(m, k, S * N_DIM) * scale).to(t.out.dtype)
@@ -47,6 +71,7 @@ def _writes(scale: float = 1.0, at: tuple | None = None, value: float | None = N
         t.out[:, :, cols] = torch.where(ref.active[:, :, None], got, t.out[:, :, cols])
         if at is not None:
             t.out[at] = value
+
     return impl
 
 
@@ -119,13 +144,13 @@ def test_fp32_tenth_of_a_percent_is_a_mismatch():
 def test_scale_error_passes_when_half_as_large_in_fp16():
     """Tightness from below for the half-precision bound: a scale error of 2^-10 (about two unit roundoffs)
     stays inside it, so SCALE_ERROR is not failing only because of a needlessly small bound."""
-    v = check(_case("float16"), "fake", impl=_writes(scale=1 + 2.0 ** -10))
+    v = check(_case("float16"), "fake", impl=_writes(scale=1 + 2.0**-10))
     assert v.kind == "pass", v
 
 
-UNIT = {"float16": 2.0 ** -11, "bfloat16": 2.0 ** -8, "float32": 2.0 ** -24}  # IEEE unit roundoffs
-TINY = {"float16": 2.0 ** -24, "bfloat16": 2.0 ** -133, "float32": 2.0 ** -149}  # smallest subnormals
-ACC = 2.0 ** -22  # fp32 accumulation, with the factor 2 the model allows for tensor cores
+UNIT = {"float16": 2.0**-11, "bfloat16": 2.0**-8, "float32": 2.0**-24}  # IEEE unit roundoffs
+TINY = {"float16": 2.0**-24, "bfloat16": 2.0**-133, "float32": 2.0**-149}  # smallest subnormals
+ACC = 2.0**-22  # fp32 accumulation, with the factor 2 the model allows for tensor cores
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -137,21 +162,27 @@ def test_bound_is_the_documented_model(dtype, expand_split_k):
     test_hand_computed.py), u_t = u for fp16/bf16 and 0 for fp32. Pins the safety factor and every term:
     the edge and scale tests above only see changes of a factor of two or more in some of them."""
     tile = TileConfig(block_n=16, block_k=16)
-    case = _case(dtype).replace(config=MoeLoraConfig(block_m=16, shrink=tile,
-                                                     expand=TileConfig(block_n=16, block_k=16,
-                                                                       split_k=expand_split_k)))
+    case = _case(dtype).replace(
+        config=MoeLoraConfig(block_m=16, shrink=tile, expand=TileConfig(block_n=16, block_k=16, split_k=expand_split_k))
+    )
     probe = check(case, "fake", impl=_writes(scale=3.0))
     assert probe.kind == "mismatch" and len(probe.worst) == 5, probe
-    from fuzz.tensors import materialize
+    from moe_lora_fuzz.fuzz.tensors import materialize
+
     t = materialize(case, "cpu")
-    ref = moe_lora_fp64(t.x, t.topk_ids, t.topk_weights, t.token_lora, t.adapter_enabled, t.lora_a, t.lora_b,
-                        mul_routed_weight=True)
+    ref = moe_lora_fp64(
+        t.x, t.topk_ids, t.topk_weights, t.token_lora, t.adapter_enabled, t.lora_a, t.lora_b, mul_routed_weight=True
+    )
     u = UNIT[dtype]
     u_t = 0.0 if dtype == "float32" else u
     for w in probe.worst:
         m, j, col = w["index"]
         s, n = divmod(col - OFFSET, N_DIM)
         f, g = float(ref.mag_full[m, j, s, n]), float(ref.mag_mid[m, j, s, n])
-        want = 2 * ((case.k_dim + 2) * ACC * f + (u_t + (case.rank + 2) * ACC) * g
-                    + 2 * expand_split_k * u * (abs(w["before"]) + g) + 4 * TINY[dtype])
+        want = 2 * (
+            (case.k_dim + 2) * ACC * f
+            + (u_t + (case.rank + 2) * ACC) * g
+            + 2 * expand_split_k * u * (abs(w["before"]) + g)
+            + 4 * TINY[dtype]
+        )
         assert w["bound"] == pytest.approx(want, rel=1e-12), (w, want)

@@ -12,15 +12,15 @@ import sys
 from pathlib import Path
 
 import pytest
-
-from kernels import MUTANTS
+from moe_lora_fuzz.kernels import MUTANTS
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def _fuzz(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "fuzz", *args], cwd=ROOT, capture_output=True, text=True,
-                          timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "fuzz", *args], cwd=ROOT, capture_output=True, text=True, timeout=timeout
+    )
 
 
 def _detail(proc: subprocess.CompletedProcess) -> str:
@@ -48,13 +48,15 @@ def test_list_prints_ours_and_every_mutant_with_its_description():
 
 
 def test_version():
-    from fuzz import __version__
+    from moe_lora_fuzz.fuzz import __version__
+
     proc = _fuzz("--version")
     assert proc.returncode == 0 and proc.stdout.strip() == f"python -m fuzz {__version__}", _detail(proc)
 
 
 def test_every_option_has_help_and_shows_its_default():
-    from fuzz.__main__ import _parser
+    from moe_lora_fuzz.fuzz.__main__ import _parser
+
     parser = _parser()
     commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices
     assert {"run", "list", "replay", "minimize", "export"} <= set(commands)
@@ -72,9 +74,28 @@ def test_relative_paths_are_stored_absolute_and_require_edges_exits_1(tmp_path):
     """Run from another directory with relative --out and --impl paths: the report stores them absolute
     (replayable from anywhere); one case misses required edges, which --require-edges turns into exit 1."""
     (tmp_path / "my_impl.py").write_text("from tests.example_impl import torch_moe_lora as fn\n")
-    proc = subprocess.run([sys.executable, "-m", "fuzz", "run", "--device", "cpu", "--max-cases", "1", "--out", "rel",
-                           "--impl", "my_impl.py:fn", "--require-edges"], cwd=tmp_path, capture_output=True,
-                          text=True, timeout=300, env=dict(os.environ, PYTHONPATH=str(ROOT)))
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "fuzz",
+            "run",
+            "--device",
+            "cpu",
+            "--max-cases",
+            "1",
+            "--out",
+            "rel",
+            "--impl",
+            "my_impl.py:fn",
+            "--require-edges",
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=dict(os.environ, PYTHONPATH=str(ROOT)),
+    )
     assert proc.returncode == 1, _detail(proc)
     report_path = tmp_path / "rel" / "report.json"
     assert proc.stdout.startswith(f"1 cases, 0 distinct findings, 0 root causes; report: {report_path}"), _detail(proc)
@@ -86,20 +107,30 @@ def test_relative_paths_are_stored_absolute_and_require_edges_exits_1(tmp_path):
     assert set(report["coverage"]["missing_edges"]) and all(e in warning for e in report["coverage"]["missing_edges"])
 
 
-@pytest.mark.parametrize("args, match", [
-    pytest.param(["--shard", "3/2"], r"^error: --shard '3/2': needs n >= 1 and 0 <= i < n", id="shard-3-of-2"),
-    pytest.param(["--shard", "0/0"], r"^error: --shard '0/0'", id="shard-0-of-0"),
-    pytest.param(["--shard=-1/2"], r"^error: --shard '-1/2'", id="shard-negative"),
-    pytest.param(["--shard", "half"], r"^error: --shard 'half': expected i/n", id="shard-not-i-n"),
-    pytest.param(["--budget", "0"], r"^error: --budget: must be > 0", id="budget-0"),
-    pytest.param(["--budget", "-5"], r"^error: --budget: must be > 0", id="budget-negative"),
-    pytest.param(["--max-cases", "0"], r"^error: --max-cases: must be >= 1", id="max-cases-0"),
-    pytest.param(["--seed", "-1"], r"^error: --seed: must be >= 0", id="seed-negative"),
-    pytest.param(["--sanitize-every", "5"], r"^error: --sanitize-every: needs --device cuda", id="sanitize-needs-gpu"),
-    pytest.param(["--impl", "mutant:nope"], r"^error: --impl 'mutant:nope': unknown mutant", id="impl-unknown-mutant"),
-    pytest.param(["--impl", "no_such_module_xyz:fn"], r"^error: --impl 'no_such_module_xyz:fn': cannot import",
-                 id="impl-missing-module"),
-])
+@pytest.mark.parametrize(
+    "args, match",
+    [
+        pytest.param(["--shard", "3/2"], r"^error: --shard '3/2': needs n >= 1 and 0 <= i < n", id="shard-3-of-2"),
+        pytest.param(["--shard", "0/0"], r"^error: --shard '0/0'", id="shard-0-of-0"),
+        pytest.param(["--shard=-1/2"], r"^error: --shard '-1/2'", id="shard-negative"),
+        pytest.param(["--shard", "half"], r"^error: --shard 'half': expected i/n", id="shard-not-i-n"),
+        pytest.param(["--budget", "0"], r"^error: --budget: must be > 0", id="budget-0"),
+        pytest.param(["--budget", "-5"], r"^error: --budget: must be > 0", id="budget-negative"),
+        pytest.param(["--max-cases", "0"], r"^error: --max-cases: must be >= 1", id="max-cases-0"),
+        pytest.param(["--seed", "-1"], r"^error: --seed: must be >= 0", id="seed-negative"),
+        pytest.param(
+            ["--sanitize-every", "5"], r"^error: --sanitize-every: needs --device cuda", id="sanitize-needs-gpu"
+        ),
+        pytest.param(
+            ["--impl", "mutant:nope"], r"^error: --impl 'mutant:nope': unknown mutant", id="impl-unknown-mutant"
+        ),
+        pytest.param(
+            ["--impl", "no_such_module_xyz:fn"],
+            r"^error: --impl 'no_such_module_xyz:fn': cannot import",
+            id="impl-missing-module",
+        ),
+    ],
+)
 def test_run_usage_errors_exit_2(tmp_path, args, match):
     out = tmp_path / "out"
     proc = _fuzz("run", "--device", "cpu", "--out", str(out), *args)

@@ -8,24 +8,33 @@ import subprocess
 import sys
 from pathlib import Path
 
-from fuzz.oracle import family
-from fuzz.repro import load, save
+from moe_lora_fuzz.fuzz.oracle import family
+from moe_lora_fuzz.fuzz.repro import load, save
 
 ROOT = Path(__file__).resolve().parents[1]
 FINDING = ROOT / "tests/regressions/disabled-adapter-written.json"
 
 
 def _minimize(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "fuzz", "minimize", *args, "--device", "cpu"], cwd=ROOT,
-                          capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "fuzz", "minimize", *args, "--device", "cpu"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
 
 
 def test_minimize_writes_a_smaller_case_with_the_same_signature(tmp_path):
     """The stored finding, grown in sizes that do not matter to it, comes back smaller, still failing."""
     stored = load(FINDING)
     grown = tmp_path / "grown.json"
-    save(dataclasses.replace(stored, case=stored.case.replace(m=8, k_dim=40, n_dim=8, slotting="no_base",
-                                                              strided=True, extra_cols=1)), grown)
+    save(
+        dataclasses.replace(
+            stored, case=stored.case.replace(m=8, k_dim=40, n_dim=8, slotting="no_base", strided=True, extra_cols=1)
+        ),
+        grown,
+    )
     out = tmp_path / "min.json"
     proc = _minimize(str(grown), "--out", str(out), "--budget", "30")
     assert proc.returncode == 0, proc.stderr

@@ -6,14 +6,14 @@ from pathlib import Path
 import pytest
 import torch
 from hypothesis import given
+from moe_lora_fuzz.fuzz.case import Case
+from moe_lora_fuzz.fuzz.generate import CPU_SIZES, RandomSource, generate
+from moe_lora_fuzz.fuzz.minimize import candidates, minimize
+from moe_lora_fuzz.fuzz.oracle import check
+from moe_lora_fuzz.fuzz.repro import load
+from moe_lora_fuzz.fuzz.strategies import cases
+from moe_lora_fuzz.fuzz.tensors import Fill, materialize
 
-from fuzz.case import Case
-from fuzz.generate import CPU_SIZES, RandomSource, generate
-from fuzz.minimize import candidates, minimize
-from fuzz.oracle import check
-from fuzz.repro import load
-from fuzz.strategies import cases
-from fuzz.tensors import Fill, materialize
 from tests.cases import BASE
 
 REGRESSIONS = sorted((Path(__file__).parent / "regressions").glob("*.json"))
@@ -44,8 +44,12 @@ def test_unguarded_tensors_are_exact_size_allocations_with_the_same_data(device)
     outside it; our kernels pass on it."""
     case = BASE.replace(strided=True, num_slices=2)
     guarded, bare = materialize(case, device), materialize(case, device, Fill(guards=False))
-    pairs = [(guarded.x, bare.x), (guarded.out, bare.out), (guarded.lora_a[1], bare.lora_a[1]),
-             (guarded.align.sorted_token_ids, bare.align.sorted_token_ids)]
+    pairs = [
+        (guarded.x, bare.x),
+        (guarded.out, bare.out),
+        (guarded.lora_a[1], bare.lora_a[1]),
+        (guarded.align.sorted_token_ids, bare.align.sorted_token_ids),
+    ]
     storages = set()
     for g, b in pairs:
         assert torch.equal(g, b) and g.stride() == b.stride()
@@ -71,24 +75,32 @@ def test_campaign_stream_is_deterministic_and_valid():
 
 def _corrupting_impl(change):
     """An implementation that runs ours, then breaks the result in one specific way."""
-    from fuzz.impls import resolve
+    from moe_lora_fuzz.fuzz.impls import resolve
+
     ours = resolve("ours")
 
     def run(t):
         ours(t)
         change(t)
+
     return run
 
 
-@pytest.mark.parametrize("change,kind", [
-    pytest.param(lambda t: t.out[0, 0, 0].add_(1), "untouched-changed", id="column-left-of-offset"),
-    pytest.param(lambda t: t.out[:, :, BASE.offset].mul_(1.01), "mismatch", id="one-percent-scale"),
-    pytest.param(lambda t: t.out[:, :, BASE.offset].fill_(float("nan")), "nonfinite", id="nan-in-delta"),
-    pytest.param(lambda t: t.out.view(-1)[t.out.numel() + 5:].add_(0), "pass", id="no-op"),
-    pytest.param(lambda t: torch.as_strided(t.out, (1,), (1,), t.out.storage_offset() - 1).fill_(3.0),
-                 "oob-write", id="write-before-out"),
-    pytest.param(lambda t: t.x.view(-1)[:1].add_(1), "oob-write", id="input-written"),
-])
+@pytest.mark.parametrize(
+    "change,kind",
+    [
+        pytest.param(lambda t: t.out[0, 0, 0].add_(1), "untouched-changed", id="column-left-of-offset"),
+        pytest.param(lambda t: t.out[:, :, BASE.offset].mul_(1.01), "mismatch", id="one-percent-scale"),
+        pytest.param(lambda t: t.out[:, :, BASE.offset].fill_(float("nan")), "nonfinite", id="nan-in-delta"),
+        pytest.param(lambda t: t.out.view(-1)[t.out.numel() + 5 :].add_(0), "pass", id="no-op"),
+        pytest.param(
+            lambda t: torch.as_strided(t.out, (1,), (1,), t.out.storage_offset() - 1).fill_(3.0),
+            "oob-write",
+            id="write-before-out",
+        ),
+        pytest.param(lambda t: t.x.view(-1)[:1].add_(1), "oob-write", id="input-written"),
+    ],
+)
 def test_oracle_names_each_corruption(change, kind, device):
     case = BASE.replace(slotting="no_base", mul_routed_weight=True)
     v = check(case, "corrupt", device, impl=_corrupting_impl(change))
@@ -98,9 +110,11 @@ def test_oracle_names_each_corruption(change, kind, device):
 def test_metamorphic_twin_sees_a_position_dependent_bug(device):
     """Wrong only when the tokens arrive permuted (a fresh, unguarded `out`): no single run against the
     reference can see it, the permutation twin must."""
+
     def only_when_permuted(t):
         if t.out.storage_offset() == 0:
             t.out[:, :, BASE.offset].mul_(1.5)
+
     case = BASE.replace(slotting="no_base", mul_routed_weight=True)
     assert check(case, "corrupt", device, impl=_corrupting_impl(only_when_permuted)).kind == "pass"
     v = check(case, "corrupt", device, metamorphic=True, impl=_corrupting_impl(only_when_permuted))
@@ -136,10 +150,23 @@ def test_exported_test_fails_with_the_bug_and_passes_without(tmp_path, device):
     import importlib.util
     import subprocess
     import sys
+
     root = Path(__file__).resolve().parents[1]
     out = tmp_path / "test_exported.py"
-    proc = subprocess.run([sys.executable, "-m", "fuzz", "export", str(root / "tests/regressions/lora-grid-short.json"),
-                           "--out", str(out)], cwd=root, capture_output=True, text=True)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "fuzz",
+            "export",
+            str(root / "tests/regressions/lora-grid-short.json"),
+            "--out",
+            str(out),
+        ],
+        cwd=root,
+        capture_output=True,
+        text=True,
+    )
     assert proc.returncode == 0, proc.stderr
     spec = importlib.util.spec_from_file_location("test_exported", out)
     mod = importlib.util.module_from_spec(spec)
@@ -158,8 +185,9 @@ def test_coverage_records_every_knob():
     """The knob lists of fuzz.coverage are derived from the dataclasses: no field (n_tiles once) is left out."""
     import dataclasses
 
-    from fuzz.coverage import Coverage
-    from kernels import TileConfig
+    from moe_lora_fuzz.fuzz.coverage import Coverage
+    from moe_lora_fuzz.kernels import TileConfig
+
     cov = Coverage()
     cov.add(BASE, [])
     names = [f.name for f in dataclasses.fields(Case) if f.name not in ("seed", "config")]
@@ -171,8 +199,9 @@ def test_coverage_records_every_knob():
 def test_campaign_cases_rarely_exercise_nothing():
     """Issue 14: cases with no routed pair on an enabled slot (empty batch, all-base slotting, every token on a
     disabled slot) at most 10% of a CPU campaign's first 300 cases, yet both edges are still drawn."""
-    from fuzz.coverage import Coverage, data_features
-    from fuzz.runner import CampaignConfig, case_for
+    from moe_lora_fuzz.fuzz.coverage import Coverage, data_features
+    from moe_lora_fuzz.fuzz.runner import CampaignConfig, case_for
+
     cov = Coverage()
     for i in range(300):
         c = case_for(CampaignConfig(device="cpu"), i)

@@ -17,9 +17,8 @@ import random
 
 import pytest
 import torch
-
-from kernels import MUTANTS, MoeLoraConfig, TileConfig, fused_moe_lora
-from reference import moe_lora_fp64, moe_lora_naive
+from moe_lora_fuzz.kernels import MUTANTS, MoeLoraConfig, TileConfig, fused_moe_lora
+from moe_lora_fuzz.reference import moe_lora_fp64, moe_lora_naive
 
 M, TOP_K, E, L, R, K, N, S = 5, 2, 2, 3, 2, 3, 2, 2
 OFFSET, EXTRA = 1, 1
@@ -84,11 +83,24 @@ def expected(layout: str, mul_routed_weight: bool, misread: str = "") -> list:
     return out
 
 
-MISREADINGS = ("disabled-used", "base-wraps-to-last", "slot", "position", "expert", "layout", "slice", "weight-flag",
-               "weight-position", "offset")
+MISREADINGS = (
+    "disabled-used",
+    "base-wraps-to-last",
+    "slot",
+    "position",
+    "expert",
+    "layout",
+    "slice",
+    "weight-flag",
+    "weight-position",
+    "offset",
+)
 DTYPES = (torch.float16, torch.bfloat16, torch.float32)
-MODES = [pytest.param(layout, mrw, id=f"{layout}-{'mrw' if mrw else 'nomrw'}")
-         for layout in ("per_token", "per_routed") for mrw in (False, True)]
+MODES = [
+    pytest.param(layout, mrw, id=f"{layout}-{'mrw' if mrw else 'nomrw'}")
+    for layout in ("per_token", "per_routed")
+    for mrw in (False, True)
+]
 
 
 @pytest.mark.parametrize("layout, mrw", MODES)
@@ -129,15 +141,21 @@ def _inputs(dtype: torch.dtype, layout: str):
     x = torch.tensor(X_ROUTED if layout == "per_routed" else X_TOKEN, dtype=dtype)
     lora_a = [torch.tensor(A[s], dtype=dtype) for s in range(S)]
     lora_b = [torch.tensor(B[s], dtype=dtype) for s in range(S)]
-    return dict(x=x, topk_ids=torch.tensor(TOPK_IDS, dtype=torch.int32),
-                topk_weights=torch.tensor(WEIGHTS, dtype=dtype), token_lora=torch.tensor(TOKEN_LORA, dtype=torch.int32),
-                adapter_enabled=torch.tensor(ENABLED, dtype=torch.int32), lora_a=lora_a, lora_b=lora_b)
+    return dict(
+        x=x,
+        topk_ids=torch.tensor(TOPK_IDS, dtype=torch.int32),
+        topk_weights=torch.tensor(WEIGHTS, dtype=dtype),
+        token_lora=torch.tensor(TOKEN_LORA, dtype=torch.int32),
+        adapter_enabled=torch.tensor(ENABLED, dtype=torch.int32),
+        lora_a=lora_a,
+        lora_b=lora_b,
+    )
 
 
 def _delta(layout: str, mrw: bool) -> torch.Tensor:
     """The expected delta as (M, k, S, N) fp64: expected output minus the starting output, in the slices."""
     got = torch.tensor(expected(layout, mrw), dtype=torch.float64) - torch.tensor(OUT0, dtype=torch.float64)
-    return got[:, :, OFFSET:OFFSET + S * N].reshape(M, TOP_K, S, N)
+    return got[:, :, OFFSET : OFFSET + S * N].reshape(M, TOP_K, S, N)
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
@@ -164,10 +182,12 @@ def magnitudes(layout: str, mrw: bool) -> tuple[list, list]:
             for s in range(S):
                 a, b = A[s][lane][e], B[s][lane][e]
                 for n in range(N):
-                    full[m][j][s][n] = w * sum(abs(b[n][r]) * sum(abs(a[r][c] * row[c]) for c in range(K))
-                                               for r in range(R))
-                    mid[m][j][s][n] = w * sum(abs(b[n][r]) * abs(sum(a[r][c] * row[c] for c in range(K)))
-                                              for r in range(R))
+                    full[m][j][s][n] = w * sum(
+                        abs(b[n][r]) * sum(abs(a[r][c] * row[c]) for c in range(K)) for r in range(R)
+                    )
+                    mid[m][j][s][n] = w * sum(
+                        abs(b[n][r]) * abs(sum(a[r][c] * row[c] for c in range(K))) for r in range(R)
+                    )
     return full, mid
 
 
@@ -188,16 +208,19 @@ def test_naive_reference_matches_hand_computation(dtype, layout, mrw):
     assert torch.equal(got, _delta(layout, mrw))
 
 
-SPLIT = MoeLoraConfig(block_m=16, shrink=TileConfig(block_n=16, block_k=16, split_k=2),
-                      expand=TileConfig(block_n=16, block_k=16))
+SPLIT = MoeLoraConfig(
+    block_m=16, shrink=TileConfig(block_n=16, block_k=16, split_k=2), expand=TileConfig(block_n=16, block_k=16)
+)
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 @pytest.mark.parametrize("layout, mrw", MODES)
 def test_our_kernels_match_hand_computation(dtype, layout, mrw, device):
     """The whole output, bitwise: the delta's columns of active pairs, and everything else unchanged."""
-    kw = {k: (v.to(device) if isinstance(v, torch.Tensor) else [t.to(device) for t in v])
-          for k, v in _inputs(dtype, layout).items()}
+    kw = {
+        k: (v.to(device) if isinstance(v, torch.Tensor) else [t.to(device) for t in v])
+        for k, v in _inputs(dtype, layout).items()
+    }
     out = torch.tensor(OUT0, dtype=dtype, device=device)
     config = SPLIT if dtype == torch.float32 else None  # one run through split-K shrink too
     fused_moe_lora(out, **kw, mul_routed_weight=mrw, offset=OFFSET, layout=layout, config=config)
@@ -205,14 +228,20 @@ def test_our_kernels_match_hand_computation(dtype, layout, mrw, device):
     assert torch.equal(out.cpu().double(), want), (out.cpu().double() - want).abs().amax()
 
 
-MUTANT_CONFIG = MoeLoraConfig(block_m=16, shrink=TileConfig(block_n=16, block_k=16, split_k=2),
-                              expand=TileConfig(block_n=16, block_k=16))
+MUTANT_CONFIG = MoeLoraConfig(
+    block_m=16, shrink=TileConfig(block_n=16, block_k=16, split_k=2), expand=TileConfig(block_n=16, block_k=16)
+)
 # Left out, each for a reason of this tiny shape (the quality suite catches them on drawn cases):
 # expand-splitk-grid: with R = 2 < BLOCK_K the first expand chunk holds the whole reduction;
 # fp32-silent-tf32: small integers are exact in TF32;
 # align-*: the torch align runs on CPU (config.align "auto"); grouped-tail-full: GROUP_SIZE_M is 1 here.
-NOT_AT_THIS_SHAPE = {"expand-splitk-grid", "fp32-silent-tf32", "align-chunk-plus-one", "align-npow2-experts",
-                     "grouped-tail-full"}
+NOT_AT_THIS_SHAPE = {
+    "expand-splitk-grid",
+    "fp32-silent-tf32",
+    "align-chunk-plus-one",
+    "align-npow2-experts",
+    "grouped-tail-full",
+}
 SEEDED = [m for m in MUTANTS if m not in NOT_AT_THIS_SHAPE]
 
 
@@ -220,15 +249,24 @@ SEEDED = [m for m in MUTANTS if m not in NOT_AT_THIS_SHAPE]
 def test_seeded_kernel_bugs_disagree_with_hand_computation(mutant, device):
     """The kernel check above can fail: each seeded bug of our kernels (that this tiny shape can trigger)
     writes something else than the hand computation (fp32, per-token layout, routed weight on)."""
-    kw = {k: (v.to(device) if isinstance(v, torch.Tensor) else [t.to(device) for t in v])
-          for k, v in _inputs(torch.float32, "per_token").items()}
+    kw = {
+        k: (v.to(device) if isinstance(v, torch.Tensor) else [t.to(device) for t in v])
+        for k, v in _inputs(torch.float32, "per_token").items()
+    }
     padded = torch.full((M * TOP_K + 1, K), float("nan"), device=device)  # reads past x's M rows land on NaN
     padded[:M] = kw["x"]
     kw["x"] = padded[:M]
     out = torch.tensor(OUT0, dtype=torch.float32, device=device)
     try:
-        fused_moe_lora(out, **kw, mul_routed_weight=True, offset=OFFSET, layout="per_token", config=MUTANT_CONFIG,
-                       deviation=MUTANTS[mutant].deviation)
+        fused_moe_lora(
+            out,
+            **kw,
+            mul_routed_weight=True,
+            offset=OFFSET,
+            layout="per_token",
+            config=MUTANT_CONFIG,
+            deviation=MUTANTS[mutant].deviation,
+        )
     except Exception:  # noqa: BLE001 - a crash also disagrees with the hand computation
         return
     assert not torch.equal(out.cpu().double(), torch.tensor(expected("per_token", True), dtype=torch.float64))

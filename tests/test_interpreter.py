@@ -14,15 +14,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from moe_lora_fuzz.fuzz import interpreter
+from moe_lora_fuzz.fuzz.oracle import check
 
-from fuzz import interpreter
-from fuzz.oracle import check
 from tests import foreign_kernels as fk
 from tests.cases import BASE, _tiles
 
 pytestmark = pytest.mark.interpreter
 ROOT = Path(__file__).resolve().parent.parent
-U32 = 2.0 ** -24
+U32 = 2.0**-24
 
 BF16_CASE = BASE.replace(dtype="bfloat16")
 FP32_CASE = BASE.replace(dtype="float32", m=3)
@@ -54,9 +54,10 @@ def _tf32_operands():
 
     def one(shape):
         t = torch.randint(32, 64, shape, generator=g).float() / 32
-        d = t * torch.rand(shape, generator=g) * 2.0 ** -12 + t * 2.0 ** -20
+        d = t * torch.rand(shape, generator=g) * 2.0**-12 + t * 2.0**-20
         sign = torch.where(torch.rand(shape, generator=g) < 0.5, -1.0, 1.0)
         return (sign * (t + d)).float(), sign * t
+
     (a, ta), (b, tb) = one((16, 16)), one((16, 16))
     return a, b, ta, tb
 
@@ -66,9 +67,9 @@ UNPATCHED_PROBE = """
 import json, os, sys
 sys.path.insert(0, os.getcwd())
 import torch
-import kernels.moe_lora as ml
-from fuzz import interpreter
-from fuzz.oracle import check
+import moe_lora_fuzz.kernels.moe_lora as ml
+from moe_lora_fuzz.fuzz import interpreter
+from moe_lora_fuzz.fuzz.oracle import check
 from tests import foreign_kernels as fk
 from tests import test_interpreter as ti
 assert not interpreter.PATCHED
@@ -97,11 +98,12 @@ print("RESULT " + json.dumps(r))
 @pytest.fixture(scope="module")
 def unpatched() -> dict:
     env = {**os.environ, "TRITON_INTERPRET": "1", "PYTHONPATH": str(ROOT)}
-    proc = subprocess.run([sys.executable, "-c", UNPATCHED_PROBE], cwd=ROOT, env=env, capture_output=True,
-                          text=True, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-c", UNPATCHED_PROBE], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300
+    )
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
     assert proc.returncode == 0 and lines, proc.stderr[-3000:]
-    return json.loads(lines[-1][len("RESULT "):])
+    return json.loads(lines[-1][len("RESULT ") :])
 
 
 def test_installed_idempotent_and_reported():
@@ -121,6 +123,7 @@ def test_other_internals_leave_it_unpatched(monkeypatch):
     import triton.language.core as core
     import triton.runtime.interpreter as interp
     from triton._C.libtriton import ir
+
     assert interpreter._check_internals(interp, ir, core) is None
     monkeypatch.setattr(interp.InterpreterBuilder, "create_dot", lambda self, a, b, d: None)
     assert "create_dot" in interpreter._check_internals(interp, ir, core)
@@ -129,16 +132,17 @@ def test_other_internals_leave_it_unpatched(monkeypatch):
 
 
 def test_rounding_helpers_are_exact():
-    x = np.array([1 + 2.0 ** -11 + 2.0 ** -23, 1 + 2.0 ** -11, 1 + 3 * 2.0 ** -11, -(1 + 2.0 ** -10 - 2.0 ** -23)],
-                 dtype=np.float32)
-    assert interpreter.round_to_tf32(x, "truncate").tolist() == [1, 1, 1 + 2.0 ** -10, -1]
-    assert interpreter.round_to_tf32(x, "rne").tolist() == [1 + 2.0 ** -10, 1, 1 + 2.0 ** -9, -(1 + 2.0 ** -10)]
-    ties = np.array([1 + 2.0 ** -8, 1 + 3 * 2.0 ** -8, -(1 + 2.0 ** -8 + 2.0 ** -20), np.inf, np.nan], dtype=np.float32)
+    x = np.array(
+        [1 + 2.0**-11 + 2.0**-23, 1 + 2.0**-11, 1 + 3 * 2.0**-11, -(1 + 2.0**-10 - 2.0**-23)], dtype=np.float32
+    )
+    assert interpreter.round_to_tf32(x, "truncate").tolist() == [1, 1, 1 + 2.0**-10, -1]
+    assert interpreter.round_to_tf32(x, "rne").tolist() == [1 + 2.0**-10, 1, 1 + 2.0**-9, -(1 + 2.0**-10)]
+    ties = np.array([1 + 2.0**-8, 1 + 3 * 2.0**-8, -(1 + 2.0**-8 + 2.0**-20), np.inf, np.nan], dtype=np.float32)
     got = interpreter.bf16_bits_to_f32(interpreter.f32_to_bf16_bits(ties))
-    assert got[:4].tolist() == [1, 1 + 2.0 ** -6, -(1 + 2.0 ** -7), np.inf] and np.isnan(got[4])
+    assert got[:4].tolist() == [1, 1 + 2.0**-6, -(1 + 2.0**-7), np.inf] and np.isnan(got[4])
     # fp64 -> bf16 rounds once: via fp32 (a tie there) it would round down to 1
-    once = interpreter.to_bf16_bits(np.array([1 + 2.0 ** -8 + 2.0 ** -30]))
-    assert interpreter.bf16_bits_to_f32(once)[0] == 1 + 2.0 ** -7
+    once = interpreter.to_bf16_bits(np.array([1 + 2.0**-8 + 2.0**-30]))
+    assert interpreter.bf16_bits_to_f32(once)[0] == 1 + 2.0**-7
 
 
 def test_bf16_dot_is_an_fp32_product(unpatched):
@@ -183,19 +187,27 @@ def test_tf32_dot_emulated_and_ieee_exact(unpatched, monkeypatch):
     assert unpatched["tf32_equals_ieee"] and unpatched["default_equals_ieee"]
 
 
-@pytest.mark.parametrize("case", [pytest.param(BF16_CASE, id="bf16"),
-                                  pytest.param(BF16_EXPAND_SPLITK, id="bf16-expand-splitk-2")])
+@pytest.mark.parametrize(
+    "case", [pytest.param(BF16_CASE, id="bf16"), pytest.param(BF16_EXPAND_SPLITK, id="bf16-expand-splitk-2")]
+)
 def test_our_kernels_run_bf16_uncast(case, unpatched):
-    import kernels.moe_lora as ml
+    import moe_lora_fuzz.kernels.moe_lora as ml
+
     assert ml.interpreter_bf16_ok()  # so UPCAST is off and expand split-K > 1 is accepted in bf16
     verdict = check(case, "ours", "cpu")
     assert verdict.kind == "pass", verdict.message
     assert unpatched["ours_bf16"] != "pass"  # uncast on an unpatched interpreter: wrong
 
 
-@pytest.mark.parametrize("case", [pytest.param(BF16_CASE, id="bf16"),
-                                  pytest.param(BASE.replace(dtype="float32", layout="per_routed",
-                                                            mul_routed_weight=True), id="fp32-per-routed-mrw")])
+@pytest.mark.parametrize(
+    "case",
+    [
+        pytest.param(BF16_CASE, id="bf16"),
+        pytest.param(
+            BASE.replace(dtype="float32", layout="per_routed", mul_routed_weight=True), id="fp32-per-routed-mrw"
+        ),
+    ],
+)
 def test_foreign_implementation_passes(case, unpatched):
     verdict = check(case, "tests/foreign_kernels.py:pairwise_moe_lora", "cpu")
     assert verdict.kind == "pass", verdict.message

@@ -7,10 +7,9 @@ import sys
 from pathlib import Path
 
 import pytest
-
-from fuzz.__main__ import main
-from fuzz.coverage import REQUIRED_EDGES
-from fuzz.merge import MergeError, merge_reports
+from moe_lora_fuzz.fuzz.__main__ import main
+from moe_lora_fuzz.fuzz.coverage import REQUIRED_EDGES
+from moe_lora_fuzz.fuzz.merge import MergeError, merge_reports
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -20,12 +19,25 @@ def _shard(tmp: Path, name: str, index: int, *, cases: int, findings: list, edge
     d.mkdir()
     for fname, text in files.items():
         (d / fname).write_text(text)
-    report = {"impl": "ours", "device": "cpu", "profile": "premerge", "seed": 0, "shard": [index, 3],
-              "elapsed_s": 10.0 + index, "cases": cases, "cases_per_s": cases / (10.0 + index),
-              "kinds": {"pass": cases - len(findings), **{f["kind"]: f["count"] for f in findings}},
-              "findings": findings, "coverage": {"knobs": {"dtype": {"float32": cases}}, "edges": edges,
-                                                 "missing_edges": [], "combinations": {"c": cases}},
-              "environment": {"gpu": None}}
+    report = {
+        "impl": "ours",
+        "device": "cpu",
+        "profile": "premerge",
+        "seed": 0,
+        "shard": [index, 3],
+        "elapsed_s": 10.0 + index,
+        "cases": cases,
+        "cases_per_s": cases / (10.0 + index),
+        "kinds": {"pass": cases - len(findings), **{f["kind"]: f["count"] for f in findings}},
+        "findings": findings,
+        "coverage": {
+            "knobs": {"dtype": {"float32": cases}},
+            "edges": edges,
+            "missing_edges": [],
+            "combinations": {"c": cases},
+        },
+        "environment": {"gpu": None},
+    }
     (d / "report.json").write_text(json.dumps(report))
     return d
 
@@ -35,13 +47,36 @@ def _finding(sig: str, kind: str, repro: str, count: int = 1) -> dict:
 
 
 def test_merge_sums_dedups_and_renames_clashing_repros(tmp_path):
-    a = _shard(tmp_path, "a", 0, cases=5, findings=[_finding("s1", "mismatch", "repro-000-mismatch.json", 2)],
-               edges={"k_tail": 2}, files={"repro-000-mismatch.json": "A"})
-    b = _shard(tmp_path, "b", 1, cases=7, findings=[_finding("s2", "oob-read", "repro-000-oob-read.json"),
-                                                    _finding("s1", "mismatch", "repro-001-mismatch.json", 3)],
-               edges={"n_tail": 1}, files={"repro-000-oob-read.json": "B", "repro-001-mismatch.json": "C"})
-    c = _shard(tmp_path, "c", 2, cases=4, findings=[_finding("s3", "mismatch", "repro-000-mismatch.json")],
-               edges={"k_tail": 1}, files={"repro-000-mismatch.json": "D", "extra.json": "E"})
+    a = _shard(
+        tmp_path,
+        "a",
+        0,
+        cases=5,
+        findings=[_finding("s1", "mismatch", "repro-000-mismatch.json", 2)],
+        edges={"k_tail": 2},
+        files={"repro-000-mismatch.json": "A"},
+    )
+    b = _shard(
+        tmp_path,
+        "b",
+        1,
+        cases=7,
+        findings=[
+            _finding("s2", "oob-read", "repro-000-oob-read.json"),
+            _finding("s1", "mismatch", "repro-001-mismatch.json", 3),
+        ],
+        edges={"n_tail": 1},
+        files={"repro-000-oob-read.json": "B", "repro-001-mismatch.json": "C"},
+    )
+    c = _shard(
+        tmp_path,
+        "c",
+        2,
+        cases=4,
+        findings=[_finding("s3", "mismatch", "repro-000-mismatch.json")],
+        edges={"k_tail": 1},
+        files={"repro-000-mismatch.json": "D", "extra.json": "E"},
+    )
     out = tmp_path / "merged"
     m = merge_reports([a, b, c], out)
     assert m["cases"] == 16 and m["merged_from"] == 3 and m["missing_shards"] == []
@@ -51,8 +86,13 @@ def test_merge_sums_dedups_and_renames_clashing_repros(tmp_path):
     assert by_sig["s1"]["count"] == 5 and len(by_sig["s1"]["repros"]) == 2
     # every source file is in out once, none overwritten: the clashing name got the shard's suffix
     copied = sorted(p.name for p in out.glob("*.json") if p.name != "report.json")
-    assert copied == ["extra.json", "repro-000-mismatch-shard2.json", "repro-000-mismatch.json",
-                      "repro-000-oob-read.json", "repro-001-mismatch.json"]
+    assert copied == [
+        "extra.json",
+        "repro-000-mismatch-shard2.json",
+        "repro-000-mismatch.json",
+        "repro-000-oob-read.json",
+        "repro-001-mismatch.json",
+    ]
     assert (out / "repro-000-mismatch.json").read_text() == "A"
     assert (out / "repro-000-mismatch-shard2.json").read_text() == "D"
     assert Path(by_sig["s3"]["repro"]).read_text() == "D"  # the report points at the copies
@@ -90,16 +130,29 @@ def test_three_processes_as_hosts_then_merge(tmp_path):
     cases and kinds add up, every repro file of every shard is in the merged directory."""
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     run = [sys.executable, "-m", "fuzz", "run", "--device", "cpu", "--impl", "mutant:lora-grid-short"]
-    procs = [subprocess.Popen(run + ["--max-cases", "3", "--budget", "120", "--shard", f"{i}/3",
-                               "--out", str(tmp_path / f"shard-{i}")], cwd=ROOT, env=env,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True) for i in range(3)]
+    procs = [
+        subprocess.Popen(
+            run + ["--max-cases", "3", "--budget", "120", "--shard", f"{i}/3", "--out", str(tmp_path / f"shard-{i}")],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for i in range(3)
+    ]
     for p in procs:
         _, err = p.communicate(timeout=300)
         assert p.returncode in (0, 1), err
     shards = [json.loads((tmp_path / f"shard-{i}" / f"report-shard{i}of3.json").read_text()) for i in range(3)]
     out = tmp_path / "merged"
-    r = subprocess.run([sys.executable, "-m", "fuzz", "merge", *(str(tmp_path / f"shard-{i}") for i in range(3)),
-                        "--out", str(out)], cwd=ROOT, env=env, capture_output=True, text=True)
+    r = subprocess.run(
+        [sys.executable, "-m", "fuzz", "merge", *(str(tmp_path / f"shard-{i}") for i in range(3)), "--out", str(out)],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
     m = json.loads((out / "report.json").read_text())
     assert r.returncode == (1 if m["findings"] else 0), r.stderr
     assert m["cases"] == sum(s["cases"] for s in shards) == 9

@@ -8,12 +8,12 @@ implementations are plain functions over a Tensors object, handed to check() thr
 
 from __future__ import annotations
 
+import moe_lora_fuzz.fuzz.oracle as oracle
 import pytest
 import torch
+from moe_lora_fuzz.fuzz.impls import resolve
+from moe_lora_fuzz.fuzz.oracle import check
 
-import fuzz.oracle as oracle
-from fuzz.impls import resolve
-from fuzz.oracle import check
 from tests.cases import BASE
 from tests.example_impl import torch_moe_lora
 
@@ -23,9 +23,11 @@ MIXED = BASE.replace(m=9, num_slots=3, slotting="all_with_base", disabled=(1,)) 
 
 def _then(change, first=OURS):
     """An implementation that runs `first` (ours by default), then breaks the result with `change(t)`."""
+
     def run(t):
         first(t)
         change(t)
+
     return run
 
 
@@ -55,11 +57,14 @@ def _write_before_out(t):
     torch.as_strided(t.out, (1,), (1,), t.out.storage_offset() - 1).fill_(3.0)
 
 
-@pytest.mark.parametrize("change", [
-    pytest.param(_write_before_out, id="out-guard"),
-    pytest.param(lambda t: t.lora_a[0].add_(1), id="input-lora_a"),
-    pytest.param(lambda t: t.adapter_enabled.zero_(), id="input-adapter_enabled"),
-])
+@pytest.mark.parametrize(
+    "change",
+    [
+        pytest.param(_write_before_out, id="out-guard"),
+        pytest.param(lambda t: t.lora_a[0].add_(1), id="input-lora_a"),
+        pytest.param(lambda t: t.adapter_enabled.zero_(), id="input-adapter_enabled"),
+    ],
+)
 def test_empty_batch_write_is_found(change, device):
     """M = 0: nothing may change; the empty-batch shortcut still checks every byte outside the writable views."""
     v = check(BASE.replace(m=0), "corrupt", device, impl=_then(change))
@@ -79,18 +84,22 @@ def _pair_with(t, want: str) -> int:
 @pytest.mark.parametrize("how", ["plus-one", "one-ulp"])
 def test_write_into_an_inactive_pair_is_untouched_changed(which, how, device):
     """A delta column of a base-model or disabled pair must stay bitwise as it was: even one ulp is a finding."""
+
     def change(t):
         m = _pair_with(t, which)
-        elem = t.out[m, 1, MIXED.offset:MIXED.offset + 1]
+        elem = t.out[m, 1, MIXED.offset : MIXED.offset + 1]
         elem.add_(1) if how == "plus-one" else _bump_one_ulp(elem)
+
     v = check(MIXED, "corrupt", device, impl=_then(change))
     assert v.kind == "untouched-changed", v
 
 
 def test_write_into_an_active_pair_within_the_bound_passes(device):
     """The contrast to the test above: the same one-ulp change on an active pair is within the bound."""
+
     def change(t):
-        _bump_one_ulp(t.out[_pair_with(t, "active"), 1, MIXED.offset:MIXED.offset + 1])
+        _bump_one_ulp(t.out[_pair_with(t, "active"), 1, MIXED.offset : MIXED.offset + 1])
+
     assert check(MIXED, "corrupt", device, impl=_then(change)).kind == "pass"
 
 
@@ -98,6 +107,7 @@ def test_write_into_an_active_pair_within_the_bound_passes(device):
 def test_raising_implementation_is_an_exception_finding(device):
     def boom(t):
         raise RuntimeError("kernel launch failed")
+
     v = check(MIXED, "corrupt", device, impl=boom)
     assert v.kind == "exception" and "RuntimeError: kernel launch failed" in v.message, v
     assert v.failure == "RuntimeError@tests/test_oracle_paths.py:boom"  # exception type + the raising frame
@@ -106,6 +116,7 @@ def test_raising_implementation_is_an_exception_finding(device):
 
 def test_write_between_guarded_buffers_is_an_oob_write(device):
     """A stray byte in the alignment gap after a buffer's guard (in no buffer at all) is still found."""
+
     def gap_write(t):
         OURS(t)
         for g in t.guarded:
@@ -114,6 +125,7 @@ def test_write_between_guarded_buffers_is_an_oob_write(device):
                 t.arena[end] += 1
                 return
         raise AssertionError("no gap between guarded buffers")
+
     v = check(MIXED, "corrupt", device, impl=gap_write)
     assert v.kind == "oob-write" and "between the guarded buffers" in v.message, v
 
@@ -121,18 +133,23 @@ def test_write_between_guarded_buffers_is_an_oob_write(device):
 # ---- the configuration twin ---------------------------------------------------------------------------
 def _config_dependent(case):
     """Ours, but wrong (far beyond the bound) whenever it runs with a configuration other than the case's."""
+
     def run(t):
         OURS(t)
         if t.case.config != case.config:
             t.out[:, :, case.offset].add_(0.5)
+
     return run
 
 
 @pytest.mark.parametrize("block_m", [16, 32])
 def test_configuration_twin_sees_a_config_dependent_result(block_m, device):
     """From either block size (the twin flips BLOCK_M 16 <-> other), the twin must run and disagree."""
-    case = MIXED.replace(slotting="no_base", disabled=(), config=MIXED.config.__class__(
-        block_m=block_m, shrink=MIXED.config.shrink, expand=MIXED.config.expand))
+    case = MIXED.replace(
+        slotting="no_base",
+        disabled=(),
+        config=MIXED.config.__class__(block_m=block_m, shrink=MIXED.config.shrink, expand=MIXED.config.expand),
+    )
     impl = _config_dependent(case)
     assert check(case, "ours", device, impl=impl).kind == "pass"  # no single run can see it
     v = check(case, "ours", device, metamorphic=True, impl=impl)
@@ -147,7 +164,8 @@ def test_configuration_twin_allows_differences_within_the_bound(device):
     def run(t):
         OURS(t)
         if t.case.config != case.config:
-            _bump_one_ulp(t.out[0, 0, case.offset:case.offset + 1])
+            _bump_one_ulp(t.out[0, 0, case.offset : case.offset + 1])
+
     assert check(case, "ours", device, metamorphic=True, impl=run).kind == "pass"
 
 
@@ -159,6 +177,7 @@ def _stale_routing_weights():
 
     def run(t):
         _external(t, topk_weights=cache.setdefault("w", t.topk_weights.clone()))
+
     return run
 
 
@@ -197,10 +216,13 @@ def _shrink_into_unzeroed_workspace(t):
             t.out[m, j, cols] = (t.out[m, j, cols].float() + d).to(t.out.dtype)
 
 
-@pytest.mark.parametrize("impl, kind", [
-    pytest.param(_reads_one_row_late, "oob-read", id="oob-read"),
-    pytest.param(_shrink_into_unzeroed_workspace, "uninit-read", id="uninit-read"),
-])
+@pytest.mark.parametrize(
+    "impl, kind",
+    [
+        pytest.param(_reads_one_row_late, "oob-read", id="oob-read"),
+        pytest.param(_shrink_into_unzeroed_workspace, "uninit-read", id="uninit-read"),
+    ],
+)
 def test_diagnosis_names_the_read(impl, kind, device):
     case = MIXED.replace(slotting="no_base", disabled=())
     v = check(case, "corrupt", device, impl=impl)
@@ -227,6 +249,7 @@ def test_reference_disagreement_is_reported_before_running_the_impl(which, monke
         if which == "moe_lora_naive":
             return r * (1 + 1e-6)
         return type(r)(r.delta * (1 + 1e-6), r.active, r.mag_full, r.mag_mid)
+
     monkeypatch.setattr(oracle, which, off)
     ran = []
     v = check(MIXED, "ours", device, impl=lambda t: ran.append(1) or OURS(t))

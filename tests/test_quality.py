@@ -2,9 +2,8 @@
 mechanism, and the correct kernels pass the very same campaign (Hypothesis's tests/quality idea)."""
 
 import pytest
-
-from fuzz.runner import CampaignConfig, run_campaign
-from kernels import MUTANTS
+from moe_lora_fuzz.fuzz.runner import CampaignConfig, run_campaign
+from moe_lora_fuzz.kernels import MUTANTS
 
 # What the oracle must call each bug: the mechanism, not just "something differs".
 EXPECTED_KIND = {
@@ -32,8 +31,16 @@ def test_every_mutant_has_an_expectation():
 @pytest.mark.quality
 @pytest.mark.parametrize("mutant", sorted(MUTANTS))
 def test_campaign_finds_mutant(mutant, device, tmp_path):
-    cfg = CampaignConfig(impl=f"mutant:{mutant}", device=device, budget=600, max_cases=CASE_BUDGET, seed=0,
-                         out=tmp_path, stop_after=3, quiet=True)
+    cfg = CampaignConfig(
+        impl=f"mutant:{mutant}",
+        device=device,
+        budget=600,
+        max_cases=CASE_BUDGET,
+        seed=0,
+        out=tmp_path,
+        stop_after=3,
+        quiet=True,
+    )
     report = run_campaign(cfg)
     kinds = {f["kind"] for f in report.findings.values()}
     assert report.findings, f"{mutant}: no finding in {report.cases} cases"

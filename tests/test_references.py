@@ -3,10 +3,10 @@
 import numpy as np
 import pytest
 import torch
+from moe_lora_fuzz.fuzz.case import Case
+from moe_lora_fuzz.fuzz.tensors import materialize
+from moe_lora_fuzz.reference import fp64, moe_lora_fp64, moe_lora_naive
 
-from fuzz.case import Case
-from fuzz.tensors import materialize
-from reference import fp64, moe_lora_fp64, moe_lora_naive
 from tests.cases import BASE, EDGES
 
 
@@ -70,7 +70,14 @@ def test_fp64_matches_hand_computation():
     x = torch.tensor([[1.0, 2.0]])
     a = torch.tensor([[[[1.0, -1.0]]]])  # (L=1, E=1, R=1, K=2): t = 1 - 2 = -1
     b = torch.tensor([[[[3.0], [0.5]]]])  # (L, E, N=2, R=1): d = (-3, -0.5)
-    ref = moe_lora_fp64(x, torch.zeros(1, 1, dtype=torch.int32), torch.tensor([[0.25]]),
-                        torch.zeros(1, dtype=torch.int32), torch.ones(1, dtype=torch.int32), [a], [b],
-                        mul_routed_weight=True)
+    ref = moe_lora_fp64(
+        x,
+        torch.zeros(1, 1, dtype=torch.int32),
+        torch.tensor([[0.25]]),
+        torch.zeros(1, dtype=torch.int32),
+        torch.ones(1, dtype=torch.int32),
+        [a],
+        [b],
+        mul_routed_weight=True,
+    )
     assert ref.delta.flatten().tolist() == [-0.75, -0.125]

@@ -19,10 +19,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-
-from fuzz.case import Case
-from fuzz.oracle import Verdict, signature
-from fuzz.repro import Repro, load, save
+from moe_lora_fuzz.fuzz.case import Case
+from moe_lora_fuzz.fuzz.oracle import Verdict, signature
+from moe_lora_fuzz.fuzz.repro import Repro, load, save
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.interpreter  # campaigns and replays run on the CPU interpreter
@@ -30,8 +29,9 @@ pytestmark = pytest.mark.interpreter  # campaigns and replays run on the CPU int
 
 def _fuzz(*args: str, cwd: Path = ROOT, timeout: float = 240) -> subprocess.CompletedProcess:
     env = dict(os.environ, PYTHONPATH=str(ROOT))
-    return subprocess.run([sys.executable, "-m", "fuzz", *args], cwd=cwd, capture_output=True, text=True,
-                          timeout=timeout, env=env)
+    return subprocess.run(
+        [sys.executable, "-m", "fuzz", *args], cwd=cwd, capture_output=True, text=True, timeout=timeout, env=env
+    )
 
 
 @dataclass
@@ -43,7 +43,8 @@ class Ran:
 
 def _main(capsys, *args: str) -> Ran:
     """The CLI in this process (no torch import to pay again): for what exits early or spawns its own worker."""
-    from fuzz.__main__ import main
+    from moe_lora_fuzz.fuzz.__main__ import main
+
     capsys.readouterr()
     try:
         rc = main(list(args))
@@ -67,29 +68,33 @@ def _one_error_line(proc, match: str) -> None:
 def _impl_file(tmp_path: Path, name: str, body: str) -> Path:
     """An external implementation: the plain-torch example plus `body` (which may misbehave)."""
     path = tmp_path / f"{name}.py"
-    path.write_text(f"import os, sys, time\nsys.path.insert(0, {str(ROOT)!r})\n"
-                    "from tests.example_impl import torch_moe_lora\n\n" + body)
+    path.write_text(
+        f"import os, sys, time\nsys.path.insert(0, {str(ROOT)!r})\n"
+        "from tests.example_impl import torch_moe_lora\n\n" + body
+    )
     return path
 
 
 def _strict(text: str):
     def refuse(const):
         raise ValueError(f"non-standard JSON constant {const}")
+
     return json.loads(text, parse_constant=refuse)
 
 
 # ---- hangs ------------------------------------------------------------------------------------------------
-HANG_ON_K = '''
+HANG_ON_K = """
 def impl(**kw):
     if kw["x"].shape[-1] % {mod} == {rem}:  # one case of the first five hangs (chosen by the test)
         time.sleep(3600)
     torch_moe_lora(**kw)
-'''
+"""
 
 
 def _one_hanging_case(n: int = 5) -> tuple[int, int, int]:
     """(mod, rem, index): K = rem (mod mod) holds for exactly one of the campaign's first n cases, not the first."""
-    from fuzz.runner import CampaignConfig, case_for
+    from moe_lora_fuzz.fuzz.runner import CampaignConfig, case_for
+
     ks = [case_for(CampaignConfig(device="cpu"), i).k_dim for i in range(n)]
     for mod in range(5, 40):
         for rem in range(mod):
@@ -107,8 +112,21 @@ def test_hang_inside_a_short_budget_is_a_finding_that_replays(tmp_path, capsys):
     impl = _impl_file(tmp_path, "hangs", HANG_ON_K.format(mod=mod, rem=rem))
     out = tmp_path / "out"
     t0 = time.monotonic()
-    proc = _fuzz("run", "--device", "cpu", "--impl", f"{impl}:impl", "--budget", "60", "--case-timeout", "2",
-                 "--max-cases", "5", "--out", str(out))
+    proc = _fuzz(
+        "run",
+        "--device",
+        "cpu",
+        "--impl",
+        f"{impl}:impl",
+        "--budget",
+        "60",
+        "--case-timeout",
+        "2",
+        "--max-cases",
+        "5",
+        "--out",
+        str(out),
+    )
     assert proc.returncode == 1, _detail(proc)
     report = _strict((out / "report.json").read_text())
     hangs = [f for f in report["findings"] if f["kind"] == "hang"]
@@ -117,13 +135,14 @@ def test_hang_inside_a_short_budget_is_a_finding_that_replays(tmp_path, capsys):
     repro = load(hangs[0]["repro"])
     assert repro.verdict.kind == "hang" and repro.case_timeout_s == 2.0
     proc = _main(capsys, "replay", hangs[0]["repro"], "--impl", f"{impl}:impl")
-    assert proc.returncode == 1 and proc.stdout.startswith("hang: no verdict within the case timeout of 2 s"), \
-        _detail(proc)
+    assert proc.returncode == 1 and proc.stdout.startswith("hang: no verdict within the case timeout of 2 s"), _detail(
+        proc
+    )
     assert time.monotonic() - t0 < 120
 
 
 # ---- device errors ----------------------------------------------------------------------------------------
-BREAKS_DEVICE_ON_2ND_CALL = '''
+BREAKS_DEVICE_ON_2ND_CALL = """
 CALLS = [0]
 
 
@@ -131,12 +150,12 @@ def impl(**kw):
     CALLS[0] += 1
     torch_moe_lora(**kw)
     if CALLS[0] == 2:  # a kernel fault whose sticky error shows only at the next synchronisation
-        import fuzz.runner
-
+        import moe_lora_fuzz.fuzz.runner
+        from moe_lora_fuzz import fuzz
         def broken(device):
             raise RuntimeError("CUDA error: an illegal memory access was encountered")
         fuzz.runner.device_probe = broken
-'''
+"""
 
 
 def test_device_error_is_blamed_on_the_case_that_caused_it(tmp_path):
@@ -144,7 +163,8 @@ def test_device_error_is_blamed_on_the_case_that_caused_it(tmp_path):
     on): the 2nd case is the `crash`, with the reason; the 3rd runs in a fresh worker and passes. Before,
     the worker stayed alive and the NEXT case was reported. (A real CUDA fault needs a GPU; this shows the
     attribution and restart logic.)"""
-    from fuzz.runner import Worker
+    from moe_lora_fuzz.fuzz.runner import Worker
+
     impl = f"{_impl_file(tmp_path, 'breaks', BREAKS_DEVICE_ON_2ND_CALL)}:impl"
     w = Worker("cpu", impl)
     try:
@@ -161,18 +181,20 @@ def test_device_error_is_blamed_on_the_case_that_caused_it(tmp_path):
 
 
 # ---- output caps and silent exits -------------------------------------------------------------------------
-FLOODS = '''
+FLOODS = """
 def impl(**kw):
     torch_moe_lora(**kw)
     os.write(1, b"x" * 300_000 + b"\\n")
     print("END-OF-CASE", flush=True)
-'''
+"""
 
 
 def test_worker_output_is_capped(tmp_path, monkeypatch):
     """Each case prints 300 kB; with a 200 kB cap the log and its one rotation stay under the cap."""
-    import fuzz.runner
-    from fuzz.runner import Worker
+    from moe_lora_fuzz.fuzz.runner import Worker
+
+    from moe_lora_fuzz import fuzz
+
     monkeypatch.setattr(fuzz.runner, "LOG_CAP_BYTES", 200_000)
     log = tmp_path / "logs" / "worker.log"
     w = Worker("cpu", f"{_impl_file(tmp_path, 'floods', FLOODS)}:impl", log=log)
@@ -199,17 +221,16 @@ def test_exit_at_import_is_reported(tmp_path, capsys):
 def test_two_campaigns_into_one_directory_keep_every_finding(tmp_path):
     """Before: repro-000... numbering from zero every run overwrote the first campaign's files. Now a second
     campaign is refused (exit 2) unless --resume, which keeps every file and continues the case stream."""
-    from fuzz.runner import CampaignConfig, run_campaign
+    from moe_lora_fuzz.fuzz.runner import CampaignConfig, run_campaign
+
     out = tmp_path / "out"
-    cfg = CampaignConfig(impl="mutant:routed-weight-twice", device="cpu", budget=300, max_cases=2, out=out,
-                         quiet=True)
+    cfg = CampaignConfig(impl="mutant:routed-weight-twice", device="cpu", budget=300, max_cases=2, out=out, quiet=True)
     first = run_campaign(cfg)
     assert first.findings
     before = {p.name: p.read_bytes() for p in out.glob("repro-*.json")}
     proc = _fuzz("run", "--device", "cpu", "--max-cases", "1", "--out", str(out))
     _one_error_line(proc, r"--out .*: not empty; pass --resume")
-    second = run_campaign(CampaignConfig(**{**cfg.__dict__, "max_cases": 4, "resume": True,
-                                            "campaign_id": "second"}))
+    second = run_campaign(CampaignConfig(**{**cfg.__dict__, "max_cases": 4, "resume": True, "campaign_id": "second"}))
     after = {p.name: p.read_bytes() for p in out.glob("repro-*.json")}
     assert {k: after[k] for k in before} == before  # nothing replaced
     assert second.cases == 4 and second.next_index == 4  # continued after the first campaign's 2 cases
@@ -222,8 +243,18 @@ def test_concurrent_shards_in_one_directory_lose_nothing(tmp_path):
     """Two shards writing one directory at once: every finding of each shard's report has its own file."""
     out = tmp_path / "out"
     out.mkdir()
-    args = ["run", "--device", "cpu", "--impl", "mutant:routed-weight-twice", "--max-cases", "3", "--resume",
-            "--out", str(out)]
+    args = [
+        "run",
+        "--device",
+        "cpu",
+        "--impl",
+        "mutant:routed-weight-twice",
+        "--max-cases",
+        "3",
+        "--resume",
+        "--out",
+        str(out),
+    ]
     with ThreadPoolExecutor(2) as pool:
         procs = list(pool.map(lambda i: _fuzz(*args, "--shard", f"{i}/2"), range(2)))
     findings = []
@@ -241,9 +272,15 @@ def test_concurrent_shards_in_one_directory_lose_nothing(tmp_path):
 @pytest.mark.parametrize("sig, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)], ids=["SIGINT", "SIGTERM"])
 def test_interrupt_mid_campaign_writes_the_report_and_ends_the_worker(tmp_path, sig, code):
     out = tmp_path / "out"
-    proc = subprocess.Popen([sys.executable, "-m", "fuzz", "run", "--device", "cpu", "--budget", "120", "--out",
-                             str(out)], cwd=ROOT, env=dict(os.environ, PYTHONPATH=str(ROOT)),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "fuzz", "run", "--device", "cpu", "--budget", "120", "--out", str(out)],
+        cwd=ROOT,
+        env=dict(os.environ, PYTHONPATH=str(ROOT)),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
     try:
         deadline = time.monotonic() + 120
         for line in proc.stderr:  # the first progress line comes after the first judged case
@@ -274,8 +311,10 @@ def test_interrupt_mid_campaign_writes_the_report_and_ends_the_worker(tmp_path, 
 # ---- sharding is a partition ------------------------------------------------------------------------------
 def test_shards_run_the_same_checks_on_the_same_cases(tmp_path, monkeypatch):
     """Before: the metamorphic twin ran where (index // n) % 4 == 0, so shards checked other cases."""
-    import fuzz.runner
-    from fuzz.runner import CampaignConfig, run_campaign
+    from moe_lora_fuzz.fuzz.runner import CampaignConfig, run_campaign
+
+    from moe_lora_fuzz import fuzz
+
     seen = []
 
     class RecordingWorker:
@@ -307,17 +346,26 @@ def test_shards_run_the_same_checks_on_the_same_cases(tmp_path, monkeypatch):
 
 
 # ---- nothing judged is not green --------------------------------------------------------------------------
-@pytest.mark.parametrize("args, match", [
-    pytest.param(["run", "--budget", "nan"], r"--budget: must be > 0 seconds and finite \(got nan\)", id="nan"),
-    pytest.param(["run", "--budget", "inf"], r"--budget: must be > 0 seconds and finite \(got inf\)", id="inf"),
-    pytest.param(["run", "--case-timeout", "0"], r"--case-timeout: must be > 0", id="case-timeout-0"),
-    pytest.param(["run", "--budget", "1e-9"], r"judged no case within --budget 1e-09 s", id="1e-9"),
-    pytest.param(["minimize", "{root}/tests/regressions/lora-grid-short.json", "--budget", "-1", "--out",
-                  "{tmp}/m.json"], r"--budget: must be > 0", id="minimize-budget-negative"),
-    pytest.param(["run", "--out", "/proc/x"], r"--out /proc/x: cannot write there", id="run-out-proc"),
-    pytest.param(["minimize", "{root}/tests/regressions/lora-grid-short.json", "--out", "/proc/x/m.json"],
-                 r"--out /proc/x/m\.json: cannot write there", id="minimize-out-proc"),
-])
+@pytest.mark.parametrize(
+    "args, match",
+    [
+        pytest.param(["run", "--budget", "nan"], r"--budget: must be > 0 seconds and finite \(got nan\)", id="nan"),
+        pytest.param(["run", "--budget", "inf"], r"--budget: must be > 0 seconds and finite \(got inf\)", id="inf"),
+        pytest.param(["run", "--case-timeout", "0"], r"--case-timeout: must be > 0", id="case-timeout-0"),
+        pytest.param(["run", "--budget", "1e-9"], r"judged no case within --budget 1e-09 s", id="1e-9"),
+        pytest.param(
+            ["minimize", "{root}/tests/regressions/lora-grid-short.json", "--budget", "-1", "--out", "{tmp}/m.json"],
+            r"--budget: must be > 0",
+            id="minimize-budget-negative",
+        ),
+        pytest.param(["run", "--out", "/proc/x"], r"--out /proc/x: cannot write there", id="run-out-proc"),
+        pytest.param(
+            ["minimize", "{root}/tests/regressions/lora-grid-short.json", "--out", "/proc/x/m.json"],
+            r"--out /proc/x/m\.json: cannot write there",
+            id="minimize-out-proc",
+        ),
+    ],
+)
 def test_refused_runs_exit_2_with_one_line(tmp_path, capsys, args, match):
     args = [a.replace("{tmp}", str(tmp_path)).replace("{root}", str(ROOT)) for a in args]
     if args[0] == "run" and "--out" not in args:
@@ -326,8 +374,13 @@ def test_refused_runs_exit_2_with_one_line(tmp_path, capsys, args, match):
 
 
 # ---- replay never runs what a file names, and has limits --------------------------------------------------
-def _write_repro(path: Path, impl: str = "ours", case: Case = Case(), kind: str = "mismatch",
-                 message: str = "3 of 4 delta elements exceed the bound") -> Path:
+def _write_repro(
+    path: Path,
+    impl: str = "ours",
+    case: Case = Case(),
+    kind: str = "mismatch",
+    message: str = "3 of 4 delta elements exceed the bound",
+) -> Path:
     save(Repro(case, impl, "cpu", Verdict(kind, impl, signature(kind, impl, case), message), {}), path)
     return path
 
@@ -339,10 +392,16 @@ def hostile(tmp_path_factory) -> dict:
     marker = d / "IMPORTED"
     evil = d / "evil.py"
     evil.write_text(f"open({str(marker)!r}, 'w').close()\n\ndef fn(**kw):\n    pass\n")
-    files = {"file-impl": _write_repro(d / "file.json", impl=f"{evil}:fn"),
-             "module-impl": _write_repro(d / "module.json", impl="this:x"),
-             "huge": _write_repro(d / "huge.json", case=Case(m=65536, top_k=16, num_experts=512, num_slots=64,
-                                                              rank=256, real_rank=256, k_dim=16384, n_dim=16384))}
+    files = {
+        "file-impl": _write_repro(d / "file.json", impl=f"{evil}:fn"),
+        "module-impl": _write_repro(d / "module.json", impl="this:x"),
+        "huge": _write_repro(
+            d / "huge.json",
+            case=Case(
+                m=65536, top_k=16, num_experts=512, num_slots=64, rank=256, real_rank=256, k_dim=16384, n_dim=16384
+            ),
+        ),
+    }
     (d / "zero.json").symlink_to("/dev/zero")
     files["dev-zero"] = d / "zero.json"
     os.mkfifo(d / "fifo.json")
@@ -353,12 +412,15 @@ def hostile(tmp_path_factory) -> dict:
     return {"marker": marker, **files}
 
 
-@pytest.mark.parametrize("name, match", [
-    ("file-impl", r"names the external implementation '.*evil\.py:fn'.*pass --impl"),
-    ("module-impl", r"names the external implementation 'this:x'"),
-    ("huge", r"exceeds the replay limit.*--allow-large"),
-    ("big-int", r"bigint\.json: not valid JSON.*4300"),
-])
+@pytest.mark.parametrize(
+    "name, match",
+    [
+        ("file-impl", r"names the external implementation '.*evil\.py:fn'.*pass --impl"),
+        ("module-impl", r"names the external implementation 'this:x'"),
+        ("huge", r"exceeds the replay limit.*--allow-large"),
+        ("big-int", r"bigint\.json: not valid JSON.*4300"),
+    ],
+)
 def test_hostile_replay_is_refused(hostile, capsys, name, match):
     """Before: the file's impl was imported and run, a valid-schema case asked for 17-137 GB, a 5000-digit
     int gave a traceback."""
@@ -370,19 +432,22 @@ def test_replay_reads_only_regular_files(hostile):
     """Before: a symlink to /dev/zero was read without end (3.5 GB RSS) and a FIFO blocked forever; in a
     subprocess with a timeout, so a regression fails instead of stalling the suite."""
     with ThreadPoolExecutor(2) as pool:
-        procs = list(pool.map(lambda n: _fuzz("replay", str(hostile[n]), "--device", "cpu", timeout=60),
-                              ("dev-zero", "fifo")))
+        procs = list(
+            pool.map(lambda n: _fuzz("replay", str(hostile[n]), "--device", "cpu", timeout=60), ("dev-zero", "fifo"))
+        )
     _one_error_line(procs[0], r"zero\.json: not a regular file")
     _one_error_line(procs[1], r"fifo\.json: not a regular file")
 
 
 # ---- export writes data, not code -------------------------------------------------------------------------
-HOSTILE_MESSAGE = ('oops """\nimport os; open(MARKER, "w").close()\n"""'
-                   " ' C:\\Users\\x\\new\\table.py \\N{bogus} {braces} \x00")
+HOSTILE_MESSAGE = (
+    'oops """\nimport os; open(MARKER, "w").close()\n""" \' C:\\Users\\x\\new\\table.py \\N{bogus} {braces} \x00'
+)
 
 
 def test_export_writes_data_not_code(tmp_path, capsys):
     import importlib.util
+
     marker = tmp_path / "EXECUTED"
     message = HOSTILE_MESSAGE.replace("MARKER", repr(str(marker)))
     src = _write_repro(tmp_path / "hostile.json", impl="mutant:lora-grid-short", message=message)
@@ -401,15 +466,16 @@ def test_export_writes_data_not_code(tmp_path, capsys):
     assert _main(capsys, "export", str(src), "--out", str(out), "--force").returncode == 0
 
 
-CRASHES = '''
+CRASHES = """
 def impl(**kw):
     os._exit(7)
-'''
+"""
 
 
 def test_exported_crash_runs_in_a_subprocess(tmp_path, capsys, device):
     """A `crash` finding's test fails (it does not kill pytest) while the bug is there, and passes on ours."""
     import importlib.util
+
     impl = f"{_impl_file(tmp_path, 'crashes', CRASHES)}:impl"
     src = _write_repro(tmp_path / "crash.json", impl=impl, kind="crash", message="worker process died (exit code 7)")
     out = tmp_path / "test_crash.py"
@@ -426,8 +492,14 @@ def test_exported_crash_runs_in_a_subprocess(tmp_path, capsys, device):
 # ---- strict JSON, 0644 ------------------------------------------------------------------------------------
 def test_repro_files_are_strict_json_0644_and_keep_non_finite_values(tmp_path):
     case = Case()
-    v = Verdict("nonfinite", "ours", signature("nonfinite", "ours", case), "NaN in the delta", float("inf"),
-                [{"index": [0, 0, 0], "got": float("nan"), "expected": 1.0, "before": float("-inf"), "bound": 0.1}])
+    v = Verdict(
+        "nonfinite",
+        "ours",
+        signature("nonfinite", "ours", case),
+        "NaN in the delta",
+        float("inf"),
+        [{"index": [0, 0, 0], "got": float("nan"), "expected": 1.0, "before": float("-inf"), "bound": 0.1}],
+    )
     path = tmp_path / "r.json"
     save(Repro(case, "ours", "cpu", v, {}, 2.5, "c1"), path)
     d = _strict(path.read_text())

@@ -15,26 +15,52 @@ import sys
 from pathlib import Path
 
 import pytest
-
-from fuzz.case import Case
-from fuzz.oracle import Verdict, signature
-from fuzz.repro import Repro, ReproError, load, parse, save
-from kernels.config import MoeLoraConfig, TileConfig
+from moe_lora_fuzz.fuzz.case import Case
+from moe_lora_fuzz.fuzz.oracle import Verdict, signature
+from moe_lora_fuzz.fuzz.repro import Repro, ReproError, load, parse, save
+from moe_lora_fuzz.kernels.config import MoeLoraConfig, TileConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 BASE_CASE = Case()
-RICH_CASE = Case(seed=7, dtype="bfloat16", m=3, top_k=2, num_experts=4, num_slots=3, rank=8, real_rank=5,
-                 k_dim=40, n_dim=24, num_slices=2, layout="per_routed", mul_routed_weight=True, offset=3,
-                 extra_cols=2, routing="distinct", slotting="no_base", disabled=(2, 0), strided=True,
-                 align_slack=1, config=MoeLoraConfig(block_m=32, shrink=TileConfig(block_n=16, split_k=2),
-                                                     expand=TileConfig(block_k=16, group_size_m=4)))
+RICH_CASE = Case(
+    seed=7,
+    dtype="bfloat16",
+    m=3,
+    top_k=2,
+    num_experts=4,
+    num_slots=3,
+    rank=8,
+    real_rank=5,
+    k_dim=40,
+    n_dim=24,
+    num_slices=2,
+    layout="per_routed",
+    mul_routed_weight=True,
+    offset=3,
+    extra_cols=2,
+    routing="distinct",
+    slotting="no_base",
+    disabled=(2, 0),
+    strided=True,
+    align_slack=1,
+    config=MoeLoraConfig(
+        block_m=32, shrink=TileConfig(block_n=16, split_k=2), expand=TileConfig(block_k=16, group_size_m=4)
+    ),
+)
 
 
 def _repro(case: Case = BASE_CASE) -> Repro:
     sig = signature("mismatch", "ours", case)
-    verdict = Verdict("mismatch", "ours", sig, "3 of 4 delta elements exceed the bound (worst 7.5x)", 7.5,
-                      [{"index": [0, 0, 0], "got": 1.0, "expected": 2.0, "before": 0.0, "bound": 0.1}], 0.25,
-                      ["slot:-1"])
+    verdict = Verdict(
+        "mismatch",
+        "ours",
+        sig,
+        "3 of 4 delta elements exceed the bound (worst 7.5x)",
+        7.5,
+        [{"index": [0, 0, 0], "got": 1.0, "expected": 2.0, "before": 0.0, "bound": 0.1}],
+        0.25,
+        ["slot:-1"],
+    )
     return Repro(case, "ours", "cpu", verdict, {"python": "3.x", "torch": "x"})
 
 
@@ -53,10 +79,12 @@ def base_dict(base_file) -> dict:
 # ---- corruptions: each returns the file's text --------------------------------------------------------
 def _edit(fn):
     """Apply fn to a deep copy of the base dict and serialise it."""
+
     def make(base: dict) -> str:
         d = copy.deepcopy(base)
         fn(d)
         return json.dumps(d, indent=2)
+
     return make
 
 
@@ -81,6 +109,7 @@ def _pop(*path):
         for p in path[:-1]:
             d = d[p]
         del d[path[-1]]
+
     return _edit(fn)
 
 
@@ -95,22 +124,30 @@ MALFORMED = [
     pytest.param(_text(""), r"^not valid JSON", id="empty-file"),
     pytest.param(lambda base: json.dumps([base]), r"^top level: expected a JSON object", id="top-level-array"),
     pytest.param(_text('"a string"'), r"^top level: expected a JSON object", id="top-level-string"),
-    pytest.param(_edit(lambda d: d.update(schema="something-else")), r"^schema: expected 'moe-lora-fuzz-repro', "
-                 r"got 'something-else'", id="wrong-schema"),
+    pytest.param(
+        _edit(lambda d: d.update(schema="something-else")),
+        r"^schema: expected 'moe-lora-fuzz-repro', "
+        r"got 'something-else'",
+        id="wrong-schema",
+    ),
     pytest.param(_pop("schema"), r"^schema: expected .*got None", id="missing-schema"),
-    pytest.param(_edit(lambda d: d.update(version=99)), r"^version: unsupported schema version 99",
-                 id="unknown-version"),
+    pytest.param(
+        _edit(lambda d: d.update(version=99)), r"^version: unsupported schema version 99", id="unknown-version"
+    ),
     pytest.param(_edit(lambda d: d.update(version=0)), r"^version: unsupported schema version 0", id="version-0"),
-    pytest.param(_edit(lambda d: d.update(version="1")), r"^version: unsupported schema version '1'",
-                 id="version-as-string"),
+    pytest.param(
+        _edit(lambda d: d.update(version="1")), r"^version: unsupported schema version '1'", id="version-as-string"
+    ),
     pytest.param(_pop("version"), r"^version: unsupported schema version None", id="missing-version"),
     pytest.param(_pop("impl"), r"^impl: missing", id="missing-impl"),
     pytest.param(_edit(lambda d: d.update(impl=3)), r"^impl: wrong type int, expected str", id="impl-not-str"),
-    pytest.param(_edit(lambda d: d.update(device="tpu")), r"^device: must be 'cpu' or 'cuda', got 'tpu'",
-                 id="device-tpu"),
+    pytest.param(
+        _edit(lambda d: d.update(device="tpu")), r"^device: must be 'cpu' or 'cuda', got 'tpu'", id="device-tpu"
+    ),
     pytest.param(_pop("case"), r"^case: missing", id="missing-case"),
-    pytest.param(_edit(lambda d: d.update(case=[1, 2])), r"^case: wrong type list, expected dict",
-                 id="case-not-object"),
+    pytest.param(
+        _edit(lambda d: d.update(case=[1, 2])), r"^case: wrong type list, expected dict", id="case-not-object"
+    ),
     pytest.param(_case(bogus=1), r"^case\.bogus: unknown field", id="case-unknown-field"),
     pytest.param(_pop("case", "m"), r"^case\.m: missing", id="case-missing-field"),
     pytest.param(_case(m=-1), r"^case\.m: must lie in \[0, 65536\] \(got -1\)", id="case-m-negative"),
@@ -120,35 +157,57 @@ MALFORMED = [
     pytest.param(_case(m="5"), r"^case\.m: must be an int \(got '5'\)", id="case-m-string"),
     pytest.param(_case(m=True), r"^case\.m: must be an int \(got True\)", id="case-m-bool"),
     pytest.param(_case(k_dim=4.0), r"^case\.k_dim: must be an int", id="case-k_dim-float"),
-    pytest.param(_case(mul_routed_weight=1), r"^case\.mul_routed_weight: must be a bool \(got 1\)",
-                 id="case-mul_routed_weight-int"),
+    pytest.param(
+        _case(mul_routed_weight=1),
+        r"^case\.mul_routed_weight: must be a bool \(got 1\)",
+        id="case-mul_routed_weight-int",
+    ),
     pytest.param(_case(strided="yes"), r"^case\.strided: must be a bool", id="case-strided-string"),
     pytest.param(_case(dtype="float64"), r"^case\.dtype: must be one of", id="case-dtype-unknown"),
     pytest.param(_case(layout="rows"), r"^case\.layout: must be one of", id="case-layout-unknown"),
-    pytest.param(_case(routing="distinct", top_k=2), r"^case\.routing: 'distinct' needs top_k <= num_experts",
-                 id="case-routing-distinct-too-many"),
+    pytest.param(
+        _case(routing="distinct", top_k=2),
+        r"^case\.routing: 'distinct' needs top_k <= num_experts",
+        id="case-routing-distinct-too-many",
+    ),
     pytest.param(_case(disabled=[1]), r"^case\.disabled: must be distinct slot ids", id="case-disabled-out-of-range"),
     pytest.param(_case(disabled=0), r"^case\.disabled: must be a list", id="case-disabled-not-list"),
-    pytest.param(_stage("shrink", block_n=24), r"^case\.config\.shrink\.block_n=24: must be a power of two",
-                 id="config-block_n-24"),
-    pytest.param(_stage("expand", block_k=8), r"^case\.config\.expand\.block_k=8: must be a power of two",
-                 id="config-block_k-8"),
+    pytest.param(
+        _stage("shrink", block_n=24),
+        r"^case\.config\.shrink\.block_n=24: must be a power of two",
+        id="config-block_n-24",
+    ),
+    pytest.param(
+        _stage("expand", block_k=8), r"^case\.config\.expand\.block_k=8: must be a power of two", id="config-block_k-8"
+    ),
     pytest.param(_stage("shrink", split_k=0), r"^case\.config\.shrink\.split_k=0", id="config-split_k-0"),
-    pytest.param(_stage("expand", block_n="32"), r"^case\.config\.expand\.block_n: must be an int",
-                 id="config-block_n-string"),
+    pytest.param(
+        _stage("expand", block_n="32"), r"^case\.config\.expand\.block_n: must be an int", id="config-block_n-string"
+    ),
     pytest.param(_stage("shrink", bogus=1), r"^case\.config\.shrink: .*bogus", id="config-unknown-tile-field"),
-    pytest.param(_edit(lambda d: d["case"]["config"].update(block_m=24)), r"^case\.config\.block_m=24",
-                 id="config-block_m-24"),
-    pytest.param(_pop("case", "config", "expand"), r"^case\.config: fields must be block_m, shrink, expand",
-                 id="config-missing-expand"),
-    pytest.param(_pop("case", "config", "align"), r"^case\.config: fields must be block_m, shrink, expand, align",
-                 id="config-missing-align"),
-    pytest.param(_edit(lambda d: d["case"]["config"].update(align="cuda")), r"^case\.config\.align='cuda': must be",
-                 id="config-align-unknown"),
+    pytest.param(
+        _edit(lambda d: d["case"]["config"].update(block_m=24)), r"^case\.config\.block_m=24", id="config-block_m-24"
+    ),
+    pytest.param(
+        _pop("case", "config", "expand"),
+        r"^case\.config: fields must be block_m, shrink, expand",
+        id="config-missing-expand",
+    ),
+    pytest.param(
+        _pop("case", "config", "align"),
+        r"^case\.config: fields must be block_m, shrink, expand, align",
+        id="config-missing-align",
+    ),
+    pytest.param(
+        _edit(lambda d: d["case"]["config"].update(align="cuda")),
+        r"^case\.config\.align='cuda': must be",
+        id="config-align-unknown",
+    ),
     pytest.param(_case(config=16), r"^case\.config: expected an object", id="config-not-object"),
     pytest.param(_pop("verdict"), r"^verdict: missing", id="missing-verdict"),
-    pytest.param(_verdict(kind="wrong-answer"), r"^verdict\.kind: unknown kind 'wrong-answer'",
-                 id="verdict-kind-unknown"),
+    pytest.param(
+        _verdict(kind="wrong-answer"), r"^verdict\.kind: unknown kind 'wrong-answer'", id="verdict-kind-unknown"
+    ),
     pytest.param(_pop("verdict", "kind"), r"^verdict\.kind: missing", id="verdict-kind-missing"),
     pytest.param(_pop("verdict", "signature"), r"^verdict\.signature: missing", id="verdict-signature-missing"),
     pytest.param(_verdict(max_ratio="big"), r"^verdict\.max_ratio: wrong type", id="verdict-max_ratio-string"),
@@ -158,13 +217,22 @@ MALFORMED = [
     # ValueError/TypeError from float()/list() (which the CLI does not catch: traceback instead of exit 2).
     pytest.param(_verdict(seconds="slow"), r"verdict\.seconds", id="verdict-seconds-string"),
     pytest.param(_verdict(features=5), r"verdict\.features", id="verdict-features-int"),
-    pytest.param(_edit(lambda d: d.update(case_timeout_s=-1)), r"^case_timeout_s: must be a finite number > 0",
-                 id="case-timeout-negative"),
-    pytest.param(_edit(lambda d: d.update(case_timeout_s="NaN")), r"^case_timeout_s: must be a finite number",
-                 id="case-timeout-nan"),
+    pytest.param(
+        _edit(lambda d: d.update(case_timeout_s=-1)),
+        r"^case_timeout_s: must be a finite number > 0",
+        id="case-timeout-negative",
+    ),
+    pytest.param(
+        _edit(lambda d: d.update(case_timeout_s="NaN")),
+        r"^case_timeout_s: must be a finite number",
+        id="case-timeout-nan",
+    ),
     pytest.param(_edit(lambda d: d.update(campaign=5)), r"^campaign: wrong type", id="campaign-int"),
-    pytest.param(lambda base: json.dumps(base).replace('"seed": 0', '"seed": ' + "9" * 5000),
-                 r"^not valid JSON .*4300", id="int-over-4300-digits"),
+    pytest.param(
+        lambda base: json.dumps(base).replace('"seed": 0', '"seed": ' + "9" * 5000),
+        r"^not valid JSON .*4300",
+        id="int-over-4300-digits",
+    ),
 ]
 
 
@@ -218,8 +286,13 @@ def test_load_binary_file(tmp_path):
 
 # ---- through the CLI --------------------------------------------------------------------------------
 def _replay(path: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "fuzz", "replay", str(path), "--device", "cpu"], cwd=ROOT,
-                          capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "fuzz", "replay", str(path), "--device", "cpu"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
 
 
 def _assert_usage_error(proc: subprocess.CompletedProcess, match: str) -> None:
@@ -234,8 +307,9 @@ def _assert_usage_error(proc: subprocess.CompletedProcess, match: str) -> None:
 
 CLI_MALFORMED = [
     pytest.param(_truncated, r"not valid JSON", id="truncated-json"),
-    pytest.param(_edit(lambda d: d.update(device="tpu")), r"device: must be 'cpu' or 'cuda', got 'tpu'",
-                 id="device-tpu"),
+    pytest.param(
+        _edit(lambda d: d.update(device="tpu")), r"device: must be 'cpu' or 'cuda', got 'tpu'", id="device-tpu"
+    ),
     pytest.param(_verdict(seconds="slow"), r"verdict\.seconds", id="verdict-seconds-string"),
 ]
 
@@ -249,6 +323,7 @@ def _interpreter_only_invalid_case() -> Case:
 def replays(tmp_path_factory, base_dict) -> dict:
     """Every CLI replay of this module, run concurrently (each pays torch's import): id -> CompletedProcess."""
     from concurrent.futures import ThreadPoolExecutor
+
     d = tmp_path_factory.mktemp("replay")
     paths = {}
     for p in CLI_MALFORMED:
@@ -290,7 +365,8 @@ def test_stored_v1_file_migrates():
     """A file of the previous schema loads: migrated to the current version, non-finite values kept."""
     import math
 
-    from fuzz.repro import VERSION
+    from moe_lora_fuzz.fuzz.repro import VERSION
+
     assert json.loads(V1_FILE.read_text())["version"] == 1 < VERSION
     r = load(V1_FILE)
     assert r.impl == "mutant:topk-row-index" and r.verdict.kind == "oob-read"
@@ -300,8 +376,13 @@ def test_stored_v1_file_migrates():
 
 @pytest.mark.interpreter
 def test_stored_v1_file_replays():
-    proc = subprocess.run([sys.executable, "-m", "fuzz", "replay", str(V1_FILE), "--device", "cpu"], cwd=ROOT,
-                          capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-m", "fuzz", "replay", str(V1_FILE), "--device", "cpu"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 1 and proc.stdout.startswith("oob-read"), proc.stdout + proc.stderr
     assert f"signature: {load(V1_FILE).verdict.signature} " in proc.stdout
 
@@ -309,12 +390,14 @@ def test_stored_v1_file_replays():
 def test_a_new_case_knob_is_one_migration_line(monkeypatch):
     """How a future knob is added: VERSION += 1 and MIGRATIONS[old] = add_case_fields(knob=neutral). Here a
     pretend v3 whose step renames nothing but adds a knob, checked on the stored v1 file (v1 -> v2 -> v3)."""
-    import fuzz.repro as repro
+    import moe_lora_fuzz.fuzz.repro as repro
+
     seen, original = {}, Case.from_dict
 
     def case_from_dict(d):  # a Case that knows the new knob would take it; this one just records it
         seen.update(d)
         return original({k: v for k, v in d.items() if k != "new_knob"})
+
     monkeypatch.setattr(repro, "VERSION", 3)
     monkeypatch.setitem(repro.MIGRATIONS, 2, repro.add_case_fields(new_knob=0))
     monkeypatch.setattr(repro.Case, "from_dict", staticmethod(case_from_dict))
@@ -326,8 +409,10 @@ def test_a_new_case_knob_is_one_migration_line(monkeypatch):
 
 def test_saved_files_are_strict_json(tmp_path):
     """No bare NaN/Infinity (not JSON): a strict reader accepts what save writes; the v1 file it refuses."""
+
     def refuse(const):
         raise ValueError(const)
+
     path = tmp_path / "r.json"
     save(load(V1_FILE), path)
     json.loads(path.read_text(), parse_constant=refuse)

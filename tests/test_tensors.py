@@ -9,17 +9,32 @@ import math
 
 import pytest
 import torch
-
-from fuzz import counter_rng as rng
-from fuzz.case import Case
-from fuzz.generate import CPU_SIZES, GPU_SIZES, RandomSource, generate
-from fuzz.tensors import INT_SENTINEL, OUT_SENTINEL, materialize, routing, slots
+from moe_lora_fuzz.fuzz import counter_rng as rng
+from moe_lora_fuzz.fuzz.case import Case
+from moe_lora_fuzz.fuzz.generate import CPU_SIZES, GPU_SIZES, RandomSource, generate
+from moe_lora_fuzz.fuzz.tensors import INT_SENTINEL, OUT_SENTINEL, materialize, routing, slots
 
 M64 = (1 << 64) - 1
 # every size above 1, two slices, strided views, the default config: each knob can shrink by one
-BIG = Case(seed=5, dtype="float32", m=13, top_k=3, num_experts=6, num_slots=3, rank=9, real_rank=7, k_dim=40,
-           n_dim=11, num_slices=2, layout="per_routed", offset=2, extra_cols=3, routing="uniform",
-           slotting="random", strided=True).validate()
+BIG = Case(
+    seed=5,
+    dtype="float32",
+    m=13,
+    top_k=3,
+    num_experts=6,
+    num_slots=3,
+    rank=9,
+    real_rank=7,
+    k_dim=40,
+    n_dim=11,
+    num_slices=2,
+    layout="per_routed",
+    offset=2,
+    extra_cols=3,
+    routing="uniform",
+    slotting="random",
+    strided=True,
+).validate()
 
 
 def _py_hash(key: int, coords: tuple) -> int:
@@ -137,8 +152,12 @@ def test_inputs_follow_the_data_rules(dtype):
     routed weights inside [0.1, 0.9] (float32) and never 0 or 1; padded rank rows and columns zero."""
     case = BIG.replace(dtype=dtype, k_dim=4096, m=20, rank=5, real_rank=3)
     t = materialize(case, "cpu")
-    for name, v, scale in (("x", t.x, 1.0), ("A", t.lora_a[0][:, :, :3], 2.0 ** -6),
-                           ("B", t.lora_b[1][..., :3], 2.0 ** -1), ("out0", t.out, 0.5)):
+    for name, v, scale in (
+        ("x", t.x, 1.0),
+        ("A", t.lora_a[0][:, :, :3], 2.0**-6),
+        ("B", t.lora_b[1][..., :3], 2.0**-1),
+        ("out0", t.out, 0.5),
+    ):
         v = v.double()
         assert bool((v != 0).all()) and bool((v < 0).any()) and bool((v > 0).any()), name
         assert bool((v.abs() <= 3 * scale).all()), name  # Irwin-Hall of three uniforms: |v| < 3 sigma

@@ -9,12 +9,11 @@ from pathlib import Path
 
 import pytest
 import torch
-
-from fuzz.case import Case
-from fuzz.minimize import same_failure
-from fuzz.oracle import Verdict, check, crash_failure
-from fuzz.repro import load
-from fuzz.triage import Triager, group_findings, group_reports, root_key
+from moe_lora_fuzz.fuzz.case import Case
+from moe_lora_fuzz.fuzz.minimize import same_failure
+from moe_lora_fuzz.fuzz.oracle import Verdict, check, crash_failure
+from moe_lora_fuzz.fuzz.repro import load
+from moe_lora_fuzz.fuzz.triage import Triager, group_findings, group_reports, root_key
 
 ROOT = Path(__file__).resolve().parents[1]
 BASE = Case(m=3, top_k=2, num_experts=2, num_slots=2, rank=4, real_rank=4, k_dim=8, n_dim=8)
@@ -37,17 +36,22 @@ def _as_impl(fn):
     return lambda t: fn(**t.op_kwargs())
 
 
-@pytest.mark.parametrize("fn, expect", [
-    (_raise_value_error, "ValueError@tests/test_triage.py:_raise_value_error"),
-    (_raise_type_error, "TypeError@tests/test_triage.py:_raise_type_error"),
-    (_raise_inside_torch, "RuntimeError@tests/test_triage.py:_raise_inside_torch"),
-], ids=["value-error", "type-error", "raised-inside-torch"])
+@pytest.mark.parametrize(
+    "fn, expect",
+    [
+        (_raise_value_error, "ValueError@tests/test_triage.py:_raise_value_error"),
+        (_raise_type_error, "TypeError@tests/test_triage.py:_raise_type_error"),
+        (_raise_inside_torch, "RuntimeError@tests/test_triage.py:_raise_inside_torch"),
+    ],
+    ids=["value-error", "type-error", "raised-inside-torch"],
+)
 def test_exception_signature_is_type_and_first_frame_of_the_implementation(fn, expect, device):
     v = check(BASE, "raiser", device, impl=_as_impl(fn))
     assert v.kind == "exception" and v.failure == expect, v
     assert expect in v.signature and "0x7f3a" not in v.signature  # no line numbers, no addresses
-    other = check(BASE, "raiser", device, impl=_as_impl(_raise_type_error if fn is _raise_value_error
-                                                         else _raise_value_error))
+    other = check(
+        BASE, "raiser", device, impl=_as_impl(_raise_type_error if fn is _raise_value_error else _raise_value_error)
+    )
     assert other.signature != v.signature
     assert not same_failure(v.to_dict(), other.to_dict())  # the minimiser never trades one for the other
 
@@ -61,6 +65,7 @@ def test_crash_detail_without_addresses():
 def test_same_failure_groups_kinds_of_one_family():
     def vd(kind, failure=""):
         return {"kind": kind, "failure": failure}
+
     assert same_failure(vd("oob-read"), vd("mismatch")) and same_failure(vd("vacuous"), vd("metamorphic"))
     assert not same_failure(vd("mismatch"), vd("oob-write")) and not same_failure(vd("mismatch"), vd("exception"))
     assert not same_failure(vd("mismatch"), vd("pass"))
@@ -72,6 +77,7 @@ def test_same_failure_groups_kinds_of_one_family():
 def test_an_implementation_that_touches_nothing_is_vacuous(device):
     def nothing(t):
         pass
+
     v = check(BASE.replace(slotting="no_base"), "nothing", device, impl=nothing)
     assert v.kind == "vacuous", v
     # no active pair (every token on the base model, or no token at all): doing nothing is right
@@ -97,6 +103,7 @@ def test_oob_read_names_the_input_read_out_of_bounds(device):
         w = kw["topk_weights"]
         kw["topk_weights"] = w.as_strided(w.shape, w.stride(), w.storage_offset() + 1)
         torch_moe_lora(**kw)
+
     case = BASE.replace(mul_routed_weight=True, slotting="no_base")
     v = check(case, "shifted", device, impl=shifted_weights)
     assert v.kind == "oob-read", v
@@ -112,6 +119,7 @@ def _fake_judge(bugs):
         runs.append(case)
         kind = "mismatch" if any(b(case) for b in bugs) else "pass"
         return Verdict(kind, "fake", f"{kind}|fake|{case.coarse_class}" if kind != "pass" else "").to_dict()
+
     judge.runs = runs
     return judge
 
@@ -136,8 +144,12 @@ def _triage_all(bugs, tmp_path) -> tuple[list, dict]:
         vd = judge(case)
         if vd["kind"] == "pass":
             continue
-        f = {"signature": f"{vd['signature']}#{i}", "kind": vd["kind"], "count": 1,
-             "repro": str(tmp_path / f"repro-{i:03d}-x.json")}
+        f = {
+            "signature": f"{vd['signature']}#{i}",
+            "kind": vd["kind"],
+            "count": 1,
+            "repro": str(tmp_path / f"repro-{i:03d}-x.json"),
+        }
         triager.triage(f, case, vd, judge, budget=30.0)
         findings.append(f)
     return group_findings(findings, "fake"), judge
@@ -151,8 +163,9 @@ def test_two_independent_bugs_are_two_root_causes(tmp_path):
     assert all(Path(c["minimal_repro"]).is_file() for c in causes)
     both = [f for c in causes for f in c["findings"] if f["signature"].endswith("#2")]
     assert len(both) == 2  # the finding with both bugs is explained by each cause
-    assert "disappears with mul_routed_weight=False" in next(c["trigger"] for c in causes
-                                                            if "mul_routed_weight" in c["essential"])
+    assert "disappears with mul_routed_weight=False" in next(
+        c["trigger"] for c in causes if "mul_routed_weight" in c["essential"]
+    )
 
 
 def test_one_bug_is_one_root_cause_whatever_the_class(tmp_path):
@@ -171,25 +184,42 @@ def test_a_cause_that_fails_on_the_simplest_case_explains_nothing_else(tmp_path)
 
 
 def test_root_key_ignores_seed_and_block_thresholds():
-    a = root_key("i", "wrong-output", "", {"rank": 17, "real_rank": 17, "expand.block_k": 16, "expand.split_k": 3,
-                                           "seed": 11})
+    a = root_key(
+        "i", "wrong-output", "", {"rank": 17, "real_rank": 17, "expand.block_k": 16, "expand.split_k": 3, "seed": 11}
+    )
     b = root_key("i", "wrong-output", "", {"rank": 33, "expand.split_k": 2})
     assert a == b
-    assert root_key("i", "wrong-output", "", {"top_k": 2, "num_slots": 2}) == \
-        root_key("i", "wrong-output", "", {"num_experts": 2, "num_slots": 2})
+    assert root_key("i", "wrong-output", "", {"top_k": 2, "num_slots": 2}) == root_key(
+        "i", "wrong-output", "", {"num_experts": 2, "num_slots": 2}
+    )
     assert root_key("i", "wrong-output", "", {"num_slices": 2}) != root_key("i", "wrong-output", "", {"offset": 1})
     assert root_key("i", "wrong-output", "", {}) != root_key("i", "stray-write", "", {})
 
 
 def test_group_reports_merges_shards_by_root_key():
     def finding(sig, key):
-        info = {"key": key, "kind": "mismatch", "family": "wrong-output", "failure": "", "trigger": f"t {key}",
-                "essential": {}, "disappears_with": [], "minimal_repro": f"min-{sig}", "minimal_case": "",
-                "via": "minimised"}
+        info = {
+            "key": key,
+            "kind": "mismatch",
+            "family": "wrong-output",
+            "failure": "",
+            "trigger": f"t {key}",
+            "essential": {},
+            "disappears_with": [],
+            "minimal_repro": f"min-{sig}",
+            "minimal_case": "",
+            "via": "minimised",
+        }
         return {"signature": sig, "kind": "mismatch", "count": 2, "repro": f"r-{sig}", "triage": info}
+
     shard0 = {"impl": "x", "findings": [finding("a", "K1"), finding("b", "K2")]}
-    shard1 = {"impl": "x", "findings": [finding("c", "K1"), {"signature": "d", "kind": "crash", "count": 1,
-                                                             "repro": "r-d", "triage": None}]}
+    shard1 = {
+        "impl": "x",
+        "findings": [
+            finding("c", "K1"),
+            {"signature": "d", "kind": "crash", "count": 1, "repro": "r-d", "triage": None},
+        ],
+    }
     causes = group_reports([shard0, shard1])
     assert [c["signature"] for c in causes] == ["K1", "K2", "untriaged|d"]
     assert [f["signature"] for f in causes[0]["findings"]] == ["a", "c"]
@@ -198,20 +228,26 @@ def test_group_reports_merges_shards_by_root_key():
 
 # ---- CLI --------------------------------------------------------------------------------------------------
 def _cli(*args, timeout=240):
-    return subprocess.run([sys.executable, "-m", "fuzz", *args], capture_output=True, text=True, cwd=ROOT,
-                          timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "fuzz", *args], capture_output=True, text=True, cwd=ROOT, timeout=timeout
+    )
 
 
 @pytest.mark.interpreter
 def test_triage_cli_groups_a_campaign_directory(tmp_path, device):
     """A finished campaign whose findings were never triaged (two raw findings of one bug, in two classes):
     `triage DIR` minimises and groups them, writing root_causes into the report; raw repro files stay."""
-    from fuzz.repro import Repro, save
+    from moe_lora_fuzz.fuzz.repro import Repro, save
+
     impl = "tests/example_impl.py:torch_moe_lora_buggy"
     out = tmp_path / "c"
     findings = []
-    for i, case in enumerate([BASE.replace(mul_routed_weight=True, dtype="float16", offset=2),
-                              BASE.replace(mul_routed_weight=True, layout="per_routed", strided=True)]):
+    for i, case in enumerate(
+        [
+            BASE.replace(mul_routed_weight=True, dtype="float16", offset=2),
+            BASE.replace(mul_routed_weight=True, layout="per_routed", strided=True),
+        ]
+    ):
         v = check(case, impl, "cpu")
         assert v.kind == "mismatch", v
         path = out / f"repro-{i:03d}-mismatch.json"
@@ -241,13 +277,25 @@ def test_minimize_re_judges_an_edited_file_with_another_impl(tmp_path):
     src["case"]["m"] = 5  # an edited file: the recorded verdict no longer describes it
     path = tmp_path / "edited.json"
     path.write_text(json.dumps(src))
-    res = _cli("minimize", str(path), "--out", str(tmp_path / "min.json"), "--budget", "60", "--device", "cpu",
-               "--impl", "tests/example_impl.py:torch_moe_lora_buggy")
+    res = _cli(
+        "minimize",
+        str(path),
+        "--out",
+        str(tmp_path / "min.json"),
+        "--budget",
+        "60",
+        "--device",
+        "cpu",
+        "--impl",
+        "tests/example_impl.py:torch_moe_lora_buggy",
+    )
     assert res.returncode == 0, res.stderr[-2000:]
     assert "note: recorded" in res.stderr
     assert "trigger: mismatch: needs mul_routed_weight" in res.stdout
-    assert "dropped from the old signature: dtype: 'float16' -> 'float32'; layout: 'per_routed' -> 'per_token'" \
+    assert (
+        "dropped from the old signature: dtype: 'float16' -> 'float32'; layout: 'per_routed' -> 'per_token'"
         in res.stdout
+    )
     assert load(tmp_path / "min.json").case.m == 1
 
 
@@ -256,16 +304,20 @@ def test_verdicts_record_the_implementations_settings(device):
 
     def configured(t):
         torch_moe_lora(**t.op_kwargs())
+
     configured.settings = {"block_size_m": 16, "dtype": torch.float32}
     v = check(BASE.replace(slotting="no_base"), "configured", device, impl=configured)
     assert v.kind == "pass" and v.impl_settings == {"block_size_m": 16, "dtype": "torch.float32"}
     assert check(BASE, "plain", device, impl=lambda t: torch_moe_lora(**t.op_kwargs())).impl_settings is None
 
 
-@pytest.mark.parametrize("args, match", [
-    (("--triage-share", "1.5"), "--triage-share: must lie in [0, 1]"),
-    (("--triage-cap", "0"), "--triage-cap: must be > 0 seconds"),
-])
+@pytest.mark.parametrize(
+    "args, match",
+    [
+        (("--triage-share", "1.5"), "--triage-share: must lie in [0, 1]"),
+        (("--triage-cap", "0"), "--triage-cap: must be > 0 seconds"),
+    ],
+)
 def test_triage_flags_usage_errors(tmp_path, args, match):
     proc = _cli("run", "--device", "cpu", "--out", str(tmp_path / "o"), *args)
     lines = proc.stderr.strip().splitlines()
@@ -273,7 +325,8 @@ def test_triage_flags_usage_errors(tmp_path, args, match):
 
 
 def test_a_finding_the_budget_could_not_explain_is_never_merged():
-    from fuzz.triage import triage_case
+    from moe_lora_fuzz.fuzz.triage import triage_case
+
     judge = _fake_judge([ROUTED_TWICE])
     vd = judge(STARTS[0])
     tri = triage_case(STARTS[0], judge, vd, budget=0.0, interpreter=True)
@@ -289,8 +342,12 @@ def test_one_defect_with_two_symptoms_is_one_root_cause(tmp_path):
     judge = _fake_judge([row_by_flag])
     triager = Triager("fake", "cpu", tmp_path, {})
     findings = []
-    for i, case in enumerate([BASE.replace(mul_routed_weight=True, dtype="float16"),
-                              BASE.replace(layout="per_routed", strided=True, top_k=3)]):
+    for i, case in enumerate(
+        [
+            BASE.replace(mul_routed_weight=True, dtype="float16"),
+            BASE.replace(layout="per_routed", strided=True, top_k=3),
+        ]
+    ):
         vd = judge(case)
         f = {"signature": f"s{i}", "kind": vd["kind"], "count": 1, "repro": str(tmp_path / f"repro-{i:03d}-x.json")}
         triager.triage(f, case, vd, judge, budget=30.0)

@@ -15,15 +15,15 @@ from pathlib import Path
 
 import pytest
 import torch
+from moe_lora_fuzz.fuzz.adapters import from_fused, from_shrink_expand, fused_config_kwargs, stage_args, takes_config
+from moe_lora_fuzz.fuzz.case import Case
+from moe_lora_fuzz.fuzz.impls import ImplError, resolve, wrap
+from moe_lora_fuzz.fuzz.oracle import check
+from moe_lora_fuzz.fuzz.runner import CampaignConfig, case_for, run_campaign
+from moe_lora_fuzz.fuzz.tensors import materialize
+from moe_lora_fuzz.fuzz.upstream import conventions, is_upstream, load
+from moe_lora_fuzz.kernels import MoeLoraConfig, TileConfig, padded_length
 
-from fuzz.adapters import from_fused, from_shrink_expand, fused_config_kwargs, stage_args, takes_config
-from fuzz.case import Case
-from fuzz.impls import ImplError, resolve, wrap
-from fuzz.oracle import check
-from fuzz.runner import CampaignConfig, case_for, run_campaign
-from fuzz.tensors import materialize
-from fuzz.upstream import conventions, is_upstream, load
-from kernels import MoeLoraConfig, TileConfig, padded_length
 from tests.fakes import recording
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -33,15 +33,32 @@ VLLM, VLLM_BUGGY = f"vllm:{FAKES}/vllm_fused_moe_lora.py", f"vllm:{FAKES}/vllm_f
 FUSED, FUSED_BUGGY = "tests/example_impl.py:triton_fused_example", "tests/example_impl.py:triton_fused_example_buggy"
 
 # every stage knob distinct, so a value forwarded to the wrong argument shows
-CONFIG = MoeLoraConfig(block_m=32, shrink=TileConfig(block_n=16, block_k=64, group_size_m=2, split_k=3, num_warps=2,
-                                                     num_stages=1),
-                       expand=TileConfig(block_n=32, block_k=16, group_size_m=4, split_k=2, num_warps=8, num_stages=3))
+CONFIG = MoeLoraConfig(
+    block_m=32,
+    shrink=TileConfig(block_n=16, block_k=64, group_size_m=2, split_k=3, num_warps=2, num_stages=1),
+    expand=TileConfig(block_n=32, block_k=16, group_size_m=4, split_k=2, num_warps=8, num_stages=3),
+)
 # every pair of a slot active, routed weight, two slices, an offset, strided views; expand split-K 2 with R > 16
-SPLIT = Case(seed=3, dtype="float16", m=9, top_k=2, num_experts=2, num_slots=2, rank=20, real_rank=20, k_dim=40,
-             n_dim=24, num_slices=2, layout="per_token", mul_routed_weight=True, slotting="all_with_base", offset=2,
-             extra_cols=1, strided=True,
-             config=MoeLoraConfig(block_m=16, shrink=TileConfig(16, 16, split_k=2),
-                                  expand=TileConfig(16, 16, split_k=2)))
+SPLIT = Case(
+    seed=3,
+    dtype="float16",
+    m=9,
+    top_k=2,
+    num_experts=2,
+    num_slots=2,
+    rank=20,
+    real_rank=20,
+    k_dim=40,
+    n_dim=24,
+    num_slices=2,
+    layout="per_token",
+    mul_routed_weight=True,
+    slotting="all_with_base",
+    offset=2,
+    extra_cols=1,
+    strided=True,
+    config=MoeLoraConfig(block_m=16, shrink=TileConfig(16, 16, split_k=2), expand=TileConfig(16, 16, split_k=2)),
+)
 
 
 @pytest.fixture
@@ -61,12 +78,14 @@ def _framework_modules() -> dict:
 # ---- names and loading --------------------------------------------------------------------------------
 def test_names_are_recognised():
     assert all(is_upstream(n) for n in ("sglang", "vllm", SGLANG, VLLM))
-    assert not any(is_upstream(n) for n in ("ours", "tests/example_impl.py:torch_moe_lora", "sglang_x:f",
-                                            "vllm:some_function"))
+    assert not any(
+        is_upstream(n) for n in ("ours", "tests/example_impl.py:torch_moe_lora", "sglang_x:f", "vllm:some_function")
+    )
 
 
-@pytest.mark.parametrize("name, convention, alignment", [(SGLANG, "sglang", None), (VLLM, "vllm", 16)],
-                         ids=["sglang", "vllm"])
+@pytest.mark.parametrize(
+    "name, convention, alignment", [(SGLANG, "sglang", None), (VLLM, "vllm", 16)], ids=["sglang", "vllm"]
+)
 def test_load_by_path(name, convention, alignment, at_root):
     adapter = load(name)
     assert takes_config(adapter)
@@ -111,8 +130,11 @@ BAD_FILES = {  # file text -> what the one-line error must say
 }
 
 
-@pytest.mark.parametrize("text", list(BAD_FILES), ids=["unstood-module", "missing-standin-name", "syntax",
-                                                        "no-function", "virtual-experts", "unknown-parameter"])
+@pytest.mark.parametrize(
+    "text",
+    list(BAD_FILES),
+    ids=["unstood-module", "missing-standin-name", "syntax", "no-function", "virtual-experts", "unknown-parameter"],
+)
 def test_bad_kernel_file_is_one_line(text, tmp_path):
     path = tmp_path / "kernel.py"
     path.write_text(text)
@@ -125,15 +147,32 @@ def test_bad_kernel_file_is_one_line(text, tmp_path):
 
 def test_cli_refuses_an_unloadable_kernel_with_one_line(at_root, tmp_path):
     out = tmp_path / "out"
-    r = subprocess.run([sys.executable, "-m", "fuzz", "run", "--impl", f"sglang:{FAKES}/no_such_kernel.py",
-                        "--device", "cpu", "--out", str(out)], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "fuzz",
+            "run",
+            "--impl",
+            f"sglang:{FAKES}/no_such_kernel.py",
+            "--device",
+            "cpu",
+            "--out",
+            str(out),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     lines = r.stderr.strip().splitlines()
     assert r.returncode == 2 and len(lines) == 1 and lines[0].startswith("error: "), r.stdout + r.stderr
     assert "no_such_kernel.py not found" in lines[0] and not (out / "report.json").exists()
 
 
 def test_list_mentions_the_upstream_names(capsys):
-    from fuzz.__main__ import main
+    from moe_lora_fuzz.fuzz.__main__ import main
+
     assert main(["list"]) == 0
     listed = {line.split()[0] for line in capsys.readouterr().out.splitlines() if line.strip()}
     assert {"sglang", "vllm", "sglang:path/to/fused_moe_lora_kernel.py"} <= listed
@@ -149,10 +188,18 @@ def _recorded(adapter, case: Case, config):
 
 
 def test_stage_args_follow_upstream_order():
-    assert list(stage_args(CONFIG, "expand")) == ["block_size_m", "block_size_n", "block_size_k", "group_size_m",
-                                                  "num_warps", "num_stages", "split_k"]
-    assert stage_args(CONFIG, "shrink") == dict(block_size_m=32, block_size_n=16, block_size_k=64, group_size_m=2,
-                                                num_warps=2, num_stages=1, split_k=3)
+    assert list(stage_args(CONFIG, "expand")) == [
+        "block_size_m",
+        "block_size_n",
+        "block_size_k",
+        "group_size_m",
+        "num_warps",
+        "num_stages",
+        "split_k",
+    ]
+    assert stage_args(CONFIG, "shrink") == dict(
+        block_size_m=32, block_size_n=16, block_size_k=64, group_size_m=2, num_warps=2, num_stages=1, split_k=3
+    )
     assert fused_config_kwargs(CONFIG)["expand_split_k"] == 2 and len(fused_config_kwargs(CONFIG)) == 14
 
 
@@ -186,8 +233,13 @@ def test_from_shrink_expand_forwards_each_stage():
 def test_legacy_mode_is_unchanged():
     adapter = from_fused(recording.record_fused, block_size_m=32, split_k=2)
     assert not takes_config(adapter) and adapter.settings == {
-        "adapter": "from_fused", "fn": "record_fused", "mode": "legacy", "block_size_m": 32,
-        "lora_ids": "_default_lora_ids", "fn_kwargs": {"split_k": 2}}
+        "adapter": "from_fused",
+        "fn": "record_fused",
+        "mode": "legacy",
+        "block_size_m": 32,
+        "lora_ids": "_default_lora_ids",
+        "fn_kwargs": {"split_k": 2},
+    }
     _t, call = _recorded(adapter, SPLIT, None)
     assert len(call["args"]) == 15 and call["args"][12] == 32 and call["kwargs"] == {"split_k": 2}
 
@@ -200,21 +252,48 @@ def test_sglang_convention_arguments():
     assert call["args"][10].tolist() == list(range(SPLIT.num_slots))  # lora_ids = arange(L)
     assert call["kwargs"]["expand_split_k"] == 2 and call["kwargs"]["shrink_block_size_m"] == 32
     _t, call = _recorded(adapter, SPLIT, None)  # SGLang's own launch arguments for R = 20
-    assert {k: call["kwargs"][k] for k in ("shrink_block_size_m", "shrink_block_size_n", "expand_block_size_k",
-                                           "expand_split_k")} == {"shrink_block_size_m": 64,
-                                                                  "shrink_block_size_n": 32,
-                                                                  "expand_block_size_k": 32, "expand_split_k": 1}
+    assert {
+        k: call["kwargs"][k]
+        for k in ("shrink_block_size_m", "shrink_block_size_n", "expand_block_size_k", "expand_split_k")
+    } == {"shrink_block_size_m": 64, "shrink_block_size_n": 32, "expand_block_size_k": 32, "expand_split_k": 1}
 
 
 @pytest.mark.parametrize("annotation, as_tensor", [(int, False), (torch.Tensor, True)], ids=["int", "tensor"])
 def test_vllm_convention_arguments(annotation, as_tensor):
-    def _fused_moe_lora(output, qcurr_hidden_states, lora_a_stacked, lora_b_stacked, topk_weights, sorted_token_ids,
-                        expert_ids, num_tokens_post_padded, token_lora_mapping, max_lora_rank, top_k_num, lora_ids,
-                        num_active_loras, adapter_enabled, shrink_block_size_m, shrink_block_size_n,
-                        shrink_block_size_k, shrink_group_size_m, shrink_num_warps, shrink_num_stages,
-                        shrink_split_k, expand_block_size_m, expand_block_size_n, expand_block_size_k,
-                        expand_group_size_m, expand_num_warps, expand_num_stages, expand_split_k,
-                        mul_routed_weight=False, fully_sharded=False, offset=0, add_inputs=True):
+    def _fused_moe_lora(
+        output,
+        qcurr_hidden_states,
+        lora_a_stacked,
+        lora_b_stacked,
+        topk_weights,
+        sorted_token_ids,
+        expert_ids,
+        num_tokens_post_padded,
+        token_lora_mapping,
+        max_lora_rank,
+        top_k_num,
+        lora_ids,
+        num_active_loras,
+        adapter_enabled,
+        shrink_block_size_m,
+        shrink_block_size_n,
+        shrink_block_size_k,
+        shrink_group_size_m,
+        shrink_num_warps,
+        shrink_num_stages,
+        shrink_split_k,
+        expand_block_size_m,
+        expand_block_size_n,
+        expand_block_size_k,
+        expand_group_size_m,
+        expand_num_warps,
+        expand_num_stages,
+        expand_split_k,
+        mul_routed_weight=False,
+        fully_sharded=False,
+        offset=0,
+        add_inputs=True,
+    ):
         recording.CALLS.append(dict(locals()))
 
     _fused_moe_lora.__annotations__["num_active_loras"] = annotation  # as vLLM's file annotates it
@@ -232,8 +311,11 @@ def test_vllm_convention_arguments(annotation, as_tensor):
 
 
 # ---- the fakes through the oracle (configuration passed, as the fuzzer does for a `config` parameter) ----
-@pytest.mark.parametrize("correct, buggy", [(SGLANG, SGLANG_BUGGY), (VLLM, VLLM_BUGGY), (FUSED, FUSED_BUGGY)],
-                         ids=["sglang", "vllm", "from_fused"])
+@pytest.mark.parametrize(
+    "correct, buggy",
+    [(SGLANG, SGLANG_BUGGY), (VLLM, VLLM_BUGGY), (FUSED, FUSED_BUGGY)],
+    ids=["sglang", "vllm", "from_fused"],
+)
 def test_expand_split_k_grid_bug_is_caught(correct, buggy, at_root):
     for name, want in ((correct, "pass"), (buggy, "mismatch")):
         v = check(SPLIT, name, "cpu", impl=_with_config(resolve_adapter(name)))
@@ -242,8 +324,9 @@ def test_expand_split_k_grid_bug_is_caught(correct, buggy, at_root):
 
 def test_the_buggy_twin_is_right_without_expand_split_k(at_root):
     """The seeded bug is the one deviation (the three fakes share the kernel: one check covers them)."""
-    ok = SPLIT.replace(config=MoeLoraConfig(block_m=16, shrink=TileConfig(16, 16, split_k=2),
-                                            expand=TileConfig(16, 16)))
+    ok = SPLIT.replace(
+        config=MoeLoraConfig(block_m=16, shrink=TileConfig(16, 16, split_k=2), expand=TileConfig(16, 16))
+    )
     v = check(ok, FUSED_BUGGY, "cpu", impl=_with_config(resolve_adapter(FUSED_BUGGY)))
     assert v.kind == "pass", f"{v.kind}: {v.message}"
 
@@ -253,6 +336,7 @@ def resolve_adapter(name: str):
     if is_upstream(name):
         return load(name)
     import tests.example_impl as example
+
     return getattr(example, name.rsplit(":", 1)[1])
 
 
@@ -300,14 +384,25 @@ PROTOCOL_PASSES_CONFIG = _protocol_passes_config()
 
 def test_runner_campaign_finds_the_bug_with_a_split_k_repro(at_root, tmp_path):
     assert PROTOCOL_PASSES_CONFIG
-    report = run_campaign(CampaignConfig(impl=FUSED_BUGGY, device="cpu", budget=110, max_cases=CAMPAIGN_CASES,
-                                         seed=CAMPAIGN_SEED, out=tmp_path, stop_after=1, quiet=True))
+    report = run_campaign(
+        CampaignConfig(
+            impl=FUSED_BUGGY,
+            device="cpu",
+            budget=110,
+            max_cases=CAMPAIGN_CASES,
+            seed=CAMPAIGN_SEED,
+            out=tmp_path,
+            stop_after=1,
+            quiet=True,
+        )
+    )
     assert report.findings, "no finding"
     repro = json.loads(next(tmp_path.glob("repro-*.json")).read_text())
     assert repro["case"]["config"]["expand"]["split_k"] > 1, repro["case"]["config"]
 
 
 def test_runner_campaign_of_the_correct_twin_is_clean(at_root, tmp_path):
-    report = run_campaign(CampaignConfig(impl=FUSED, device="cpu", budget=110, max_cases=4, seed=CAMPAIGN_SEED,
-                                         out=tmp_path, quiet=True))
+    report = run_campaign(
+        CampaignConfig(impl=FUSED, device="cpu", budget=110, max_cases=4, seed=CAMPAIGN_SEED, out=tmp_path, quiet=True)
+    )
     assert report.cases == 4 and not report.findings, report.findings

@@ -12,8 +12,19 @@ from __future__ import annotations
 from tests.example_impl import torch_moe_lora_buggy
 
 
-def two_bugs(*, out, x, topk_ids, topk_weights, token_lora, adapter_enabled, lora_a, lora_b, mul_routed_weight,
-             offset, layout) -> None:
-    torch_moe_lora_buggy(out=out, x=x, topk_ids=topk_ids, topk_weights=topk_weights, token_lora=token_lora,
-                         adapter_enabled=adapter_enabled, lora_a=[lora_a[0]] * len(lora_a), lora_b=lora_b,
-                         mul_routed_weight=mul_routed_weight, offset=offset, layout=layout)
+def two_bugs(
+    *, out, x, topk_ids, topk_weights, token_lora, adapter_enabled, lora_a, lora_b, mul_routed_weight, offset, layout
+) -> None:
+    torch_moe_lora_buggy(
+        out=out,
+        x=x,
+        topk_ids=topk_ids,
+        topk_weights=topk_weights,
+        token_lora=token_lora,
+        adapter_enabled=adapter_enabled,
+        lora_a=[lora_a[0]] * len(lora_a),
+        lora_b=lora_b,
+        mul_routed_weight=mul_routed_weight,
+        offset=offset,
+        layout=layout,
+    )

@@ -29,7 +29,8 @@ __all__ = ["FRAMEWORKS", "LIST_NAMES", "is_upstream", "load", "load_file", "load
 
 
 def _impl_error(message: str) -> Exception:
-    from fuzz.impls import ImplError  # late: fuzz.impls imports this package
+    from moe_lora_fuzz.fuzz.impls import ImplError  # late: fuzz.impls imports this package
+
     return ImplError(message)
 
 
@@ -65,12 +66,15 @@ def load_installed(framework: str, capabilities: dict | None = None, spec: str |
         module = importlib.import_module(module_name)
     except ModuleNotFoundError as e:
         if e.name and module_name.startswith(e.name):
-            raise _impl_error(f"--impl {spec!r}: module {module_name} not found ({framework} is not installed); "
-                              f"{hint}") from None
+            raise _impl_error(
+                f"--impl {spec!r}: module {module_name} not found ({framework} is not installed); {hint}"
+            ) from None
         raise _impl_error(f"--impl {spec!r}: cannot import {module_name}: ModuleNotFoundError: {e}; {hint}") from None
     except Exception as e:  # any import-time failure of the installed package
-        raise _impl_error(f"--impl {spec!r}: cannot import {module_name}: {type(e).__name__}: "
-                          f"{str(e).splitlines()[0] if str(e) else ''}; {hint}") from None
+        raise _impl_error(
+            f"--impl {spec!r}: cannot import {module_name}: {type(e).__name__}: "
+            f"{str(e).splitlines()[0] if str(e) else ''}; {hint}"
+        ) from None
     return _adapter(framework, module, module_name, capabilities, spec)
 
 
@@ -89,8 +93,10 @@ def load_file(framework: str, path: str | Path, capabilities: dict | None = None
             sys.modules[module_name] = module  # relative imports and dataclasses look it up while it runs
             loader_spec.loader.exec_module(module)
     except ModuleNotFoundError as e:
-        raise _impl_error(f"--impl {spec!r}: {path} imports {e.name}, which is neither stood in for "
-                          f"(fuzz/upstream/standins.py) nor installed") from None
+        raise _impl_error(
+            f"--impl {spec!r}: {path} imports {e.name}, which is neither stood in for "
+            f"(fuzz/upstream/standins.py) nor installed"
+        ) from None
     except Exception as e:  # a syntax error, a missing stand-in attribute, a failing module-level statement
         first = str(e).splitlines()[0] if str(e) else ""
         raise _impl_error(f"--impl {spec!r}: cannot import {path}: {type(e).__name__}: {first}") from None

@@ -31,8 +31,7 @@ import inspect
 from typing import Callable
 
 import torch
-
-from fuzz.adapters import (  # the glue from_fused uses, shared
+from moe_lora_fuzz.fuzz.adapters import (  # the glue from_fused uses, shared
     FORWARDED,
     _align,
     _finish,
@@ -42,11 +41,13 @@ from fuzz.adapters import (  # the glue from_fused uses, shared
     from_fused,
     fused_config_kwargs,
 )
-from kernels.config import MoeLoraConfig, TileConfig
+from moe_lora_fuzz.kernels.config import MoeLoraConfig, TileConfig
 
 FUSED = "_fused_moe_lora"
-MODULES = {"sglang": "sglang.srt.lora.triton_ops.fused_moe_lora_kernel",
-           "vllm": "vllm.lora.ops.triton_ops.fused_moe_lora_op"}
+MODULES = {
+    "sglang": "sglang.srt.lora.triton_ops.fused_moe_lora_kernel",
+    "vllm": "vllm.lora.ops.triton_ops.fused_moe_lora_op",
+}
 CAPABILITIES = {"sglang": {"fp32_precision": "tf32"}, "vllm": {"fp32_precision": "tf32", "alignment": 16}}
 
 
@@ -61,19 +62,21 @@ def _pow2(n: int) -> int:
 def sglang_default_config(rank: int) -> MoeLoraConfig:
     """SGLang's hard-coded launch arguments for a padded rank R (its `_get_moe_lora_block_config`)."""
     r = _pow2(rank)
-    return MoeLoraConfig(block_m=64,
-                         shrink=TileConfig(block_n=min(64, r), block_k=64, group_size_m=8, num_warps=4, num_stages=2),
-                         expand=TileConfig(block_n=64, block_k=max(16, min(64, r)), group_size_m=8, num_warps=4,
-                                           num_stages=2))
+    return MoeLoraConfig(
+        block_m=64,
+        shrink=TileConfig(block_n=min(64, r), block_k=64, group_size_m=8, num_warps=4, num_stages=2),
+        expand=TileConfig(block_n=64, block_k=max(16, min(64, r)), group_size_m=8, num_warps=4, num_stages=2),
+    )
 
 
 def vllm_default_config(rank: int) -> MoeLoraConfig:
     """vLLM's default fused_moe_lora launch arguments (`get_lora_op_configs` without tuned files)."""
     r = _pow2(rank)
-    return MoeLoraConfig(block_m=64,
-                         shrink=TileConfig(block_n=min(64, r), block_k=32, group_size_m=8, num_warps=4, num_stages=3),
-                         expand=TileConfig(block_n=64, block_k=max(16, min(32, r)), group_size_m=8, num_warps=4,
-                                           num_stages=3))
+    return MoeLoraConfig(
+        block_m=64,
+        shrink=TileConfig(block_n=min(64, r), block_k=32, group_size_m=8, num_warps=4, num_stages=3),
+        expand=TileConfig(block_n=64, block_k=max(16, min(32, r)), group_size_m=8, num_warps=4, num_stages=3),
+    )
 
 
 def sglang_lora_ids(token_lora: torch.Tensor, num_slots: int) -> torch.Tensor:
@@ -114,30 +117,57 @@ def _settings(adapter: Callable, framework: str, where: str) -> Callable:
 def sglang_adapter(module, where: str, capabilities: dict | None = None) -> Callable:
     """Adapter-protocol function around `module._fused_moe_lora` in SGLang's runtime convention."""
     fn = _fused_of(module, where)
-    adapter = from_fused(fn, default_config=sglang_default_config, lora_ids=sglang_lora_ids,
-                         capabilities=_capabilities("sglang", module, fn, capabilities))
+    adapter = from_fused(
+        fn,
+        default_config=sglang_default_config,
+        lora_ids=sglang_lora_ids,
+        capabilities=_capabilities("sglang", module, fn, capabilities),
+    )
     adapter.__name__ = adapter.__qualname__ = f"sglang({where})"
     return _settings(adapter, "sglang", where)
 
 
 # vLLM's parameters this adapter can supply, by name; anything else must have a default
-_VLLM_KNOWN = ("output", "qcurr_hidden_states", "lora_a_stacked", "lora_b_stacked", "topk_weights",
-               "sorted_token_ids", "expert_ids", "num_tokens_post_padded", "token_lora_mapping", "max_lora_rank",
-               "top_k_num", "lora_ids", "num_active_loras", "adapter_enabled", "mul_routed_weight", "fully_sharded",
-               "offset") + tuple(fused_config_kwargs(MoeLoraConfig()))
+_VLLM_KNOWN = (
+    "output",
+    "qcurr_hidden_states",
+    "lora_a_stacked",
+    "lora_b_stacked",
+    "topk_weights",
+    "sorted_token_ids",
+    "expert_ids",
+    "num_tokens_post_padded",
+    "token_lora_mapping",
+    "max_lora_rank",
+    "top_k_num",
+    "lora_ids",
+    "num_active_loras",
+    "adapter_enabled",
+    "mul_routed_weight",
+    "fully_sharded",
+    "offset",
+) + tuple(fused_config_kwargs(MoeLoraConfig()))
 
 
 def _vllm_binding(fn: Callable, where: str) -> tuple[tuple[str, ...], bool]:
     """(the parameter names to pass, whether num_active_loras is a tensor) for this version of vLLM."""
     params = inspect.signature(fn).parameters
     if "lora_ids" not in params:
-        raise ConventionError(f"{where}: {FUSED} takes no lora_ids (the combined virtual-expert align layout); "
-                              f"only the per-slot layout (L, P) is supported")
-    unknown = [n for n, p in params.items() if n not in _VLLM_KNOWN and p.default is inspect.Parameter.empty
-               and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
+        raise ConventionError(
+            f"{where}: {FUSED} takes no lora_ids (the combined virtual-expert align layout); "
+            f"only the per-slot layout (L, P) is supported"
+        )
+    unknown = [
+        n
+        for n, p in params.items()
+        if n not in _VLLM_KNOWN
+        and p.default is inspect.Parameter.empty
+        and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
+    ]
     if unknown:
-        raise ConventionError(f"{where}: {FUSED} has required parameter(s) this adapter does not know: "
-                              f"{', '.join(unknown)}")
+        raise ConventionError(
+            f"{where}: {FUSED} has required parameter(s) this adapter does not know: {', '.join(unknown)}"
+        )
     active = params.get("num_active_loras")
     tensor = active is not None and "Tensor" in str(active.annotation)
     return tuple(n for n in params if n in _VLLM_KNOWN), tensor
@@ -149,8 +179,21 @@ def vllm_adapter(module, where: str, capabilities: dict | None = None) -> Callab
     passed, active_is_tensor = _vllm_binding(fn, where)
     caps = _capabilities("vllm", module, fn, capabilities)
 
-    def adapter(*, out, x, topk_ids, topk_weights, token_lora, adapter_enabled, lora_a, lora_b,
-                mul_routed_weight, offset, layout, config=None):
+    def adapter(
+        *,
+        out,
+        x,
+        topk_ids,
+        topk_weights,
+        token_lora,
+        adapter_enabled,
+        lora_a,
+        lora_b,
+        mul_routed_weight,
+        offset,
+        layout,
+        config=None,
+    ):
         del layout  # implied by x.shape[0]
         _e, num_slots, rank, _s = _sizes(lora_a)
         cfg = _resolve_config(config, vllm_default_config, rank)
@@ -158,21 +201,46 @@ def vllm_adapter(module, where: str, capabilities: dict | None = None) -> Callab
             raise NotImplementedError(f"offset={offset}: this vLLM version's {FUSED} takes no offset")
         align = _align(topk_ids, lora_a, cfg.block_m, token_lora)
         active = num_slots + 1
-        values = dict(output=out, qcurr_hidden_states=x, lora_a_stacked=list(lora_a), lora_b_stacked=list(lora_b),
-                      topk_weights=topk_weights, sorted_token_ids=align.sorted_token_ids, expert_ids=align.expert_ids,
-                      num_tokens_post_padded=align.num_tokens_post_padded, token_lora_mapping=token_lora,
-                      max_lora_rank=rank, top_k_num=topk_ids.shape[1], lora_ids=vllm_lora_ids(token_lora, num_slots),
-                      num_active_loras=torch.tensor([active], dtype=torch.int32) if active_is_tensor else active,
-                      adapter_enabled=adapter_enabled, mul_routed_weight=bool(mul_routed_weight),
-                      fully_sharded=False, offset=int(offset), **fused_config_kwargs(cfg))
+        values = dict(
+            output=out,
+            qcurr_hidden_states=x,
+            lora_a_stacked=list(lora_a),
+            lora_b_stacked=list(lora_b),
+            topk_weights=topk_weights,
+            sorted_token_ids=align.sorted_token_ids,
+            expert_ids=align.expert_ids,
+            num_tokens_post_padded=align.num_tokens_post_padded,
+            token_lora_mapping=token_lora,
+            max_lora_rank=rank,
+            top_k_num=topk_ids.shape[1],
+            lora_ids=vllm_lora_ids(token_lora, num_slots),
+            num_active_loras=torch.tensor([active], dtype=torch.int32) if active_is_tensor else active,
+            adapter_enabled=adapter_enabled,
+            mul_routed_weight=bool(mul_routed_weight),
+            fully_sharded=False,
+            offset=int(offset),
+            **fused_config_kwargs(cfg),
+        )
         fn(**{n: values[n] for n in passed})
 
-    return _finish(adapter, f"vllm({where})",
-                   f"Adapter-protocol wrapper of {where}.{FUSED} in vLLM's runtime convention (fuzz.upstream).",
-                   dict(adapter="vllm", fn=FUSED, mode="config", convention="vllm", source=where,
-                        forwards=FORWARDED, default_config=vllm_default_config.__name__,
-                        lora_ids=vllm_lora_ids.__name__, passed=list(passed),
-                        num_active_loras="tensor" if active_is_tensor else "int"), caps)
+    return _finish(
+        adapter,
+        f"vllm({where})",
+        f"Adapter-protocol wrapper of {where}.{FUSED} in vLLM's runtime convention (fuzz.upstream).",
+        dict(
+            adapter="vllm",
+            fn=FUSED,
+            mode="config",
+            convention="vllm",
+            source=where,
+            forwards=FORWARDED,
+            default_config=vllm_default_config.__name__,
+            lora_ids=vllm_lora_ids.__name__,
+            passed=list(passed),
+            num_active_loras="tensor" if active_is_tensor else "int",
+        ),
+        caps,
+    )
 
 
 ADAPTERS = {"sglang": sglang_adapter, "vllm": vllm_adapter}

@@ -88,8 +88,11 @@ class _Platform:
 
     def get_device_capability(self, device_id: int = 0):
         cap = _capability(device_id if torch.cuda.is_available() else None)
-        return None if cap == (0, 0) else types.SimpleNamespace(major=cap[0], minor=cap[1],
-                                                                to_int=lambda: cap[0] * 10 + cap[1])
+        return (
+            None
+            if cap == (0, 0)
+            else types.SimpleNamespace(major=cap[0], minor=cap[1], to_int=lambda: cap[0] * 10 + cap[1])
+        )
 
     def has_device_capability(self, capability, device_id: int = 0) -> bool:
         want = capability if isinstance(capability, tuple) else divmod(int(capability), 10)
@@ -107,10 +110,20 @@ def _unset_setting(name: str):
 
 
 # ---- the modules --------------------------------------------------------------------------------------
-_COLLECTIVES = dict(tensor_model_parallel_all_reduce=_identity, tensor_model_parallel_all_gather=_identity,
-                    get_tensor_model_parallel_world_size=lambda: 1, get_tensor_model_parallel_rank=lambda: 0)
-_SGLANG_UTILS = dict(direct_register_custom_op=_register_nothing, is_cuda=torch.cuda.is_available, is_hip=_false,
-                     is_xpu=_false, is_npu=_false, next_power_of_2=_next_power_of_2)
+_COLLECTIVES = dict(
+    tensor_model_parallel_all_reduce=_identity,
+    tensor_model_parallel_all_gather=_identity,
+    get_tensor_model_parallel_world_size=lambda: 1,
+    get_tensor_model_parallel_rank=lambda: 0,
+)
+_SGLANG_UTILS = dict(
+    direct_register_custom_op=_register_nothing,
+    is_cuda=torch.cuda.is_available,
+    is_hip=_false,
+    is_xpu=_false,
+    is_npu=_false,
+    next_power_of_2=_next_power_of_2,
+)
 
 # module name -> attributes; a name that is a parent of another is made a package
 SGLANG = {
@@ -128,8 +141,9 @@ VLLM = {
     "vllm.platforms": dict(current_platform=_Platform()),
     "vllm.envs": dict(__getattr__=_unset_setting),
     "vllm.logger": dict(init_logger=logging.getLogger),
-    "vllm.lora.ops.triton_ops.utils": dict(supports_pdl=_sm90_or_newer, supports_tma=_sm90_or_newer,
-                                           use_persistent=_false),
+    "vllm.lora.ops.triton_ops.utils": dict(
+        supports_pdl=_sm90_or_newer, supports_tma=_sm90_or_newer, use_persistent=_false
+    ),
 }
 # the package a kernel file of each framework is imported into (for its relative imports)
 PACKAGE = {"sglang": "sglang.srt.lora.triton_ops", "vllm": "vllm.lora.ops.triton_ops"}

@@ -28,20 +28,45 @@ import triton.language as tl
 def _stage_kernel(
     # pointers
     a_ptr,  # shrink: x (M or M*k, K); expand: the fp32 intermediate (S, M*k, R)
-    b0_ptr, b1_ptr,  # the weights of slice 0 and slice 1: (L, E, N, K) as (L, E, out, reduction)
+    b0_ptr,
+    b1_ptr,  # the weights of slice 0 and slice 1: (L, E, N, K) as (L, E, out, reduction)
     c_ptr,  # zeroed fp32 (S, M*k, N)
     w_ptr,  # topk_weights (M, k), any strides
-    sorted_ptr, expert_ptr, ntp_ptr, lora_ids_ptr, enabled_ptr,
+    sorted_ptr,
+    expert_ptr,
+    ntp_ptr,
+    lora_ids_ptr,
+    enabled_ptr,
     # sizes
-    N, K, EM, num_valid, a_row_div, top_k,
+    N,
+    K,
+    EM,
+    num_valid,
+    a_row_div,
+    top_k,
     # strides
-    stride_as, stride_am, stride_ak,
-    stride_bl, stride_be, stride_bn, stride_bk,
-    stride_cs, stride_cm, stride_cn,
-    stride_wm, stride_wk, stride_sorted, stride_expert,
+    stride_as,
+    stride_am,
+    stride_ak,
+    stride_bl,
+    stride_be,
+    stride_bn,
+    stride_bk,
+    stride_cs,
+    stride_cm,
+    stride_cn,
+    stride_wm,
+    stride_wk,
+    stride_sorted,
+    stride_expert,
     # meta-parameters
-    MUL_ROUTED_WEIGHT: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
-    GROUP_SIZE_M: tl.constexpr, SPLIT_K: tl.constexpr, USE_DOT: tl.constexpr,
+    MUL_ROUTED_WEIGHT: tl.constexpr,
+    BLOCK_M: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    BLOCK_K: tl.constexpr,
+    GROUP_SIZE_M: tl.constexpr,
+    SPLIT_K: tl.constexpr,
+    USE_DOT: tl.constexpr,
 ):
     """Grid: (split_k * cdiv(EM, BLOCK_M) * cdiv(N, BLOCK_N), S, len(slot programs))."""
     pid = tl.program_id(axis=0)
@@ -82,8 +107,7 @@ def _stage_kernel(
     for chunk in range(0, tl.cdiv(K, BLOCK_K * SPLIT_K)):
         offs_k = (chunk * SPLIT_K + pid_sk) * BLOCK_K + tl.arange(0, BLOCK_K)
         a = tl.load(a_rows + offs_k[None, :] * stride_ak, mask=live[:, None] & (offs_k[None, :] < K), other=0.0)
-        b = tl.load(b_cols + offs_k[:, None] * stride_bk, mask=(offs_k[:, None] < K) & (offs_n[None, :] < N),
-                    other=0.0)
+        b = tl.load(b_cols + offs_k[:, None] * stride_bk, mask=(offs_k[:, None] < K) & (offs_n[None, :] < N), other=0.0)
         a = a.to(tl.float32)
         b = b.to(tl.float32)
         if USE_DOT:
@@ -101,10 +125,31 @@ def _stage_kernel(
         tl.atomic_add(c_ptrs, acc, mask=c_mask)
 
 
-def launch_stage(a, a_slice_stride: int, weights, c, topk_weights, sorted_token_ids, expert_ids,
-                 num_tokens_post_padded, lora_ids, slot_programs: int, adapter_enabled, *, a_row_div: int,
-                 top_k: int, mul_routed_weight: bool, block_size_m: int, block_size_n: int, block_size_k: int,
-                 group_size_m: int, num_warps: int, num_stages: int, split_k: int, grid_split_k: int) -> None:
+def launch_stage(
+    a,
+    a_slice_stride: int,
+    weights,
+    c,
+    topk_weights,
+    sorted_token_ids,
+    expert_ids,
+    num_tokens_post_padded,
+    lora_ids,
+    slot_programs: int,
+    adapter_enabled,
+    *,
+    a_row_div: int,
+    top_k: int,
+    mul_routed_weight: bool,
+    block_size_m: int,
+    block_size_n: int,
+    block_size_k: int,
+    group_size_m: int,
+    num_warps: int,
+    num_stages: int,
+    split_k: int,
+    grid_split_k: int,
+) -> None:
     """One stage: c[s, f, :] (+)= weights[s][l, e] @ a_row(f) for the listed pairs; c is zeroed fp32."""
     num_valid, n_dim = c.shape[1], c.shape[2]
     k_dim = weights[0].shape[3]
@@ -115,39 +160,107 @@ def launch_stage(a, a_slice_stride: int, weights, c, topk_weights, sorted_token_
     w1 = weights[1] if len(weights) > 1 else weights[0]
     if w1.stride() != w0.stride():
         raise NotImplementedError("the fake kernel needs the same strides for every slice's weights")
-    grid = (grid_split_k * triton.cdiv(em, block_size_m) * triton.cdiv(n_dim, block_size_n), len(weights),
-            slot_programs)
+    grid = (
+        grid_split_k * triton.cdiv(em, block_size_m) * triton.cdiv(n_dim, block_size_n),
+        len(weights),
+        slot_programs,
+    )
     _stage_kernel[grid](
-        a, w0, w1, c, topk_weights, sorted_token_ids, expert_ids, num_tokens_post_padded, lora_ids,
+        a,
+        w0,
+        w1,
+        c,
+        topk_weights,
+        sorted_token_ids,
+        expert_ids,
+        num_tokens_post_padded,
+        lora_ids,
         adapter_enabled,
-        n_dim, k_dim, em, num_valid, a_row_div, top_k,
-        a_slice_stride, a.stride(0), a.stride(1),
-        w0.stride(0), w0.stride(1), w0.stride(2), w0.stride(3),
-        c.stride(0), c.stride(1), c.stride(2),
-        topk_weights.stride(0), topk_weights.stride(1), sorted_token_ids.stride(0), expert_ids.stride(0),
-        MUL_ROUTED_WEIGHT=mul_routed_weight, BLOCK_M=block_size_m, BLOCK_N=block_size_n, BLOCK_K=block_size_k,
-        GROUP_SIZE_M=group_size_m, SPLIT_K=split_k, USE_DOT=min(block_size_m, block_size_n, block_size_k) >= 16,
-        num_warps=num_warps, num_stages=num_stages,
+        n_dim,
+        k_dim,
+        em,
+        num_valid,
+        a_row_div,
+        top_k,
+        a_slice_stride,
+        a.stride(0),
+        a.stride(1),
+        w0.stride(0),
+        w0.stride(1),
+        w0.stride(2),
+        w0.stride(3),
+        c.stride(0),
+        c.stride(1),
+        c.stride(2),
+        topk_weights.stride(0),
+        topk_weights.stride(1),
+        sorted_token_ids.stride(0),
+        expert_ids.stride(0),
+        MUL_ROUTED_WEIGHT=mul_routed_weight,
+        BLOCK_M=block_size_m,
+        BLOCK_N=block_size_n,
+        BLOCK_K=block_size_k,
+        GROUP_SIZE_M=group_size_m,
+        SPLIT_K=split_k,
+        USE_DOT=min(block_size_m, block_size_n, block_size_k) >= 16,
+        num_warps=num_warps,
+        num_stages=num_stages,
     )
 
 
-def run_fused(output, x, lora_a_stacked, lora_b_stacked, topk_weights, sorted_token_ids, expert_ids,
-              num_tokens_post_padded, lora_ids, slot_programs: int, adapter_enabled, shrink: dict, expand: dict,
-              mul_routed_weight: bool, offset: int, expand_grid_covers_split_k: bool) -> None:
+def run_fused(
+    output,
+    x,
+    lora_a_stacked,
+    lora_b_stacked,
+    topk_weights,
+    sorted_token_ids,
+    expert_ids,
+    num_tokens_post_padded,
+    lora_ids,
+    slot_programs: int,
+    adapter_enabled,
+    shrink: dict,
+    expand: dict,
+    mul_routed_weight: bool,
+    offset: int,
+    expand_grid_covers_split_k: bool,
+) -> None:
     """Shrink into an fp32 intermediate, expand into an fp32 buffer, add the buffer into output's columns."""
     m, top_k = topk_weights.shape
     slices, rank, n_dim = len(lora_a_stacked), lora_a_stacked[0].shape[2], lora_b_stacked[0].shape[2]
     per_routed = x.shape[0] == m * top_k  # the layout follows from the row count, independent of the weight
     common = (sorted_token_ids, expert_ids, num_tokens_post_padded, lora_ids, slot_programs, adapter_enabled)
     intermediate = torch.zeros((slices, m * top_k, rank), dtype=torch.float32, device=x.device)
-    launch_stage(x, 0, lora_a_stacked, intermediate, topk_weights, *common, a_row_div=1 if per_routed else top_k,
-                 top_k=top_k, mul_routed_weight=False, grid_split_k=shrink["split_k"], **shrink)
+    launch_stage(
+        x,
+        0,
+        lora_a_stacked,
+        intermediate,
+        topk_weights,
+        *common,
+        a_row_div=1 if per_routed else top_k,
+        top_k=top_k,
+        mul_routed_weight=False,
+        grid_split_k=shrink["split_k"],
+        **shrink,
+    )
     delta = torch.zeros((slices, m * top_k, n_dim), dtype=torch.float32, device=x.device)
-    launch_stage(intermediate[0] if slices else intermediate, intermediate.stride(0), lora_b_stacked, delta,
-                 topk_weights, *common, a_row_div=1, top_k=top_k, mul_routed_weight=mul_routed_weight,
-                 grid_split_k=expand["split_k"] if expand_grid_covers_split_k else 1, **expand)
+    launch_stage(
+        intermediate[0] if slices else intermediate,
+        intermediate.stride(0),
+        lora_b_stacked,
+        delta,
+        topk_weights,
+        *common,
+        a_row_div=1,
+        top_k=top_k,
+        mul_routed_weight=mul_routed_weight,
+        grid_split_k=expand["split_k"] if expand_grid_covers_split_k else 1,
+        **expand,
+    )
     for s in range(slices):  # untouched pairs add an exact zero: their elements keep their bits
-        output[:, :, offset + s * n_dim: offset + (s + 1) * n_dim] += delta[s].view(m, top_k, n_dim)
+        output[:, :, offset + s * n_dim : offset + (s + 1) * n_dim] += delta[s].view(m, top_k, n_dim)
 
 
 def stage(prefix: str, values: dict) -> dict:
@@ -164,22 +277,59 @@ def fused_convention(expand_grid_covers_split_k: bool, slot_programs: str = "lor
     if slot_programs not in ("lora_ids", "max_loras"):
         raise ValueError(f"slot_programs: must be 'lora_ids' or 'max_loras' (got {slot_programs!r})")
 
-    def _fused_moe_lora(output, qcurr_hidden_states, lora_a_stacked, lora_b_stacked, topk_weights,
-                        sorted_token_ids, expert_ids, num_tokens_post_padded, max_lora_rank, top_k_num, lora_ids,
-                        adapter_enabled,
-                        shrink_block_size_m, shrink_block_size_n, shrink_block_size_k, shrink_group_size_m,
-                        shrink_num_warps, shrink_num_stages, shrink_split_k,
-                        expand_block_size_m, expand_block_size_n, expand_block_size_k, expand_group_size_m,
-                        expand_num_warps, expand_num_stages, expand_split_k,
-                        mul_routed_weight=False, fully_sharded=False, offset=0):
+    def _fused_moe_lora(
+        output,
+        qcurr_hidden_states,
+        lora_a_stacked,
+        lora_b_stacked,
+        topk_weights,
+        sorted_token_ids,
+        expert_ids,
+        num_tokens_post_padded,
+        max_lora_rank,
+        top_k_num,
+        lora_ids,
+        adapter_enabled,
+        shrink_block_size_m,
+        shrink_block_size_n,
+        shrink_block_size_k,
+        shrink_group_size_m,
+        shrink_num_warps,
+        shrink_num_stages,
+        shrink_split_k,
+        expand_block_size_m,
+        expand_block_size_n,
+        expand_block_size_k,
+        expand_group_size_m,
+        expand_num_warps,
+        expand_num_stages,
+        expand_split_k,
+        mul_routed_weight=False,
+        fully_sharded=False,
+        offset=0,
+    ):
         if fully_sharded:
             raise NotImplementedError("fully_sharded: the fake has no tensor-parallel path")
         values = locals()
         programs = lora_ids.shape[0] if slot_programs == "lora_ids" else lora_a_stacked[0].shape[0]
-        run_fused(output, qcurr_hidden_states, lora_a_stacked, lora_b_stacked, topk_weights, sorted_token_ids,
-                  expert_ids, num_tokens_post_padded, lora_ids, programs, adapter_enabled,
-                  stage("shrink", values), stage("expand", values), mul_routed_weight, offset,
-                  expand_grid_covers_split_k)
+        run_fused(
+            output,
+            qcurr_hidden_states,
+            lora_a_stacked,
+            lora_b_stacked,
+            topk_weights,
+            sorted_token_ids,
+            expert_ids,
+            num_tokens_post_padded,
+            lora_ids,
+            programs,
+            adapter_enabled,
+            stage("shrink", values),
+            stage("expand", values),
+            mul_routed_weight,
+            offset,
+            expand_grid_covers_split_k,
+        )
 
     return _fused_moe_lora
 
@@ -189,23 +339,62 @@ def vllm_fused_convention(expand_grid_covers_split_k: bool):
     or a one-element CPU tensor) after lora_ids; the grid's slot axis has num_active_loras programs, each
     reading lora_ids[i] (vLLM pads lora_ids with -1 to L + 1 entries)."""
 
-    def _fused_moe_lora(output, qcurr_hidden_states, lora_a_stacked, lora_b_stacked, topk_weights,
-                        sorted_token_ids, expert_ids, num_tokens_post_padded, token_lora_mapping, max_lora_rank,
-                        top_k_num, lora_ids, num_active_loras, adapter_enabled,
-                        shrink_block_size_m, shrink_block_size_n, shrink_block_size_k, shrink_group_size_m,
-                        shrink_num_warps, shrink_num_stages, shrink_split_k,
-                        expand_block_size_m, expand_block_size_n, expand_block_size_k, expand_group_size_m,
-                        expand_num_warps, expand_num_stages, expand_split_k,
-                        mul_routed_weight=False, fully_sharded=False, offset=0):
+    def _fused_moe_lora(
+        output,
+        qcurr_hidden_states,
+        lora_a_stacked,
+        lora_b_stacked,
+        topk_weights,
+        sorted_token_ids,
+        expert_ids,
+        num_tokens_post_padded,
+        token_lora_mapping,
+        max_lora_rank,
+        top_k_num,
+        lora_ids,
+        num_active_loras,
+        adapter_enabled,
+        shrink_block_size_m,
+        shrink_block_size_n,
+        shrink_block_size_k,
+        shrink_group_size_m,
+        shrink_num_warps,
+        shrink_num_stages,
+        shrink_split_k,
+        expand_block_size_m,
+        expand_block_size_n,
+        expand_block_size_k,
+        expand_group_size_m,
+        expand_num_warps,
+        expand_num_stages,
+        expand_split_k,
+        mul_routed_weight=False,
+        fully_sharded=False,
+        offset=0,
+    ):
         if fully_sharded:
             raise NotImplementedError("fully_sharded: the fake has no tensor-parallel path")
         values = locals()
         programs = int(num_active_loras)
         if not 0 <= programs <= lora_ids.shape[0]:
             raise ValueError(f"num_active_loras={programs}: must lie in [0, len(lora_ids)={lora_ids.shape[0]}]")
-        run_fused(output, qcurr_hidden_states, lora_a_stacked, lora_b_stacked, topk_weights, sorted_token_ids,
-                  expert_ids, num_tokens_post_padded, lora_ids, programs, adapter_enabled,
-                  stage("shrink", values), stage("expand", values), mul_routed_weight, offset,
-                  expand_grid_covers_split_k)
+        run_fused(
+            output,
+            qcurr_hidden_states,
+            lora_a_stacked,
+            lora_b_stacked,
+            topk_weights,
+            sorted_token_ids,
+            expert_ids,
+            num_tokens_post_padded,
+            lora_ids,
+            programs,
+            adapter_enabled,
+            stage("shrink", values),
+            stage("expand", values),
+            mul_routed_weight,
+            offset,
+            expand_grid_covers_split_k,
+        )
 
     return _fused_moe_lora

@@ -3,8 +3,21 @@
 CALLS: list = []
 
 
-def record(*, out, x, topk_ids, topk_weights, token_lora, adapter_enabled, lora_a, lora_b, mul_routed_weight, offset,
-           layout, config=None) -> None:
+def record(
+    *,
+    out,
+    x,
+    topk_ids,
+    topk_weights,
+    token_lora,
+    adapter_enabled,
+    lora_a,
+    lora_b,
+    mul_routed_weight,
+    offset,
+    layout,
+    config=None,
+) -> None:
     """The adapter protocol with a `config` parameter; adds nothing (so it is correct only for empty work)."""
     CALLS.append({"config": config, "m": topk_ids.shape[0]})
 
