@@ -46,7 +46,6 @@ goes to stderr and `PATCHED` stays empty; callers ask `bf16_atomics_ok()` / `tf3
 from __future__ import annotations
 
 import inspect
-import sys
 
 import numpy as np
 
@@ -245,12 +244,8 @@ def install(tf32_rounding: str = "truncate") -> frozenset:
 
     reason = _check_internals(interp, ir, core)
     if reason is not None:
-        NOT_PATCHED_REASON = reason
-        print(
-            f"warning: Triton interpreter left unpatched ({reason}): bf16 dots/atomics and TF32 are not "
-            "emulated on CPU",
-            file=sys.stderr,
-        )
+        # no stderr line (CLI errors stay one line): campaigns record it in report.json's environment
+        NOT_PATCHED_REASON = f"left unpatched ({reason}): bf16 dots/atomics and TF32 are not emulated on CPU"
         return PATCHED
     _Patches(interp, ir, tl, tf32_rounding).apply()
     interp.InterpreterBuilder.bf16_emulated = True  # read by kernels.moe_lora.interpreter_bf16_ok

@@ -98,6 +98,10 @@ def environment() -> dict:
             )
         except (OSError, subprocess.SubprocessError):
             pass
+    if os.environ.get("TRITON_INTERPRET") == "1":  # what the interpreter patch (fuzz.interpreter) could do here
+        from . import interpreter
+
+        env["interpreter_patch"] = sorted(interpreter.PATCHED) or interpreter.NOT_PATCHED_REASON
     return env
 
 

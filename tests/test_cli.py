@@ -55,7 +55,7 @@ def test_version():
 
 
 def test_every_option_has_help_and_shows_its_default():
-    from moe_lora_fuzz.fuzz.__main__ import _parser
+    from moe_lora_fuzz.fuzz.cli import _parser
 
     parser = _parser()
     commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices

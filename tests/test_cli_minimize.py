@@ -8,8 +8,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from moe_lora_fuzz.fuzz.oracle import family
 from moe_lora_fuzz.fuzz.repro import load, save
+
+pytestmark = pytest.mark.interpreter  # the stored findings are CPU repros, minimised on the interpreter
 
 ROOT = Path(__file__).resolve().parents[1]
 FINDING = ROOT / "tests/regressions/disabled-adapter-written.json"

@@ -132,12 +132,21 @@ def test_minimizer_reaches_a_one_minimal_case():
         assert c == res.case or not (c.m >= 3 and c.dtype == "bfloat16")
 
 
+# Stored findings whose trigger is a constant that differs between the interpreter and compiled kernels.
+INTERPRETER_ONLY = {
+    "align-chunk-plus-one": "the Triton align's chunk is 32 routed pairs under the interpreter and 128 "
+    "compiled: this case (33 pairs) crosses only the former"
+}
+
+
 @pytest.mark.parametrize("path", REGRESSIONS, ids=[p.stem for p in REGRESSIONS])
 def test_regression_corpus(path, device):
     """Replays every stored finding: ours must pass; a mutant must still fail the same way."""
     repro = load(path)
     if repro.device == "cuda" and device != "cuda":
         pytest.skip("recorded on a GPU")
+    if device == "cuda" and path.stem in INTERPRETER_ONLY:
+        pytest.skip(INTERPRETER_ONLY[path.stem])
     v = check(repro.case, repro.impl, device)
     if repro.impl == "ours":
         assert v.kind == "pass", v

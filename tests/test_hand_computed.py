@@ -275,5 +275,5 @@ def test_seeded_kernel_bugs_disagree_with_hand_computation(mutant, device):
 def test_fp64_refuses_an_x_of_neither_layout():
     kw = _inputs(torch.float32, "per_token")
     kw["x"] = torch.cat([kw["x"], kw["x"]])[:4]  # 4 rows of K = 3: the message must count rows, not columns
-    with pytest.raises(ValueError, match=r"^x: 4 rows; expected M=5 or M\*k=10$"):
+    with pytest.raises(ValueError, match=r"^x: 4 rows; expected M=5 \(per_token\) or M\*k=10 \(per_routed\)$"):
         moe_lora_fp64(**kw, mul_routed_weight=False)

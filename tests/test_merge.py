@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from moe_lora_fuzz.fuzz.__main__ import main
+from moe_lora_fuzz.fuzz.cli import main
 from moe_lora_fuzz.fuzz.coverage import REQUIRED_EDGES
 from moe_lora_fuzz.fuzz.merge import MergeError, merge_reports
 

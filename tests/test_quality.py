@@ -31,6 +31,11 @@ def test_every_mutant_has_an_expectation():
 @pytest.mark.quality
 @pytest.mark.parametrize("mutant", sorted(MUTANTS))
 def test_campaign_finds_mutant(mutant, device, tmp_path):
+    if device == "cuda" and mutant == "align-chunk-plus-one":
+        pytest.skip(
+            "compiled, align's chunk is 128 routed pairs: premerge sizes (M*k <= 160) cannot put a lone pair "
+            "one past it (129 = 3 * 43 needs M = 43 > 40); the CPU suite catches it at 32"
+        )
     cfg = CampaignConfig(
         impl=f"mutant:{mutant}",
         device=device,

@@ -43,7 +43,7 @@ class Ran:
 
 def _main(capsys, *args: str) -> Ran:
     """The CLI in this process (no torch import to pay again): for what exits early or spawns its own worker."""
-    from moe_lora_fuzz.fuzz.__main__ import main
+    from moe_lora_fuzz.fuzz.cli import main
 
     capsys.readouterr()
     try:

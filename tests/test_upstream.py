@@ -26,6 +26,10 @@ from moe_lora_fuzz.kernels import MoeLoraConfig, TileConfig, padded_length
 
 from tests.fakes import recording
 
+# Our fakes are Triton kernels run on CPU tensors under the interpreter (the GPU campaigns of the named
+# adapters run through the CLI: scripts/gpu_round.sh adapters).
+pytestmark = pytest.mark.interpreter
+
 ROOT = Path(__file__).resolve().parent.parent
 FAKES = "tests/fakes"
 SGLANG, SGLANG_BUGGY = f"sglang:{FAKES}/sglang_fused_moe_lora.py", f"sglang:{FAKES}/sglang_fused_moe_lora_buggy.py"
@@ -171,7 +175,7 @@ def test_cli_refuses_an_unloadable_kernel_with_one_line(at_root, tmp_path):
 
 
 def test_list_mentions_the_upstream_names(capsys):
-    from moe_lora_fuzz.fuzz.__main__ import main
+    from moe_lora_fuzz.fuzz.cli import main
 
     assert main(["list"]) == 0
     listed = {line.split()[0] for line in capsys.readouterr().out.splitlines() if line.strip()}
