@@ -17,7 +17,7 @@ import random
 
 import pytest
 import torch
-from moe_lora_fuzz.kernels import MUTANTS, MoeLoraConfig, TileConfig, fused_moe_lora
+from moe_lora_fuzz.kernels import MUTANTS, MoeLoraConfig, TileConfig, Workspace, fused_moe_lora
 from moe_lora_fuzz.reference import moe_lora_fp64, moe_lora_naive
 
 M, TOP_K, E, L, R, K, N, S = 5, 2, 2, 3, 2, 3, 2, 2
@@ -257,6 +257,8 @@ def test_seeded_kernel_bugs_disagree_with_hand_computation(mutant, device):
     padded[:M] = kw["x"]
     kw["x"] = padded[:M]
     out = torch.tensor(OUT0, dtype=torch.float32, device=device)
+    # a poisoned workspace: an unzeroed split-K accumulation must not depend on what torch.empty happened to hold
+    poisoned = Workspace(intermediate=torch.full((S, M * TOP_K, R), float("nan"), device=device))
     try:
         fused_moe_lora(
             out,
@@ -265,6 +267,7 @@ def test_seeded_kernel_bugs_disagree_with_hand_computation(mutant, device):
             offset=OFFSET,
             layout="per_token",
             config=MUTANT_CONFIG,
+            workspace=poisoned,
             deviation=MUTANTS[mutant].deviation,
         )
     except Exception:  # noqa: BLE001 - a crash also disagrees with the hand computation
