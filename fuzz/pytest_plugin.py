@@ -56,6 +56,8 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if marker in item.keywords:
             item.add_marker(pytest.mark.skip(reason=why))
+    # the seeded-bug campaigns are the longest tests: first, so that parallel workers (xdist) end together
+    items.sort(key=lambda item: "quality" not in item.keywords)
 
 
 @pytest.fixture(scope="session")
