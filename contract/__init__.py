@@ -2,7 +2,7 @@
 launch-configuration type every implementation may receive. Imports nothing of this project."""
 
 from .knobs import Knob, knob, knobs_of
-from .launch import ALIGN_IMPLS, LaunchConfig, MoeLoraConfig, TileConfig, knob_meta
+from .launch import ALIGN_IMPLS, LaunchConfig, MoeLoraConfig, TileConfig
 from .op import (
     ACC_UNIT,
     DTYPES,
@@ -31,7 +31,6 @@ __all__ = [
     "LaunchConfig",
     "MoeLoraConfig",
     "TileConfig",
-    "knob_meta",
     "ACC_UNIT",
     "DTYPES",
     "FP32_PRECISIONS",

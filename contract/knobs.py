@@ -1,8 +1,5 @@
-"""Per-field metadata of a knob, declared once on the dataclass field that holds it.
-
-Validation, the minimiser's candidates, coverage buckets and which implementations a knob concerns are all
-derived from it, so adding a knob is one line in one dataclass.
-"""
+"""Per-field metadata of a knob, declared once on the dataclass field that holds it: its type and valid range.
+Validation (Case, TileConfig, MoeLoraConfig) is derived from it, so a new knob's rule is written once."""
 
 from __future__ import annotations
 
@@ -20,9 +17,6 @@ class Knob:
     lo: int | None = None
     hi: int | None = None  # inclusive
     options: tuple = ()  # simplest first
-    simplest: object = None  # what minimising moves toward; None: the field's default
-    bucket: str = "value"  # coverage: "value" (each value), "log2" (power-of-two ranges), "" (not tracked)
-    scope: str = "op"  # "op": every implementation; "launch": those that take `config`; "ours": our kernels only
     rule_text: str = ""  # overrides the generated rule in messages
     why: str = ""
 
@@ -41,7 +35,7 @@ class Knob:
 
     @classmethod
     def flag(cls, **kw) -> "Knob":
-        return cls("flag", simplest=False, **kw)
+        return cls("flag", **kw)
 
     # ---- validity ----------------------------------------------------------------------------------
     def rule(self) -> str:
@@ -81,32 +75,6 @@ class Knob:
             raise ValueError(f"{name}: must be an int (got {v!r})")
         if not self.ok(v):
             raise ValueError(f"{name}={v!r}: {self.rule()}")
-
-    # ---- search ------------------------------------------------------------------------------------
-    def simpler(self, v, default) -> list:
-        """Candidate values simpler than v, biggest cut first (the minimiser's steps)."""
-        target = default if self.simplest is None else self.simplest
-        if v == target:
-            return []
-        if self.kind == "options" and self.simplest is None:
-            return list(self.options[: self.options.index(v)]) if v in self.options else []
-        if self.kind != "int" or v < target:
-            return [target] if self.ok(target) else []
-        out = []
-        for s in (target, (v + target) // 2, v - 1):
-            if target <= s < v and s not in out:
-                out.append(s)
-        return out
-
-    def cover(self, v) -> str | None:
-        if not self.bucket:
-            return None
-        if self.bucket == "log2" and _is_int(v):
-            if v <= 2:
-                return str(v)
-            lo = 1 << (v.bit_length() - 1)
-            return f"{lo}-{2 * lo - 1}"
-        return str(v)
 
 
 def knob(default, meta: Knob, **field_kw):

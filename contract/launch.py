@@ -1,8 +1,8 @@
 """The launch configuration: one frozen object instead of a long argument list.
 
 It belongs to the op's contract, not to our kernels: the fuzzer varies it, hands it to any implementation
-that takes a `config` parameter, and stores it in repro files. Every field carries its metadata (range,
-simplest value, coverage bucket) once; validation, the minimiser, coverage and the GPU pool derive from it.
+that takes a `config` parameter, and stores it in repro files. Every field carries its valid range once
+(contract.knobs); validation derives from it.
 """
 
 from __future__ import annotations
@@ -17,12 +17,12 @@ from .knobs import Knob, knob, knobs_of
 class TileConfig:
     """Tiling of one stage (shrink or expand). BLOCK_M is shared and lives in MoeLoraConfig."""
 
-    block_n: int = knob(32, Knob.pow2(16, 256, simplest=32, why="tl.dot needs >= 16"))
-    block_k: int = knob(32, Knob.pow2(16, 256, simplest=32, why="tl.dot needs >= 16"))
+    block_n: int = knob(32, Knob.pow2(16, 256, why="tl.dot needs >= 16"))
+    block_k: int = knob(32, Knob.pow2(16, 256, why="tl.dot needs >= 16"))
     group_size_m: int = knob(1, Knob.integer(1, 64))
     split_k: int = knob(1, Knob.integer(1, 64))
-    num_warps: int = knob(4, Knob.choice((1, 2, 4, 8, 16), simplest=4))
-    num_stages: int = knob(2, Knob.integer(1, 8, simplest=2))
+    num_warps: int = knob(4, Knob.choice((1, 2, 4, 8, 16)))
+    num_stages: int = knob(2, Knob.integer(1, 8))
     # BLOCK_N tiles each program covers in a loop: set-up paid once, output reads overlapped (our kernels only)
     n_tiles: int = knob(1, Knob.integer(1, 64))
 
@@ -99,9 +99,3 @@ class MoeLoraConfig:
 
 
 LaunchConfig = MoeLoraConfig  # the name the protocol documents; MoeLoraConfig is kept for existing callers
-
-
-def knob_meta(name: str) -> Knob:
-    """The metadata of a flat launch-configuration knob name ("block_m", "expand.split_k")."""
-    stage, _, field_name = name.rpartition(".")
-    return knobs_of(TileConfig)[field_name] if stage else knobs_of(MoeLoraConfig)[name]

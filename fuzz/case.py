@@ -19,18 +19,18 @@ SLOTTINGS = ("one_slot", "no_base", "random", "all_with_base", "all_base")
 
 def _size(lo: int, hi: int, **kw) -> Knob:
     kw.setdefault("rule_text", f"must lie in [{lo}, {hi}]")
-    return Knob.integer(lo, hi, bucket="log2", **kw)
+    return Knob.integer(lo, hi, **kw)
 
 
 @dataclass(frozen=True)
 class Case:
     """One point of the knob space. Every default is the simplest value of its knob (first option, smallest
     size, flag off): what minimising and Hypothesis shrinking move toward. Each field's metadata (contract.Knob)
-    gives its range, coverage bucket and scope; validation, minimisation and coverage derive from it."""
+    gives its valid range; validation derives from it."""
 
-    seed: int = knob(0, Knob.integer(0, 2**63 - 1, bucket="", rule_text="must lie in [0, 2**63)"))
+    seed: int = knob(0, Knob.integer(0, 2**63 - 1, rule_text="must lie in [0, 2**63)"))
     dtype: str = knob(DTYPES[0], Knob.choice(DTYPES))
-    m: int = knob(1, _size(0, 1 << 16, simplest=1))  # 0 is an edge, not a simplification
+    m: int = knob(1, _size(0, 1 << 16))  # 0 is an edge, not a simplification
     top_k: int = knob(1, _size(1, 16))
     num_experts: int = knob(1, _size(1, 512))
     num_slots: int = knob(1, _size(1, 64))
@@ -46,12 +46,12 @@ class Case:
     extra_cols: int = knob(0, _size(0, 1024))
     routing: str = knob(ROUTINGS[0], Knob.choice(ROUTINGS))
     slotting: str = knob(SLOTTINGS[0], Knob.choice(SLOTTINGS))
-    disabled: tuple = knob((), Knob("other", bucket=""))  # slot ids with adapter_enabled = 0
+    disabled: tuple = knob((), Knob("other"))  # slot ids with adapter_enabled = 0
     # inputs and outputs are padded views at unaligned addresses, not contiguous tensors
     strided: bool = knob(False, Knob.flag())
     # extra BLOCK_M blocks in the align buffers beyond P (our kernels' workspace)
-    align_slack: int = knob(0, _size(0, 1024, scope="ours"))
-    config: MoeLoraConfig = field(default_factory=MoeLoraConfig, metadata={"knob": Knob("other", scope="launch")})
+    align_slack: int = knob(0, _size(0, 1024))
+    config: MoeLoraConfig = field(default_factory=MoeLoraConfig, metadata={"knob": Knob("other")})
 
     # ---- validity -------------------------------------------------------------------------------
     def validate(self, interpreter: bool = False, bf16_atomics: bool | None = None) -> "Case":
@@ -122,17 +122,6 @@ class Case:
     def replace(self, **changes) -> "Case":
         return dataclasses.replace(self, **changes)
 
-    def knobs(self) -> dict:
-        """Every knob by one flat name: case fields plus "config.<flat launch knob>"."""
-        out = {name: getattr(self, name) for name in knobs_of(Case) if name != "config"}
-        out.update({f"config.{k}": v for k, v in self.config.flat().items()})
-        return out
-
-    def with_knob(self, name: str, value) -> "Case":
-        if name.startswith("config."):
-            return self.replace(config=self.config.with_knob(name.removeprefix("config."), value))
-        return self.replace(**{name: value})
-
     @property
     def coarse_class(self) -> str:
         """The part of a signature that comes from the case (DESIGN: dtype, layout, flags, split-K)."""
@@ -140,13 +129,6 @@ class Case:
             f"{self.dtype}|{self.layout}|mrw={int(self.mul_routed_weight)}"
             f"|ssk={int(self.config.shrink.split_k > 1)}|esk={int(self.config.expand.split_k > 1)}"
         )
-
-
-def knob_meta(name: str) -> Knob:
-    """The metadata of a flat knob name of Case.knobs()."""
-    from moe_lora_fuzz.contract import knob_meta as launch_meta
-
-    return launch_meta(name.removeprefix("config.")) if name.startswith("config.") else knobs_of(Case)[name]
 
 
 def _config_from_dict(d) -> MoeLoraConfig:

@@ -31,9 +31,9 @@ def _fail(msg: str) -> None:
 def _device(name: str) -> str:
     """Resolve --device and prepare the environment before anything imports triton."""
     import torch
+    from moe_lora_fuzz.contract import resolve_device
 
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
+    name = resolve_device(name)
     if name == "cuda" and not torch.cuda.is_available():
         _fail("--device cuda: no CUDA device is available here")
     if name == "cpu":

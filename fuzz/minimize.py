@@ -23,7 +23,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable, Iterator
 
-from moe_lora_fuzz.kernels.config import MoeLoraConfig, TileConfig
+from moe_lora_fuzz.contract import MoeLoraConfig, TileConfig
 
 from .case import DTYPES, LAYOUTS, ROUTINGS, SLOTTINGS, Case
 from .oracle import family
@@ -44,7 +44,7 @@ SIZE_FLOORS = {
 }
 TILE_SIMPLEST = dataclasses.asdict(TileConfig())  # "simplest" tile = the default one, field by field
 CONFIG_KNOBS = ("block_m", "align")
-STAGES = ("shrink", "expand")
+STAGES = MoeLoraConfig.STAGES
 
 
 @dataclass(frozen=True)
@@ -61,24 +61,18 @@ class MinimizeResult:
 def knob_values(c: Case) -> dict:
     """Every knob of a case by a flat name: Case fields, block_m/align, shrink.<field>, expand.<field>."""
     out = {f.name: getattr(c, f.name) for f in dataclasses.fields(Case) if f.name != "config"}
-    out.update({name: getattr(c.config, name) for name in CONFIG_KNOBS})
-    for stage in STAGES:
-        tile = getattr(c.config, stage)
-        out.update({f"{stage}.{f.name}": getattr(tile, f.name) for f in dataclasses.fields(TileConfig)})
+    out.update(c.config.flat())
     return out
 
 
 SIMPLEST = knob_values(Case())
+CASE_KNOBS = {f.name for f in dataclasses.fields(Case)}
 
 
 def with_knob(c: Case, name: str, value) -> Case:
     """The case with one knob changed, cross-field rules repaired (a cut of rank also cuts real_rank)."""
-    if name in CONFIG_KNOBS:
-        return c.replace(config=dataclasses.replace(c.config, **{name: value}))
-    if "." in name:
-        stage, fieldname = name.split(".", 1)
-        tile = dataclasses.replace(getattr(c.config, stage), **{fieldname: value})
-        return c.replace(config=dataclasses.replace(c.config, **{stage: tile}))
+    if name in SIMPLEST and name not in CASE_KNOBS:  # a launch-configuration knob ("block_m", "expand.split_k")
+        return c.replace(config=c.config.with_knob(name, value))
     return _fix(c.replace(**{name: value}))
 
 

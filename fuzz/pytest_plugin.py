@@ -33,10 +33,9 @@ def pytest_addoption(parser):
 def pytest_configure(config):
     for name, doc in MARKERS.items():
         config.addinivalue_line("markers", f"{name}: {doc}")
-    import torch
+    from moe_lora_fuzz.contract import resolve_device
 
-    name = config.getoption("--device")
-    device = ("cuda" if torch.cuda.is_available() else "cpu") if name == "auto" else name
+    device = resolve_device(config.getoption("--device"))
     config._fuzz_device = device
     if device == "cpu":
         os.environ["TRITON_INTERPRET"] = "1"

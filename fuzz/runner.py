@@ -30,7 +30,7 @@ from .case import Case
 from .coverage import Coverage
 from .generate import CPU_SIZES, GPU_SIZES, RandomSource, generate
 from .interpreter import install_if_interpreting
-from .oracle import Verdict, crash_failure, signature
+from .oracle import Verdict, crash_failure, probed, signature
 from .repro import Repro, dumps, environment, save, write_atomic
 
 # Default per-case timeouts (--case-timeout): the slowest correct case of the nightly GPU profile takes a
@@ -196,20 +196,6 @@ class _NoAnswer(Exception):
         self.kind = kind  # "hang" or "crash"
 
 
-def _probed(v: Verdict, case: Case, probe: str) -> Verdict:
-    """Outside the declared capabilities a crash or hang is an unchecked precondition."""
-    if not probe:
-        return v
-    from dataclasses import replace
-
-    return replace(
-        v,
-        kind="unchecked-precondition",
-        signature=signature("unchecked-precondition", v.impl, case),
-        message=f"outside its declared capabilities ({probe}) it did not refuse cleanly: {v.kind}: {v.message}",
-    )
-
-
 class Worker:
     """One child process judging cases with the oracle. `judge` always returns a Verdict: a case that kills
     the process, hangs past its timeout or breaks the device is that case's `crash` / `hang` finding, and
@@ -301,7 +287,7 @@ class Worker:
             self.kill()
             self._cap_log()
             failure = "hang" if e.kind == "hang" else crash_failure(str(e))
-            return _probed(
+            return probed(
                 Verdict(e.kind, self.impl, signature(e.kind, self.impl, case, failure), str(e), failure=failure),
                 case,
                 probe,
@@ -312,7 +298,7 @@ class Worker:
             seen = f"; before that the implementation's verdict was {v.kind}: {v.message[:200]}" if v else ""
             why = f"the worker broke on this case ({answer['broken']}){seen}"
             failure = crash_failure(why)
-            return _probed(
+            return probed(
                 Verdict("crash", self.impl, signature("crash", self.impl, case, failure), why, failure=failure),
                 case,
                 probe,

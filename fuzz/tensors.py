@@ -35,12 +35,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import torch
+from moe_lora_fuzz.contract import TORCH_DTYPES, OpArgs, rows_for
 from moe_lora_fuzz.kernels.align import AlignBuffers, padded_length
 
 from . import counter_rng as rng
 from .case import Case
 
-TORCH_DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
 OUT_SENTINEL = -7.25  # exactly representable in every dtype, unlikely as a result
 INT_SENTINEL = -(2**30) + 7
 HOST_BUILD_MAX = 1 << 16  # generated elements up to which a GPU case is built on the host (fewer launches)
@@ -135,21 +135,26 @@ class Tensors:
     writable: torch.Tensor | None = None  # bool per arena byte: inside a written buffer's view
     host: Mapping = field(default_factory=dict)  # CPU copies of the inputs by name (HostInputs): references
 
-    def op_kwargs(self) -> dict:
-        """The op's arguments by their SPEC §2 names: what every implementation receives."""
-        return dict(
-            out=self.out,
-            x=self.x,
-            topk_ids=self.topk_ids,
-            topk_weights=self.topk_weights,
-            token_lora=self.token_lora,
-            adapter_enabled=self.adapter_enabled,
-            lora_a=self.lora_a,
-            lora_b=self.lora_b,
-            mul_routed_weight=self.case.mul_routed_weight,
-            offset=self.case.offset,
-            layout=self.case.layout,
+    def op(self) -> OpArgs:
+        """The op's arguments (SPEC §2): what every implementation receives, and what the references read."""
+        c = self.case
+        return OpArgs(
+            self.out,
+            self.x,
+            self.topk_ids,
+            self.topk_weights,
+            self.token_lora,
+            self.adapter_enabled,
+            self.lora_a,
+            self.lora_b,
+            c.mul_routed_weight,
+            c.offset,
+            c.layout,
         )
+
+    def op_kwargs(self) -> dict:
+        """The op's arguments by their SPEC §2 names (the adapter protocol's keywords)."""
+        return self.op().kwargs()
 
     def host_args(self) -> tuple:
         """The reference arguments (x, topk_ids, topk_weights, token_lora, adapter_enabled, lora_a, lora_b)
@@ -425,7 +430,7 @@ def materialize(case: Case, device="cpu", fill: Fill = Fill(), where: str = "aut
     c = case
     dt = TORCH_DTYPES[c.dtype]
     m, k, L, E, R = c.m, c.top_k, c.num_slots, c.num_experts, c.rank
-    rows = m * k if c.layout == "per_routed" else m
+    rows = rows_for(c.layout, m, k)
     alloc = _Allocator(c, fill)
     put = alloc.place
     for s in range(c.num_slices):

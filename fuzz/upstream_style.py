@@ -8,6 +8,7 @@ that discipline on our own inputs; it is a baseline for the benchmark, never a h
 from __future__ import annotations
 
 import torch
+from moe_lora_fuzz.contract import rows_for
 from moe_lora_fuzz.kernels import MoeLoraConfig, TileConfig, alloc_align
 from moe_lora_fuzz.reference import moe_lora_fp64
 
@@ -62,7 +63,7 @@ def upstream_check(case: Case, impl: Impl, device) -> tuple[bool, str]:
     g = torch.Generator().manual_seed(case.seed)
     dt = TORCH_DTYPES[case.dtype]
     m, k, L, E, R = case.m, case.top_k, case.num_slots, case.num_experts, case.rank
-    rows = m * k if case.layout == "per_routed" else m
+    rows = rows_for(case.layout, m, k)
 
     def rand(*shape):
         return torch.rand(shape, generator=g).to(dt).to(device)

@@ -32,8 +32,9 @@ def main() -> None:
     p.add_argument("--materialise-only", action="store_true")
     a = p.parse_args()
     import torch
+    from moe_lora_fuzz.contract import resolve_device
 
-    device = a.device if a.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
+    device = resolve_device(a.device)
     if device == "cpu":
         os.environ["TRITON_INTERPRET"] = "1"
     import dataclasses

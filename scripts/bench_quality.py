@@ -30,8 +30,9 @@ def main() -> None:
     p.add_argument("--skip-upstream", action="store_true", help="only our campaigns (the upstream column shows -)")
     a = p.parse_args()
     import torch
+    from moe_lora_fuzz.contract import resolve_device
 
-    device = a.device if a.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
+    device = resolve_device(a.device)
     if device == "cpu":
         os.environ["TRITON_INTERPRET"] = "1"
     from moe_lora_fuzz.fuzz.runner import CASE_TIMEOUT_S, CampaignConfig, Worker, run_campaign
