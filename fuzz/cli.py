@@ -12,6 +12,7 @@ import math
 import os
 import sys
 import tempfile
+import textwrap
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -20,7 +21,11 @@ from . import __version__
 
 
 class _Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
-    """Defaults shown after every option's help; descriptions kept as written."""
+    """Defaults shown after every option's help; descriptions kept as written; paths (absolute defaults such as
+    --out's) never broken at their hyphens when help text is wrapped."""
+
+    def _split_lines(self, text, width):
+        return textwrap.wrap(" ".join(text.split()), width, break_on_hyphens=False, break_long_words=False)
 
 
 def _fail(msg: str) -> None:
