@@ -62,6 +62,7 @@ from .capabilities import REFUSALS
 from .case import Case
 from .coverage import data_features
 from .impls import Impl, is_ours, resolve
+from .phases import phase
 from .tensors import Fill, Tensors, materialize
 
 SAFETY = 2.0
@@ -249,11 +250,13 @@ class _Run:
     error: BaseException | None
 
 
+@phase("materialise")
 def _prepare(case: Case, device, fill: Fill) -> _Run:
     t = materialize(case, device, fill)
     return _Run(t, t.snapshot(), None)
 
 
+@phase("impl")
 def _call(run: _Run, impl: Impl) -> _Run:
     try:
         impl(run.t)
@@ -288,6 +291,7 @@ class _Expected:
     touched: torch.Tensor  # (M, k, W) bool: elements that receive a delta
 
 
+@phase("references")
 def _expect(case: Case, run: _Run, precision: str = "ieee") -> tuple[_Expected, str | None]:
     """The references, run before the implementation: they see exactly the inputs it is given.
     precision: the implementation's declared fp32 dot precision ("ieee" or "tf32")."""
@@ -354,6 +358,7 @@ def _worst(got: torch.Tensor, exp: _Expected, ratio: torch.Tensor, n: int = 5) -
     return rows
 
 
+@phase("judge")
 def _judge(case: Case, run: _Run, exp: _Expected, precision: str = "ieee") -> tuple[str, str, float, list]:
     """(kind, message, max_ratio, worst) of one finished run; kind "pass" when all checks hold.
     Every check is reduced on the device and read back with one host sync (the fuzz loop's hot path)."""
@@ -472,6 +477,7 @@ def _outputs_differ(a: _Run, b: _Run, bound: torch.Tensor) -> bool:
     return _differ(a.t.out, b.t.out, bound)
 
 
+@phase("diagnose")
 def _diagnose(case: Case, impl: Impl, device, primary: _Run, exp: _Expected, kind: str, fill: Fill) -> tuple[str, str]:
     """Tell an out-of-bounds read or a read of unwritten workspace from a plain wrong result."""
     finite_margins = _execute(case, impl, device, replace(fill, input_margin=DIAGNOSE_MARGIN))
@@ -544,6 +550,7 @@ def _permuted_run(case: Case, impl: Impl, device, fill: Fill) -> tuple[_Run, tor
     return _call(_Run(t, t.snapshot(), None), impl), perm
 
 
+@phase("twins")
 def _metamorphic(
     case: Case,
     impl_name: str,

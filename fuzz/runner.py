@@ -25,7 +25,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import __version__
+from . import __version__, phases
 from .case import Case
 from .coverage import Coverage
 from .generate import CPU_SIZES, GPU_SIZES, RandomSource, generate
@@ -147,9 +147,9 @@ def _worker_main(conn, device: str, impl_name: str, log: str | None) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles interrupts and ends this process
     # TRITON_INTERPRET is inherited from the parent (the CLI sets it for --device cpu before any import)
     from .impls import ImplError, resolve
-    from .oracle import check
 
     install_if_interpreting()  # a spawned worker does not inherit the parent's interpreter patches
+    phases.count_jit()
     try:
         impl = resolve(impl_name)
     except ImplError as e:
@@ -166,28 +166,35 @@ def _worker_main(conn, device: str, impl_name: str, log: str | None) -> None:
         if msg is None:
             return
         case, verdict = msg["case"], None
+        phases.take()  # what happened between cases (e.g. a crashed case's partial phases) is not this case's
         try:
-            if msg["mode"] == "upstream":
-                from .upstream_style import upstream_check
-
-                ok, why = upstream_check(case, impl, device)
-                kind = "pass" if ok else "mismatch"
-                verdict = Verdict(kind, impl_name, "" if ok else signature(kind, impl_name, case), why)
-            else:
-                verdict = check(
-                    case,
-                    impl_name,
-                    device,
-                    metamorphic=msg["metamorphic"],
-                    impl=impl,
-                    guards=msg["guards"],
-                    probe=msg.get("probe", ""),
-                )
+            with phases.phase("oracle"):
+                verdict = _judge_here(msg, case, impl, impl_name, device)
             device_probe(device)  # after the implementation returned: a device fault belongs to THIS case
         except Exception as e:  # outside the implementation: the process (e.g. its CUDA context) is broken
             conn.send({"broken": _first_line(e), "verdict": verdict})
             return
-        conn.send({"verdict": verdict})
+        conn.send({"verdict": verdict, "phases": phases.take()})
+
+
+def _judge_here(msg: dict, case: Case, impl, impl_name: str, device: str) -> Verdict:
+    from .oracle import check
+
+    if msg["mode"] == "upstream":
+        from .upstream_style import upstream_check
+
+        ok, why = upstream_check(case, impl, device)
+        kind = "pass" if ok else "mismatch"
+        return Verdict(kind, impl_name, "" if ok else signature(kind, impl_name, case), why)
+    return check(
+        case,
+        impl_name,
+        device,
+        metamorphic=msg["metamorphic"],
+        impl=impl,
+        guards=msg["guards"],
+        probe=msg.get("probe", ""),
+    )
 
 
 class _NoAnswer(Exception):
@@ -275,6 +282,7 @@ class Worker:
         probe: str = "",
     ) -> Verdict:
         """probe: the declared capability the case breaks (--probe-contract), "" for an ordinary case."""
+        self.phases = {}  # the worker's phase times for this case (fuzz.phases), when it answers
         if self._proc is None:
             self._start()
             self.restarts += 1
@@ -304,6 +312,7 @@ class Worker:
                 probe,
             )
         self._cap_log()
+        self.phases = answer.get("phases", {})
         return answer["verdict"]
 
     def kill(self) -> None:
@@ -343,6 +352,7 @@ class Report:
     previous: list = field(default_factory=list)  # campaigns this one resumed
     root_causes: list = field(default_factory=list)  # fuzz.triage fills these two
     triage: dict = field(default_factory=dict)
+    phases: dict = field(default_factory=dict)  # fuzz.phases: {path: [seconds, count]}, worker's and ours
 
     def to_dict(self) -> dict:
         c = self.cfg
@@ -373,10 +383,12 @@ class Report:
             "sanitizer": self.sanitizer,
             "resumed": self.previous,
             "coverage": self.coverage.to_dict(),
+            "phases": {k: {"s": round(sv, 3), "n": n} for k, (sv, n) in sorted(self.phases.items())},
             "environment": self.env,
         }
 
     def write(self) -> None:
+        phases.add(self.phases, phases.take())  # this process's phases so far (the worker's come per case)
         write_atomic(self.cfg.report_path, dumps(self.to_dict(), indent=2) + "\n")
 
     def resume_from(self, old: dict) -> None:
@@ -460,26 +472,32 @@ def run_campaign(cfg: CampaignConfig) -> Report:
     last_print = 0.0
     with _Signals(cfg.handle_signals):
         worker = None
+        phases.take()
         try:
-            worker = Worker(cfg.device, cfg.impl, log=cfg.log_path)
+            with phases.phase("startup"):
+                worker = Worker(cfg.device, cfg.impl, log=cfg.log_path)
             cfg.out.mkdir(parents=True, exist_ok=True)
             while (
                 time.monotonic() < deadline
                 and (cfg.max_cases is None or report.cases < cfg.max_cases)
                 and (cfg.stop_after is None or len(report.findings) < cfg.stop_after)
             ):
-                case, probe = probe_for(cfg, case_for(cfg, index, worker.profile), worker.profile)
-                twin = runs_twin(cfg, case) and not probe
+                with phases.phase("generate"):
+                    case, probe = probe_for(cfg, case_for(cfg, index, worker.profile), worker.profile)
+                    twin = runs_twin(cfg, case) and not probe
                 # the full case timeout even past the deadline: a hang found late is still a finding
-                v = worker.judge(case, timeout=cfg.timeout, metamorphic=twin, probe=probe)
+                v = _judge_timed(worker, report, case, timeout=cfg.timeout, metamorphic=twin, probe=probe)
                 report.cases += 1
                 report.metamorphic_cases += twin
                 report.kinds[v.kind] += 1
                 report.crashes += v.kind in ("crash", "hang")
-                report.coverage.add(case, v.features)
-                new = v.failed and _record(cfg, report, case, index, v)
+                with phases.phase("coverage"):
+                    report.coverage.add(case, v.features)
+                with phases.phase("record"):
+                    new = v.failed and _record(cfg, report, case, index, v)
                 if new and not probe:  # minimise, explain, group into root causes (fuzz.triage)
-                    triage.after_finding(report, case, v.to_dict(), worker)
+                    with phases.phase("triage"):
+                        triage.after_finding(report, case, v.to_dict(), worker)
                 if cfg.sanitize_every and (new or report.cases % cfg.sanitize_every == 0):
                     _sanitize(cfg, report, case, index, v)
                 index += cfg.shard[1]
@@ -489,7 +507,8 @@ def run_campaign(cfg: CampaignConfig) -> Report:
                     last_print = now
                     _progress(report, deadline - now)
                 if report.cases % 10 == 0:
-                    report.write()
+                    with phases.phase("report"):
+                        report.write()
         except (Interrupted, KeyboardInterrupt) as e:
             report.interrupted = str(e) if isinstance(e, Interrupted) else "SIGINT"
             if worker is not None:
@@ -501,12 +520,24 @@ def run_campaign(cfg: CampaignConfig) -> Report:
             if worker is not None:
                 worker.close()
         if not report.interrupted:
-            triage.finish(report)  # final root causes and time shares (fuzz.triage)
+            with phases.phase("triage"):
+                triage.finish(report)  # final root causes and time shares (fuzz.triage)
         if report.interrupted or cfg.out.is_dir():
             report.write()
     if not cfg.quiet and report.cases and not report.interrupted:  # else the CLI's one line says it all
         _progress(report, deadline - time.monotonic())
     return report
+
+
+def _judge_timed(worker: Worker, report: Report, case: Case, **kw) -> Verdict:
+    """worker.judge, with the worker's phases added to the report's and the rest of the round trip (pickling,
+    the pipe, the device probe, a restart) as `ipc`."""
+    t0 = time.perf_counter()
+    v = worker.judge(case, **kw)
+    wall = time.perf_counter() - t0
+    phases.add(report.phases, worker.phases)
+    phases.add(report.phases, {"ipc": [wall - sum(s for s, _ in worker.phases.values()), 1]})
+    return v
 
 
 def repro_name(cfg: CampaignConfig, v: Verdict) -> str:

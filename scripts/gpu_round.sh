@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # One device call for this round's GPU evidence; logs under $OUT. Steps run in the order given:
-#   smoke | nightly-cold | nightly-warm | cases | adapters | triage | tf32 | tests
+#   smoke | phases | nightly-cold | nightly-warm | cases | adapters | triage | tf32 | tests
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT="${OUT:-gpu-out}"; mkdir -p "$OUT"
@@ -8,6 +8,7 @@ export PYTHONPATH="$PWD" PYTHONUNBUFFERED=1
 unset TRITON_INTERPRET
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | tee "$OUT/env.txt"
 git rev-parse --short HEAD 2>/dev/null | tee -a "$OUT/env.txt"
+python -c "import triton, torch, os; print('triton', triton.__version__, 'torch', torch.__version__, 'cores', os.cpu_count())" | tee -a "$OUT/env.txt"
 run() {  # name seconds args...: a campaign into $OUT/name, its summary and report kept
   local name=$1 budget=$2; shift 2
   timeout $(( budget + 120 )) python -m fuzz run --device cuda --budget "$budget" --out "/tmp/gr-$name" "$@" \
@@ -26,6 +27,8 @@ while [ $# -gt 0 ]; do
   case "$1" in
     smoke) timeout 300 python -m pytest --device cuda -p no:cacheprovider -q -x tests/test_tensors.py tests/test_protocol.py \
              2>&1 | tail -5 | tee "$OUT/smoke.txt" ;;
+    phases) for r in fresh:11 same:11 new:12; do run "ph-${r%:*}" "${PBUDGET:-60}" --profile nightly --seed "${r#*:}"; done
+            python scripts/phase_table.py "$OUT"/ph-*.report.json | tee "$OUT/phases.txt" ;;
     nightly-cold) run nightly-cold 90 --profile nightly --seed 11 ;;
     nightly-warm) run nightly-warm 90 --profile nightly --seed 12 ;;
     cases) { timeout 300 python scripts/bench_cases.py --device cuda --profile nightly --cases "${NCASES:-60}"
