@@ -182,6 +182,14 @@ def add_run_args(r: argparse.ArgumentParser) -> None:
         help="most seconds of triage per finding (default 30 on cpu, 20 on cuda)",
     )
     r.add_argument(
+        "--precompile",
+        type=int,
+        default=None,
+        metavar="N",
+        help="helper processes that compile the kernel variants of upcoming cases ahead of the campaign "
+        "(fuzz.precompile; GPU nightly profile only; default: the host's cores less 4, at most 12; 0: off)",
+    )
+    r.add_argument(
         "--probe-contract",
         action="store_true",
         help="draw cases just outside the implementation's declared capabilities and expect clean "
@@ -207,6 +215,8 @@ def cmd_run(a) -> int:
         _fail("--max-cases: must be >= 1")
     if a.seed < 0:
         _fail("--seed: must be >= 0")
+    if a.precompile is not None and a.precompile < 0:
+        _fail("--precompile: must be >= 0")
     shard = _shard(a.shard)
     if a.sanitize_every < 0:
         _fail("--sanitize-every: must be >= 0")
@@ -239,6 +249,7 @@ def cmd_run(a) -> int:
         probe_contract=a.probe_contract,
         triage_share=a.triage_share,
         triage_cap=a.triage_cap,
+        precompile=a.precompile,
     )
     try:
         report = run_campaign(cfg)

@@ -75,6 +75,75 @@ class Sizes:
     warps: tuple
     stages: tuple
     config_pool: tuple = ()  # when set, configs come from this list: compiled kernels get reused
+    classes: "Classes | None" = None  # when set, cases come in compile classes (see Classes)
+
+
+# ---- compile classes ---------------------------------------------------------------------------------
+# Triton compiles one kernel variant per set of constexprs and per divisibility class of the integer arguments
+# (== 1, multiple of 16) and pointers (16-byte aligned). A GPU case drawn afresh meets about five new variants,
+# 0.7 s each to compile on an H100 host (fuzz.phases: 70-90% of a campaign was `jit`). So GPU campaigns draw
+# cases in compile classes: a class fixes the knobs that reach constexprs and strides and the residues mod 16
+# of the sizes; each case of it draws the rest afresh (M, routing, slotting, disabled slots, real rank, align
+# slack, the data, which boundary to aim at) and moves K, N, R, offset and extra columns by multiples of 16,
+# which keeps every stride's and pointer's divisibility class. The classes are a stream shared by every seed
+# and shard (a warm machine has them compiled), growing with the campaign; one case in `fresh_every` is a class
+# of its own, drawn from the campaign's seed, so nights still differ.
+CLASS_KNOBS = (
+    "dtype",
+    "top_k",
+    "num_experts",
+    "num_slots",
+    "num_slices",
+    "layout",
+    "mul_routed_weight",
+    "strided",
+    "extra_cols",
+)
+SHIFTED = ("k_dim", "n_dim", "rank", "offset")  # moved by multiples of 16 within a class
+CLASS_SALT = 0x5C1A55
+
+
+@dataclass(frozen=True)
+class Classes:
+    start: int = 8  # shared classes open from the first case
+    every: int = 50  # one more shared class per this many cases
+    fresh_every: int = 64  # about one case in this many is a class of its own
+
+    def of(self, seed: int, index: int) -> int | None:
+        """The shared class of case `index` of a campaign, or None for a class of its own."""
+        src = RandomSource(seed ^ CLASS_SALT)
+        if _rarely(src, self.fresh_every):
+            return None
+        return src.choice(range(self.start + index // self.every))
+
+
+_PROTOTYPES: dict = {}
+
+
+def prototype(sizes: Sizes, interpreter: bool, class_id: int) -> "Case":
+    """Class `class_id`'s knobs: a case drawn from a seed that depends on nothing but the class."""
+    key = (sizes, interpreter, class_id)
+    if key not in _PROTOTYPES:
+        seed = (class_id * 0x9E3779B97F4A7C15 + CLASS_SALT) % (2**63)
+        _PROTOTYPES[key] = generate(RandomSource(seed), sizes, interpreter=interpreter, seed=seed)
+    return _PROTOTYPES[key]
+
+
+def same_class(a: int, b: int) -> bool:
+    """Whether Triton specialises a and b alike: the same residue mod 16, and both or neither equal to 1."""
+    return a % 16 == b % 16 and (a == 1) == (b == 1)
+
+
+def in_class(src: "Source", c: "Case", proto: "Case", sizes: Sizes) -> "Case":
+    """c with the class knobs of `proto` and its sizes moved from proto's by multiples of 16."""
+    moved = {}
+    for f in SHIFTED:
+        v = getattr(proto, f)
+        hi = max(v, getattr(sizes, f))
+        moved[f] = src.choice([w for w in range(v % 16, hi + 1, 16) if same_class(w, v) and (w or f == "offset")])
+    n = proto.num_slots
+    c = c.replace(**{f: getattr(proto, f) for f in CLASS_KNOBS}, **moved, config=proto.config)
+    return c.replace(real_rank=min(c.real_rank, c.rank), disabled=tuple(s for s in c.disabled if s < n)[: n - 1])
 
 
 def _pool() -> tuple:
@@ -127,6 +196,7 @@ GPU_SIZES = Sizes(
     warps=(2, 4, 8),
     stages=(1, 2, 3, 4),
     config_pool=_pool(),
+    classes=Classes(),
 )
 
 
@@ -193,9 +263,10 @@ def _pick(src: Source, options: list):
     return src.choice(options) if options else None
 
 
-def _aim_pairs(src: Source, c: Case, sizes: Sizes, value, multiple: int, d: int) -> Case:
-    """(m, top_k) with value(m, k) at offset d of a multiple: with the drawn top_k if possible, else any."""
-    for ks in ((c.top_k,), range(1, sizes.top_k + 1)):
+def _aim_pairs(src: Source, c: Case, sizes: Sizes, value, multiple: int, d: int, fixed: bool = False) -> Case:
+    """(m, top_k) with value(m, k) at offset d of a multiple: with the drawn top_k if possible, else any (but
+    a compile class fixes top_k)."""
+    for ks in ((c.top_k,),) if fixed else ((c.top_k,), range(1, sizes.top_k + 1)):
         hit = _pick(
             src, [(m, k) for k in ks for m in range(1, sizes.m + 1) if boundary_offset(value(m, k), multiple) == d]
         )
@@ -204,24 +275,26 @@ def _aim_pairs(src: Source, c: Case, sizes: Sizes, value, multiple: int, d: int)
     return c
 
 
-def _aim(src: Source, c: Case, sizes: Sizes, target: str, d: int, interpreter: bool) -> Case:
-    """Move m/top_k (or N, R, a group size) so that the target derived size sits at offset d."""
+def _aim(src: Source, c: Case, sizes: Sizes, target: str, d: int, interpreter: bool, fixed: bool = False) -> Case:
+    """Move m/top_k (or N, R, a group size) so that the target derived size sits at offset d. fixed: c is in a
+    compile class (see Classes): move only what keeps it there."""
     cfg = c.config
     bm = cfg.block_m
     if target == "chunk":
-        c = c.replace(config=dataclasses.replace(cfg, align="triton"))  # the only align with chunks
-        return _aim_pairs(src, c, sizes, lambda m, k: m * k, align_chunk(interpreter), d)
+        if not fixed:
+            c = c.replace(config=dataclasses.replace(cfg, align="triton"))  # the only align with chunks
+        return _aim_pairs(src, c, sizes, lambda m, k: m * k, align_chunk(interpreter), d, fixed)
     if target == "block":
-        return _aim_pairs(src, c, sizes, lambda m, k: m * k, bm, d)
+        return _aim_pairs(src, c, sizes, lambda m, k: m * k, bm, d, fixed)
     if target == "pad":
-        return _aim_pairs(src, c, sizes, lambda m, k: m * k + c.num_experts * (bm - 1), bm, d)
-    pooled = bool(sizes.config_pool)  # configs from a bounded pool (compiled kernels reused): keep them
+        return _aim_pairs(src, c, sizes, lambda m, k: m * k + c.num_experts * (bm - 1), bm, d, fixed)
+    pooled = bool(sizes.config_pool) or fixed  # configs from a bounded pool (compiled kernels reused): keep them
     if target == "group":  # grid m extent vs GROUP_SIZE_M: is the last group of the grouped order partial?
         stage = src.choice(("expand", "shrink"))
         if pooled and getattr(cfg, stage).group_size_m == 1:
             stage = "shrink" if stage == "expand" else "expand"
         tile = getattr(cfg, stage)
-        if tile.group_size_m == 1:
+        if tile.group_size_m == 1 or (fixed and grid_n(c, stage, tile) < 2):
             if pooled:
                 return c
             tile = dataclasses.replace(tile, group_size_m=src.choice((2, 4, 8)))
@@ -237,30 +310,42 @@ def _aim(src: Source, c: Case, sizes: Sizes, target: str, d: int, interpreter: b
         # the grid bounds the used blocks from above; only a tiny batch whose pairs open distinct (slot, expert)
         # groups fills it, so that the last group holds real blocks: every token on a slot, distinct experts,
         # the fewest tokens that put the bound where aimed (pairs of one token never share a group)
-        if c.num_slots * c.num_experts <= 2 * tile.group_size_m:  # room for more distinct groups than one group
+        if not fixed and c.num_slots * c.num_experts <= 2 * tile.group_size_m:  # room for more groups than one
             c = c.replace(num_experts=max(c.num_experts, min(sizes.experts, 2 * tile.group_size_m)))
         c = c.replace(slotting="no_base", routing="distinct" if c.top_k <= c.num_experts else c.routing)
         blocks = _launch_blocks_fn(c)
         tiny = [
             (m, k)
             for m in range(1, sizes.m + 1)
-            for k in range(min(sizes.top_k, c.num_experts), 0, -1)
+            for k in ((c.top_k,) if fixed else range(min(sizes.top_k, c.num_experts), 0, -1))
             if m * k < bm
             and m * k <= c.num_slots * c.num_experts
             and boundary_offset(blocks(m, k), tile.group_size_m) == d
         ]
         if tiny:
             return c.replace(m=tiny[0][0], top_k=tiny[0][1], routing="distinct")
-        return _aim_pairs(src, c, sizes, blocks, tile.group_size_m, d)
+        return _aim_pairs(src, c, sizes, blocks, tile.group_size_m, d, fixed)
     stage = src.choice(("expand", "shrink"))  # "cols": grid n extent vs BLOCK_N * n_tiles
     tile = getattr(cfg, stage)
+
+    def keeps(new: int, old: int) -> bool:
+        return not fixed or same_class(new, old)
+
     for n_tiles in dict.fromkeys((tile.n_tiles,) if pooled else (tile.n_tiles, 1)):
         width = tile.block_n * n_tiles
         if stage == "expand":
-            n = _pick(src, [n for n in range(1, sizes.n_dim + 1) if boundary_offset(n, width) == d])
+            ns = range(1, sizes.n_dim + 1)
+            n = _pick(src, [n for n in ns if boundary_offset(n, width) == d and keeps(n, c.n_dim)])
             moved = n and c.replace(n_dim=n)
         else:
-            r = _pick(src, [r for r in range(1, sizes.rank + 1) if boundary_offset(r * c.num_slices, width) == d])
+            r = _pick(
+                src,
+                [
+                    r
+                    for r in range(1, sizes.rank + 1)
+                    if boundary_offset(r * c.num_slices, width) == d and keeps(r, c.rank)
+                ],
+            )
             moved = r and c.replace(rank=r, real_rank=min(c.real_rank, r))
         if moved:
             new_tile = dataclasses.replace(tile, n_tiles=n_tiles)
@@ -277,7 +362,7 @@ EMPTY_EVERY = 25  # empty batches and all-base slotting: edges to keep, but case
 ALL_BASE_EVERY = 50
 
 
-def generate(src: Source, sizes: Sizes, *, interpreter: bool, seed: int) -> Case:
+def generate(src: Source, sizes: Sizes, *, interpreter: bool, seed: int, proto: Case | None = None) -> Case:
     """Draw one valid case; validity holds by construction (no rejection).
 
     7 cases in 11 aim a derived size (M*k against align's chunk and BLOCK_M, the unrounded padded length,
@@ -360,16 +445,18 @@ def generate(src: Source, sizes: Sizes, *, interpreter: bool, seed: int) -> Case
         ),
     )
     case = case.replace(config=dataclasses.replace(case.config, align=src.choice(ALIGN_IMPLS)))
+    if proto is not None:
+        case = in_class(src, case, proto, sizes)
     target = src.choice((None,) * 4 + TARGETS + ("chunk", "group"))  # the Triton align and grouped order: rare paths
     if target:
-        case = _aim(src, case, sizes, target, src.choice(OFFSETS), interpreter)
+        case = _aim(src, case, sizes, target, src.choice(OFFSETS), interpreter, fixed=proto is not None)
     if case.routing == "distinct" and case.top_k > case.num_experts:
         case = case.replace(routing="uniform")
     if case.slotting == "all_with_base" and case.m <= case.num_slots:  # too few tokens: the base one alone
         case = case.replace(slotting="no_base")
     if _rarely(src, EMPTY_EVERY):
         case = case.replace(m=0)
-    if _rarely(src, 8):  # what callers get without a config: the per-shape heuristic, fuzzed too
+    if _rarely(src, 8) and proto is None:  # what callers get without a config: the per-shape heuristic, fuzzed too
         c = case
         case = c.replace(
             config=dataclasses.replace(

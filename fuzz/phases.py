@@ -1,6 +1,7 @@
 """Where a campaign's time goes: named phases, timed exclusively (a nested phase's time is not also its
-parent's) under their path ("twins/impl/jit": compiling inside the implementation inside a twin), and Triton's JIT misses (kernel variants compiled or loaded from the disk cache) as a phase of
-their own, so "the implementation" and "compiling it" are told apart for any Triton implementation.
+parent's) under their path ("twins/impl/jit": compiling inside the implementation inside a twin), and
+Triton's JIT misses (kernel variants compiled or loaded from the disk cache) as a phase of their own, so
+"the implementation" and "compiling it" are told apart for any Triton implementation.
 
 The worker takes its totals after every case and sends them with the verdict; the campaign adds its own
 (generation, the round trip to the worker, coverage, report writes, triage) and writes them to report.json.

@@ -28,7 +28,7 @@ from pathlib import Path
 from . import __version__, phases
 from .case import Case
 from .coverage import Coverage
-from .generate import CPU_SIZES, GPU_SIZES, RandomSource, generate
+from .generate import CPU_SIZES, GPU_SIZES, RandomSource, generate, prototype
 from .interpreter import install_if_interpreting
 from .oracle import Verdict, crash_failure, probed, signature
 from .repro import Repro, dumps, environment, save, write_atomic
@@ -66,6 +66,7 @@ class CampaignConfig:
     campaign_id: str = field(default_factory=new_campaign_id)
     triage_share: float | None = None  # triage (fuzz.triage): share of the budget (None: 0.2; 0 with stop_after)
     triage_cap: float | None = None  # and seconds per finding (None: 30 on cpu, 20 on cuda)
+    precompile: int | None = None  # helper processes compiling ahead (fuzz.precompile; None: by device and cores)
 
     @property
     def sizes(self):
@@ -88,11 +89,23 @@ class CampaignConfig:
         return self.out / f"worker{self._suffix}.log"
 
 
+def _case_seed(cfg: CampaignConfig, index: int) -> int:
+    return (cfg.seed * 1_000_003 + index) % (2**63)
+
+
+def compile_class(cfg: CampaignConfig, index: int) -> int | None:
+    """The shared compile class of the index-th case (fuzz.generate.Classes), None for a class of its own."""
+    classes = cfg.sizes.classes
+    return classes.of(_case_seed(cfg, index), index) if classes else None
+
+
 def case_for(cfg: CampaignConfig, index: int, impl=None) -> Case:
     """The index-th case of the campaign: a pure function of (seed, index, device, profile) and, given the
     implementation's profile (fuzz.impls.ImplProfile), fitted to what it takes and declares."""
-    case_seed = (cfg.seed * 1_000_003 + index) % (2**63)
-    case = generate(RandomSource(case_seed), cfg.sizes, interpreter=cfg.device == "cpu", seed=case_seed)
+    case_seed, interpreter = _case_seed(cfg, index), cfg.device == "cpu"
+    cls = compile_class(cfg, index)
+    proto = None if cls is None else prototype(cfg.sizes, interpreter, cls)
+    case = generate(RandomSource(case_seed), cfg.sizes, interpreter=interpreter, seed=case_seed, proto=proto)
     return case if impl is None else impl.fit(case)
 
 
@@ -211,6 +224,7 @@ class Worker:
 
     def __init__(self, device: str, impl: str, log: Path | None = None):
         self.device, self.impl, self.log = device, impl, log
+        self.on_wait = None  # called every POLL_S while a case runs (the campaign feeds its precompiler)
         self.restarts = 0
         self._proc = None
         self._start()
@@ -242,6 +256,8 @@ class Worker:
         end = time.monotonic() + timeout
         while not self._conn.poll(max(0.0, min(POLL_S, end - time.monotonic()))):
             self._cap_log()
+            if self.on_wait:
+                self.on_wait()
             if time.monotonic() >= end:
                 raise _NoAnswer(
                     "hang",
@@ -353,6 +369,7 @@ class Report:
     root_causes: list = field(default_factory=list)  # fuzz.triage fills these two
     triage: dict = field(default_factory=dict)
     phases: dict = field(default_factory=dict)  # fuzz.phases: {path: [seconds, count]}, worker's and ours
+    precompile: dict = field(default_factory=dict)  # fuzz.precompile's helpers: processes, cases, restarts
 
     def to_dict(self) -> dict:
         c = self.cfg
@@ -383,6 +400,7 @@ class Report:
             "sanitizer": self.sanitizer,
             "resumed": self.previous,
             "coverage": self.coverage.to_dict(),
+            "precompile": self.precompile,
             "phases": {k: {"s": round(sv, 3), "n": n} for k, (sv, n) in sorted(self.phases.items())},
             "environment": self.env,
         }
@@ -471,17 +489,21 @@ def run_campaign(cfg: CampaignConfig) -> Report:
     index = report.next_index if report.next_index is not None else cfg.shard[0]
     last_print = 0.0
     with _Signals(cfg.handle_signals):
-        worker = None
+        worker = pre = None
         phases.take()
         try:
             with phases.phase("startup"):
                 worker = Worker(cfg.device, cfg.impl, log=cfg.log_path)
+                pre = _precompiler(cfg, worker)
             cfg.out.mkdir(parents=True, exist_ok=True)
             while (
                 time.monotonic() < deadline
                 and (cfg.max_cases is None or report.cases < cfg.max_cases)
                 and (cfg.stop_after is None or len(report.findings) < cfg.stop_after)
             ):
+                if pre:
+                    with phases.phase("precompile"):
+                        pre.at(index)
                 with phases.phase("generate"):
                     case, probe = probe_for(cfg, case_for(cfg, index, worker.profile), worker.profile)
                     twin = runs_twin(cfg, case) and not probe
@@ -517,6 +539,9 @@ def run_campaign(cfg: CampaignConfig) -> Report:
                 report.write()
                 raise
         finally:
+            if pre is not None:
+                report.precompile = pre.summary()
+                pre.close()
             if worker is not None:
                 worker.close()
         if not report.interrupted:
@@ -529,14 +554,27 @@ def run_campaign(cfg: CampaignConfig) -> Report:
     return report
 
 
+def _precompiler(cfg: CampaignConfig, worker: Worker):
+    """Helpers compiling ahead (fuzz.precompile), fed while the worker runs a case; None when there are none."""
+    from .precompile import Precompiler, default_processes
+
+    n = default_processes(cfg.device) if cfg.precompile is None else cfg.precompile
+    if n <= 0 or cfg.sizes.classes is None:
+        return None
+    pre = Precompiler(cfg, n, worker.profile)
+    worker.on_wait = pre.feed
+    return pre
+
+
 def _judge_timed(worker: Worker, report: Report, case: Case, **kw) -> Verdict:
     """worker.judge, with the worker's phases added to the report's and the rest of the round trip (pickling,
     the pipe, the device probe, a restart) as `ipc`."""
     t0 = time.perf_counter()
     v = worker.judge(case, **kw)
     wall = time.perf_counter() - t0
-    phases.add(report.phases, worker.phases)
-    phases.add(report.phases, {"ipc": [wall - sum(s for s, _ in worker.phases.values()), 1]})
+    timed = getattr(worker, "phases", {})  # stand-in workers (tests) time nothing
+    phases.add(report.phases, timed)
+    phases.add(report.phases, {"ipc": [wall - sum(s for s, _ in timed.values()), 1]})
     return v
 
 

@@ -107,7 +107,7 @@ def align_count_kernel(
         )
 
 
-@triton.jit(do_not_specialize=["num_chunks", "num_blocks", "block_stripe"])
+@triton.jit(do_not_specialize=["num_chunks", "num_blocks", "block_stripe", "stride_el"])  # all move with M*k
 def align_layout_kernel(
     scratch_ptr,
     totals_ptr,

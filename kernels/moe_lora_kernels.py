@@ -22,11 +22,12 @@ def _weight_base(w_table_ptr, idx, mask, w0_ptr, W_ALIGNED: tl.constexpr):
     return base
 
 
-# Token counts change with every batch: not specialising them avoids a recompile per divisibility class.
+# Token counts change with every batch: not specialising them (nor the expert_ids row stride, P / BLOCK_M,
+# which moves with them and is only read once per program) avoids a recompile per divisibility class.
 # N and K stay specialised like the strides: the boundary masks `offs < N` and `offs_k < K - ...` are then
 # known constant over 16 lanes when N, K are multiples of 16, which is what lets loads and stores be 16
 # bytes wide (unspecialised, every masked access was split into one-element accesses).
-@triton.jit(do_not_specialize=["num_routed", "top_k", "row_div", "num_pid_m", "num_slot_ids"])
+@triton.jit(do_not_specialize=["num_routed", "top_k", "row_div", "num_pid_m", "num_slot_ids", "stride_expert_l"])
 def moe_lora_matmul_kernel(
     # pointers
     x_ptr,  # rows of the left operand, row r of slice s at x_ptr + s*stride_xs + r*stride_xm

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # One device call for this round's GPU evidence; logs under $OUT. Steps run in the order given:
-#   smoke | phases | nightly-cold | nightly-warm | cases | adapters | triage | tf32 | tests
+#   smoke | phases | throughput | nightly-cold | nightly-warm | cases | adapters | triage | tf32 | tests
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT="${OUT:-gpu-out}"; mkdir -p "$OUT"
@@ -29,6 +29,10 @@ while [ $# -gt 0 ]; do
              2>&1 | tail -5 | tee "$OUT/smoke.txt" ;;
     phases) for r in fresh:11 same:11 new:12; do run "ph-${r%:*}" "${PBUDGET:-60}" --profile nightly --seed "${r#*:}"; done
             python scripts/phase_table.py "$OUT"/ph-*.report.json | tee "$OUT/phases.txt" ;;
+    throughput) rm -rf ~/.triton/cache  # a fresh machine, then warm runs: same seed, new seed, no helpers
+                for r in fresh:21 same:21 new:22; do run "tp-${r%:*}" "${TBUDGET:-90}" --profile nightly --seed "${r#*:}"; done
+                run tp-nohelp "${TBUDGET:-90}" --profile nightly --seed 23 --precompile 0
+                python scripts/phase_table.py "$OUT"/tp-*.report.json | tee "$OUT/throughput.txt" ;;
     nightly-cold) run nightly-cold 90 --profile nightly --seed 11 ;;
     nightly-warm) run nightly-warm 90 --profile nightly --seed 12 ;;
     cases) { timeout 300 python scripts/bench_cases.py --device cuda --profile nightly --cases "${NCASES:-60}"

@@ -28,6 +28,7 @@ def main() -> int:
     a = p.parse_args()
     a.out = a.out.resolve()  # the shards run with cwd = the repository root
     import torch
+    from moe_lora_fuzz.fuzz.precompile import default_processes
 
     n = a.gpus or torch.cuda.device_count()
     if n < 1:
@@ -57,6 +58,8 @@ def main() -> int:
             f"{i}/{n}",
             "--out",
             str(a.out / f"shard{i}"),
+            "--precompile",  # the host's cores are shared by its shards' helpers
+            str(default_processes("cuda", shards_here=n)),
         ]
         log = open(a.out / f"shard{i}.log", "w")
         procs.append(

@@ -27,7 +27,8 @@ def main() -> None:
         jit = sum(n for k, (_, n) in totals.items() if k.endswith("/jit"))
         print(
             f"## {path}: {r['impl']} on {r['device']} ({r['profile']}), {r['cases']} cases in {r['elapsed_s']} s "
-            f"= {r['cases_per_s']} cases/s; {jit} kernel variants compiled or loaded"
+            f"= {r['cases_per_s']} cases/s; {jit} kernel variants compiled or loaded by the worker; "
+            f"compiling ahead: {r.get('precompile') or 'none'}"
         )
         print("\n".join(table(totals, r["elapsed_s"])) + "\n")
 
