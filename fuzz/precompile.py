@@ -33,7 +33,7 @@ class _Helper:
 
         ctx = mp.get_context("spawn")
         self.conn, child = ctx.Pipe()
-        self.proc = ctx.Process(target=_worker_main, args=(child, device, impl, os.devnull), daemon=True)
+        self.proc = ctx.Process(target=_worker_main, args=(child, device, impl, os.devnull, True), daemon=True)
         self.proc.start()
         child.close()
         self.ready = False

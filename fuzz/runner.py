@@ -156,8 +156,15 @@ def _redirect_output(log: str) -> None:
     os.close(fd)
 
 
-def _worker_main(conn, device: str, impl_name: str, log: str | None) -> None:
+def _worker_main(conn, device: str, impl_name: str, log: str | None, helper: bool = False) -> None:
+    """helper: a fuzz.precompile helper, which must not slow the campaign's own worker down: lower CPU priority
+    and one host thread for torch."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles interrupts and ends this process
+    if helper:
+        os.nice(10)
+        import torch
+
+        torch.set_num_threads(1)
     # TRITON_INTERPRET is inherited from the parent (the CLI sets it for --device cpu before any import)
     from .impls import ImplError, resolve
 

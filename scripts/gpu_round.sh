@@ -29,7 +29,7 @@ while [ $# -gt 0 ]; do
              2>&1 | tail -5 | tee "$OUT/smoke.txt" ;;
     phases) for r in fresh:11 same:11 new:12; do run "ph-${r%:*}" "${PBUDGET:-60}" --profile nightly --seed "${r#*:}"; done
             python scripts/phase_table.py "$OUT"/ph-*.report.json | tee "$OUT/phases.txt" ;;
-    throughput) rm -rf ~/.triton/cache  # a fresh machine, then warm runs: same seed, new seed, no helpers
+    throughput) rm -rf "${TRITON_CACHE_DIR:-$HOME/.triton/cache}"  # a fresh machine, then warm runs: same seed, new seed, no helpers
                 for r in fresh:21 same:21 new:22; do run "tp-${r%:*}" "${TBUDGET:-90}" --profile nightly --seed "${r#*:}"; done
                 run tp-nohelp "${TBUDGET:-90}" --profile nightly --seed 23 --precompile 0
                 python scripts/phase_table.py "$OUT"/tp-*.report.json | tee "$OUT/throughput.txt" ;;
