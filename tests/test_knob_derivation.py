@@ -1,0 +1,130 @@
+"""Knobs are described once (contract.Knob on the dataclass field): the minimiser's lists, coverage's counted knobs
+and the GPU configuration pool follow the fields with no other edit. The strongest check adds a knob to a copy
+of the sources and runs the minimiser and coverage on it in a fresh interpreter."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+from moe_lora_fuzz.contract import MoeLoraConfig, knobs_of
+from moe_lora_fuzz.fuzz import minimize
+from moe_lora_fuzz.fuzz.case import Case
+from moe_lora_fuzz.fuzz.coverage import Coverage
+from moe_lora_fuzz.fuzz.generate import GPU_SIZES, _pool
+
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGES = ("contract", "kernels", "reference", "fuzz", "moe_lora_fuzz")
+
+# Run in the patched copy: a Case with widgets=40 minimised under "fails while widgets >= 7", a config whose
+# new tile field is off its default minimised under "always fails", coverage of both, and the pool.
+PROBE = """
+import json
+from moe_lora_fuzz.contract import MoeLoraConfig, TileConfig
+from moe_lora_fuzz.fuzz.case import Case
+from moe_lora_fuzz.fuzz.coverage import Coverage
+from moe_lora_fuzz.fuzz.generate import _pool
+from moe_lora_fuzz.fuzz.minimize import minimize
+
+start = Case(m=5, rank=8, real_rank=3, widgets=40)
+wide = minimize(start, lambda c: c.widgets >= 7, budget=30)
+cfg = MoeLoraConfig(expand=TileConfig(lanes=3))
+lanes = minimize(Case(config=cfg), lambda c: True, budget=30)
+cov = Coverage()
+cov.add(start.replace(config=cfg), [])
+try:
+    Case(widgets=0).validate()
+    refused = ""
+except ValueError as e:
+    refused = str(e)
+print(json.dumps({
+    "widgets": wide.case.widgets, "rest_simplest": wide.case == Case(widgets=7), "one_minimal": wide.one_minimal,
+    "lanes": lanes.case.config.expand.lanes,
+    "counted": {k: v for k, v in cov.to_dict()["knobs"].items() if k in ("widgets", "expand.lanes")},
+    "refused": refused,
+    "pool": [c.to_dict() for c in _pool()],
+}))
+"""
+
+
+def _patched_copy(dst: Path) -> None:
+    """The sources with one int knob added to Case and one to TileConfig (each with a default), nothing else."""
+    for name in PACKAGES:
+        shutil.copytree(ROOT / name, dst / name, ignore=shutil.ignore_patterns("__pycache__"))
+    for rel, anchor, line in (
+        (
+            "fuzz/case.py",
+            "    align_slack: int = knob(0, _size(0, 1024))\n",
+            "    widgets: int = knob(1, _size(1, 64))\n",
+        ),
+        (
+            "contract/launch.py",
+            "    split_k: int = knob(1, Knob.integer(1, 64))\n",  # mid-class: positional rows would shift
+            "    lanes: int = knob(1, Knob.integer(1, 8))\n",
+        ),
+    ):
+        path = dst / rel
+        text = path.read_text()
+        assert text.count(anchor) == 1, (rel, anchor)
+        path.write_text(text.replace(anchor, anchor + line))
+
+
+def test_a_new_knob_is_minimised_counted_and_validated_with_no_other_edit(tmp_path):
+    _patched_copy(tmp_path)
+    proc = subprocess.run(
+        [sys.executable, "-c", PROBE], cwd=tmp_path, capture_output=True, text=True, timeout=300, env=None
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    got = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert got["widgets"] == 7 and got["rest_simplest"] and got["one_minimal"], got
+    assert got["lanes"] == 1, got  # the new tile field went back to its default
+    assert got["counted"] == {"widgets": {"32-63": 1}, "expand.lanes": {"3": 1}}, got
+    assert got["refused"].startswith("case.widgets: must lie in [1, 64]"), got
+    # the pool is unchanged: the same configurations, the new tile field at its default
+    for patched, ours in zip(got["pool"], _pool(), strict=True):
+        for stage in MoeLoraConfig.STAGES:
+            assert patched[stage].pop("lanes") == 1
+        assert patched == ours.to_dict()
+
+
+def test_minimiser_lists_follow_the_knob_metadata():
+    knobs, simplest = knobs_of(Case), Case()
+    sizes = {n for n, k in knobs.items() if k.kind in ("int", "pow2")} - {"seed"}
+    assert set(minimize.SIZE_FLOORS) == sizes
+    assert all(minimize.SIZE_FLOORS[n] == getattr(simplest, n) for n in sizes)
+    assert knobs["m"].lo == 0 and minimize.SIZE_FLOORS["m"] == 1  # an empty batch is an edge, not simpler
+    assert minimize.RESET_KNOBS == ("seed",)  # a smaller seed is not a simpler one
+    assert set(minimize.FLAG_KNOBS) == {"mul_routed_weight", "strided"}
+    assert set(minimize.OPTION_KNOBS) == {"dtype", "layout", "routing", "slotting"}
+    assert minimize.CONFIG_KNOBS == ("block_m", "align")
+
+
+def test_seed_is_only_reset_and_m_never_goes_below_one():
+    c = Case(seed=1000, m=9)
+    cands = list(minimize.candidates(c))
+    assert sorted({x.seed for x in cands}) == [0, 1000]  # neither halved nor stepped
+    assert min(x.m for x in cands) == 1
+
+
+def test_coverage_counts_every_knob_but_the_seed():
+    cov = Coverage()
+    cov.add(Case(seed=12345, m=5, disabled=()), [])
+    counted = set(cov.to_dict()["knobs"])
+    case_knobs = set(knobs_of(Case)) - {"seed", "config"}
+    assert case_knobs <= counted and "seed" not in counted
+    assert set(MoeLoraConfig().flat()) <= counted  # block_m, align, shrink.*, expand.* (n_tiles included)
+
+
+def test_gpu_pool_is_twelve_distinct_valid_configurations():
+    pool = _pool()
+    assert GPU_SIZES.config_pool == pool and len(pool) == len(set(pool)) == 12
+    for cfg in pool:
+        cfg.validate()
+    # every block size, split-K on both stages, several warps, stages and n_tiles appear
+    flat = [c.flat() for c in pool]
+    assert {f["block_m"] for f in flat} == {16, 32, 64}
+    assert any(f["shrink.split_k"] > 1 for f in flat) and any(f["expand.split_k"] > 1 for f in flat)
+    assert len({f["expand.n_tiles"] for f in flat}) > 2
