@@ -75,7 +75,8 @@ def resolve_device(name: str) -> str:
 
 @dataclass
 class OpArgs:
-    """The op's arguments by their SPEC §2 names: what every implementation receives (as keywords)."""
+    """The op's arguments by their SPEC §2 names: what every implementation receives (as keywords) and what the
+    references read."""
 
     out: torch.Tensor
     x: torch.Tensor
