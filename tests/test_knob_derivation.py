@@ -10,20 +10,24 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from moe_lora_fuzz.contract import MoeLoraConfig, knobs_of
 from moe_lora_fuzz.fuzz import minimize
 from moe_lora_fuzz.fuzz.case import Case
 from moe_lora_fuzz.fuzz.coverage import Coverage
 from moe_lora_fuzz.fuzz.generate import GPU_SIZES, _pool
+from moe_lora_fuzz.fuzz.repro import add_config_fields
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("contract", "kernels", "reference", "fuzz", "moe_lora_fuzz")
 
 # Run in the patched copy: a Case with widgets=40 minimised under "fails while widgets >= 7", a config whose
-# new tile field is off its default minimised under "always fails", coverage of both, and the pool.
+# new tile field is off its default minimised under "always fails", coverage of both, the pool, and the stored
+# schema-v1 repro file loaded through the new migration step.
 PROBE = """
-import json
+import json, sys
 from moe_lora_fuzz.contract import MoeLoraConfig, TileConfig
+from moe_lora_fuzz.fuzz import repro
 from moe_lora_fuzz.fuzz.case import Case
 from moe_lora_fuzz.fuzz.coverage import Coverage
 from moe_lora_fuzz.fuzz.generate import _pool
@@ -40,7 +44,9 @@ try:
     refused = ""
 except ValueError as e:
     refused = str(e)
+old = repro.load(sys.argv[1]).case
 print(json.dumps({
+    "old_file": [old.widgets, old.config.shrink.lanes, old.config.expand.lanes, old.config.expand.split_k],
     "widgets": wide.case.widgets, "rest_simplest": wide.case == Case(widgets=7), "one_minimal": wide.one_minimal,
     "lanes": lanes.case.config.expand.lanes,
     "counted": {k: v for k, v in cov.to_dict()["knobs"].items() if k in ("widgets", "expand.lanes")},
@@ -50,32 +56,42 @@ print(json.dumps({
 """
 
 
+CASE_KNOB = "    align_slack: int = knob(0, _size(0, 1024))\n"
+TILE_KNOB = "    split_k: int = knob(1, Knob.integer(1, 64))\n"  # mid-class: positional pool rows would shift
+MIGRATION = "    1: _v1_to_v2,\n"
+EDITS = (  # (file, text, replacement): the whole change a new knob in each dataclass needs
+    ("fuzz/case.py", CASE_KNOB, CASE_KNOB + "    widgets: int = knob(1, _size(1, 64))\n"),
+    ("contract/launch.py", TILE_KNOB, TILE_KNOB + "    lanes: int = knob(1, Knob.integer(1, 8))\n"),
+    ("fuzz/repro.py", "VERSION = 2\n", "VERSION = 3\n"),
+    (
+        "fuzz/repro.py",
+        MIGRATION,
+        MIGRATION
+        + "    2: lambda d: add_config_fields('shrink.lanes', 'expand.lanes')(add_case_fields(widgets=1)(d)),\n",
+    ),
+)
+
+
 def _patched_copy(dst: Path) -> None:
-    """The sources with one int knob added to Case and one to TileConfig (each with a default), nothing else."""
+    """The sources with EDITS applied, nothing else."""
     for name in PACKAGES:
         shutil.copytree(ROOT / name, dst / name, ignore=shutil.ignore_patterns("__pycache__"))
-    for rel, anchor, line in (
-        (
-            "fuzz/case.py",
-            "    align_slack: int = knob(0, _size(0, 1024))\n",
-            "    widgets: int = knob(1, _size(1, 64))\n",
-        ),
-        (
-            "contract/launch.py",
-            "    split_k: int = knob(1, Knob.integer(1, 64))\n",  # mid-class: positional rows would shift
-            "    lanes: int = knob(1, Knob.integer(1, 8))\n",
-        ),
-    ):
+    for rel, old, new in EDITS:
         path = dst / rel
         text = path.read_text()
-        assert text.count(anchor) == 1, (rel, anchor)
-        path.write_text(text.replace(anchor, anchor + line))
+        assert text.count(old) == 1, (rel, old)
+        path.write_text(text.replace(old, new))
 
 
 def test_a_new_knob_is_minimised_counted_and_validated_with_no_other_edit(tmp_path):
     _patched_copy(tmp_path)
     proc = subprocess.run(
-        [sys.executable, "-c", PROBE], cwd=tmp_path, capture_output=True, text=True, timeout=300, env=None
+        [sys.executable, "-c", PROBE, str(ROOT / "tests/data/repro-v1.json")],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=None,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     got = json.loads(proc.stdout.strip().splitlines()[-1])
@@ -83,6 +99,7 @@ def test_a_new_knob_is_minimised_counted_and_validated_with_no_other_edit(tmp_pa
     assert got["lanes"] == 1, got  # the new tile field went back to its default
     assert got["counted"] == {"widgets": {"32-63": 1}, "expand.lanes": {"3": 1}}, got
     assert got["refused"].startswith("case.widgets: must lie in [1, 64]"), got
+    assert got["old_file"] == [1, 1, 1, 2], got  # the stored v1 file loads, new knobs at their neutral value
     # the pool is unchanged: the same configurations, the new tile field at its default
     for patched, ours in zip(got["pool"], _pool(), strict=True):
         for stage in MoeLoraConfig.STAGES:
@@ -128,3 +145,11 @@ def test_gpu_pool_is_twelve_distinct_valid_configurations():
     assert {f["block_m"] for f in flat} == {16, 32, 64}
     assert any(f["shrink.split_k"] > 1 for f in flat) and any(f["expand.split_k"] > 1 for f in flat)
     assert len({f["expand.n_tiles"] for f in flat}) > 2
+
+
+def test_config_migration_names_known_knobs_and_fills_only_missing_ones():
+    with pytest.raises(ValueError, match=r"^add_config_fields: unknown launch-configuration knob 'expand\.lanes'$"):
+        add_config_fields("expand.lanes")
+    d = {"case": {"config": {"block_m": 32, "shrink": {"split_k": 3}, "expand": {}}}}
+    add_config_fields("block_m", "shrink.split_k", "expand.n_tiles")(d)
+    assert d["case"]["config"] == {"block_m": 32, "shrink": {"split_k": 3}, "expand": {"n_tiles": 1}}
