@@ -16,7 +16,7 @@ from moe_lora_fuzz.fuzz import minimize
 from moe_lora_fuzz.fuzz.case import Case
 from moe_lora_fuzz.fuzz.coverage import Coverage
 from moe_lora_fuzz.fuzz.generate import GPU_SIZES, _pool
-from moe_lora_fuzz.fuzz.repro import add_config_fields
+from moe_lora_fuzz.fuzz.repro import VERSION, add_config_fields
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("contract", "kernels", "reference", "fuzz", "moe_lora_fuzz")
@@ -58,17 +58,13 @@ print(json.dumps({
 
 CASE_KNOB = "    align_slack: int = knob(0, _size(0, 1024))\n"
 TILE_KNOB = "    split_k: int = knob(1, Knob.integer(1, 64))\n"  # mid-class: positional pool rows would shift
-MIGRATION = "    1: _v1_to_v2,\n"
+MIGRATIONS = "MIGRATIONS: dict[int, Callable[[dict], dict]] = {  # version n -> n + 1\n"
+STEP = "lambda d: add_config_fields('shrink.lanes', 'expand.lanes')(add_case_fields(widgets=1)(d))"
 EDITS = (  # (file, text, replacement): the whole change a new knob in each dataclass needs
     ("fuzz/case.py", CASE_KNOB, CASE_KNOB + "    widgets: int = knob(1, _size(1, 64))\n"),
     ("contract/launch.py", TILE_KNOB, TILE_KNOB + "    lanes: int = knob(1, Knob.integer(1, 8))\n"),
-    ("fuzz/repro.py", "VERSION = 2\n", "VERSION = 3\n"),
-    (
-        "fuzz/repro.py",
-        MIGRATION,
-        MIGRATION
-        + "    2: lambda d: add_config_fields('shrink.lanes', 'expand.lanes')(add_case_fields(widgets=1)(d)),\n",
-    ),
+    ("fuzz/repro.py", f"VERSION = {VERSION}\n", f"VERSION = {VERSION + 1}\n"),
+    ("fuzz/repro.py", MIGRATIONS, MIGRATIONS + f"    {VERSION}: {STEP},\n"),
 )
 
 
