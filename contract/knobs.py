@@ -1,5 +1,6 @@
 """Per-field metadata of a knob, declared once on the dataclass field that holds it: its type and valid range.
-Validation (Case, TileConfig, MoeLoraConfig) is derived from it, so a new knob's rule is written once."""
+Validation (Case, TileConfig, MoeLoraConfig), the minimiser's knob lists and coverage's are derived from it, so a
+new knob is written once. Its simplest value is the field's default (what minimising moves toward)."""
 
 from __future__ import annotations
 
@@ -19,6 +20,9 @@ class Knob:
     options: tuple = ()  # simplest first
     rule_text: str = ""  # overrides the generated rule in messages
     why: str = ""
+    # a value with no order or meaning of its own (the data seed): the minimiser only resets it to its default,
+    # since a smaller one is not simpler, and coverage does not count its values
+    opaque: bool = False
 
     # ---- constructors ------------------------------------------------------------------------------
     @classmethod

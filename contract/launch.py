@@ -68,11 +68,11 @@ class MoeLoraConfig:
         """Strict: every field present, no unknown ones (a repro file must say exactly what ran).
         defaults=True fills missing fields with their neutral value (schema migration of older files)."""
         names = {f.name for f in dataclasses.fields(TileConfig)}
-        top = ("block_m", *cls.STAGES, "align")
+        top = tuple(f.name for f in dataclasses.fields(cls))  # block_m, the stages, align
         got = set(d)
         if got - set(top) or (not defaults and got != set(top)):
             raise ValueError(f": fields must be {', '.join(top)} (got {sorted(d)})")
-        kw = {name: d[name] for name in ("block_m", "align") if name in d}
+        kw = {name: d[name] for name in knobs_of(cls) if name in d}  # block_m, align
         for stage in cls.STAGES:
             if stage not in d:
                 continue
@@ -85,7 +85,7 @@ class MoeLoraConfig:
 
     def flat(self) -> dict:
         """{"block_m": .., "shrink.block_n": .., ...}: one name per knob (coverage, minimiser, messages)."""
-        out = {"block_m": self.block_m, "align": self.align}
+        out = {name: getattr(self, name) for name in knobs_of(type(self))}  # block_m, align
         for stage in self.STAGES:
             out.update({f"{stage}.{k}": v for k, v in dataclasses.asdict(getattr(self, stage)).items()})
         return out

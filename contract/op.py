@@ -75,7 +75,8 @@ def resolve_device(name: str) -> str:
 
 @dataclass
 class OpArgs:
-    """The op's arguments by their SPEC §2 names: what every implementation receives (as keywords)."""
+    """The op's arguments by their SPEC §2 names: what every implementation receives (as keywords) and what the
+    references read."""
 
     out: torch.Tensor
     x: torch.Tensor
@@ -91,18 +92,6 @@ class OpArgs:
 
     def kwargs(self) -> dict:
         return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
-
-    def inputs(self) -> tuple:
-        """(x, topk_ids, topk_weights, token_lora, adapter_enabled, lora_a, lora_b): the references' inputs."""
-        return (
-            self.x,
-            self.topk_ids,
-            self.topk_weights,
-            self.token_lora,
-            self.adapter_enabled,
-            self.lora_a,
-            self.lora_b,
-        )
 
 
 OP_ARGS = tuple(f.name for f in dataclasses.fields(OpArgs))  # the adapter protocol's keywords, in order

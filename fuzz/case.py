@@ -28,7 +28,7 @@ class Case:
     size, flag off): what minimising and Hypothesis shrinking move toward. Each field's metadata (contract.Knob)
     gives its valid range; validation derives from it."""
 
-    seed: int = knob(0, Knob.integer(0, 2**63 - 1, rule_text="must lie in [0, 2**63)"))
+    seed: int = knob(0, Knob.integer(0, 2**63 - 1, rule_text="must lie in [0, 2**63)", opaque=True))
     dtype: str = knob(DTYPES[0], Knob.choice(DTYPES))
     m: int = knob(1, _size(0, 1 << 16))  # 0 is an edge, not a simplification
     top_k: int = knob(1, _size(1, 16))

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import dataclasses
 from collections import Counter
 
 import torch
-from moe_lora_fuzz.kernels.config import TileConfig
+from moe_lora_fuzz.contract import knobs_of
 from moe_lora_fuzz.kernels.runtime import INTERPRET
 
 from .case import Case
@@ -164,16 +163,14 @@ def _last_group_real(c: Case, ids: torch.Tensor, lanes: torch.Tensor, active: to
     return False
 
 
-def _knob_names() -> tuple[tuple, tuple]:
-    """Every Case field (bar the seed, the config and disabled, recorded apart) and every config field:
-    derived from the dataclasses, so a new knob cannot be left out."""
-    case = tuple(f.name for f in dataclasses.fields(Case) if f.name not in ("seed", "config", "disabled"))
-    tile = tuple(f.name for f in dataclasses.fields(TileConfig))
-    return case, tile
+def _case_knobs() -> dict:
+    """{name: Knob} of the Case fields counted by value, from their metadata, so a new knob cannot be left out:
+    all but the opaque seed and the "other" kinds recorded apart (disabled as a count, the config knob by knob)."""
+    return {name: k for name, k in knobs_of(Case).items() if k.kind != "other" and not k.opaque}
 
 
 class Coverage:
-    CASE_KNOBS, TILE_KNOBS = _knob_names()
+    CASE_KNOBS = _case_knobs()
 
     def __init__(self):
         self.knobs: dict[str, Counter] = {}
@@ -186,17 +183,12 @@ class Coverage:
         def bump(k, v):
             self.knobs.setdefault(k, Counter())[str(v)] += 1
 
-        for k in self.CASE_KNOBS:
-            v = getattr(c, k)
-            bump(k, _bucket(v) if type(v) is int else v)
+        for name, k in self.CASE_KNOBS.items():
+            v = getattr(c, name)
+            bump(name, _bucket(v) if k.kind == "int" else v)
         bump("disabled", len(c.disabled))
-        for stage in ("shrink", "expand"):
-            t = getattr(c.config, stage)
-            for k in self.TILE_KNOBS:
-                bump(f"{stage}.{k}", getattr(t, k))
-        for f in dataclasses.fields(c.config):
-            if f.name not in ("shrink", "expand"):
-                bump(f.name, getattr(c.config, f.name))
+        for name, v in c.config.flat().items():  # block_m, align, shrink.<field>, expand.<field>
+            bump(name, v)
         self.edges.update(case_features(c) + list(data_edges))
         self.classes[c.coarse_class] += 1
         self.cases += 1

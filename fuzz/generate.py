@@ -148,24 +148,36 @@ def in_class(src: "Source", c: "Case", proto: "Case", sizes: Sizes) -> "Case":
     return c.replace(real_rank=min(c.real_rank, c.rank), disabled=tuple(s for s in c.disabled if s < n)[: n - 1])
 
 
+# Columns of the pool's tile entries: every value is written out, so neither a reordered TileConfig nor a changed
+# default moves the pool, and a new TileConfig field with a default leaves it as it is.
+POOL_TILE_COLUMNS = ("block_n", "block_k", "group_size_m", "split_k", "num_warps", "num_stages", "n_tiles")
+
+
 def _pool() -> tuple:
     """A bounded set of GPU configurations: every block size, split-K on both stages, warps and stages,
-    grouped ordering, each appearing in several combinations."""
-    rows = [  # block_m, shrink and expand (n, k, group, split, warps, stages[, n_tiles])
-        (16, (16, 16, 1, 1, 4, 2), (16, 16, 1, 1, 4, 2)),
-        (16, (16, 64, 8, 4, 4, 3), (64, 16, 8, 1, 4, 3, 4)),
-        (16, (32, 128, 1, 8, 4, 4), (128, 16, 1, 2, 4, 2, 2)),
-        (16, (16, 32, 4, 3, 2, 1), (32, 32, 4, 3, 2, 1)),
-        (32, (32, 32, 8, 1, 4, 2), (64, 32, 8, 1, 4, 2)),
-        (32, (16, 128, 1, 2, 8, 3), (128, 16, 2, 1, 8, 3, 8)),
-        (32, (64, 64, 2, 1, 4, 4), (32, 64, 2, 2, 4, 4)),
+    grouped ordering, each appearing in several combinations. Each is validated when the module loads."""
+    rows = [  # block_m, shrink and expand by POOL_TILE_COLUMNS: (n, k, group, split, warps, stages, n_tiles)
+        (16, (16, 16, 1, 1, 4, 2, 1), (16, 16, 1, 1, 4, 2, 1)),
+        (16, (16, 64, 8, 4, 4, 3, 1), (64, 16, 8, 1, 4, 3, 4)),
+        (16, (32, 128, 1, 8, 4, 4, 1), (128, 16, 1, 2, 4, 2, 2)),
+        (16, (16, 32, 4, 3, 2, 1, 1), (32, 32, 4, 3, 2, 1, 1)),
+        (32, (32, 32, 8, 1, 4, 2, 1), (64, 32, 8, 1, 4, 2, 1)),
+        (32, (16, 128, 1, 2, 8, 3, 1), (128, 16, 2, 1, 8, 3, 8)),
+        (32, (64, 64, 2, 1, 4, 4, 1), (32, 64, 2, 2, 4, 4, 1)),
         (32, (16, 16, 8, 5, 2, 2, 3), (16, 16, 8, 1, 2, 2, 3)),
-        (64, (16, 64, 8, 1, 4, 3), (128, 16, 8, 1, 4, 3, 2)),
-        (64, (32, 128, 4, 2, 8, 2), (64, 32, 4, 2, 8, 2, 5)),
-        (64, (64, 32, 1, 1, 4, 1), (16, 64, 1, 1, 4, 1)),
-        (64, (128, 16, 2, 4, 8, 4), (128, 32, 2, 1, 8, 4)),  # every row fits fp32 in 227 KiB of smem
+        (64, (16, 64, 8, 1, 4, 3, 1), (128, 16, 8, 1, 4, 3, 2)),
+        (64, (32, 128, 4, 2, 8, 2, 1), (64, 32, 4, 2, 8, 2, 5)),
+        (64, (64, 32, 1, 1, 4, 1, 1), (16, 64, 1, 1, 4, 1, 1)),
+        (64, (128, 16, 2, 4, 8, 4, 1), (128, 32, 2, 1, 8, 4, 1)),  # every row fits fp32 in 227 KiB of smem
     ]
-    return tuple(MoeLoraConfig(block_m=bm, shrink=TileConfig(*s), expand=TileConfig(*e)) for bm, s, e in rows)
+
+    def tile(values: tuple) -> TileConfig:
+        return TileConfig(**dict(zip(POOL_TILE_COLUMNS, values, strict=True)))
+
+    pool = tuple(MoeLoraConfig(block_m=bm, shrink=tile(s), expand=tile(e)) for bm, s, e in rows)
+    for cfg in pool:
+        cfg.validate()
+    return pool
 
 
 CPU_SIZES = Sizes(

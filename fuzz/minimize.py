@@ -23,27 +23,24 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable, Iterator
 
-from moe_lora_fuzz.contract import MoeLoraConfig, TileConfig
+from moe_lora_fuzz.contract import MoeLoraConfig, TileConfig, knobs_of
 
-from .case import DTYPES, LAYOUTS, ROUTINGS, SLOTTINGS, Case
+from .case import Case
 from .oracle import family
 
-SIZE_FLOORS = {
-    "m": 1,
-    "top_k": 1,
-    "num_experts": 1,
-    "num_slots": 1,
-    "rank": 1,
-    "real_rank": 1,
-    "k_dim": 1,
-    "n_dim": 1,
-    "offset": 0,
-    "extra_cols": 0,
-    "align_slack": 0,
-    "num_slices": 1,
+# The knob lists, derived from the Case fields' Knob metadata (contract.knobs), so a new knob is minimised with
+# no edit here. Every knob moves toward its default, which Case declares its simplest value (m: 1, since m = 0 is
+# an edge, not a simplification).
+_CASE_KNOBS = knobs_of(Case)
+_DEFAULT_CASE = Case()
+SIZE_FLOORS = {  # sizes: tried at the floor, halfway and one below
+    name: getattr(_DEFAULT_CASE, name) for name, k in _CASE_KNOBS.items() if k.kind in ("int", "pow2") and not k.opaque
 }
+FLAG_KNOBS = tuple(name for name, k in _CASE_KNOBS.items() if k.kind == "flag")  # toward their default (off)
+OPTION_KNOBS = {name: k.options for name, k in _CASE_KNOBS.items() if k.kind == "options"}  # simplest first
+RESET_KNOBS = tuple(name for name, k in _CASE_KNOBS.items() if k.opaque)  # only reset (the data seed), last
 TILE_SIMPLEST = dataclasses.asdict(TileConfig())  # "simplest" tile = the default one, field by field
-CONFIG_KNOBS = ("block_m", "align")
+CONFIG_KNOBS = tuple(knobs_of(MoeLoraConfig))  # block_m, align (the stages' tiles are walked field by field)
 STAGES = MoeLoraConfig.STAGES
 
 
@@ -130,10 +127,10 @@ def candidates(c: Case) -> Iterator[Case]:
     for name, floor in SIZE_FLOORS.items():
         for v in _size_steps(getattr(c, name), floor):
             yield _fix(c.replace(**{name: v}))
-    for name in ("mul_routed_weight", "strided"):
-        if getattr(c, name):
-            yield c.replace(**{name: False})
-    for name, options in (("dtype", DTYPES), ("layout", LAYOUTS), ("routing", ROUTINGS), ("slotting", SLOTTINGS)):
+    for name in FLAG_KNOBS:
+        if getattr(c, name) != SIMPLEST[name]:
+            yield c.replace(**{name: SIMPLEST[name]})
+    for name, options in OPTION_KNOBS.items():
         current = options.index(getattr(c, name))
         for opt in options[:current]:
             yield _fix(c.replace(**{name: opt}))
@@ -156,8 +153,9 @@ def candidates(c: Case) -> Iterator[Case]:
                 if target != v:
                     new_tile = dataclasses.replace(tile, **{fieldname: target})
                     yield c.replace(config=dataclasses.replace(cfg, **{stage: new_tile}))
-    if c.seed != 0:
-        yield c.replace(seed=0)
+    for name in RESET_KNOBS:
+        if getattr(c, name) != SIMPLEST[name]:
+            yield c.replace(**{name: SIMPLEST[name]})
 
 
 def minimize(

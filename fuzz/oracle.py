@@ -297,12 +297,11 @@ def _expect(case: Case, run: _Run, precision: str = "ieee") -> tuple[_Expected, 
     precision: the implementation's declared fp32 dot precision ("ieee" or "tf32")."""
     t = run.t
     out0 = next(g for g in t.guarded if g.name == "out").view_in(run.before)
-    kw = dict(mul_routed_weight=case.mul_routed_weight)
-    ref = moe_lora_fp64(*t.op().inputs(), **kw)
+    ref = moe_lora_fp64(t.op())
     disagreement = None
     work = case.m * case.top_k * case.num_slices * case.rank * (case.k_dim + case.n_dim)
     if work <= NAIVE_LIMIT:
-        naive = torch.from_numpy(moe_lora_naive(*t.host_args(), **kw)).to(ref.delta.device)
+        naive = torch.from_numpy(moe_lora_naive(t.host_op())).to(ref.delta.device)
         gap = (naive - ref.delta).abs()
         if bool((gap > 1e-9 * (ref.mag_full + 1e-30)).any()):
             disagreement = f"naive and fp64 references differ by up to {gap.max().item():.3e}"
@@ -429,16 +428,7 @@ def _tf32_hint(case: Case, run: _Run, exp: _Expected, precision: str) -> str:
     got = t.out[:, :, cols].double()
     for truncate in (False, True):
         a_tf, b_tf = [round_to_tf32(a, truncate) for a in t.lora_a], [round_to_tf32(b, truncate) for b in t.lora_b]
-        ref = moe_lora_fp64(
-            round_to_tf32(t.x, truncate),
-            t.topk_ids,
-            t.topk_weights,
-            t.token_lora,
-            t.adapter_enabled,
-            a_tf,
-            b_tf,
-            mul_routed_weight=case.mul_routed_weight,
-        )
+        ref = moe_lora_fp64(replace(t.op(), x=round_to_tf32(t.x, truncate), lora_a=a_tf, lora_b=b_tf))
         want = exp.out0[:, :, cols].double() + ref.delta.reshape(m, k, width)
         allowed = exp.bound[:, :, cols] + SAFETY * 2 * TF32_UNIT * ref.mag_mid.reshape(m, k, width)
         if bool((((got - want).abs() <= allowed) | ~exp.touched[:, :, cols]).all()):

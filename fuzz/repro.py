@@ -8,6 +8,8 @@ which had bare NaN/Infinity, are still read.
 Schema versions: MIGRATIONS[n] turns a version-n dict into version n+1, applied in order on load, so every
 file ever written stays loadable. A knob added to `Case` later needs, besides VERSION += 1, one line:
     MIGRATIONS[2] = add_case_fields(new_knob=<its neutral value>)
+and one added to the launch configuration (MoeLoraConfig, TileConfig), at its default:
+    MIGRATIONS[2] = add_config_fields("shrink.new_knob", "expand.new_knob")
 """
 
 from __future__ import annotations
@@ -21,6 +23,8 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
+
+from moe_lora_fuzz.contract import MoeLoraConfig
 
 from . import __version__
 from .case import Case
@@ -166,6 +170,27 @@ def add_case_fields(**neutral) -> Callable[[dict], dict]:
     def step(d: dict) -> dict:
         if isinstance(d.get("case"), dict):
             d["case"] = {**neutral, **d["case"]}
+        return d
+
+    return step
+
+
+def add_config_fields(*names: str) -> Callable[[dict], dict]:
+    """A migration step giving launch-configuration knobs added later, named as MoeLoraConfig.flat() names them
+    ("expand.new_knob", "new_top_level_knob"), their default in older files."""
+    defaults = MoeLoraConfig().flat()
+    unknown = [n for n in names if n not in defaults]
+    if unknown:
+        raise ValueError(f"add_config_fields: unknown launch-configuration knob {unknown[0]!r}")
+
+    def step(d: dict) -> dict:
+        case = d.get("case")
+        config = case.get("config") if isinstance(case, dict) else None
+        for name in names:
+            stage, _, field = name.rpartition(".")
+            target = config.get(stage) if stage and isinstance(config, dict) else config
+            if isinstance(target, dict):
+                target.setdefault(field, defaults[name])
         return d
 
     return step

@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch
 from moe_lora_fuzz.contract import TORCH_DTYPES, OpArgs, rows_for
@@ -156,18 +156,18 @@ class Tensors:
         """The op's arguments by their SPEC §2 names (the adapter protocol's keywords)."""
         return self.op().kwargs()
 
-    def host_args(self) -> tuple:
-        """The reference arguments (x, topk_ids, topk_weights, token_lora, adapter_enabled, lora_a, lora_b)
-        as CPU tensors."""
+    def host_op(self) -> OpArgs:
+        """The op's arguments with CPU copies of its inputs (what the naive reference reads; `out` is not one)."""
         h, s = self.host, self.case.num_slices
-        return (
-            h["x"],
-            h["topk_ids"],
-            h["topk_weights"],
-            h["token_lora"],
-            h["adapter_enabled"],
-            [h[f"lora_a[{i}]"] for i in range(s)],
-            [h[f"lora_b[{i}]"] for i in range(s)],
+        return replace(
+            self.op(),
+            x=h["x"],
+            topk_ids=h["topk_ids"],
+            topk_weights=h["topk_weights"],
+            token_lora=h["token_lora"],
+            adapter_enabled=h["adapter_enabled"],
+            lora_a=[h[f"lora_a[{i}]"] for i in range(s)],
+            lora_b=[h[f"lora_b[{i}]"] for i in range(s)],
         )
 
     def snapshot(self) -> torch.Tensor:

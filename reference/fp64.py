@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-from moe_lora_fuzz.contract import x_rows
+from moe_lora_fuzz.contract import OpArgs, x_rows
 
 CHUNK_ELEMENTS = 1 << 22  # gathered weight elements (A and B) per chunk: 32 MiB of fp64
 
@@ -24,9 +24,10 @@ class Fp64Result:
     mag_mid: torch.Tensor  # (M, k, S, N) |w| * |B| @ |A @ x|
 
 
-def moe_lora_fp64(
-    x, topk_ids, topk_weights, token_lora, adapter_enabled, lora_a, lora_b, *, mul_routed_weight: bool
-) -> Fp64Result:
+def moe_lora_fp64(args: OpArgs) -> Fp64Result:
+    """The delta of the op called with `args` (its `out`, offset and layout are not read: x's rows give the
+    layout, and the delta is returned rather than written)."""
+    x, topk_ids, token_lora, lora_a, lora_b = args.x, args.topk_ids, args.token_lora, args.lora_a, args.lora_b
     m, k = topk_ids.shape
     s_count = len(lora_a)
     num_slots, num_experts, _rank, _kd = lora_a[0].shape
@@ -35,10 +36,12 @@ def moe_lora_fp64(
     rows = x_rows(x, m, k).double()
     slot = token_lora.long().repeat_interleave(k)
     expert = topk_ids.reshape(-1).long()
-    enabled = adapter_enabled.to(dev).bool()
+    enabled = args.adapter_enabled.to(dev).bool()
     active = (slot >= 0) & enabled[slot.clamp(min=0)]
     weight = (
-        topk_weights.reshape(-1).double() if mul_routed_weight else torch.ones(m * k, dtype=torch.float64, device=dev)
+        args.topk_weights.reshape(-1).double()
+        if args.mul_routed_weight
+        else torch.ones(m * k, dtype=torch.float64, device=dev)
     )
     delta = torch.zeros(m * k, s_count, n, dtype=torch.float64, device=dev)
     mag_full = torch.zeros_like(delta)

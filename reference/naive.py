@@ -7,22 +7,22 @@ two can check each other. Only for small cases: it loops in Python over every (t
 from __future__ import annotations
 
 import numpy as np
-from moe_lora_fuzz.contract import layout_of, row_divisor
+from moe_lora_fuzz.contract import OpArgs, layout_of, row_divisor
 
 
-def moe_lora_naive(
-    x, topk_ids, topk_weights, token_lora, adapter_enabled, lora_a, lora_b, *, mul_routed_weight: bool
-) -> np.ndarray:
-    """Return the delta as an (M, k, S, N) float64 array."""
-    ids = topk_ids.cpu().numpy()
+def moe_lora_naive(args: OpArgs) -> np.ndarray:
+    """Return the delta of the op called with `args` as an (M, k, S, N) float64 array (`out`, offset and layout
+    are not read: x's rows give the layout)."""
+    ids = args.topk_ids.cpu().numpy()
     m_count, k = ids.shape
-    xs = x.double().cpu().numpy()
+    xs = args.x.double().cpu().numpy()
     row_div = row_divisor(layout_of(xs.shape[0], m_count, k), k)
-    weights = topk_weights.double().cpu().numpy()
-    lanes = token_lora.cpu().numpy()
-    enabled = adapter_enabled.cpu().numpy()
-    a_all = [a.double().cpu().numpy() for a in lora_a]
-    b_all = [b.double().cpu().numpy() for b in lora_b]
+    weights = args.topk_weights.double().cpu().numpy()
+    lanes = args.token_lora.cpu().numpy()
+    enabled = args.adapter_enabled.cpu().numpy()
+    mul_routed_weight = args.mul_routed_weight
+    a_all = [a.double().cpu().numpy() for a in args.lora_a]
+    b_all = [b.double().cpu().numpy() for b in args.lora_b]
     n = b_all[0].shape[2]
     out = np.zeros((m_count, k, len(a_all), n))
     for m in range(m_count):

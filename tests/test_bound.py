@@ -53,16 +53,7 @@ def _writes(scale: float = 1.0, at: tuple | None = None, value: float | None = N
     `ulps` units in the last place; then out[at] = value if given."""
 
     def impl(t) -> None:
-        ref = moe_lora_fp64(
-            t.x,
-            t.topk_ids,
-            t.topk_weights,
-            t.token_lora,
-            t.adapter_enabled,
-            t.lora_a,
-            t.lora_b,
-            mul_routed_weight=t.case.mul_routed_weight,
-        )
+        ref = moe_lora_fp64(t.op())
         m, k = t.topk_ids.shape
         cols = slice(OFFSET, OFFSET + S * N_DIM)
         got = (t.out[:, :, cols].double() + ref.delta.reshape(m, k, S * N_DIM) * scale).to(t.out.dtype)
@@ -170,9 +161,8 @@ def test_bound_is_the_documented_model(dtype, expand_split_k):
     from moe_lora_fuzz.fuzz.tensors import materialize
 
     t = materialize(case, "cpu")
-    ref = moe_lora_fp64(
-        t.x, t.topk_ids, t.topk_weights, t.token_lora, t.adapter_enabled, t.lora_a, t.lora_b, mul_routed_weight=True
-    )
+    assert case.mul_routed_weight
+    ref = moe_lora_fp64(t.op())
     u = UNIT[dtype]
     u_t = 0.0 if dtype == "float32" else u
     for w in probe.worst:

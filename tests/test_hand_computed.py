@@ -17,6 +17,7 @@ import random
 
 import pytest
 import torch
+from moe_lora_fuzz.contract import OpArgs
 from moe_lora_fuzz.kernels import MUTANTS, MoeLoraConfig, TileConfig, Workspace, fused_moe_lora
 from moe_lora_fuzz.reference import moe_lora_fp64, moe_lora_naive
 
@@ -152,6 +153,12 @@ def _inputs(dtype: torch.dtype, layout: str):
     )
 
 
+def _op(dtype: torch.dtype, layout: str, mrw: bool) -> OpArgs:
+    """The op's arguments, as the references take them."""
+    out = torch.tensor(OUT0, dtype=dtype)
+    return OpArgs(out=out, **_inputs(dtype, layout), mul_routed_weight=mrw, offset=OFFSET, layout=layout)
+
+
 def _delta(layout: str, mrw: bool) -> torch.Tensor:
     """The expected delta as (M, k, S, N) fp64: expected output minus the starting output, in the slices."""
     got = torch.tensor(expected(layout, mrw), dtype=torch.float64) - torch.tensor(OUT0, dtype=torch.float64)
@@ -161,7 +168,7 @@ def _delta(layout: str, mrw: bool) -> torch.Tensor:
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 @pytest.mark.parametrize("layout, mrw", MODES)
 def test_fp64_reference_matches_hand_computation(dtype, layout, mrw):
-    ref = moe_lora_fp64(**_inputs(dtype, layout), mul_routed_weight=mrw)
+    ref = moe_lora_fp64(_op(dtype, layout, mrw))
     assert torch.equal(ref.delta, _delta(layout, mrw))
     active = [[TOKEN_LORA[m] >= 0 and bool(ENABLED[TOKEN_LORA[m]])] * TOP_K for m in range(M)]
     assert ref.active.tolist() == active
@@ -194,7 +201,7 @@ def magnitudes(layout: str, mrw: bool) -> tuple[list, list]:
 @pytest.mark.parametrize("layout, mrw", MODES)
 def test_fp64_reference_magnitudes_match_hand_computation(layout, mrw):
     """The magnitudes the oracle's bound scales with (F and G of fuzz/oracle.py's model)."""
-    ref = moe_lora_fp64(**_inputs(torch.float32, layout), mul_routed_weight=mrw)
+    ref = moe_lora_fp64(_op(torch.float32, layout, mrw))
     full, mid = magnitudes(layout, mrw)
     assert ref.mag_full.tolist() == full
     assert ref.mag_mid.tolist() == mid
@@ -204,7 +211,7 @@ def test_fp64_reference_magnitudes_match_hand_computation(layout, mrw):
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 @pytest.mark.parametrize("layout, mrw", MODES)
 def test_naive_reference_matches_hand_computation(dtype, layout, mrw):
-    got = torch.from_numpy(moe_lora_naive(**_inputs(dtype, layout), mul_routed_weight=mrw))
+    got = torch.from_numpy(moe_lora_naive(_op(dtype, layout, mrw)))
     assert torch.equal(got, _delta(layout, mrw))
 
 
@@ -276,7 +283,7 @@ def test_seeded_kernel_bugs_disagree_with_hand_computation(mutant, device):
 
 
 def test_fp64_refuses_an_x_of_neither_layout():
-    kw = _inputs(torch.float32, "per_token")
-    kw["x"] = torch.cat([kw["x"], kw["x"]])[:4]  # 4 rows of K = 3: the message must count rows, not columns
+    op = _op(torch.float32, "per_token", False)
+    op.x = torch.cat([op.x, op.x])[:4]  # 4 rows of K = 3: the message must count rows, not columns
     with pytest.raises(ValueError, match=r"^x: 4 rows; expected M=5 \(per_token\) or M\*k=10 \(per_routed\)$"):
-        moe_lora_fp64(**kw, mul_routed_weight=False)
+        moe_lora_fp64(op)

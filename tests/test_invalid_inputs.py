@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from moe_lora_fuzz.contract import OpArgs
 from moe_lora_fuzz.kernels import MoeLoraConfig, TileConfig, Workspace, alloc_align, fused_moe_lora, padded_length
 from moe_lora_fuzz.reference import moe_lora_fp64
 
@@ -422,16 +423,7 @@ def test_valid_baseline_changes_out(device):
     ret = fused_moe_lora(**kw, validate_ids=True)
     assert ret is out
     assert not torch.equal(out, before)
-    ref = moe_lora_fp64(
-        kw["x"],
-        kw["topk_ids"],
-        kw["topk_weights"],
-        kw["token_lora"],
-        kw["adapter_enabled"],
-        kw["lora_a"],
-        kw["lora_b"],
-        mul_routed_weight=True,
-    )
+    ref = moe_lora_fp64(OpArgs(**kw, offset=0, layout="per_token"))  # the call's defaults
     expected = ref.delta.reshape(M, K_TOP, S * N)
     got = out.double().cpu()
     scale = float(expected.abs().max())

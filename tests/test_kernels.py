@@ -27,9 +27,7 @@ def test_default_config_heuristic_is_valid_and_correct(device):
     t = materialize(BASE.replace(dtype="float32"), device)
     before = t.out.clone()
     fused_moe_lora(**t.op_kwargs())
-    ref = moe_lora_fp64(
-        t.x, t.topk_ids, t.topk_weights, t.token_lora, t.adapter_enabled, t.lora_a, t.lora_b, mul_routed_weight=False
-    )
+    ref = moe_lora_fp64(t.op())
     cols = slice(BASE.offset, BASE.offset + BASE.num_slices * BASE.n_dim)
     got = (t.out[:, :, cols].double() - before[:, :, cols].double()).reshape(ref.delta.shape)
     assert torch.allclose(got, ref.delta, atol=1e-5, rtol=1e-5)

@@ -16,7 +16,7 @@ import re
 import pytest
 from moe_lora_fuzz.fuzz.case import Case
 from moe_lora_fuzz.fuzz.oracle import Verdict, signature
-from moe_lora_fuzz.fuzz.repro import Repro, ReproError, parse
+from moe_lora_fuzz.fuzz.repro import VERSION, Repro, ReproError, parse
 from moe_lora_fuzz.kernels.config import MoeLoraConfig, TileConfig
 
 BASE = Case()  # num_slots = 1, rank = 1: the ranges below are relative to it
@@ -40,7 +40,7 @@ def _base() -> dict:
 # (path, wrong-type value, out-of-range values); path is the dotted location of the field
 TOP = [
     ("schema", 5, ["moe-lora-fuzz-repro-2"]),
-    ("version", "1", [0, 3]),
+    ("version", "1", [0, VERSION + 1]),
     ("impl", 3, []),
     ("device", 1, ["tpu"]),
     ("case", [1], []),

@@ -389,7 +389,7 @@ def test_stored_v1_file_replays():
 
 def test_a_new_case_knob_is_one_migration_line(monkeypatch):
     """How a future knob is added: VERSION += 1 and MIGRATIONS[old] = add_case_fields(knob=neutral). Here a
-    pretend v3 whose step renames nothing but adds a knob, checked on the stored v1 file (v1 -> v2 -> v3)."""
+    pretend next version whose step adds a knob, checked on the stored v1 file (v1 -> ... -> VERSION + 1)."""
     import moe_lora_fuzz.fuzz.repro as repro
 
     seen, original = {}, Case.from_dict
@@ -398,11 +398,12 @@ def test_a_new_case_knob_is_one_migration_line(monkeypatch):
         seen.update(d)
         return original({k: v for k, v in d.items() if k != "new_knob"})
 
-    monkeypatch.setattr(repro, "VERSION", 3)
-    monkeypatch.setitem(repro.MIGRATIONS, 2, repro.add_case_fields(new_knob=0))
+    new = repro.VERSION + 1
+    monkeypatch.setattr(repro, "VERSION", new)
+    monkeypatch.setitem(repro.MIGRATIONS, new - 1, repro.add_case_fields(new_knob=0))
     monkeypatch.setattr(repro.Case, "from_dict", staticmethod(case_from_dict))
     d = repro.migrate(json.loads(V1_FILE.read_text()))
-    assert d["version"] == 3 and d["case"]["new_knob"] == 0 and d["campaign"] is None
+    assert d["version"] == new and d["case"]["new_knob"] == 0 and d["campaign"] is None
     load(V1_FILE)
     assert seen["new_knob"] == 0
 
