@@ -144,11 +144,18 @@ def merge_reports(dirs: list[Path], out: Path) -> dict:
                 "kinds": r["kinds"],
                 "distinct_findings": len(r["findings"]),
                 "copied_files": len(moved),
+                "precompile": r.get("precompile", {}),
             }
         )
 
     cases = sum(r["cases"] for r in reports)
     wall = max(r["elapsed_s"] for r in reports)
+    phases: dict = {}  # fuzz.phases, summed over the shards
+    for r in reports:
+        for k, v in r.get("phases", {}).items():
+            t = phases.setdefault(k, {"s": 0.0, "n": 0})
+            t["s"], t["n"] = round(t["s"] + v["s"], 3), t["n"] + v["n"]
+    noop = sum(r["coverage"].get("noop_share", 0.0) * r["cases"] for r in reports) / max(cases, 1)
 
     def same(key):
         values = [r.get(key) for r in reports]
@@ -173,7 +180,9 @@ def merge_reports(dirs: list[Path], out: Path) -> dict:
             "edges": dict(edges),
             "missing_edges": [e for e in REQUIRED_EDGES if not edges[e]],
             "combinations": dict(classes),
+            "noop_share": round(noop, 4),
         },
+        "phases": dict(sorted(phases.items())),
         "per_shard": per_shard,
         "environment": reports[0].get("environment", {}),
     }

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # One device call for this round's GPU evidence; logs under $OUT. Steps run in the order given:
-#   smoke | phases | throughput | nightly-cold | nightly-warm | cases | adapters | triage | tf32 | tests
+#   smoke | phases | throughput | nightly2 | nightly-cold | nightly-warm | cases | adapters | triage | tf32 | tests
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT="${OUT:-gpu-out}"; mkdir -p "$OUT"
@@ -33,6 +33,10 @@ while [ $# -gt 0 ]; do
                 for r in fresh:21 same:21 new:22; do run "tp-${r%:*}" "${TBUDGET:-90}" --profile nightly --seed "${r#*:}"; done
                 run tp-nohelp "${TBUDGET:-90}" --profile nightly --seed 23 --precompile 0
                 python scripts/phase_table.py "$OUT"/tp-*.report.json | tee "$OUT/throughput.txt" ;;
+    nightly2) rm -rf /tmp/gr-n2; timeout "$(( ${NBUDGET:-120} + 240 ))" python scripts/nightly.py --budget "${NBUDGET:-120}" --out /tmp/gr-n2 \
+                > "$OUT/nightly2.txt" 2>&1; echo "rc=$?" >> "$OUT/nightly2.txt"; tail -5 "$OUT/nightly2.txt"
+              cp /tmp/gr-n2/report.json "$OUT/nightly2.report.json"
+              python scripts/phase_table.py /tmp/gr-n2/shard*/report*.json | tee -a "$OUT/nightly2.txt" | grep "^##" ;;
     nightly-cold) run nightly-cold 90 --profile nightly --seed 11 ;;
     nightly-warm) run nightly-warm 90 --profile nightly --seed 12 ;;
     cases) { timeout 300 python scripts/bench_cases.py --device cuda --profile nightly --cases "${NCASES:-60}"

@@ -35,7 +35,9 @@ def _shard(tmp: Path, name: str, index: int, *, cases: int, findings: list, edge
             "edges": edges,
             "missing_edges": [],
             "combinations": {"c": cases},
+            "noop_share": 0.5 if index == 0 else 0.0,
         },
+        "phases": {"oracle/impl": {"s": 1.5, "n": cases}, **({"oracle/impl/jit": {"s": 2.0, "n": 3}} if index else {})},
         "environment": {"gpu": None},
     }
     (d / "report.json").write_text(json.dumps(report))
@@ -100,6 +102,8 @@ def test_merge_sums_dedups_and_renames_clashing_repros(tmp_path):
     assert m["coverage"]["edges"] == {"k_tail": 3, "n_tail": 1}
     assert m["coverage"]["missing_edges"] == [e for e in REQUIRED_EDGES if e not in ("k_tail", "n_tail")]
     assert m["coverage"]["knobs"]["dtype"]["float32"] == 16 and m["elapsed_s"] == 12.0
+    assert m["coverage"]["noop_share"] == round(0.5 * 5 / 16, 4)  # weighted by each shard's cases
+    assert m["phases"] == {"oracle/impl": {"s": 4.5, "n": 16}, "oracle/impl/jit": {"s": 4.0, "n": 6}}
     assert json.loads((out / "report.json").read_text())["cases"] == 16
     # merging again into the same place reuses identical files instead of piling up copies
     merge_reports([a, b, c], out)
