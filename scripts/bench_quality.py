@@ -1,6 +1,6 @@
 """Which seeded bugs each checker catches: our campaign vs an upstream-style test, side by side.
 
-    python scripts/bench_quality.py [--device cpu|cuda] [--seeds 5] [--budget 60]
+    python scripts/bench_quality.py [--device cpu|cuda] [--seeds 5] [--budget 60] [--profile premerge|nightly]
 
 Ours: a campaign per (mutant, seed) stopped at its first finding; reports caught (in how many seeds),
 and the median cases and seconds to the first finding. Upstream-style: fuzz.upstream_style (M = 100,
@@ -27,6 +27,7 @@ def main() -> None:
     p.add_argument("--seeds", type=int, default=5)
     p.add_argument("--budget", type=float, default=60.0, help="seconds per (mutant, seed) campaign")
     p.add_argument("--mutants", default=None, help="comma-separated subset")
+    p.add_argument("--profile", default="premerge", choices=("premerge", "nightly"), help="nightly: GPU sizes")
     p.add_argument("--skip-upstream", action="store_true", help="only our campaigns (the upstream column shows -)")
     a = p.parse_args()
     import torch
@@ -41,7 +42,7 @@ def main() -> None:
 
     ids = a.mutants.split(",") if a.mutants else list(MUTANTS)
     where = torch.cuda.get_device_name() if device == "cuda" else "CPU (Triton interpreter)"
-    print(f"## seeded bugs on {where}: {a.seeds} seeds, {a.budget:.0f} s cap per campaign\n")
+    print(f"## seeded bugs on {where}, profile {a.profile}: {a.seeds} seeds, {a.budget:.0f} s cap per campaign\n")
     print(
         "| mutant | ours: caught | cases to first (median) | s to first (median) | first kind "
         "| upstream-style: caught |"
@@ -55,7 +56,14 @@ def main() -> None:
                 t0 = time.time()
                 rep = run_campaign(
                     CampaignConfig(
-                        impl=impl, device=device, budget=a.budget, seed=seed, out=Path(tmp), stop_after=1, quiet=True
+                        impl=impl,
+                        device=device,
+                        profile=a.profile,
+                        budget=a.budget,
+                        seed=seed,
+                        out=Path(tmp),
+                        stop_after=1,
+                        quiet=True,
                     )
                 )
                 if rep.findings:

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # One device call for this round's GPU evidence; logs under $OUT. Steps run in the order given:
-#   smoke | phases | throughput | nightly2 | nightly-cold | nightly-warm | cases | adapters | triage | tf32 | tests
+#   smoke | phases | throughput | nightly2 | quality | nightly-cold | nightly-warm | cases | adapters | triage | tf32 | tests
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT="${OUT:-gpu-out}"; mkdir -p "$OUT"
@@ -37,6 +37,8 @@ while [ $# -gt 0 ]; do
                 > "$OUT/nightly2.txt" 2>&1; echo "rc=$?" >> "$OUT/nightly2.txt"; tail -5 "$OUT/nightly2.txt"
               cp /tmp/gr-n2/report.json "$OUT/nightly2.report.json"
               python scripts/phase_table.py /tmp/gr-n2/shard*/report*.json | tee -a "$OUT/nightly2.txt" | grep "^##" ;;
+    quality) timeout 900 python scripts/bench_quality.py --device cuda --profile nightly --seeds 1 --budget "${QBUDGET:-30}" \
+               --skip-upstream 2>&1 | tee "$OUT/quality.txt" | grep "^|" ;;
     nightly-cold) run nightly-cold 90 --profile nightly --seed 11 ;;
     nightly-warm) run nightly-warm 90 --profile nightly --seed 12 ;;
     cases) { timeout 300 python scripts/bench_cases.py --device cuda --profile nightly --cases "${NCASES:-60}"
