@@ -131,6 +131,18 @@ def prototype(sizes: Sizes, interpreter: bool, class_id: int) -> "Case":
     return _PROTOTYPES[key]
 
 
+def class_of(sizes: Sizes, seed: int, index: int) -> int | None:
+    """The shared compile class of the index-th case of a stream, None for a class of its own (or no classes)."""
+    return sizes.classes.of(seed, index) if sizes.classes else None
+
+
+def draw(sizes: Sizes, seed: int, index: int, *, interpreter: bool) -> "Case":
+    """The index-th case of a stream (a campaign's, a benchmark's): in its compile class when `sizes` has them."""
+    cls = class_of(sizes, seed, index)
+    proto = None if cls is None else prototype(sizes, interpreter, cls)
+    return generate(RandomSource(seed), sizes, interpreter=interpreter, seed=seed, proto=proto)
+
+
 def same_class(a: int, b: int) -> bool:
     """Whether Triton specialises a and b alike: the same residue mod 16, and both or neither equal to 1."""
     return a % 16 == b % 16 and (a == 1) == (b == 1)

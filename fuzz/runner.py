@@ -28,7 +28,7 @@ from pathlib import Path
 from . import __version__, phases
 from .case import Case
 from .coverage import Coverage
-from .generate import CPU_SIZES, GPU_SIZES, RandomSource, generate, prototype
+from .generate import CPU_SIZES, GPU_SIZES, class_of, draw
 from .interpreter import install_if_interpreting
 from .oracle import Verdict, crash_failure, probed, signature
 from .repro import Repro, dumps, environment, save, write_atomic
@@ -95,17 +95,13 @@ def _case_seed(cfg: CampaignConfig, index: int) -> int:
 
 def compile_class(cfg: CampaignConfig, index: int) -> int | None:
     """The shared compile class of the index-th case (fuzz.generate.Classes), None for a class of its own."""
-    classes = cfg.sizes.classes
-    return classes.of(_case_seed(cfg, index), index) if classes else None
+    return class_of(cfg.sizes, _case_seed(cfg, index), index)
 
 
 def case_for(cfg: CampaignConfig, index: int, impl=None) -> Case:
     """The index-th case of the campaign: a pure function of (seed, index, device, profile) and, given the
     implementation's profile (fuzz.impls.ImplProfile), fitted to what it takes and declares."""
-    case_seed, interpreter = _case_seed(cfg, index), cfg.device == "cpu"
-    cls = compile_class(cfg, index)
-    proto = None if cls is None else prototype(cfg.sizes, interpreter, cls)
-    case = generate(RandomSource(case_seed), cfg.sizes, interpreter=interpreter, seed=case_seed, proto=proto)
+    case = draw(cfg.sizes, _case_seed(cfg, index), index, interpreter=cfg.device == "cpu")
     return case if impl is None else impl.fit(case)
 
 

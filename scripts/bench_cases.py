@@ -1,13 +1,15 @@
 """Cases per second of the fuzz loop, and where the time goes.
 
     python scripts/bench_cases.py [--device cpu|cuda] [--cases N] [--profile tiny|nightly] [--materialise-only]
+                                  [--host-profile]
 
-Runs the oracle in-process (no worker) on the campaign's case stream: `tiny` (default) restricted to tiny
-shapes, `nightly` at the nightly profile's GPU sizes (GPU_SIZES, its configuration pool). A first pass
-compiles, three more give the steady-state rate (their median), a last one times each phase with a device
-sync after each: materialise (inputs and guard bands), kernels (align + shrink + expand), fp64 and naive
-references, judge, and the rest (oracle bookkeeping). --materialise-only times materialise alone (what a
+Runs the oracle in-process (no worker) on a campaign-like case stream (in compile classes on a GPU): `tiny`
+(default) restricted to tiny shapes, `nightly` at the nightly profile's GPU sizes (GPU_SIZES, its configuration
+pool). A first pass compiles, three more give the steady-state rate (their median), a last one times each phase
+with a device sync after each: materialise (inputs and guard bands), kernels (align + shrink + expand), fp64 and
+naive references, judge, and the rest (oracle bookkeeping). --materialise-only times materialise alone (what a
 CPU machine can measure at nightly sizes: the interpreter cannot run those kernels in reasonable time).
+--host-profile adds cProfile's top functions of one more pass.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ def main() -> None:
     p.add_argument("--cases", type=int, default=None)
     p.add_argument("--profile", default="tiny", choices=("tiny", "nightly"))
     p.add_argument("--materialise-only", action="store_true")
+    p.add_argument("--host-profile", action="store_true", help="also print cProfile's top functions of a pass")
     a = p.parse_args()
     import torch
     from moe_lora_fuzz.contract import resolve_device
@@ -40,13 +43,20 @@ def main() -> None:
     import dataclasses
 
     from moe_lora_fuzz.fuzz import oracle
-    from moe_lora_fuzz.fuzz.generate import CPU_SIZES, GPU_SIZES, RandomSource, generate
+    from moe_lora_fuzz.fuzz.generate import CPU_SIZES, GPU_SIZES, Classes, draw
 
     if a.profile == "nightly":
         sizes, shapes = GPU_SIZES, "nightly sizes (GPU_SIZES: M<=600, K<=1100, N<=600, R<=72, E<=64)"
         n = a.cases or (20 if device == "cpu" else 200)
     else:
-        sizes = dataclasses.replace(CPU_SIZES, **TINY, blocks=(16, 32), block_ms=(16,), split_k=2)
+        sizes = dataclasses.replace(
+            CPU_SIZES,
+            **TINY,
+            blocks=(16, 32),
+            block_ms=(16,),
+            split_k=2,
+            classes=Classes() if device == "cuda" else None,
+        )
         shapes = "tiny cases (M<=16, K<=64, N<=48, R<=16)"
         n = a.cases or (30 if device == "cpu" else 600)
     spent = defaultdict(float)
@@ -65,7 +75,7 @@ def main() -> None:
 
     impl = oracle.resolve("ours")
     interpreter = device == "cpu" and a.profile == "tiny"  # the nightly stream is the GPU's
-    cases = [generate(RandomSource(i), sizes, interpreter=interpreter, seed=i) for i in range(n)]
+    cases = [draw(sizes, i, i, interpreter=interpreter) for i in range(n)]  # in compile classes on a GPU
     if a.materialise_only:
         from moe_lora_fuzz.fuzz.tensors import materialize
 
@@ -104,6 +114,15 @@ def main() -> None:
     oracle._judge = timed("judge", oracle._judge)
     wall, last_fails = one_pass(timed("kernels", impl))
     fails += last_fails
+    if a.host_profile:  # where the host's time goes in one more unsynced pass
+        import cProfile
+        import pstats
+
+        prof = cProfile.Profile()
+        prof.enable()
+        one_pass(impl)
+        prof.disable()
+        pstats.Stats(prof).sort_stats("tottime").print_stats(30)
     name = torch.cuda.get_device_name() if device == "cuda" else "CPU (Triton interpreter)"
     print(f"## fuzz loop on {name}, steady state: {n} {shapes}, {fails} failures in 5 passes")
     print(
