@@ -84,8 +84,8 @@ class Sizes:
 # 0.7 s each to compile on an H100 host (fuzz.phases: 70-90% of a campaign was `jit`). So GPU campaigns draw
 # cases in compile classes: a class fixes the knobs that reach constexprs and strides and the residues mod 16
 # of the sizes; each case of it draws the rest afresh (M, routing, slotting, disabled slots, real rank, align
-# slack, the data, which boundary to aim at) and moves K, N, R, offset and extra columns by multiples of 16,
-# which keeps every stride's and pointer's divisibility class. The classes are a stream shared by every seed
+# slack, the data, which boundary to aim at) and moves K, N, R and the offset by multiples of 16, which keeps
+# every stride's and pointer's divisibility class. The classes are a stream shared by every seed
 # and shard (a warm machine has them compiled), growing with the campaign; one case in `fresh_every` is a class
 # of its own, drawn from the campaign's seed, so nights still differ.
 CLASS_KNOBS = (
