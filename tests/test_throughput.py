@@ -104,6 +104,7 @@ def recorded_launches(monkeypatch):
     return keys
 
 
+@pytest.mark.interpreter  # our kernels take CPU tensors only under the interpreter (the launches are recorded)
 def test_a_class_meets_its_kernel_variants_once(recorded_launches):
     """Later cases of a class add no variant but the one their M may add (the intermediate's slice stride
     M*k*R is or is not a multiple of 16): the whole point of classes."""
