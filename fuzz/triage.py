@@ -11,7 +11,15 @@ For a new finding a campaign (or `python -m fuzz triage DIR...` afterwards) does
      to 1 per stage, contiguous instead of strided, the other layout, mul_routed_weight off, fp32, and
      DIFFERENTIAL_HOOKS, where the GPU integration adds fp32 at IEEE instead of TF32);
   4. group: findings whose minimal cases agree (implementation, kind family, failure detail and the same
-     set of essential knobs, see `root_key`) are one root cause.
+     set of essential knobs, see `root_key`) are one root cause; a minimal case that an existing cause's
+     flips explain (step 1 on the minimal case) joins that cause.
+A knob is essential only when its flip removes the failure for other draws of the data too (DATA_SEEDS):
+a size that merely moved a token onto the slot that shows the bug is data, like the seed, and no part of
+the key. A disagreement with the configuration twin is triaged as the twin's own case (the twin is the
+wrong run), so the knobs only the twin had (split-K, block sizes) become visible to the minimiser.
+When the triage budget is spent (a fresh GPU compiling), step 1 still runs, and a finding no cause explains
+is grouped provisionally: by kind family, failure detail and the class changes that make it disappear (a
+few runs), marked "untriaged: grouped by signature"; `python -m fuzz triage DIR` minimises it later.
 Grouping never merges by the case class; it can split one cause in two when two minimal cases reach
 different, equally minimal knob sets (their root keys differ), and it never merges findings whose
 essential knobs differ: two independent bugs stay two root causes.
@@ -21,7 +29,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
@@ -60,6 +68,13 @@ RELATIONS = (
     ("num_experts", "block_m"),
 )
 DATA_KNOBS = ("seed",)
+# Other data draws tried on a knob's flip before the knob counts as essential: a bug that one draw in three
+# shows (a token on the one disabled slot of three) is missed by all 5 with probability 0.13, and a knob
+# that really matters costs 5 runs. Only knobs that shape the drawn data (sizes, routing, slotting) are
+# tried: flags and launch knobs do not change the data.
+DATA_SEEDS = 5
+DATA_SHAPING = ("m", "top_k", "num_experts", "num_slots", "rank", "real_rank", "k_dim", "n_dim", "num_slices")
+DATA_SHAPING += ("offset", "extra_cols", "routing", "slotting")
 CLASS_FLIPS = ("shrink.split_k", "expand.split_k", "strided", "layout", "mul_routed_weight", "dtype")
 
 Judge = Callable[[Case], dict]  # a case -> its verdict as a dict (Verdict.to_dict)
@@ -112,6 +127,8 @@ class Triaged:
     seconds: float
     dropped: list  # old-signature (class) knobs the minimiser dropped
     explained: bool = True  # every single-knob change was tried (else the budget ran out first)
+    data_knobs: dict = field(default_factory=dict)  # knob -> value: its flip removed the failure only for
+    # this draw of the data (another seed fails again), so it is not essential
 
     def key(self, impl: str) -> str:
         if not self.explained:  # essential knobs unknown: a root cause of its own, never merged
@@ -127,7 +144,11 @@ class Triaged:
                 f"{self.verdict['kind']}: smallest case reached {describe(self.minimal)}; not explained "
                 "(the triage budget ran out first)"
             )
-        return trigger_line(self.verdict, self.essential, self.disappears_with, self.one_minimal)
+        line = trigger_line(self.verdict, self.essential, self.disappears_with, self.one_minimal)
+        if self.data_knobs:
+            shown = " ".join(f"{k}={v!r}" for k, v in self.data_knobs.items())
+            line += f"; {shown} only chose the data (other seeds fail without it)"
+        return line
 
 
 def trigger_line(vd: dict, essential: dict, disappears: list, one_minimal: bool = True) -> str:
@@ -202,6 +223,7 @@ def triage_case(
             time.monotonic() - start,
             _dropped(case, res.case),
             old.explained,
+            old.data_knobs,
         )
     disappears, persists, essential, targets = [], [], {}, {}
     explained = True
@@ -222,6 +244,12 @@ def triage_case(
         (persists if outcome else disappears).append(label)
         if not outcome and name in values:
             essential[name], targets[name] = values[name], target_value
+    data_knobs = {}
+    for name in [n for n in essential if n in DATA_SHAPING]:
+        # out of time: the knob stays essential (a cause may split in two, never merge with another)
+        if _only_this_data(with_knob(res.case, name, targets[name]), still_fails, start + budget):
+            data_knobs[name] = essential.pop(name)
+            del targets[name]
     return Triaged(
         res.case,
         verdicts[res.case],
@@ -234,7 +262,19 @@ def triage_case(
         time.monotonic() - start,
         _dropped(case, res.case),
         explained,
+        data_knobs,
     )
+
+
+def _only_this_data(flipped: Case, still_fails: Callable[[Case], bool], deadline: float) -> bool:
+    """Whether the failure comes back on the flipped case with other data (seeds seed^1 .. seed^DATA_SEEDS):
+    then the flipped knob only chose a draw that shows the bug."""
+    for i in range(1, DATA_SEEDS + 1):
+        if time.monotonic() > deadline:
+            return False
+        if still_fails(flipped.replace(seed=flipped.seed ^ i)):
+            return True
+    return False
 
 
 def _dropped(start: Case, end: Case) -> list:
@@ -330,6 +370,7 @@ def _info(tri: Triaged, impl: str, minimal_repro: str) -> dict:
         "tries": tri.tries,
         "seconds": round(tri.seconds, 2),
         "verdict": {"kind": vd["kind"], "failure": vd.get("failure", ""), "message": vd.get("message", "")},
+        "data_knobs": tri.data_knobs,
         "via": "minimised",
     }
 
@@ -364,7 +405,7 @@ def group_findings(findings: list[dict], impl: str = "") -> list[dict]:
                     "minimal_repro": info["minimal_repro"],
                     "minimal_case": info["minimal_case"],
                     "impl": info.get("impl", impl),
-                    "triaged": True,
+                    "triaged": info["via"] != "provisional",
                     "findings": [],
                 }
             else:
@@ -411,6 +452,46 @@ class WorkerJudge:
     def __call__(self, case: Case) -> dict:
         return self.worker.judge(case, timeout=self.timeout, metamorphic=self.metamorphic).to_dict()
 
+    def plain(self) -> "WorkerJudge":
+        """The same judge without the configuration twin."""
+        return WorkerJudge(self.worker, self.device, self.impl, timeout=self.timeout)
+
+
+def through_twin(case: Case, vd: dict, judge: Judge) -> tuple[Case, dict, Judge]:
+    """A disagreement with the configuration twin (fuzz.oracle._twin_cases): the case passed its reference
+    check and two runs within the bound agree, so the twin is the wrong run. Triage the twin as a case of its
+    own, judged without twins: what only the twin had (split-K, block sizes) is then visible to the
+    minimiser and to the flips. Unchanged when the twin alone does not fail, or the judge cannot drop twins."""
+    from .oracle import _twin_cases
+
+    if vd["kind"] != "metamorphic" or not vd.get("message", "").startswith("another configuration"):
+        return case, vd, judge
+    if not hasattr(judge, "plain"):
+        return case, vd, judge
+    plain = judge.plain()
+    twin = _twin_cases(case)[0]
+    tv = plain(twin)
+    return (twin, tv, plain) if family(tv["kind"]) else (case, vd, judge)
+
+
+def class_flips_key(case: Case, vd: dict, judge: Judge, impl: str, interpreter: bool) -> tuple[str, list]:
+    """A provisional root key for a finding that could not be minimised: its kind family, failure detail and
+    the class changes (split-K 1, contiguous, the other layout, mrw, dtype, the hooks) that make it
+    disappear on its own case. At most one run per class knob; two bugs that different class changes remove
+    stay apart, and different families never meet."""
+    gone = []
+    for name, _, label, changed in flips(case):
+        if name not in CLASS_FLIPS and label not in {lb for lb, _ in DIFFERENTIAL_HOOKS}:
+            continue
+        try:
+            changed.validate(interpreter)
+        except ValueError:
+            continue
+        if not same_failure(vd, judge(changed)):
+            gone.append(label)
+    fam, failure = family(vd["kind"]), vd.get("failure", "")
+    return f"{fam}|{failure}|{impl}|untriaged: grouped by signature: gone with {','.join(gone) or 'none'}", gone
+
 
 class Triager:
     """Triage of one implementation's findings, in order: attach to a known cause or minimise."""
@@ -419,30 +500,29 @@ class Triager:
         self.impl, self.device, self.out, self.env = impl, device, out, environment
         self.causes: list[dict] = []  # info dicts of minimised findings that opened a root cause
         self.known: dict = {}  # minimal case -> Triaged of every explained minimisation
-        self.minimised = self.attached = self.flaky = 0
+        self.minimised = self.attached = self.flaky = self.provisional = 0
 
     def triage(
         self, finding: dict, case: Case, vd: dict, judge: Judge, budget: float, minimise_budget: float | None = None
     ) -> dict | None:
-        """Fill finding["triage"]; returns it (None when the finding did not fail again or the budget was too
-        small to minimise it: finding["triage_note"] says which)."""
+        """Fill finding["triage"]; returns it (None when the finding did not fail again: finding["triage_note"]
+        says so). A finding no known cause explains is minimised when the budget allows it, else grouped
+        provisionally (`class_flips_key`)."""
         interpreter = self.device == "cpu"
         start = time.monotonic()
         finding.pop("triage_note", None)
-        same = [c for c in self.causes if c["family"] == family(vd["kind"]) and c["failure"] == vd.get("failure", "")]
-        usable = [c for c in same if _applicable(case, c)]
-        several = explained_by_several(case, judge, usable, interpreter) if len(usable) > 1 else usable
-        if len(several) == 1 and not explained_by(case, judge, several[0], interpreter):
-            several = []
+        raw = case
+        case, vd, judge = through_twin(case, vd, judge)
+        twin = " (the configuration twin's case)" if case is not raw else ""
+        several = self._explaining(case, vd, judge)
         if several:
             self.attached += 1
             via = "explained by " + " and ".join(c["minimal_repro"] for c in several)
-            finding["triage"] = dict(several[0], via=via, also=[c["key"] for c in several[1:]])
+            finding["triage"] = dict(several[0], via=via + twin, also=[c["key"] for c in several[1:]])
             return finding["triage"]
         left = min(budget - (time.monotonic() - start), budget if minimise_budget is None else minimise_budget)
         if left < MIN_TRIAGE_S:
-            finding["triage"], finding["triage_note"] = None, "not triaged: triage budget spent"
-            return None
+            return self._provisional(finding, case, vd, judge, start)
         tri = triage_case(case, judge, vd, budget=left, interpreter=interpreter, known=self.known)
         if tri is None:
             self.flaky += 1
@@ -456,12 +536,63 @@ class Triager:
 
         save(Repro(tri.minimal, self.impl, self.device, Verdict(**tri.verdict), self.env), path)
         info = _info(tri, self.impl, str(path))
+        info["via"] += twin
         finding["triage"] = info
-        if tri.explained:
-            self.known.setdefault(tri.minimal, tri)
-        if tri.explained and all(c["key"] != info["key"] for c in self.causes):
-            self.causes.append(info)
+        if not tri.explained:
+            return info
+        self.known.setdefault(tri.minimal, tri)
+        if any(c["key"] == info["key"] for c in self.causes):
+            return info
+        # another minimal case of a known cause (the minimiser reached other, equally minimal knobs): that
+        # cause's flips remove this failure too
+        for cause in self._same(tri.verdict):
+            if explained_by(tri.minimal, judge, cause, interpreter):
+                info.update(key=cause["key"], via=f"{info['via']}; explained by {cause['minimal_repro']}")
+                return info
+        self.causes.append(info)
         return info
+
+    def _same(self, vd: dict) -> list[dict]:
+        return [c for c in self.causes if c["family"] == family(vd["kind"]) and c["failure"] == vd.get("failure", "")]
+
+    def _explaining(self, case: Case, vd: dict, judge: Judge) -> list[dict]:
+        """The known causes that explain `case` (attach: a few runs, no minimisation), [] when none does."""
+        interpreter = self.device == "cpu"
+        usable = [c for c in self._same(vd) if _applicable(case, c)]
+        several = explained_by_several(case, judge, usable, interpreter) if len(usable) > 1 else usable
+        if len(several) == 1 and not explained_by(case, judge, several[0], interpreter):
+            return []
+        return several
+
+    def _provisional(self, finding: dict, case: Case, vd: dict, judge: Judge, start: float) -> dict:
+        """No budget to minimise: group by kind family, failure detail and the class changes that remove it."""
+        key, gone = class_flips_key(case, vd, judge, self.impl, self.device == "cpu")
+        self.provisional += 1
+        cls = (
+            f"disappears with {', '.join(gone)}" if gone else "no split-K/contiguous/layout/mrw/dtype change removes it"
+        )
+        finding["triage"] = {
+            "key": key,
+            "impl": self.impl,
+            "kind": vd["kind"],
+            "family": family(vd["kind"]),
+            "failure": vd.get("failure", ""),
+            "trigger": f"{vd['kind']}: untriaged, grouped by signature (the triage budget was spent); {cls}",
+            "essential": {},
+            "flip_to": {},
+            "disappears_with": gone,
+            "persists_with": [],
+            "minimal_repro": finding["repro"],
+            "minimal_case": describe(case),
+            "one_minimal": False,
+            "dropped_class_knobs": [],
+            "tries": 0,
+            "seconds": round(time.monotonic() - start, 2),
+            "verdict": {"kind": vd["kind"], "failure": vd.get("failure", ""), "message": vd.get("message", "")},
+            "via": "provisional",
+        }
+        finding["triage_note"] = "not minimised: triage budget spent (grouped by signature)"
+        return finding["triage"]
 
 
 class CampaignTriage:
@@ -488,7 +619,8 @@ class CampaignTriage:
         start = time.monotonic()
         judge = WorkerJudge(worker, cfg.device, cfg.impl, metamorphic=vd["kind"] == "metamorphic", timeout=cfg.timeout)
         try:
-            if left > 0:
+            if self.share > 0 and left_campaign > 0:  # with the share spent: attach or group provisionally
+                left = max(left, 0.0)
                 self.triager.triage(finding, case, vd, judge, left, MINIMISE_SHARE_OF_LEFT * left)
             else:
                 finding["triage"] = None
@@ -516,6 +648,7 @@ class CampaignTriage:
             "minimised": t.minimised if t else 0,
             "attached": t.attached if t else 0,
             "not_reproduced": t.flaky if t else 0,
+            "grouped_by_signature": t.provisional if t else 0,
             "not_triaged": self.untriaged,
         }
 
@@ -533,7 +666,12 @@ def _repro_path(raw: str, directory: Path) -> Path:
 def _settled(finding: dict) -> bool:
     """Triaged and explained: offline triage leaves it alone (the rest are triaged again)."""
     info = finding.get("triage")
-    return bool(info) and "|not explained: " not in info["key"]
+    return bool(info) and "|not explained: " not in info["key"] and info["via"] != "provisional"
+
+
+def _opened_a_cause(info: dict) -> bool:
+    """Minimised into a new root key (not attached, not explained by a cause found before it)."""
+    return info["via"].startswith("minimised") and "explained by" not in info["via"]
 
 
 def triage_dirs(
@@ -583,7 +721,7 @@ def triage_dirs(
             )
         triager = Triager(run_impl, dev, Path(d), report.get("environment", {}))
         # causes already found in this report are known causes for the rest
-        triager.causes = [f["triage"] for f in report["findings"] if _settled(f) and f["triage"]["via"] == "minimised"]
+        triager.causes = [f["triage"] for f in report["findings"] if _settled(f) and _opened_a_cause(f["triage"])]
         judge = WorkerJudge(Worker(dev, run_impl), dev, run_impl)
         try:
             for f in todo:
