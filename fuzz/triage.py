@@ -129,6 +129,7 @@ class Triaged:
     explained: bool = True  # every single-knob change was tried (else the budget ran out first)
     data_knobs: dict = field(default_factory=dict)  # knob -> value: its flip removed the failure only for
     # this draw of the data (another seed fails again), so it is not essential
+    others: list = field(default_factory=list, repr=False)  # verdicts of other failures met while minimising
 
     def key(self, impl: str) -> str:
         if not self.explained:  # essential knobs unknown: a root cause of its own, never merged
@@ -191,11 +192,15 @@ def triage_case(
     start = time.monotonic()
     verdicts: dict = {}
 
+    others: list = []  # verdicts of another failure family met on the way (see Triager._continuum)
+
     def still_fails(c: Case) -> bool:
         vd = judge(c)
         if same_failure(target, vd):
             verdicts[c] = vd
             return True
+        if family(vd["kind"]):
+            others.append(vd)
         return False
 
     if not still_fails(case):
@@ -224,6 +229,7 @@ def triage_case(
             _dropped(case, res.case),
             old.explained,
             old.data_knobs,
+            others,
         )
     disappears, persists, essential, targets = [], [], {}, {}
     explained = True
@@ -263,6 +269,7 @@ def triage_case(
         _dropped(case, res.case),
         explained,
         data_knobs,
+        others,
     )
 
 
@@ -314,21 +321,35 @@ def _without(case: Case, causes: list[dict], interpreter: bool) -> Case | None:
         return None
 
 
-def explained_by(case: Case, judge: Judge, cause: dict, interpreter: bool) -> bool:
+def explained_by(case: Case, judge: Judge, cause: dict, interpreter: bool, failure: dict | None = None) -> bool:
     """Whether `case` fails because of `cause` (a root-cause info dict): setting each of the cause's
     essential knobs, one at a time, to the value that made the cause's failure disappear also makes this
-    case's failure disappear."""
-    if not _applicable(case, cause):
+    case's failure disappear. `failure` (a verdict of another family, see `Triager._join`): only the
+    flips that apply to the case are tried (at least one), and it is that failure which must disappear."""
+    targets = _targets(cause)
+    if failure is None and not _applicable(case, cause):
         return False
-    for name, target in _targets(cause).items():
+    if failure is not None:
+        values = knob_values(case)
+        targets = {n: v for n, v in targets.items() if values[n] != v}
+        if not targets:
+            return False
+    for name, target in targets.items():
         changed = with_knob(case, name, target)
         try:
             changed.validate(interpreter)
         except ValueError:
             return False
-        if same_failure(cause["verdict"], judge(changed)):
+        if same_failure(failure or cause["verdict"], judge(changed)):
             return False
     return True
+
+
+def wild_access(vd: dict) -> bool:
+    """Failures one wild memory access gives, depending on how far it lands and on the data: wrong values
+    (mismatch, oob-read, vacuous, ...) near the buffer, a segfault far from it."""
+    fam = family(vd["kind"])
+    return fam == "wrong-output" or (fam == "crash" and vd.get("failure", "").startswith("exit-"))
 
 
 def explained_by_several(case: Case, judge: Judge, causes: list[dict], interpreter: bool) -> list[dict]:
@@ -478,8 +499,13 @@ def class_flips_key(case: Case, vd: dict, judge: Judge, impl: str, interpreter: 
     """A provisional root key for a finding that could not be minimised: its kind family, failure detail and
     the class changes (split-K 1, contiguous, the other layout, mrw, dtype, the hooks) that make it
     disappear on its own case. At most one run per class knob; two bugs that different class changes remove
-    stay apart, and different families never meet."""
-    gone = []
+    stay apart, and different families never meet. Exceptions and crashes are grouped by their failure
+    detail alone (exception type and first frame, or how the process died) with no run: that detail already
+    names the failure, and every crashing run costs a worker restart."""
+    gone: list = []
+    fam, failure = family(vd["kind"]), vd.get("failure", "")
+    if fam in ("exception", "crash"):
+        return f"{fam}|{failure}|{impl}|untriaged: grouped by signature", gone
     for name, _, label, changed in flips(case):
         if name not in CLASS_FLIPS and label not in {lb for lb, _ in DIFFERENTIAL_HOOKS}:
             continue
@@ -489,7 +515,6 @@ def class_flips_key(case: Case, vd: dict, judge: Judge, impl: str, interpreter: 
             continue
         if not same_failure(vd, judge(changed)):
             gone.append(label)
-    fam, failure = family(vd["kind"]), vd.get("failure", "")
     return f"{fam}|{failure}|{impl}|untriaged: grouped by signature: gone with {','.join(gone) or 'none'}", gone
 
 
@@ -538,19 +563,41 @@ class Triager:
         info = _info(tri, self.impl, str(path))
         info["via"] += twin
         finding["triage"] = info
-        if not tri.explained:
-            return info
-        self.known.setdefault(tri.minimal, tri)
-        if any(c["key"] == info["key"] for c in self.causes):
-            return info
-        # another minimal case of a known cause (the minimiser reached other, equally minimal knobs): that
-        # cause's flips remove this failure too
+        if tri.explained:
+            self.known.setdefault(tri.minimal, tri)
+            if any(c["key"] == info["key"] for c in self.causes):
+                return info
+        joined = self._join(tri, judge)
+        if joined:
+            info.update(key=joined[0]["key"], via=f"{info['via']}; {joined[1]}")
+        elif tri.explained:
+            self.causes.append(info)
+        return info
+
+    def _join(self, tri: Triaged, judge: Judge) -> tuple[dict, str] | None:
+        """A known cause that explains this finding's minimal case (also one the budget left unexplained):
+        - of the same family: its flips remove the failure (the minimiser reached other, equally minimal
+          knobs of that cause, e.g. another size that moves the padded length);
+        - across a wild access (`wild_access`: a segfault and wrong values): the minimiser met that cause's
+          failure on its way (one reduction turned this failure into that one), and every flip of the
+          cause's essential knobs that applies here removes this failure too. Two independent bugs meet
+          both tests only if one reduction of this finding shows the other bug and they share the knobs."""
+        interpreter = self.device == "cpu"
         for cause in self._same(tri.verdict):
             if explained_by(tri.minimal, judge, cause, interpreter):
-                info.update(key=cause["key"], via=f"{info['via']}; explained by {cause['minimal_repro']}")
-                return info
-        self.causes.append(info)
-        return info
+                return cause, f"explained by {cause['minimal_repro']}"
+        if not wild_access(tri.verdict):
+            return None
+        for cause in self.causes:
+            if cause["family"] == family(tri.verdict["kind"]) or not wild_access(cause["verdict"]):
+                continue
+            met = any(same_failure(cause["verdict"], o) for o in tri.others)
+            if met and explained_by(tri.minimal, judge, cause, interpreter, failure=tri.verdict):
+                return cause, (
+                    f"the same wild access as {cause['minimal_repro']}: minimising met its {cause['kind']}, "
+                    "and its flips remove this failure too"
+                )
+        return None
 
     def _same(self, vd: dict) -> list[dict]:
         return [c for c in self.causes if c["family"] == family(vd["kind"]) and c["failure"] == vd.get("failure", "")]
