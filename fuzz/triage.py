@@ -426,7 +426,7 @@ def group_findings(findings: list[dict], impl: str = "") -> list[dict]:
                     "minimal_repro": info["minimal_repro"],
                     "minimal_case": info["minimal_case"],
                     "impl": info.get("impl", impl),
-                    "triaged": info["via"] != "provisional",
+                    "triaged": not info["via"].startswith("provisional"),
                     "findings": [],
                 }
             else:
@@ -526,6 +526,7 @@ class Triager:
         self.causes: list[dict] = []  # info dicts of minimised findings that opened a root cause
         self.known: dict = {}  # minimal case -> Triaged of every explained minimisation
         self.minimised = self.attached = self.flaky = self.provisional = 0
+        self.pending: list = []  # (finding, case, verdict) grouped provisionally: a later cause may explain them
 
     def triage(
         self, finding: dict, case: Case, vd: dict, judge: Judge, budget: float, minimise_budget: float | None = None
@@ -572,7 +573,25 @@ class Triager:
             info.update(key=joined[0]["key"], via=f"{info['via']}; {joined[1]}")
         elif tri.explained:
             self.causes.append(info)
+            self._reattach(info, judge)
+        else:  # the budget ran out before the flips: grouped provisionally, from the smaller case
+            key, gone = class_flips_key(tri.minimal, tri.verdict, judge, self.impl, interpreter)
+            info.update(key=key, via=f"provisional ({info['via']}, not explained)", disappears_with=gone)
+            self.provisional += 1
+            self.pending.append((finding, tri.minimal, tri.verdict))
         return info
+
+    def _reattach(self, cause: dict, judge: Judge) -> None:
+        """A new cause may explain findings grouped provisionally before it existed (a few runs each)."""
+        interpreter = self.device == "cpu"
+        for item in list(self.pending):
+            finding, case, vd = item
+            same = cause["family"] == family(vd["kind"]) and cause["failure"] == vd.get("failure", "")
+            if same and explained_by(case, judge, cause, interpreter):
+                self.pending.remove(item)
+                was = finding["triage"]["via"]
+                finding["triage"] = dict(cause, via=f"explained by {cause['minimal_repro']} (was {was})")
+                finding.pop("triage_note", None)
 
     def _join(self, tri: Triaged, judge: Judge) -> tuple[dict, str] | None:
         """A known cause that explains this finding's minimal case (also one the budget left unexplained):
@@ -639,6 +658,7 @@ class Triager:
             "via": "provisional",
         }
         finding["triage_note"] = "not minimised: triage budget spent (grouped by signature)"
+        self.pending.append((finding, case, vd))
         return finding["triage"]
 
 
@@ -713,7 +733,7 @@ def _repro_path(raw: str, directory: Path) -> Path:
 def _settled(finding: dict) -> bool:
     """Triaged and explained: offline triage leaves it alone (the rest are triaged again)."""
     info = finding.get("triage")
-    return bool(info) and "|not explained: " not in info["key"] and info["via"] != "provisional"
+    return bool(info) and "|not explained: " not in info["key"] and not info["via"].startswith("provisional")
 
 
 def _opened_a_cause(info: dict) -> bool:
