@@ -462,3 +462,38 @@ def test_a_spent_budget_still_attaches_to_a_known_cause(tmp_path):
     causes = group_findings(findings, "fake")
     assert len(causes) == 1 and causes[0]["triaged"] and len(causes[0]["findings"]) == 3
     assert [f["triage"]["via"].split(" ")[0] for f in findings] == ["minimised", "explained", "explained"]
+
+
+def _wild_judge(crash, wrong):
+    """A judge whose planted bugs segfault (crash, exit-11) or give wrong values (mismatch)."""
+
+    def judge(case: Case) -> dict:
+        if crash(case):
+            return Verdict("crash", "fake", "crash|exit-11|fake", "died", failure="exit-11").to_dict()
+        kind = "mismatch" if wrong(case) else "pass"
+        return Verdict(kind, "fake", f"{kind}|fake" if kind != "pass" else "").to_dict()
+
+    return judge
+
+
+# one stride bug: slots after the first are read at the wrong place once the padded length moves; through
+# the oversized buffer (align_slack) the read lands far away and segfaults, else it reads wrong rows
+FAR = lambda c: c.num_slots > 1 and c.align_slack > 0  # noqa: E731
+NEAR = lambda c: c.num_slots > 1 and c.m * c.top_k > 1  # noqa: E731
+WILD_STARTS = [BASE.replace(num_slots=2, dtype="float16"), BASE.replace(num_slots=3, align_slack=2, rank=9)]
+
+
+def test_a_segfault_and_wrong_values_of_one_wild_access_are_one_cause(tmp_path):
+    causes = group_findings(_triage_starts(_wild_judge(FAR, NEAR), WILD_STARTS, tmp_path), "fake")
+    assert len(causes) == 1, [c["trigger"] for c in causes]
+    assert "the same wild access" in causes[0]["findings"][1]["via"]
+
+
+@pytest.mark.parametrize("masked", [False, True], ids=["apart", "crash-hides-the-other"])
+def test_a_segfault_and_an_independent_wrong_value_bug_stay_two(tmp_path, masked):
+    """The wrong values need mul_routed_weight, the segfault does not: even when the crashing finding also
+    has the other bug (minimising meets its mismatch), no flip of the other cause applies: two causes."""
+    starts = [WILD_STARTS[0].replace(mul_routed_weight=True), WILD_STARTS[1].replace(mul_routed_weight=masked)]
+    judge = _wild_judge(FAR, lambda c: c.mul_routed_weight)
+    causes = group_findings(_triage_starts(judge, starts, tmp_path), "fake")
+    assert len(causes) == 2, [c["trigger"] for c in causes]
