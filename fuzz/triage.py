@@ -48,6 +48,9 @@ MIN_TRIAGE_S = 1.0  # below this there is no point starting a minimisation
 MINIMISE_SHARE_OF_LEFT = 0.5  # one minimisation takes at most half of what is left, so later findings can
 # still be attached (a few runs) or minimised
 DIFF_RESERVE = 0.2  # share of a finding's budget kept for the differential flips after minimising
+FREE_FLIPS = 3  # at most this many untried flips of a minimal case run even when its budget is spent
+GRACE_SHARE = 0.05  # once the share is spent, provisional grouping (a few runs a finding) may take this much
+# more of the budget; attaching to a known cause (a run or two) is always allowed
 
 # (label, function case -> changed case or None when it does not apply): extra single-knob changes of the
 # differential explanation. The GPU integration appends ("fp32 at IEEE instead of TF32", ...) here.
@@ -234,10 +237,14 @@ def triage_case(
     disappears, persists, essential, targets = [], [], {}, {}
     explained = True
     values = knob_values(res.case)
-    for name, target_value, label, changed in flips(res.case):
+    changes = flips(res.case)
+    # a 1-minimal case leaves only the other layout, mrw on and the hooks untried: so few runs of a small case
+    # that they run even past the budget, rather than leave a cause unexplained (it could then explain nothing)
+    few = sum(changed not in res.outcomes for *_, changed in changes) <= FREE_FLIPS
+    for name, target_value, label, changed in changes:
         outcome = res.outcomes.get(changed, "untried")
         if outcome == "untried":
-            if time.monotonic() - start > budget:
+            if time.monotonic() - start > budget and not few:
                 explained = False
                 continue
             try:
@@ -529,11 +536,19 @@ class Triager:
         self.pending: list = []  # (finding, case, verdict) grouped provisionally: a later cause may explain them
 
     def triage(
-        self, finding: dict, case: Case, vd: dict, judge: Judge, budget: float, minimise_budget: float | None = None
+        self,
+        finding: dict,
+        case: Case,
+        vd: dict,
+        judge: Judge,
+        budget: float,
+        minimise_budget: float | None = None,
+        *,
+        group: bool = True,
     ) -> dict | None:
-        """Fill finding["triage"]; returns it (None when the finding did not fail again: finding["triage_note"]
-        says so). A finding no known cause explains is minimised when the budget allows it, else grouped
-        provisionally (`class_flips_key`)."""
+        """Fill finding["triage"]; returns it (None when the finding did not fail again or was not triaged:
+        finding["triage_note"] says which). A finding no known cause explains is minimised when the budget
+        allows it, else grouped provisionally (`class_flips_key`) when `group` allows that."""
         interpreter = self.device == "cpu"
         start = time.monotonic()
         finding.pop("triage_note", None)
@@ -547,6 +562,9 @@ class Triager:
             finding["triage"] = dict(several[0], via=via + twin, also=[c["key"] for c in several[1:]])
             return finding["triage"]
         left = min(budget - (time.monotonic() - start), budget if minimise_budget is None else minimise_budget)
+        if left < MIN_TRIAGE_S and not group:
+            finding["triage"], finding["triage_note"] = None, "not triaged: triage budget spent"
+            return None
         if left < MIN_TRIAGE_S:
             return self._provisional(finding, case, vd, judge, start)
         tri = triage_case(case, judge, vd, budget=left, interpreter=interpreter, known=self.known)
@@ -574,7 +592,7 @@ class Triager:
         elif tri.explained:
             self.causes.append(info)
             self._reattach(info, judge)
-        else:  # the budget ran out before the flips: grouped provisionally, from the smaller case
+        elif group:  # the budget ran out before the flips: grouped provisionally, from the smaller case
             key, gone = class_flips_key(tri.minimal, tri.verdict, judge, self.impl, interpreter)
             info.update(key=key, via=f"provisional ({info['via']}, not explained)", disappears_with=gone)
             self.provisional += 1
@@ -688,7 +706,8 @@ class CampaignTriage:
         try:
             if self.share > 0 and left_campaign > 0:  # with the share spent: attach or group provisionally
                 left = max(left, 0.0)
-                self.triager.triage(finding, case, vd, judge, left, MINIMISE_SHARE_OF_LEFT * left)
+                grace = self.spent < (self.share + GRACE_SHARE) * cfg.budget
+                self.triager.triage(finding, case, vd, judge, left, MINIMISE_SHARE_OF_LEFT * left, group=grace)
             else:
                 finding["triage"] = None
                 why = "triage is off" if self.share == 0 else "triage budget spent"
