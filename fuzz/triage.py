@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Callable
 
 from .case import LAYOUTS, Case
-from .minimize import SIMPLEST, describe, knob_values, minimize, same_failure, with_knob
+from .minimize import SIMPLEST, SIZE_FLOORS, describe, knob_values, minimize, same_failure, with_knob
 from .oracle import Verdict, family
 
 # Budget: minimising one finding on the CPU interpreter takes 8-23 s (README, 60 s minimiser budget), a
@@ -352,6 +352,14 @@ def explained_by(case: Case, judge: Judge, cause: dict, interpreter: bool, failu
     return True
 
 
+WILD_SIZES = tuple(n for n in SIZE_FLOORS if n != "num_slices")  # sizes, not code paths
+
+
+def describe_knobs(case: Case) -> list:
+    """The knobs of a case away from their simplest value."""
+    return [k for k, v in knob_values(case).items() if v != SIMPLEST[k]]
+
+
 def wild_access(vd: dict) -> bool:
     """Failures one wild memory access gives, depending on how far it lands and on the data: wrong values
     (mismatch, oob-read, vacuous, ...) near the buffer, a segfault far from it."""
@@ -618,7 +626,9 @@ class Triager:
         - across a wild access (`wild_access`: a segfault and wrong values): the minimiser met that cause's
           failure on its way (one reduction turned this failure into that one), and every flip of the
           cause's essential knobs that applies here removes this failure too. Two independent bugs meet
-          both tests only if one reduction of this finding shows the other bug and they share the knobs."""
+          both tests only if one reduction of this finding shows the other bug and they share the knobs;
+          so the two may differ only in sizes (WILD_SIZES: they move where the access lands), never in a
+          flag, layout, dtype or launch knob (another code path)."""
         interpreter = self.device == "cpu"
         for cause in self._same(tri.verdict):
             if explained_by(tri.minimal, judge, cause, interpreter):
@@ -629,7 +639,11 @@ class Triager:
             if cause["family"] == family(tri.verdict["kind"]) or not wild_access(cause["verdict"]):
                 continue
             met = any(same_failure(cause["verdict"], o) for o in tri.others)
-            if met and explained_by(tri.minimal, judge, cause, interpreter, failure=tri.verdict):
+            mine = set(tri.essential) if tri.explained else set(describe_knobs(tri.minimal))
+            routes = (mine ^ set(cause["essential"])) - set(DATA_KNOBS)
+            if not met or not routes <= set(WILD_SIZES):
+                continue
+            if explained_by(tri.minimal, judge, cause, interpreter, failure=tri.verdict):
                 return cause, (
                     f"the same wild access as {cause['minimal_repro']}: minimising met its {cause['kind']}, "
                     "and its flips remove this failure too"

@@ -491,9 +491,10 @@ def test_a_segfault_and_wrong_values_of_one_wild_access_are_one_cause(tmp_path):
 
 @pytest.mark.parametrize("masked", [False, True], ids=["apart", "crash-hides-the-other"])
 def test_a_segfault_and_an_independent_wrong_value_bug_stay_two(tmp_path, masked):
-    """The wrong values need mul_routed_weight, the segfault does not: even when the crashing finding also
-    has the other bug (minimising meets its mismatch), no flip of the other cause applies: two causes."""
+    """The wrong values need mul_routed_weight, the segfault does not (both need two slots): even when the
+    crashing finding also has the other bug (minimising meets its mismatch, and the shared num_slots flip
+    removes both), a flag between them is another code path: two causes."""
     starts = [WILD_STARTS[0].replace(mul_routed_weight=True), WILD_STARTS[1].replace(mul_routed_weight=masked)]
-    judge = _wild_judge(FAR, lambda c: c.mul_routed_weight)
+    judge = _wild_judge(FAR, lambda c: c.mul_routed_weight and c.num_slots > 1)  # shares num_slots
     causes = group_findings(_triage_starts(judge, starts, tmp_path), "fake")
     assert len(causes) == 2, [c["trigger"] for c in causes]
