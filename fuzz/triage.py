@@ -12,17 +12,21 @@ For a new finding a campaign (or `python -m fuzz triage DIR...` afterwards) does
      DIFFERENTIAL_HOOKS, where the GPU integration adds fp32 at IEEE instead of TF32);
   4. group: findings whose minimal cases agree (implementation, kind family, failure detail and the same
      set of essential knobs, see `root_key`) are one root cause; a minimal case that an existing cause's
-     flips explain (step 1 on the minimal case) joins that cause.
+     flips explain (step 1 on the minimal case) joins that cause, and so does a segfault whose minimiser
+     met that cause's wrong values when the two differ only in sizes (`Triager._join`: one wild access).
 A knob is essential only when its flip removes the failure for other draws of the data too (DATA_SEEDS):
 a size that merely moved a token onto the slot that shows the bug is data, like the seed, and no part of
 the key. A disagreement with the configuration twin is triaged as the twin's own case (the twin is the
 wrong run), so the knobs only the twin had (split-K, block sizes) become visible to the minimiser.
-When the triage budget is spent (a fresh GPU compiling), step 1 still runs, and a finding no cause explains
-is grouped provisionally: by kind family, failure detail and the class changes that make it disappear (a
-few runs), marked "untriaged: grouped by signature"; `python -m fuzz triage DIR` minimises it later.
+When the budget runs out (a fresh GPU compiling, a CPU crash costing a worker restart per run), step 1
+still runs, and a finding no cause explains is grouped provisionally, marked "untriaged: grouped by
+signature": by kind family, failure detail and the class changes that remove it (a few runs, within a
+grace of GRACE_SHARE; crashes and exceptions by their failure detail alone), from its minimiser's smaller
+case when minimising was cut short. A cause found later re-attaches the provisional findings it explains;
+`python -m fuzz triage DIR` minimises the rest.
 Grouping never merges by the case class; it can split one cause in two when two minimal cases reach
-different, equally minimal knob sets (their root keys differ), and it never merges findings whose
-essential knobs differ: two independent bugs stay two root causes.
+different, equally minimal knob sets that explain each other only partly, and it never merges findings
+whose essential knobs differ by a flag, layout, dtype or launch knob: two independent bugs stay two.
 """
 
 from __future__ import annotations
