@@ -53,8 +53,11 @@ MINIMISE_SHARE_OF_LEFT = 0.5  # one minimisation takes at most half of what is l
 # still be attached (a few runs) or minimised
 DIFF_RESERVE = 0.2  # share of a finding's budget kept for the differential flips after minimising
 FREE_FLIPS = 3  # at most this many untried flips of a minimal case run even when its budget is spent
-GRACE_SHARE = 0.05  # once the share is spent, provisional grouping (a few runs a finding) may take this much
-# more of the budget; attaching to a known cause (a run or two) is always allowed
+# Once the share is spent, attaching to a known cause (a run or two a finding) and provisional grouping (a
+# few runs) may take this much more of the budget, so that one bug stays one entry on a GPU whose share went
+# to compiling; past it a finding stays untriaged. On the CPU interpreter a judged failure costs several
+# runs (diagnosis, twins), so a campaign with many findings reaches it: then at most 30% goes to triage.
+GRACE_SHARE = 0.1
 
 # (label, function case -> changed case or None when it does not apply): extra single-knob changes of the
 # differential explanation. The GPU integration appends ("fp32 at IEEE instead of TF32", ...) here.
@@ -555,12 +558,10 @@ class Triager:
         judge: Judge,
         budget: float,
         minimise_budget: float | None = None,
-        *,
-        group: bool = True,
     ) -> dict | None:
         """Fill finding["triage"]; returns it (None when the finding did not fail again or was not triaged:
         finding["triage_note"] says which). A finding no known cause explains is minimised when the budget
-        allows it, else grouped provisionally (`class_flips_key`) when `group` allows that."""
+        allows it, else grouped provisionally (`class_flips_key`)."""
         interpreter = self.device == "cpu"
         start = time.monotonic()
         finding.pop("triage_note", None)
@@ -574,9 +575,6 @@ class Triager:
             finding["triage"] = dict(several[0], via=via + twin, also=[c["key"] for c in several[1:]])
             return finding["triage"]
         left = min(budget - (time.monotonic() - start), budget if minimise_budget is None else minimise_budget)
-        if left < MIN_TRIAGE_S and not group:
-            finding["triage"], finding["triage_note"] = None, "not triaged: triage budget spent"
-            return None
         if left < MIN_TRIAGE_S:
             return self._provisional(finding, case, vd, judge, start)
         tri = triage_case(case, judge, vd, budget=left, interpreter=interpreter, known=self.known)
@@ -604,7 +602,7 @@ class Triager:
         elif tri.explained:
             self.causes.append(info)
             self._reattach(info, judge)
-        elif group:  # the budget ran out before the flips: grouped provisionally, from the smaller case
+        else:  # the budget ran out before the flips: grouped provisionally, from the smaller case
             key, gone = class_flips_key(tri.minimal, tri.verdict, judge, self.impl, interpreter)
             info.update(key=key, via=f"provisional ({info['via']}, not explained)", disappears_with=gone)
             self.provisional += 1
@@ -722,10 +720,10 @@ class CampaignTriage:
         start = time.monotonic()
         judge = WorkerJudge(worker, cfg.device, cfg.impl, metamorphic=vd["kind"] == "metamorphic", timeout=cfg.timeout)
         try:
-            if self.share > 0 and left_campaign > 0:  # with the share spent: attach or group provisionally
+            grace = self.spent < (self.share + GRACE_SHARE) * cfg.budget  # with the share spent: attach or group
+            if self.share > 0 and left_campaign > 0 and grace:
                 left = max(left, 0.0)
-                grace = self.spent < (self.share + GRACE_SHARE) * cfg.budget
-                self.triager.triage(finding, case, vd, judge, left, MINIMISE_SHARE_OF_LEFT * left, group=grace)
+                self.triager.triage(finding, case, vd, judge, left, MINIMISE_SHARE_OF_LEFT * left)
             else:
                 finding["triage"] = None
                 why = "triage is off" if self.share == 0 else "triage budget spent"
