@@ -604,7 +604,13 @@ class Triager:
             self._reattach(info, judge)
         else:  # the budget ran out before the flips: grouped provisionally, from the smaller case
             key, gone = class_flips_key(tri.minimal, tri.verdict, judge, self.impl, interpreter)
-            info.update(key=key, via=f"provisional ({info['via']}, not explained)", disappears_with=gone)
+            gone_text = f"disappears with {', '.join(gone)}" if gone else "no class change removes it"
+            info.update(
+                key=key,
+                via=f"provisional ({info['via']}, not explained)",
+                disappears_with=gone,
+                trigger=f"{info['trigger']}; grouped by signature: {gone_text}",
+            )
             self.provisional += 1
             self.pending.append((finding, tri.minimal, tri.verdict))
         return info
