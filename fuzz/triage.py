@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import Callable
 
 from .case import LAYOUTS, Case
-from .minimize import SIMPLEST, SIZE_FLOORS, describe, knob_values, minimize, same_failure, with_knob
+from .minimize import SIMPLEST, describe, knob_values, minimize, same_failure, with_knob
 from .oracle import Verdict, family
 
 # Budget: minimising one finding on the CPU interpreter takes 8-23 s (README, 60 s minimiser budget), a
@@ -202,7 +202,7 @@ def triage_case(
     start = time.monotonic()
     verdicts: dict = {}
 
-    others: list = []  # verdicts of another failure family met on the way (see Triager._continuum)
+    others: list = []  # verdicts of another failure family met on the way (see Triager._join)
 
     def still_fails(c: Case) -> bool:
         vd = judge(c)
@@ -359,7 +359,9 @@ def explained_by(case: Case, judge: Judge, cause: dict, interpreter: bool, failu
     return True
 
 
-WILD_SIZES = tuple(n for n in SIZE_FLOORS if n != "num_slices")  # sizes, not code paths
+# sizes that move where a wild access lands (num_slices is not one: a second slice is another code path)
+WILD_SIZES = ("m", "top_k", "num_experts", "num_slots", "rank", "real_rank", "k_dim", "n_dim", "offset")
+WILD_SIZES += ("extra_cols", "align_slack")
 
 
 def describe_knobs(case: Case) -> list:
