@@ -317,6 +317,11 @@ def _targets(cause: dict) -> dict:
     }
 
 
+def _everywhere(cause: dict) -> bool:
+    """An explained cause whose minimal case is the simplest case (no essential knob, not even data)."""
+    return cause.get("explained", True) and not cause["essential"] and not cause.get("data_knobs")
+
+
 def _applicable(case: Case, cause: dict) -> bool:
     """A case that already has one of the cause's disappearing values cannot be that cause; a cause with
     no essential knob explains nothing (it would swallow every other bug)."""
@@ -416,6 +421,7 @@ def _info(tri: Triaged, impl: str, minimal_repro: str) -> dict:
         "seconds": round(tri.seconds, 2),
         "verdict": {"kind": vd["kind"], "failure": vd.get("failure", ""), "message": vd.get("message", "")},
         "data_knobs": tri.data_knobs,
+        "explained": tri.explained,
         "via": "minimised",
     }
 
@@ -548,6 +554,8 @@ class Triager:
     def __init__(self, impl: str, device: str, out: Path, environment: dict):
         self.impl, self.device, self.out, self.env = impl, device, out, environment
         self.causes: list[dict] = []  # info dicts of minimised findings that opened a root cause
+        self.reps: list[dict] = []  # every explained minimal case of those causes: one defect can fail in two
+        # ways (topk-row-index: mrw with per_token, or per_routed without mrw), and each way has its flips
         self.known: dict = {}  # minimal case -> Triaged of every explained minimisation
         self.minimised = self.attached = self.flaky = self.provisional = 0
         self.pending: list = []  # (finding, case, verdict) grouped provisionally: a later cause may explain them
@@ -560,10 +568,12 @@ class Triager:
         judge: Judge,
         budget: float,
         minimise_budget: float | None = None,
+        *,
+        attach_only: bool = False,
     ) -> dict | None:
         """Fill finding["triage"]; returns it (None when the finding did not fail again or was not triaged:
         finding["triage_note"] says which). A finding no known cause explains is minimised when the budget
-        allows it, else grouped provisionally (`class_flips_key`)."""
+        allows it, else grouped provisionally (`class_flips_key`); with `attach_only` it stays untriaged."""
         interpreter = self.device == "cpu"
         start = time.monotonic()
         finding.pop("triage_note", None)
@@ -574,8 +584,14 @@ class Triager:
         if several:
             self.attached += 1
             via = "explained by " + " and ".join(c["minimal_repro"] for c in several)
+            if _everywhere(several[0]):
+                where = several[0]["minimal_repro"]
+                via = f"joins {where} without a run: it fails on the simplest case, where minimising ends"
             finding["triage"] = dict(several[0], via=via + twin, also=[c["key"] for c in several[1:]])
             return finding["triage"]
+        if attach_only:
+            finding["triage"], finding["triage_note"] = None, "not triaged: no known cause explains it"
+            return None
         left = min(budget - (time.monotonic() - start), budget if minimise_budget is None else minimise_budget)
         if left < MIN_TRIAGE_S:
             return self._provisional(finding, case, vd, judge, start)
@@ -597,12 +613,15 @@ class Triager:
         if tri.explained:
             self.known.setdefault(tri.minimal, tri)
             if any(c["key"] == info["key"] for c in self.causes):
+                if all(r["flip_to"] != info["flip_to"] for r in self.reps if r["key"] == info["key"]):
+                    self.reps.append(info)
                 return info
         joined = self._join(tri, judge)
         if joined:
             info.update(key=joined[0]["key"], via=f"{info['via']}; {joined[1]}")
         elif tri.explained:
             self.causes.append(info)
+            self.reps.append(info)
             self._reattach(info, judge)
         else:  # the budget ran out before the flips: grouped provisionally, from the smaller case
             key, gone = class_flips_key(tri.minimal, tri.verdict, judge, self.impl, interpreter)
@@ -640,9 +659,10 @@ class Triager:
           so the two may differ only in sizes (WILD_SIZES: they move where the access lands), never in a
           flag, layout, dtype or launch knob (another code path)."""
         interpreter = self.device == "cpu"
-        for cause in self._same(tri.verdict):
-            if explained_by(tri.minimal, judge, cause, interpreter):
-                return cause, f"explained by {cause['minimal_repro']}"
+        for rep in self.reps:
+            same = rep["family"] == family(tri.verdict["kind"]) and rep["failure"] == tri.verdict.get("failure", "")
+            if same and explained_by(tri.minimal, judge, rep, interpreter):
+                return rep, f"explained by {rep['minimal_repro']}"
         if not wild_access(tri.verdict):
             return None
         for cause in self.causes:
@@ -664,9 +684,19 @@ class Triager:
         return [c for c in self.causes if c["family"] == family(vd["kind"]) and c["failure"] == vd.get("failure", "")]
 
     def _explaining(self, case: Case, vd: dict, judge: Judge) -> list[dict]:
-        """The known causes that explain `case` (attach: a few runs, no minimisation), [] when none does."""
+        """The known causes that explain `case` (attach: a few runs, no minimisation), [] when none does.
+        A cause that fails on the simplest case takes every finding of its family and failure detail without
+        a run: minimising any of them would end on that case (it fails that way), i.e. on that cause."""
         interpreter = self.device == "cpu"
-        usable = [c for c in self._same(vd) if _applicable(case, c)]
+        everywhere = [c for c in self._same(vd) if _everywhere(c)]
+        if everywhere:
+            return everywhere[:1]
+        usable = {}  # key -> the first representative whose flips apply to this case
+        for rep in self.reps:
+            if rep["family"] == family(vd["kind"]) and rep["failure"] == vd.get("failure", ""):
+                if _applicable(case, rep):
+                    usable.setdefault(rep["key"], rep)
+        usable = list(usable.values())
         several = explained_by_several(case, judge, usable, interpreter) if len(usable) > 1 else usable
         if len(several) == 1 and not explained_by(case, judge, several[0], interpreter):
             return []
@@ -729,9 +759,11 @@ class CampaignTriage:
         judge = WorkerJudge(worker, cfg.device, cfg.impl, metamorphic=vd["kind"] == "metamorphic", timeout=cfg.timeout)
         try:
             grace = self.spent < (self.share + GRACE_SHARE) * cfg.budget  # with the share spent: attach or group
-            if self.share > 0 and left_campaign > 0 and grace:
+            if self.share > 0 and grace:  # found as the campaign ran out: only attach (a run or two)
                 left = max(left, 0.0)
-                self.triager.triage(finding, case, vd, judge, left, MINIMISE_SHARE_OF_LEFT * left)
+                self.triager.triage(
+                    finding, case, vd, judge, left, MINIMISE_SHARE_OF_LEFT * left, attach_only=left_campaign <= 0
+                )
             else:
                 finding["triage"] = None
                 why = "triage is off" if self.share == 0 else "triage budget spent"

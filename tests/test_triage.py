@@ -176,11 +176,14 @@ def test_one_bug_is_one_root_cause_whatever_the_class(tmp_path):
 
 
 def test_a_cause_that_fails_on_the_simplest_case_explains_nothing_else(tmp_path):
-    """A bug present everywhere has no essential knob: it must not swallow a second bug's findings by
-    attachment (they are minimised, and land on it only if they minimise to the same key)."""
+    """A bug present everywhere has no essential knob: no flip explains anything. Every other finding of
+    its family would minimise onto the simplest case, i.e. onto it, so they join it without a run (a second
+    bug of that family is hidden by it either way)."""
     always = lambda c: True  # noqa: E731
-    causes, _ = _triage_all([always], tmp_path)
+    causes, judge = _triage_all([always], tmp_path)
     assert len(causes) == 1 and causes[0]["trigger"].startswith("mismatch: fails on the simplest case")
+    # the later findings joined it without a run: minimising them would end on the simplest case too
+    assert [f["via"].split(" ")[0] for f in causes[0]["findings"]] == ["minimised"] + ["joins"] * 4
 
 
 def test_root_key_ignores_seed_and_block_thresholds():
@@ -355,6 +358,12 @@ def test_one_defect_with_two_symptoms_is_one_root_cause(tmp_path):
     causes = group_findings(findings, "fake")
     assert len(causes) == 1, [c["trigger"] for c in causes]
     assert {f["triage"]["essential"]["layout"] for f in findings} == {"per_token", "per_routed"}
+    # with the budget spent, a third finding of the second symptom attaches through that symptom's flips
+    late = BASE.replace(layout="per_routed", top_k=2, m=5, dtype="bfloat16")
+    vd = judge(late)
+    f = {"signature": "s2", "kind": vd["kind"], "count": 1, "repro": str(tmp_path / "repro-002-x.json")}
+    triager.triage(f, late, vd, judge, budget=0.0)
+    assert f["triage"]["via"].startswith("explained by") and f["triage"]["key"] == findings[0]["triage"]["key"]
 
 
 # ---- data-dependent triggers, twin disagreements, a spent budget -------------------------------------------
