@@ -525,13 +525,16 @@ def through_twin(case: Case, vd: dict, judge: Judge) -> tuple[Case, dict, Judge]
     return (twin, tv, plain) if family(tv["kind"]) else (case, vd, judge)
 
 
-def class_flips_key(case: Case, vd: dict, judge: Judge, impl: str, interpreter: bool) -> tuple[str, list]:
+def class_flips_key(
+    case: Case, vd: dict, judge: Judge, impl: str, interpreter: bool, deadline: float = float("inf")
+) -> tuple[str, list] | None:
     """A provisional root key for a finding that could not be minimised: its kind family, failure detail and
     the class changes (split-K 1, contiguous, the other layout, mrw, dtype, the hooks) that make it
     disappear on its own case. At most one run per class knob; two bugs that different class changes remove
     stay apart, and different families never meet. Exceptions and crashes are grouped by their failure
     detail alone (exception type and first frame, or how the process died) with no run: that detail already
-    names the failure, and every crashing run costs a worker restart."""
+    names the failure, and every crashing run costs a worker restart. None when `deadline` (time.monotonic)
+    passes before every flip ran: a partial set of flips could match another bug's."""
     gone: list = []
     fam, failure = family(vd["kind"]), vd.get("failure", "")
     if fam in ("exception", "crash"):
@@ -543,6 +546,8 @@ def class_flips_key(case: Case, vd: dict, judge: Judge, impl: str, interpreter: 
             changed.validate(interpreter)
         except ValueError:
             continue
+        if time.monotonic() > deadline:
+            return None
         if not same_failure(vd, judge(changed)):
             gone.append(label)
     return f"{fam}|{failure}|{impl}|untriaged: grouped by signature: gone with {','.join(gone) or 'none'}", gone
@@ -570,10 +575,12 @@ class Triager:
         minimise_budget: float | None = None,
         *,
         attach_only: bool = False,
+        grace_s: float = float("inf"),
     ) -> dict | None:
         """Fill finding["triage"]; returns it (None when the finding did not fail again or was not triaged:
         finding["triage_note"] says which). A finding no known cause explains is minimised when the budget
-        allows it, else grouped provisionally (`class_flips_key`); with `attach_only` it stays untriaged."""
+        allows it, else grouped provisionally (`class_flips_key`, at most `grace_s` seconds past the budget);
+        with `attach_only` it stays untriaged."""
         interpreter = self.device == "cpu"
         start = time.monotonic()
         finding.pop("triage_note", None)
@@ -593,8 +600,9 @@ class Triager:
             finding["triage"], finding["triage_note"] = None, "not triaged: no known cause explains it"
             return None
         left = min(budget - (time.monotonic() - start), budget if minimise_budget is None else minimise_budget)
+        deadline = start + max(budget, 0.0) + grace_s
         if left < MIN_TRIAGE_S:
-            return self._provisional(finding, case, vd, judge, start)
+            return self._provisional(finding, case, vd, judge, start, deadline)
         tri = triage_case(case, judge, vd, budget=left, interpreter=interpreter, known=self.known)
         if tri is None:
             self.flaky += 1
@@ -624,7 +632,10 @@ class Triager:
             self.reps.append(info)
             self._reattach(info, judge)
         else:  # the budget ran out before the flips: grouped provisionally, from the smaller case
-            key, gone = class_flips_key(tri.minimal, tri.verdict, judge, self.impl, interpreter)
+            grouped = class_flips_key(tri.minimal, tri.verdict, judge, self.impl, interpreter, deadline)
+            if grouped is None:
+                return info  # no time for the class flips either: its own entry ("not explained")
+            key, gone = grouped
             gone_text = f"disappears with {', '.join(gone)}" if gone else "no class change removes it"
             info.update(
                 key=key,
@@ -702,9 +713,15 @@ class Triager:
             return []
         return several
 
-    def _provisional(self, finding: dict, case: Case, vd: dict, judge: Judge, start: float) -> dict:
+    def _provisional(
+        self, finding: dict, case: Case, vd: dict, judge: Judge, start: float, deadline: float
+    ) -> dict | None:
         """No budget to minimise: group by kind family, failure detail and the class changes that remove it."""
-        key, gone = class_flips_key(case, vd, judge, self.impl, self.device == "cpu")
+        grouped = class_flips_key(case, vd, judge, self.impl, self.device == "cpu", deadline)
+        if grouped is None:
+            finding["triage"], finding["triage_note"] = None, "not triaged: triage budget spent"
+            return None
+        key, gone = grouped
         self.provisional += 1
         cls = (
             f"disappears with {', '.join(gone)}" if gone else "no split-K/contiguous/layout/mrw/dtype change removes it"
@@ -761,8 +778,16 @@ class CampaignTriage:
             grace = self.spent < (self.share + GRACE_SHARE) * cfg.budget  # with the share spent: attach or group
             if self.share > 0 and grace:  # found as the campaign ran out: only attach (a run or two)
                 left = max(left, 0.0)
+                grace_s = min((self.share + GRACE_SHARE) * cfg.budget - self.spent, max(left_campaign, 0.0)) - left
                 self.triager.triage(
-                    finding, case, vd, judge, left, MINIMISE_SHARE_OF_LEFT * left, attach_only=left_campaign <= 0
+                    finding,
+                    case,
+                    vd,
+                    judge,
+                    left,
+                    MINIMISE_SHARE_OF_LEFT * left,
+                    attach_only=left_campaign <= 0,
+                    grace_s=max(grace_s, 0.0),
                 )
             else:
                 finding["triage"] = None
