@@ -507,3 +507,13 @@ def test_a_segfault_and_an_independent_wrong_value_bug_stay_two(tmp_path, masked
     judge = _wild_judge(FAR, lambda c: c.mul_routed_weight and c.num_slots > 1)  # shares num_slots
     causes = group_findings(_triage_starts(judge, starts, tmp_path), "fake")
     assert len(causes) == 2, [c["trigger"] for c in causes]
+
+
+def test_a_disabled_slot_is_renumbered_toward_slot_0(tmp_path):
+    """Disabled slot 2 needs three slots; renumbered to slot 0 it needs one: every finding of a bug about
+    disabled slots reaches the same minimal case, whatever slot the campaign disabled."""
+    judge = _fake_judge([lambda c: bool(c.disabled)])
+    starts = [BASE.replace(num_slots=3, disabled=(2,)), BASE.replace(num_slots=2, disabled=(0,), dtype="float16")]
+    findings = _triage_starts(judge, starts, tmp_path)
+    assert {f["triage"]["minimal_case"] for f in findings} == {"disabled=(0,)"}
+    assert len(group_findings(findings, "fake")) == 1
