@@ -393,7 +393,7 @@ def test_a_size_that_only_chose_the_data_is_not_essential(tmp_path):
     findings = _triage_starts(judge, starts, tmp_path)
     causes = group_findings(findings, "fake")
     assert len(causes) == 1, [c["trigger"] for c in causes]
-    assert causes[0]["essential"] == {"num_slots": 2, "disabled": (1,)}
+    assert causes[0]["essential"] == {"disabled": (0,)}
     assert "rank=5 only chose the data" in causes[0]["trigger"], causes[0]["trigger"]
 
 
@@ -406,7 +406,7 @@ def test_data_dependent_bug_and_a_second_bug_stay_two(tmp_path):
     ]
     causes = group_findings(_triage_starts(judge, starts, tmp_path), "fake")
     assert len(causes) == 2, [c["trigger"] for c in causes]
-    assert sorted(tuple(sorted(c["essential"])) for c in causes) == [("disabled", "num_slots"), ("num_slices",)]
+    assert sorted(tuple(sorted(c["essential"])) for c in causes) == [("disabled",), ("num_slices",)]
 
 
 def test_a_configuration_twin_disagreement_is_triaged_as_the_twin(tmp_path):
