@@ -56,8 +56,8 @@ FREE_FLIPS = 3  # at most this many untried flips of a minimal case run even whe
 # Once the share is spent, attaching to a known cause (a run or two a finding) and provisional grouping (a
 # few runs) may take this much more of the budget, so that one bug stays one entry on a GPU whose share went
 # to compiling; past it a finding stays untriaged. On the CPU interpreter a judged failure costs several
-# runs (diagnosis, twins), so a campaign with many findings reaches it: then at most 30% goes to triage.
-GRACE_SHARE = 0.1
+# runs (diagnosis, twins), so a campaign with many findings reaches it: then at most 40% goes to triage.
+GRACE_SHARE = 0.2
 
 # (label, function case -> changed case or None when it does not apply): extra single-knob changes of the
 # differential explanation. The GPU integration appends ("fp32 at IEEE instead of TF32", ...) here.
@@ -508,21 +508,27 @@ class WorkerJudge:
         return WorkerJudge(self.worker, self.device, self.impl, timeout=self.timeout)
 
 
-def through_twin(case: Case, vd: dict, judge: Judge) -> tuple[Case, dict, Judge]:
-    """A disagreement with the configuration twin (fuzz.oracle._twin_cases): the case passed its reference
-    check and two runs within the bound agree, so the twin is the wrong run. Triage the twin as a case of its
-    own, judged without twins: what only the twin had (split-K, block sizes) is then visible to the
-    minimiser and to the flips. Unchanged when the twin alone does not fail, or the judge cannot drop twins."""
+def twin_of(case: Case, vd: dict, judge: Judge) -> tuple[Case, Judge] | None:
+    """For a disagreement with the configuration twin (fuzz.oracle._twin_cases): the twin's case and a judge
+    without twins. The case passed its reference check and two runs within the bound agree, so the twin is
+    the wrong run: triaged as a case of its own, what only the twin had (split-K, block sizes) is visible to
+    the minimiser and to the flips. None for any other verdict, or when the judge cannot drop twins."""
     from .oracle import _twin_cases
 
     if vd["kind"] != "metamorphic" or not vd.get("message", "").startswith("another configuration"):
-        return case, vd, judge
+        return None
     if not hasattr(judge, "plain"):
+        return None
+    return _twin_cases(case)[0], judge.plain()
+
+
+def through_twin(case: Case, vd: dict, judge: Judge) -> tuple[Case, dict, Judge]:
+    """The twin's case, its verdict and the plain judge (`twin_of`); unchanged when the twin alone passes."""
+    twin = twin_of(case, vd, judge)
+    if twin is None:
         return case, vd, judge
-    plain = judge.plain()
-    twin = _twin_cases(case)[0]
-    tv = plain(twin)
-    return (twin, tv, plain) if family(tv["kind"]) else (case, vd, judge)
+    tv = twin[1](twin[0])
+    return (twin[0], tv, twin[1]) if family(tv["kind"]) else (case, vd, judge)
 
 
 def class_flips_key(
@@ -585,9 +591,18 @@ class Triager:
         start = time.monotonic()
         finding.pop("triage_note", None)
         raw = case
-        case, vd, judge = through_twin(case, vd, judge)
+        tw = twin_of(case, vd, judge)
+        if tw:  # attach first with the wrong values the disagreement implies: no run to judge the twin
+            several = self._explaining(tw[0], {"kind": "mismatch", "failure": ""}, tw[1])
+            if several:
+                case, judge = tw
+            else:
+                case, vd, judge = through_twin(case, vd, judge)
+                if case is raw:  # the twin alone passes: the metamorphic finding as it is
+                    several = self._explaining(case, vd, judge)
+        else:
+            several = self._explaining(case, vd, judge)
         twin = " (the configuration twin's case)" if case is not raw else ""
-        several = self._explaining(case, vd, judge)
         if several:
             self.attached += 1
             via = "explained by " + " and ".join(c["minimal_repro"] for c in several)
