@@ -433,7 +433,8 @@ def test_a_configuration_twin_disagreement_is_triaged_as_the_twin(tmp_path):
 
     triager = Triager("fake", "cpu", tmp_path, {})
     findings = []
-    for i, (case, meta) in enumerate([(BASE.replace(dtype="float16"), True), (STARTS[0], False)]):
+    starts = [(BASE.replace(dtype="float16"), True), (STARTS[0], False), (STARTS[1], True)]
+    for i, (case, meta) in enumerate(starts):
         if not meta:
             case = case.replace(config=case.config.with_knob("shrink.split_k", 2))
         judge = TwinJudge(meta)
@@ -442,6 +443,7 @@ def test_a_configuration_twin_disagreement_is_triaged_as_the_twin(tmp_path):
         triager.triage(f, case, vd, judge, budget=30.0)
         findings.append(f)
     assert findings[0]["kind"] == "metamorphic" and "configuration twin" in findings[0]["triage"]["via"]
+    assert findings[2]["triage"]["via"].startswith("explained by") and "twin" in findings[2]["triage"]["via"]
     causes = group_findings(findings, "fake")
     assert len(causes) == 1 and causes[0]["essential"] == {"shrink.split_k": 2}, [c["trigger"] for c in causes]
 
