@@ -9,7 +9,8 @@ failure survives without it, and `dropped_class_knobs` says which ones it droppe
 Candidates per pass, biggest cuts first: halves, then quarters, ... of the knobs reset together, every
 size toward its smallest valid value (then halved, then minus one), flags toward off, dtype/layout/routing
 toward the first (simplest) option, the config toward the default and each tile field toward its simplest
-value (then halfway, then one step), disabled slots dropped one by one, and the data seed toward 0.
+value (then halfway, then one step), disabled slots dropped one by one or renumbered toward slot 0, and the
+data seed toward 0.
 Passes repeat until none of the
 candidates still fails: the result is 1-minimal over this candidate set (unless the budget ran out first,
 which the result says). Every tried candidate's outcome is kept (`MinimizeResult.outcomes`): triage reads
@@ -136,6 +137,10 @@ def candidates(c: Case) -> Iterator[Case]:
             yield _fix(c.replace(**{name: opt}))
     for i in range(len(c.disabled)):
         yield c.replace(disabled=c.disabled[:i] + c.disabled[i + 1 :])
+    for i, d in enumerate(c.disabled):  # toward slot 0, so that num_slots can shrink under a disabled slot
+        free = min(set(range(d)) - set(c.disabled), default=None)
+        if free is not None:
+            yield c.replace(disabled=c.disabled[:i] + (free,) + c.disabled[i + 1 :])
     default = MoeLoraConfig()
     if c.config != default:
         yield c.replace(config=default)

@@ -11,17 +11,29 @@ For a new finding a campaign (or `python -m fuzz triage DIR...` afterwards) does
      to 1 per stage, contiguous instead of strided, the other layout, mul_routed_weight off, fp32, and
      DIFFERENTIAL_HOOKS, where the GPU integration adds fp32 at IEEE instead of TF32);
   4. group: findings whose minimal cases agree (implementation, kind family, failure detail and the same
-     set of essential knobs, see `root_key`) are one root cause.
+     set of essential knobs, see `root_key`) are one root cause; a minimal case that an existing cause's
+     flips explain (step 1 on the minimal case) joins that cause, and so does a segfault whose minimiser
+     met that cause's wrong values when the two differ only in sizes (`Triager._join`: one wild access).
+A knob is essential only when its flip removes the failure for other draws of the data too (DATA_SEEDS):
+a size that merely moved a token onto the slot that shows the bug is data, like the seed, and no part of
+the key. A disagreement with the configuration twin is triaged as the twin's own case (the twin is the
+wrong run), so the knobs only the twin had (split-K, block sizes) become visible to the minimiser.
+When the budget runs out (a fresh GPU compiling, a CPU crash costing a worker restart per run), step 1
+still runs, and a finding no cause explains is grouped provisionally, marked "untriaged: grouped by
+signature": by kind family, failure detail and the class changes that remove it (a few runs, within a
+grace of GRACE_SHARE; crashes and exceptions by their failure detail alone), from its minimiser's smaller
+case when minimising was cut short. A cause found later re-attaches the provisional findings it explains;
+`python -m fuzz triage DIR` minimises the rest.
 Grouping never merges by the case class; it can split one cause in two when two minimal cases reach
-different, equally minimal knob sets (their root keys differ), and it never merges findings whose
-essential knobs differ: two independent bugs stay two root causes.
+different, equally minimal knob sets that explain each other only partly, and it never merges findings
+whose essential knobs differ by a flag, layout, dtype or launch knob: two independent bugs stay two.
 """
 
 from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
@@ -40,6 +52,12 @@ MIN_TRIAGE_S = 1.0  # below this there is no point starting a minimisation
 MINIMISE_SHARE_OF_LEFT = 0.5  # one minimisation takes at most half of what is left, so later findings can
 # still be attached (a few runs) or minimised
 DIFF_RESERVE = 0.2  # share of a finding's budget kept for the differential flips after minimising
+FREE_FLIPS = 3  # at most this many untried flips of a minimal case run even when its budget is spent
+# Once the share is spent, attaching to a known cause (a run or two a finding) and provisional grouping (a
+# few runs) may take this much more of the budget, so that one bug stays one entry on a GPU whose share went
+# to compiling; past it a finding stays untriaged. On the CPU interpreter a judged failure costs several
+# runs (diagnosis, twins), so a campaign with many findings reaches it: then at most 40% goes to triage.
+GRACE_SHARE = 0.2
 
 # (label, function case -> changed case or None when it does not apply): extra single-knob changes of the
 # differential explanation. The GPU integration appends ("fp32 at IEEE instead of TF32", ...) here.
@@ -60,6 +78,13 @@ RELATIONS = (
     ("num_experts", "block_m"),
 )
 DATA_KNOBS = ("seed",)
+# Other data draws tried on a knob's flip before the knob counts as essential: a bug that one draw in three
+# shows (a token on the one disabled slot of three) is missed by all 5 with probability 0.13, and a knob
+# that really matters costs 5 runs. Only knobs that shape the drawn data (sizes, routing, slotting) are
+# tried: flags and launch knobs do not change the data.
+DATA_SEEDS = 5
+DATA_SHAPING = ("m", "top_k", "num_experts", "num_slots", "rank", "real_rank", "k_dim", "n_dim", "num_slices")
+DATA_SHAPING += ("offset", "extra_cols", "routing", "slotting")
 CLASS_FLIPS = ("shrink.split_k", "expand.split_k", "strided", "layout", "mul_routed_weight", "dtype")
 
 Judge = Callable[[Case], dict]  # a case -> its verdict as a dict (Verdict.to_dict)
@@ -112,6 +137,9 @@ class Triaged:
     seconds: float
     dropped: list  # old-signature (class) knobs the minimiser dropped
     explained: bool = True  # every single-knob change was tried (else the budget ran out first)
+    data_knobs: dict = field(default_factory=dict)  # knob -> value: its flip removed the failure only for
+    # this draw of the data (another seed fails again), so it is not essential
+    others: list = field(default_factory=list, repr=False)  # verdicts of other failures met while minimising
 
     def key(self, impl: str) -> str:
         if not self.explained:  # essential knobs unknown: a root cause of its own, never merged
@@ -127,7 +155,11 @@ class Triaged:
                 f"{self.verdict['kind']}: smallest case reached {describe(self.minimal)}; not explained "
                 "(the triage budget ran out first)"
             )
-        return trigger_line(self.verdict, self.essential, self.disappears_with, self.one_minimal)
+        line = trigger_line(self.verdict, self.essential, self.disappears_with, self.one_minimal)
+        if self.data_knobs:
+            shown = " ".join(f"{k}={v!r}" for k, v in self.data_knobs.items())
+            line += f"; {shown} only chose the data (other seeds fail without it)"
+        return line
 
 
 def trigger_line(vd: dict, essential: dict, disappears: list, one_minimal: bool = True) -> str:
@@ -170,11 +202,15 @@ def triage_case(
     start = time.monotonic()
     verdicts: dict = {}
 
+    others: list = []  # verdicts of another failure family met on the way (see Triager._join)
+
     def still_fails(c: Case) -> bool:
         vd = judge(c)
         if same_failure(target, vd):
             verdicts[c] = vd
             return True
+        if family(vd["kind"]):
+            others.append(vd)
         return False
 
     if not still_fails(case):
@@ -202,14 +238,20 @@ def triage_case(
             time.monotonic() - start,
             _dropped(case, res.case),
             old.explained,
+            old.data_knobs,
+            others,
         )
     disappears, persists, essential, targets = [], [], {}, {}
     explained = True
     values = knob_values(res.case)
-    for name, target_value, label, changed in flips(res.case):
+    changes = flips(res.case)
+    # a 1-minimal case leaves only the other layout, mrw on and the hooks untried: so few runs of a small case
+    # that they run even past the budget, rather than leave a cause unexplained (it could then explain nothing)
+    few = sum(changed not in res.outcomes for *_, changed in changes) <= FREE_FLIPS
+    for name, target_value, label, changed in changes:
         outcome = res.outcomes.get(changed, "untried")
         if outcome == "untried":
-            if time.monotonic() - start > budget:
+            if time.monotonic() - start > budget and not few:
                 explained = False
                 continue
             try:
@@ -222,6 +264,12 @@ def triage_case(
         (persists if outcome else disappears).append(label)
         if not outcome and name in values:
             essential[name], targets[name] = values[name], target_value
+    data_knobs = {}
+    for name in [n for n in essential if n in DATA_SHAPING]:
+        # out of time: the knob stays essential (a cause may split in two, never merge with another)
+        if _only_this_data(with_knob(res.case, name, targets[name]), still_fails, start + budget):
+            data_knobs[name] = essential.pop(name)
+            del targets[name]
     return Triaged(
         res.case,
         verdicts[res.case],
@@ -234,7 +282,20 @@ def triage_case(
         time.monotonic() - start,
         _dropped(case, res.case),
         explained,
+        data_knobs,
+        others,
     )
+
+
+def _only_this_data(flipped: Case, still_fails: Callable[[Case], bool], deadline: float) -> bool:
+    """Whether the failure comes back on the flipped case with other data (seeds seed^1 .. seed^DATA_SEEDS):
+    then the flipped knob only chose a draw that shows the bug."""
+    for i in range(1, DATA_SEEDS + 1):
+        if time.monotonic() > deadline:
+            return False
+        if still_fails(flipped.replace(seed=flipped.seed ^ i)):
+            return True
+    return False
 
 
 def _dropped(start: Case, end: Case) -> list:
@@ -256,6 +317,11 @@ def _targets(cause: dict) -> dict:
     }
 
 
+def _everywhere(cause: dict) -> bool:
+    """An explained cause whose minimal case is the simplest case (no essential knob, not even data)."""
+    return cause.get("explained", True) and not cause["essential"] and not cause.get("data_knobs")
+
+
 def _applicable(case: Case, cause: dict) -> bool:
     """A case that already has one of the cause's disappearing values cannot be that cause; a cause with
     no essential knob explains nothing (it would swallow every other bug)."""
@@ -274,21 +340,45 @@ def _without(case: Case, causes: list[dict], interpreter: bool) -> Case | None:
         return None
 
 
-def explained_by(case: Case, judge: Judge, cause: dict, interpreter: bool) -> bool:
+def explained_by(case: Case, judge: Judge, cause: dict, interpreter: bool, failure: dict | None = None) -> bool:
     """Whether `case` fails because of `cause` (a root-cause info dict): setting each of the cause's
     essential knobs, one at a time, to the value that made the cause's failure disappear also makes this
-    case's failure disappear."""
-    if not _applicable(case, cause):
+    case's failure disappear. `failure` (a verdict of another family, see `Triager._join`): only the
+    flips that apply to the case are tried (at least one), and it is that failure which must disappear."""
+    targets = _targets(cause)
+    if failure is None and not _applicable(case, cause):
         return False
-    for name, target in _targets(cause).items():
+    if failure is not None:
+        values = knob_values(case)
+        targets = {n: v for n, v in targets.items() if values[n] != v}
+        if not targets:
+            return False
+    for name, target in targets.items():
         changed = with_knob(case, name, target)
         try:
             changed.validate(interpreter)
         except ValueError:
             return False
-        if same_failure(cause["verdict"], judge(changed)):
+        if same_failure(failure or cause["verdict"], judge(changed)):
             return False
     return True
+
+
+# sizes that move where a wild access lands (num_slices is not one: a second slice is another code path)
+WILD_SIZES = ("m", "top_k", "num_experts", "num_slots", "rank", "real_rank", "k_dim", "n_dim", "offset")
+WILD_SIZES += ("extra_cols", "align_slack")
+
+
+def describe_knobs(case: Case) -> list:
+    """The knobs of a case away from their simplest value."""
+    return [k for k, v in knob_values(case).items() if v != SIMPLEST[k]]
+
+
+def wild_access(vd: dict) -> bool:
+    """Failures one wild memory access gives, depending on how far it lands and on the data: wrong values
+    (mismatch, oob-read, vacuous, ...) near the buffer, a segfault far from it."""
+    fam = family(vd["kind"])
+    return fam == "wrong-output" or (fam == "crash" and vd.get("failure", "").startswith("exit-"))
 
 
 def explained_by_several(case: Case, judge: Judge, causes: list[dict], interpreter: bool) -> list[dict]:
@@ -330,6 +420,8 @@ def _info(tri: Triaged, impl: str, minimal_repro: str) -> dict:
         "tries": tri.tries,
         "seconds": round(tri.seconds, 2),
         "verdict": {"kind": vd["kind"], "failure": vd.get("failure", ""), "message": vd.get("message", "")},
+        "data_knobs": tri.data_knobs,
+        "explained": tri.explained,
         "via": "minimised",
     }
 
@@ -364,7 +456,7 @@ def group_findings(findings: list[dict], impl: str = "") -> list[dict]:
                     "minimal_repro": info["minimal_repro"],
                     "minimal_case": info["minimal_case"],
                     "impl": info.get("impl", impl),
-                    "triaged": True,
+                    "triaged": not info["via"].startswith("provisional"),
                     "findings": [],
                 }
             else:
@@ -411,6 +503,61 @@ class WorkerJudge:
     def __call__(self, case: Case) -> dict:
         return self.worker.judge(case, timeout=self.timeout, metamorphic=self.metamorphic).to_dict()
 
+    def plain(self) -> "WorkerJudge":
+        """The same judge without the configuration twin."""
+        return WorkerJudge(self.worker, self.device, self.impl, timeout=self.timeout)
+
+
+def twin_of(case: Case, vd: dict, judge: Judge) -> tuple[Case, Judge] | None:
+    """For a disagreement with the configuration twin (fuzz.oracle._twin_cases): the twin's case and a judge
+    without twins. The case passed its reference check and two runs within the bound agree, so the twin is
+    the wrong run: triaged as a case of its own, what only the twin had (split-K, block sizes) is visible to
+    the minimiser and to the flips. None for any other verdict, or when the judge cannot drop twins."""
+    from .oracle import _twin_cases
+
+    if vd["kind"] != "metamorphic" or not vd.get("message", "").startswith("another configuration"):
+        return None
+    if not hasattr(judge, "plain"):
+        return None
+    return _twin_cases(case)[0], judge.plain()
+
+
+def through_twin(case: Case, vd: dict, judge: Judge) -> tuple[Case, dict, Judge]:
+    """The twin's case, its verdict and the plain judge (`twin_of`); unchanged when the twin alone passes."""
+    twin = twin_of(case, vd, judge)
+    if twin is None:
+        return case, vd, judge
+    tv = twin[1](twin[0])
+    return (twin[0], tv, twin[1]) if family(tv["kind"]) else (case, vd, judge)
+
+
+def class_flips_key(
+    case: Case, vd: dict, judge: Judge, impl: str, interpreter: bool, deadline: float = float("inf")
+) -> tuple[str, list] | None:
+    """A provisional root key for a finding that could not be minimised: its kind family, failure detail and
+    the class changes (split-K 1, contiguous, the other layout, mrw, dtype, the hooks) that make it
+    disappear on its own case. At most one run per class knob; two bugs that different class changes remove
+    stay apart, and different families never meet. Exceptions and crashes are grouped by their failure
+    detail alone (exception type and first frame, or how the process died) with no run: that detail already
+    names the failure, and every crashing run costs a worker restart. None when `deadline` (time.monotonic)
+    passes before every flip ran: a partial set of flips could match another bug's."""
+    gone: list = []
+    fam, failure = family(vd["kind"]), vd.get("failure", "")
+    if fam in ("exception", "crash"):
+        return f"{fam}|{failure}|{impl}|untriaged: grouped by signature", gone
+    for name, _, label, changed in flips(case):
+        if name not in CLASS_FLIPS and label not in {lb for lb, _ in DIFFERENTIAL_HOOKS}:
+            continue
+        try:
+            changed.validate(interpreter)
+        except ValueError:
+            continue
+        if time.monotonic() > deadline:
+            return None
+        if not same_failure(vd, judge(changed)):
+            gone.append(label)
+    return f"{fam}|{failure}|{impl}|untriaged: grouped by signature: gone with {','.join(gone) or 'none'}", gone
+
 
 class Triager:
     """Triage of one implementation's findings, in order: attach to a known cause or minimise."""
@@ -418,31 +565,59 @@ class Triager:
     def __init__(self, impl: str, device: str, out: Path, environment: dict):
         self.impl, self.device, self.out, self.env = impl, device, out, environment
         self.causes: list[dict] = []  # info dicts of minimised findings that opened a root cause
+        self.reps: list[dict] = []  # every explained minimal case of those causes: one defect can fail in two
+        # ways (topk-row-index: mrw with per_token, or per_routed without mrw), and each way has its flips
         self.known: dict = {}  # minimal case -> Triaged of every explained minimisation
-        self.minimised = self.attached = self.flaky = 0
+        self.minimised = self.attached = self.flaky = self.provisional = 0
+        self.pending: list = []  # (finding, case, verdict) grouped provisionally: a later cause may explain them
 
     def triage(
-        self, finding: dict, case: Case, vd: dict, judge: Judge, budget: float, minimise_budget: float | None = None
+        self,
+        finding: dict,
+        case: Case,
+        vd: dict,
+        judge: Judge,
+        budget: float,
+        minimise_budget: float | None = None,
+        *,
+        attach_only: bool = False,
+        grace_s: float = float("inf"),
     ) -> dict | None:
-        """Fill finding["triage"]; returns it (None when the finding did not fail again or the budget was too
-        small to minimise it: finding["triage_note"] says which)."""
+        """Fill finding["triage"]; returns it (None when the finding did not fail again or was not triaged:
+        finding["triage_note"] says which). A finding no known cause explains is minimised when the budget
+        allows it, else grouped provisionally (`class_flips_key`, at most `grace_s` seconds past the budget);
+        with `attach_only` it stays untriaged."""
         interpreter = self.device == "cpu"
         start = time.monotonic()
         finding.pop("triage_note", None)
-        same = [c for c in self.causes if c["family"] == family(vd["kind"]) and c["failure"] == vd.get("failure", "")]
-        usable = [c for c in same if _applicable(case, c)]
-        several = explained_by_several(case, judge, usable, interpreter) if len(usable) > 1 else usable
-        if len(several) == 1 and not explained_by(case, judge, several[0], interpreter):
-            several = []
+        raw = case
+        tw = twin_of(case, vd, judge)
+        if tw:  # attach first with the wrong values the disagreement implies: no run to judge the twin
+            several = self._explaining(tw[0], {"kind": "mismatch", "failure": ""}, tw[1])
+            if several:
+                case, judge = tw
+            else:
+                case, vd, judge = through_twin(case, vd, judge)
+                if case is raw:  # the twin alone passes: the metamorphic finding as it is
+                    several = self._explaining(case, vd, judge)
+        else:
+            several = self._explaining(case, vd, judge)
+        twin = " (the configuration twin's case)" if case is not raw else ""
         if several:
             self.attached += 1
             via = "explained by " + " and ".join(c["minimal_repro"] for c in several)
-            finding["triage"] = dict(several[0], via=via, also=[c["key"] for c in several[1:]])
+            if _everywhere(several[0]):
+                where = several[0]["minimal_repro"]
+                via = f"joins {where} without a run: it fails on the simplest case, where minimising ends"
+            finding["triage"] = dict(several[0], via=via + twin, also=[c["key"] for c in several[1:]])
             return finding["triage"]
-        left = min(budget - (time.monotonic() - start), budget if minimise_budget is None else minimise_budget)
-        if left < MIN_TRIAGE_S:
-            finding["triage"], finding["triage_note"] = None, "not triaged: triage budget spent"
+        if attach_only:
+            finding["triage"], finding["triage_note"] = None, "not triaged: no known cause explains it"
             return None
+        left = min(budget - (time.monotonic() - start), budget if minimise_budget is None else minimise_budget)
+        deadline = start + max(budget, 0.0) + grace_s
+        if left < MIN_TRIAGE_S:
+            return self._provisional(finding, case, vd, judge, start, deadline)
         tri = triage_case(case, judge, vd, budget=left, interpreter=interpreter, known=self.known)
         if tri is None:
             self.flaky += 1
@@ -456,12 +631,139 @@ class Triager:
 
         save(Repro(tri.minimal, self.impl, self.device, Verdict(**tri.verdict), self.env), path)
         info = _info(tri, self.impl, str(path))
+        info["via"] += twin
         finding["triage"] = info
         if tri.explained:
             self.known.setdefault(tri.minimal, tri)
-        if tri.explained and all(c["key"] != info["key"] for c in self.causes):
+            if any(c["key"] == info["key"] for c in self.causes):
+                if all(r["flip_to"] != info["flip_to"] for r in self.reps if r["key"] == info["key"]):
+                    self.reps.append(info)
+                return info
+        joined = self._join(tri, judge)
+        if joined:
+            info.update(key=joined[0]["key"], via=f"{info['via']}; {joined[1]}")
+        elif tri.explained:
             self.causes.append(info)
+            self.reps.append(info)
+            self._reattach(info, judge)
+        else:  # the budget ran out before the flips: grouped provisionally, from the smaller case
+            grouped = class_flips_key(tri.minimal, tri.verdict, judge, self.impl, interpreter, deadline)
+            if grouped is None:
+                return info  # no time for the class flips either: its own entry ("not explained")
+            key, gone = grouped
+            gone_text = f"disappears with {', '.join(gone)}" if gone else "no class change removes it"
+            info.update(
+                key=key,
+                via=f"provisional ({info['via']}, not explained)",
+                disappears_with=gone,
+                trigger=f"{info['trigger']}; grouped by signature: {gone_text}",
+            )
+            self.provisional += 1
+            self.pending.append((finding, tri.minimal, tri.verdict))
         return info
+
+    def _reattach(self, cause: dict, judge: Judge) -> None:
+        """A new cause may explain findings grouped provisionally before it existed (a few runs each)."""
+        interpreter = self.device == "cpu"
+        for item in list(self.pending):
+            finding, case, vd = item
+            same = cause["family"] == family(vd["kind"]) and cause["failure"] == vd.get("failure", "")
+            if same and explained_by(case, judge, cause, interpreter):
+                self.pending.remove(item)
+                was = finding["triage"]["via"]
+                finding["triage"] = dict(cause, via=f"explained by {cause['minimal_repro']} (was {was})")
+                finding.pop("triage_note", None)
+
+    def _join(self, tri: Triaged, judge: Judge) -> tuple[dict, str] | None:
+        """A known cause that explains this finding's minimal case (also one the budget left unexplained):
+        - of the same family: its flips remove the failure (the minimiser reached other, equally minimal
+          knobs of that cause, e.g. another size that moves the padded length);
+        - across a wild access (`wild_access`: a segfault and wrong values): the minimiser met that cause's
+          failure on its way (one reduction turned this failure into that one), and every flip of the
+          cause's essential knobs that applies here removes this failure too. Two independent bugs meet
+          both tests only if one reduction of this finding shows the other bug and they share the knobs;
+          so the two may differ only in sizes (WILD_SIZES: they move where the access lands), never in a
+          flag, layout, dtype or launch knob (another code path)."""
+        interpreter = self.device == "cpu"
+        for rep in self.reps:
+            same = rep["family"] == family(tri.verdict["kind"]) and rep["failure"] == tri.verdict.get("failure", "")
+            if same and explained_by(tri.minimal, judge, rep, interpreter):
+                return rep, f"explained by {rep['minimal_repro']}"
+        if not wild_access(tri.verdict):
+            return None
+        for cause in self.causes:
+            if cause["family"] == family(tri.verdict["kind"]) or not wild_access(cause["verdict"]):
+                continue
+            met = any(same_failure(cause["verdict"], o) for o in tri.others)
+            mine = set(tri.essential) if tri.explained else set(describe_knobs(tri.minimal))
+            routes = (mine ^ set(cause["essential"])) - set(DATA_KNOBS)
+            if not met or not routes <= set(WILD_SIZES):
+                continue
+            if explained_by(tri.minimal, judge, cause, interpreter, failure=tri.verdict):
+                return cause, (
+                    f"the same wild access as {cause['minimal_repro']}: minimising met its {cause['kind']}, "
+                    "and its flips remove this failure too"
+                )
+        return None
+
+    def _same(self, vd: dict) -> list[dict]:
+        return [c for c in self.causes if c["family"] == family(vd["kind"]) and c["failure"] == vd.get("failure", "")]
+
+    def _explaining(self, case: Case, vd: dict, judge: Judge) -> list[dict]:
+        """The known causes that explain `case` (attach: a few runs, no minimisation), [] when none does.
+        A cause that fails on the simplest case takes every finding of its family and failure detail without
+        a run: minimising any of them would end on that case (it fails that way), i.e. on that cause."""
+        interpreter = self.device == "cpu"
+        everywhere = [c for c in self._same(vd) if _everywhere(c)]
+        if everywhere:
+            return everywhere[:1]
+        usable = {}  # key -> the first representative whose flips apply to this case
+        for rep in self.reps:
+            if rep["family"] == family(vd["kind"]) and rep["failure"] == vd.get("failure", ""):
+                if _applicable(case, rep):
+                    usable.setdefault(rep["key"], rep)
+        usable = list(usable.values())
+        several = explained_by_several(case, judge, usable, interpreter) if len(usable) > 1 else usable
+        if len(several) == 1 and not explained_by(case, judge, several[0], interpreter):
+            return []
+        return several
+
+    def _provisional(
+        self, finding: dict, case: Case, vd: dict, judge: Judge, start: float, deadline: float
+    ) -> dict | None:
+        """No budget to minimise: group by kind family, failure detail and the class changes that remove it."""
+        grouped = class_flips_key(case, vd, judge, self.impl, self.device == "cpu", deadline)
+        if grouped is None:
+            finding["triage"], finding["triage_note"] = None, "not triaged: triage budget spent"
+            return None
+        key, gone = grouped
+        self.provisional += 1
+        cls = (
+            f"disappears with {', '.join(gone)}" if gone else "no split-K/contiguous/layout/mrw/dtype change removes it"
+        )
+        finding["triage"] = {
+            "key": key,
+            "impl": self.impl,
+            "kind": vd["kind"],
+            "family": family(vd["kind"]),
+            "failure": vd.get("failure", ""),
+            "trigger": f"{vd['kind']}: untriaged, grouped by signature (the triage budget was spent); {cls}",
+            "essential": {},
+            "flip_to": {},
+            "disappears_with": gone,
+            "persists_with": [],
+            "minimal_repro": finding["repro"],
+            "minimal_case": describe(case),
+            "one_minimal": False,
+            "dropped_class_knobs": [],
+            "tries": 0,
+            "seconds": round(time.monotonic() - start, 2),
+            "verdict": {"kind": vd["kind"], "failure": vd.get("failure", ""), "message": vd.get("message", "")},
+            "via": "provisional",
+        }
+        finding["triage_note"] = "not minimised: triage budget spent (grouped by signature)"
+        self.pending.append((finding, case, vd))
+        return finding["triage"]
 
 
 class CampaignTriage:
@@ -488,8 +790,20 @@ class CampaignTriage:
         start = time.monotonic()
         judge = WorkerJudge(worker, cfg.device, cfg.impl, metamorphic=vd["kind"] == "metamorphic", timeout=cfg.timeout)
         try:
-            if left > 0:
-                self.triager.triage(finding, case, vd, judge, left, MINIMISE_SHARE_OF_LEFT * left)
+            grace = self.spent < (self.share + GRACE_SHARE) * cfg.budget  # with the share spent: attach or group
+            if self.share > 0 and grace:  # found as the campaign ran out: only attach (a run or two)
+                left = max(left, 0.0)
+                grace_s = min((self.share + GRACE_SHARE) * cfg.budget - self.spent, max(left_campaign, 0.0)) - left
+                self.triager.triage(
+                    finding,
+                    case,
+                    vd,
+                    judge,
+                    left,
+                    MINIMISE_SHARE_OF_LEFT * left,
+                    attach_only=left_campaign <= 0,
+                    grace_s=max(grace_s, 0.0),
+                )
             else:
                 finding["triage"] = None
                 why = "triage is off" if self.share == 0 else "triage budget spent"
@@ -516,6 +830,7 @@ class CampaignTriage:
             "minimised": t.minimised if t else 0,
             "attached": t.attached if t else 0,
             "not_reproduced": t.flaky if t else 0,
+            "grouped_by_signature": t.provisional if t else 0,
             "not_triaged": self.untriaged,
         }
 
@@ -533,7 +848,12 @@ def _repro_path(raw: str, directory: Path) -> Path:
 def _settled(finding: dict) -> bool:
     """Triaged and explained: offline triage leaves it alone (the rest are triaged again)."""
     info = finding.get("triage")
-    return bool(info) and "|not explained: " not in info["key"]
+    return bool(info) and "|not explained: " not in info["key"] and not info["via"].startswith("provisional")
+
+
+def _opened_a_cause(info: dict) -> bool:
+    """Minimised into a new root key (not attached, not explained by a cause found before it)."""
+    return info["via"].startswith("minimised") and "explained by" not in info["via"]
 
 
 def triage_dirs(
@@ -583,7 +903,8 @@ def triage_dirs(
             )
         triager = Triager(run_impl, dev, Path(d), report.get("environment", {}))
         # causes already found in this report are known causes for the rest
-        triager.causes = [f["triage"] for f in report["findings"] if _settled(f) and f["triage"]["via"] == "minimised"]
+        triager.causes = [f["triage"] for f in report["findings"] if _settled(f) and _opened_a_cause(f["triage"])]
+        triager.reps = list(triager.causes)
         judge = WorkerJudge(Worker(dev, run_impl), dev, run_impl)
         try:
             for f in todo:

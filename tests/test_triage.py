@@ -176,11 +176,14 @@ def test_one_bug_is_one_root_cause_whatever_the_class(tmp_path):
 
 
 def test_a_cause_that_fails_on_the_simplest_case_explains_nothing_else(tmp_path):
-    """A bug present everywhere has no essential knob: it must not swallow a second bug's findings by
-    attachment (they are minimised, and land on it only if they minimise to the same key)."""
+    """A bug present everywhere has no essential knob: no flip explains anything. Every other finding of
+    its family would minimise onto the simplest case, i.e. onto it, so they join it without a run (a second
+    bug of that family is hidden by it either way)."""
     always = lambda c: True  # noqa: E731
-    causes, _ = _triage_all([always], tmp_path)
+    causes, judge = _triage_all([always], tmp_path)
     assert len(causes) == 1 and causes[0]["trigger"].startswith("mismatch: fails on the simplest case")
+    # the later findings joined it without a run: minimising them would end on the simplest case too
+    assert [f["via"].split(" ")[0] for f in causes[0]["findings"]] == ["minimised"] + ["joins"] * 4
 
 
 def test_root_key_ignores_seed_and_block_thresholds():
@@ -355,3 +358,164 @@ def test_one_defect_with_two_symptoms_is_one_root_cause(tmp_path):
     causes = group_findings(findings, "fake")
     assert len(causes) == 1, [c["trigger"] for c in causes]
     assert {f["triage"]["essential"]["layout"] for f in findings} == {"per_token", "per_routed"}
+    # with the budget spent, a third finding of the second symptom attaches through that symptom's flips
+    late = BASE.replace(layout="per_routed", top_k=2, m=5, dtype="bfloat16")
+    vd = judge(late)
+    f = {"signature": "s2", "kind": vd["kind"], "count": 1, "repro": str(tmp_path / "repro-002-x.json")}
+    triager.triage(f, late, vd, judge, budget=0.0)
+    assert f["triage"]["via"].startswith("explained by") and f["triage"]["key"] == findings[0]["triage"]["key"]
+
+
+# ---- data-dependent triggers, twin disagreements, a spent budget -------------------------------------------
+def _triage_starts(judge, starts, tmp_path, budget=30.0) -> list[dict]:
+    triager = Triager("fake", "cpu", tmp_path, {})
+    findings = []
+    for i, case in enumerate(starts):
+        vd = judge(case)
+        assert vd["kind"] != "pass", case
+        f = {"signature": f"s{i}", "kind": vd["kind"], "count": 1, "repro": str(tmp_path / f"repro-{i:03d}-x.json")}
+        triager.triage(f, case, vd, judge, budget=budget)
+        findings.append(f)
+    return findings
+
+
+# a disabled slot receives a delta, visible only when the drawn data puts a token on it: which seeds do
+# depends on the sizes (as the real generator's draws do), so minimal cases reach {rank} or {seed}
+ON_DISABLED_SLOT = lambda c: bool(c.disabled) and (c.seed + c.rank) % 3 == 2  # noqa: E731
+
+
+def test_a_size_that_only_chose_the_data_is_not_essential(tmp_path):
+    judge = _fake_judge([ON_DISABLED_SLOT])
+    starts = [
+        BASE.replace(num_slots=3, disabled=(1,), rank=5, real_rank=5),  # seed 0: needs rank 5
+        BASE.replace(num_slots=2, disabled=(1,), seed=11, rank=6, real_rank=6, mul_routed_weight=True),
+    ]
+    findings = _triage_starts(judge, starts, tmp_path)
+    causes = group_findings(findings, "fake")
+    assert len(causes) == 1, [c["trigger"] for c in causes]
+    assert causes[0]["essential"] == {"disabled": (0,)}
+    assert "rank=5 only chose the data" in causes[0]["trigger"], causes[0]["trigger"]
+
+
+def test_data_dependent_bug_and_a_second_bug_stay_two(tmp_path):
+    judge = _fake_judge([ON_DISABLED_SLOT, SECOND_SLICE])
+    starts = [
+        BASE.replace(num_slots=3, disabled=(1,), rank=5, real_rank=5),
+        BASE.replace(num_slices=2, rank=3, real_rank=3, m=4),  # rank 3 + seed 0: the first bug is absent
+        BASE.replace(num_slots=2, disabled=(0,), seed=8, num_slices=2, rank=3, real_rank=3),  # both
+    ]
+    causes = group_findings(_triage_starts(judge, starts, tmp_path), "fake")
+    assert len(causes) == 2, [c["trigger"] for c in causes]
+    assert sorted(tuple(sorted(c["essential"])) for c in causes) == [("disabled",), ("num_slices",)]
+
+
+def test_a_configuration_twin_disagreement_is_triaged_as_the_twin(tmp_path):
+    """A bug only split-K shrink has, found because the twin ran split-K 2 while the case ran 1: triaged as
+    the twin's own case, it needs shrink.split_k and is one cause with the finding that ran split-K itself."""
+    from moe_lora_fuzz.fuzz.oracle import _twin_cases
+
+    splitk = lambda c: c.config.shrink.split_k > 1  # noqa: E731
+
+    class TwinJudge:
+        def __init__(self, metamorphic):
+            self.metamorphic = metamorphic
+
+        def __call__(self, case):
+            if splitk(case):
+                return Verdict("uninit-read", "fake", f"uninit-read|fake|{case.coarse_class}").to_dict()
+            if self.metamorphic and any(splitk(t) for t in _twin_cases(case)):
+                msg = "another configuration (...) disagrees beyond 2x the bound"
+                return Verdict("metamorphic", "fake", f"metamorphic|fake|{case.coarse_class}", msg).to_dict()
+            return Verdict("pass", "fake", "").to_dict()
+
+        def plain(self):
+            return TwinJudge(False)
+
+    triager = Triager("fake", "cpu", tmp_path, {})
+    findings = []
+    starts = [(BASE.replace(dtype="float16"), True), (STARTS[0], False), (STARTS[1], True)]
+    for i, (case, meta) in enumerate(starts):
+        if not meta:
+            case = case.replace(config=case.config.with_knob("shrink.split_k", 2))
+        judge = TwinJudge(meta)
+        vd = judge(case)
+        f = {"signature": f"s{i}", "kind": vd["kind"], "count": 1, "repro": str(tmp_path / f"repro-{i:03d}-x.json")}
+        triager.triage(f, case, vd, judge, budget=30.0)
+        findings.append(f)
+    assert findings[0]["kind"] == "metamorphic" and "configuration twin" in findings[0]["triage"]["via"]
+    assert findings[2]["triage"]["via"].startswith("explained by") and "twin" in findings[2]["triage"]["via"]
+    causes = group_findings(findings, "fake")
+    assert len(causes) == 1 and causes[0]["essential"] == {"shrink.split_k": 2}, [c["trigger"] for c in causes]
+
+
+@pytest.mark.parametrize("bugs, expect", [([ROUTED_TWICE], 1), ([ROUTED_TWICE, SECOND_SLICE], 2)], ids=["one", "two"])
+def test_a_spent_budget_groups_by_signature_without_merging_bugs(tmp_path, bugs, expect):
+    """No budget to minimise (a fresh GPU compiling): findings are grouped provisionally by kind family and
+    the class changes that remove them; one bug stays one entry, two bugs two."""
+    judge = _fake_judge(bugs)
+    starts = [c for c in STARTS if judge(c)["kind"] != "pass"]
+    findings = _triage_starts(judge, starts, tmp_path, budget=0.0)
+    causes = group_findings(findings, "fake")
+    assert len(causes) == expect, [c["signature"] for c in causes]
+    assert all(not c["triaged"] and "untriaged: grouped by signature" in c["signature"] for c in causes)
+    assert all(f["triage"]["via"] == "provisional" for f in findings)
+
+
+def test_a_spent_budget_still_attaches_to_a_known_cause(tmp_path):
+    judge = _fake_judge([ROUTED_TWICE])
+    triager = Triager("fake", "cpu", tmp_path, {})
+    findings = []
+    for i, (case, budget) in enumerate([(STARTS[0], 30.0), (STARTS[2], 0.0), (STARTS[4], 0.0)]):
+        vd = judge(case)
+        f = {"signature": f"s{i}", "kind": vd["kind"], "count": 1, "repro": str(tmp_path / f"repro-{i:03d}-x.json")}
+        triager.triage(f, case, vd, judge, budget=budget)
+        findings.append(f)
+    causes = group_findings(findings, "fake")
+    assert len(causes) == 1 and causes[0]["triaged"] and len(causes[0]["findings"]) == 3
+    assert [f["triage"]["via"].split(" ")[0] for f in findings] == ["minimised", "explained", "explained"]
+
+
+def _wild_judge(crash, wrong):
+    """A judge whose planted bugs segfault (crash, exit-11) or give wrong values (mismatch)."""
+
+    def judge(case: Case) -> dict:
+        if crash(case):
+            return Verdict("crash", "fake", "crash|exit-11|fake", "died", failure="exit-11").to_dict()
+        kind = "mismatch" if wrong(case) else "pass"
+        return Verdict(kind, "fake", f"{kind}|fake" if kind != "pass" else "").to_dict()
+
+    return judge
+
+
+# one stride bug: slots after the first are read at the wrong place once the padded length moves; through
+# the oversized buffer (align_slack) the read lands far away and segfaults, else it reads wrong rows
+FAR = lambda c: c.num_slots > 1 and c.align_slack > 0  # noqa: E731
+NEAR = lambda c: c.num_slots > 1 and c.m * c.top_k > 1  # noqa: E731
+WILD_STARTS = [BASE.replace(num_slots=2, dtype="float16"), BASE.replace(num_slots=3, align_slack=2, rank=9)]
+
+
+def test_a_segfault_and_wrong_values_of_one_wild_access_are_one_cause(tmp_path):
+    causes = group_findings(_triage_starts(_wild_judge(FAR, NEAR), WILD_STARTS, tmp_path), "fake")
+    assert len(causes) == 1, [c["trigger"] for c in causes]
+    assert "the same wild access" in causes[0]["findings"][1]["via"]
+
+
+@pytest.mark.parametrize("masked", [False, True], ids=["apart", "crash-hides-the-other"])
+def test_a_segfault_and_an_independent_wrong_value_bug_stay_two(tmp_path, masked):
+    """The wrong values need mul_routed_weight, the segfault does not (both need two slots): even when the
+    crashing finding also has the other bug (minimising meets its mismatch, and the shared num_slots flip
+    removes both), a flag between them is another code path: two causes."""
+    starts = [WILD_STARTS[0].replace(mul_routed_weight=True), WILD_STARTS[1].replace(mul_routed_weight=masked)]
+    judge = _wild_judge(FAR, lambda c: c.mul_routed_weight and c.num_slots > 1)  # shares num_slots
+    causes = group_findings(_triage_starts(judge, starts, tmp_path), "fake")
+    assert len(causes) == 2, [c["trigger"] for c in causes]
+
+
+def test_a_disabled_slot_is_renumbered_toward_slot_0(tmp_path):
+    """Disabled slot 2 needs three slots; renumbered to slot 0 it needs one: every finding of a bug about
+    disabled slots reaches the same minimal case, whatever slot the campaign disabled."""
+    judge = _fake_judge([lambda c: bool(c.disabled)])
+    starts = [BASE.replace(num_slots=3, disabled=(2,)), BASE.replace(num_slots=2, disabled=(0,), dtype="float16")]
+    findings = _triage_starts(judge, starts, tmp_path)
+    assert {f["triage"]["minimal_case"] for f in findings} == {"disabled=(0,)"}
+    assert len(group_findings(findings, "fake")) == 1
