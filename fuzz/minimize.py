@@ -171,9 +171,12 @@ def minimize(
     interpreter: bool = False,
     progress: Callable[[str], None] | None = None,
     known: Callable[[Case], bool] | None = None,
+    ahead: Callable[[list], None] | None = None,
 ) -> MinimizeResult:
     """`known(case)`: stop as soon as the walk reaches a case already known to be minimal (triage: another
-    finding's minimal case); the result is then reported 1-minimal, as that case was shown to be."""
+    finding's minimal case); the result is then reported 1-minimal, as that case was shown to be.
+    `ahead(cases)`: told each pass's first untried candidates (a campaign's precompile helpers compile their
+    kernel variants while the walk judges them one by one)."""
     start = time.monotonic()
     steps = tries = 0
     current = case
@@ -184,6 +187,8 @@ def minimize(
 
     while True:
         improved = False
+        if ahead is not None:
+            ahead([c for c in _valid(candidates(current), interpreter) if c not in outcomes][:AHEAD])
         for cand in candidates(current):
             if time.monotonic() - start > budget:
                 return result(False)
@@ -205,6 +210,17 @@ def minimize(
                 break
         if not improved:
             return result(True)
+
+
+AHEAD = 24  # candidates handed to `ahead` per pass
+
+
+def _valid(cases: Iterator[Case], interpreter: bool) -> Iterator[Case]:
+    for c in cases:
+        try:
+            yield c.validate(interpreter)
+        except ValueError:
+            pass
 
 
 def describe(c: Case) -> str:

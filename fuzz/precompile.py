@@ -1,6 +1,7 @@
 """Compiling ahead on the host's cores: helper processes judge the first cases of every compile class the
-campaign is about to meet (fuzz.generate.Classes) and throw the verdicts away. What they leave behind is
-Triton's disk cache, so the campaign's own worker loads each kernel variant instead of compiling it.
+campaign is about to meet (fuzz.generate.Classes) and the candidates triage's minimiser is about to try, and
+throw the verdicts away. What they leave behind is Triton's disk cache, so the campaign's own worker loads each
+kernel variant instead of compiling it.
 
 This works for any implementation: the helpers run the same oracle on the same cases (twins included), so
 they meet the same variants, whatever the kernels' constexprs and specialisations are. A helper that dies or
@@ -53,8 +54,8 @@ class _Helper:
             return False
         return self.proc.is_alive()
 
-    def send(self, case) -> None:
-        self.conn.send({"case": case, "metamorphic": True, "guards": True, "mode": "fuzz", "probe": ""})
+    def send(self, case, twins: bool = True) -> None:
+        self.conn.send({"case": case, "metamorphic": twins, "guards": True, "mode": "fuzz", "probe": ""})
         self.busy_since = time.monotonic()
 
     def kill(self) -> None:
@@ -73,6 +74,7 @@ class Precompiler:
         self.helpers = [_Helper(cfg.device, cfg.impl) for _ in range(processes)]
         self.sent: Counter = Counter()  # class key -> cases sent
         self.pending: deque = deque()  # indices still to send, in order
+        self.urgent: deque = deque()  # cases the worker is about to judge (a minimisation's next candidates)
         self.scanned = cfg.shard[0]  # next index to look at
         self.restarts = 0
         self.cases = 0
@@ -103,10 +105,19 @@ class Precompiler:
                 continue
             while self.pending and self.pending[0] <= index:  # the campaign got there first
                 self.pending.popleft()
-            if self.pending:
+            if self.urgent:
+                h.send(self.urgent.popleft(), twins=False)
+                self.cases += 1
+            elif self.pending:
                 h.send(case_for(self.cfg, self.pending.popleft(), self.profile))
                 self.cases += 1
         self.helpers = [h for h in self.helpers if h is not None]
+
+    def ahead(self, cases: list) -> None:
+        """Cases the worker is about to judge outside the campaign's stream (triage's minimiser): they go
+        before the stream's, replacing the last such list (a new pass of the walk makes it stale)."""
+        self.urgent = deque(cases)
+        self.feed()
 
     def summary(self) -> dict:
         return {"processes": len(self.helpers), "cases": self.cases, "restarts": self.restarts}

@@ -228,6 +228,7 @@ class Worker:
     def __init__(self, device: str, impl: str, log: Path | None = None):
         self.device, self.impl, self.log = device, impl, log
         self.on_wait = None  # called every POLL_S while a case runs (the campaign feeds its precompiler)
+        self.ahead = None  # given the cases triage is about to judge here (fuzz.precompile.Precompiler.ahead)
         self.restarts = 0
         self._proc = None
         self._start()
@@ -565,7 +566,7 @@ def _precompiler(cfg: CampaignConfig, worker: Worker):
     if n <= 0 or cfg.sizes.classes is None:
         return None
     pre = Precompiler(cfg, n, worker.profile)
-    worker.on_wait = pre.feed
+    worker.on_wait, worker.ahead = pre.feed, pre.ahead  # triage's minimiser tells `ahead` what it will try
     return pre
 
 

@@ -223,6 +223,7 @@ def triage_case(
         interpreter=interpreter,
         progress=progress,
         known=lambda c: c in known,
+        ahead=getattr(judge, "ahead", None),
     )
     if res.case in known:
         old = known[res.case]
@@ -502,6 +503,12 @@ class WorkerJudge:
 
     def __call__(self, case: Case) -> dict:
         return self.worker.judge(case, timeout=self.timeout, metamorphic=self.metamorphic).to_dict()
+
+    def ahead(self, cases: list) -> None:
+        """Cases about to be judged: the campaign's precompile helpers, if any, compile them first."""
+        hook = getattr(self.worker, "ahead", None)
+        if hook is not None:
+            hook(cases)
 
     def plain(self) -> "WorkerJudge":
         """The same judge without the configuration twin."""

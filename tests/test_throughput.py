@@ -198,6 +198,11 @@ def test_precompile_helpers_get_the_first_cases_of_each_class_ahead(monkeypatch)
         classes = [compile_class(cfg, i) for i in range(500)]
         first_two = {i for i, c in enumerate(classes) if c is None or classes[:i].count(c) < PER_CLASS}
         assert set(pre.pending) <= first_two
+        # a minimiser's next candidates go before the stream's
+        sent = pre.cases
+        pre.ahead([case_for(cfg, 1000), case_for(cfg, 1001)])
+        _feed_until(pre, lambda: not pre.urgent)
+        assert pre.cases >= sent + 2
     finally:
         pre.close()
 
@@ -227,3 +232,20 @@ def test_campaign_reports_phases_and_its_helpers(tmp_path, monkeypatch):
     spent = sum(p["s"] for p in saved["phases"].values())
     assert 0.5 * saved["elapsed_s"] < spent <= saved["elapsed_s"] * 1.05  # the phases account for the run
     assert {"startup", "generate", "oracle/impl", "oracle/references", "ipc"} <= set(saved["phases"])
+
+
+def test_minimiser_tells_ahead_each_pass_what_it_will_try():
+    from moe_lora_fuzz.fuzz.case import Case
+    from moe_lora_fuzz.fuzz.minimize import AHEAD, minimize
+
+    told, tried = [], []
+
+    def fails(c: Case) -> bool:
+        tried.append(c)
+        return c.k_dim > 20  # the failure needs K > 20
+
+    res = minimize(Case(m=9, k_dim=100, n_dim=40, rank=8), fails, ahead=told.append, interpreter=True)
+    assert res.case.k_dim == 21 and len(told) > 1
+    assert all(0 < len(batch) <= AHEAD for batch in told)
+    assert told[0][0] == tried[0]  # the walk tries first what it announced first
+    assert all(c.validate(True) for batch in told for c in batch)
