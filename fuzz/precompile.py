@@ -105,12 +105,15 @@ class Precompiler:
                 continue
             while self.pending and self.pending[0] <= index:  # the campaign got there first
                 self.pending.popleft()
-            if self.urgent:
-                h.send(self.urgent.popleft(), twins=False)
-                self.cases += 1
-            elif self.pending:
-                h.send(case_for(self.cfg, self.pending.popleft(), self.profile))
-                self.cases += 1
+            try:
+                if self.urgent:
+                    h.send(self.urgent.popleft(), twins=False)
+                    self.cases += 1
+                elif self.pending:
+                    h.send(case_for(self.cfg, self.pending.popleft(), self.profile))
+                    self.cases += 1
+            except (BrokenPipeError, ConnectionError, OSError):  # died since its poll: replaced on the next feed
+                pass
         self.helpers = [h for h in self.helpers if h is not None]
 
     def ahead(self, cases: list) -> None:
