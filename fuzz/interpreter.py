@@ -39,13 +39,25 @@ What is wrong without it, and what each patch does (the interpreter stores bf16 
 Not patched (left as the interpreter has them): atomics other than add on bf16 (they still raise),
 fp8 dots (already upcast by the interpreter), out-of-bounds reads (the harness's guard bands catch them).
 
+- `wild access`: a load, store or atomic at an unmapped address killed the whole process with SIGSEGV: a
+  crash verdict, a worker restart (seconds of imports) per case, and nothing said about which access. On a
+  GPU the same access is an illegal-address fault, or silent garbage when it lands in mapped memory. Patched:
+  before every access the interpreter's memory layer asks the kernel (mincore(2), one call per access in the
+  common case) whether every masked-on address is mapped; when one is not it raises `WildAccess`, naming the
+  kernel, the access and the launch argument whose storage lies nearest (the oracle reports it as oob-read or
+  oob-write). Addresses in mapped memory that is not the kernel's are not flagged: a check against the launch
+  arguments alone would flag a kernel that reads tensors through a pointer table.
+
 If the installed triton is not the tested version, or its internals moved, nothing is patched: one line
 goes to stderr and `PATCHED` stays empty; callers ask `bf16_atomics_ok()` / `tf32_emulated()`.
 """
 
 from __future__ import annotations
 
+import ctypes
 import inspect
+import os
+import threading
 
 import numpy as np
 
@@ -250,7 +262,8 @@ def install(tf32_rounding: str = "truncate") -> frozenset:
     _Patches(interp, ir, tl, tf32_rounding).apply()
     interp.InterpreterBuilder.bf16_emulated = True  # read by kernels.moe_lora.interpreter_bf16_ok
     TF32_ROUNDING = tf32_rounding
-    PATCHED = frozenset(("dot", "tf32", "atomic_add", "bf16 arithmetic", "bf16 casts", "bf16 reductions"))
+    patched = ("dot", "tf32", "atomic_add", "bf16 arithmetic", "bf16 casts", "bf16 reductions")
+    PATCHED = frozenset(patched + (("wild access",) if _MINCORE is not None else ()))
     return PATCHED
 
 
@@ -260,6 +273,9 @@ class _Patches:
         self.builder = interp.InterpreterBuilder
 
     def apply(self) -> None:
+        if _MINCORE is not None:  # first: the bf16 atomic patch below reads memory through it too
+            self.interp._interpreter = _CheckedMemory(self.interp._interpreter)
+            self.interp.GridExecutor.__call__ = _recording_launch(self.interp.GridExecutor.__call__)
         self._dot()
         self._atomic_add()
         self._casts()
@@ -433,6 +449,137 @@ class _Patches:
 
         for cls in (self.interp.ReduceOps, self.interp.ScanOps):
             cls.apply = wrap(cls.apply)
+
+
+# ---- wild accesses ----------------------------------------------------------------------------------------
+
+
+class WildAccess(Exception):
+    """An interpreted kernel accessed an unmapped address (where the unpatched interpreter segfaults)."""
+
+    def __init__(self, op: str, message: str):
+        super().__init__(message)
+        self.op = op  # "read" or "write"
+
+
+def _load_mincore():
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        fn = libc.mincore
+    except (OSError, AttributeError):  # not Linux: wild accesses still segfault
+        return None
+    fn.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_void_p]
+    fn.restype = ctypes.c_int
+    return fn
+
+
+_MINCORE = _load_mincore()
+_PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
+_MAX_SPAN_PAGES = 1 << 16  # one mincore call covers a span up to 256 MiB; wider spans go page by page
+_vec = ctypes.create_string_buffer(_MAX_SPAN_PAGES)
+_launch = threading.local()  # the kernel being interpreted and its arguments, for the message
+
+
+def _mapped(first_page: int, pages: int) -> bool:
+    return _MINCORE(first_page * _PAGE, pages * _PAGE, _vec) == 0
+
+
+def _wild_addresses(ptrs, mask, itemsize: int) -> np.ndarray:
+    """The masked-on addresses of an access that lie on unmapped pages (empty when all are mapped)."""
+    p = np.asarray(ptrs).astype(np.uint64, copy=False)
+    if mask is not None:
+        p = p[np.broadcast_to(np.asarray(mask, dtype=bool), p.shape)]
+    p = p.ravel()
+    if p.size == 0:
+        return p
+    page = np.uint64(_PAGE)
+    lo, hi = int(p.min()) // _PAGE, (int(p.max()) + itemsize - 1) // _PAGE
+    if hi - lo < _MAX_SPAN_PAGES and _mapped(lo, hi - lo + 1):
+        return p[:0]  # the common case: one call for the whole span
+    ends = (p + np.uint64(itemsize - 1)) // page
+    bad = [pg for pg in np.unique(np.concatenate([p // page, ends])).tolist() if not _mapped(pg, 1)]
+    return p[np.isin(p // page, bad) | np.isin(ends, bad)]
+
+
+def _nearest_argument(address: int) -> str:
+    """Where `address` lies relative to the nearest tensor argument of the kernel being interpreted."""
+    best = None
+    for name, arg in getattr(_launch, "args", {}).items():
+        arg = getattr(arg, "base", arg)  # TensorWrapper
+        if not hasattr(arg, "untyped_storage"):
+            continue
+        storage = arg.untyped_storage()
+        start, end = storage.data_ptr(), storage.data_ptr() + storage.nbytes()
+        gap = start - address if address < start else address - end + 1 if address >= end else 0
+        if best is None or gap < best[0]:
+            where = f"{gap} bytes before" if address < start else f"{gap - 1} bytes past the end of"
+            best = (gap, f"{where} argument `{name}`'s storage")
+    return best[1] if best else "no tensor argument known"
+
+
+def _wild(op: str, wild: np.ndarray, lanes: int) -> WildAccess:
+    kernel = getattr(_launch, "kernel", "a kernel")
+    first = int(wild[0])
+    return WildAccess(
+        op,
+        f"{kernel} {op}s {wild.size} of {lanes} lanes at unmapped addresses (first {first:#x}, "
+        f"{_nearest_argument(first)}): a segfault here, an illegal address or silent garbage on a GPU",
+    )
+
+
+class _CheckedMemory:
+    """Triton's C++ interpreter memory layer, refusing accesses to unmapped pages (see `wild access`)."""
+
+    def __init__(self, raw):
+        self._raw = raw
+
+    def __getattr__(self, name):
+        return getattr(self._raw, name)
+
+    def _check(self, op: str, ptrs, mask, itemsize: int) -> None:
+        wild = _wild_addresses(ptrs, mask, itemsize)
+        if wild.size:
+            raise _wild(op, wild, int(np.size(ptrs)))
+
+    def load(self, ptrs, mask, other, dtype):
+        self._check("read", ptrs, mask, np.dtype(dtype).itemsize)
+        return self._raw.load(ptrs, mask, other, dtype)
+
+    def store(self, ptrs, values, mask):
+        self._check("write", ptrs, mask, np.asarray(values).dtype.itemsize)
+        return self._raw.store(ptrs, values, mask)
+
+    def atomic_rmw(self, op, ptrs, values, mask, sem):
+        self._check("write", ptrs, mask, np.asarray(values).dtype.itemsize)
+        return self._raw.atomic_rmw(op, ptrs, values, mask, sem)
+
+    def atomic_cas(self, ptrs, cmp, values, sem):
+        self._check("write", ptrs, None, np.asarray(values).dtype.itemsize)
+        return self._raw.atomic_cas(ptrs, cmp, values, sem)
+
+
+def _recording_launch(call):
+    """GridExecutor.__call__ that remembers the kernel and its arguments while it runs (for `_wild`)."""
+
+    def __call__(self, *args, **kwargs):
+        previous = getattr(_launch, "kernel", None), getattr(_launch, "args", {})
+        _launch.kernel = getattr(self.fn, "__name__", "a kernel")
+        _launch.args = {**dict(zip(self.arg_names, args, strict=False)), **kwargs}
+        try:
+            return call(self, *args, **kwargs)
+        finally:
+            _launch.kernel, _launch.args = previous
+
+    return __call__
+
+
+def wild_access_in(e: BaseException | None) -> WildAccess | None:
+    """The WildAccess behind an exception (the interpreter wraps kernel errors in InterpreterError)."""
+    while e is not None:
+        if isinstance(e, WildAccess):
+            return e
+        e = e.__cause__ or e.__context__
+    return None
 
 
 def install_if_interpreting() -> frozenset:

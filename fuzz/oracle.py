@@ -62,6 +62,7 @@ from .capabilities import REFUSALS
 from .case import Case
 from .coverage import data_features
 from .impls import Impl, is_ours, resolve
+from .interpreter import wild_access_in
 from .phases import phase
 from .tensors import Fill, Tensors, materialize
 
@@ -605,6 +606,7 @@ def check(
     guards: bool = True,
     permutation: bool | None = None,
     probe: str = "",
+    diagnose: bool = True,
 ) -> Verdict:
     """Judge `impl_name` on `case`. Never raises for a failure of the implementation.
     metamorphic: also run the configuration twin (the campaign asks on every 4th case).
@@ -612,7 +614,9 @@ def check(
     an even seed, i.e. every 2nd case of a campaign, and on every metamorphic one (module docstring: cost).
     guards=False hands the implementation exact-size allocations (see Fill.guards): for compute-sanitizer.
     probe: the declared capability this case breaks (--probe-contract): a clean refusal (REFUSALS raised before
-    anything was written) is the verdict `refused`; any failure is `unchecked-precondition`."""
+    anything was written) is the verdict `refused`; any failure is `unchecked-precondition`.
+    diagnose=False leaves a wrong result as mismatch/nonfinite, without the reruns that tell an out-of-bounds
+    or uninitialised read (the same kind family: triage compares families)."""
     v = _check(
         case,
         impl_name,
@@ -622,6 +626,7 @@ def check(
         guards=guards,
         permutation=False if probe else permutation,
         refusal_ok=bool(probe),
+        diagnose=diagnose,
     )
     return probed(v, case, probe)
 
@@ -649,6 +654,7 @@ def _check(
     guards: bool,
     permutation: bool | None,
     refusal_ok: bool,
+    diagnose: bool = True,
 ) -> Verdict:
     start = time.perf_counter()
     impl = _as_impl(impl_name, impl)
@@ -679,6 +685,9 @@ def _check(
     _call(primary, impl)
     if refusal_ok and isinstance(primary.error, REFUSALS) and not bool((primary.before != primary.t.arena).any()):
         return verdict("refused", f"{type(primary.error).__name__}: {primary.error}")
+    wild = wild_access_in(primary.error)
+    if wild is not None:  # the patched CPU interpreter stopped an access to unmapped memory (fuzz.interpreter)
+        return verdict("oob-read" if wild.op == "read" else "oob-write", str(wild))
     if primary.error is not None:
         e = primary.error
         tb = traceback.extract_tb(e.__traceback__)[-1]
@@ -686,7 +695,7 @@ def _check(
             "exception", f"{type(e).__name__}: {e} (at {tb.filename}:{tb.lineno})", failure=exception_failure(e)
         )
     kind, message, ratio, worst = _judge(case, primary, exp, impl.capabilities.fp32_precision)
-    if kind in ("nonfinite", "mismatch"):
+    if diagnose and kind in ("nonfinite", "mismatch"):
         kind, why = _diagnose(case, impl, device, primary, exp, kind, fill)
         message = f"{message}; {why}" if why else message
     active = bool(exp.touched.any())  # no pair on an enabled slot: every twin would be a copy of out0

@@ -210,6 +210,8 @@ def _judge_here(msg: dict, case: Case, impl, impl_name: str, device: str) -> Ver
         impl=impl,
         guards=msg["guards"],
         probe=msg.get("probe", ""),
+        permutation=False if msg.get("quick") else None,
+        diagnose=not msg.get("quick"),
     )
 
 
@@ -300,14 +302,17 @@ class Worker:
         guards: bool = True,
         mode: str = "fuzz",
         probe: str = "",
+        quick: bool = False,
     ) -> Verdict:
-        """probe: the declared capability the case breaks (--probe-contract), "" for an ordinary case."""
+        """probe: the declared capability the case breaks (--probe-contract), "" for an ordinary case.
+        quick: no diagnosis reruns and no permutation twin (triage's runs: see oracle.check's `diagnose`)."""
         self.phases = {}  # the worker's phase times for this case (fuzz.phases), when it answers
         if self._proc is None:
             self._start()
             self.restarts += 1
         try:
-            self._conn.send({"case": case, "metamorphic": metamorphic, "guards": guards, "mode": mode, "probe": probe})
+            msg = {"case": case, "metamorphic": metamorphic, "guards": guards, "mode": mode, "probe": probe}
+            self._conn.send(dict(msg, quick=quick))
             answer = self._recv(timeout)
         except (BrokenPipeError, ConnectionError, OSError):
             answer = {"broken": "worker process died before the case"}

@@ -242,6 +242,10 @@ def triage_case(
             old.data_knobs,
             others,
         )
+    if hasattr(judge, "thorough"):  # the minimal case's verdict as a report shows it (diagnosed)
+        full = judge.thorough(res.case)
+        if same_failure(target, full):
+            verdicts[res.case] = full
     disappears, persists, essential, targets = [], [], {}, {}
     explained = True
     values = knob_values(res.case)
@@ -365,9 +369,10 @@ def explained_by(case: Case, judge: Judge, cause: dict, interpreter: bool, failu
     return True
 
 
-# sizes that move where a wild access lands (num_slices is not one: a second slice is another code path)
+# sizes that move where a wild access lands (num_slices is not one: a second slice is another code path); row
+# strides (strided inputs, align_slack's longer align rows) move it as much as a size does
 WILD_SIZES = ("m", "top_k", "num_experts", "num_slots", "rank", "real_rank", "k_dim", "n_dim", "offset")
-WILD_SIZES += ("extra_cols", "align_slack")
+WILD_SIZES += ("extra_cols", "align_slack", "strided")
 
 
 def describe_knobs(case: Case) -> list:
@@ -475,7 +480,15 @@ def group_findings(findings: list[dict], impl: str = "") -> list[dict]:
                     "triaged": False,
                     "findings": [],
                 }
-        causes[key]["findings"].append(summary)
+        cause = causes[key]
+        cause["findings"].append(summary)
+        if info and info["trigger"] != cause["trigger"] and not info["via"].startswith("provisional"):
+            # joined through other, equally minimal sizes (Triager._join): the other ways it shows
+            if info["trigger"] not in cause.setdefault("alternatives", []):
+                cause["alternatives"].append(info["trigger"])
+                needs = info["trigger"].partition("needs ")[2].partition(";")[0]
+                if needs:
+                    cause["trigger"] += f"; or needs {needs}"
     return list(causes.values())
 
 
@@ -502,6 +515,14 @@ class WorkerJudge:
         self.timeout = timeout or CASE_TIMEOUT_S[device]  # the full case timeout: running out of it is a hang
 
     def __call__(self, case: Case) -> dict:
+        """Triage compares kind families, so a run skips what only refines the kind (the diagnosis reruns) and
+        the permutation twin, unless twins found the failure (`metamorphic`): a third to a half of the runs
+        of a wrong-output finding on the CPU interpreter."""
+        quick = not self.metamorphic
+        return self.worker.judge(case, timeout=self.timeout, metamorphic=self.metamorphic, quick=quick).to_dict()
+
+    def thorough(self, case: Case) -> dict:
+        """The full verdict (diagnosed: which out-of-bounds read), for a minimal case's report."""
         return self.worker.judge(case, timeout=self.timeout, metamorphic=self.metamorphic).to_dict()
 
     def ahead(self, cases: list) -> None:
@@ -609,10 +630,14 @@ class Triager:
                     several = self._explaining(case, vd, judge)
         else:
             several = self._explaining(case, vd, judge)
+        if not several:  # a run or two, like the attach above
+            several = self._through_core(case, vd, judge)
         twin = " (the configuration twin's case)" if case is not raw else ""
         if several:
             self.attached += 1
             via = "explained by " + " and ".join(c["minimal_repro"] for c in several)
+            if "core" in several[0]:
+                via += f" ({several[0].pop('core')})"
             if _everywhere(several[0]):
                 where = several[0]["minimal_repro"]
                 via = f"joins {where} without a run: it fails on the simplest case, where minimising ends"
@@ -649,6 +674,8 @@ class Triager:
         joined = self._join(tri, judge)
         if joined:
             info.update(key=joined[0]["key"], via=f"{info['via']}; {joined[1]}")
+            if tri.explained and joined[0]["family"] == info["family"]:
+                self.reps.append(info)  # another way the cause shows: its flips explain later findings
         elif tri.explained:
             self.causes.append(info)
             self.reps.append(info)
@@ -685,6 +712,11 @@ class Triager:
         """A known cause that explains this finding's minimal case (also one the budget left unexplained):
         - of the same family: its flips remove the failure (the minimiser reached other, equally minimal
           knobs of that cause, e.g. another size that moves the padded length);
+        - of the same family, both explained: they share an essential knob and differ only in WILD_SIZES (the
+          padded length misses a block multiple through num_experts=2 in one minimal case, through
+          align_slack=1 or strided rows in another: three equally minimal ways one stride bug shows, none
+          of which the others' flips can undo). Two bugs that share a knob and differ only in such sizes are
+          merged too: flips cannot tell "needs A, and B or C" from two bugs "A and B", "A and C";
         - across a wild access (`wild_access`: a segfault and wrong values): the minimiser met that cause's
           failure on its way (one reduction turned this failure into that one), and every flip of the
           cause's essential knobs that applies here removes this failure too. Two independent bugs meet
@@ -692,10 +724,17 @@ class Triager:
           so the two may differ only in sizes (WILD_SIZES: they move where the access lands), never in a
           flag, layout, dtype or launch knob (another code path)."""
         interpreter = self.device == "cpu"
+        mine = set(tri.essential) - set(DATA_KNOBS)
         for rep in self.reps:
             same = rep["family"] == family(tri.verdict["kind"]) and rep["failure"] == tri.verdict.get("failure", "")
             if same and explained_by(tri.minimal, judge, rep, interpreter):
                 return rep, f"explained by {rep['minimal_repro']}"
+            theirs = set(rep["essential"]) - set(DATA_KNOBS)
+            if same and tri.explained and mine & theirs and (mine ^ theirs) <= set(WILD_SIZES):
+                return rep, (
+                    f"the same defect as {rep['minimal_repro']}: both need {', '.join(sorted(mine & theirs))}, and "
+                    f"they differ only in sizes that decide where it shows ({', '.join(sorted(mine ^ theirs))})"
+                )
         if not wild_access(tri.verdict):
             return None
         for cause in self.causes:
@@ -712,6 +751,51 @@ class Triager:
                     "and its flips remove this failure too"
                 )
         return None
+
+    def _core(self, key: str, fam: str) -> tuple[dict, set] | None:
+        """For a cause reached through several equally minimal knob sets (`_join`): the knobs all of them need,
+        with the values that remove it, and the class changes that removed any of them. None for a cause
+        minimised one way only (its own flips are the test)."""
+        reps = [r for r in self.reps if r["key"] == key and r["family"] == fam]
+        if len(reps) < 2:
+            return None
+        names = set.intersection(*(set(_targets(r)) for r in reps))
+        gone = set().union(*(r["disappears_with"] for r in reps))
+        return {n: _targets(reps[0])[n] for n in names}, gone
+
+    def _through_core(self, case: Case, vd: dict, judge: Judge) -> list[dict]:
+        """Attach a finding to a cause with several minimal forms (`_core`) when none of them applies to its
+        case (a full-size case keeps the padded length off a block multiple through several sizes at once,
+        so no one form's flip removes it): every flip of the knobs all forms share removes this failure,
+        and it survives every class change that none of the forms needed, made at once (a bug that needs
+        a flag, layout, dtype or split-K stays apart; strided rows may differ, like the forms' sizes). A run
+        per shared knob and one more. [] when no cause takes it."""
+        interpreter = self.device == "cpu"
+        values = knob_values(case)
+        for key in dict.fromkeys(r["key"] for r in self._same(vd)):
+            core = self._core(key, family(vd["kind"]))
+            if core is None or not core[0] or any(values[n] == v for n, v in core[0].items()):
+                continue
+            flipped = [with_knob(case, n, v) for n, v in core[0].items()]
+            others = case
+            for name, value, label, _ in flips(case):
+                if name in CLASS_FLIPS and name not in WILD_SIZES and label not in core[1]:
+                    others = with_knob(others, name, value)
+            try:
+                flipped = [c.validate(interpreter) for c in flipped]
+                others = others.validate(interpreter) if others != case else None
+            except ValueError:
+                continue
+            for c in flipped + [others]:
+                if c is None:
+                    continue
+                if same_failure(vd, judge(c)) != (c is others):
+                    break
+            else:
+                rep = next(r for r in self.reps if r["key"] == key)
+                shared = ", ".join(sorted(core[0]))
+                return [dict(rep, core=f"its forms share {shared}, whose flips remove this failure")]
+        return []
 
     def _same(self, vd: dict) -> list[dict]:
         return [c for c in self.causes if c["family"] == family(vd["kind"]) and c["failure"] == vd.get("failure", "")]
