@@ -502,7 +502,8 @@ def _wild_addresses(ptrs, mask, itemsize: int) -> np.ndarray:
 
 
 def _nearest_argument(address: int) -> str:
-    """Where `address` lies relative to the nearest tensor argument of the kernel being interpreted."""
+    """Where `address` lies relative to the nearest tensor argument of the kernel being interpreted (by
+    address only: which argument the kernel meant to index is not known here)."""
     best = None
     for name, arg in getattr(_launch, "args", {}).items():
         arg = getattr(arg, "base", arg)  # TensorWrapper
@@ -512,8 +513,8 @@ def _nearest_argument(address: int) -> str:
         start, end = storage.data_ptr(), storage.data_ptr() + storage.nbytes()
         gap = start - address if address < start else address - end + 1 if address >= end else 0
         if best is None or gap < best[0]:
-            where = f"{gap} bytes before" if address < start else f"{gap - 1} bytes past the end of"
-            best = (gap, f"{where} argument `{name}`'s storage")
+            where = f"starts {gap} bytes after it" if address < start else f"ends {gap - 1} bytes before it"
+            best = (gap, f"outside every tensor argument; the nearest, `{name}`, {where}")
     return best[1] if best else "no tensor argument known"
 
 

@@ -482,14 +482,17 @@ def group_findings(findings: list[dict], impl: str = "") -> list[dict]:
                 }
         cause = causes[key]
         cause["findings"].append(summary)
-        if info and info["trigger"] != cause["trigger"] and not info["via"].startswith("provisional"):
+        needs = _needs(info["trigger"]) if info and not info["via"].startswith("provisional") else ""
+        if needs and needs not in [_needs(t) for t in [cause["trigger"], *cause.get("alternatives", [])]]:
             # joined through other, equally minimal sizes (Triager._join): the other ways it shows
-            if info["trigger"] not in cause.setdefault("alternatives", []):
-                cause["alternatives"].append(info["trigger"])
-                needs = info["trigger"].partition("needs ")[2].partition(";")[0]
-                if needs:
-                    cause["trigger"] += f"; or needs {needs}"
+            cause.setdefault("alternatives", []).append(info["trigger"])
+            cause["trigger"] += f"; or needs {needs}"
     return list(causes.values())
+
+
+def _needs(trigger: str) -> str:
+    """The knobs a trigger line says the failure needs ("num_slots=2 and align_slack=1")."""
+    return trigger.partition("needs ")[2].partition(";")[0]
 
 
 def group_reports(reports: list[dict]) -> list[dict]:

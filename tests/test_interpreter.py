@@ -110,7 +110,7 @@ def test_installed_idempotent_and_reported():
     assert os.environ.get("TRITON_INTERPRET") == "1"  # conftest installed the patch for --device cpu
     first = interpreter.install()
     assert interpreter.install() is first
-    assert {"dot", "tf32", "atomic_add", "bf16 arithmetic", "bf16 casts", "bf16 reductions"} <= first
+    assert {"dot", "tf32", "atomic_add", "bf16 arithmetic", "bf16 casts", "bf16 reductions", "wild access"} <= first
     assert interpreter.bf16_atomics_ok() and interpreter.tf32_emulated()
     with pytest.raises(ValueError, match="tf32_rounding"):
         interpreter.install(tf32_rounding="rne")  # one process, one TF32 rounding
@@ -218,3 +218,42 @@ def test_silent_tf32_mutant_is_visible_on_cpu(unpatched):
     assert check(FP32_CASE, "mutant:fp32-silent-tf32", "cpu").kind == "mismatch"
     assert check(FP32_CASE, "ours", "cpu").kind == "pass"
     assert unpatched["tf32_mutant"] == "pass"  # invisible on an unpatched interpreter
+
+
+# ---- wild accesses --------------------------------------------------------------------------------------
+FAR = 1 << 40  # elements past the source: terabytes away, never mapped
+WILD_PROBE = (
+    """
+import os, sys
+sys.path.insert(0, os.getcwd())
+import torch
+from tests import foreign_kernels as fk
+fk.gather(torch.ones(8), torch.tensor([0, 1, %d, 3] + [0] * 12), 4)
+print("survived")
+"""
+    % FAR
+)
+
+
+def test_a_wild_read_raises_instead_of_killing_the_process():
+    src, idx = torch.arange(8.0), torch.tensor([0, 1, 7, 3] + [FAR] * 12)  # the far lanes are masked off
+    assert fk.gather(src, idx, 4)[:4].tolist() == [0.0, 1.0, 7.0, 3.0]
+    with pytest.raises(Exception) as info:
+        fk.gather(src, torch.tensor([0, 1, FAR, 3] + [0] * 12), 4)
+    wild = interpreter.wild_access_in(info.value)
+    assert wild is not None and wild.op == "read", info.value
+    assert "gather_kernel reads 1 of 16 lanes" in str(wild) and "outside every tensor argument" in str(wild)
+    env = {**os.environ, "TRITON_INTERPRET": "1", "PYTHONPATH": str(ROOT)}
+    proc = subprocess.run([sys.executable, "-c", WILD_PROBE], cwd=ROOT, env=env, capture_output=True, timeout=300)
+    assert proc.returncode == -11 and b"survived" not in proc.stdout  # unpatched: the whole process dies
+
+
+def _wild_row_impl(**kw):
+    """Adds x's first element read through a wild row index: an out-of-bounds read far past every buffer."""
+    kw["out"][0, 0, 0] += fk.gather(kw["x"].reshape(-1), torch.tensor([FAR] + [0] * 15), 1)[0]
+
+
+def test_a_wild_read_is_an_oob_read_verdict(device):
+    v = check(BASE, "wild", device, impl=lambda t: _wild_row_impl(**t.op_kwargs()))
+    assert v.kind == "oob-read" and "unmapped" in v.message, v
+    assert v.family == "wrong-output"  # triage groups it with the wrong values the same bug gives nearer by

@@ -519,3 +519,39 @@ def test_a_disabled_slot_is_renumbered_toward_slot_0(tmp_path):
     findings = _triage_starts(judge, starts, tmp_path)
     assert {f["triage"]["minimal_case"] for f in findings} == {"disabled=(0,)"}
     assert len(group_findings(findings, "fake")) == 1
+
+
+# One stride bug that shows once the padded length leaves a block multiple, through any of several sizes: each
+# minimal case keeps one of them (num_experts, align_slack, strided rows), a full-size case several at once.
+STRIDE = lambda c: c.num_slots > 1 and (c.num_experts > 1 or c.align_slack > 0 or c.strided)  # noqa: E731
+STRIDE_STARTS = [
+    BASE.replace(num_slots=2, num_experts=3, dtype="float16"),
+    BASE.replace(num_slots=3, num_experts=1, top_k=1, align_slack=2, rank=9),
+    BASE.replace(num_slots=2, num_experts=1, top_k=1, strided=True, m=5),
+    BASE.replace(num_slots=4, num_experts=4, align_slack=1, strided=True, m=9, mul_routed_weight=True),
+]
+
+
+def test_one_bug_reached_through_several_sizes_is_one_cause(tmp_path):
+    """Two minimal forms that share num_slots and differ only in a size join one cause; then findings that no
+    single form's flips can undo (strided rows, or several sizes at once keep the bug alive) attach by the
+    shared knob."""
+    findings = _triage_starts(_fake_judge([STRIDE]), STRIDE_STARTS, tmp_path)
+    causes = group_findings(findings, "fake")
+    assert len(causes) == 1, [c["trigger"] for c in causes]
+    minimal = [f["triage"]["minimal_case"] for f in findings[:2]]
+    assert minimal == ["num_experts=2 num_slots=2", "num_slots=2 align_slack=1"]
+    assert "the same defect as" in findings[1]["triage"]["via"]
+    assert all("its forms share num_slots" in f["triage"]["via"] for f in findings[2:])
+    assert causes[0]["trigger"].endswith("; or needs num_slots=2 and align_slack=1")
+
+
+def test_two_bugs_sharing_a_size_but_not_a_flag_stay_two(tmp_path):
+    """A second bug that also needs two slots, but needs mul_routed_weight too: neither the join (a flag
+    between the forms) nor the attach by the shared knob (the flag's flip removes it) takes it."""
+    flag = lambda c: c.num_slots > 1 and c.mul_routed_weight  # noqa: E731
+    starts = STRIDE_STARTS[:3] + [BASE.replace(num_slots=2, num_experts=1, top_k=1, mul_routed_weight=True, m=5)]
+    findings = _triage_starts(_fake_judge([STRIDE, flag]), starts, tmp_path)
+    causes = group_findings(findings, "fake")
+    assert len(causes) == 2, [c["trigger"] for c in causes]
+    assert findings[3]["triage"]["minimal_case"] == "num_slots=2 mul_routed_weight=True"
