@@ -998,7 +998,10 @@ def triage_dirs(
         triager = Triager(run_impl, dev, Path(d), report.get("environment", {}))
         # causes already found in this report are known causes for the rest
         triager.causes = [f["triage"] for f in report["findings"] if _settled(f) and _opened_a_cause(f["triage"])]
-        triager.reps = list(triager.causes)
+        # every minimal form they were reached through (a cause joined from several forms attaches by their core)
+        triager.reps = [
+            f["triage"] for f in report["findings"] if _settled(f) and f["triage"]["via"].startswith("minimised")
+        ]
         judge = WorkerJudge(Worker(dev, run_impl), dev, run_impl)
         try:
             for f in todo:
