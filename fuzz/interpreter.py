@@ -484,18 +484,32 @@ def _mapped(first_page: int, pages: int) -> bool:
     return _MINCORE(first_page * _PAGE, pages * _PAGE, _vec) == 0
 
 
+def _span_mapped(p: np.ndarray, itemsize: int) -> bool:
+    """Whether every page from the lowest to the highest address of `p` is mapped: one mincore call, none
+    when the span lies inside one already checked in this launch (a kernel cannot unmap memory)."""
+    if p.size == 0:
+        return True
+    lo, hi = int(p.min()) // _PAGE, (int(p.max()) + itemsize - 1) // _PAGE
+    seen = getattr(_launch, "mapped", None)
+    if seen and seen[0] <= lo and hi <= seen[1]:
+        return True
+    if hi - lo < _MAX_SPAN_PAGES and _mapped(lo, hi - lo + 1):
+        _launch.mapped = (lo, hi)
+        return True
+    return False
+
+
 def _wild_addresses(ptrs, mask, itemsize: int) -> np.ndarray:
     """The masked-on addresses of an access that lie on unmapped pages (empty when all are mapped)."""
     p = np.asarray(ptrs).astype(np.uint64, copy=False)
+    if _span_mapped(p, itemsize):  # the common case, masked-off lanes included (their pointers stay near)
+        return p.ravel()[:0]
     if mask is not None:
         p = p[np.broadcast_to(np.asarray(mask, dtype=bool), p.shape)]
     p = p.ravel()
-    if p.size == 0:
-        return p
+    if _span_mapped(p, itemsize):
+        return p[:0]
     page = np.uint64(_PAGE)
-    lo, hi = int(p.min()) // _PAGE, (int(p.max()) + itemsize - 1) // _PAGE
-    if hi - lo < _MAX_SPAN_PAGES and _mapped(lo, hi - lo + 1):
-        return p[:0]  # the common case: one call for the whole span
     ends = (p + np.uint64(itemsize - 1)) // page
     bad = [pg for pg in np.unique(np.concatenate([p // page, ends])).tolist() if not _mapped(pg, 1)]
     return p[np.isin(p // page, bad) | np.isin(ends, bad)]
@@ -566,10 +580,11 @@ def _recording_launch(call):
         previous = getattr(_launch, "kernel", None), getattr(_launch, "args", {})
         _launch.kernel = getattr(self.fn, "__name__", "a kernel")
         _launch.args = {**dict(zip(self.arg_names, args, strict=False)), **kwargs}
+        _launch.mapped = None  # memory may have been freed since the last launch
         try:
             return call(self, *args, **kwargs)
         finally:
-            _launch.kernel, _launch.args = previous
+            _launch.kernel, _launch.args, _launch.mapped = *previous, None
 
     return __call__
 
