@@ -246,8 +246,38 @@ def crash_failure(why: str) -> str:
 @dataclass
 class _Run:
     t: Tensors
-    before: torch.Tensor  # snapshot of t.arena taken before the call
+    # t.arena before the call, where the oracle judges: on the host for a GPU case built there (Tensors.snapshot)
+    before: torch.Tensor
     error: BaseException | None
+    after: torch.Tensor | None = None  # t.arena after the call, beside `before` (_after makes it once)
+
+
+def _after(run: _Run) -> torch.Tensor:
+    """The arena after the call, on the device of `before`: a GPU case built on the host is judged on the host
+    from one copy of its arena (one transfer and one sync, instead of dozens of tiny kernel launches)."""
+    if run.after is None:
+        arena = run.t.arena
+        run.after = arena if arena.device == run.before.device else arena.to(run.before.device)
+    return run.after
+
+
+def _out_after(run: _Run) -> torch.Tensor:
+    """`out` after the call, on the device of `before` (read from _after's copy when it is the arena's view)."""
+    t, dev = run.t, run.before.device
+    if t.out.device == dev:
+        return t.out
+    g = _guard(t, "out")
+    return g.view_in(_after(run)) if t.out is g.view else t.out.to(dev)
+
+
+def _guard(t: Tensors, name: str):
+    return next(g for g in t.guarded if g.name == name)
+
+
+def _ref_args(run: _Run):
+    """The op's arguments where the references run: beside `before` (host copies for a host-judged case)."""
+    t = run.t
+    return t.op() if t.arena.device == run.before.device else t.host_op()
 
 
 @phase("materialise")
@@ -296,8 +326,8 @@ def _expect(case: Case, run: _Run, precision: str = "ieee") -> tuple[_Expected, 
     """The references, run before the implementation: they see exactly the inputs it is given.
     precision: the implementation's declared fp32 dot precision ("ieee" or "tf32")."""
     t = run.t
-    out0 = next(g for g in t.guarded if g.name == "out").view_in(run.before)
-    ref = moe_lora_fp64(t.op())
+    out0 = _guard(t, "out").view_in(run.before)
+    ref = moe_lora_fp64(_ref_args(run))
     disagreement = None
     work = case.m * case.top_k * case.num_slices * case.rank * (case.k_dim + case.n_dim)
     if work <= NAIVE_LIMIT:
@@ -362,18 +392,19 @@ def _judge(case: Case, run: _Run, exp: _Expected, precision: str = "ieee") -> tu
     """(kind, message, max_ratio, worst) of one finished run; kind "pass" when all checks hold.
     Every check is reduced on the device and read back with one host sync (the fuzz loop's hot path)."""
     t = run.t
-    stray = ((run.before != t.arena) & ~t.writable).any()  # a byte outside every written view changed
+    stray = ((run.before != _after(run)) & ~t.writable).any()  # a byte outside every written view changed
     if case.m == 0:
         return ("pass", "", 0.0, []) if not bool(stray) else _oob_write(run)
-    got = t.out.double()
-    untouched_bad = ~exp.touched & ~_same_bits(t.out, exp.out0)
+    out = _out_after(run)
+    got = out.double()
+    untouched_bad = ~exp.touched & ~_same_bits(out, exp.out0)
     err = (got - exp.value).abs()
     ratio = torch.where(exp.touched, err / exp.bound, torch.zeros_like(err))
     nonfinite = exp.touched & ~torch.isfinite(got)
     bad = ratio > 1
     # vacuous: active pairs exist, yet not one element of out changed (inputs hold no zeros, so a real
     # delta always changes bits somewhere)
-    vacuous = exp.touched.any() & _same_bits(t.out, exp.out0).all()
+    vacuous = exp.touched.any() & _same_bits(out, exp.out0).all()
     *flags, max_ratio = torch.stack(
         [
             stray.double(),
@@ -422,13 +453,14 @@ def _tf32_hint(case: Case, run: _Run, exp: _Expected, precision: str) -> str:
     the IEEE bound plus the reduction of the intermediate to TF32 (2 * TF32_UNIT * G)."""
     if case.dtype != "float32" or precision == "tf32":
         return ""
-    t = run.t
+    args = _ref_args(run)
     m, k, width = case.m, case.top_k, case.num_slices * case.n_dim
     cols = slice(case.offset, case.offset + width)
-    got = t.out[:, :, cols].double()
+    got = _out_after(run)[:, :, cols].double()
     for truncate in (False, True):
-        a_tf, b_tf = [round_to_tf32(a, truncate) for a in t.lora_a], [round_to_tf32(b, truncate) for b in t.lora_b]
-        ref = moe_lora_fp64(replace(t.op(), x=round_to_tf32(t.x, truncate), lora_a=a_tf, lora_b=b_tf))
+        a_tf = [round_to_tf32(a, truncate) for a in args.lora_a]
+        b_tf = [round_to_tf32(b, truncate) for b in args.lora_b]
+        ref = moe_lora_fp64(replace(args, x=round_to_tf32(args.x, truncate), lora_a=a_tf, lora_b=b_tf))
         want = exp.out0[:, :, cols].double() + ref.delta.reshape(m, k, width)
         allowed = exp.bound[:, :, cols] + SAFETY * 2 * TF32_UNIT * ref.mag_mid.reshape(m, k, width)
         if bool((((got - want).abs() <= allowed) | ~exp.touched[:, :, cols]).all()):
@@ -442,8 +474,8 @@ def _tf32_hint(case: Case, run: _Run, exp: _Expected, precision: str) -> str:
 def _oob_write(run: _Run) -> tuple[str, str, float, list]:
     """Which buffer was written outside its view (the slow path, taken only on a finding)."""
     for g in run.t.guarded:
-        a, b = g.base, g.base_in(run.before)
-        changed = ~_same_bits(a, b) if g.is_input else ~_same_bits(a, b) & g.guard_mask()
+        a, b = g.base_in(_after(run)), g.base_in(run.before)
+        changed = ~_same_bits(a, b) if g.is_input else ~_same_bits(a, b) & g.guard_mask().to(a.device)
         if bool(changed.any()):
             where = (
                 f"input {g.name}: {int(changed.sum())} elements"
@@ -455,8 +487,8 @@ def _oob_write(run: _Run) -> tuple[str, str, float, list]:
 
 
 def _differ(x: torch.Tensor, y: torch.Tensor, bound: torch.Tensor) -> bool:
-    """NaN in one and not the other, or a gap above `bound` anywhere."""
-    x, y = x.double(), y.double()
+    """NaN in one and not the other, or a gap above `bound` anywhere (on the bound's device)."""
+    x, y = x.to(bound.device, torch.float64), y.to(bound.device, torch.float64)
     gap = torch.nan_to_num((x - y).abs(), nan=0.0) > bound
     return bool(((torch.isnan(x) != torch.isnan(y)) | gap).any())
 
@@ -464,7 +496,7 @@ def _differ(x: torch.Tensor, y: torch.Tensor, bound: torch.Tensor) -> bool:
 def _outputs_differ(a: _Run, b: _Run, bound: torch.Tensor) -> bool:
     if a.error is not None or b.error is not None:
         return (a.error is None) != (b.error is None)
-    return _differ(a.t.out, b.t.out, bound)
+    return _differ(_out_after(a), _out_after(b), bound)
 
 
 @phase("diagnose")
@@ -526,10 +558,12 @@ def _twin_cases(case: Case) -> list[Case]:
     return [case.replace(config=flipped)]
 
 
-def _permuted_run(case: Case, impl: Impl, device, fill: Fill) -> tuple[_Run, torch.Tensor]:
-    """Run the case with its tokens permuted; returns the run and the permutation."""
-    t = materialize(case, device, fill)
-    perm = torch.randperm(case.m, generator=torch.Generator().manual_seed(case.seed ^ 0x5EED)).to(t.out.device)
+def _permuted_run(case: Case, impl: Impl, primary: _Run) -> tuple[_Run, torch.Tensor]:
+    """Run the case with its tokens permuted, in a fresh copy of the primary run's starting arena (the bytes
+    materialize would build again); returns the run and the permutation (on the CPU)."""
+    t = primary.t.fresh(primary.before)
+    cpu_perm = torch.randperm(case.m, generator=torch.Generator().manual_seed(case.seed ^ 0x5EED))
+    perm = cpu_perm.to(t.out.device)
     k = case.top_k
     if row_divisor(case.layout, k) == 1:  # per-routed rows: a token's k rows move together
         t.x = t.x.reshape(case.m, k, case.k_dim)[perm].reshape(case.m * k, case.k_dim)
@@ -537,7 +571,7 @@ def _permuted_run(case: Case, impl: Impl, device, fill: Fill) -> tuple[_Run, tor
         t.x = t.x[perm]
     t.topk_ids, t.topk_weights, t.token_lora = t.topk_ids[perm], t.topk_weights[perm], t.token_lora[perm]
     t.out = t.out[perm]
-    return _call(_Run(t, t.snapshot(), None), impl), perm
+    return _call(_Run(t, primary.before, None), impl), cpu_perm
 
 
 @phase("twins")
@@ -560,8 +594,9 @@ def _metamorphic(
         if run.error is None and _outputs_differ(primary, run, 2 * exp.bound):
             return f"another configuration ({twin.config}) disagrees beyond 2x the bound"
     if permutation and case.m > 1:  # one token: the permutation is the identity
-        run, perm = _permuted_run(case, impl, device, fill)
-        if run.error is None and _differ(run.t.out, primary.t.out[perm], 2 * exp.bound[perm]):
+        run, perm = _permuted_run(case, impl, primary)
+        perm = perm.to(exp.bound.device)
+        if run.error is None and _differ(run.t.out, _out_after(primary)[perm], 2 * exp.bound[perm]):
             return "permuting the tokens does not permute the output"
     return ""
 
@@ -677,7 +712,7 @@ def _check(
     if disagreement:
         return verdict("reference-disagreement", disagreement)
     _call(primary, impl)
-    if refusal_ok and isinstance(primary.error, REFUSALS) and not bool((primary.before != primary.t.arena).any()):
+    if refusal_ok and isinstance(primary.error, REFUSALS) and not bool((primary.before != _after(primary)).any()):
         return verdict("refused", f"{type(primary.error).__name__}: {primary.error}")
     if primary.error is not None:
         e = primary.error

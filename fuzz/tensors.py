@@ -134,6 +134,9 @@ class Tensors:
     arena: torch.Tensor | None = None  # uint8: every guarded base, back to back
     writable: torch.Tensor | None = None  # bool per arena byte: inside a written buffer's view
     host: Mapping = field(default_factory=dict)  # CPU copies of the inputs by name (HostInputs): references
+    # the host arena a GPU case was built in (its bytes before the call; the implementation gets the device copy)
+    built: torch.Tensor | None = None
+    guards: bool = True  # False: the views are exact-size allocations (Fill.guards)
 
     def op(self) -> OpArgs:
         """The op's arguments (SPEC §2): what every implementation receives, and what the references read."""
@@ -171,7 +174,18 @@ class Tensors:
         )
 
     def snapshot(self) -> torch.Tensor:
-        return self.arena.clone()
+        """The arena's bytes before the call, where the oracle judges them: a GPU case built on the host keeps
+        them there (its host arena is never written: no device op, and the oracle judges on the host); any
+        other case gets a clone on the arena's device. `writable` lives on the same device."""
+        return self.built if self.built is not None else self.arena.clone()
+
+    def fresh(self, before: torch.Tensor) -> Tensors:
+        """The case's tensors again, in a new arena holding `before` (the bytes it was built with): what
+        materialize returns for the same case and fill, without generating anything (the permutation twin)."""
+        device = self.arena.device
+        arena = before.clone() if before.device == device else _to_device(before, device)
+        guarded = _rebound(self.guarded, arena)
+        return _tensors(self.case, guarded, arena, self.writable, self.host, self.built, self.guards)
 
 
 # ---- the case's data (SPEC §6: signed, no zeros, scaled so that t = A x and d = B t are O(1)) ------------
@@ -324,6 +338,49 @@ class _Slot:
     def numel(self) -> int:
         return self.margin + max(1, math.prod(self.padded)) + self.margin
 
+    def geometry(self) -> tuple[tuple, int]:
+        """(strides, first element) of the view, in elements of the arena viewed as this dtype."""
+        strides, step = [], 1
+        for d in reversed(self.padded):  # the padded shape's contiguous strides, as .view() gives them
+            strides.append(step)
+            step *= max(d, 1)
+        return tuple(reversed(strides)), self.offset // self.dtype.itemsize + self.margin + self.shift
+
+    def views(self, typed: _Typed) -> tuple[torch.Tensor, torch.Tensor]:
+        """(base, view) inside the arena, from its view as this dtype: two ops, no chains of slices."""
+        arena, start = typed.of(self.dtype), self.offset // self.dtype.itemsize
+        strides, first = self.geometry()
+        return arena[start : start + self.numel], arena.as_strided(self.shape, strides, first)
+
+
+class _Typed:
+    """A byte arena viewed as each dtype once (every base starts at a multiple of _ALIGN bytes)."""
+
+    def __init__(self, arena: torch.Tensor):
+        self.arena, self.by_dtype = arena, {}
+
+    def of(self, dtype: torch.dtype) -> torch.Tensor:
+        t = self.by_dtype.get(dtype)
+        if t is None:
+            t = self.by_dtype[dtype] = self.arena.view(dtype)
+        return t
+
+
+def _same_value(a, b) -> bool:
+    return a == b or (a != a and b != b)  # NaN is NaN
+
+
+def _rebound(guarded: list, arena: torch.Tensor) -> list:
+    """The same buffers, as views into another arena of the same layout (a device copy, a twin's arena)."""
+    typed, out = _Typed(arena), []
+    for g in guarded:
+        flat = typed.of(g.base.dtype)
+        start = g.offset // g.base.element_size()
+        inner = g.view.storage_offset() - g.base.storage_offset()
+        view = flat.as_strided(g.view.shape, g.view.stride(), start + inner)
+        out.append(Guarded(g.name, flat[start : start + g.base.numel()], view, g.is_input, g.offset))
+    return out
+
 
 class _Allocator:
     """Lays out every buffer of a case in one byte arena, then builds it where it is cheapest: on the device
@@ -352,7 +409,7 @@ class _Allocator:
         address (no 16-byte accesses may be assumed). `interior` fills a view that `write` leaves alone."""
         shape = tuple(shape)
         pad = 3 if (self.case.strided and len(shape) >= 2) else 0
-        padded = shape[:-1] + (shape[-1] + pad,) if shape else shape
+        padded = shape[:-1] + (shape[-1] + pad,) if pad else shape
         inner = max(1, math.prod(padded))
         # wide enough that a row index running up to k times past the end (topk-row-index) stays inside
         margin = -(-(inner * max(2, self.case.top_k) + 64) // 64) * 64
@@ -361,22 +418,38 @@ class _Allocator:
         if guard_value is None:
             guard_value = self.fill.input_margin if dtype.is_floating_point else INT_SENTINEL
         guard_value = self.fill.margins.get(name, guard_value)  # triage: one buffer's margin perturbed
+        if interior is not None and _same_value(interior, guard_value):
+            interior = None  # the guard fill already wrote it
         slot = _Slot(
             name, shape, dtype, is_input, guard_value, write, interior, padded, 1 if pad else 0, margin, self.size
         )
         self.slots.append(slot)
-        self.size += -(-slot.numel * dtype.itemsize // _ALIGN) * _ALIGN
+        self.size += -(-(margin + inner + margin) * dtype.itemsize // _ALIGN) * _ALIGN
         if write is not None:
             self.generated += math.prod(shape)
 
+    def _guard_runs(self):
+        """(dtype, first element, end element, value): neighbouring bases of one dtype and guard value are
+        filled by one op (the alignment gaps between them get the guard too; nothing reads them)."""
+        run = None
+        for s in self.slots:
+            lo, hi = s.offset // s.dtype.itemsize, s.offset // s.dtype.itemsize + s.numel
+            if run and run[0] == s.dtype and _same_value(run[3], s.guard_value):
+                run[2] = hi
+                continue
+            if run:
+                yield run
+            run = [s.dtype, lo, hi, s.guard_value]
+        if run:
+            yield run
+
     def _build(self, arena: torch.Tensor) -> list[Guarded]:
+        typed = _Typed(arena)
+        for dtype, lo, hi, value in self._guard_runs():
+            typed.of(dtype)[lo:hi].fill_(value)
         guarded, requests = [], []
         for s in self.slots:
-            base = arena[s.offset : s.offset + s.numel * _size(s.dtype)].view(s.dtype)
-            base.fill_(s.guard_value)
-            view = base[s.margin + s.shift : s.margin + s.shift + math.prod(s.padded)].view(s.padded)
-            if s.padded != s.shape:
-                view = view[..., : s.shape[-1]]
+            base, view = s.views(typed)
             if s.interior is not None:
                 view.fill_(s.interior)
             if s.write is not None:
@@ -386,40 +459,62 @@ class _Allocator:
         rng.signed_fill(requests)
         return guarded
 
+    def _writable(self, device) -> torch.Tensor:
+        """bool per arena byte: inside a written buffer's view (every byte of each of its elements)."""
+        mask = torch.zeros(self.size, dtype=torch.bool, device=device)
+        for s in (s for s in self.slots if not s.is_input):
+            size = s.dtype.itemsize
+            strides, first = s.geometry()  # in elements; the same in bytes, plus an axis over each element's bytes
+            mask.as_strided(s.shape + (size,), tuple(st * size for st in strides) + (1,), first * size).fill_(True)
+        return mask
+
     def finish(self, device, where: str = "auto") -> tuple:
-        """(arena on `device`, writable-byte mask on `device`, views by name, HostInputs, guarded list).
-        where: 'auto' | 'host' | 'device' (tests force one or the other)."""
+        """(arena on `device`, writable-byte mask beside the snapshot, guarded list, host arena or None,
+        HostInputs). where: 'auto' | 'host' | 'device' (tests force one or the other)."""
         device = torch.device(device)
         on_host = device.type == "cpu" or where == "host" or (where == "auto" and self.generated <= HOST_BUILD_MAX)
         built = torch.empty(self.size, dtype=torch.uint8, device="cpu" if on_host else device)
         guarded = self._build(built)
+        writable = self._writable(built.device)  # where the oracle compares the arena with its snapshot
         arena = _to_device(built, device) if on_host else built
         host_built = None
-        if on_host and device.type != "cpu":  # the host arena stays alive: its inputs are the host copies
+        if arena is not built:  # the host arena stays alive: its inputs are the host copies
             host_built = {g.name: g.view for g in guarded if g.is_input}
-        writable = torch.zeros(self.size, dtype=torch.uint8, device=arena.device)  # filled where it lives
-        for g in guarded:
-            if not g.is_input:  # all bits set on every byte of the view's elements
-                as_int = _INT_OF_SIZE[g.base.element_size()]
-                Guarded(g.name, g.base.view(as_int), g.view.view(as_int), False, g.offset).view_in(writable).fill_(-1)
-        writable = writable.bool()
-        if arena is not built:
-            for g in guarded:
-                g.base, g.view = g.base_in(arena), g.view_in(arena)
-        views = {g.name: g.view for g in guarded}
+            guarded = _rebound(guarded, arena)
         host = HostInputs({g.name: g.view for g in guarded if g.is_input}, host_built)
-        if not self.fill.guards:
-            views = {
-                g.name: torch.empty_strided(g.view.shape, g.view.stride(), dtype=g.view.dtype, device=device).copy_(
-                    g.view
-                )
-                for g in guarded
-            }
-        return arena, writable, views, host, guarded
+        return arena, writable, guarded, (built if arena is not built else None), host
 
 
-def _size(dtype: torch.dtype) -> int:
-    return dtype.itemsize
+def _tensors(case: Case, guarded: list, arena, writable, host, built, guards: bool) -> Tensors:
+    """The Tensors of a built arena; guards=False hands out exact-size copies of every view instead."""
+    v = {g.name: g.view for g in guarded}
+    if not guards:
+        v = {
+            g.name: torch.empty_strided(g.view.shape, g.view.stride(), dtype=g.view.dtype, device=arena.device).copy_(
+                g.view
+            )
+            for g in guarded
+        }
+    c = case
+    return Tensors(
+        case=c,
+        x=v["x"],
+        topk_ids=v["topk_ids"],
+        topk_weights=v["topk_weights"],
+        token_lora=v["token_lora"],
+        adapter_enabled=v["adapter_enabled"],
+        lora_a=[v[f"lora_a[{s}]"] for s in range(c.num_slices)],
+        lora_b=[v[f"lora_b[{s}]"] for s in range(c.num_slices)],
+        out=v["out"],
+        intermediate=v["intermediate"],
+        align=AlignBuffers(v["sorted_token_ids"], v["expert_ids"], v["num_tokens_post_padded"]),
+        guarded=guarded,
+        arena=arena,
+        writable=writable,
+        host=host,
+        built=built,
+        guards=guards,
+    )
 
 
 def materialize(case: Case, device="cpu", fill: Fill = Fill(), where: str = "auto") -> Tensors:
@@ -469,24 +564,8 @@ def materialize(case: Case, device="cpu", fill: Fill = Fill(), where: str = "aut
     p = padded_length(m * k, E, bm) + c.align_slack * bm
     for name, shape in (("sorted_token_ids", (L, p)), ("expert_ids", (L, p // bm)), ("num_tokens_post_padded", (L,))):
         put(name, shape, torch.int32, is_input=False, guard_value=INT_SENTINEL, interior=INT_SENTINEL)
-    arena, writable, v, host, guarded = alloc.finish(device, where)
-    return Tensors(
-        case=c,
-        x=v["x"],
-        topk_ids=v["topk_ids"],
-        topk_weights=v["topk_weights"],
-        token_lora=v["token_lora"],
-        adapter_enabled=v["adapter_enabled"],
-        lora_a=[v[f"lora_a[{s}]"] for s in range(c.num_slices)],
-        lora_b=[v[f"lora_b[{s}]"] for s in range(c.num_slices)],
-        out=v["out"],
-        intermediate=v["intermediate"],
-        align=AlignBuffers(v["sorted_token_ids"], v["expert_ids"], v["num_tokens_post_padded"]),
-        guarded=guarded,
-        arena=arena,
-        writable=writable,
-        host=host,
-    )
+    arena, writable, guarded, built, host = alloc.finish(device, where)
+    return _tensors(c, guarded, arena, writable, host, built, fill.guards)
 
 
 def _enabled(c: Case, view: torch.Tensor) -> None:
