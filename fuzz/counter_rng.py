@@ -30,6 +30,8 @@ from __future__ import annotations
 
 import hashlib
 import math
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 
@@ -155,32 +157,96 @@ def _values_into(dest: torch.Tensor, s: torch.Tensor, exponent: int) -> None:
 def signed_into(dest: torch.Tensor, key: int, exponent: int) -> None:
     """Fill `dest` (float16/bfloat16/float32, any strides) with signed values of std 2^exponent, dest[i] a
     function of (key, i) only. Computed on dest's device in parts of the leading axis."""
-    signed_fill([(dest, key, exponent)])
+    generate([(dest, key, exponent)])
 
 
 def signed_fill(requests: list) -> None:
-    """signed_into for several (dest, key, exponent) at once: small ones share one hashing pass (a tiny case
-    costs a few dozen torch ops, not a few dozen per tensor); large ones are hashed in bounded parts."""
-    requests = [r for r in requests if r[0].numel()]
+    """signed_into for several (dest, key, exponent) at once (see generate)."""
+    generate(requests)
+
+
+@dataclass(frozen=True)
+class Hashed:
+    """Hash grids a writer needs (key, coords as for counters) and what it does with their hashes (`use`
+    receives them in order, once all are mixed). generate() hashes them together with everything else."""
+
+    grids: list
+    use: Callable[[list], object]
+    device: torch.device
+
+
+def _grid_shape(coords: list) -> tuple:
+    return tuple([c if isinstance(c, int) else c.numel() for c in coords])
+
+
+def _hashed_size(r) -> int:
+    return r[0].numel() if isinstance(r, tuple) else sum([math.prod(_grid_shape(c)) for _, c in r.grids])
+
+
+def hash_grids(grids: list, device) -> list:
+    """[hashes(key, coords) for key, coords in grids], in one counters + mix pass over one buffer (the caller
+    bounds the total). A grid of a shape seen before differs from it by its key only: one add."""
+    return _hash_buffer(grids, device)[1]
+
+
+def _hash_buffer(grids: list, device) -> tuple[torch.Tensor, list]:
+    """(the buffer, its grids' views) of hash_grids."""
+    shapes = [_grid_shape(coords) for _, coords in grids]
+    sizes = [math.prod(shape) for shape in shapes]
+    buf = torch.empty(sum(sizes), dtype=torch.int64, device=device)
+    parts, seen, at = [], {}, 0
+    for (key, coords), shape, n in zip(grids, shapes, sizes, strict=True):
+        part = buf[at : at + n]
+        at += n
+        plain = True  # sizes only, no index tensors
+        for c in coords:
+            plain = plain and isinstance(c, int)
+        if plain and n and shape in seen:
+            key0, part0 = seen[shape]
+            torch.add(part0, _s64(key - key0), out=part)  # wraps modulo 2^64 like the sums themselves
+        else:
+            counters(key, list(coords), device, out=part)
+            if plain and n:
+                seen[shape] = (key, part)
+        parts.append(part.view(shape))
+    mix(buf)
+    return buf, parts
+
+
+def generate(requests: list) -> None:
+    """Carry out a case's requests: (dest, key, exponent) tuples get signed values (signed_into), Hashed ones
+    their hashes. Small requests share one hashing pass per batch of at most chunk() elements (a tiny case is
+    one pass: one mix for all its tensors, not one per tensor); large signed ones are hashed in bounded parts."""
+    requests = [r for r in requests if not isinstance(r, tuple) or r[0].numel()]
+    if not requests:
+        return
+    device = requests[0][0].device if isinstance(requests[0], tuple) else requests[0].device
+    limit = chunk(device)
     batches, total = [[]], 0
-    for r in (r for r in requests if r[0].numel() <= chunk(r[0].device)):  # in order, bounded batches
-        if batches[-1] and (total + r[0].numel() > chunk(r[0].device) or r[0].device != batches[-1][0][0].device):
+    for r in requests:
+        n = _hashed_size(r)
+        if isinstance(r, tuple) and n > limit:
+            continue  # below, in parts
+        if batches[-1] and total + n > limit:
             batches.append([])
             total = 0
         batches[-1].append(r)
-        total += r[0].numel()
+        total += n
     for batch in (b for b in batches if b):
-        buf = torch.empty(sum(d.numel() for d, _, _ in batch), dtype=torch.int64, device=batch[0][0].device)
-        at = 0
-        for dest, key, _ in batch:
-            counters(key, list(dest.shape), dest.device, out=buf[at : at + dest.numel()])
-            at += dest.numel()
-        s = irwin_hall_sum(mix(buf))
-        at = 0
-        for dest, _, exponent in batch:
-            _values_into(dest, s[at : at + dest.numel()], exponent)
-            at += dest.numel()
-    for dest, key, exponent in (r for r in requests if r[0].numel() > chunk(r[0].device)):
+        signed = [r for r in batch if isinstance(r, tuple)]
+        hashed = [r for r in batch if not isinstance(r, tuple)]
+        grids = [(key, list(dest.shape)) for dest, key, _ in signed] + [g for r in hashed for g in r.grids]
+        buf, parts = _hash_buffer(grids, device)
+        if signed:  # the signed grids lead the buffer: one Irwin-Hall pass over all of them
+            s, at = irwin_hall_sum(buf[: sum(dest.numel() for dest, _, _ in signed)]), 0
+            for dest, _, exponent in signed:
+                _values_into(dest, s[at : at + dest.numel()], exponent)
+                at += dest.numel()
+        at = len(signed)
+        for r in hashed:
+            r.use(parts[at : at + len(r.grids)])
+            at += len(r.grids)
+    for dest, key, exponent in (r for r in requests if isinstance(r, tuple) and r[0].numel() > limit):
         for lo, hi in _grid_slices(tuple(dest.shape), chunk(dest.device)):
             idx = torch.arange(lo, hi, dtype=torch.int64, device=dest.device)
             s = irwin_hall_sum(hashes(key, [idx] + list(dest.shape[1:]), dest.device))

@@ -189,8 +189,8 @@ class Tensors:
 
 
 # ---- the case's data (SPEC §6: signed, no zeros, scaled so that t = A x and d = B t are O(1)) ------------
-# A writer fills its view, or returns (dest, key, exponent) requests for counter_rng.signed_fill: the
-# allocator hashes every signed tensor of a case together.
+# A writer fills its view, or returns requests for counter_rng.generate: (dest, key, exponent) for signed values,
+# Hashed for hash grids (routing, slots, routed weights): the allocator hashes all of a tiny case in one pass.
 def write_x(c: Case, dest: torch.Tensor) -> list:
     """x ~ 1, coordinates (m, j, column): per-token rows are j = 0."""
     grid = dest.view(c.m, c.top_k, c.k_dim) if c.layout == "per_routed" else dest.unsqueeze(1)
@@ -213,10 +213,34 @@ def write_out0(c: Case, dest: torch.Tensor) -> list:
     return [(dest, rng.stream_key(c.seed, "out"), -1)]
 
 
-def write_weights(c: Case, dest: torch.Tensor) -> None:
+def write_weights(c: Case, dest: torch.Tensor) -> list:
     """Routed weights in [0.1, 0.9] (never 0 or 1): n * 2^-21, exact in float32, rounded once to the dtype."""
-    h = rng.hashes(rng.stream_key(c.seed, "topk_weights"), [c.m, c.top_k], dest.device)
-    dest.copy_(torch.mul(rng.uniform_grid(h, WEIGHT_LO, WEIGHT_HI), 2.0**-21))
+
+    def use(hs: list) -> None:
+        dest.copy_(torch.mul(rng.uniform_grid(hs[0], WEIGHT_LO, WEIGHT_HI), 2.0**-21))
+
+    return [rng.Hashed([(rng.stream_key(c.seed, "topk_weights"), [c.m, c.top_k])], use, dest.device)]
+
+
+def write_ids(c: Case, dest: torch.Tensor) -> list:
+    """topk_ids: hashed with the rest of the case when its grids fit one part, else by `routing` in parts."""
+    if c.m * c.top_k * c.num_experts > rng.chunk(dest.device):
+        dest.copy_(routing(c, dest.device))
+        return []
+    grids, rows = _routing_part(c, 0, c.m, dest.device)
+    return [rng.Hashed(grids, lambda hs: dest.copy_(rows(hs)), dest.device)]
+
+
+def write_lanes(c: Case, dest: torch.Tensor) -> list:
+    """token_lora: hashed with the rest of the case when its grids fit one part, else by `slots` in parts."""
+    if c.slotting == "all_base" or c.m * (c.num_slots + 2) > rng.chunk(dest.device):
+        dest.copy_(slots(c, dest.device))
+        return []
+    grids, rows = _slot_part(c, 0, c.m, dest.device)
+    place, more = _slot_positions(c, dest.device)
+    return [
+        rng.Hashed(grids + more, lambda hs: dest.copy_(place(rows(hs[: len(grids)]), hs[len(grids) :])), dest.device)
+    ]
 
 
 def _rows(m: int, per_row: int, device):
@@ -226,60 +250,95 @@ def _rows(m: int, per_row: int, device):
         yield lo, min(m, lo + step)
 
 
-def _token_index(lo: int, hi: int, device) -> torch.Tensor:
-    return torch.arange(lo, hi, dtype=torch.int64, device=device)
+def _tokens(lo: int, hi: int, device):
+    """The token axis of a grid: a size when it starts at 0 (the generator's cached index terms), else indices."""
+    return hi if lo == 0 else torch.arange(lo, hi, dtype=torch.int64, device=device)
 
 
-def _smallest(key: int, candidates: torch.Tensor, device) -> torch.Tensor:
-    """Candidate ids ordered by their hash (ascending), for a choice made once per case."""
-    h = rng.hashes(key, [candidates], device)
-    return candidates[torch.argsort(rng.keys(h, candidates))]
+def _first_by_hash(h: torch.Tensor, n: int, device) -> torch.Tensor:
+    """The id in [0, n) with the smallest hash, as a 0-d tensor (no host sync), for a choice made once per case."""
+    return rng.keys(h, torch.arange(n, dtype=torch.int64, device=device)).argmin()
+
+
+def _routing_part(c: Case, lo: int, hi: int, device) -> tuple:
+    """(hash grids, function of their hashes giving topk_ids rows [lo, hi) as int64). Every grid spans all E
+    experts: a subset of experts (sparse's hot pool) reads its columns, the same hashes as a grid over it."""
+    k, E = c.top_k, c.num_experts
+    experts = torch.arange(E, dtype=torch.int64, device=device)
+    tokens = _tokens(lo, hi, device)
+    if c.routing == "one_hot":
+        return [(rng.stream_key(c.seed, "topk_ids.one_hot"), [E])], lambda hs: _first_by_hash(hs[0], E, device).expand(
+            hi - lo, k
+        )
+    if c.routing == "distinct":
+
+        def distinct(hs: list) -> torch.Tensor:
+            return torch.topk(rng.keys(hs[0], experts), k, dim=1, largest=False, sorted=True).indices
+
+        return [(rng.stream_key(c.seed, "topk_ids.distinct"), [tokens, E])], distinct
+    grids = [(rng.stream_key(c.seed, "topk_ids"), [tokens, k, E])]
+    if c.routing != "sparse":
+        return grids, lambda hs: rng.keys(hs[0], experts).argmin(dim=2)
+
+    def sparse(hs: list) -> torch.Tensor:  # uniform over the max(1, E // 4) experts with the smallest hashes
+        pool = torch.argsort(rng.keys(hs[1], experts))[: max(1, E // 4)]
+        return pool[rng.keys(hs[0][:, :, pool], pool).argmin(dim=2)]
+
+    return grids + [(rng.stream_key(c.seed, "topk_ids.hot"), [E])], sparse
 
 
 def routing(c: Case, device) -> torch.Tensor:
     """topk_ids (M, k) int32 per c.routing (see the module docstring for what moves when E shrinks)."""
-    m, k, E = c.m, c.top_k, c.num_experts
-    experts = torch.arange(E, dtype=torch.int64, device=device)
-    ids = torch.empty((m, k), dtype=torch.int64, device=device)
-    if c.routing == "one_hot":
-        ids.fill_(int(_smallest(rng.stream_key(c.seed, "topk_ids.one_hot"), experts, device)[0]))
-    elif c.routing == "distinct":
-        key = rng.stream_key(c.seed, "topk_ids.distinct")
-        for lo, hi in _rows(m, E, device):
-            kk = rng.keys(rng.hashes(key, [_token_index(lo, hi, device), E], device), experts)
-            ids[lo:hi] = torch.topk(kk, k, dim=1, largest=False, sorted=True).indices
-    else:  # uniform, or sparse: the same hashes restricted to the hot experts
-        pool = experts
-        if c.routing == "sparse":
-            pool = _smallest(rng.stream_key(c.seed, "topk_ids.hot"), experts, device)[: max(1, E // 4)]
-        key = rng.stream_key(c.seed, "topk_ids")
-        for lo, hi in _rows(m, k * pool.numel(), device):
-            kk = rng.keys(rng.hashes(key, [_token_index(lo, hi, device), k, pool], device), pool)
-            ids[lo:hi] = pool[kk.argmin(dim=2)]
+    ids = torch.empty((c.m, c.top_k), dtype=torch.int64, device=device)
+    for lo, hi in _rows(c.m, c.top_k * c.num_experts, device):
+        grids, rows = _routing_part(c, lo, hi, device)
+        ids[lo:hi] = rows(rng.hash_grids(grids, device))
     return ids.to(torch.int32)
+
+
+def _slot_part(c: Case, lo: int, hi: int, device) -> tuple:
+    """(hash grids, function of their hashes giving token_lora rows [lo, hi) as int64), all but 'all_base'.
+    Columns of the grid: l + 1 holds slot l, column 0 the base model (-1); 'no_base' reads columns 1..L."""
+    L = c.num_slots
+    if c.slotting == "one_slot":
+        return [(rng.stream_key(c.seed, "token_lora.one"), [L])], lambda hs: _first_by_hash(hs[0], L, device).expand(
+            hi - lo
+        )
+    first = 1 if c.slotting == "no_base" else 0
+    cols = torch.arange(first, L + 1, dtype=torch.int64, device=device)
+
+    def pick(hs: list) -> torch.Tensor:
+        return cols[rng.keys(hs[0][:, first:], cols).argmin(dim=1)] - 1
+
+    return [(rng.stream_key(c.seed, "token_lora"), [_tokens(lo, hi, device), L + 1])], pick
+
+
+def _slot_positions(c: Case, device) -> tuple:
+    """'all_with_base': -1 and every slot present, at the tokens with the L + 1 smallest position hashes.
+    (function of (lanes, hashes) giving the lanes, its grids); other slottings keep the lanes as they are."""
+    m, L = c.m, c.num_slots
+    if c.slotting != "all_with_base" or not m:
+        return (lambda lanes, hs: lanes), []
+
+    def place(lanes: torch.Tensor, hs: list) -> torch.Tensor:
+        tokens = torch.arange(m, dtype=torch.int64, device=device)
+        first_ranks = torch.argsort(rng.keys(hs[0], tokens, bits=17))[: L + 1]
+        lanes[first_ranks] = torch.arange(-1, first_ranks.numel() - 1, dtype=torch.int64, device=device)
+        return lanes
+
+    return place, [(rng.stream_key(c.seed, "token_lora.pos"), [m])]
 
 
 def slots(c: Case, device) -> torch.Tensor:
     """token_lora (M,) int32 per c.slotting."""
-    m, L = c.m, c.num_slots
     if c.slotting == "all_base":
-        return torch.full((m,), -1, dtype=torch.int32, device=device)
-    if c.slotting == "one_slot":
-        pick = _smallest(rng.stream_key(c.seed, "token_lora.one"), torch.arange(L, device=device), device)[0]
-        return torch.full((m,), int(pick), dtype=torch.int32, device=device)
-    lanes = torch.empty(m, dtype=torch.int64, device=device)
-    first = 1 if c.slotting == "no_base" else 0  # column l + 1 holds slot l; column 0 is the base model (-1)
-    cols = torch.arange(first, L + 1, dtype=torch.int64, device=device)
-    key = rng.stream_key(c.seed, "token_lora")
-    for lo, hi in _rows(m, L + 1, device):
-        kk = rng.keys(rng.hashes(key, [_token_index(lo, hi, device), cols], device), cols)
-        lanes[lo:hi] = cols[kk.argmin(dim=1)] - 1
-    if c.slotting == "all_with_base" and m:  # -1 and every slot present, at hashed positions
-        tokens = torch.arange(m, dtype=torch.int64, device=device)
-        pos = rng.keys(rng.hashes(rng.stream_key(c.seed, "token_lora.pos"), [tokens], device), tokens, bits=17)
-        first_ranks = torch.argsort(pos)[: L + 1]
-        lanes[first_ranks] = torch.arange(-1, first_ranks.numel() - 1, dtype=torch.int64, device=device)
-    return lanes.to(torch.int32)
+        return torch.full((c.m,), -1, dtype=torch.int32, device=device)
+    lanes = torch.empty(c.m, dtype=torch.int64, device=device)
+    for lo, hi in _rows(c.m, c.num_slots + 1, device):
+        grids, rows = _slot_part(c, lo, hi, device)
+        lanes[lo:hi] = rows(rng.hash_grids(grids, device))
+    place, grids = _slot_positions(c, device)
+    return place(lanes, rng.hash_grids(grids, device)).to(torch.int32)
 
 
 # ---- the arena ---------------------------------------------------------------------------------------
@@ -329,28 +388,18 @@ class _Slot:
     guard_value: float
     write: object  # callable(view) or None (the view keeps the guard / poison value)
     interior: float | None
-    padded: tuple
-    shift: int
-    margin: int
-    offset: int
-
-    @property
-    def numel(self) -> int:
-        return self.margin + max(1, math.prod(self.padded)) + self.margin
-
-    def geometry(self) -> tuple[tuple, int]:
-        """(strides, first element) of the view, in elements of the arena viewed as this dtype."""
-        strides, step = [], 1
-        for d in reversed(self.padded):  # the padded shape's contiguous strides, as .view() gives them
-            strides.append(step)
-            step *= max(d, 1)
-        return tuple(reversed(strides)), self.offset // self.dtype.itemsize + self.margin + self.shift
+    offset: int  # bytes: where the base starts in the arena
+    # in elements of the arena viewed as this dtype: the base [start, start + numel), the view's strides (the
+    # padded shape's contiguous ones, as .view() gives them) and its first element
+    start: int
+    numel: int
+    strides: tuple
+    first: int
 
     def views(self, typed: _Typed) -> tuple[torch.Tensor, torch.Tensor]:
         """(base, view) inside the arena, from its view as this dtype: two ops, no chains of slices."""
-        arena, start = typed.of(self.dtype), self.offset // self.dtype.itemsize
-        strides, first = self.geometry()
-        return arena[start : start + self.numel], arena.as_strided(self.shape, strides, first)
+        arena = typed.of(self.dtype)
+        return arena[self.start : self.start + self.numel], arena.as_strided(self.shape, self.strides, self.first)
 
 
 class _Typed:
@@ -364,10 +413,6 @@ class _Typed:
         if t is None:
             t = self.by_dtype[dtype] = self.arena.view(dtype)
         return t
-
-
-def _same_value(a, b) -> bool:
-    return a == b or (a != a and b != b)  # NaN is NaN
 
 
 def _rebound(guarded: list, arena: torch.Tensor) -> list:
@@ -418,12 +463,29 @@ class _Allocator:
         if guard_value is None:
             guard_value = self.fill.input_margin if dtype.is_floating_point else INT_SENTINEL
         guard_value = self.fill.margins.get(name, guard_value)  # triage: one buffer's margin perturbed
-        if interior is not None and _same_value(interior, guard_value):
-            interior = None  # the guard fill already wrote it
-        slot = _Slot(
-            name, shape, dtype, is_input, guard_value, write, interior, padded, 1 if pad else 0, margin, self.size
+        if interior is not None and (interior == guard_value or (interior != interior and guard_value != guard_value)):
+            interior = None  # the guard fill already wrote it (NaN is NaN)
+        strides, step = [], 1
+        for d in padded[::-1]:
+            strides.append(step)
+            step *= d if d > 1 else 1
+        start = self.size // dtype.itemsize
+        self.slots.append(
+            _Slot(
+                name,
+                shape,
+                dtype,
+                is_input,
+                guard_value,
+                write,
+                interior,
+                self.size,
+                start,
+                2 * margin + inner,
+                tuple(strides[::-1]),
+                start + margin + (1 if pad else 0),
+            )
         )
-        self.slots.append(slot)
         self.size += -(-(margin + inner + margin) * dtype.itemsize // _ALIGN) * _ALIGN
         if write is not None:
             self.generated += math.prod(shape)
@@ -431,17 +493,14 @@ class _Allocator:
     def _guard_runs(self):
         """(dtype, first element, end element, value): neighbouring bases of one dtype and guard value are
         filled by one op (the alignment gaps between them get the guard too; nothing reads them)."""
-        run = None
+        runs = []
         for s in self.slots:
-            lo, hi = s.offset // s.dtype.itemsize, s.offset // s.dtype.itemsize + s.numel
-            if run and run[0] == s.dtype and _same_value(run[3], s.guard_value):
-                run[2] = hi
-                continue
-            if run:
-                yield run
-            run = [s.dtype, lo, hi, s.guard_value]
-        if run:
-            yield run
+            v = s.guard_value
+            if runs and runs[-1][0] == s.dtype and (runs[-1][3] == v or (v != v and runs[-1][3] != runs[-1][3])):
+                runs[-1][2] = s.start + s.numel
+            else:
+                runs.append([s.dtype, s.start, s.start + s.numel, v])
+        return runs
 
     def _build(self, arena: torch.Tensor) -> list[Guarded]:
         typed = _Typed(arena)
@@ -456,16 +515,18 @@ class _Allocator:
                 made = s.write(view)
                 requests += made if isinstance(made, list) else []
             guarded.append(Guarded(s.name, base, view, s.is_input, s.offset))
-        rng.signed_fill(requests)
+        rng.generate(requests)
         return guarded
 
     def _writable(self, device) -> torch.Tensor:
         """bool per arena byte: inside a written buffer's view (every byte of each of its elements)."""
         mask = torch.zeros(self.size, dtype=torch.bool, device=device)
-        for s in (s for s in self.slots if not s.is_input):
-            size = s.dtype.itemsize
-            strides, first = s.geometry()  # in elements; the same in bytes, plus an axis over each element's bytes
-            mask.as_strided(s.shape + (size,), tuple(st * size for st in strides) + (1,), first * size).fill_(True)
+        for s in self.slots:
+            if not s.is_input:  # the view's geometry in bytes, plus an axis over each element's bytes
+                size = s.dtype.itemsize
+                mask.as_strided(s.shape + (size,), tuple([st * size for st in s.strides]) + (1,), s.first * size).fill_(
+                    True
+                )
         return mask
 
     def finish(self, device, where: str = "auto") -> tuple:
@@ -547,9 +608,9 @@ def materialize(case: Case, device="cpu", fill: Fill = Fill(), where: str = "aut
         )
     width = c.offset + c.num_slices * c.n_dim + c.extra_cols
     put("x", (rows, c.k_dim), dt, is_input=True, write=lambda v: write_x(c, v))
-    put("topk_ids", (m, k), torch.int32, is_input=True, write=lambda v: v.copy_(routing(c, v.device)))
+    put("topk_ids", (m, k), torch.int32, is_input=True, write=lambda v: write_ids(c, v))
     put("topk_weights", (m, k), dt, is_input=True, write=lambda v: write_weights(c, v))
-    put("token_lora", (m,), torch.int32, is_input=True, write=lambda v: v.copy_(slots(c, v.device)))
+    put("token_lora", (m,), torch.int32, is_input=True, write=lambda v: write_lanes(c, v))
     put("adapter_enabled", (L,), torch.int32, is_input=True, write=lambda v: _enabled(c, v))
     put("out", (m, k, width), dt, is_input=False, guard_value=OUT_SENTINEL, write=lambda v: write_out0(c, v))
     put(
