@@ -96,6 +96,26 @@ def _axis_terms(n: int, axis: int, ndim: int, device) -> torch.Tensor:
     return t
 
 
+_PREFIX_MAX = 1 << 12  # elements of a cached leading-axes grid (small ones repeat from case to case)
+_LEAD_CACHE: dict = {}
+
+
+def _leading_terms(shape: tuple, device) -> torch.Tensor:
+    """sum_d i_d * P_d over every axis but the last of an all-sizes grid, shaped (..., 1), without the key;
+    cached per device (the key is added last: sums modulo 2^64 do not depend on their order)."""
+    nd = len(shape)
+    key = (str(device), shape[:-1], nd)
+    t = _LEAD_CACHE.get(key)
+    if t is None:
+        t = _axis_terms(shape[0], 0, nd, device)
+        for axis in range(1, nd - 1):
+            t = t + _axis_terms(shape[axis], axis, nd, device)
+        if len(_LEAD_CACHE) > 4096:
+            _LEAD_CACHE.clear()
+        _LEAD_CACHE[key] = t
+    return t
+
+
 def counters(key: int, coords: list, device, out: torch.Tensor | None = None) -> torch.Tensor:
     """key + sum_d i_d * P_d for every element of the grid; `coords` lists, per axis, either a size n
     (indices 0..n-1) or an int64 tensor of indices (a part of the axis). Written into `out` if given."""
@@ -103,6 +123,14 @@ def counters(key: int, coords: list, device, out: torch.Tensor | None = None) ->
     shape = [c if isinstance(c, int) else c.numel() for c in coords]
     if nd == 0:
         return torch.full((), key, dtype=torch.int64, device=device) if out is None else out.fill_(key)
+    lead = math.prod(shape[:-1])
+    sizes_only = True
+    for c in coords:
+        sizes_only = sizes_only and isinstance(c, int)
+    if nd >= 2 and 0 < lead <= _PREFIX_MAX and shape[-1] and sizes_only:  # two ops
+        last = _axis_terms(shape[-1], nd - 1, nd, device)
+        acc = torch.add(_leading_terms(tuple(shape), device), last, out=None if out is None else out.view(shape))
+        return acc.add_(key)
     acc = None
     for axis, c in enumerate(coords):
         if isinstance(c, int):

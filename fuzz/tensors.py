@@ -62,26 +62,30 @@ class Fill:
 
 @dataclass
 class Guarded:
-    """A view into a larger allocation; everything of `base` outside the view is the guard. Every base
-    is a slice of one byte arena per case, at byte `offset`."""
+    """A view into a larger allocation, its base; everything of the base outside the view is the guard. Every
+    base is a slice of one byte arena per case: `numel` elements of the view's dtype from byte `offset`."""
 
     name: str
-    base: torch.Tensor  # flat
     view: torch.Tensor
     is_input: bool
-    offset: int = 0
+    offset: int
+    numel: int
+    typed: torch.Tensor  # the whole arena viewed as the view's dtype: the base is a slice of it, made when asked
+
+    @property
+    def base(self) -> torch.Tensor:
+        start = self.typed.storage_offset() + self.offset // self.view.element_size()
+        return self.typed.as_strided((self.numel,), (1,), start)
 
     def base_in(self, arena: torch.Tensor) -> torch.Tensor:
         """This buffer's base inside an arena of the same layout (the live one, or a snapshot)."""
-        return arena[self.offset : self.offset + self.base.numel() * self.base.element_size()].view(self.base.dtype)
+        return arena[self.offset : self.offset + self.numel * self.view.element_size()].view(self.view.dtype)
 
     def view_in(self, arena: torch.Tensor) -> torch.Tensor:
-        base = self.base_in(arena)
-        return base.as_strided(
-            self.view.shape,
-            self.view.stride(),
-            base.storage_offset() + self.view.storage_offset() - self.base.storage_offset(),
-        )
+        """The view inside an arena of the same layout: two ops (the arena as this dtype, then the view)."""
+        inner = self.view.storage_offset() - self.typed.storage_offset()  # elements from the arena's start
+        typed = arena.view(self.view.dtype)
+        return typed.as_strided(self.view.shape, self.view.stride(), typed.storage_offset() + inner)
 
     def guard_mask(self) -> torch.Tensor:
         inside = torch.zeros(self.base.numel(), dtype=torch.bool, device=self.base.device)
@@ -396,10 +400,11 @@ class _Slot:
     strides: tuple
     first: int
 
-    def views(self, typed: _Typed) -> tuple[torch.Tensor, torch.Tensor]:
-        """(base, view) inside the arena, from its view as this dtype: two ops, no chains of slices."""
+    def guarded(self, typed: _Typed) -> Guarded:
+        """The buffer inside the arena: one op (its view), the base made only when asked."""
         arena = typed.of(self.dtype)
-        return arena[self.start : self.start + self.numel], arena.as_strided(self.shape, self.strides, self.first)
+        view = arena.as_strided(self.shape, self.strides, self.first)
+        return Guarded(self.name, view, self.is_input, self.offset, self.numel, arena)
 
 
 class _Typed:
@@ -419,11 +424,10 @@ def _rebound(guarded: list, arena: torch.Tensor) -> list:
     """The same buffers, as views into another arena of the same layout (a device copy, a twin's arena)."""
     typed, out = _Typed(arena), []
     for g in guarded:
-        flat = typed.of(g.base.dtype)
-        start = g.offset // g.base.element_size()
-        inner = g.view.storage_offset() - g.base.storage_offset()
-        view = flat.as_strided(g.view.shape, g.view.stride(), start + inner)
-        out.append(Guarded(g.name, flat[start : start + g.base.numel()], view, g.is_input, g.offset))
+        flat = typed.of(g.view.dtype)
+        first = g.view.storage_offset() - g.typed.storage_offset()
+        view = flat.as_strided(g.view.shape, g.view.stride(), first)
+        out.append(Guarded(g.name, view, g.is_input, g.offset, g.numel, flat))
     return out
 
 
@@ -508,13 +512,13 @@ class _Allocator:
             typed.of(dtype)[lo:hi].fill_(value)
         guarded, requests = [], []
         for s in self.slots:
-            base, view = s.views(typed)
+            g = s.guarded(typed)
             if s.interior is not None:
-                view.fill_(s.interior)
+                g.view.fill_(s.interior)
             if s.write is not None:
-                made = s.write(view)
+                made = s.write(g.view)
                 requests += made if isinstance(made, list) else []
-            guarded.append(Guarded(s.name, base, view, s.is_input, s.offset))
+            guarded.append(g)
         rng.generate(requests)
         return guarded
 
