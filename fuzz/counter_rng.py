@@ -116,20 +116,32 @@ def _leading_terms(shape: tuple, device) -> torch.Tensor:
     return t
 
 
+def _shape_of(coords: list) -> tuple[tuple, bool]:
+    """(the grid's shape, whether every axis is a plain size rather than a tensor of indices)."""
+    shape, plain = [], True
+    for c in coords:
+        if isinstance(c, int):
+            shape.append(c)
+        else:
+            shape.append(c.numel())
+            plain = False
+    return tuple(shape), plain
+
+
 def counters(key: int, coords: list, device, out: torch.Tensor | None = None) -> torch.Tensor:
     """key + sum_d i_d * P_d for every element of the grid; `coords` lists, per axis, either a size n
     (indices 0..n-1) or an int64 tensor of indices (a part of the axis). Written into `out` if given."""
-    nd = len(coords)
-    shape = [c if isinstance(c, int) else c.numel() for c in coords]
+    shape, plain = _shape_of(coords)
+    return _counters(key, coords, shape, plain, device, out)
+
+
+def _counters(key: int, coords: list, shape: tuple, plain: bool, device, out: torch.Tensor | None) -> torch.Tensor:
+    nd = len(shape)
     if nd == 0:
         return torch.full((), key, dtype=torch.int64, device=device) if out is None else out.fill_(key)
-    lead = math.prod(shape[:-1])
-    sizes_only = True
-    for c in coords:
-        sizes_only = sizes_only and isinstance(c, int)
-    if nd >= 2 and 0 < lead <= _PREFIX_MAX and shape[-1] and sizes_only:  # two ops
+    if plain and nd >= 2 and shape[-1] and 0 < math.prod(shape[:-1]) <= _PREFIX_MAX:  # two ops
         last = _axis_terms(shape[-1], nd - 1, nd, device)
-        acc = torch.add(_leading_terms(tuple(shape), device), last, out=None if out is None else out.view(shape))
+        acc = torch.add(_leading_terms(shape, device), last, out=None if out is None else out.view(shape))
         return acc.add_(key)
     acc = None
     for axis, c in enumerate(coords):
@@ -139,9 +151,9 @@ def counters(key: int, coords: list, device, out: torch.Tensor | None = None) ->
             terms = (c.to(device=device, dtype=torch.int64) * _s64(_AXIS[axis])).view(
                 [1] * axis + [-1] + [1] * (nd - axis - 1)
             )
-        dest = out.view(shape[: axis + 1] + [1] * (nd - axis - 1)) if out is not None and axis == nd - 1 else None
+        dest = out.view(shape[: axis + 1] + (1,) * (nd - axis - 1)) if out is not None and axis == nd - 1 else None
         acc = torch.add(terms, key, out=dest) if acc is None else torch.add(acc, terms, out=dest)
-    return acc if list(acc.shape) == shape else acc.expand(shape).contiguous()
+    return acc if tuple(acc.shape) == shape else acc.expand(shape).contiguous()
 
 
 def hashes(key: int, coords: list, device) -> torch.Tensor:
@@ -203,37 +215,25 @@ class Hashed:
     device: torch.device
 
 
-def _grid_shape(coords: list) -> tuple:
-    return tuple([c if isinstance(c, int) else c.numel() for c in coords])
-
-
-def _hashed_size(r) -> int:
-    return r[0].numel() if isinstance(r, tuple) else sum([math.prod(_grid_shape(c)) for _, c in r.grids])
-
-
 def hash_grids(grids: list, device) -> list:
     """[hashes(key, coords) for key, coords in grids], in one counters + mix pass over one buffer (the caller
     bounds the total). A grid of a shape seen before differs from it by its key only: one add."""
-    return _hash_buffer(grids, device)[1]
+    return _hash_buffer([(key, coords, *_shape_of(coords)) for key, coords in grids], device)[1]
 
 
 def _hash_buffer(grids: list, device) -> tuple[torch.Tensor, list]:
-    """(the buffer, its grids' views) of hash_grids."""
-    shapes = [_grid_shape(coords) for _, coords in grids]
-    sizes = [math.prod(shape) for shape in shapes]
-    buf = torch.empty(sum(sizes), dtype=torch.int64, device=device)
+    """(the buffer, its grids' views) of hash_grids, for (key, coords, shape, plain) grids."""
+    buf = torch.empty(sum([math.prod(g[2]) for g in grids]), dtype=torch.int64, device=device)
     parts, seen, at = [], {}, 0
-    for (key, coords), shape, n in zip(grids, shapes, sizes, strict=True):
+    for key, coords, shape, plain in grids:
+        n = math.prod(shape)
         part = buf[at : at + n]
         at += n
-        plain = True  # sizes only, no index tensors
-        for c in coords:
-            plain = plain and isinstance(c, int)
         if plain and n and shape in seen:
             key0, part0 = seen[shape]
             torch.add(part0, _s64(key - key0), out=part)  # wraps modulo 2^64 like the sums themselves
         else:
-            counters(key, list(coords), device, out=part)
+            _counters(key, coords, shape, plain, device, part)
             if plain and n:
                 seen[shape] = (key, part)
         parts.append(part.view(shape))
@@ -245,36 +245,44 @@ def generate(requests: list) -> None:
     """Carry out a case's requests: (dest, key, exponent) tuples get signed values (signed_into), Hashed ones
     their hashes. Small requests share one hashing pass per batch of at most chunk() elements (a tiny case is
     one pass: one mix for all its tensors, not one per tensor); large signed ones are hashed in bounded parts."""
-    requests = [r for r in requests if not isinstance(r, tuple) or r[0].numel()]
     if not requests:
         return
-    device = requests[0][0].device if isinstance(requests[0], tuple) else requests[0].device
+    device = requests[0].device if isinstance(requests[0], Hashed) else requests[0][0].device
     limit = chunk(device)
-    batches, total = [[]], 0
-    for r in requests:
-        n = _hashed_size(r)
-        if isinstance(r, tuple) and n > limit:
-            continue  # below, in parts
+    batches, total, large = [[]], 0, []
+    for r in requests:  # [signed requests, hashed requests, grids] per batch of at most `limit` elements
+        if isinstance(r, Hashed):
+            grids = [(key, coords, *_shape_of(coords)) for key, coords in r.grids]
+            n = sum([math.prod(g[2]) for g in grids])
+        else:
+            n = r[0].numel()
+            if n > limit:
+                large.append(r)  # below, in parts
+                continue
+            if not n:
+                continue
         if batches[-1] and total + n > limit:
             batches.append([])
             total = 0
-        batches[-1].append(r)
+        batches[-1].append((r, grids) if isinstance(r, Hashed) else r)
         total += n
     for batch in (b for b in batches if b):
-        signed = [r for r in batch if isinstance(r, tuple)]
-        hashed = [r for r in batch if not isinstance(r, tuple)]
-        grids = [(key, list(dest.shape)) for dest, key, _ in signed] + [g for r in hashed for g in r.grids]
+        signed = [r for r in batch if len(r) == 3]  # (dest, key, exponent)
+        hashed = [r for r in batch if len(r) == 2]  # (Hashed, its grids with their shapes)
+        grids = [(key, dest.shape, tuple(dest.shape), True) for dest, key, _ in signed]
+        for _, more in hashed:
+            grids += more
         buf, parts = _hash_buffer(grids, device)
         if signed:  # the signed grids lead the buffer: one Irwin-Hall pass over all of them
-            s, at = irwin_hall_sum(buf[: sum(dest.numel() for dest, _, _ in signed)]), 0
+            s, at = irwin_hall_sum(buf[: sum([dest.numel() for dest, _, _ in signed])]), 0
             for dest, _, exponent in signed:
                 _values_into(dest, s[at : at + dest.numel()], exponent)
                 at += dest.numel()
         at = len(signed)
-        for r in hashed:
-            r.use(parts[at : at + len(r.grids)])
-            at += len(r.grids)
-    for dest, key, exponent in (r for r in requests if isinstance(r, tuple) and r[0].numel() > limit):
+        for r, more in hashed:
+            r.use(parts[at : at + len(more)])
+            at += len(more)
+    for dest, key, exponent in large:
         for lo, hi in _grid_slices(tuple(dest.shape), chunk(dest.device)):
             idx = torch.arange(lo, hi, dtype=torch.int64, device=dest.device)
             s = irwin_hall_sum(hashes(key, [idx] + list(dest.shape[1:]), dest.device))

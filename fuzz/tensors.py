@@ -30,6 +30,7 @@ Which values move when a size shrinks by one (every other element keeps its bits
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
@@ -407,6 +408,16 @@ class _Slot:
         return Guarded(self.name, view, self.is_input, self.offset, self.numel, arena)
 
 
+@functools.lru_cache(maxsize=4096)
+def _contiguous_strides(shape: tuple) -> tuple:
+    """The strides .view(shape) gives a contiguous tensor (sizes 0 and 1 count as 1)."""
+    strides, step = [], 1
+    for d in shape[::-1]:
+        strides.append(step)
+        step *= d if d > 1 else 1
+    return tuple(strides[::-1])
+
+
 class _Typed:
     """A byte arena viewed as each dtype once (every base starts at a multiple of _ALIGN bytes)."""
 
@@ -469,10 +480,6 @@ class _Allocator:
         guard_value = self.fill.margins.get(name, guard_value)  # triage: one buffer's margin perturbed
         if interior is not None and (interior == guard_value or (interior != interior and guard_value != guard_value)):
             interior = None  # the guard fill already wrote it (NaN is NaN)
-        strides, step = [], 1
-        for d in padded[::-1]:
-            strides.append(step)
-            step *= d if d > 1 else 1
         start = self.size // dtype.itemsize
         self.slots.append(
             _Slot(
@@ -486,7 +493,7 @@ class _Allocator:
                 self.size,
                 start,
                 2 * margin + inner,
-                tuple(strides[::-1]),
+                _contiguous_strides(padded),
                 start + margin + (1 if pad else 0),
             )
         )
