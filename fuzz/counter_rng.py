@@ -184,14 +184,21 @@ def _grid_slices(shape: tuple, chunk: int):
         yield lo, min(shape[0], lo + step)
 
 
-def _values_into(dest: torch.Tensor, s: torch.Tensor, exponent: int) -> None:
-    """dest = (2 S + 3 - 3 * 2^21) * 2^(exponent - 21): every float32 step is exact (integers below 2^24 times
-    powers of two), then one round to nearest even into dest's dtype."""
+def _odd_sums(s: torch.Tensor) -> torch.Tensor:
+    """v = 2 S + 3 - 3 * 2^21 in float32, exactly (odd integers below 2^23 in magnitude)."""
+    return torch.mul(s, 2.0).add_(3 - 3 * (1 << _B21))
+
+
+def _values_into(dest: torch.Tensor, v: torch.Tensor, exponent: int) -> None:
+    """dest = v * 2^(exponent - 21) for v from _odd_sums: the float32 product is exact (a power of two), then one
+    round to nearest even into dest's dtype (the product is written straight into dest: one op)."""
     scale = 2.0 ** (exponent - _B21)
-    y = torch.mul(s, 2 * scale).add_((3 - 3 * (1 << _B21)) * scale).view(dest.shape)  # float32
+    y = v.view(dest.shape)
     if dest.dtype == torch.float16 and scale <= 2.0**-25:  # |v| * scale could round to 0 in float16
-        y = torch.copysign(y.abs().clamp_(min=2.0**-24), y)
-    dest.copy_(y)
+        y = y * scale
+        dest.copy_(torch.copysign(y.abs().clamp_(min=2.0**-24), y))
+    else:
+        torch.mul(y, scale, out=dest)
 
 
 def signed_into(dest: torch.Tensor, key: int, exponent: int) -> None:
@@ -274,9 +281,9 @@ def generate(requests: list) -> None:
             grids += more
         buf, parts = _hash_buffer(grids, device)
         if signed:  # the signed grids lead the buffer: one Irwin-Hall pass over all of them
-            s, at = irwin_hall_sum(buf[: sum([dest.numel() for dest, _, _ in signed])]), 0
+            v, at = _odd_sums(irwin_hall_sum(buf[: sum([dest.numel() for dest, _, _ in signed])])), 0
             for dest, _, exponent in signed:
-                _values_into(dest, s[at : at + dest.numel()], exponent)
+                _values_into(dest, v[at : at + dest.numel()], exponent)
                 at += dest.numel()
         at = len(signed)
         for r, more in hashed:
@@ -286,7 +293,7 @@ def generate(requests: list) -> None:
         for lo, hi in _grid_slices(tuple(dest.shape), chunk(dest.device)):
             idx = torch.arange(lo, hi, dtype=torch.int64, device=dest.device)
             s = irwin_hall_sum(hashes(key, [idx] + list(dest.shape[1:]), dest.device))
-            _values_into(dest[lo:hi], s, exponent)
+            _values_into(dest[lo:hi], _odd_sums(s), exponent)
 
 
 def uniform_grid(h: torch.Tensor, lo: int, hi: int) -> torch.Tensor:
