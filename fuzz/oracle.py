@@ -551,19 +551,19 @@ def _twin_cases(case: Case) -> list[Case]:
 
 
 def _permuted_run(case: Case, impl: Impl, primary: _Run) -> tuple[_Run, torch.Tensor]:
-    """Run the case with its tokens permuted, in a fresh copy of the primary run's starting arena (the bytes
-    materialize would build again); returns the run and the permutation (on the CPU)."""
-    t = primary.t.fresh(primary.before)
+    """Run the case with its tokens permuted; returns the run and the permutation (on the CPU). The permuted
+    inputs and `out` are written into a copy of the primary run's starting bytes where they live (on the host
+    for a case built there: no gathers on the device), which then become a fresh arena: every buffer of the
+    twin keeps its guard bands."""
+    start = primary.before.clone()
     cpu_perm = torch.randperm(case.m, generator=torch.Generator().manual_seed(case.seed ^ 0x5EED))
-    perm = cpu_perm.to(t.out.device)
-    k = case.top_k
-    if row_divisor(case.layout, k) == 1:  # per-routed rows: a token's k rows move together
-        t.x = t.x.reshape(case.m, k, case.k_dim)[perm].reshape(case.m * k, case.k_dim)
-    else:
-        t.x = t.x[perm]
-    t.topk_ids, t.topk_weights, t.token_lora = t.topk_ids[perm], t.topk_weights[perm], t.token_lora[perm]
-    t.out = t.out[perm]
-    return _call(_Run(t, primary.before, None), impl), cpu_perm
+    perm = cpu_perm.to(start.device)
+    for name in ("x", "topk_ids", "topk_weights", "token_lora", "out"):
+        v = _guard(primary.t, name).view_in(start)
+        if name == "x" and row_divisor(case.layout, case.top_k) == 1:  # per-routed rows: a token's k rows move
+            v = v.view(case.m, case.top_k, case.k_dim)
+        v.copy_(v[perm])
+    return _call(_Run(primary.t.fresh(start), start, None), impl), cpu_perm
 
 
 @phase("twins")
@@ -588,7 +588,7 @@ def _metamorphic(
     if permutation and case.m > 1:  # one token: the permutation is the identity
         run, perm = _permuted_run(case, impl, primary)
         perm = perm.to(exp.bound.device)
-        if run.error is None and _differ(run.t.out, _out_after(primary)[perm], 2 * exp.bound[perm]):
+        if run.error is None and _differ(_out_after(run), _out_after(primary)[perm], 2 * exp.bound[perm]):
             return "permuting the tokens does not permute the output"
     return ""
 
