@@ -137,7 +137,7 @@ class Tensors:
     align: AlignBuffers
     guarded: list = field(default_factory=list)
     arena: torch.Tensor | None = None  # uint8: every guarded base, back to back
-    writable: torch.Tensor | None = None  # bool per arena byte: inside a written buffer's view
+    writable: torch.Tensor | None = None  # bool per arena byte, where it was built: inside a written buffer's view
     host: Mapping = field(default_factory=dict)  # CPU copies of the inputs by name (HostInputs): references
     # the host arena a GPU case was built in (its bytes before the call; the implementation gets the device copy)
     built: torch.Tensor | None = None
@@ -178,11 +178,11 @@ class Tensors:
             lora_b=[h[f"lora_b[{i}]"] for i in range(s)],
         )
 
-    def snapshot(self) -> torch.Tensor:
-        """The arena's bytes before the call, where the oracle judges them: a GPU case built on the host keeps
-        them there (its host arena is never written: no device op, and the oracle judges on the host); any
-        other case gets a clone on the arena's device. `writable` lives on the same device."""
-        return self.built if self.built is not None else self.arena.clone()
+    def snapshot(self, host: bool = True) -> torch.Tensor:
+        """The arena's bytes before the call, where the oracle judges them. host=True: a GPU case built on the
+        host keeps them there (its host arena is never written: no device op; the oracle then judges on the
+        host); any other case gets a clone on the arena's device. `writable` lives where the arena was built."""
+        return self.built if host and self.built is not None else self.arena.clone()
 
     def fresh(self, before: torch.Tensor) -> Tensors:
         """The case's tensors again, in a new arena holding `before` (the bytes it was built with): what
