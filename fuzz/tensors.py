@@ -190,7 +190,8 @@ class Tensors:
         device = self.arena.device
         arena = before.clone() if before.device == device else _to_device(before, device)
         guarded = _rebound(self.guarded, arena)
-        return _tensors(self.case, guarded, arena, self.writable, self.host, self.built, self.guards)
+        host = HostInputs({g.name: g.view for g in guarded if g.is_input}, None)  # copies of its own, if asked
+        return _tensors(self.case, guarded, arena, self.writable, host, None, self.guards)
 
 
 # ---- the case's data (SPEC §6: signed, no zeros, scaled so that t = A x and d = B t are O(1)) ------------
