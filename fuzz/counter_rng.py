@@ -30,6 +30,8 @@ from __future__ import annotations
 
 import hashlib
 import math
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 
@@ -94,13 +96,53 @@ def _axis_terms(n: int, axis: int, ndim: int, device) -> torch.Tensor:
     return t
 
 
+_PREFIX_MAX = 1 << 12  # elements of a cached leading-axes grid (small ones repeat from case to case)
+_LEAD_CACHE: dict = {}
+
+
+def _leading_terms(shape: tuple, device) -> torch.Tensor:
+    """sum_d i_d * P_d over every axis but the last of an all-sizes grid, shaped (..., 1), without the key;
+    cached per device (the key is added last: sums modulo 2^64 do not depend on their order)."""
+    nd = len(shape)
+    key = (str(device), shape[:-1], nd)
+    t = _LEAD_CACHE.get(key)
+    if t is None:
+        t = _axis_terms(shape[0], 0, nd, device)
+        for axis in range(1, nd - 1):
+            t = t + _axis_terms(shape[axis], axis, nd, device)
+        if len(_LEAD_CACHE) > 4096:
+            _LEAD_CACHE.clear()
+        _LEAD_CACHE[key] = t
+    return t
+
+
+def _shape_of(coords: list) -> tuple[tuple, bool]:
+    """(the grid's shape, whether every axis is a plain size rather than a tensor of indices)."""
+    shape, plain = [], True
+    for c in coords:
+        if isinstance(c, int):
+            shape.append(c)
+        else:
+            shape.append(c.numel())
+            plain = False
+    return tuple(shape), plain
+
+
 def counters(key: int, coords: list, device, out: torch.Tensor | None = None) -> torch.Tensor:
     """key + sum_d i_d * P_d for every element of the grid; `coords` lists, per axis, either a size n
     (indices 0..n-1) or an int64 tensor of indices (a part of the axis). Written into `out` if given."""
-    nd = len(coords)
-    shape = [c if isinstance(c, int) else c.numel() for c in coords]
+    shape, plain = _shape_of(coords)
+    return _counters(key, coords, shape, plain, device, out)
+
+
+def _counters(key: int, coords: list, shape: tuple, plain: bool, device, out: torch.Tensor | None) -> torch.Tensor:
+    nd = len(shape)
     if nd == 0:
         return torch.full((), key, dtype=torch.int64, device=device) if out is None else out.fill_(key)
+    if plain and nd >= 2 and shape[-1] and 0 < math.prod(shape[:-1]) <= _PREFIX_MAX:  # two ops
+        last = _axis_terms(shape[-1], nd - 1, nd, device)
+        acc = torch.add(_leading_terms(shape, device), last, out=None if out is None else out.view(shape))
+        return acc.add_(key)
     acc = None
     for axis, c in enumerate(coords):
         if isinstance(c, int):
@@ -109,9 +151,9 @@ def counters(key: int, coords: list, device, out: torch.Tensor | None = None) ->
             terms = (c.to(device=device, dtype=torch.int64) * _s64(_AXIS[axis])).view(
                 [1] * axis + [-1] + [1] * (nd - axis - 1)
             )
-        dest = out.view(shape[: axis + 1] + [1] * (nd - axis - 1)) if out is not None and axis == nd - 1 else None
+        dest = out.view(shape[: axis + 1] + (1,) * (nd - axis - 1)) if out is not None and axis == nd - 1 else None
         acc = torch.add(terms, key, out=dest) if acc is None else torch.add(acc, terms, out=dest)
-    return acc if list(acc.shape) == shape else acc.expand(shape).contiguous()
+    return acc if tuple(acc.shape) == shape else acc.expand(shape).contiguous()
 
 
 def hashes(key: int, coords: list, device) -> torch.Tensor:
@@ -142,49 +184,116 @@ def _grid_slices(shape: tuple, chunk: int):
         yield lo, min(shape[0], lo + step)
 
 
-def _values_into(dest: torch.Tensor, s: torch.Tensor, exponent: int) -> None:
-    """dest = (2 S + 3 - 3 * 2^21) * 2^(exponent - 21): every float32 step is exact (integers below 2^24 times
-    powers of two), then one round to nearest even into dest's dtype."""
+def _odd_sums(s: torch.Tensor) -> torch.Tensor:
+    """v = 2 S + 3 - 3 * 2^21 in float32, exactly (odd integers below 2^23 in magnitude)."""
+    return torch.mul(s, 2.0).add_(3 - 3 * (1 << _B21))
+
+
+def _values_into(dest: torch.Tensor, v: torch.Tensor, exponent: int) -> None:
+    """dest = v * 2^(exponent - 21) for v from _odd_sums: the float32 product is exact (a power of two), then one
+    round to nearest even into dest's dtype (the product is written straight into dest: one op)."""
     scale = 2.0 ** (exponent - _B21)
-    y = torch.mul(s, 2 * scale).add_((3 - 3 * (1 << _B21)) * scale).view(dest.shape)  # float32
+    y = v.view(dest.shape)
     if dest.dtype == torch.float16 and scale <= 2.0**-25:  # |v| * scale could round to 0 in float16
-        y = torch.copysign(y.abs().clamp_(min=2.0**-24), y)
-    dest.copy_(y)
+        y = y * scale
+        dest.copy_(torch.copysign(y.abs().clamp_(min=2.0**-24), y))
+    else:
+        torch.mul(y, scale, out=dest)
 
 
 def signed_into(dest: torch.Tensor, key: int, exponent: int) -> None:
     """Fill `dest` (float16/bfloat16/float32, any strides) with signed values of std 2^exponent, dest[i] a
     function of (key, i) only. Computed on dest's device in parts of the leading axis."""
-    signed_fill([(dest, key, exponent)])
+    generate([(dest, key, exponent)])
 
 
 def signed_fill(requests: list) -> None:
-    """signed_into for several (dest, key, exponent) at once: small ones share one hashing pass (a tiny case
-    costs a few dozen torch ops, not a few dozen per tensor); large ones are hashed in bounded parts."""
-    requests = [r for r in requests if r[0].numel()]
-    batches, total = [[]], 0
-    for r in (r for r in requests if r[0].numel() <= chunk(r[0].device)):  # in order, bounded batches
-        if batches[-1] and (total + r[0].numel() > chunk(r[0].device) or r[0].device != batches[-1][0][0].device):
+    """signed_into for several (dest, key, exponent) at once (see generate)."""
+    generate(requests)
+
+
+@dataclass(frozen=True)
+class Hashed:
+    """Hash grids a writer needs (key, coords as for counters) and what it does with their hashes (`use`
+    receives them in order, once all are mixed). generate() hashes them together with everything else."""
+
+    grids: list
+    use: Callable[[list], object]
+    device: torch.device
+
+
+def hash_grids(grids: list, device) -> list:
+    """[hashes(key, coords) for key, coords in grids], in one counters + mix pass over one buffer (the caller
+    bounds the total). A grid of a shape seen before differs from it by its key only: one add."""
+    return _hash_buffer([(key, coords, *_shape_of(coords)) for key, coords in grids], device)[1]
+
+
+def _hash_buffer(grids: list, device) -> tuple[torch.Tensor, list]:
+    """(the buffer, its grids' views) of hash_grids, for (key, coords, shape, plain) grids."""
+    buf = torch.empty(sum([math.prod(g[2]) for g in grids]), dtype=torch.int64, device=device)
+    parts, seen, at = [], {}, 0
+    for key, coords, shape, plain in grids:
+        n = math.prod(shape)
+        part = buf[at : at + n]
+        at += n
+        if plain and n and shape in seen:
+            key0, part0 = seen[shape]
+            torch.add(part0, _s64(key - key0), out=part)  # wraps modulo 2^64 like the sums themselves
+        else:
+            _counters(key, coords, shape, plain, device, part)
+            if plain and n:
+                seen[shape] = (key, part)
+        parts.append(part.view(shape))
+    mix(buf)
+    return buf, parts
+
+
+def generate(requests: list) -> None:
+    """Carry out a case's requests: (dest, key, exponent) tuples get signed values (signed_into), Hashed ones
+    their hashes. Small requests share one hashing pass per batch of at most chunk() elements (a tiny case is
+    one pass: one mix for all its tensors, not one per tensor); large signed ones are hashed in bounded parts."""
+    if not requests:
+        return
+    device = requests[0].device if isinstance(requests[0], Hashed) else requests[0][0].device
+    limit = chunk(device)
+    batches, total, large = [[]], 0, []
+    for r in requests:  # [signed requests, hashed requests, grids] per batch of at most `limit` elements
+        if isinstance(r, Hashed):
+            grids = [(key, coords, *_shape_of(coords)) for key, coords in r.grids]
+            n = sum([math.prod(g[2]) for g in grids])
+        else:
+            n = r[0].numel()
+            if n > limit:
+                large.append(r)  # below, in parts
+                continue
+            if not n:
+                continue
+        if batches[-1] and total + n > limit:
             batches.append([])
             total = 0
-        batches[-1].append(r)
-        total += r[0].numel()
+        batches[-1].append((r, grids) if isinstance(r, Hashed) else r)
+        total += n
     for batch in (b for b in batches if b):
-        buf = torch.empty(sum(d.numel() for d, _, _ in batch), dtype=torch.int64, device=batch[0][0].device)
-        at = 0
-        for dest, key, _ in batch:
-            counters(key, list(dest.shape), dest.device, out=buf[at : at + dest.numel()])
-            at += dest.numel()
-        s = irwin_hall_sum(mix(buf))
-        at = 0
-        for dest, _, exponent in batch:
-            _values_into(dest, s[at : at + dest.numel()], exponent)
-            at += dest.numel()
-    for dest, key, exponent in (r for r in requests if r[0].numel() > chunk(r[0].device)):
+        signed = [r for r in batch if len(r) == 3]  # (dest, key, exponent)
+        hashed = [r for r in batch if len(r) == 2]  # (Hashed, its grids with their shapes)
+        grids = [(key, dest.shape, tuple(dest.shape), True) for dest, key, _ in signed]
+        for _, more in hashed:
+            grids += more
+        buf, parts = _hash_buffer(grids, device)
+        if signed:  # the signed grids lead the buffer: one Irwin-Hall pass over all of them
+            v, at = _odd_sums(irwin_hall_sum(buf[: sum([dest.numel() for dest, _, _ in signed])])), 0
+            for dest, _, exponent in signed:
+                _values_into(dest, v[at : at + dest.numel()], exponent)
+                at += dest.numel()
+        at = len(signed)
+        for r, more in hashed:
+            r.use(parts[at : at + len(more)])
+            at += len(more)
+    for dest, key, exponent in large:
         for lo, hi in _grid_slices(tuple(dest.shape), chunk(dest.device)):
             idx = torch.arange(lo, hi, dtype=torch.int64, device=dest.device)
             s = irwin_hall_sum(hashes(key, [idx] + list(dest.shape[1:]), dest.device))
-            _values_into(dest[lo:hi], s, exponent)
+            _values_into(dest[lo:hi], _odd_sums(s), exponent)
 
 
 def uniform_grid(h: torch.Tensor, lo: int, hi: int) -> torch.Tensor:

@@ -15,7 +15,8 @@ Checks, in order (the first that fails names the verdict's kind):
                           not one element of `out` changed: the implementation did nothing at all
 Twins run only on a passing case with at least one pair on an enabled slot. The configuration twin runs
 when the caller asks (`metamorphic`: every 4th campaign case). The permutation twin runs on every case
-with an even seed (every 2nd campaign case, and any replay of it) and on every metamorphic one.
+with an even seed (every 2nd campaign case, and any replay of it) and on every metamorphic one; it runs in a copy
+of the primary's starting bytes with the tokens permuted, not a second materialise.
 Decision, measured on CPU (Triton interpreter, 2 loaded cores, first 16 cases of campaign seed 0): a case
 costs 7.6 s without the twin and 14.3 s with it (+88%: the twin is a second full materialise and kernel
 call), so always on would halve the cases a campaign judges; every 2nd case doubles the twin's old share
@@ -54,6 +55,7 @@ import traceback
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
+import numpy as np
 import torch
 from moe_lora_fuzz.contract import ACC_UNIT, TF32_UNIT, TINY, UNIT_ROUNDOFF, round_to_tf32, row_divisor
 from moe_lora_fuzz.reference import moe_lora_fp64, moe_lora_naive
@@ -247,14 +249,50 @@ def crash_failure(why: str) -> str:
 @dataclass
 class _Run:
     t: Tensors
-    before: torch.Tensor  # snapshot of t.arena taken before the call
+    # t.arena before the call, where the oracle judges: on the host for a GPU case built there (Tensors.snapshot)
+    before: torch.Tensor
     error: BaseException | None
+    after: torch.Tensor | None = None  # t.arena after the call, beside `before` (_after makes it once)
+
+
+def _after(run: _Run) -> torch.Tensor:
+    """The arena after the call, on the device of `before`: a GPU case built on the host is judged on the host
+    from one copy of its arena (one transfer and one sync, instead of dozens of tiny kernel launches)."""
+    if run.after is None:
+        arena = run.t.arena
+        run.after = arena if arena.device == run.before.device else arena.to(run.before.device)
+    return run.after
+
+
+def _out_after(run: _Run) -> torch.Tensor:
+    """`out` after the call, on the device of `before` (read from _after's copy when it is the arena's view)."""
+    t, dev = run.t, run.before.device
+    if t.out.device == dev:
+        return t.out
+    g = _guard(t, "out")
+    return g.view_in(_after(run)) if t.out is g.view else t.out.to(dev)
+
+
+def _guard(t: Tensors, name: str):
+    return next(g for g in t.guarded if g.name == name)
+
+
+def _ref_args(run: _Run):
+    """The op's arguments where the references run: beside `before` (host copies for a host-judged case)."""
+    t = run.t
+    return t.op() if t.arena.device == run.before.device else t.host_op()
+
+
+def _work(case: Case) -> int:
+    """Multiply-adds of the references: up to NAIVE_LIMIT the naive loop runs too, and a GPU case built on the
+    host is judged there (a few dozen host ops instead of as many kernel launches; larger ones on the device)."""
+    return case.m * case.top_k * case.num_slices * case.rank * (case.k_dim + case.n_dim)
 
 
 @phase("materialise")
 def _prepare(case: Case, device, fill: Fill) -> _Run:
     t = materialize(case, device, fill)
-    return _Run(t, t.snapshot(), None)
+    return _Run(t, t.snapshot(host=_work(case) <= NAIVE_LIMIT), None)
 
 
 @phase("impl")
@@ -297,34 +335,32 @@ def _expect(case: Case, run: _Run, precision: str = "ieee") -> tuple[_Expected, 
     """The references, run before the implementation: they see exactly the inputs it is given.
     precision: the implementation's declared fp32 dot precision ("ieee" or "tf32")."""
     t = run.t
-    out0 = next(g for g in t.guarded if g.name == "out").view_in(run.before)
-    ref = moe_lora_fp64(t.op())
+    out0 = _guard(t, "out").view_in(run.before)
+    ref = moe_lora_fp64(_ref_args(run))
     disagreement = None
-    work = case.m * case.top_k * case.num_slices * case.rank * (case.k_dim + case.n_dim)
-    if work <= NAIVE_LIMIT:
-        naive = torch.from_numpy(moe_lora_naive(t.host_op())).to(ref.delta.device)
-        gap = (naive - ref.delta).abs()
-        if bool((gap > 1e-9 * (ref.mag_full + 1e-30)).any()):
-            disagreement = f"naive and fp64 references differ by up to {gap.max().item():.3e}"
+    if _work(case) <= NAIVE_LIMIT:  # compared in numpy on the host, where the naive loop's result is
+        gap = np.abs(moe_lora_naive(t.host_op()) - ref.delta.cpu().numpy())
+        if (gap > 1e-9 * (ref.mag_full.cpu().numpy() + 1e-30)).any():
+            disagreement = f"naive and fp64 references differ by up to {gap.max():.3e}"
     dt = t.out.dtype
     u = UNIT[dt]
     u_t = 0.0 if dt == torch.float32 else u
     m, k = case.m, case.top_k
     width = case.num_slices * case.n_dim
     cols = slice(case.offset, case.offset + width)
-    out0_64 = out0.double()
-    value = out0_64.clone()
-    value[:, :, cols] += ref.delta.reshape(m, k, width)
-    err_delta = ((case.k_dim + 2) * ACC_UNIT * ref.mag_full + (u_t + (case.rank + 2) * ACC_UNIT) * ref.mag_mid).reshape(
+    value = out0.to(torch.float64, copy=True)
+    out0_abs = value[:, :, cols].abs()  # (before the delta goes in)
+    value[:, :, cols].add_(ref.delta.view(m, k, width))
+    err_delta = ((case.k_dim + 2) * ACC_UNIT * ref.mag_full + (u_t + (case.rank + 2) * ACC_UNIT) * ref.mag_mid).view(
         m, k, width
     )
     if dt == torch.float32 and precision == "tf32":
         err_delta = err_delta + _tf32_term(ref, m, k, width)
     bound = torch.zeros_like(value)
     sk = case.config.expand.split_k
-    bound[:, :, cols] = SAFETY * (
-        err_delta + 2 * sk * u * (out0_64[:, :, cols].abs() + ref.mag_mid.reshape(m, k, width)) + 4 * TINY[dt]
-    )
+    # SAFETY * (err_delta + 2 sk u (|out0| + G) + 4 TINY), in place, in that order of roundings
+    rounding = out0_abs.add_(ref.mag_mid.view(m, k, width)).mul_(2 * sk * u)
+    bound[:, :, cols] = err_delta.add_(rounding).add_(4 * TINY[dt]).mul_(SAFETY)
     touched = torch.zeros(value.shape, dtype=torch.bool, device=value.device)
     touched[:, :, cols] = ref.active[:, :, None]
     return _Expected(out0, value, bound, touched), disagreement
@@ -361,30 +397,25 @@ def _worst(got: torch.Tensor, exp: _Expected, ratio: torch.Tensor, n: int = 5) -
 @phase("judge")
 def _judge(case: Case, run: _Run, exp: _Expected, precision: str = "ieee") -> tuple[str, str, float, list]:
     """(kind, message, max_ratio, worst) of one finished run; kind "pass" when all checks hold.
-    Every check is reduced on the device and read back with one host sync (the fuzz loop's hot path)."""
+    Every check is reduced where `before` lives and read back at once (the fuzz loop's hot path): on the host for
+    a GPU case built there (after one copy of the arena back), else on the device with one host sync."""
     t = run.t
-    stray = ((run.before != t.arena) & ~t.writable).any()  # a byte outside every written view changed
+    writable = t.writable.to(run.before.device)  # (a host-built case judged on the device: one copy)
+    stray = ((run.before != _after(run)) & ~writable).any()  # a byte outside every written view changed
     if case.m == 0:
         return ("pass", "", 0.0, []) if not bool(stray) else _oob_write(run)
-    got = t.out.double()
-    untouched_bad = ~exp.touched & ~_same_bits(t.out, exp.out0)
-    err = (got - exp.value).abs()
-    ratio = torch.where(exp.touched, err / exp.bound, torch.zeros_like(err))
-    nonfinite = exp.touched & ~torch.isfinite(got)
+    out = _out_after(run)
+    got = out.double()
+    same = _same_bits(out, exp.out0)
+    untouched_bad = ~(same | exp.touched)
+    ratio = torch.where(exp.touched, (got - exp.value).abs_().div_(exp.bound), 0.0)
+    nonfinite = ~(ratio < math.inf)  # NaN/Inf in got where touched (the bound is finite and positive)
     bad = ratio > 1
     # vacuous: active pairs exist, yet not one element of out changed (inputs hold no zeros, so a real
     # delta always changes bits somewhere)
-    vacuous = exp.touched.any() & _same_bits(t.out, exp.out0).all()
-    *flags, max_ratio = torch.stack(
-        [
-            stray.double(),
-            untouched_bad.any().double(),
-            nonfinite.any().double(),
-            bad.any().double(),
-            vacuous.double(),
-            torch.nan_to_num(ratio, nan=math.inf).amax(),
-        ]
-    ).tolist()
+    vacuous = exp.touched.any() & same.all()
+    flags = torch.stack([stray, untouched_bad.any(), nonfinite.any(), bad.any(), vacuous]).double()
+    *flags, max_ratio = torch.cat([flags, torch.nan_to_num(ratio, nan=math.inf).amax().view(1)]).tolist()
     if flags[0]:
         return _oob_write(run)
     if flags[1]:
@@ -423,13 +454,14 @@ def _tf32_hint(case: Case, run: _Run, exp: _Expected, precision: str) -> str:
     the IEEE bound plus the reduction of the intermediate to TF32 (2 * TF32_UNIT * G)."""
     if case.dtype != "float32" or precision == "tf32":
         return ""
-    t = run.t
+    args = _ref_args(run)
     m, k, width = case.m, case.top_k, case.num_slices * case.n_dim
     cols = slice(case.offset, case.offset + width)
-    got = t.out[:, :, cols].double()
+    got = _out_after(run)[:, :, cols].double()
     for truncate in (False, True):
-        a_tf, b_tf = [round_to_tf32(a, truncate) for a in t.lora_a], [round_to_tf32(b, truncate) for b in t.lora_b]
-        ref = moe_lora_fp64(replace(t.op(), x=round_to_tf32(t.x, truncate), lora_a=a_tf, lora_b=b_tf))
+        a_tf = [round_to_tf32(a, truncate) for a in args.lora_a]
+        b_tf = [round_to_tf32(b, truncate) for b in args.lora_b]
+        ref = moe_lora_fp64(replace(args, x=round_to_tf32(args.x, truncate), lora_a=a_tf, lora_b=b_tf))
         want = exp.out0[:, :, cols].double() + ref.delta.reshape(m, k, width)
         allowed = exp.bound[:, :, cols] + SAFETY * 2 * TF32_UNIT * ref.mag_mid.reshape(m, k, width)
         if bool((((got - want).abs() <= allowed) | ~exp.touched[:, :, cols]).all()):
@@ -443,8 +475,8 @@ def _tf32_hint(case: Case, run: _Run, exp: _Expected, precision: str) -> str:
 def _oob_write(run: _Run) -> tuple[str, str, float, list]:
     """Which buffer was written outside its view (the slow path, taken only on a finding)."""
     for g in run.t.guarded:
-        a, b = g.base, g.base_in(run.before)
-        changed = ~_same_bits(a, b) if g.is_input else ~_same_bits(a, b) & g.guard_mask()
+        a, b = g.base_in(_after(run)), g.base_in(run.before)
+        changed = ~_same_bits(a, b) if g.is_input else ~_same_bits(a, b) & g.guard_mask().to(a.device)
         if bool(changed.any()):
             where = (
                 f"input {g.name}: {int(changed.sum())} elements"
@@ -456,8 +488,8 @@ def _oob_write(run: _Run) -> tuple[str, str, float, list]:
 
 
 def _differ(x: torch.Tensor, y: torch.Tensor, bound: torch.Tensor) -> bool:
-    """NaN in one and not the other, or a gap above `bound` anywhere."""
-    x, y = x.double(), y.double()
+    """NaN in one and not the other, or a gap above `bound` anywhere (on the bound's device)."""
+    x, y = x.to(bound.device, torch.float64), y.to(bound.device, torch.float64)
     gap = torch.nan_to_num((x - y).abs(), nan=0.0) > bound
     return bool(((torch.isnan(x) != torch.isnan(y)) | gap).any())
 
@@ -465,7 +497,7 @@ def _differ(x: torch.Tensor, y: torch.Tensor, bound: torch.Tensor) -> bool:
 def _outputs_differ(a: _Run, b: _Run, bound: torch.Tensor) -> bool:
     if a.error is not None or b.error is not None:
         return (a.error is None) != (b.error is None)
-    return _differ(a.t.out, b.t.out, bound)
+    return _differ(_out_after(a), _out_after(b), bound)
 
 
 @phase("diagnose")
@@ -527,18 +559,20 @@ def _twin_cases(case: Case) -> list[Case]:
     return [case.replace(config=flipped)]
 
 
-def _permuted_run(case: Case, impl: Impl, device, fill: Fill) -> tuple[_Run, torch.Tensor]:
-    """Run the case with its tokens permuted; returns the run and the permutation."""
-    t = materialize(case, device, fill)
-    perm = torch.randperm(case.m, generator=torch.Generator().manual_seed(case.seed ^ 0x5EED)).to(t.out.device)
-    k = case.top_k
-    if row_divisor(case.layout, k) == 1:  # per-routed rows: a token's k rows move together
-        t.x = t.x.reshape(case.m, k, case.k_dim)[perm].reshape(case.m * k, case.k_dim)
-    else:
-        t.x = t.x[perm]
-    t.topk_ids, t.topk_weights, t.token_lora = t.topk_ids[perm], t.topk_weights[perm], t.token_lora[perm]
-    t.out = t.out[perm]
-    return _call(_Run(t, t.snapshot(), None), impl), perm
+def _permuted_run(case: Case, impl: Impl, primary: _Run) -> tuple[_Run, torch.Tensor]:
+    """Run the case with its tokens permuted; returns the run and the permutation (on the CPU). The permuted
+    inputs and `out` are written into a copy of the primary run's starting bytes where they live (on the host
+    for a case built there: no gathers on the device), which then become a fresh arena: every buffer of the
+    twin keeps its guard bands."""
+    start = primary.before.clone()
+    cpu_perm = torch.randperm(case.m, generator=torch.Generator().manual_seed(case.seed ^ 0x5EED))
+    perm = cpu_perm.to(start.device)
+    for name in ("x", "topk_ids", "topk_weights", "token_lora", "out"):
+        v = _guard(primary.t, name).view_in(start)
+        if name == "x" and row_divisor(case.layout, case.top_k) == 1:  # per-routed rows: a token's k rows move
+            v = v.view(case.m, case.top_k, case.k_dim)
+        v.copy_(v[perm])
+    return _call(_Run(primary.t.fresh(start), start, None), impl), cpu_perm
 
 
 @phase("twins")
@@ -561,8 +595,9 @@ def _metamorphic(
         if run.error is None and _outputs_differ(primary, run, 2 * exp.bound):
             return f"another configuration ({twin.config}) disagrees beyond 2x the bound"
     if permutation and case.m > 1:  # one token: the permutation is the identity
-        run, perm = _permuted_run(case, impl, device, fill)
-        if run.error is None and _differ(run.t.out, primary.t.out[perm], 2 * exp.bound[perm]):
+        run, perm = _permuted_run(case, impl, primary)
+        perm = perm.to(exp.bound.device)
+        if run.error is None and _differ(_out_after(run), _out_after(primary)[perm], 2 * exp.bound[perm]):
             return "permuting the tokens does not permute the output"
     return ""
 
@@ -683,7 +718,7 @@ def _check(
     if disagreement:
         return verdict("reference-disagreement", disagreement)
     _call(primary, impl)
-    if refusal_ok and isinstance(primary.error, REFUSALS) and not bool((primary.before != primary.t.arena).any()):
+    if refusal_ok and isinstance(primary.error, REFUSALS) and not bool((primary.before != _after(primary)).any()):
         return verdict("refused", f"{type(primary.error).__name__}: {primary.error}")
     wild = wild_access_in(primary.error)
     if wild is not None:  # the patched CPU interpreter stopped an access to unmapped memory (fuzz.interpreter)

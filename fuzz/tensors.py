@@ -30,6 +30,7 @@ Which values move when a size shrinks by one (every other element keeps its bits
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
@@ -62,26 +63,30 @@ class Fill:
 
 @dataclass
 class Guarded:
-    """A view into a larger allocation; everything of `base` outside the view is the guard. Every base
-    is a slice of one byte arena per case, at byte `offset`."""
+    """A view into a larger allocation, its base; everything of the base outside the view is the guard. Every
+    base is a slice of one byte arena per case: `numel` elements of the view's dtype from byte `offset`."""
 
     name: str
-    base: torch.Tensor  # flat
     view: torch.Tensor
     is_input: bool
-    offset: int = 0
+    offset: int
+    numel: int
+    typed: torch.Tensor  # the whole arena viewed as the view's dtype: the base is a slice of it, made when asked
+
+    @property
+    def base(self) -> torch.Tensor:
+        start = self.typed.storage_offset() + self.offset // self.view.element_size()
+        return self.typed.as_strided((self.numel,), (1,), start)
 
     def base_in(self, arena: torch.Tensor) -> torch.Tensor:
         """This buffer's base inside an arena of the same layout (the live one, or a snapshot)."""
-        return arena[self.offset : self.offset + self.base.numel() * self.base.element_size()].view(self.base.dtype)
+        return arena[self.offset : self.offset + self.numel * self.view.element_size()].view(self.view.dtype)
 
     def view_in(self, arena: torch.Tensor) -> torch.Tensor:
-        base = self.base_in(arena)
-        return base.as_strided(
-            self.view.shape,
-            self.view.stride(),
-            base.storage_offset() + self.view.storage_offset() - self.base.storage_offset(),
-        )
+        """The view inside an arena of the same layout: two ops (the arena as this dtype, then the view)."""
+        inner = self.view.storage_offset() - self.typed.storage_offset()  # elements from the arena's start
+        typed = arena.view(self.view.dtype)
+        return typed.as_strided(self.view.shape, self.view.stride(), typed.storage_offset() + inner)
 
     def guard_mask(self) -> torch.Tensor:
         inside = torch.zeros(self.base.numel(), dtype=torch.bool, device=self.base.device)
@@ -132,8 +137,11 @@ class Tensors:
     align: AlignBuffers
     guarded: list = field(default_factory=list)
     arena: torch.Tensor | None = None  # uint8: every guarded base, back to back
-    writable: torch.Tensor | None = None  # bool per arena byte: inside a written buffer's view
+    writable: torch.Tensor | None = None  # bool per arena byte, where it was built: inside a written buffer's view
     host: Mapping = field(default_factory=dict)  # CPU copies of the inputs by name (HostInputs): references
+    # the host arena a GPU case was built in (its bytes before the call; the implementation gets the device copy)
+    built: torch.Tensor | None = None
+    guards: bool = True  # False: the views are exact-size allocations (Fill.guards)
 
     def op(self) -> OpArgs:
         """The op's arguments (SPEC §2): what every implementation receives, and what the references read."""
@@ -170,13 +178,25 @@ class Tensors:
             lora_b=[h[f"lora_b[{i}]"] for i in range(s)],
         )
 
-    def snapshot(self) -> torch.Tensor:
-        return self.arena.clone()
+    def snapshot(self, host: bool = True) -> torch.Tensor:
+        """The arena's bytes before the call, where the oracle judges them. host=True: a GPU case built on the
+        host keeps them there (its host arena is never written: no device op; the oracle then judges on the
+        host); any other case gets a clone on the arena's device. `writable` lives where the arena was built."""
+        return self.built if host and self.built is not None else self.arena.clone()
+
+    def fresh(self, before: torch.Tensor) -> Tensors:
+        """The case's tensors again, in a new arena holding `before` (the bytes it was built with): what
+        materialize returns for the same case and fill, without generating anything (the permutation twin)."""
+        device = self.arena.device
+        arena = before.clone() if before.device == device else _to_device(before, device)
+        guarded = _rebound(self.guarded, arena)
+        host = HostInputs({g.name: g.view for g in guarded if g.is_input}, None)  # copies of its own, if asked
+        return _tensors(self.case, guarded, arena, self.writable, host, None, self.guards)
 
 
 # ---- the case's data (SPEC §6: signed, no zeros, scaled so that t = A x and d = B t are O(1)) ------------
-# A writer fills its view, or returns (dest, key, exponent) requests for counter_rng.signed_fill: the
-# allocator hashes every signed tensor of a case together.
+# A writer fills its view, or returns requests for counter_rng.generate: (dest, key, exponent) for signed values,
+# Hashed for hash grids (routing, slots, routed weights): the allocator hashes all of a tiny case in one pass.
 def write_x(c: Case, dest: torch.Tensor) -> list:
     """x ~ 1, coordinates (m, j, column): per-token rows are j = 0."""
     grid = dest.view(c.m, c.top_k, c.k_dim) if c.layout == "per_routed" else dest.unsqueeze(1)
@@ -199,10 +219,34 @@ def write_out0(c: Case, dest: torch.Tensor) -> list:
     return [(dest, rng.stream_key(c.seed, "out"), -1)]
 
 
-def write_weights(c: Case, dest: torch.Tensor) -> None:
+def write_weights(c: Case, dest: torch.Tensor) -> list:
     """Routed weights in [0.1, 0.9] (never 0 or 1): n * 2^-21, exact in float32, rounded once to the dtype."""
-    h = rng.hashes(rng.stream_key(c.seed, "topk_weights"), [c.m, c.top_k], dest.device)
-    dest.copy_(torch.mul(rng.uniform_grid(h, WEIGHT_LO, WEIGHT_HI), 2.0**-21))
+
+    def use(hs: list) -> None:
+        dest.copy_(torch.mul(rng.uniform_grid(hs[0], WEIGHT_LO, WEIGHT_HI), 2.0**-21))
+
+    return [rng.Hashed([(rng.stream_key(c.seed, "topk_weights"), [c.m, c.top_k])], use, dest.device)]
+
+
+def write_ids(c: Case, dest: torch.Tensor) -> list:
+    """topk_ids: hashed with the rest of the case when its grids fit one part, else by `routing` in parts."""
+    if c.m * c.top_k * c.num_experts > rng.chunk(dest.device):
+        dest.copy_(routing(c, dest.device))
+        return []
+    grids, rows = _routing_part(c, 0, c.m, dest.device)
+    return [rng.Hashed(grids, lambda hs: dest.copy_(rows(hs)), dest.device)]
+
+
+def write_lanes(c: Case, dest: torch.Tensor) -> list:
+    """token_lora: hashed with the rest of the case when its grids fit one part, else by `slots` in parts."""
+    if c.slotting == "all_base" or c.m * (c.num_slots + 2) > rng.chunk(dest.device):
+        dest.copy_(slots(c, dest.device))
+        return []
+    grids, rows = _slot_part(c, 0, c.m, dest.device)
+    place, more = _slot_positions(c, dest.device)
+    return [
+        rng.Hashed(grids + more, lambda hs: dest.copy_(place(rows(hs[: len(grids)]), hs[len(grids) :])), dest.device)
+    ]
 
 
 def _rows(m: int, per_row: int, device):
@@ -212,60 +256,95 @@ def _rows(m: int, per_row: int, device):
         yield lo, min(m, lo + step)
 
 
-def _token_index(lo: int, hi: int, device) -> torch.Tensor:
-    return torch.arange(lo, hi, dtype=torch.int64, device=device)
+def _tokens(lo: int, hi: int, device):
+    """The token axis of a grid: a size when it starts at 0 (the generator's cached index terms), else indices."""
+    return hi if lo == 0 else torch.arange(lo, hi, dtype=torch.int64, device=device)
 
 
-def _smallest(key: int, candidates: torch.Tensor, device) -> torch.Tensor:
-    """Candidate ids ordered by their hash (ascending), for a choice made once per case."""
-    h = rng.hashes(key, [candidates], device)
-    return candidates[torch.argsort(rng.keys(h, candidates))]
+def _first_by_hash(h: torch.Tensor, n: int, device) -> torch.Tensor:
+    """The id in [0, n) with the smallest hash, as a 0-d tensor (no host sync), for a choice made once per case."""
+    return rng.keys(h, torch.arange(n, dtype=torch.int64, device=device)).argmin()
+
+
+def _routing_part(c: Case, lo: int, hi: int, device) -> tuple:
+    """(hash grids, function of their hashes giving topk_ids rows [lo, hi) as int64). Every grid spans all E
+    experts: a subset of experts (sparse's hot pool) reads its columns, the same hashes as a grid over it."""
+    k, E = c.top_k, c.num_experts
+    experts = torch.arange(E, dtype=torch.int64, device=device)
+    tokens = _tokens(lo, hi, device)
+    if c.routing == "one_hot":
+        return [(rng.stream_key(c.seed, "topk_ids.one_hot"), [E])], lambda hs: _first_by_hash(hs[0], E, device).expand(
+            hi - lo, k
+        )
+    if c.routing == "distinct":
+
+        def distinct(hs: list) -> torch.Tensor:
+            return torch.topk(rng.keys(hs[0], experts), k, dim=1, largest=False, sorted=True).indices
+
+        return [(rng.stream_key(c.seed, "topk_ids.distinct"), [tokens, E])], distinct
+    grids = [(rng.stream_key(c.seed, "topk_ids"), [tokens, k, E])]
+    if c.routing != "sparse":
+        return grids, lambda hs: rng.keys(hs[0], experts).argmin(dim=2)
+
+    def sparse(hs: list) -> torch.Tensor:  # uniform over the max(1, E // 4) experts with the smallest hashes
+        pool = torch.argsort(rng.keys(hs[1], experts))[: max(1, E // 4)]
+        return pool[rng.keys(hs[0][:, :, pool], pool).argmin(dim=2)]
+
+    return grids + [(rng.stream_key(c.seed, "topk_ids.hot"), [E])], sparse
 
 
 def routing(c: Case, device) -> torch.Tensor:
     """topk_ids (M, k) int32 per c.routing (see the module docstring for what moves when E shrinks)."""
-    m, k, E = c.m, c.top_k, c.num_experts
-    experts = torch.arange(E, dtype=torch.int64, device=device)
-    ids = torch.empty((m, k), dtype=torch.int64, device=device)
-    if c.routing == "one_hot":
-        ids.fill_(int(_smallest(rng.stream_key(c.seed, "topk_ids.one_hot"), experts, device)[0]))
-    elif c.routing == "distinct":
-        key = rng.stream_key(c.seed, "topk_ids.distinct")
-        for lo, hi in _rows(m, E, device):
-            kk = rng.keys(rng.hashes(key, [_token_index(lo, hi, device), E], device), experts)
-            ids[lo:hi] = torch.topk(kk, k, dim=1, largest=False, sorted=True).indices
-    else:  # uniform, or sparse: the same hashes restricted to the hot experts
-        pool = experts
-        if c.routing == "sparse":
-            pool = _smallest(rng.stream_key(c.seed, "topk_ids.hot"), experts, device)[: max(1, E // 4)]
-        key = rng.stream_key(c.seed, "topk_ids")
-        for lo, hi in _rows(m, k * pool.numel(), device):
-            kk = rng.keys(rng.hashes(key, [_token_index(lo, hi, device), k, pool], device), pool)
-            ids[lo:hi] = pool[kk.argmin(dim=2)]
+    ids = torch.empty((c.m, c.top_k), dtype=torch.int64, device=device)
+    for lo, hi in _rows(c.m, c.top_k * c.num_experts, device):
+        grids, rows = _routing_part(c, lo, hi, device)
+        ids[lo:hi] = rows(rng.hash_grids(grids, device))
     return ids.to(torch.int32)
+
+
+def _slot_part(c: Case, lo: int, hi: int, device) -> tuple:
+    """(hash grids, function of their hashes giving token_lora rows [lo, hi) as int64), all but 'all_base'.
+    Columns of the grid: l + 1 holds slot l, column 0 the base model (-1); 'no_base' reads columns 1..L."""
+    L = c.num_slots
+    if c.slotting == "one_slot":
+        return [(rng.stream_key(c.seed, "token_lora.one"), [L])], lambda hs: _first_by_hash(hs[0], L, device).expand(
+            hi - lo
+        )
+    first = 1 if c.slotting == "no_base" else 0
+    cols = torch.arange(first, L + 1, dtype=torch.int64, device=device)
+
+    def pick(hs: list) -> torch.Tensor:
+        return cols[rng.keys(hs[0][:, first:], cols).argmin(dim=1)] - 1
+
+    return [(rng.stream_key(c.seed, "token_lora"), [_tokens(lo, hi, device), L + 1])], pick
+
+
+def _slot_positions(c: Case, device) -> tuple:
+    """'all_with_base': -1 and every slot present, at the tokens with the L + 1 smallest position hashes.
+    (function of (lanes, hashes) giving the lanes, its grids); other slottings keep the lanes as they are."""
+    m, L = c.m, c.num_slots
+    if c.slotting != "all_with_base" or not m:
+        return (lambda lanes, hs: lanes), []
+
+    def place(lanes: torch.Tensor, hs: list) -> torch.Tensor:
+        tokens = torch.arange(m, dtype=torch.int64, device=device)
+        first_ranks = torch.argsort(rng.keys(hs[0], tokens, bits=17))[: L + 1]
+        lanes[first_ranks] = torch.arange(-1, first_ranks.numel() - 1, dtype=torch.int64, device=device)
+        return lanes
+
+    return place, [(rng.stream_key(c.seed, "token_lora.pos"), [m])]
 
 
 def slots(c: Case, device) -> torch.Tensor:
     """token_lora (M,) int32 per c.slotting."""
-    m, L = c.m, c.num_slots
     if c.slotting == "all_base":
-        return torch.full((m,), -1, dtype=torch.int32, device=device)
-    if c.slotting == "one_slot":
-        pick = _smallest(rng.stream_key(c.seed, "token_lora.one"), torch.arange(L, device=device), device)[0]
-        return torch.full((m,), int(pick), dtype=torch.int32, device=device)
-    lanes = torch.empty(m, dtype=torch.int64, device=device)
-    first = 1 if c.slotting == "no_base" else 0  # column l + 1 holds slot l; column 0 is the base model (-1)
-    cols = torch.arange(first, L + 1, dtype=torch.int64, device=device)
-    key = rng.stream_key(c.seed, "token_lora")
-    for lo, hi in _rows(m, L + 1, device):
-        kk = rng.keys(rng.hashes(key, [_token_index(lo, hi, device), cols], device), cols)
-        lanes[lo:hi] = cols[kk.argmin(dim=1)] - 1
-    if c.slotting == "all_with_base" and m:  # -1 and every slot present, at hashed positions
-        tokens = torch.arange(m, dtype=torch.int64, device=device)
-        pos = rng.keys(rng.hashes(rng.stream_key(c.seed, "token_lora.pos"), [tokens], device), tokens, bits=17)
-        first_ranks = torch.argsort(pos)[: L + 1]
-        lanes[first_ranks] = torch.arange(-1, first_ranks.numel() - 1, dtype=torch.int64, device=device)
-    return lanes.to(torch.int32)
+        return torch.full((c.m,), -1, dtype=torch.int32, device=device)
+    lanes = torch.empty(c.m, dtype=torch.int64, device=device)
+    for lo, hi in _rows(c.m, c.num_slots + 1, device):
+        grids, rows = _slot_part(c, lo, hi, device)
+        lanes[lo:hi] = rows(rng.hash_grids(grids, device))
+    place, grids = _slot_positions(c, device)
+    return place(lanes, rng.hash_grids(grids, device)).to(torch.int32)
 
 
 # ---- the arena ---------------------------------------------------------------------------------------
@@ -315,14 +394,53 @@ class _Slot:
     guard_value: float
     write: object  # callable(view) or None (the view keeps the guard / poison value)
     interior: float | None
-    padded: tuple
-    shift: int
-    margin: int
-    offset: int
+    offset: int  # bytes: where the base starts in the arena
+    # in elements of the arena viewed as this dtype: the base [start, start + numel), the view's strides (the
+    # padded shape's contiguous ones, as .view() gives them) and its first element
+    start: int
+    numel: int
+    strides: tuple
+    first: int
 
-    @property
-    def numel(self) -> int:
-        return self.margin + max(1, math.prod(self.padded)) + self.margin
+    def guarded(self, typed: _Typed) -> Guarded:
+        """The buffer inside the arena: one op (its view), the base made only when asked."""
+        arena = typed.of(self.dtype)
+        view = arena.as_strided(self.shape, self.strides, self.first)
+        return Guarded(self.name, view, self.is_input, self.offset, self.numel, arena)
+
+
+@functools.lru_cache(maxsize=4096)
+def _contiguous_strides(shape: tuple) -> tuple:
+    """The strides .view(shape) gives a contiguous tensor (sizes 0 and 1 count as 1)."""
+    strides, step = [], 1
+    for d in shape[::-1]:
+        strides.append(step)
+        step *= d if d > 1 else 1
+    return tuple(strides[::-1])
+
+
+class _Typed:
+    """A byte arena viewed as each dtype once (every base starts at a multiple of _ALIGN bytes)."""
+
+    def __init__(self, arena: torch.Tensor):
+        self.arena, self.by_dtype = arena, {}
+
+    def of(self, dtype: torch.dtype) -> torch.Tensor:
+        t = self.by_dtype.get(dtype)
+        if t is None:
+            t = self.by_dtype[dtype] = self.arena.view(dtype)
+        return t
+
+
+def _rebound(guarded: list, arena: torch.Tensor) -> list:
+    """The same buffers, as views into another arena of the same layout (a device copy, a twin's arena)."""
+    typed, out = _Typed(arena), []
+    for g in guarded:
+        flat = typed.of(g.view.dtype)
+        first = g.view.storage_offset() - g.typed.storage_offset()
+        view = flat.as_strided(g.view.shape, g.view.stride(), first)
+        out.append(Guarded(g.name, view, g.is_input, g.offset, g.numel, flat))
+    return out
 
 
 class _Allocator:
@@ -352,7 +470,7 @@ class _Allocator:
         address (no 16-byte accesses may be assumed). `interior` fills a view that `write` leaves alone."""
         shape = tuple(shape)
         pad = 3 if (self.case.strided and len(shape) >= 2) else 0
-        padded = shape[:-1] + (shape[-1] + pad,) if shape else shape
+        padded = shape[:-1] + (shape[-1] + pad,) if pad else shape
         inner = max(1, math.prod(padded))
         # wide enough that a row index running up to k times past the end (topk-row-index) stays inside
         margin = -(-(inner * max(2, self.case.top_k) + 64) // 64) * 64
@@ -361,65 +479,115 @@ class _Allocator:
         if guard_value is None:
             guard_value = self.fill.input_margin if dtype.is_floating_point else INT_SENTINEL
         guard_value = self.fill.margins.get(name, guard_value)  # triage: one buffer's margin perturbed
-        slot = _Slot(
-            name, shape, dtype, is_input, guard_value, write, interior, padded, 1 if pad else 0, margin, self.size
+        if interior is not None and (interior == guard_value or (interior != interior and guard_value != guard_value)):
+            interior = None  # the guard fill already wrote it (NaN is NaN)
+        start = self.size // dtype.itemsize
+        self.slots.append(
+            _Slot(
+                name,
+                shape,
+                dtype,
+                is_input,
+                guard_value,
+                write,
+                interior,
+                self.size,
+                start,
+                2 * margin + inner,
+                _contiguous_strides(padded),
+                start + margin + (1 if pad else 0),
+            )
         )
-        self.slots.append(slot)
-        self.size += -(-slot.numel * dtype.itemsize // _ALIGN) * _ALIGN
+        self.size += -(-(margin + inner + margin) * dtype.itemsize // _ALIGN) * _ALIGN
         if write is not None:
             self.generated += math.prod(shape)
 
+    def _guard_runs(self):
+        """(dtype, first element, end element, value): neighbouring bases of one dtype and guard value are
+        filled by one op (the alignment gaps between them get the guard too; nothing reads them)."""
+        runs = []
+        for s in self.slots:
+            v = s.guard_value
+            if runs and runs[-1][0] == s.dtype and (runs[-1][3] == v or (v != v and runs[-1][3] != runs[-1][3])):
+                runs[-1][2] = s.start + s.numel
+            else:
+                runs.append([s.dtype, s.start, s.start + s.numel, v])
+        return runs
+
     def _build(self, arena: torch.Tensor) -> list[Guarded]:
+        typed = _Typed(arena)
+        for dtype, lo, hi, value in self._guard_runs():
+            typed.of(dtype)[lo:hi].fill_(value)
         guarded, requests = [], []
         for s in self.slots:
-            base = arena[s.offset : s.offset + s.numel * _size(s.dtype)].view(s.dtype)
-            base.fill_(s.guard_value)
-            view = base[s.margin + s.shift : s.margin + s.shift + math.prod(s.padded)].view(s.padded)
-            if s.padded != s.shape:
-                view = view[..., : s.shape[-1]]
+            g = s.guarded(typed)
             if s.interior is not None:
-                view.fill_(s.interior)
+                g.view.fill_(s.interior)
             if s.write is not None:
-                made = s.write(view)
+                made = s.write(g.view)
                 requests += made if isinstance(made, list) else []
-            guarded.append(Guarded(s.name, base, view, s.is_input, s.offset))
-        rng.signed_fill(requests)
+            guarded.append(g)
+        rng.generate(requests)
         return guarded
 
+    def _writable(self, device) -> torch.Tensor:
+        """bool per arena byte: inside a written buffer's view (every byte of each of its elements)."""
+        mask = torch.zeros(self.size, dtype=torch.bool, device=device)
+        for s in self.slots:
+            if not s.is_input:  # the view's geometry in bytes, plus an axis over each element's bytes
+                size = s.dtype.itemsize
+                mask.as_strided(s.shape + (size,), tuple([st * size for st in s.strides]) + (1,), s.first * size).fill_(
+                    True
+                )
+        return mask
+
     def finish(self, device, where: str = "auto") -> tuple:
-        """(arena on `device`, writable-byte mask on `device`, views by name, HostInputs, guarded list).
-        where: 'auto' | 'host' | 'device' (tests force one or the other)."""
+        """(arena on `device`, writable-byte mask beside the snapshot, guarded list, host arena or None,
+        HostInputs). where: 'auto' | 'host' | 'device' (tests force one or the other)."""
         device = torch.device(device)
         on_host = device.type == "cpu" or where == "host" or (where == "auto" and self.generated <= HOST_BUILD_MAX)
         built = torch.empty(self.size, dtype=torch.uint8, device="cpu" if on_host else device)
         guarded = self._build(built)
+        writable = self._writable(built.device)  # where the oracle compares the arena with its snapshot
         arena = _to_device(built, device) if on_host else built
         host_built = None
-        if on_host and device.type != "cpu":  # the host arena stays alive: its inputs are the host copies
+        if arena is not built:  # the host arena stays alive: its inputs are the host copies
             host_built = {g.name: g.view for g in guarded if g.is_input}
-        writable = torch.zeros(self.size, dtype=torch.uint8, device=arena.device)  # filled where it lives
-        for g in guarded:
-            if not g.is_input:  # all bits set on every byte of the view's elements
-                as_int = _INT_OF_SIZE[g.base.element_size()]
-                Guarded(g.name, g.base.view(as_int), g.view.view(as_int), False, g.offset).view_in(writable).fill_(-1)
-        writable = writable.bool()
-        if arena is not built:
-            for g in guarded:
-                g.base, g.view = g.base_in(arena), g.view_in(arena)
-        views = {g.name: g.view for g in guarded}
+            guarded = _rebound(guarded, arena)
         host = HostInputs({g.name: g.view for g in guarded if g.is_input}, host_built)
-        if not self.fill.guards:
-            views = {
-                g.name: torch.empty_strided(g.view.shape, g.view.stride(), dtype=g.view.dtype, device=device).copy_(
-                    g.view
-                )
-                for g in guarded
-            }
-        return arena, writable, views, host, guarded
+        return arena, writable, guarded, (built if arena is not built else None), host
 
 
-def _size(dtype: torch.dtype) -> int:
-    return dtype.itemsize
+def _tensors(case: Case, guarded: list, arena, writable, host, built, guards: bool) -> Tensors:
+    """The Tensors of a built arena; guards=False hands out exact-size copies of every view instead."""
+    v = {g.name: g.view for g in guarded}
+    if not guards:
+        v = {
+            g.name: torch.empty_strided(g.view.shape, g.view.stride(), dtype=g.view.dtype, device=arena.device).copy_(
+                g.view
+            )
+            for g in guarded
+        }
+    c = case
+    return Tensors(
+        case=c,
+        x=v["x"],
+        topk_ids=v["topk_ids"],
+        topk_weights=v["topk_weights"],
+        token_lora=v["token_lora"],
+        adapter_enabled=v["adapter_enabled"],
+        lora_a=[v[f"lora_a[{s}]"] for s in range(c.num_slices)],
+        lora_b=[v[f"lora_b[{s}]"] for s in range(c.num_slices)],
+        out=v["out"],
+        intermediate=v["intermediate"],
+        align=AlignBuffers(v["sorted_token_ids"], v["expert_ids"], v["num_tokens_post_padded"]),
+        guarded=guarded,
+        arena=arena,
+        writable=writable,
+        host=host,
+        built=built,
+        guards=guards,
+    )
 
 
 def materialize(case: Case, device="cpu", fill: Fill = Fill(), where: str = "auto") -> Tensors:
@@ -452,9 +620,9 @@ def materialize(case: Case, device="cpu", fill: Fill = Fill(), where: str = "aut
         )
     width = c.offset + c.num_slices * c.n_dim + c.extra_cols
     put("x", (rows, c.k_dim), dt, is_input=True, write=lambda v: write_x(c, v))
-    put("topk_ids", (m, k), torch.int32, is_input=True, write=lambda v: v.copy_(routing(c, v.device)))
+    put("topk_ids", (m, k), torch.int32, is_input=True, write=lambda v: write_ids(c, v))
     put("topk_weights", (m, k), dt, is_input=True, write=lambda v: write_weights(c, v))
-    put("token_lora", (m,), torch.int32, is_input=True, write=lambda v: v.copy_(slots(c, v.device)))
+    put("token_lora", (m,), torch.int32, is_input=True, write=lambda v: write_lanes(c, v))
     put("adapter_enabled", (L,), torch.int32, is_input=True, write=lambda v: _enabled(c, v))
     put("out", (m, k, width), dt, is_input=False, guard_value=OUT_SENTINEL, write=lambda v: write_out0(c, v))
     put(
@@ -469,24 +637,8 @@ def materialize(case: Case, device="cpu", fill: Fill = Fill(), where: str = "aut
     p = padded_length(m * k, E, bm) + c.align_slack * bm
     for name, shape in (("sorted_token_ids", (L, p)), ("expert_ids", (L, p // bm)), ("num_tokens_post_padded", (L,))):
         put(name, shape, torch.int32, is_input=False, guard_value=INT_SENTINEL, interior=INT_SENTINEL)
-    arena, writable, v, host, guarded = alloc.finish(device, where)
-    return Tensors(
-        case=c,
-        x=v["x"],
-        topk_ids=v["topk_ids"],
-        topk_weights=v["topk_weights"],
-        token_lora=v["token_lora"],
-        adapter_enabled=v["adapter_enabled"],
-        lora_a=[v[f"lora_a[{s}]"] for s in range(c.num_slices)],
-        lora_b=[v[f"lora_b[{s}]"] for s in range(c.num_slices)],
-        out=v["out"],
-        intermediate=v["intermediate"],
-        align=AlignBuffers(v["sorted_token_ids"], v["expert_ids"], v["num_tokens_post_padded"]),
-        guarded=guarded,
-        arena=arena,
-        writable=writable,
-        host=host,
-    )
+    arena, writable, guarded, built, host = alloc.finish(device, where)
+    return _tensors(c, guarded, arena, writable, host, built, fill.guards)
 
 
 def _enabled(c: Case, view: torch.Tensor) -> None:

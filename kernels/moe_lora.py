@@ -66,29 +66,37 @@ class MoeLoraCall:
         return len(self.lora_a)
 
 
-def _need(cond: bool, msg: str, exc=ValueError) -> None:
+def _need(cond: bool, msg, exc=ValueError) -> None:
+    """Raise exc(msg) unless cond; msg may be a function giving the message (formatted only on failure: these
+    checks run on every call, and formatting shapes costs more than checking them)."""
     if not cond:
-        raise exc(msg)
+        raise exc(msg() if callable(msg) else msg)
 
 
 def _tensor(name: str, t, ndim: int, dtypes: tuple, device=None) -> None:
-    _need(isinstance(t, torch.Tensor), f"{name}: expected a torch.Tensor, got {type(t).__name__}", TypeError)
-    _need(t.dim() == ndim, f"{name}: expected {ndim} dimensions, got shape {tuple(t.shape)}")
-    _need(t.dtype in dtypes, f"{name}: dtype {t.dtype} not allowed (allowed: {', '.join(map(str, dtypes))})", TypeError)
-    _need(device is None or t.device == device, f"{name}: on {t.device}, expected {device} like x")
+    if isinstance(t, torch.Tensor) and t.dim() == ndim and t.dtype in dtypes and (device is None or t.device == device):
+        return  # the common case, without formatting a message
+    _need(isinstance(t, torch.Tensor), lambda: f"{name}: expected a torch.Tensor, got {type(t).__name__}", TypeError)
+    _need(t.dim() == ndim, lambda: f"{name}: expected {ndim} dimensions, got shape {tuple(t.shape)}")
+    _need(
+        t.dtype in dtypes,
+        lambda: f"{name}: dtype {t.dtype} not allowed (allowed: {', '.join(map(str, dtypes))})",
+        TypeError,
+    )
+    _need(device is None or t.device == device, lambda: f"{name}: on {t.device}, expected {device} like x")
 
 
 def _weights(name: str, ws, x: torch.Tensor) -> tuple:
     _need(
         isinstance(ws, (list, tuple)) and len(ws) >= 1,
-        f"{name}: expected a non-empty list of per-slice tensors",
+        lambda: f"{name}: expected a non-empty list of per-slice tensors",
         TypeError,
     )
     for i, w in enumerate(ws):
         _tensor(f"{name}[{i}]", w, 4, (x.dtype,), x.device)
         _need(
             w.shape == ws[0].shape and w.stride() == ws[0].stride(),
-            f"{name}[{i}]: every slice must share shape and strides with {name}[0] (one pointer table)",
+            lambda i=i: f"{name}[{i}]: every slice must share shape and strides with {name}[0] (one pointer table)",
         )
     return tuple(ws)
 
@@ -109,12 +117,12 @@ def prepare(
     validate_ids: bool = False,
 ) -> MoeLoraCall:
     """Check every argument against the contract and derive the sizes; raises ValueError/TypeError."""
-    _need(isinstance(x, torch.Tensor), f"x: expected a torch.Tensor, got {type(x).__name__}", TypeError)
+    _need(isinstance(x, torch.Tensor), lambda: f"x: expected a torch.Tensor, got {type(x).__name__}", TypeError)
     _tensor("x", x, 2, SUPPORTED_DTYPES)
     dev = x.device
     _need(
         dev.type == "cuda" or INTERPRET,
-        f"x: on {dev}; CPU tensors need Triton's interpreter (set TRITON_INTERPRET=1 before importing)",
+        lambda: f"x: on {dev}; CPU tensors need Triton's interpreter (set TRITON_INTERPRET=1 before importing)",
     )
     _tensor("topk_ids", topk_ids, 2, (torch.int32, torch.int64), dev)
     m, top_k = topk_ids.shape
@@ -122,43 +130,46 @@ def prepare(
     _tensor("topk_weights", topk_weights, 2, SUPPORTED_DTYPES, dev)
     _need(
         topk_weights.shape == topk_ids.shape,
-        f"topk_weights: shape {tuple(topk_weights.shape)} != topk_ids shape {tuple(topk_ids.shape)}",
+        lambda: f"topk_weights: shape {tuple(topk_weights.shape)} != topk_ids shape {tuple(topk_ids.shape)}",
     )
     _tensor("token_lora", token_lora, 1, (torch.int32, torch.int64), dev)
-    _need(token_lora.shape[0] == m, f"token_lora: length {token_lora.shape[0]} != M={m}")
+    _need(token_lora.shape[0] == m, lambda: f"token_lora: length {token_lora.shape[0]} != M={m}")
     lora_a = _weights("lora_a", lora_a, x)
     lora_b = _weights("lora_b", lora_b, x)
-    _need(len(lora_a) == len(lora_b), f"lora_b: {len(lora_b)} slices but lora_a has {len(lora_a)}")
+    _need(len(lora_a) == len(lora_b), lambda: f"lora_b: {len(lora_b)} slices but lora_a has {len(lora_a)}")
     num_slots, num_experts, rank, k_dim = lora_a[0].shape
     _need(
         lora_b[0].shape[:2] == (num_slots, num_experts) and lora_b[0].shape[3] == rank,
-        f"lora_b: shape {tuple(lora_b[0].shape)} must be (L={num_slots}, E={num_experts}, N, R={rank})",
+        lambda: f"lora_b: shape {tuple(lora_b[0].shape)} must be (L={num_slots}, E={num_experts}, N, R={rank})",
     )
     n_dim = lora_b[0].shape[2]
     _need(min(num_slots, num_experts, rank, k_dim, n_dim) >= 1, "lora_a/lora_b: every dimension must be >= 1")
     _tensor("adapter_enabled", adapter_enabled, 1, (torch.int32, torch.int64, torch.bool, torch.int8, torch.uint8), dev)
-    _need(adapter_enabled.shape[0] == num_slots, f"adapter_enabled: length {adapter_enabled.shape[0]} != L={num_slots}")
-    _need(x.shape[1] == k_dim, f"x: width {x.shape[1]} != K={k_dim} of lora_a")
+    _need(
+        adapter_enabled.shape[0] == num_slots,
+        lambda: f"adapter_enabled: length {adapter_enabled.shape[0]} != L={num_slots}",
+    )
+    _need(x.shape[1] == k_dim, lambda: f"x: width {x.shape[1]} != K={k_dim} of lora_a")
     if layout is None:
         layout = layout_of(x.shape[0], m, top_k)  # ValueError naming x when neither layout fits
-    _need(layout in LAYOUTS, f"layout: {layout!r} is not one of {LAYOUTS}")
+    _need(layout in LAYOUTS, lambda: f"layout: {layout!r} is not one of {LAYOUTS}")
     rows = m * top_k if layout == "per_routed" else m
-    _need(x.shape[0] == rows, f"x: {x.shape[0]} rows but layout {layout!r} needs {rows}")
-    _need(type(offset) is int and offset >= 0, f"offset: must be an int >= 0, got {offset!r}")
+    _need(x.shape[0] == rows, lambda: f"x: {x.shape[0]} rows but layout {layout!r} needs {rows}")
+    _need(type(offset) is int and offset >= 0, lambda: f"offset: must be an int >= 0, got {offset!r}")
     _tensor("out", out, 3, (x.dtype,), dev)
     width = offset + len(lora_a) * n_dim
     _need(
         out.shape[:2] == (m, top_k) and out.shape[2] >= width,
-        f"out: shape {tuple(out.shape)} must be (M={m}, k={top_k}, W>=offset+S*N={width})",
+        lambda: f"out: shape {tuple(out.shape)} must be (M={m}, k={top_k}, W>=offset+S*N={width})",
     )
     if validate_ids and m > 0:
         _need(
             0 <= int(topk_ids.min()) and int(topk_ids.max()) < num_experts,
-            f"topk_ids: values must lie in [0, E={num_experts})",
+            lambda: f"topk_ids: values must lie in [0, E={num_experts})",
         )
         _need(
             -1 <= int(token_lora.min()) and int(token_lora.max()) < num_slots,
-            f"token_lora: values must lie in [-1, L={num_slots})",
+            lambda: f"token_lora: values must lie in [-1, L={num_slots})",
         )
     return MoeLoraCall(
         out,
@@ -183,11 +194,15 @@ def prepare(
 
 
 def check_config(call: MoeLoraCall, config: MoeLoraConfig) -> None:
-    _need(isinstance(config, MoeLoraConfig), f"config: expected MoeLoraConfig, got {type(config).__name__}", TypeError)
+    _need(
+        isinstance(config, MoeLoraConfig),
+        lambda: f"config: expected MoeLoraConfig, got {type(config).__name__}",
+        TypeError,
+    )
     config.validate()
     dtype = str(call.x.dtype).removeprefix("torch.")
     limit = interpreter_limit(dtype, config.expand.split_k, interpreter_bf16_ok()) if INTERPRET else None
-    _need(limit is None, f"config.{limit}; use split_k = 1 on CPU")
+    _need(limit is None, lambda: f"config.{limit}; use split_k = 1 on CPU")
 
 
 def interpreter_bf16_ok() -> bool:
@@ -386,11 +401,13 @@ def _check_workspace(call: MoeLoraCall, ws: Workspace, block_m: int) -> None:
     if t is not None:
         shape = (call.num_slices, call.num_routed, call.rank)
         _tensor("workspace.intermediate", t, 3, (torch.float32,), call.x.device)
-        _need(tuple(t.shape) == shape, f"workspace.intermediate: shape {tuple(t.shape)} != (S, M*k, R) = {shape}")
+        _need(
+            tuple(t.shape) == shape, lambda: f"workspace.intermediate: shape {tuple(t.shape)} != (S, M*k, R) = {shape}"
+        )
     a = ws.align
     _need(
         a is None or isinstance(a, AlignBuffers),
-        f"workspace.align: expected kernels.AlignBuffers, got {type(a).__name__}",
+        lambda: f"workspace.align: expected kernels.AlignBuffers, got {type(a).__name__}",
         TypeError,
     )
     if a is not None:
@@ -402,13 +419,15 @@ def _check_workspace(call: MoeLoraCall, ws: Workspace, block_m: int) -> None:
             _tensor(f"workspace.align.{name}", buf, 2, (torch.int32,), call.x.device)
             _need(
                 buf.shape[0] == call.num_slots and buf.shape[1] >= width and buf.stride(1) == 1,
-                f"workspace.align.{name}: shape {tuple(buf.shape)} must be (L={call.num_slots}, >={width}) "
-                "with unit column stride",
+                lambda name=name, buf=buf, width=width: (
+                    f"workspace.align.{name}: shape {tuple(buf.shape)} must be (L={call.num_slots}, >={width}) "
+                    "with unit column stride"
+                ),
             )
         _tensor("workspace.align.num_tokens_post_padded", a.num_tokens_post_padded, 1, (torch.int32,), call.x.device)
         _need(
             a.num_tokens_post_padded.shape[0] == call.num_slots,
-            f"workspace.align.num_tokens_post_padded: length must be L={call.num_slots}",
+            lambda: f"workspace.align.num_tokens_post_padded: length must be L={call.num_slots}",
         )
 
 
@@ -463,7 +482,9 @@ def fused_moe_lora(
         )
     check_config(call, config)
     ws = Workspace() if workspace is None else workspace
-    _need(isinstance(ws, Workspace), f"workspace: expected kernels.Workspace, got {type(ws).__name__}", TypeError)
+    _need(
+        isinstance(ws, Workspace), lambda: f"workspace: expected kernels.Workspace, got {type(ws).__name__}", TypeError
+    )
     _check_workspace(call, ws, config.block_m)
     if call.m == 0:
         return out

@@ -1,9 +1,9 @@
 """Vectorised fp64 reference of the fused MoE LoRA delta: batched matmuls over routed pairs.
 
-Every active pair gathers its own (slot, expert) weights; pairs go in chunks so that the gathered weights
-stay under CHUNK_ELEMENTS doubles (a fuzz case is one or two chunks: a few dozen ops and one host sync in
-all, which is what keeps the GPU fuzz loop fast). Besides the delta it returns the magnitudes the
-oracle's error bound needs, computed from absolute values in fp64.
+Every routed pair gathers its own (slot, expert) weights; pairs go in chunks so that the gathered weights
+stay under CHUNK_ELEMENTS doubles (a fuzz case is one chunk: about thirty ops and no host sync, which is what
+keeps the fuzz loop fast). Inactive pairs (base model, disabled slot) are computed too and multiplied by 0.
+Besides the delta it returns the magnitudes the oracle's error bound needs, computed from absolute values in fp64.
 """
 
 from __future__ import annotations
@@ -30,35 +30,44 @@ def moe_lora_fp64(args: OpArgs) -> Fp64Result:
     x, topk_ids, token_lora, lora_a, lora_b = args.x, args.topk_ids, args.token_lora, args.lora_a, args.lora_b
     m, k = topk_ids.shape
     s_count = len(lora_a)
-    num_slots, num_experts, _rank, _kd = lora_a[0].shape
+    num_slots, num_experts, rank, k_dim = lora_a[0].shape
     n = lora_b[0].shape[2]
     dev = x.device
-    rows = x_rows(x, m, k).double()
+    rows = x_rows(x, m, k)
     slot = token_lora.long().repeat_interleave(k)
     expert = topk_ids.reshape(-1).long()
     enabled = args.adapter_enabled.to(dev).bool()
     active = (slot >= 0) & enabled[slot.clamp(min=0)]
-    weight = (
-        args.topk_weights.reshape(-1).double()
-        if args.mul_routed_weight
-        else torch.ones(m * k, dtype=torch.float64, device=dev)
-    )
-    delta = torch.zeros(m * k, s_count, n, dtype=torch.float64, device=dev)
-    mag_full = torch.zeros_like(delta)
-    mag_mid = torch.zeros_like(delta)
-    idx = torch.nonzero(active).squeeze(1)  # the one host sync
-    chunk = max(1, CHUNK_ELEMENTS // (_rank * (_kd + n)))
-    for lo in range(0, idx.numel(), chunk):
-        sel = idx[lo : lo + chunk]
-        lane, e = slot[sel], expert[sel]
-        xr = rows[sel].unsqueeze(2)  # (C, K, 1)
-        w = weight[sel].view(-1, 1)
-        for s in range(s_count):
-            a = lora_a[s][lane, e].double()  # (C, R, K)
-            b = lora_b[s][lane, e].double()  # (C, N, R)
-            t = torch.bmm(a, xr)  # (C, R, 1)
-            delta[sel, s] = torch.bmm(b, t).squeeze(2) * w
-            mag_mid[sel, s] = torch.bmm(b.abs(), t.abs()).squeeze(2) * w.abs()
-            mag_full[sel, s] = torch.bmm(b.abs(), torch.bmm(a.abs(), xr.abs())).squeeze(2) * w.abs()
+    # every pair is computed (no host sync to list the active ones); an inactive pair reads slot 0's weights
+    # and is multiplied by a zero weight, which gives its delta and magnitudes exact zeros (inputs are finite)
+    weight = active.double()
+    if args.mul_routed_weight:
+        weight = weight * args.topk_weights.reshape(-1)
+    lane = slot.clamp(min=0)
+    expert = torch.where(active, expert, 0)  # an inactive pair's expert id is never used, whatever it holds
+    chunk = max(1, CHUNK_ELEMENTS // (s_count * rank * (k_dim + n)))
+    parts = []
+    for lo in range(0, m * k, chunk):
+        hi = min(m * k, lo + chunk)
+        sel_lane, sel_expert = lane[lo:hi], expert[lo:hi]
+        c = hi - lo
+        # (C*S, R, K) and (C*S, N, R): every pair's weights of every slice, gathered once per slice
+        a = torch.stack([w[sel_lane, sel_expert] for w in lora_a], 1).double().view(c * s_count, rank, k_dim)
+        b = torch.stack([w[sel_lane, sel_expert] for w in lora_b], 1).double().view(c * s_count, n, rank)
+        xr = rows[lo:hi].double().repeat_interleave(s_count, dim=0).unsqueeze(2)  # (C*S, K, 1)
+        t = torch.bmm(a, xr)  # (C*S, R, 1)
+        b_abs = b.abs()
+        w = weight[lo:hi].view(c, 1, 1)
+        delta = torch.bmm(b, t).view(c, s_count, n) * w
+        w = w.abs()
+        mag_mid = torch.bmm(b_abs, t.abs_()).view(c, s_count, n) * w
+        mag_full = torch.bmm(b_abs, torch.bmm(a.abs_(), xr.abs_())).view(c, s_count, n) * w
+        parts.append((delta, mag_full, mag_mid))
     shape = (m, k, s_count, n)
+    if len(parts) == 1:
+        delta, mag_full, mag_mid = parts[0]
+    elif parts:
+        delta, mag_full, mag_mid = (torch.cat(p) for p in zip(*parts, strict=True))
+    else:  # no routed pair
+        delta = mag_full = mag_mid = torch.zeros(shape, dtype=torch.float64, device=dev)
     return Fp64Result(delta.view(shape), active.view(m, k), mag_full.view(shape), mag_mid.view(shape))

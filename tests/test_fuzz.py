@@ -108,14 +108,15 @@ def test_oracle_names_each_corruption(change, kind, device):
 
 
 def test_metamorphic_twin_sees_a_position_dependent_bug(device):
-    """Wrong only when the tokens arrive permuted (a fresh, unguarded `out`): no single run against the
-    reference can see it, the permutation twin must."""
+    """Wrong only when the tokens arrive in another order than the case's own (x's rows moved): no single run
+    against the reference can see it, the permutation twin must."""
+    case = BASE.replace(slotting="no_base", mul_routed_weight=True)
+    own_order = materialize(case, "cpu").x
 
     def only_when_permuted(t):
-        if t.out.storage_offset() == 0:
+        if not torch.equal(t.x.cpu(), own_order):
             t.out[:, :, BASE.offset].mul_(1.5)
 
-    case = BASE.replace(slotting="no_base", mul_routed_weight=True)
     assert check(case, "corrupt", device, impl=_corrupting_impl(only_when_permuted)).kind == "pass"
     v = check(case, "corrupt", device, metamorphic=True, impl=_corrupting_impl(only_when_permuted))
     assert v.kind == "metamorphic", v
