@@ -254,7 +254,12 @@ def generate(requests: list) -> None:
     one pass: one mix for all its tensors, not one per tensor); large signed ones are hashed in bounded parts."""
     if not requests:
         return
-    device = requests[0].device if isinstance(requests[0], Hashed) else requests[0][0].device
+    devices = [r.device if isinstance(r, Hashed) else r[0].device for r in requests]
+    if len(set(devices)) > 1:  # one pass per device
+        for device in dict.fromkeys(devices):
+            generate([r for r, d in zip(requests, devices, strict=True) if d == device])
+        return
+    device = devices[0]
     limit = chunk(device)
     batches, total, large = [[]], 0, []
     for r in requests:  # [signed requests, hashed requests, grids] per batch of at most `limit` elements
