@@ -85,7 +85,7 @@ _AXES_CACHE: dict = {}
 def _axis_terms(n: int, axis: int, ndim: int, device) -> torch.Tensor:
     """i * P_axis for i in [0, n) (int64, wrapping), shaped to broadcast along `axis` of an ndim grid;
     cached per device: every case reuses them."""
-    key = (str(device), n, axis, ndim)
+    key = (device, n, axis, ndim)  # a torch.device or a name: either keys its own entries
     t = _AXES_CACHE.get(key)
     if t is None:
         t = torch.arange(n, dtype=torch.int64, device=device) * _s64(_AXIS[axis])  # wraps modulo 2^64
@@ -104,7 +104,7 @@ def _leading_terms(shape: tuple, device) -> torch.Tensor:
     """sum_d i_d * P_d over every axis but the last of an all-sizes grid, shaped (..., 1), without the key;
     cached per device (the key is added last: sums modulo 2^64 do not depend on their order)."""
     nd = len(shape)
-    key = (str(device), shape[:-1], nd)
+    key = (device, shape[:-1], nd)
     t = _LEAD_CACHE.get(key)
     if t is None:
         t = _axis_terms(shape[0], 0, nd, device)
@@ -254,7 +254,12 @@ def generate(requests: list) -> None:
     one pass: one mix for all its tensors, not one per tensor); large signed ones are hashed in bounded parts."""
     if not requests:
         return
-    device = requests[0].device if isinstance(requests[0], Hashed) else requests[0][0].device
+    devices = [r.device if isinstance(r, Hashed) else r[0].device for r in requests]
+    if len(set(devices)) > 1:  # one pass per device
+        for device in dict.fromkeys(devices):
+            generate([r for r, d in zip(requests, devices, strict=True) if d == device])
+        return
+    device = devices[0]
     limit = chunk(device)
     batches, total, large = [[]], 0, []
     for r in requests:  # [signed requests, hashed requests, grids] per batch of at most `limit` elements

@@ -136,13 +136,13 @@ def data_features(
     if len(used) == 1:
         f.append("all_tokens_one_expert")
     present = set(lanes)
-    if any(s not in present for s in range(num_slots)):
+    if not present.issuperset(range(num_slots)):
         f.append("slot_without_tokens")
     if set(range(-1, num_slots)) <= present:
         f.append("base_with_every_slot")
     if any(s >= 0 and not on[s] for s in present):
         f.append("disabled_adapter_used")
-    if any(len(set(row)) < len(row) for row in ids):
+    if len(ids[0]) > 1 and any([len(set(row)) < len(row) for row in ids]):
         f.append("duplicate_expert_in_token")
     return f
 

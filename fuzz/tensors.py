@@ -348,7 +348,6 @@ def slots(c: Case, device) -> torch.Tensor:
 
 
 # ---- the arena ---------------------------------------------------------------------------------------
-_INT_OF_SIZE = {1: torch.uint8, 2: torch.int16, 4: torch.int32, 8: torch.int64}
 _ALIGN = 256  # bytes between bases: views keep the alignment real allocations have
 
 
@@ -402,9 +401,10 @@ class _Slot:
     strides: tuple
     first: int
 
-    def guarded(self, typed: _Typed) -> Guarded:
-        """The buffer inside the arena: one op (its view), the base made only when asked."""
-        arena = typed.of(self.dtype)
+    def guarded(self, typed: dict) -> Guarded:
+        """The buffer inside the arena (`typed`: the arena viewed as each dtype, _typed): one op (its view), the
+        base made only when asked."""
+        arena = typed[self.dtype]
         view = arena.as_strided(self.shape, self.strides, self.first)
         return Guarded(self.name, view, self.is_input, self.offset, self.numel, arena)
 
@@ -419,24 +419,16 @@ def _contiguous_strides(shape: tuple) -> tuple:
     return tuple(strides[::-1])
 
 
-class _Typed:
-    """A byte arena viewed as each dtype once (every base starts at a multiple of _ALIGN bytes)."""
-
-    def __init__(self, arena: torch.Tensor):
-        self.arena, self.by_dtype = arena, {}
-
-    def of(self, dtype: torch.dtype) -> torch.Tensor:
-        t = self.by_dtype.get(dtype)
-        if t is None:
-            t = self.by_dtype[dtype] = self.arena.view(dtype)
-        return t
+def _typed(arena: torch.Tensor, dtypes) -> dict:
+    """{dtype: the byte arena viewed as it} (every base starts at a multiple of _ALIGN bytes)."""
+    return {dtype: arena.view(dtype) for dtype in dtypes}
 
 
 def _rebound(guarded: list, arena: torch.Tensor) -> list:
     """The same buffers, as views into another arena of the same layout (a device copy, a twin's arena)."""
-    typed, out = _Typed(arena), []
+    typed, out = _typed(arena, {g.view.dtype for g in guarded}), []
     for g in guarded:
-        flat = typed.of(g.view.dtype)
+        flat = typed[g.view.dtype]
         first = g.view.storage_offset() - g.typed.storage_offset()
         view = flat.as_strided(g.view.shape, g.view.stride(), first)
         out.append(Guarded(g.name, view, g.is_input, g.offset, g.numel, flat))
@@ -450,6 +442,7 @@ class _Allocator:
 
     def __init__(self, case: Case, fill: Fill):
         self.case, self.fill = case, fill
+        self.overrun = max(2, case.top_k)  # rows a wrong row index can run past the end, in multiples
         self.slots: list[_Slot] = []
         self.size = 0
         self.generated = 0  # elements written by the generator
@@ -471,9 +464,10 @@ class _Allocator:
         shape = tuple(shape)
         pad = 3 if (self.case.strided and len(shape) >= 2) else 0
         padded = shape[:-1] + (shape[-1] + pad,) if pad else shape
-        inner = max(1, math.prod(padded))
+        elements = math.prod(padded)
+        inner = elements if elements > 1 else 1
         # wide enough that a row index running up to k times past the end (topk-row-index) stays inside
-        margin = -(-(inner * max(2, self.case.top_k) + 64) // 64) * 64
+        margin = -(-(inner * self.overrun + 64) // 64) * 64
         if slot_margin:  # LoRA weights: one slot's block (slot -1 or L, expert -1 or E) and any row overrun
             margin = min(margin, -(-(inner // max(1, shape[0]) + 4096) // 64) * 64)
         if guard_value is None:
@@ -500,7 +494,7 @@ class _Allocator:
         )
         self.size += -(-(margin + inner + margin) * dtype.itemsize // _ALIGN) * _ALIGN
         if write is not None:
-            self.generated += math.prod(shape)
+            self.generated += math.prod(shape) if pad else elements
 
     def _guard_runs(self):
         """(dtype, first element, end element, value): neighbouring bases of one dtype and guard value are
@@ -515,9 +509,9 @@ class _Allocator:
         return runs
 
     def _build(self, arena: torch.Tensor) -> list[Guarded]:
-        typed = _Typed(arena)
+        typed = _typed(arena, {s.dtype for s in self.slots})
         for dtype, lo, hi, value in self._guard_runs():
-            typed.of(dtype)[lo:hi].fill_(value)
+            typed[dtype][lo:hi].fill_(value)
         guarded, requests = [], []
         for s in self.slots:
             g = s.guarded(typed)
