@@ -233,7 +233,17 @@ def _cached(key, make) -> torch.Tensor:
 def _pointer_table(ws: tuple) -> torch.Tensor:
     ptrs = tuple(w.data_ptr() for w in ws)
     dev = ws[0].device
-    return _cached(("ptrs", str(dev), ptrs), lambda: torch.tensor(ptrs, dtype=torch.int64, device=dev))
+
+    def make() -> torch.Tensor:
+        host = torch.tensor(ptrs, dtype=torch.int64)
+        if dev.type != "cuda":
+            return host.to(dev)
+        # from pinned memory, asynchronously: a pageable copy waits for the stream to drain (every kernel queued
+        # before it, e.g. the align), a stall per call whenever the weights' addresses are new. The pinned block
+        # is not reused before the copy completes (PyTorch's caching host allocator records the copy's event).
+        return host.pin_memory().to(dev, non_blocking=True)
+
+    return _cached(("ptrs", str(dev), ptrs), make)
 
 
 def _launch(
