@@ -207,11 +207,6 @@ def signed_into(dest: torch.Tensor, key: int, exponent: int) -> None:
     generate([(dest, key, exponent)])
 
 
-def signed_fill(requests: list) -> None:
-    """signed_into for several (dest, key, exponent) at once (see generate)."""
-    generate(requests)
-
-
 @dataclass(frozen=True)
 class Hashed:
     """Hash grids a writer needs (key, coords as for counters) and what it does with their hashes (`use`

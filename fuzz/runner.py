@@ -311,8 +311,16 @@ class Worker:
             self._start()
             self.restarts += 1
         try:
-            msg = {"case": case, "metamorphic": metamorphic, "guards": guards, "mode": mode, "probe": probe}
-            self._conn.send(dict(msg, quick=quick))
+            self._conn.send(
+                {
+                    "case": case,
+                    "metamorphic": metamorphic,
+                    "guards": guards,
+                    "mode": mode,
+                    "probe": probe,
+                    "quick": quick,
+                }
+            )
             answer = self._recv(timeout)
         except (BrokenPipeError, ConnectionError, OSError):
             answer = {"broken": "worker process died before the case"}
