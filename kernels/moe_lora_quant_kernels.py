@@ -180,9 +180,12 @@ def moe_lora_quant_matmul_kernel(
                 scale_row = (k0 + tl.arange(0, BLOCK_N)) // group_n
             else:
                 scale_row = col // group_n
-            sw = tl.load(ws_cols + scale_row * stride_wsn + kw * stride_wsk, mask=n_mask, other=0.0)
+            # a split-K program's tile may start past K (all of it masked): its scale group does not exist
+            in_k_n = (tl.zeros((BLOCK_N,), dtype=tl.int32) + k0) < K
+            sw = tl.load(ws_cols + scale_row * stride_wsn + kw * stride_wsk, mask=n_mask & in_k_n, other=0.0)
             if DOT_MODE != 2 and not ACT_SCALE_IGNORED:
-                sx = tl.load(xs_rows + kb * stride_xsk, mask=token_mask, other=0.0)
+                in_k_m = (tl.zeros((BLOCK_M,), dtype=tl.int32) + k0) < K
+                sx = tl.load(xs_rows + kb * stride_xsk, mask=token_mask & in_k_m, other=0.0)
                 part = part * sx[:, None]
             acc += part * sw[None, :]
             x_ptrs += BLOCK_K * SPLIT_K * stride_xk

@@ -1,9 +1,11 @@
 """fp64 reference of the quantized op (contract/quant.py), with the terms of its error bound.
 
 The delta is computed from exactly what is stored: every weight is its code times its scale, in fp64. Activations
-enter unquantized: quantizing them (x in shrink, the intermediate t in expand) is an error of the implementation
-that the bound allows, at most half a quantization step per element at the scale the scheme gives (plus what a
-static scale saturates). docs/quantization.md states the model; `QuantFp64Result.err` is its delta term.
+are quantized as the scheme declares (contract.quant.quantize_activation: x before shrink; the exact intermediate
+t before expand, for w8a8). An implementation's intermediate differs from the exact one by its accumulation
+error, so it may round an element of t to a neighbouring code where t / s lies that close to a rounding midpoint
+(or its dynamic scale moved by as much): the bound allows exactly that, element by element (quantized_activation).
+docs/quantization.md states the model; `QuantFp64Result.err` is its delta term.
 """
 
 from __future__ import annotations
@@ -12,11 +14,18 @@ from dataclasses import dataclass
 
 import torch
 from moe_lora_fuzz.contract import ACC_UNIT, OpArgs, x_rows
-from moe_lora_fuzz.contract.quant import QMAX, act_group, code_dtype, dequantize, quantizes_activations
+from moe_lora_fuzz.contract.quant import (
+    QMAX,
+    act_group,
+    code_dtype,
+    dequantize,
+    quantize_activation,
+    quantizes_activations,
+)
 
 CHUNK_ELEMENTS = 1 << 22  # gathered weight elements per chunk of routed pairs
 FP8_ACC_UNIT = 2.0**-13  # Hopper's fp8 tensor-core dots keep about 14 bits while accumulating (DeepSeek-V3 report)
-SCALE_SLACK = 1 + 2.0**-20  # a dynamic scale computed in fp32 (amax / qmax) may exceed the exact one by a few ulps
+DIV_SLACK = 2.0**-21  # relative: an implementation's own fp32 scale or v / s (approximate division: 2 ulps)
 
 
 @dataclass(frozen=True)
@@ -37,37 +46,46 @@ def dequantized(args: OpArgs) -> tuple[list, list]:
     return a_out, b_out
 
 
-def half_step(v_abs: torch.Tensor, scale: torch.Tensor, dt: torch.dtype) -> torch.Tensor:
-    """Half a quantization step at |v| with scale s: e4m3fn keeps 3 mantissa bits (2^-4 |v| for normal codes,
-    2^-10 s below 2^-6 s), int8 steps by s."""
-    if dt == torch.float8_e4m3fn:
-        return 2.0**-4 * v_abs + 2.0**-10 * scale
-    return 0.5 * scale.expand_as(v_abs)
+def _quantize(v: torch.Tensor, scheme: str, group_k: int, static) -> tuple[torch.Tensor, torch.Tensor]:
+    """(codes as fp64, per-column scales fp64) of rows v by the contract's rule (contract.quant.quantize_activation)."""
+    q, s = quantize_activation(v.float(), scheme, group_k, static)
+    return q.double(), s.double().repeat_interleave(group_k, dim=1)[:, : v.shape[1]]
 
 
-def _group_amax(v: torch.Tensor, g: int) -> torch.Tensor:
-    """amax over consecutive groups of g along the last axis, broadcast back to v's shape."""
+def _cast(v: torch.Tensor, scheme: str) -> torch.Tensor:
+    """Codes (fp64) of already scaled values v: clamped, rounded to nearest even in the code type."""
+    dt = code_dtype(scheme)
+    qmax = QMAX[dt]
+    y = v.float().clamp(-qmax, qmax)
+    return (y.to(dt) if dt == torch.float8_e4m3fn else torch.round(y)).double()
+
+
+def _group_max(v: torch.Tensor, g: int) -> torch.Tensor:
+    """max over consecutive groups of g along the last axis, broadcast back to v's shape."""
     k = v.shape[-1]
     groups = -(-k // g)
     pad = groups * g - k
     padded = torch.nn.functional.pad(v, (0, pad)) if pad else v
-    amax = padded.reshape(*v.shape[:-1], groups, g).amax(dim=-1)
-    return amax.repeat_interleave(g, dim=-1)[..., :k]
+    return padded.reshape(*v.shape[:-1], groups, g).amax(dim=-1).repeat_interleave(g, dim=-1)[..., :k]
 
 
-def activation_error(v_abs, e_abs, q, stage: str, dtype_unit: float) -> torch.Tensor:
-    """Bound on |deq(Q(v^)) - v| for activations v (…, K) known to within e of the implementation's v^."""
-    if not quantizes_activations(q.scheme):
-        return dtype_unit * (v_abs + e_abs)  # w8a16: rounded to the activation dtype (fp32: exact)
-    dt = code_dtype(q.scheme)
-    qmax = QMAX[dt]
-    hi = v_abs + e_abs
-    static = q.static(stage)
-    if static is None:
-        scale = _group_amax(hi, act_group(q.group, v_abs.shape[-1], q.block_k)) / qmax * SCALE_SLACK
-        return half_step(hi, scale, dt)
-    s = float(static.reshape(-1)[0])
-    return half_step(hi, torch.full_like(hi, s), dt) + (hi - qmax * s).clamp_(min=0)
+def quantized_activation(v: torch.Tensor, e: torch.Tensor, q, stage: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """(the reference's dequantized activations, the allowance per element) for activation rows v (rows, K) that
+    an implementation knows to within e. The reference quantizes v itself by the declared scheme; an
+    implementation's value v^ can quantize differently only where v/s lies within its uncertainty of a rounding
+    midpoint (or its dynamic scale moved): the allowance is then the distance between the codes the two ends of
+    that interval round to, plus |q| times the scale's uncertainty (rounding is monotone, so Q(v^) lies between)."""
+    group_k = act_group(q.group, v.shape[1], q.block_k)
+    static = q.static(stage) if q.act == "static" else None
+    codes, s = _quantize(v, q.scheme, group_k, static)
+    rel_s = torch.full_like(v, DIV_SLACK)
+    if static is None:  # a dynamic scale is amax / qmax of the implementation's values
+        amax = _group_max(v.abs(), group_k)
+        rel_s = rel_s + torch.where(amax > 0, _group_max(e, group_k) / amax.clamp(min=1e-300), 0.0)
+    ratio = v / s
+    radius = e / s + ratio.abs() * (rel_s + DIV_SLACK)
+    step = (_cast(ratio + radius, q.scheme) - _cast(ratio - radius, q.scheme)) * s * (1 + rel_s)
+    return codes * s, step + codes.abs() * s * rel_s
 
 
 def moe_lora_quant_fp64(args: OpArgs, dtype_unit: float = 0.0) -> QuantFp64Result:
@@ -91,9 +109,10 @@ def moe_lora_quant_fp64(args: OpArgs, dtype_unit: float = 0.0) -> QuantFp64Resul
         weight = weight * args.topk_weights.reshape(-1).double()
     lane = slot.clamp(min=0)
     expert = torch.where(active, expert, 0)
-    fp8 = q.scheme == "fp8_w8a8"
-    unit = FP8_ACC_UNIT if fp8 else ACC_UNIT
-    x_err = activation_error(rows.abs(), torch.zeros_like(rows), q, "shrink", 0.0)  # x is exact: no e term
+    w8a8 = quantizes_activations(q.scheme)
+    unit = FP8_ACC_UNIT if q.scheme == "fp8_w8a8" else ACC_UNIT
+    # x as the implementation uses it: its codes times their scales (w8a8), or x itself (w8a16)
+    xd, hx = quantized_activation(rows, torch.zeros_like(rows), q, "shrink") if w8a8 else (rows, torch.zeros_like(rows))
     chunk = max(1, CHUNK_ELEMENTS // (s_count * rank * (k_dim + n)))
     parts = []
     for lo in range(0, m * k, chunk):
@@ -101,22 +120,25 @@ def moe_lora_quant_fp64(args: OpArgs, dtype_unit: float = 0.0) -> QuantFp64Resul
         c = hi - lo
         a = torch.stack([w[lane[lo:hi], expert[lo:hi]] for w in lora_a], 1)  # (C, S, R, K)
         b = torch.stack([w[lane[lo:hi], expert[lo:hi]] for w in lora_b], 1)  # (C, S, N, R)
-        xr = rows[lo:hi].view(c, 1, k_dim, 1)
         a_abs, b_abs = a.abs(), b.abs()
+        xr = xd[lo:hi].view(c, 1, k_dim, 1)
         t = (a @ xr).squeeze(-1)  # (C, S, R)
-        hx = x_err[lo:hi].view(c, 1, k_dim, 1)
-        f_t = (a_abs @ (xr.abs() + hx)).squeeze(-1)
-        e_t = (a_abs @ hx).squeeze(-1) + (k_dim + 2) * unit * f_t
-        t_abs = t.abs()
-        h_t = activation_error(t_abs, e_t, q, "expand", dtype_unit)
+        e_t = (a_abs @ hx[lo:hi].view(c, 1, k_dim, 1)).squeeze(-1) + (k_dim + 2) * unit * (
+            a_abs @ (xr.abs() + hx[lo:hi].view(c, 1, k_dim, 1))
+        ).squeeze(-1)
+        if w8a8:  # the intermediate quantized by the scheme (the reference's), and what an implementation may differ
+            td, h_t = quantized_activation(t.view(c * s_count, rank), e_t.view(c * s_count, rank), q, "expand")
+            td, h_t = td.view(t.shape), h_t.view(t.shape)
+        else:  # w8a16: the intermediate rounded to the activation dtype (or kept: either is within the allowance)
+            td, h_t = t, e_t + dtype_unit * (t.abs() + e_t)
         w = weight[lo:hi].view(c, 1, 1)
         w_abs = w.abs()
-        delta = (b @ t.unsqueeze(-1)).squeeze(-1) * w
-        spread = e_t + h_t
-        err = (b_abs @ spread.unsqueeze(-1)).squeeze(-1) + (rank + 2) * unit * (
-            b_abs @ (t_abs + spread).unsqueeze(-1)
+        td_abs = td.abs()
+        delta = (b @ td.unsqueeze(-1)).squeeze(-1) * w
+        err = (b_abs @ h_t.unsqueeze(-1)).squeeze(-1) + (rank + 2) * unit * (
+            b_abs @ (td_abs + h_t).unsqueeze(-1)
         ).squeeze(-1)
-        mag_mid = (b_abs @ t_abs.unsqueeze(-1)).squeeze(-1) * w_abs
+        mag_mid = (b_abs @ td_abs.unsqueeze(-1)).squeeze(-1) * w_abs
         parts.append((delta, err * w_abs, mag_mid))
     shape = (m, k, s_count, n)
     if parts:
