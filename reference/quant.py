@@ -78,12 +78,12 @@ def quantized_activation(v: torch.Tensor, e: torch.Tensor, q, stage: str) -> tup
     group_k = act_group(q.group, v.shape[1], q.block_k)
     static = q.static(stage) if q.act == "static" else None
     codes, s = _quantize(v, q.scheme, group_k, static)
-    rel_s = torch.full_like(v, DIV_SLACK)
-    if static is None:  # a dynamic scale is amax / qmax of the implementation's values
+    rel_s = torch.zeros_like(v)  # a static scale is given: exact
+    if static is None:  # a dynamic scale is amax / qmax of the implementation's values, in its own fp32 division
         amax = _group_max(v.abs(), group_k)
-        rel_s = rel_s + torch.where(amax > 0, _group_max(e, group_k) / amax.clamp(min=1e-300), 0.0)
+        rel_s = DIV_SLACK + torch.where(amax > 0, _group_max(e, group_k) / amax.clamp(min=1e-300), 0.0)
     ratio = v / s
-    radius = e / s + ratio.abs() * (rel_s + DIV_SLACK)
+    radius = e / s + ratio.abs() * (rel_s + DIV_SLACK)  # (and v / s divided in fp32, maybe approximately)
     step = (_cast(ratio + radius, q.scheme) - _cast(ratio - radius, q.scheme)) * s * (1 + rel_s)
     return codes * s, step + codes.abs() * s * rel_s
 
