@@ -102,7 +102,10 @@ def _binding(fn: Callable, where: str) -> tuple[tuple[str, ...], bool]:
     if unknown:
         raise ConventionError(f"{where}: {FUSED} has required parameter(s) this adapter does not know: {unknown}")
     active = params.get("num_active_loras")
-    return tuple(params), active is not None and "Tensor" in str(active.annotation)
+    names = tuple(params)
+    if any(p.kind is p.VAR_KEYWORD for p in params.values()):  # a wrapper taking **kwargs: every known keyword
+        names = _KNOWN + tuple(fused_config_kwargs(vllm_default_config(16)))
+    return names, active is not None and "Tensor" in str(active.annotation)
 
 
 def vllm_fp8_adapter(module, where: str, capabilities: dict | None = None) -> Callable:
