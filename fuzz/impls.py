@@ -3,6 +3,7 @@ plus what the fuzzer must know of it (does it take a launch configuration, what 
 
     ours                   our kernels (kernels.fused_moe_lora) with the case's config and workspace
     ours-quant             the same on quantized cases only (it declares fp8/int8 quantization; docs/quantization.md)
+    ours-quant:SCHEME      ... of one scheme: fp8_w8a8, int8_w8a8 or int8_w8a16
     mutant:<id>            our kernels with one seeded bug (kernels.MUTANTS)
     module:function        an external implementation (adapter protocol below)
     path/to/file.py:function
@@ -171,6 +172,11 @@ def resolve(name: str) -> Impl:
         return _ours(name, NO_DEVIATION)
     if name == "ours-quant":  # our kernels on quantized cases only (kernels/moe_lora_quant.py)
         return _ours(name, NO_DEVIATION, QUANT_ALL)
+    if name.startswith("ours-quant:"):  # ... of one scheme
+        scheme = name.split(":", 1)[1]
+        if scheme not in QUANT_ALL["quant"]:
+            raise ImplError(f"--impl {name!r}: unknown scheme; known: {', '.join(QUANT_ALL['quant'])}")
+        return _ours(name, NO_DEVIATION, {"quant": [scheme]})
     if name.startswith("mutant:"):
         mid = name.split(":", 1)[1]
         if mid not in MUTANTS:
@@ -181,7 +187,7 @@ def resolve(name: str) -> Impl:
 
 def is_ours(name: str) -> bool:
     """Our kernels accept the fuzzer's workspace and config; external ones may not."""
-    return name in ("ours", "ours-quant") or name.startswith("mutant:")
+    return name in ("ours", "ours-quant") or name.startswith(("mutant:", "ours-quant:"))
 
 
 def names() -> list[str]:

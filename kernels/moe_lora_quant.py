@@ -191,6 +191,7 @@ def _launch(
             N_TILES=tile.n_tiles,
             SLICES_IN_N=shrink,
             G_P2=triton.next_power_of_2(num_slot_ids),
+            NARROW_K=tile.block_k < 32,
             SCALE_NEXT_BLOCK=dev.quant_scale_next_block,
             CHANNEL_SCALE_BY_K=dev.quant_channel_scale_by_k,
             SCALE_SLOT0=dev.quant_scale_slot0,

@@ -86,6 +86,7 @@ def moe_lora_quant_matmul_kernel(
     N_TILES: tl.constexpr,
     SLICES_IN_N: tl.constexpr,
     G_P2: tl.constexpr,
+    NARROW_K: tl.constexpr = False,  # BLOCK_K < 32: 8-bit codes multiplied as fp16 (exact products, fp32 sums)
     # seeded bugs (kernels.mutants); all False in the correct kernel
     SCALE_NEXT_BLOCK: tl.constexpr = False,  # weight scale of the next K-block
     CHANNEL_SCALE_BY_K: tl.constexpr = False,  # weight scale row indexed by k instead of n
@@ -163,7 +164,9 @@ def moe_lora_quant_matmul_kernel(
             k_left = K - kk * BLOCK_K * SPLIT_K
             a = tl.load(x_ptrs, mask=token_mask[:, None] & (offs_k[None, :] < k_left), other=0.0)
             b = tl.load(w_ptrs, mask=(offs_k[:, None] < k_left) & n_mask[None, :], other=0.0)
-            if DOT_MODE == 1:
+            if DOT_MODE != 2 and NARROW_K:  # 8-bit tensor-core dots want K >= 32: fp16 holds every code exactly
+                part = tl.dot(a.to(tl.float16), b.to(tl.float16))
+            elif DOT_MODE == 1:
                 part = tl.dot(a, b, out_dtype=tl.int32).to(tl.float32)
             elif DOT_MODE == 0:
                 part = tl.dot(a, b)

@@ -37,11 +37,12 @@ ROWS = [
         id="int8-channel-static-per-routed-routed-weight",
     ),
     pytest.param(
-        dict(quant="int8_w8a8", quant_group="block", config=WIDE_K, **Q), id="int8-block-BLOCK_K-clamped-K-tail-ntiles"
+        dict(quant="int8_w8a8", quant_group="block", config=WIDE_K, quant_block_n=16, quant_block_k=32),
+        id="int8-block-BLOCK_K-clamped-to-32-int-dot-K-tail-ntiles",
     ),
     pytest.param(
-        dict(quant="fp8_w8a8", quant_group="tensor", act_scale="static", dtype="float32", strided=True),
-        id="fp8-tensor-static-fp32-strided",
+        dict(quant="fp8_w8a8", quant_group="tensor", act_scale="static", dtype="float32", strided=True, config=WIDE_K),
+        id="fp8-tensor-static-fp32-strided-fp8-dot",
     ),
     pytest.param(dict(quant="int8_w8a16", quant_group="block", dtype="bfloat16", **Q), id="w8a16-block-bf16"),
     pytest.param(
