@@ -239,6 +239,12 @@ class Capabilities:
             out.append((f"rank {self.max_rank + 1} > max_rank", case.replace(rank=self.max_rank + 1)))
         if not self.offset:
             out.append(("a column offset", case.replace(offset=1, extra_cols=max(case.extra_cols, 1))))
+        if self.quant != ("none",):  # (only where quantization is declared: other probes draw as before)
+            from .case import repair_quant
+
+            for q in ("fp8_w8a8", "int8_w8a8", "int8_w8a16"):
+                if q not in self.quant:
+                    out.append((f"quant {q}", repair_quant(case.replace(quant=q))))
         for stage, hi in zip(case.config.STAGES, self.split_k, strict=True):
             if hi is not None and hi < 64:
                 out.append(

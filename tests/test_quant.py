@@ -144,3 +144,37 @@ def test_bad_quant_arguments_are_refused_cleanly():
     static = QuantArgs("fp8_w8a8", q.group, 16, 16, "static", q.lora_a_scale, q.lora_b_scale)
     with pytest.raises(TypeError, match="quant.shrink_act_scale"):
         fused_moe_lora(**{**kw, "quant": static})
+
+
+def test_8bit_dots_and_fp8_conversion_are_exact(device):
+    """What the quantized kernels rely on, where they run (Triton's interpreter on CPU: nothing to patch there):
+    int8 x int8 dots of 32-wide tiles are exact, fp8 x fp8 ones are fp32 sums of exact products (within 32 fp32
+    roundings; Hopper's 14-bit fp8 accumulation within 2^-13 each), and fp32 -> e4m3fn rounds to nearest even."""
+    import triton
+    import triton.language as tl
+
+    @triton.jit
+    def dot_kernel(a_ptr, b_ptr, o_ptr, c_ptr, v_ptr, INT: tl.constexpr):
+        i = tl.arange(0, 32)
+        a = tl.load(a_ptr + i[:, None] * 32 + i[None, :])
+        b = tl.load(b_ptr + i[:, None] * 32 + i[None, :])
+        part = tl.dot(a, b, out_dtype=tl.int32).to(tl.float32) if INT else tl.dot(a, b)
+        tl.store(o_ptr + i[:, None] * 32 + i[None, :], part)
+        tl.store(c_ptr + i, tl.load(v_ptr + i).to(tl.float8e4nv))
+
+    g = torch.Generator().manual_seed(0)
+    edges = torch.tensor(
+        [31.0, -31.5, 1e-3, 1.5 * 2.0**-10, 500.0, -(2.0**-9), 15.9, 447.0]
+    )  # carry, subnormal, saturation
+    v = torch.cat([edges, (torch.randn(24, generator=g) * 100).clamp(-440, 440)])
+    for dt, is_int in ((torch.float8_e4m3fn, False), (torch.int8, True)):
+        raw = (torch.randn(2, 32, 32, generator=g) * 30).clamp(-127, 127)
+        a, b = (raw if not is_int else raw.round()).to(dt).to(device)
+        out = torch.empty(32, 32, dtype=torch.float32, device=device)
+        conv = torch.empty(32, dtype=torch.float8_e4m3fn, device=device)
+        dot_kernel[(1,)](a, b, out, conv, v.to(device), INT=is_int)
+        exact = a.double().cpu() @ b.double().cpu()
+        unit = 0.0 if is_int else (2.0**-13 if device == "cuda" else 2.0**-24)
+        allowed = 32 * unit * (a.double().cpu().abs() @ b.double().cpu().abs())
+        assert ((out.double().cpu() - exact).abs() <= allowed).all(), dt
+        assert torch.equal(conv.cpu().float(), v.to(torch.float8_e4m3fn).float())
