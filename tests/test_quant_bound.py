@@ -114,3 +114,31 @@ def test_flip_allowance_only_near_a_rounding_midpoint(quant):
     assert float(allow[0, 1]) > 0  # a tie: an implementation's 2^-21 slack may round it either way
     _, allow = quantized_activation(v, torch.full_like(v, 0.01), q, "expand")
     assert float(allow[0, 0]) == 0 and float(allow[0, 1]) > 0
+
+
+def test_w8a16_bound_is_the_documented_model():
+    """The reported bound, element by element, is docs/quantization.md's model for w8a16 with an fp32 output
+    (u_t = 0, v = 2^-22): 2 * (|w| (|B| e_t + (R+2) v |B| (|t| + e_t)) + 2 u (|out0| + G) + 4 tiny),
+    e_t = (K+2) v |A| |x|, weights dequantized here by their own loop. Pins the safety factor and every term."""
+    from moe_lora_fuzz.reference.naive_quant import dequantize_loop
+
+    case = _qcase(("int8_w8a16", "channel", "dynamic"), "float32")
+    probe = check(case, "fake", impl=_writes(scale=3.0))
+    assert probe.kind == "mismatch" and len(probe.worst) == 5, probe
+    t = materialize(case)
+    q = t.quant
+    v, u, tiny = 2.0**-22, 2.0**-24, 2.0**-149
+    for w in probe.worst:
+        m, j, col = w["index"]
+        s, n = divmod(col - OFFSET, N_DIM)
+        lane, e = int(t.token_lora[m]), int(t.topk_ids[m, j])
+        a = torch.from_numpy(dequantize_loop(t.lora_a[s], q.lora_a_scale[s], 1, case.k_dim))[lane, e]
+        b = torch.from_numpy(dequantize_loop(t.lora_b[s], q.lora_b_scale[s], 1, case.rank))[lane, e]
+        x = t.x[m].double()
+        weight = abs(float(t.topk_weights[m, j]))
+        tt = a @ x
+        e_t = (case.k_dim + 2) * v * (a.abs() @ x.abs())
+        g = weight * float(b[n].abs() @ tt.abs())
+        err = weight * float(b[n].abs() @ e_t + (case.rank + 2) * v * (b[n].abs() @ (tt.abs() + e_t)))
+        want = 2 * (err + 2 * u * (abs(w["before"]) + g) + 4 * tiny)
+        assert w["bound"] == pytest.approx(want, rel=1e-9), (w, want)
