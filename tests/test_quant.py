@@ -178,3 +178,20 @@ def test_8bit_dots_and_fp8_conversion_are_exact(device):
         allowed = 32 * unit * (a.double().cpu().abs() @ b.double().cpu().abs())
         assert ((out.double().cpu() - exact).abs() <= allowed).all(), dt
         assert torch.equal(conv.cpu().float(), v.to(torch.float8_e4m3fn).float())
+
+
+@pytest.mark.parametrize(
+    "mutant,knobs",
+    [
+        ("quant-scale-next-block", dict(quant="fp8_w8a8", quant_group="block", **Q)),
+        ("quant-channel-scale-by-k", dict(quant="int8_w8a8", quant_group="channel")),
+        ("quant-scale-slot0", dict(quant="int8_w8a16", quant_group="tensor", slotting="no_base")),
+        ("quant-act-scale-ignored", dict(quant="fp8_w8a8", quant_group="tensor", act_scale="static")),
+    ],
+)
+def test_each_quant_mutant_fails_a_case_of_its_class(mutant, knobs, device):
+    """The seeded bugs of the quantized kernels, one case each (the quality suite finds them by campaign)."""
+    case = BASE.replace(**knobs).validate(interpreter=device == "cpu")
+    assert check(case, "ours-quant", device, diagnose=False).kind == "pass"
+    v = check(case, f"mutant:{mutant}", device, diagnose=False)
+    assert v.kind in ("mismatch", "nonfinite"), v
