@@ -8,7 +8,7 @@ The vLLM kernel file is read from --vllm-file, else from $MOE_LORA_FUZZ_CACHE/vl
 it only our kernels are timed. Shapes (SPEC §5): K=2048, N=1536, E=128, top-k 8, R=16, L=4, two slices, bf16
 activations; every token on a LoRA slot. A call that raises is reported with its error (vLLM 0.34's op does not
 compile for w8a8 on our machines: its weight pointer is cast to the output's type), and each vLLM timing is
-flagged with whether its output matched the oracle on the same case (a fast wrong kernel is not a result).
+flagged with the oracle's verdict on the same case for M <= 128 (a fast wrong kernel is not a result).
 Timings: triton.testing.do_bench (median of ~100 ms of calls after warm-up), per call, in microseconds.
 """
 
@@ -116,7 +116,8 @@ def main() -> int:
                 continue
             cfg = c.config if isinstance(c.config, MoeLoraConfig) else None
             try:
-                verdict = check(vllm.fit(c), vllm.name, "cuda", impl=vllm, diagnose=False).kind
+                # judged where the fp64 reference is quick (M <= 128): a verdict is about the code, not the size
+                verdict = check(vllm.fit(c), vllm.name, "cuda", impl=vllm, diagnose=False).kind if m <= 128 else "-"
                 call = _Call(kw, cfg, t)
                 us = round(_time(lambda call=call: vllm.run(call)), 1)
                 row[f"vllm {key}"] = us
