@@ -204,9 +204,7 @@ def _v1_to_v2(d: dict) -> dict:
 MIGRATIONS: dict[int, Callable[[dict], dict]] = {  # version n -> n + 1
     1: _v1_to_v2,
     # v3: the quantization knobs (issue 30); older files are unquantized
-    2: add_case_fields(
-        quant="none", quant_group="tensor", quant_block_n=16, quant_block_k=16, act_scale="dynamic"
-    ),
+    2: add_case_fields(quant="none", quant_group="tensor", quant_block_n=16, quant_block_k=16, act_scale="dynamic"),
 }
 
 
