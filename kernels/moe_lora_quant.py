@@ -12,6 +12,7 @@ import dataclasses
 
 import torch
 import triton
+from moe_lora_fuzz.contract import row_divisor
 from moe_lora_fuzz.contract.quant import (
     ACT_SCALES,
     QUANT_SCHEMES,
@@ -278,8 +279,6 @@ def fused_moe_lora_quant(
             act_group(quant.group, call.k_dim, quant.block_k),
             quant.static("shrink") if static else None,
         )
-    from moe_lora_fuzz.contract import row_divisor
-
     _launch(
         call,
         quant,
