@@ -111,7 +111,7 @@ def test_validation_keeps_unused_quant_knobs_at_default():
 
 
 def test_old_repro_files_load_unquantized():
-    for path in sorted(Path("tests/regressions").glob("*.json")):
+    for path in sorted((Path(__file__).parent / "regressions").glob("*.json")):
         assert json.loads(path.read_text())["version"] < 3
         case = load(path).case
         assert (case.quant, case.quant_group, case.act_scale) == ("none", "tensor", "dynamic"), path

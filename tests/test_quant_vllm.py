@@ -5,14 +5,17 @@ says, and its seeded bug (the activation scale ignored, as vLLM 0.34's kernel do
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from moe_lora_fuzz.fuzz.impls import resolve
 from moe_lora_fuzz.fuzz.oracle import check
 
 from tests.cases import BASE
 
-FAKE = "vllm-fp8:tests/fakes/vllm_fused_moe_lora_fp8.py"
-BUGGY = "vllm-fp8:tests/fakes/vllm_fused_moe_lora_fp8_buggy.py"
+FAKES = Path(__file__).parent / "fakes"
+FAKE = f"vllm-fp8:{FAKES}/vllm_fused_moe_lora_fp8.py"
+BUGGY = f"vllm-fp8:{FAKES}/vllm_fused_moe_lora_fp8_buggy.py"
 ROWS = [
     ("fp8_w8a8", "block", "dynamic"),
     ("int8_w8a8", "channel", "static"),
