@@ -114,6 +114,9 @@ CAPABILITY_KEYS = (
     "max_rank",
     "split_k",
     "offset",
+    "quant",
+    "quant_groups",
+    "act_scales",
 )
 
 

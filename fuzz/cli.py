@@ -299,8 +299,13 @@ def cmd_list(a) -> int:
     from moe_lora_fuzz.kernels import MUTANTS
 
     rows = [("ours", "our kernels (kernels.fused_moe_lora), the implementation that must never be flagged")]
+    rows += [("ours-quant[:SCHEME]", "our quantized kernels on fp8/int8 cases only (docs/quantization.md)")]
     rows += [(f"mutant:{m}", _first_sentence(mu.doc)) for m, mu in MUTANTS.items()]
     rows += [
+        (
+            "vllm-fp8[:path/to/fused_moe_lora_fp8_op.py]",
+            "vLLM 0.34's quantized op, vLLM's convention (quantization.md)",
+        ),
         ("module:function", "an external implementation: an importable module's function"),
         ("path/to/file.py:function", "an external implementation: a function in a Python file"),
         ("sglang", "SGLang's installed fused MoE LoRA kernel, in its calling convention (docs/upstream.md)"),

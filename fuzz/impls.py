@@ -2,6 +2,8 @@
 plus what the fuzzer must know of it (does it take a launch configuration, what does it declare).
 
     ours                   our kernels (kernels.fused_moe_lora) with the case's config and workspace
+    ours-quant             the same on quantized cases only (it declares fp8/int8 quantization; docs/quantization.md)
+    ours-quant:SCHEME      ... of one scheme: fp8_w8a8, int8_w8a8 or int8_w8a16
     mutant:<id>            our kernels with one seeded bug (kernels.MUTANTS)
     module:function        an external implementation (adapter protocol below)
     path/to/file.py:function
@@ -29,6 +31,7 @@ from typing import Callable
 
 from moe_lora_fuzz.contract import OP_ARGS, MoeLoraConfig
 from moe_lora_fuzz.kernels import MUTANTS, NO_DEVIATION, Workspace, fused_moe_lora
+from moe_lora_fuzz.kernels.mutants import QUANT_ALL
 
 from . import upstream
 from .capabilities import Capabilities, CapabilityError
@@ -85,7 +88,7 @@ class Impl:
         return self.profile().fit(case)
 
 
-def _ours(name: str, deviation) -> Impl:
+def _ours(name: str, deviation, capabilities: dict | None = None) -> Impl:
     def run(t: Tensors) -> None:
         fused_moe_lora(
             **t.op_kwargs(),
@@ -94,7 +97,7 @@ def _ours(name: str, deviation) -> Impl:
             deviation=deviation,
         )
 
-    return Impl(name, run, takes_config=True, ours=True)
+    return Impl(name, run, takes_config=True, ours=True, capabilities=Capabilities.parse(capabilities))
 
 
 def _load_external(spec: str) -> Callable:
@@ -167,18 +170,25 @@ def wrap(spec: str, fn: Callable) -> Impl:
 def resolve(name: str) -> Impl:
     if name == "ours":
         return _ours(name, NO_DEVIATION)
+    if name == "ours-quant":  # our kernels on quantized cases only (kernels/moe_lora_quant.py)
+        return _ours(name, NO_DEVIATION, QUANT_ALL)
+    if name.startswith("ours-quant:"):  # ... of one scheme
+        scheme = name.split(":", 1)[1]
+        if scheme not in QUANT_ALL["quant"]:
+            raise ImplError(f"--impl {name!r}: unknown scheme; known: {', '.join(QUANT_ALL['quant'])}")
+        return _ours(name, NO_DEVIATION, {"quant": [scheme]})
     if name.startswith("mutant:"):
         mid = name.split(":", 1)[1]
         if mid not in MUTANTS:
             raise ImplError(f"--impl {name!r}: unknown mutant; known: {', '.join(MUTANTS)}")
-        return _ours(name, MUTANTS[mid].deviation)
+        return _ours(name, MUTANTS[mid].deviation, MUTANTS[mid].capabilities)
     return wrap(name, upstream.load(name) if upstream.is_upstream(name) else _load_external(name))
 
 
 def is_ours(name: str) -> bool:
     """Our kernels accept the fuzzer's workspace and config; external ones may not."""
-    return name == "ours" or name.startswith("mutant:")
+    return name in ("ours", "ours-quant") or name.startswith(("mutant:", "ours-quant:"))
 
 
 def names() -> list[str]:
-    return ["ours"] + [f"mutant:{m}" for m in MUTANTS]
+    return ["ours", "ours-quant"] + [f"mutant:{m}" for m in MUTANTS]

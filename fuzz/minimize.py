@@ -26,7 +26,7 @@ from typing import Callable, Iterator
 
 from moe_lora_fuzz.contract import MoeLoraConfig, TileConfig, knobs_of
 
-from .case import Case
+from .case import Case, repair_quant
 from .oracle import family
 
 # The knob lists, derived from the Case fields' Knob metadata (contract.knobs), so a new knob is minimised with
@@ -95,7 +95,7 @@ def dropped_class_knobs(start: Case, end: Case) -> list[str]:
 # ---- the reducer ------------------------------------------------------------------------------------
 def _fix(c: Case) -> Case:
     """Repair cross-field rules after one knob moved (so a cut of rank also cuts real_rank)."""
-    return c.replace(
+    return repair_quant(c).replace(
         real_rank=min(c.real_rank, c.rank),
         disabled=tuple(d for d in c.disabled if d < c.num_slots),
         routing=c.routing if (c.routing != "distinct" or c.top_k <= c.num_experts) else "uniform",

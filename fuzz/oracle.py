@@ -335,6 +335,10 @@ def _expect(case: Case, run: _Run, precision: str = "ieee") -> tuple[_Expected, 
     """The references, run before the implementation: they see exactly the inputs it is given.
     precision: the implementation's declared fp32 dot precision ("ieee" or "tf32")."""
     t = run.t
+    if case.quant != "none":  # quantized: its own reference and bound (fuzz/bound_quant.py)
+        from .bound_quant import expect_quant
+
+        return expect_quant(case, run, _Expected, _ref_args(run), _work(case), NAIVE_LIMIT, SAFETY)
     out0 = _guard(t, "out").view_in(run.before)
     ref = moe_lora_fp64(_ref_args(run))
     disagreement = None
@@ -452,7 +456,7 @@ def _tf32_hint(case: Case, run: _Run, exp: _Expected, precision: str) -> str:
     """For an fp32 mismatch under the IEEE bound: is the result what TF32 inputs give? The reference is re-run
     on x, A and B reduced to TF32 (rounded, then truncated as Hopper does); the result must then lie within
     the IEEE bound plus the reduction of the intermediate to TF32 (2 * TF32_UNIT * G)."""
-    if case.dtype != "float32" or precision == "tf32":
+    if case.dtype != "float32" or precision == "tf32" or case.quant != "none":
         return ""
     args = _ref_args(run)
     m, k, width = case.m, case.top_k, case.num_slices * case.n_dim

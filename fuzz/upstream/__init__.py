@@ -21,7 +21,9 @@ from typing import Callable
 
 from . import standins
 from .conventions import ADAPTERS, MODULES, ConventionError
+from .vllm_fp8 import register as _register_vllm_fp8
 
+_register_vllm_fp8(ADAPTERS, MODULES)  # vllm-fp8: vLLM's quantized op (fuzz/upstream/vllm_fp8.py)
 FRAMEWORKS = tuple(ADAPTERS)
 LIST_NAMES = ("sglang", "vllm", "sglang:path/to/fused_moe_lora_kernel.py", "vllm:path/to/fused_moe_lora_op.py")
 
