@@ -254,8 +254,8 @@ def install(tf32_rounding: str = "truncate") -> frozenset:
     global PATCHED, TF32_ROUNDING, NOT_PATCHED_REASON
     if tf32_rounding not in TF32_ROUNDINGS:
         raise ValueError(f"tf32_rounding: {tf32_rounding!r} is not one of {TF32_ROUNDINGS}")
-    if PATCHED:
-        if tf32_rounding != TF32_ROUNDING:
+    if PATCHED or NOT_PATCHED_REASON:  # installed already (or found unpatchable: the reason stands)
+        if TF32_ROUNDING is not None and tf32_rounding != TF32_ROUNDING:
             raise ValueError(f"tf32_rounding: already installed with {TF32_ROUNDING!r}, asked {tf32_rounding!r}")
         return PATCHED
     import triton.language as tl
