@@ -651,12 +651,18 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
-    a = _parser().parse_args(argv)
+    from .repro import PrintableStream
+
+    saved = sys.stdout, sys.stderr
+    sys.stdout, sys.stderr = PrintableStream(sys.stdout), PrintableStream(sys.stderr)  # text from files, escaped
     try:
+        a = _parser().parse_args(argv)
         return COMMANDS[a.cmd].run(a)
     except KeyboardInterrupt:  # outside a campaign (which handles its own): no traceback
         print("interrupted by SIGINT", file=sys.stderr)
         return 130
+    finally:
+        sys.stdout, sys.stderr = saved
 
 
 if __name__ == "__main__":

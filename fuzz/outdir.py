@@ -134,71 +134,77 @@ def _describe(owner: dict | None) -> str:
 
 
 # ---- reading reports back ------------------------------------------------------------------------------------
-def _need(d: dict, key: str, types, where: str, optional: bool = False):
+def _types(types) -> tuple:
+    return types if isinstance(types, tuple) else (types,)
+
+
+def _need(d: dict, key: str, types, path, prefix: str = "", optional: bool = False):
+    """d[key] checked against `types` (a bool is never an int here); errors read `PATH: field 'a.b': ...`."""
+    name = f"{path}: field {prefix + key!r}"
     if key not in d:
         if optional:
             return None
-        raise ReportError(f"{where}{key}: missing")
+        raise ReportError(f"{name} missing")
     v = d[key]
     if v is None and optional:
         return None
-    if not isinstance(v, types) or (
-        isinstance(v, bool) and bool not in (types if isinstance(types, tuple) else (types,))
-    ):
-        names = "/".join(t.__name__ for t in (types if isinstance(types, tuple) else (types,)))
-        raise ReportError(f"{where}{key}: expected {names}, got {type(v).__name__}")
+    types = _types(types)
+    if not isinstance(v, types) or (isinstance(v, bool) and bool not in types):
+        names = "/".join("number" if t is float else t.__name__ for t in types if not (t is int and float in types))
+        raise ReportError(f"{name}: expected {names}, got {type(v).__name__}")
     return v
 
 
-def _check_triage(info, where: str) -> None:
+def _counts(d, path, name: str) -> None:
+    """A {str: int >= 0} mapping (kinds, coverage counts)."""
+    if not all(isinstance(k, str) and type(v) is int and v >= 0 for k, v in d.items()):
+        raise ReportError(f"{path}: field {name!r}: expected names mapped to integers >= 0")
+
+
+def _check_triage(info, path, prefix: str) -> None:
     if info is None:
         return
     if not isinstance(info, dict):
-        raise ReportError(f"{where}triage: expected an object or null, got {type(info).__name__}")
-    w = f"{where}triage."
+        raise ReportError(f"{path}: field {prefix + 'triage'!r}: expected an object or null, got {type(info).__name__}")
+    w = f"{prefix}triage."
     for key in ("key", "via", "kind", "family", "failure", "trigger", "minimal_repro"):
-        _need(info, key, str, w)
-    _need(info, "essential", dict, w)
-    _need(info, "disappears_with", list, w)
-    _need(info, "minimal_case", (str, dict), w)
-    also = _need(info, "also", list, w, optional=True) or []
-    if not all(isinstance(a, str) for a in also):
-        raise ReportError(f"{w}also: expected a list of strings")
+        _need(info, key, str, path, w)
+    _need(info, "essential", dict, path, w)
+    _need(info, "disappears_with", list, path, w)
+    _need(info, "minimal_case", (str, dict), path, w)
+    if not all(isinstance(a, str) for a in _need(info, "also", list, path, w, optional=True) or []):
+        raise ReportError(f"{path}: field {w + 'also'!r}: expected a list of strings")
 
 
 def check_report(d, path: Path) -> dict:
     """Raise ReportError naming the field when `d` is not a campaign report as written by this harness (or a
     merged one); return it otherwise. Checks what --resume, merge and triage read."""
-    where = f"{path}: "
     if not isinstance(d, dict):
-        raise ReportError(f"{where}expected a JSON object, got {type(d).__name__}")
-    cases = _need(d, "cases", int, where)
-    if cases < 0:
-        raise ReportError(f"{where}cases: must be >= 0")
-    kinds = _need(d, "kinds", dict, where)
-    if not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in kinds.values()):
-        raise ReportError(f"{where}kinds: every count must be an integer >= 0")
-    _need(d, "coverage", dict, where, optional=True)
-    _need(d, "elapsed_s", (int, float), where, optional=True)
-    index = _need(d, "next_index", int, where, optional=True)
+        raise ReportError(f"{path}: expected a JSON object, got {type(d).__name__}")
+    if _need(d, "cases", int, path) < 0:
+        raise ReportError(f"{path}: field 'cases': must be >= 0")
+    _counts(_need(d, "kinds", dict, path), path, "kinds")
+    _need(d, "coverage", dict, path, optional=True)
+    _need(d, "elapsed_s", (int, float), path, optional=True)
+    index = _need(d, "next_index", int, path, optional=True)
     if index is not None and index < 0:
-        raise ReportError(f"{where}next_index: must be >= 0")
-    resumed = _need(d, "resumed", list, where, optional=True) or []
-    if not all(isinstance(r, str) or r is None for r in resumed):
-        raise ReportError(f"{where}resumed: expected a list of campaign ids")
-    _need(d, "campaign", str, where, optional=True)
-    for i, f in enumerate(_need(d, "findings", list, where)):
-        w = f"{where}findings[{i}]."
+        raise ReportError(f"{path}: field 'next_index': must be >= 0")
+    if not all(isinstance(r, str) or r is None for r in _need(d, "resumed", list, path, optional=True) or []):
+        raise ReportError(f"{path}: field 'resumed': expected a list of campaign ids")
+    for key in ("campaign", "impl"):
+        _need(d, key, str, path, optional=True)
+    for i, f in enumerate(_need(d, "findings", list, path)):
+        w = f"findings[{i}]."
         if not isinstance(f, dict):
-            raise ReportError(f"{where}findings[{i}]: expected an object, got {type(f).__name__}")
+            raise ReportError(f"{path}: field 'findings[{i}]': expected an object, got {type(f).__name__}")
         for key in ("signature", "kind", "repro"):
-            _need(f, key, str, w)
-        count = _need(f, "count", int, w, optional=True)
+            _need(f, key, str, path, w)
+        count = _need(f, "count", int, path, w, optional=True)
         if count is not None and count < 1:
-            raise ReportError(f"{w}count: must be >= 1")
-        _need(f, "message", str, w, optional=True)
-        _need(f, "case_index", int, w, optional=True)
-        _check_triage(f.get("triage"), w)
+            raise ReportError(f"{path}: field '{w}count': must be >= 1")
+        for key, typ in (("message", str), ("case_index", int), ("triage_note", str)):
+            _need(f, key, typ, path, w, optional=True)
+        _check_triage(f.get("triage"), path, w)
     return d
 
 
