@@ -1,6 +1,7 @@
 """The campaign's time budget as a promise: a campaign ends by --budget plus GRACE of it (worker shutdown, the
 last triage and the report included), whatever the implementation does.
 
+- The CLI's budget counts from the process's start (`process_age`), a library caller's from run_campaign.
 - No case is started after the budget; a case started before it may run on into the grace period, and no
   further: its timeout is cut to what is left. A case cut that way is not a finding (it did not run for the
   case timeout, so it is not known to hang): it is recorded as `cut_case` in the report and not counted, and
@@ -13,6 +14,7 @@ last triage and the report included), whatever the implementation does.
 
 from __future__ import annotations
 
+import os
 import time
 
 GRACE = 0.10  # share of --budget a campaign may run past it
@@ -20,6 +22,17 @@ GRACE_MIN_S = 2.0  # ... but at least this (worker shutdown and the report take 
 SHUTDOWN_RESERVE_S = 1.0  # kept free at the end for closing the worker and writing the report
 HANG_RERUN_FACTOR = 4.0
 HANG_RERUN_MIN_S = 5.0
+
+
+def process_age() -> float:
+    """Seconds since this process started (Linux /proc; 0 elsewhere): the CLI's budget counts from there, so
+    importing torch and starting up are inside the promise."""
+    try:
+        ticks = int(open("/proc/self/stat").read().rsplit(")", 1)[1].split()[19])
+        uptime = float(open("/proc/uptime").read().split()[0])
+        return max(uptime - ticks / os.sysconf("SC_CLK_TCK"), 0.0)
+    except (OSError, ValueError, IndexError):
+        return 0.0
 
 
 class Budget:

@@ -37,6 +37,7 @@ class Report:
     precompile: dict = field(default_factory=dict)  # fuzz.precompile's helpers: processes, cases, restarts
     notes: list = field(default_factory=list)  # what the campaign did besides cases (fuzz.outdir, fuzz.budget)
     saved_cases: int | None = None  # `cases` in the last report.json that reached the disk
+    saved_findings: int = 0  # and how many findings it listed
     written: float = 0.0  # time.monotonic() of that write
 
     def to_dict(self) -> dict:
@@ -82,7 +83,7 @@ class Report:
         phases.add(self.phases, phases.take())  # this process's phases so far (the worker's come per case)
         with saving(self, f"{self.cfg.report_path.name} (case {self.cases})"):
             write_atomic(self.cfg.report_path, dumps(self.to_dict(), indent=2) + "\n")
-        self.saved_cases, self.written = self.cases, time.monotonic()
+        self.saved_cases, self.saved_findings, self.written = self.cases, len(self.findings), time.monotonic()
 
     def resume_from(self, old: dict) -> None:
         """Carry a previous report's counts, findings (their triage too) and notes; its coverage is not merged
@@ -92,7 +93,7 @@ class Report:
         self.findings = {f["signature"]: f for f in old["findings"]}
         self.next_index = old.get("next_index")
         self.previous = [*old.get("resumed", []), *([old["campaign"]] if old.get("campaign") else [])]
-        self.notes = [n for n in old.get("notes", []) if isinstance(n, str)]
+        self.notes = [n for n in old.get("notes", []) if isinstance(n, str)] + self.notes
         recovered = sum(1 for f in old["findings"] if "recovered from its repro file" in (f.get("triage_note") or ""))
         if recovered:
             self.notes.append(f"resume: {recovered} finding(s) recovered from repro files the report did not list")
@@ -111,5 +112,5 @@ class saving:
         if typ is None or not issubclass(typ, OSError):
             return False
         r = self.report
-        saved = outdir.saved_so_far(r.cfg.out, {"cases": r.saved_cases} if r.saved_cases is not None else None)
+        saved = outdir.saved_so_far(r.cfg.out, r.saved_cases, r.saved_findings)
         raise OutputError(f"--out {r.cfg.out}: cannot write {self.what} ({e.strerror or e}); {saved}") from None

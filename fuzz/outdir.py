@@ -176,6 +176,27 @@ def _check_triage(info, path, prefix: str) -> None:
         raise ReportError(f"{path}: field {w + 'also'!r}: expected a list of strings")
 
 
+def _check_parts(report: dict, path) -> None:
+    """Coverage, phases, shard and the other summaries merge adds up."""
+    cov = _need(report, "coverage", dict, path, optional=True) or {}
+    for key in ("edges", "combinations"):
+        _counts(_need(cov, key, dict, path, "coverage.", optional=True) or {}, path, f"coverage.{key}")
+    for knob, counts in (_need(cov, "knobs", dict, path, "coverage.", optional=True) or {}).items():
+        if not isinstance(counts, dict):
+            raise ReportError(f"{path}: field 'coverage.knobs.{knob:.40}': expected an object")
+        _counts(counts, path, f"coverage.knobs.{knob:.40}")
+    _need(cov, "noop_share", (int, float), path, "coverage.", optional=True)
+    for name, t in (_need(report, "phases", dict, path, optional=True) or {}).items():
+        if not (isinstance(t, dict) and isinstance(t.get("s"), (int, float)) and type(t.get("n")) is int):
+            raise ReportError(f'{path}: field \'phases.{name:.40}\': expected {{"s": seconds, "n": count}}')
+    shard = _need(report, "shard", list, path, optional=True)
+    if shard is not None and not (len(shard) == 2 and all(type(x) is int for x in shard)):
+        raise ReportError(f"{path}: field 'shard': expected [index, count]")
+    for key in ("environment", "precompile"):
+        _need(report, key, dict, path, optional=True)
+    _need(report, "worker_restarts", int, path, optional=True)
+
+
 def check_report(d, path: Path) -> dict:
     """Raise ReportError naming the field when `d` is not a campaign report as written by this harness (or a
     merged one); return it otherwise. Checks what --resume, merge and triage read."""
@@ -193,6 +214,9 @@ def check_report(d, path: Path) -> dict:
         raise ReportError(f"{path}: field 'resumed': expected a list of campaign ids")
     for key in ("campaign", "impl"):
         _need(d, key, str, path, optional=True)
+    if not all(isinstance(n, str) for n in _need(d, "notes", list, path, optional=True) or []):
+        raise ReportError(f"{path}: field 'notes': expected a list of strings")
+    _check_parts(d, path)
     for i, f in enumerate(_need(d, "findings", list, path)):
         w = f"findings[{i}]."
         if not isinstance(f, dict):
@@ -319,11 +343,13 @@ def seed_triage(triage, report) -> None:
     triage.triager.reps = [f["triage"] for f in settled if f["triage"]["via"].startswith("minimised")]
 
 
-def saved_so_far(out: Path, report: dict | None) -> str:
-    """What is on disk, for an OutputError's message."""
+def saved_so_far(out: Path, cases: int | None, listed: int) -> str:
+    """What is on disk, for an OutputError's message: repro files, and the last report.json written."""
     try:
         repros = len(list(Path(out).glob("repro-*.json")))
     except OSError:
         repros = "?"
-    at = f"report.json at case {report['cases']}" if report else "no report.json"
-    return f"saved: {repros} repro file(s), {at}"
+    if cases is None:
+        return f"saved: {repros} repro file(s), no report.json (--resume and merge count the repro files)"
+    extra = "" if repros == listed else "; --resume and merge count the repro files it does not list"
+    return f"saved: {repros} repro file(s), report.json at case {cases} listing {listed} finding(s){extra}"

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import outdir, phases, sandbox
-from .budget import Budget, CappedWorker
+from .budget import Budget, CappedWorker, process_age
 from .campaign_record import Report, saving
 from .case import Case
 from .generate import CPU_SIZES, GPU_SIZES, class_of, draw
@@ -412,7 +412,8 @@ def run_campaign(cfg: CampaignConfig) -> Report:
     EnvironmentBroken (our own kernels fail the self-check here: fuzz.selfcheck), OutputError (the disk refused
     an output; it says what was saved). A signal at any moment ends it with report.interrupted set and the
     report written (once this campaign owns it)."""
-    report, budget = Report(cfg), Budget(cfg.budget)
+    report = Report(cfg)
+    budget = Budget(cfg.budget, time.monotonic() - process_age() if cfg.handle_signals else None)  # CLI: from its start
     with _Signals(cfg.handle_signals):
         lock = None
         try:
@@ -556,18 +557,16 @@ def _record(cfg: CampaignConfig, report: Report, case: Case, index: int, v: Verd
         return False
     path = cfg.out / repro_name(cfg, v)
     repro = Repro(case, cfg.impl, cfg.device, v, report.env, cfg.timeout, cfg.campaign_id)
-    if not cfg.quiet:
-        print(
-            f"FINDING {v.kind}: {v.message[:160]}\n  REPRO: python -m fuzz replay {path} --impl {cfg.impl}",
-            file=sys.stderr,
-            flush=True,
-        )
+    line = f"FINDING {v.kind}: {v.message[:160]}\n  REPRO: python -m fuzz replay {path} --impl {cfg.impl}"
     try:
         with saving(report, f"the repro file {path.name} of a new finding (NOT saved: printed above)"):
             save(repro, path)
-    except OutputError:
-        print(f"UNSAVED FINDING, its repro file:\n{dumps(repro.to_dict(str(path)), indent=2)}", file=sys.stderr)
+    except OutputError:  # never only in memory: the whole repro file goes to the console
+        report.notes.append(f"finding {sig} (case {index}) NOT saved: its repro file was printed to the console")
+        print(f"{line}\nUNSAVED FINDING, its repro file:\n{dumps(repro.to_dict(str(path)), indent=2)}", file=sys.stderr)
         raise
+    if not cfg.quiet:  # announced once saved: a finding on the console is a finding on disk
+        print(line, file=sys.stderr, flush=True)
     report.findings[sig] = {
         "signature": sig,
         "kind": v.kind,
