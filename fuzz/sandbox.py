@@ -122,8 +122,9 @@ def fingerprint() -> dict:
                 ids[n, k] = id(v)
     torch = sys.modules.get("torch")
     if torch is not None:
-        for k, v in list(vars(torch.Tensor).items()):
-            ids["torch.Tensor", k] = id(v)
+        dicts = [c.__dict__ for c in torch.Tensor.__mro__]
+        for k in dir(torch.Tensor):  # inherited too: setting Tensor.__add__ shadows TensorBase's
+            ids["torch.Tensor", k] = id(next((d[k] for d in dicts if k in d), None))
         ids["torch", "switches"] = (
             torch.get_default_dtype(),
             torch.are_deterministic_algorithms_enabled(),
