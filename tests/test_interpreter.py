@@ -263,3 +263,35 @@ def test_a_wild_read_is_an_oob_read_verdict(device):
     v = check(BASE, "wild", device, impl=lambda t: _wild_row_impl(**t.op_kwargs()))
     assert v.kind == "oob-read" and "unmapped" in v.message, v
     assert v.family == "wrong-output"  # triage groups it with the wrong values the same bug gives nearer by
+
+
+def test_numpy_scalars_patch_reads_the_one_element():
+    """triton 3.6's interpreter turned a scalar into an index with int(array), which numpy >= 2.4 refuses for a
+    1-element 1-D array: every range(0, tl.cdiv(...)) raised (80 false findings). The patch reads the element."""
+
+    class Scope:
+        def __init__(self):
+            self.attrs = {}
+
+        def set_attr(self, obj, name, value):
+            self.attrs[name] = value
+
+    class FakeInterp:
+        @staticmethod
+        def _patch_lang_tensor(tensor, scope):
+            scope.set_attr(tensor, "__index__", lambda self: int(self.handle.data))  # what triton 3.6 does
+
+    class Handle:
+        data = np.array([7], dtype=np.int32)
+
+    class Tensor:
+        handle = Handle()
+
+    assert interpreter._numpy_scalars(FakeInterp)
+    scope = Scope()
+    FakeInterp._patch_lang_tensor(object, scope)
+    assert scope.attrs["__index__"](Tensor()) == 7
+    Handle.data = np.array([1, 2])
+    with pytest.raises(TypeError, match="only a scalar"):
+        scope.attrs["__index__"](Tensor())
+    assert "numpy scalars" in interpreter.PATCHED  # installed here too (a no-op on triton 3.9)

@@ -607,3 +607,35 @@ def test_monkeypatches_and_detached_children_do_not_outlive_their_case(tmp_path)
     assert report["findings"] == [], [(f["case_index"], f["message"]) for f in report["findings"]]
     note = next(n for n in report["notes"] if "side effects contained" in n)
     assert re.search(r"[1-9]\d* worker restart", note) and re.search(r"[1-9]\d* process", note), note
+
+
+# ---- the environment self-check (issue 27) ------------------------------------------------------------------
+BROKEN_DOT = """
+import triton.runtime.interpreter as interp
+_dot = interp.InterpreterBuilder.create_dot
+def create_dot(self, a, b, d, input_precision, max_num_imprecise_acc):  # an interpreter that multiplies wrongly
+    out = _dot(self, a, b, d, input_precision, max_num_imprecise_acc)
+    out.data = out.data * 1.5
+    return out
+interp.InterpreterBuilder.create_dot = create_dot
+"""
+
+
+def test_a_broken_environment_is_one_error_line_naming_the_versions_not_findings(tmp_path):
+    """Before: triton 3.6 + numpy 2.5 made our correct kernels raise, reported as 80 findings against the
+    implementation under test. Now our own kernels run known cases first, in the campaign's worker: an
+    environment that gets them wrong (here an interpreter whose dots are off, loaded into every process by a
+    sitecustomize) is one `error:` line naming the versions, exit 2, and no finding, report or repro file."""
+    shim = tmp_path / "shim"
+    shim.mkdir()
+    (shim / "sitecustomize.py").write_text(BROKEN_DOT)
+    out = tmp_path / "out"
+    env = dict(os.environ, PYTHONPATH=f"{shim}{os.pathsep}{ROOT}", TRITON_INTERPRET="1")
+    proc = subprocess.run(
+        [sys.executable, "-m", "fuzz", "run", "--device", "cpu", "--impl", "mutant:routed-weight-twice", "--budget",
+         "60", "--out", str(out)],
+        cwd=ROOT, capture_output=True, text=True, timeout=240, env=env,
+    )  # fmt: skip
+    _one_error_line(proc, r"environment self-check failed on --device cpu \(python .*triton \d.*numpy \d")
+    assert "our own kernels fail a known case" in proc.stderr
+    assert not list(out.glob("repro-*.json")) and not (out / "report.json").exists()
