@@ -116,7 +116,7 @@ def reference(tmp_path_factory) -> dict:
     assert proc.returncode == 1, proc.stderr[-3000:]
     report = json.loads((out / "report.json").read_text())
     assert report["cases"] == CASES and report["next_index"] == CASES and report["findings"]
-    return {"signatures": _signatures(out), "kinds": report["kinds"]}
+    return {"signatures": _signatures(out), "kinds": report["kinds"], "out": out}
 
 
 def _fault_then_resume(out: Path, delay: float, sig: int) -> dict:
@@ -158,6 +158,41 @@ def test_sigterm_then_resume(tmp_path, reference):
     out = tmp_path / "out"
     faulted = _fault_then_resume(out, 8.0, signal.SIGTERM)
     _check_against(out, reference, faulted)
+
+
+def test_resume_rebuilds_a_missing_or_stale_report_from_the_repro_files(tmp_path, reference):
+    """report.json deleted, or older than the repro files (one dropped from its list): --resume's starting point
+    (fuzz.outdir.previous_report) lists every repro on disk, marked as recovered."""
+    import shutil
+
+    out = tmp_path / "out"
+    shutil.copytree(reference["out"], out)
+    report = json.loads((out / "report.json").read_text())
+    cfg = CampaignConfig(impl=IMPL, out=out, resume=True, seed=report["seed"], shard=(0, 1))
+    stale = dict(report, findings=report["findings"][1:])
+    (out / "report.json").write_text(json.dumps(stale))
+    old = outdir.previous_report(cfg)
+    assert {f["signature"] for f in old["findings"]} == set(reference["signatures"])
+    assert [f["triage_note"] for f in old["findings"] if f.get("triage_note", "").startswith("not triaged: rec")]
+    (out / "report.json").unlink()
+    old = outdir.previous_report(cfg)
+    assert {f["signature"] for f in old["findings"]} == set(reference["signatures"]) and old["cases"] == 0
+
+
+def test_resume_keeps_triage_already_done(tmp_path):
+    """A finding the killed session had minimised stays a known cause: later findings attach to it instead of
+    opening a second root cause for the same bug."""
+    from moe_lora_fuzz.fuzz.triage import CampaignTriage
+
+    info = {"key": "k", "via": "minimised (3 runs)", "kind": "mismatch", "family": "wrong", "failure": "",
+            "trigger": "needs x", "minimal_repro": "m.json", "essential": {}, "disappears_with": [],
+            "minimal_case": ""}  # fmt: skip
+    cfg = CampaignConfig(out=tmp_path, quiet=True)
+    report = Report(cfg, env={})
+    report.findings = {"s": {"signature": "s", "kind": "mismatch", "count": 1, "repro": "r.json", "triage": info}}
+    triage = CampaignTriage(cfg)
+    outdir.seed_triage(triage, report)
+    assert triage.triager.causes == [info] and triage.triager.reps == [info]
 
 
 def test_signal_during_final_shutdown_still_writes_the_report(tmp_path):
