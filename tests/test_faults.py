@@ -439,3 +439,19 @@ def test_many_faults(tmp_path, reference):
             totals[k] += faulted["first"].get(k, 0)
     print(f"\nFAULT FIGURES: {json.dumps(totals)}")
     assert totals["lost"] == totals["hidden"] == totals["tracebacks"] == 0
+
+
+def test_text_from_files_is_printed_escaped(tmp_path, capsys):
+    """Terminal escape codes and bidirectional overrides in a report (here a settled finding's trigger, which
+    `triage` prints without re-running anything) reach the terminal escaped."""
+    evil = "\x1b]0;owned\x07\x1b[2J\u202egnp.exe"
+    info = {"key": "k", "via": "minimised (3 runs)", "kind": "mismatch", "family": "wrong", "failure": "",
+            "trigger": evil, "minimal_repro": "m.json", "essential": {}, "disappears_with": [],
+            "minimal_case": ""}  # fmt: skip
+    finding = {"signature": "s", "kind": "mismatch", "count": 1, "repro": "r.json", "message": evil, "triage": info}
+    (tmp_path / "report.json").write_text(
+        json.dumps({"impl": "ours", "device": "cpu", "cases": 1, "kinds": {"mismatch": 1}, "findings": [finding]})
+    )
+    assert main(["triage", str(tmp_path), "--device", "cpu"]) == 1
+    out = capsys.readouterr().out
+    assert "\\x1b]0;owned\\x07\\x1b[2J\\u202egnp.exe" in out and "\x1b" not in out and "\u202e" not in out
