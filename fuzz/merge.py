@@ -48,7 +48,7 @@ def report_paths(directory: Path) -> list[Path]:
 def load_report(path: Path) -> dict:
     """A shard's report, checked field by field for everything merging reads."""
     try:
-        report = outdir.read_report(path)
+        report = outdir.require(outdir.read_report(path), path, "cases", "kinds")
         outdir._need(report, "elapsed_s", (int, float), path)
         outdir._need(report, "coverage", dict, path)
     except outdir.ReportError as e:

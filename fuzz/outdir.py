@@ -202,9 +202,9 @@ def check_report(d, path: Path) -> dict:
     merged one); return it otherwise. Checks what --resume, merge and triage read."""
     if not isinstance(d, dict):
         raise ReportError(f"{path}: expected a JSON object, got {type(d).__name__}")
-    if _need(d, "cases", int, path) < 0:
+    if (_need(d, "cases", int, path, optional=True) or 0) < 0:  # triage reads findings alone: counts optional
         raise ReportError(f"{path}: field 'cases': must be >= 0")
-    _counts(_need(d, "kinds", dict, path), path, "kinds")
+    _counts(_need(d, "kinds", dict, path, optional=True) or {}, path, "kinds")
     _need(d, "coverage", dict, path, optional=True)
     _need(d, "elapsed_s", (int, float), path, optional=True)
     index = _need(d, "next_index", int, path, optional=True)
@@ -230,6 +230,14 @@ def check_report(d, path: Path) -> dict:
             _need(f, key, typ, path, w, optional=True)
         _check_triage(f.get("triage"), path, w)
     return d
+
+
+def require(report: dict, path, *keys: str) -> dict:
+    """The fields a caller needs beyond check_report's optional ones (--resume and merge: cases, kinds)."""
+    for key in keys:
+        if report.get(key) is None:
+            raise ReportError(f"{path}: field {key!r} missing")
+    return report
 
 
 def read_report(path: Path) -> dict:
@@ -314,7 +322,7 @@ def previous_report(cfg) -> dict | None:
     path, others = cfg.report_path, other_lineages(cfg.out, cfg.report_path)
     try:
         if path.exists() or path.is_symlink():
-            old = read_report(path)
+            old = require(read_report(path), path, "cases", "kinds")
             if old.get("impl") != cfg.impl or old.get("seed") != cfg.seed or old.get("shard") != list(cfg.shard):
                 raise ResumeError(
                     f"--resume: cannot continue {path}: it was a campaign of impl {str(old.get('impl'))[:200]!r}, "
