@@ -36,6 +36,7 @@ class Report:
     phases: dict = field(default_factory=dict)  # fuzz.phases: {path: [seconds, count]}, worker's and ours
     precompile: dict = field(default_factory=dict)  # fuzz.precompile's helpers: processes, cases, restarts
     notes: list = field(default_factory=list)  # what the campaign did besides cases (fuzz.outdir, fuzz.budget)
+    owned: bool = False  # set once a resumed report is carried over: writing before that would replace it
     saved_cases: int | None = None  # `cases` in the last report.json that reached the disk
     saved_findings: int = 0  # and how many findings it listed
     written: float = 0.0  # time.monotonic() of that write

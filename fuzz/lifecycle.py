@@ -79,6 +79,10 @@ def finish(report, triage, failure: BaseException | None) -> None:
                 triage.finish(report)  # final root causes and time shares (fuzz.triage)
     except Interrupted as e:
         report.interrupted = str(e)
+    if not report.owned:  # interrupted while reading the report to resume: leave it as it is
+        if failure is not None:
+            raise failure
+        return
     for _ in range(2):  # a signal during the first write: written again (signals are ignored from then on)
         try:
             report.write()

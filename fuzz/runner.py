@@ -437,6 +437,7 @@ def _campaign(cfg: CampaignConfig, report: Report, budget: Budget) -> None:
         old = outdir.previous_report(cfg)
         if old:
             report.resume_from(old)
+        report.owned = True
         from .triage import CampaignTriage
 
         triage = CampaignTriage(cfg)

@@ -210,7 +210,7 @@ def test_signal_during_final_shutdown_still_writes_the_report(tmp_path):
         def kill(self):
             self.killed += 1
 
-    report, worker = Report(cfg, env={}), ClosingWorker()
+    report, worker = Report(cfg, env={}, owned=True), ClosingWorker()
     report.cases = 3
     lifecycle.shutdown(report, None, worker)
     assert report.interrupted == "SIGTERM" and worker.closed == 1 and worker.killed == 1
@@ -227,10 +227,16 @@ def test_signal_during_final_shutdown_still_writes_the_report(tmp_path):
         _real(report2)
 
     cfg2 = CampaignConfig(out=tmp_path / "two", quiet=True)
-    report2 = Report(cfg2, env={})
+    report2 = Report(cfg2, env={}, owned=True)
     report2.write = write_interrupted
     lifecycle.finish(report2, None, None)
     assert Once.calls == 2 and report2.interrupted == "SIGINT" and cfg2.report_path.is_file()
+    # interrupted before the report to resume was read: that report is left as it was, not replaced
+    cfg3 = CampaignConfig(out=tmp_path / "three", quiet=True)
+    cfg3.out.mkdir()
+    cfg3.report_path.write_text("{}")
+    lifecycle.finish(Report(cfg3, env={}, interrupted="SIGTERM"), None, None)
+    assert cfg3.report_path.read_text() == "{}"
 
 
 # ---- a full disk --------------------------------------------------------------------------------------------
