@@ -96,7 +96,11 @@ def run_here(device: str) -> str | None:
             case = case.validate(interpreter=device == "cpu")
         except ValueError:
             continue  # a case this device cannot run (e.g. bf16 split-K without the interpreter patch)
-        v = check(case, "ours", device, impl=ours, permutation=False, diagnose=False)
+        try:
+            v = check(case, "ours", device, impl=ours, permutation=False, diagnose=False)
+        except Exception as e:  # the harness itself cannot run here (e.g. no allocator for the device)
+            text = str(e).strip().splitlines()
+            return f"the harness raised on a known case ({what}): {type(e).__name__}: {text[0][:300] if text else ''}"
         if v.failed:
             first = (v.message or "").strip().splitlines()
             why = f"{v.kind}: {first[0][:300] if first else ''}"

@@ -154,6 +154,7 @@ def test_kill9_mid_campaign_then_resume(tmp_path, reference):
     _check_against(out, reference, faulted)
 
 
+@pytest.mark.slow  # pre-merge: test_reliability's interrupt test and the shutdown test below cover SIGTERM
 def test_sigterm_then_resume(tmp_path, reference):
     out = tmp_path / "out"
     faulted = _fault_then_resume(out, 8.0, signal.SIGTERM)
