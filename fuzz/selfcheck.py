@@ -111,6 +111,6 @@ def run_here(device: str) -> str | None:
 
 def message(device: str, failure: str) -> str:
     return (
-        f"environment self-check failed on --device {device} ({versions()}): {failure}. Findings here would be "
-        "the environment's, not the implementation's; use a supported version (docs/reliability.md)"
+        f"environment self-check failed on --device {device} ({versions()}): {failure.rstrip('.')}. Findings "
+        "here would be the environment's, not the implementation's; use a supported version (docs/reliability.md)"
     )

@@ -15,6 +15,7 @@ python3 -c "import torch, triton, numpy; print('torch', torch.__version__, 'trit
   timeout 120 python3 scripts/selfcheck.py --device cuda; echo "exit $?"; } 2>&1 | tee "$OUT/selfcheck.txt"
 # the 30 s CPU campaign of the issue: exit 0 and 0 findings expected (exit 2 + one `error:` line would mean the
 # self-check refused this environment; exit 1 means findings against our correct kernels: the bug is back)
+rm -rf /tmp/issue27-cpu
 timeout 90 python3 -m fuzz run --device cpu --budget 30 --out /tmp/issue27-cpu 2>&1 | tail -8 | tee "$OUT/cpu_campaign.txt"
 echo "exit ${PIPESTATUS[0]}" | tee -a "$OUT/cpu_campaign.txt"
 cp /tmp/issue27-cpu/report.json "$OUT/cpu_report.json" 2>/dev/null
