@@ -22,6 +22,7 @@ import sys
 from pathlib import Path
 
 PR_SET_CHILD_SUBREAPER = 36
+PR_SET_PDEATHSIG = 1
 # modules whose attributes a case must leave as it found them: torch's public surface and the harness
 _WATCHED_PREFIXES = ("moe_lora_fuzz.", "fuzz.", "reference.", "kernels.", "contract.")
 _WATCHED_TORCH = ("torch", "torch.nn.functional", "torch.linalg", "torch.testing", "numpy", "triton.language")
@@ -29,13 +30,15 @@ _WATCHED_TORCH = ("torch", "torch.nn.functional", "torch.linalg", "torch.testing
 
 def contain() -> bool:
     """In the worker: lead a process group of its own (so that what a case starts can be killed with it even
-    after the worker died) and adopt orphaned descendants (Linux only). False where the subreaper is refused."""
+    after the worker died), die with the campaign (a kill -9 of the campaign must not leave a hanging case
+    running) and adopt orphaned descendants (Linux only). False where the subreaper is refused."""
     try:
         os.setpgid(0, 0)
     except OSError:
         pass
     try:
         libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)  # a campaign killed -9 takes a hanging case with it
         return libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0
     except (OSError, AttributeError):
         return False
