@@ -264,7 +264,7 @@ def test_full_disk_is_one_error_line_and_no_finding_only_in_memory(tmp_path):
     """A real 24 KB filesystem (tmpfs, where mounting is permitted) or, elsewhere, the same campaign with every
     write past the first 24 KB refused with ENOSPC (a sitecustomize in the worker's and the CLI's path)."""
     out = tmp_path / "disk"
-    mounted = _tmpfs(out, "24k")
+    mounted = os.environ.get("FAULTS_NO_MOUNT") != "1" and _tmpfs(out, "24k")
     try:
         env = _env()
         if not mounted:
@@ -281,22 +281,37 @@ def test_full_disk_is_one_error_line_and_no_finding_only_in_memory(tmp_path):
             subprocess.run(["umount", str(out)], capture_output=True)
 
 
-# refuses writes into .../disk/ beyond 24 KB in all, as a full filesystem would
+# refuses writes into .../disk/ beyond 24 KB in all, as a full filesystem would (every output of the harness is
+# written through os.fdopen by fuzz.repro.write_atomic)
 ENOSPC_SHIM = """
-import builtins, errno, os
+import errno, os
 _used = [0]
-_write = os.write
-def write(fd, data):
+_fdopen = os.fdopen
+
+class _Full:
+    def __init__(self, f):
+        self._f = f
+    def write(self, data):
+        if _used[0] + len(data) > 24 * 1024:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        _used[0] += len(data)
+        return self._f.write(data)
+    def __enter__(self):
+        return self
+    def __exit__(self, *exc):
+        return self._f.__exit__(*exc)
+    def __getattr__(self, name):
+        return getattr(self._f, name)
+
+def fdopen(fd, *args, **kwargs):
+    f = _fdopen(fd, *args, **kwargs)
     try:
         target = os.readlink(f"/proc/self/fd/{fd}")
     except OSError:
         target = ""
-    if "/disk/" in target:
-        if _used[0] + len(data) > 24 * 1024:
-            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-        _used[0] += len(data)
-    return _write(fd, data)
-os.write = write
+    return _Full(f) if "/disk/" in target else f
+
+os.fdopen = fdopen
 """
 
 
