@@ -241,8 +241,9 @@ class Worker:
     the next case gets a fresh process. Output of the implementation goes to `log` (capped) when given.
     Raises ImplError if the implementation cannot be loaded."""
 
-    def __init__(self, device: str, impl: str, log: Path | None = None):
+    def __init__(self, device: str, impl: str, log: Path | None = None, startup_timeout: float = STARTUP_TIMEOUT_S):
         self.device, self.impl, self.log = device, impl, log
+        self.startup_timeout = startup_timeout  # the first start's (a campaign's budget cuts it); restarts: full
         self.on_wait = None  # called every POLL_S while a case runs (the campaign feeds its precompiler)
         self.ahead = None  # given the cases triage is about to judge here (fuzz.precompile.Precompiler.ahead)
         self.restarts = 0
@@ -262,17 +263,18 @@ class Worker:
         try:
             self._proc.start()
             child.close()
-            first = self._recv(STARTUP_TIMEOUT_S)
+            first = self._recv(self.startup_timeout)
         except _NoAnswer as e:
             self.kill()
-            raise ImplError(f"--impl {self.impl!r}: the worker could not load it ({e})") from None
+            why = f"not loaded within {self.startup_timeout:.0f} s" if e.kind == "hang" else str(e)
+            raise ImplError(f"--impl {self.impl!r}: the worker could not load it ({why})") from None
         except BaseException:
             self.kill()
             raise
         if "fatal" in first:
             self.kill()
             raise ImplError(first["fatal"])
-        self.profile = first["profile"]
+        self.profile, self.startup_timeout = first["profile"], STARTUP_TIMEOUT_S
 
     def _recv(self, timeout: float) -> dict:
         end = time.monotonic() + timeout
@@ -444,7 +446,7 @@ def _campaign(cfg: CampaignConfig, report: Report, budget: Budget) -> None:
         outdir.seed_triage(triage, report)
         phases.take()
         with phases.phase("startup"):
-            worker = Worker(cfg.device, cfg.impl, log=cfg.log_path)
+            worker = Worker(cfg.device, cfg.impl, log=cfg.log_path, startup_timeout=max(budget.left(), 5.0))
             pre = _precompiler(cfg, worker)
         if cfg.selfcheck and hasattr(worker, "selfcheck"):
             _selfcheck(cfg, worker, budget)

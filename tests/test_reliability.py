@@ -639,3 +639,14 @@ def test_a_broken_environment_is_one_error_line_naming_the_versions_not_findings
     _one_error_line(proc, r"environment self-check failed on --device cpu \(python .*triton \d.*numpy \d")
     assert "our own kernels fail a known case" in proc.stderr
     assert not list(out.glob("repro-*.json")) and not (out / "report.json").exists()
+
+
+@pytest.mark.slow
+def test_an_import_that_hangs_ends_by_the_budget(tmp_path):
+    """The worker's first start (importing the implementation) is cut by the budget too, not after 600 s."""
+    impl = tmp_path / "import_hangs.py"
+    impl.write_text("import time\ntime.sleep(3600)\n\ndef impl(**kw):\n    pass\n")
+    t0 = time.monotonic()
+    proc = _fuzz("run", "--device", "cpu", "--impl", f"{impl}:impl", "--budget", "15", "--out", str(tmp_path / "o"))
+    assert time.monotonic() - t0 < 15 + 2 + 3
+    _one_error_line(proc, r"could not load it \(not loaded within \d+ s\)")
