@@ -229,7 +229,9 @@ def cmd_run(a) -> int:
         _fail("--sanitize-every: needs --device cuda (compute-sanitizer checks GPU memory accesses)")
     _check_builtin_impl(a.impl)
     from .impls import ImplError
+    from .outdir import LockError, OutputError
     from .runner import CampaignConfig, ResumeError, run_campaign
+    from .selfcheck import EnvironmentBroken
 
     created = not a.out.exists()
     _writable_dir("--out", a.out)
@@ -253,8 +255,8 @@ def cmd_run(a) -> int:
     )
     try:
         report = run_campaign(cfg)
-    except (ImplError, ResumeError) as e:
-        if created and not any(a.out.iterdir()):
+    except (ImplError, ResumeError, LockError, EnvironmentBroken, OutputError) as e:
+        if created and a.out.is_dir() and not any(a.out.iterdir()):
             a.out.rmdir()  # refused before the campaign started: leave nothing behind
         _fail(str(e))
     return _summary(a, cfg, report)
@@ -654,12 +656,18 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
-    a = _parser().parse_args(argv)
+    from .repro import PrintableStream
+
+    saved = sys.stdout, sys.stderr
+    sys.stdout, sys.stderr = PrintableStream(sys.stdout), PrintableStream(sys.stderr)  # text from files, escaped
     try:
+        a = _parser().parse_args(argv)
         return COMMANDS[a.cmd].run(a)
     except KeyboardInterrupt:  # outside a campaign (which handles its own): no traceback
         print("interrupted by SIGINT", file=sys.stderr)
         return 130
+    finally:
+        sys.stdout, sys.stderr = saved
 
 
 if __name__ == "__main__":

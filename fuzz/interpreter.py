@@ -48,8 +48,16 @@ fp8 dots (already upcast by the interpreter), out-of-bounds reads (the harness's
   oob-write). Addresses in mapped memory that is not the kernel's are not flagged: a check against the launch
   arguments alone would flag a kernel that reads tensors through a pointer table.
 
-If the installed triton is not the tested version, or its internals moved, nothing is patched: one line
-goes to stderr and `PATCHED` stays empty; callers ask `bf16_atomics_ok()` / `tf32_emulated()`.
+- `numpy scalars`: triton 3.6's interpreter turned a scalar (a 1-element array) into a Python int with
+  `int(data)`, which numpy >= 2.4 refuses ("only 0-dimensional arrays can be converted to Python scalars"):
+  every `range(0, tl.cdiv(...))` in a kernel raised. Patched on every version (a no-op where, as in triton
+  3.9, the interpreter already reads the element out first). This patch does not depend on the tested versions below.
+
+Tested versions: TESTED_TRITON. On another version, or one whose internals moved, nothing but `numpy
+scalars` is patched (`PATCHED` lacks the rest and NOT_PATCHED_REASON says why; it goes to report.json's
+environment); callers ask `bf16_atomics_ok()` / `tf32_emulated()`. Builder methods that a tested version
+lacks (triton 3.6 has no create_fneg / create_approx_divf: it negates and divides through other methods,
+which are patched) are skipped.
 """
 
 from __future__ import annotations
@@ -61,7 +69,7 @@ import threading
 
 import numpy as np
 
-TESTED_TRITON = ("3.9.0",)
+TESTED_TRITON = ("3.6.0", "3.9.0")
 TF32_ROUNDINGS = ("truncate", "rne")
 # Relative error of one operand rounded to TF32 under the default (truncating) emulation: 2^-10 per input
 # (2^-11 with tf32_rounding="rne"). An error bound that models TF32 products should use this.
@@ -111,6 +119,7 @@ _BF16_FLOAT_OPS = (
     "create_floor",
     "create_ceil",
 )
+_OPTIONAL_FLOAT_OPS = frozenset({"create_fneg", "create_approx_divf", "create_clampf"})  # absent in triton 3.6
 
 
 def bf16_atomics_ok() -> bool:
@@ -217,7 +226,7 @@ def _check_internals(interp, ir, core) -> str | None:
         if fn is None or list(inspect.signature(fn).parameters) != params:
             return f"InterpreterBuilder.{name} is missing or has another signature"
     for name in _BF16_FLOAT_OPS + ("create_fp_trunc", "create_fp_ext"):
-        if not callable(getattr(builder, name, None)):
+        if name not in _OPTIONAL_FLOAT_OPS and not callable(getattr(builder, name, None)):
             return f"InterpreterBuilder.{name} is missing"
     for owner, name in (
         (interp, "TensorHandle"),
@@ -245,8 +254,8 @@ def install(tf32_rounding: str = "truncate") -> frozenset:
     global PATCHED, TF32_ROUNDING, NOT_PATCHED_REASON
     if tf32_rounding not in TF32_ROUNDINGS:
         raise ValueError(f"tf32_rounding: {tf32_rounding!r} is not one of {TF32_ROUNDINGS}")
-    if PATCHED:
-        if tf32_rounding != TF32_ROUNDING:
+    if PATCHED or NOT_PATCHED_REASON:  # installed already (or found unpatchable: the reason stands)
+        if TF32_ROUNDING is not None and tf32_rounding != TF32_ROUNDING:
             raise ValueError(f"tf32_rounding: already installed with {TF32_ROUNDING!r}, asked {tf32_rounding!r}")
         return PATCHED
     import triton.language as tl
@@ -254,10 +263,12 @@ def install(tf32_rounding: str = "truncate") -> frozenset:
     import triton.runtime.interpreter as interp
     from triton._C.libtriton import ir
 
+    compat = ("numpy scalars",) if _numpy_scalars(interp) else ()
     reason = _check_internals(interp, ir, core)
     if reason is not None:
         # no stderr line (CLI errors stay one line): campaigns record it in report.json's environment
         NOT_PATCHED_REASON = f"left unpatched ({reason}): bf16 dots/atomics and TF32 are not emulated on CPU"
+        PATCHED = frozenset(compat)
         return PATCHED
     _Patches(interp, ir, tl, tf32_rounding).apply()
     from . import interpreter_fp8  # fp32 -> e4m3fn rounding (fuzz/interpreter_fp8.py)
@@ -266,8 +277,33 @@ def install(tf32_rounding: str = "truncate") -> frozenset:
     interp.InterpreterBuilder.bf16_emulated = True  # read by kernels.moe_lora.interpreter_bf16_ok
     TF32_ROUNDING = tf32_rounding
     patched = ("dot", "tf32", "atomic_add", "bf16 arithmetic", "bf16 casts", "bf16 reductions", "fp8 casts")
-    PATCHED = frozenset(patched + (("wild access",) if _MINCORE is not None else ()))
+    PATCHED = frozenset(patched + compat + (("wild access",) if _MINCORE is not None else ()))
     return PATCHED
+
+
+def _numpy_scalars(interp) -> bool:
+    """The `numpy scalars` patch: wrap the interpreter's tensor patching so that `__index__` reads the one
+    element of a scalar's array (int() of a 1-element 1-D array raises on numpy >= 2.4). Returns whether it
+    is in force; False when the interpreter has no such hook (then nothing needs it, or nothing can be done)."""
+    original = getattr(interp, "_patch_lang_tensor", None)
+    if original is None:
+        return False
+    if getattr(original, "numpy_scalars", False):
+        return True
+
+    def index(self):
+        data = np.asarray(self.handle.data)
+        if data.size != 1:
+            raise TypeError(f"only a scalar can be used as an index (got {data.size} elements)")
+        return int(data.reshape(-1)[0])
+
+    def patch_lang_tensor(tensor, scope):
+        original(tensor, scope)
+        scope.set_attr(tensor, "__index__", index)
+
+    patch_lang_tensor.numpy_scalars = True
+    interp._patch_lang_tensor = patch_lang_tensor
+    return True
 
 
 class _Patches:
@@ -402,6 +438,12 @@ class _Patches:
 
         self.builder.cast_impl = cast_impl
         self.builder.create_fp_to_fp = create_fp_to_fp
+        if not hasattr(self.builder, "get_bf16"):  # triton 3.6: `bf16 tensor * 2.0` found no bf16 constant
+
+            def get_bf16(self, value):
+                return p._bf16(np.array([value], dtype=np.float64))
+
+            self.builder.get_bf16 = get_bf16
 
     # --- bf16 arithmetic
     def _float_ops(self) -> None:
@@ -419,7 +461,8 @@ class _Patches:
             return op
 
         for name in _BF16_FLOAT_OPS:
-            setattr(self.builder, name, wrap(getattr(self.builder, name)))
+            if hasattr(self.builder, name):  # the optional ones (_OPTIONAL_FLOAT_OPS) may be absent
+                setattr(self.builder, name, wrap(getattr(self.builder, name)))
 
     # --- reductions and scans
     def _reductions(self) -> None:

@@ -8,19 +8,26 @@
   each shard's summary; root_causes from fuzz.triage when that module is present.
 - Repro files (every *.json of a shard directory besides report.json) are copied, never overwritten: a
   name already taken by different content gets a `-shard<i>` suffix (then a counter); identical content is
-  reused. Paths inside the merged report point at the copies.
+  reused. Paths inside the merged report point at the copies. Only regular files are copied (a symlink, a
+  device or a FIFO is skipped and listed under "skipped"), each atomically (a temporary file renamed).
+- Every repro file on disk counts: a `repro-*.json` that no report of its directory lists (its campaign was
+  killed before the report caught up) is read and merged as a finding of its own (fuzz.outdir).
+- Nothing is written before every input has been read and checked field by field (fuzz.outdir.check_report):
+  a damaged or hostile input is one MergeError naming the file and the field, and --out is left untouched.
 """
 
 from __future__ import annotations
 
-import filecmp
-import json
-import shutil
+import os
+import stat
 from collections import Counter
 from pathlib import Path
 
+from . import outdir
 from .coverage import REQUIRED_EDGES
 from .repro import dumps, write_atomic
+
+MAX_COPY_BYTES = 16 << 20  # repro and minimal files are a few KB
 
 
 class MergeError(ValueError):
@@ -39,30 +46,62 @@ def report_paths(directory: Path) -> list[Path]:
 
 
 def load_report(path: Path) -> dict:
+    """A shard's report, checked field by field for everything merging reads."""
     try:
-        report = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as e:
-        raise MergeError(f"{path}: unreadable JSON ({e})") from None
-    fields = (("cases", int), ("kinds", dict), ("findings", list), ("coverage", dict), ("elapsed_s", (int, float)))
-    for key, kind in fields:
-        if not isinstance(report.get(key), kind):
-            raise MergeError(f"{path}: field {key!r} missing or not a {getattr(kind, '__name__', 'number')}")
+        report = outdir.require(outdir.read_report(path), path, "cases", "kinds")
+        outdir._need(report, "elapsed_s", (int, float), path)
+        outdir._need(report, "coverage", dict, path)
+    except outdir.ReportError as e:
+        raise MergeError(str(e)) from None
     return report
 
 
-def _copy_files(src_dir: Path, out: Path, tag: str) -> dict:
-    """Copy src_dir's repro files into out without overwriting; returns {source name: new path}."""
-    moved = {}
+def _read_regular(src: Path) -> bytes | None:
+    """The bytes of a regular file (never through a symlink; a device or FIFO is not opened); None otherwise."""
+    try:
+        fd = os.open(src, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError:
+        return None  # a symlink (ELOOP), or gone
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            return None
+        if st.st_size > MAX_COPY_BYTES:
+            raise MergeError(f"{src}: larger than {MAX_COPY_BYTES} bytes; not a repro file")
+        with os.fdopen(fd, "rb", closefd=False) as f:
+            return f.read(MAX_COPY_BYTES + 1)
+    finally:
+        os.close(fd)
+
+
+def _plan_copies(src_dir: Path, skipped: list) -> list[tuple[str, bytes]]:
+    """src_dir's files to copy (every *.json besides its reports), read now: nothing is written before every
+    input was read. Non-regular files go to `skipped`."""
+    files = []
     for src in sorted(src_dir.glob("*.json")):
-        if src.name.startswith("report") or not src.is_file():
+        if src.name.startswith("report"):
             continue
-        dest, n = out / src.name, 0
-        while dest.exists() and not filecmp.cmp(src, dest, shallow=False):
+        data = _read_regular(src)
+        if data is None:
+            skipped.append(str(src))
+        else:
+            files.append((src.name, data))
+    return files
+
+
+def _copy_files(files: list, out: Path, tag: str) -> dict:
+    """Write `files` into out without overwriting (identical content is reused), each atomically; returns
+    {source name: new path}."""
+    moved = {}
+    for name, data in files:
+        stem, suffix = name[: -len(".json")], ".json"
+        dest, n = out / name, 0
+        while os.path.lexists(dest) and _read_regular(dest) != data:
             n += 1
-            dest = out / f"{src.stem}-{tag}{'' if n == 1 else f'-{n}'}{src.suffix}"
-        if not dest.exists():
-            shutil.copyfile(src, dest)
-        moved[src.name] = dest
+            dest = out / f"{stem}-{tag}{'' if n == 1 else f'-{n}'}{suffix}"
+        if not os.path.lexists(dest):
+            write_atomic(dest, data)
+        moved[name] = dest
     return moved
 
 
@@ -102,7 +141,37 @@ def merge_reports(dirs: list[Path], out: Path) -> dict:
         raise MergeError("merge: a directory is given twice (its cases would count twice)")
     sources = [(d, p) for d in dirs for p in report_paths(d)]
     reports = [load_report(p) for _, p in sources]
-    out.mkdir(parents=True, exist_ok=True)
+    skipped: list = []
+    planned = {d: _plan_copies(d, skipped) for d in dict.fromkeys(d for d, _ in sources)}
+    _recover(sources, reports)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        merged = _merge(sources, reports, planned, out)
+        merged["skipped"] = skipped
+        write_atomic(out / "report.json", dumps(merged, indent=2) + "\n")
+    except OSError as e:
+        raise MergeError(
+            f"--out {out}: cannot write ({e.strerror or e}); the merged report.json was not written (files "
+            "copied so far are complete copies; run merge again into a fresh directory)"
+        ) from None
+    return merged
+
+
+def _recover(sources: list, reports: list) -> None:
+    """Repro files no report of their directory lists become findings of that directory's first report."""
+    first: dict = {}
+    for (d, _p), r in zip(sources, reports, strict=True):
+        first.setdefault(d, []).append(r)
+    for d, rs in first.items():
+        listed = [f for r in rs for f in r["findings"]]
+        try:
+            extra = outdir.findings_on_disk(d, listed, None, set())
+        except outdir.ReportError as e:
+            raise MergeError(str(e)) from None
+        rs[0]["findings"] = rs[0]["findings"] + extra
+
+
+def _merge(sources: list, reports: list, planned: dict, out: Path) -> dict:
     copied: dict = {}  # directory -> {file name: its copy}, each directory copied once
 
     kinds, edges, classes, knobs = Counter(), Counter(), Counter(), {}
@@ -111,7 +180,7 @@ def merge_reports(dirs: list[Path], out: Path) -> dict:
     for i, ((d, _path), r) in enumerate(zip(sources, reports, strict=True)):
         shard = r.get("shard", [i, len(sources)])
         if d not in copied:
-            copied[d] = _copy_files(d, out, f"shard{shard[0] if isinstance(shard, list) and shard else i}")
+            copied[d] = _copy_files(planned[d], out, f"shard{shard[0] if isinstance(shard, list) and shard else i}")
         moved = copied[d]
         kinds.update(r["kinds"])
         cov = r["coverage"]
@@ -194,7 +263,6 @@ def merge_reports(dirs: list[Path], out: Path) -> dict:
     causes = _root_causes(shard_reports)
     if causes is not None:
         merged["root_causes"] = causes
-    write_atomic(out / "report.json", dumps(merged, indent=2) + "\n")
     return merged
 
 
@@ -207,4 +275,6 @@ def summary(merged: dict, out: Path) -> str:
         line += f", {len(merged['root_causes'])} root causes"
     if merged.get("missing_shards"):
         line += f"; missing shards {merged['missing_shards']}"
+    if merged.get("skipped"):
+        line += f"; {len(merged['skipped'])} file(s) skipped (not regular files: symlinks, devices)"
     return line + f"; missing edges {merged['coverage']['missing_edges']}; report: {Path(out) / 'report.json'}"

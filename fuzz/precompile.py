@@ -60,6 +60,9 @@ class _Helper:
 
     def kill(self) -> None:
         if self.proc.is_alive():
+            from .sandbox import kill_tree
+
+            kill_tree(self.proc.pid)  # it runs the implementation too: what its cases started goes with it
             self.proc.kill()
         self.proc.join(5)
         self.conn.close()

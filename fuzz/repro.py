@@ -145,14 +145,16 @@ def _number(v):
     return NONFINITE.get(v, v) if isinstance(v, str) else v
 
 
-def write_atomic(path: Path, text: str) -> None:
-    """Write via a temporary file and rename, so a reader never sees half a file; the file is 0644."""
+def write_atomic(path: Path, text: str | bytes) -> None:
+    """Write via a temporary file and rename, so a reader never sees half a file (a full disk leaves the old
+    file, or none, and no temporary); the file is 0644. Text is written as UTF-8."""
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     try:
         os.fchmod(fd, 0o644)  # mkstemp creates 0600; a report is meant to be read by others
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
+        with os.fdopen(fd, "wb") as f:
+            f.write(text.encode("utf-8") if isinstance(text, str) else text)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -334,6 +336,29 @@ def check_size(case: Case, limit: int = MAX_CASE_ELEMENTS) -> None:
             f"case: about {n:,} tensor elements (~{4 * n / 2**30:.1f} GiB in fp32) exceeds the "
             f"replay limit of {limit:,}; pass --allow-large if you mean it"
         )
+
+
+_UNPRINTABLE = {c: f"\\x{c:02x}" for c in [*range(0x20), 0x7F, *range(0x80, 0xA0)] if chr(c) not in "\n\t"}
+_UNPRINTABLE.update({c: f"\\u{c:04x}" for c in [*range(0x202A, 0x202F), *range(0x2066, 0x206A), 0x200E, 0x200F]})
+
+
+def printable(text: str) -> str:
+    """Text from a file (or from code a file names) made safe for a terminal: control characters (escape
+    sequences), C1 controls and bidirectional overrides are shown as \\xNN / \\uNNNN; newlines and tabs stay."""
+    return str(text).translate(_UNPRINTABLE)
+
+
+class PrintableStream:
+    """A text stream that passes everything written through `printable` (the CLI's stdout and stderr)."""
+
+    def __init__(self, stream):
+        self._stream = stream
+
+    def write(self, text: str) -> int:
+        return self._stream.write(printable(text))
+
+    def __getattr__(self, name):
+        return getattr(self._stream, name)
 
 
 def is_builtin(impl: str) -> bool:

@@ -21,17 +21,19 @@ import secrets
 import signal
 import sys
 import time
-from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import __version__, phases
+from . import outdir, phases, sandbox
+from .budget import Budget, CappedWorker, process_age
+from .campaign_record import Report, saving
 from .case import Case
-from .coverage import Coverage
 from .generate import CPU_SIZES, GPU_SIZES, class_of, draw
 from .interpreter import install_if_interpreting
+from .lifecycle import Interrupted, _Signals, finish, shutdown
 from .oracle import Verdict, crash_failure, probed, signature
-from .repro import Repro, dumps, environment, save, write_atomic
+from .outdir import OutputError, ResumeError  # noqa: F401 (ResumeError: the CLI imports it from here)
+from .repro import Repro, dumps, save, write_atomic
 
 # Default per-case timeouts (--case-timeout): the slowest correct case of the nightly GPU profile takes a
 # few seconds, of the CPU interpreter profile under a minute; a multiple of that is a hang, not a slow case.
@@ -39,6 +41,7 @@ CASE_TIMEOUT_S = {"cpu": 300.0, "cuda": 120.0}
 STARTUP_TIMEOUT_S = 600.0  # importing torch/triton and the implementation, on a cold cache
 LOG_CAP_BYTES = 4 << 20  # worker.log is rotated to worker.log.1 beyond this
 POLL_S = 0.2  # how often a waiting parent checks the worker's log size
+REPORT_EVERY_S = 1.0  # report.json is rewritten after a case at most this often (and after every finding)
 
 
 def new_campaign_id() -> str:
@@ -67,6 +70,7 @@ class CampaignConfig:
     triage_share: float | None = None  # triage (fuzz.triage): share of the budget (None: 0.2; 0 with stop_after)
     triage_cap: float | None = None  # and seconds per finding (None: 30 on cpu, 20 on cuda)
     precompile: int | None = None  # helper processes compiling ahead (fuzz.precompile; None: by device and cores)
+    selfcheck: bool = True  # run our kernels on known cases in the worker first (fuzz.selfcheck)
 
     @property
     def sizes(self):
@@ -165,6 +169,7 @@ def _worker_main(conn, device: str, impl_name: str, log: str | None, helper: boo
     from .impls import ImplError, resolve
 
     install_if_interpreting()  # a spawned worker does not inherit the parent's interpreter patches
+    sandbox.contain()  # a case's processes, detached or not, stay ours, to be killed after it (fuzz.sandbox)
     phases.count_jit()
     try:
         impl = resolve(impl_name)
@@ -177,10 +182,17 @@ def _worker_main(conn, device: str, impl_name: str, log: str | None, helper: boo
     if log:
         _redirect_output(log)
     conn.send({"ready": True, "profile": impl.profile()})
+    before = sandbox.fingerprint()
     while True:
         msg = conn.recv()
         if msg is None:
             return
+        if msg.get("mode") == "selfcheck":
+            from .selfcheck import run_here
+
+            conn.send({"selfcheck": run_here(device)})
+            before = sandbox.fingerprint()
+            continue
         case, verdict = msg["case"], None
         phases.take()  # what happened between cases (e.g. a crashed case's partial phases) is not this case's
         try:
@@ -190,7 +202,9 @@ def _worker_main(conn, device: str, impl_name: str, log: str | None, helper: boo
         except Exception as e:  # outside the implementation: the process (e.g. its CUDA context) is broken
             conn.send({"broken": _first_line(e), "verdict": verdict})
             return
-        conn.send({"verdict": verdict, "phases": phases.take()})
+        after = sandbox.fingerprint()
+        tainted, before = sandbox.changed(before, after), after
+        conn.send({"verdict": verdict, "phases": phases.take(), "tainted": tainted, "reaped": sandbox.reap_children()})
 
 
 def _judge_here(msg: dict, case: Case, impl, impl_name: str, device: str) -> Verdict:
@@ -227,11 +241,14 @@ class Worker:
     the next case gets a fresh process. Output of the implementation goes to `log` (capped) when given.
     Raises ImplError if the implementation cannot be loaded."""
 
-    def __init__(self, device: str, impl: str, log: Path | None = None):
+    def __init__(self, device: str, impl: str, log: Path | None = None, startup_timeout: float = STARTUP_TIMEOUT_S):
         self.device, self.impl, self.log = device, impl, log
+        self.startup_timeout = startup_timeout  # the first start's (a campaign's budget cuts it); restarts: full
         self.on_wait = None  # called every POLL_S while a case runs (the campaign feeds its precompiler)
         self.ahead = None  # given the cases triage is about to judge here (fuzz.precompile.Precompiler.ahead)
         self.restarts = 0
+        self.tainted = 0  # restarts because a case changed torch or the harness (fuzz.sandbox)
+        self.reaped = 0  # processes cases left behind, killed after them
         self._proc = None
         self._start()
 
@@ -246,17 +263,18 @@ class Worker:
         try:
             self._proc.start()
             child.close()
-            first = self._recv(STARTUP_TIMEOUT_S)
+            first = self._recv(self.startup_timeout)
         except _NoAnswer as e:
             self.kill()
-            raise ImplError(f"--impl {self.impl!r}: the worker could not load it ({e})") from None
+            why = f"not loaded within {self.startup_timeout:.0f} s" if e.kind == "hang" else str(e)
+            raise ImplError(f"--impl {self.impl!r}: the worker could not load it ({why})") from None
         except BaseException:
             self.kill()
             raise
         if "fatal" in first:
             self.kill()
             raise ImplError(first["fatal"])
-        self.profile = first["profile"]
+        self.profile, self.startup_timeout = first["profile"], STARTUP_TIMEOUT_S
 
     def _recv(self, timeout: float) -> dict:
         end = time.monotonic() + timeout
@@ -346,10 +364,28 @@ class Worker:
             )
         self._cap_log()
         self.phases = answer.get("phases", {})
+        self.reaped += answer.get("reaped", 0)
+        if answer.get("tainted"):  # the next case must not be judged by code the implementation replaced
+            self.tainted += 1
+            self.kill()
         return answer["verdict"]
+
+    def selfcheck(self, timeout: float) -> str | None:
+        """fuzz.selfcheck in the worker: None when our kernels pass the known cases here, else why not."""
+        if self._proc is None:
+            self._start()
+        try:
+            self._conn.send({"mode": "selfcheck"})
+            return self._recv(timeout)["selfcheck"]
+        except (BrokenPipeError, ConnectionError, OSError):
+            return "the worker died before the self-check"
+        except _NoAnswer as e:
+            self.kill()
+            return f"the self-check did not finish: {e}"
 
     def kill(self) -> None:
         if self._proc is not None:
+            sandbox.kill_tree(self._proc.pid)  # what the case started, detached or not, and the worker's group
             if self._proc.is_alive():
                 self._proc.kill()
             self._proc.join(10)
@@ -364,211 +400,126 @@ class Worker:
         except (BrokenPipeError, ConnectionError, OSError):
             pass
         self._proc.join(2)
+        if self._proc.exitcode is not None:  # ended on its own; what its cases started was killed after each
+            self._conn.close()
+            self._proc = None
+            return
         self.kill()
 
 
 # ---- the campaign ---------------------------------------------------------------------------------------
-@dataclass
-class Report:
-    cfg: CampaignConfig
-    started: float = field(default_factory=time.time)
-    cases: int = 0
-    metamorphic_cases: int = 0
-    next_index: int | None = None
-    kinds: Counter = field(default_factory=Counter)
-    findings: dict = field(default_factory=dict)  # signature -> summary
-    coverage: Coverage = field(default_factory=Coverage)
-    crashes: int = 0  # worker restarts
-    interrupted: str | None = None  # the signal that ended the campaign
-    sanitizer: dict = field(default_factory=lambda: {"runs": 0, "errors": []})
-    env: dict = field(default_factory=environment)  # read once: on a GPU it runs nvidia-smi
-    previous: list = field(default_factory=list)  # campaigns this one resumed
-    root_causes: list = field(default_factory=list)  # fuzz.triage fills these two
-    triage: dict = field(default_factory=dict)
-    phases: dict = field(default_factory=dict)  # fuzz.phases: {path: [seconds, count]}, worker's and ours
-    precompile: dict = field(default_factory=dict)  # fuzz.precompile's helpers: processes, cases, restarts
-
-    def to_dict(self) -> dict:
-        c = self.cfg
-        elapsed = time.time() - self.started
-        return {
-            "campaign": c.campaign_id,
-            "harness": __version__,
-            "commit": self.env.get("commit"),
-            "impl": c.impl,
-            "device": c.device,
-            "profile": c.profile,
-            "seed": c.seed,
-            "shard": list(c.shard),
-            "budget_s": c.budget,
-            "case_timeout_s": c.timeout,
-            "elapsed_s": round(elapsed, 2),
-            "interrupted": self.interrupted,
-            "cases": self.cases,
-            "metamorphic_cases": self.metamorphic_cases,
-            "next_index": self.next_index,
-            "cases_per_s": round(self.cases / max(elapsed, 1e-9), 3),
-            "kinds": dict(self.kinds),
-            "distinct_findings": len(self.findings),
-            "root_causes": self.root_causes,
-            "triage": self.triage,
-            "findings": list(self.findings.values()),
-            "worker_restarts": self.crashes,
-            "sanitizer": self.sanitizer,
-            "resumed": self.previous,
-            "coverage": self.coverage.to_dict(),
-            "precompile": self.precompile,
-            "phases": {k: {"s": round(sv, 3), "n": n} for k, (sv, n) in sorted(self.phases.items())},
-            "environment": self.env,
-        }
-
-    def write(self) -> None:
-        phases.add(self.phases, phases.take())  # this process's phases so far (the worker's come per case)
-        write_atomic(self.cfg.report_path, dumps(self.to_dict(), indent=2) + "\n")
-
-    def resume_from(self, old: dict) -> None:
-        """Carry a previous report's counts and findings; its coverage is not merged (this session's only)."""
-        self.cases = old["cases"]
-        self.kinds.update(old["kinds"])
-        self.findings = {f["signature"]: f for f in old["findings"]}
-        self.next_index = old.get("next_index")
-        self.previous = old.get("resumed", []) + [old.get("campaign")]
-
-
-class Interrupted(BaseException):
-    """SIGINT/SIGTERM during a campaign: unwinds to the report's last write (BaseException so that no
-    `except Exception` on the way swallows it)."""
-
-    def __init__(self, signum: int):
-        super().__init__(signal.Signals(signum).name)
-        self.signum = signum
-
-
-class _Signals:
-    """Turn SIGINT/SIGTERM into Interrupted while a campaign runs (main thread only); once, then ignore."""
-
-    def __init__(self, enabled: bool):
-        self.enabled = enabled
-
-    def __enter__(self):
-        self.saved = {}
-        if self.enabled and mp.current_process().name == "MainProcess":
-            try:
-                for s in (signal.SIGINT, signal.SIGTERM):
-                    self.saved[s] = signal.signal(s, self._raise)
-            except ValueError:  # not the main thread: leave signals alone
-                pass
-        return self
-
-    def _raise(self, signum, frame):
-        for s in self.saved:
-            signal.signal(s, signal.SIG_IGN)  # the clean-up that follows must not be interrupted again
-        raise Interrupted(signum)
-
-    def __exit__(self, *exc):
-        for s, h in self.saved.items():
-            signal.signal(s, h)
-        return False
-
-
-class ResumeError(ValueError):
-    """--resume cannot continue the report it found (usage error, exit 2)."""
-
-
-def _previous_report(cfg: CampaignConfig) -> dict | None:
-    import json
-
-    if not (cfg.resume and cfg.report_path.is_file()):
-        return None
-    try:
-        old = json.loads(cfg.report_path.read_text())
-        if old.get("impl") != cfg.impl or old.get("seed") != cfg.seed or old.get("shard") != list(cfg.shard):
-            raise ValueError(
-                f"it was a campaign of impl {old.get('impl')!r}, seed {old.get('seed')}, shard "
-                f"{old.get('shard')}; resume with the same --impl, --seed and --shard"
-            )
-        old["cases"], old["kinds"], old["findings"]  # noqa: B018 (the fields resuming needs)
-        return old
-    except (OSError, ValueError, KeyError, TypeError) as e:
-        raise ResumeError(f"--resume: cannot continue {cfg.report_path}: {e}") from None
-
-
 def run_campaign(cfg: CampaignConfig) -> Report:
-    """Run the campaign; ImplError if the implementation cannot be loaded, ResumeError if --resume cannot."""
+    """Run the campaign. Raises, each one `error:` line for the CLI (exit 2): ImplError (the implementation
+    cannot be loaded), ResumeError (--resume cannot continue), LockError (another campaign writes this report),
+    EnvironmentBroken (our own kernels fail the self-check here: fuzz.selfcheck), OutputError (the disk refused
+    an output; it says what was saved). A signal at any moment ends it with report.interrupted set and the
+    report written (once this campaign owns it)."""
     report = Report(cfg)
-    old = _previous_report(cfg)
-    if old:
-        report.resume_from(old)
-    from .triage import CampaignTriage
+    budget = Budget(cfg.budget, time.monotonic() - process_age() if cfg.handle_signals else None)  # CLI: from its start
+    with _Signals(cfg.handle_signals):
+        lock = None
+        try:
+            lock = outdir.Lock(cfg.report_path, cfg.campaign_id).__enter__()
+            if lock.taken_over:
+                report.notes.append(lock.taken_over)
+            _campaign(cfg, report, budget)
+        except Interrupted as e:  # before the lock was ours: nothing written
+            report.interrupted = report.interrupted or str(e)
+        finally:
+            if lock is not None:
+                lock.__exit__(None, None, None)
+    if not cfg.quiet and report.cases and not report.interrupted:  # else the CLI's one line says it all
+        _progress(report, budget.deadline - time.monotonic())
+    return report
 
-    triage = CampaignTriage(cfg)
-    deadline = time.monotonic() + cfg.budget
+
+def _campaign(cfg: CampaignConfig, report: Report, budget: Budget) -> None:
+    worker = pre = triage = failure = None
+    try:
+        old = outdir.previous_report(cfg)
+        if old:
+            report.resume_from(old)
+        report.owned = True
+        from .triage import CampaignTriage
+
+        triage = CampaignTriage(cfg)
+        outdir.seed_triage(triage, report)
+        phases.take()
+        with phases.phase("startup"):
+            worker = Worker(cfg.device, cfg.impl, log=cfg.log_path, startup_timeout=max(budget.left(), 5.0))
+            pre = _precompiler(cfg, worker)
+        if cfg.selfcheck and hasattr(worker, "selfcheck"):
+            _selfcheck(cfg, worker, budget)
+        _loop(cfg, report, triage, budget, worker, pre)
+    except (Interrupted, KeyboardInterrupt) as e:
+        report.interrupted = str(e) if isinstance(e, Interrupted) else "SIGINT"
+        if worker is not None:
+            worker.kill()  # now: the case it was running is abandoned
+        failure = e if isinstance(e, KeyboardInterrupt) else None  # a library caller's Ctrl-C: recorded, let through
+    except OutputError as e:
+        failure = e
+    finally:
+        shutdown(report, pre, worker)
+    finish(report, triage, failure)
+
+
+def _selfcheck(cfg: CampaignConfig, worker: Worker, budget: Budget) -> None:
+    from .selfcheck import EnvironmentBroken, message
+
+    with phases.phase("selfcheck"):
+        failure = worker.selfcheck(max(budget.left(), 30.0))  # not the case timeout: our kernels, not theirs
+    if failure:
+        raise EnvironmentBroken(message(cfg.device, failure))
+
+
+def _loop(cfg: CampaignConfig, report: Report, triage, budget: Budget, worker: Worker, pre) -> None:
     index = report.next_index if report.next_index is not None else cfg.shard[0]
     last_print = 0.0
-    with _Signals(cfg.handle_signals):
-        worker = pre = None
-        phases.take()
-        try:
-            with phases.phase("startup"):
-                worker = Worker(cfg.device, cfg.impl, log=cfg.log_path)
-                pre = _precompiler(cfg, worker)
-            cfg.out.mkdir(parents=True, exist_ok=True)
-            while (
-                time.monotonic() < deadline
-                and (cfg.max_cases is None or report.cases < cfg.max_cases)
-                and (cfg.stop_after is None or len(report.findings) < cfg.stop_after)
-            ):
-                if pre:
-                    with phases.phase("precompile"):
-                        pre.at(index)
-                with phases.phase("generate"):
-                    case, probe = probe_for(cfg, case_for(cfg, index, worker.profile), worker.profile)
-                    twin = runs_twin(cfg, case) and not probe
-                # the full case timeout even past the deadline: a hang found late is still a finding
-                v = _judge_timed(worker, report, case, timeout=cfg.timeout, metamorphic=twin, probe=probe)
-                report.cases += 1
-                report.metamorphic_cases += twin
-                report.kinds[v.kind] += 1
-                report.crashes += v.kind in ("crash", "hang")
-                with phases.phase("coverage"):
-                    report.coverage.add(case, v.features)
-                with phases.phase("record"):
-                    new = v.failed and _record(cfg, report, case, index, v)
-                if new and not probe:  # minimise, explain, group into root causes (fuzz.triage)
-                    with phases.phase("triage"):
-                        triage.after_finding(report, case, v.to_dict(), worker)
-                if cfg.sanitize_every and (new or report.cases % cfg.sanitize_every == 0):
-                    _sanitize(cfg, report, case, index, v)
-                index += cfg.shard[1]
-                report.next_index = index
-                now = time.monotonic()
-                if not cfg.quiet and (now - last_print > 5 or v.failed):
-                    last_print = now
-                    _progress(report, deadline - now)
-                if report.cases % 10 == 0:
-                    with phases.phase("report"):
-                        report.write()
-        except (Interrupted, KeyboardInterrupt) as e:
-            report.interrupted = str(e) if isinstance(e, Interrupted) else "SIGINT"
-            if worker is not None:
-                worker.kill()  # now: the case it was running is abandoned
-            if isinstance(e, KeyboardInterrupt):  # a library caller's Ctrl-C: record, then let it through
-                report.write()
-                raise
-        finally:
-            if pre is not None:
-                report.precompile = pre.summary()
-                pre.close()
-            if worker is not None:
-                worker.close()
-        if not report.interrupted:
-            with phases.phase("triage"):
-                triage.finish(report)  # final root causes and time shares (fuzz.triage)
-        if report.interrupted or cfg.out.is_dir():
-            report.write()
-    if not cfg.quiet and report.cases and not report.interrupted:  # else the CLI's one line says it all
-        _progress(report, deadline - time.monotonic())
-    return report
+    while (
+        not budget.over()
+        and (cfg.max_cases is None or report.cases < cfg.max_cases)
+        and (cfg.stop_after is None or len(report.findings) < cfg.stop_after)
+    ):
+        if pre:
+            with phases.phase("precompile"):
+                pre.at(index)
+        with phases.phase("generate"):
+            case, probe = probe_for(cfg, case_for(cfg, index, worker.profile), worker.profile)
+            twin = runs_twin(cfg, case) and not probe
+        timeout, t0 = budget.case_timeout(cfg.timeout), time.monotonic()  # past the budget only by its grace
+        v = _judge_timed(worker, report, case, timeout=timeout, metamorphic=twin, probe=probe)
+        if v.kind == "hang" and timeout < cfg.timeout:  # cut by the budget: not known to hang, not a finding
+            report.notes.append(
+                f"case {index} cut after {timeout:.1f} s at the end of the budget (its timeout is {cfg.timeout:g} s): "
+                "not judged, not counted; --resume runs it again"
+            )
+            break
+        if not v.failed:
+            budget.passed(time.monotonic() - t0)
+        report.cases += 1
+        report.metamorphic_cases += twin
+        report.kinds[v.kind] += 1
+        report.crashes += v.kind in ("crash", "hang")
+        with phases.phase("coverage"):
+            report.coverage.add(case, v.features)
+        report.next_index = index + cfg.shard[1]  # before anything is written: a resume never counts it twice
+        with phases.phase("record"):
+            new = v.failed and _record(cfg, report, case, index, v)
+        if new and not probe:  # minimise, explain, group into root causes (fuzz.triage)
+            with phases.phase("triage"), saving(report, "triage's minimal repro files"):
+                triage.after_finding(report, case, v.to_dict(), CappedWorker(worker, budget, v.kind == "hang"))
+            report.write()  # the triage done so far survives a kill
+        if cfg.sanitize_every and (new or report.cases % cfg.sanitize_every == 0):
+            from .sanitize import sanitize
+
+            sanitize(cfg, report, case, index, v)
+        index = report.next_index
+        now = time.monotonic()
+        if not cfg.quiet and (now - last_print > 5 or v.failed):
+            last_print = now
+            _progress(report, budget.deadline - now)
+        with phases.phase("report"):
+            report.write(every=REPORT_EVERY_S)
 
 
 def _precompiler(cfg: CampaignConfig, worker: Worker):
@@ -602,13 +553,23 @@ def repro_name(cfg: CampaignConfig, v: Verdict) -> str:
 
 def _record(cfg: CampaignConfig, report: Report, case: Case, index: int, v: Verdict) -> bool:
     """Count a finding; a new signature also gets its repro file and a fresh report.json. Returns whether
-    it was new."""
+    it was new. A finding whose repro file cannot be written is printed whole to stderr (OutputError)."""
     sig = v.signature
     if sig in report.findings:
         report.findings[sig]["count"] += 1
         return False
     path = cfg.out / repro_name(cfg, v)
-    save(Repro(case, cfg.impl, cfg.device, v, report.env, cfg.timeout, cfg.campaign_id), path)
+    repro = Repro(case, cfg.impl, cfg.device, v, report.env, cfg.timeout, cfg.campaign_id)
+    line = f"FINDING {v.kind}: {v.message[:160]}\n  REPRO: python -m fuzz replay {path} --impl {cfg.impl}"
+    try:
+        with saving(report, f"the repro file {path.name} of a new finding (NOT saved: printed above)"):
+            save(repro, path)
+    except OutputError:  # never only in memory: the whole repro file goes to the console
+        report.notes.append(f"finding {sig} (case {index}) NOT saved: its repro file was printed to the console")
+        print(f"{line}\nUNSAVED FINDING, its repro file:\n{dumps(repro.to_dict(str(path)), indent=2)}", file=sys.stderr)
+        raise
+    if not cfg.quiet:  # announced once saved: a finding on the console is a finding on disk
+        print(line, file=sys.stderr, flush=True)
     report.findings[sig] = {
         "signature": sig,
         "kind": v.kind,
@@ -618,45 +579,7 @@ def _record(cfg: CampaignConfig, report: Report, case: Case, index: int, v: Verd
         "repro": str(path.resolve()),
     }
     report.write()
-    if not cfg.quiet:
-        print(
-            f"FINDING {v.kind}: {v.message[:160]}\n  REPRO: python -m fuzz replay {path} --impl {cfg.impl}",
-            file=sys.stderr,
-            flush=True,
-        )
     return True
-
-
-def _sanitize(cfg: CampaignConfig, report: Report, case: Case, index: int, v: Verdict) -> None:
-    """Replay the case under compute-sanitizer memcheck (SPEC §5) in a child process; errors are kept."""
-    import subprocess
-
-    path = cfg.out / "sanitize" / f"case-{cfg.campaign_id}-{index}.json"
-    save(Repro(case, cfg.impl, cfg.device, v, report.env, cfg.timeout, cfg.campaign_id), path)
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "moe_lora_fuzz.fuzz.cli",
-            "replay",
-            str(path),
-            "--sanitize",
-            "--impl",
-            cfg.impl,
-            "--case-timeout",
-            str(cfg.timeout),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=cfg.timeout * 5,
-    )
-    report.sanitizer["runs"] += 1
-    if "errors reported" in proc.stdout:
-        report.sanitizer["errors"].append({"case_index": index, "repro": str(path), "output": proc.stdout[-2000:]})
-        if not cfg.quiet:
-            print(f"SANITIZER: memcheck errors on case {index}; repro {path}", file=sys.stderr, flush=True)
-    else:
-        path.unlink(missing_ok=True)
 
 
 def _progress(report: Report, left: float) -> None:

@@ -31,7 +31,7 @@ whose essential knobs differ by a flag, layout, dtype or launch knob: two indepe
 
 from __future__ import annotations
 
-import json
+import json  # noqa: F401 (kept for callers of this module's namespace)
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -972,14 +972,14 @@ def triage_dirs(
         except MergeError as e:
             raise TriageError(str(e)) from None
         for path in paths:
-            try:
-                reports.append(dict(json.loads(path.read_text()), _path=str(path)))
-            except OSError as e:
-                raise TriageError(f"{d}: no readable report.json ({e.strerror})") from None
-            except json.JSONDecodeError as e:
-                raise TriageError(f"{path}: not valid JSON: {e}") from None
-            if not isinstance(reports[-1].get("findings"), list):
-                raise TriageError(f"{path}: not a campaign report (no findings list)")
+            from .outdir import ReportError, read_report
+
+            try:  # checked field by field (fuzz.outdir): a damaged report is one error line
+                reports.append(dict(read_report(path), _path=str(path)))
+            except ReportError as e:
+                raise TriageError(str(e)) from None
+            if not isinstance(reports[-1].get("impl"), str) or reports[-1].get("device", "cpu") not in ("cpu", "cuda"):
+                raise TriageError(f"{path}: field 'impl' or 'device' missing or not one campaign's")
             where.append(d)
     for d, report in zip(where, reports, strict=True):
         todo = [f for f in report["findings"] if not _settled(f)]

@@ -509,3 +509,144 @@ def test_repro_files_are_strict_json_0644_and_keep_non_finite_values(tmp_path):
     assert back.verdict.max_ratio == float("inf") and back.verdict.worst[0]["before"] == float("-inf")
     assert back.verdict.worst[0]["got"] != back.verdict.worst[0]["got"]  # NaN
     assert back.case_timeout_s == 2.5 and back.campaign == "c1"
+
+
+# ---- the budget is a promise (issue 27) -------------------------------------------------------------------
+HANG_AFTER = """
+CALLS = [0]
+def impl(**kw):
+    CALLS[0] += 1
+    if CALLS[0] > {after}:
+        time.sleep(3600)
+    torch_moe_lora(**kw)
+"""
+
+
+def test_a_hang_with_the_default_case_timeout_ends_by_the_budget(tmp_path):
+    """Before: a hanging implementation in a 60 s campaign with the default case timeout (300 s on CPU) had not
+    ended after 300 s. Now the case is cut at the budget's grace and is not a finding (it did not run its
+    timeout): the campaign ends by --budget + 10% (2 s at least), report written, the cut case noted."""
+    impl = _impl_file(tmp_path, "late_hang", HANG_AFTER.format(after=3))
+    out = tmp_path / "out"
+    t0 = time.monotonic()
+    proc = _fuzz("run", "--device", "cpu", "--impl", f"{impl}:impl", "--budget", "20", "--out", str(out))
+    wall = time.monotonic() - t0
+    assert wall < 20 + 2 + 3, f"{wall:.1f} s for a 20 s budget (+2 s grace; 3 s for the test's own process)"
+    report = _strict((out / "report.json").read_text())
+    assert report["findings"] == [] and "hang" not in report["kinds"], report["kinds"]
+    assert any("cut after" in n and "not judged" in n for n in report["notes"]), report["notes"]
+    assert proc.returncode in (0, 2) and "Traceback" not in proc.stderr, _detail(proc)
+
+
+@pytest.mark.slow
+def test_a_hangs_triage_waits_what_the_first_run_learned(tmp_path):
+    """A 20 s case timeout in a 40 s campaign: the hang is found after 20 s; its triage re-runs wait
+    max(4 x the slowest passing case, 5 s), not 20 s each, and the campaign still ends by 44 s."""
+    mod, rem, index = _one_hanging_case()
+    impl = _impl_file(tmp_path, "hangs", HANG_ON_K.format(mod=mod, rem=rem))
+    out = tmp_path / "out"
+    t0 = time.monotonic()
+    proc = _fuzz(
+        "run", "--device", "cpu", "--impl", f"{impl}:impl", "--budget", "40", "--case-timeout", "20", "--out", str(out)
+    )
+    wall = time.monotonic() - t0
+    assert proc.returncode == 1, _detail(proc)
+    report = _strict((out / "report.json").read_text())
+    assert [f["kind"] for f in report["findings"]] == ["hang"]
+    assert report["elapsed_s"] <= 44 and wall < 47, (report["elapsed_s"], wall)
+
+
+# ---- side effects contained (issue 27) ---------------------------------------------------------------------
+LEAKY = """
+import subprocess
+import torch
+MARK = {mark!r}
+ONCE = {once!r}
+_real_add = torch.Tensor.__add__
+def impl(**kw):
+    torch_moe_lora(**kw)
+    # a detached child that would outlive the campaign
+    subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)", MARK], start_new_session=True)
+    if not os.path.exists(ONCE):  # once per campaign: a monkeypatch that breaks what runs 2 s later, i.e. the
+        open(ONCE, "w").close()   # later cases of this worker (this case is done by then)
+        armed = time.monotonic() + 2
+        torch.Tensor.__add__ = lambda a, b: _wrong(_real_add(a, b), armed)
+
+def _wrong(r, armed):
+    return r * 1.5 if time.monotonic() > armed and r.is_floating_point() else r
+"""
+
+
+def _alive_with(mark: str) -> list[int]:
+    pids = []
+    for entry in os.scandir("/proc"):
+        if entry.name.isdigit():
+            try:
+                if mark.encode() in Path(f"/proc/{entry.name}/cmdline").read_bytes():
+                    pids.append(int(entry.name))
+            except OSError:
+                pass
+    return pids
+
+
+def test_monkeypatches_and_detached_children_do_not_outlive_their_case(tmp_path):
+    """Before: a monkeypatch of torch persisted in the worker (19 false reference-disagreement findings) and
+    detached children outlived the campaign (212 left). Now the worker is restarted after a case that changed
+    torch, and every process a case started is killed after it."""
+    mark = f"moe-lora-fuzz-leak-{os.getpid()}-{time.monotonic_ns()}"
+    impl = _impl_file(tmp_path, "leaky", LEAKY.format(mark=mark, once=str(tmp_path / "patched")))
+    out = tmp_path / "out"
+    args = ("--device", "cpu", "--impl", f"{impl}:impl", "--budget", "40", "--max-cases", "12", "--precompile", "0")
+    proc = _fuzz("run", *args, "--out", str(out))
+    left = _alive_with(mark)
+    for pid in left:
+        os.kill(pid, signal.SIGKILL)
+    assert left == [], f"{len(left)} detached children outlived the campaign"
+    report = _strict((out / "report.json").read_text())
+    assert report["cases"] == 12, _detail(proc)
+    assert report["findings"] == [], [(f["case_index"], f["message"]) for f in report["findings"]]
+    note = next(n for n in report["notes"] if "side effects contained" in n)
+    assert re.search(r"[1-9]\d* worker restart", note) and re.search(r"[1-9]\d* process", note), note
+
+
+# ---- the environment self-check (issue 27) ------------------------------------------------------------------
+BROKEN_DOT = """
+import triton.runtime.interpreter as interp
+_dot = interp.InterpreterBuilder.create_dot
+def create_dot(self, a, b, d, input_precision, max_num_imprecise_acc):  # an interpreter that multiplies wrongly
+    out = _dot(self, a, b, d, input_precision, max_num_imprecise_acc)
+    out.data = out.data * 1.5
+    return out
+interp.InterpreterBuilder.create_dot = create_dot
+"""
+
+
+def test_a_broken_environment_is_one_error_line_naming_the_versions_not_findings(tmp_path):
+    """Before: triton 3.6 + numpy 2.5 made our correct kernels raise, reported as 80 findings against the
+    implementation under test. Now our own kernels run known cases first, in the campaign's worker: an
+    environment that gets them wrong (here an interpreter whose dots are off, loaded into every process by a
+    sitecustomize) is one `error:` line naming the versions, exit 2, and no finding, report or repro file."""
+    shim = tmp_path / "shim"
+    shim.mkdir()
+    (shim / "sitecustomize.py").write_text(BROKEN_DOT)
+    out = tmp_path / "out"
+    env = dict(os.environ, PYTHONPATH=f"{shim}{os.pathsep}{ROOT}", TRITON_INTERPRET="1")
+    proc = subprocess.run(
+        [sys.executable, "-m", "fuzz", "run", "--device", "cpu", "--impl", "mutant:routed-weight-twice", "--budget",
+         "60", "--out", str(out)],
+        cwd=ROOT, capture_output=True, text=True, timeout=240, env=env,
+    )  # fmt: skip
+    _one_error_line(proc, r"environment self-check failed on --device cpu \(python .*triton \d.*numpy \d")
+    assert "our own kernels fail a known case" in proc.stderr
+    assert not list(out.glob("repro-*.json")) and not (out / "report.json").exists()
+
+
+@pytest.mark.slow
+def test_an_import_that_hangs_ends_by_the_budget(tmp_path):
+    """The worker's first start (importing the implementation) is cut by the budget too, not after 600 s."""
+    impl = tmp_path / "import_hangs.py"
+    impl.write_text("import time\ntime.sleep(3600)\n\ndef impl(**kw):\n    pass\n")
+    t0 = time.monotonic()
+    proc = _fuzz("run", "--device", "cpu", "--impl", f"{impl}:impl", "--budget", "15", "--out", str(tmp_path / "o"))
+    assert time.monotonic() - t0 < 15 + 2 + 3
+    _one_error_line(proc, r"could not load it \(not loaded within \d+ s\)")

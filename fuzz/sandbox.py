@@ -1,0 +1,149 @@
+"""Containing an implementation's side effects inside the campaign's worker process.
+
+An implementation runs in the worker, in the same process as the references and the oracle. Two things it
+can do outlive its case:
+- change torch or the harness (a monkeypatch of `torch.matmul`, of `torch.Tensor.__add__`, of a function in
+  reference/ or fuzz/, torch's default dtype or TF32 switches): every later case would be judged by the changed
+  code (19 false `reference-disagreement` findings once). `fingerprint()` is taken before and after every case;
+  when it changed the worker reports it and the campaign restarts the worker before the next case.
+- start processes that detach (a new session, a double fork): 212 were left behind by one campaign. The
+  worker leads its own process group and makes itself a child subreaper (prctl PR_SET_CHILD_SUBREAPER,
+  Linux), so every orphaned descendant becomes its child; it kills all of its descendants after each case
+  (`reap_children`), and the campaign kills the worker's descendants and process group with the worker
+  (`kill_tree`). A process that detached while the worker crashed mid-case can still escape: nothing adopts it.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import signal
+import sys
+from pathlib import Path
+
+PR_SET_CHILD_SUBREAPER = 36
+PR_SET_PDEATHSIG = 1
+# modules whose attributes a case must leave as it found them: torch's public surface and the harness
+_WATCHED_PREFIXES = ("moe_lora_fuzz.", "fuzz.", "reference.", "kernels.", "contract.")
+_WATCHED_TORCH = ("torch", "torch.nn.functional", "torch.linalg", "torch.testing", "numpy", "triton.language")
+
+
+def contain() -> bool:
+    """In the worker: lead a process group of its own (so that what a case starts can be killed with it even
+    after the worker died), die with the campaign (a kill -9 of the campaign must not leave a hanging case
+    running) and adopt orphaned descendants (Linux only). False where the subreaper is refused."""
+    try:
+        os.setpgid(0, 0)
+    except OSError:
+        pass
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)  # a campaign killed -9 takes a hanging case with it
+        return libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0
+    except (OSError, AttributeError):
+        return False
+
+
+def _children_map() -> dict:
+    """{parent pid: [child pids]} for every process visible in /proc."""
+    kids: dict = {}
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry.name}/stat", "rb") as f:
+                ppid = int(f.read().rsplit(b")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+        kids.setdefault(ppid, []).append(int(entry.name))
+    return kids
+
+
+def descendants(pid: int) -> list[int]:
+    if not Path("/proc").is_dir():
+        return []
+    kids, out, todo = _children_map(), [], [pid]
+    while todo:
+        for c in kids.get(todo.pop(), []):
+            out.append(c)
+            todo.append(c)
+    return out
+
+
+def _kill_all(pids: list[int]) -> int:
+    n = 0
+    for p in pids:
+        try:
+            os.kill(p, signal.SIGKILL)
+            n += 1
+        except (ProcessLookupError, PermissionError):
+            pass
+    return n
+
+
+def reap_children(keep: frozenset = frozenset()) -> int:
+    """In the worker, after a case: kill every descendant (those in `keep` and theirs excepted: e.g. a
+    multiprocessing resource tracker) and collect the zombies; returns how many were killed."""
+    me = os.getpid()
+    kids = _children_map() if Path("/proc").is_dir() else {}
+    victims, todo = [], [c for c in kids.get(me, []) if c not in keep]
+    while todo:
+        p = todo.pop()
+        victims.append(p)
+        todo.extend(kids.get(p, []))
+    n = _kill_all(victims)
+    while True:  # reap what died (our children, and adopted orphans)
+        try:
+            pid, _ = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            break
+        if pid == 0:
+            break
+    return n
+
+
+def kill_tree(pid: int) -> int:
+    """In the campaign, as or after the worker is killed: its descendants and its process group (which
+    outlives it when the worker died first)."""
+    n = _kill_all(descendants(pid))
+    try:
+        os.killpg(pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError, OSError):
+        pass
+    return n
+
+
+def fingerprint() -> dict:
+    """Identity of what the oracle relies on: every attribute of torch's public modules and of the harness's
+    modules, torch.Tensor's methods, and torch's global numeric switches. Cheap (ids, no hashing of code)."""
+    names = [n for n in _WATCHED_TORCH if n in sys.modules]
+    names += [n for n in list(sys.modules) if n.startswith(_WATCHED_PREFIXES)]
+    ids = {}
+    for n in names:
+        for k, v in list(getattr(sys.modules[n], "__dict__", {}).items()):
+            if not k.startswith("__"):
+                ids[n, k] = id(v)
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        dicts = [c.__dict__ for c in torch.Tensor.__mro__]
+        for k in dir(torch.Tensor):  # inherited too: setting Tensor.__add__ shadows TensorBase's
+            ids["torch.Tensor", k] = id(next((d[k] for d in dicts if k in d), None))
+        ids["torch", "switches"] = (
+            torch.get_default_dtype(),
+            torch.are_deterministic_algorithms_enabled(),
+            torch.backends.cuda.matmul.allow_tf32,
+            torch.backends.cudnn.allow_tf32,
+            torch.get_float32_matmul_precision(),
+            torch.is_grad_enabled(),
+        )
+    return ids
+
+
+def changed(before: dict, after: dict) -> str | None:
+    """What a case replaced (None: nothing). Attributes added meanwhile (a lazy import binds a submodule on
+    its package) are not changes; a replaced or deleted one is."""
+    hit = [k for k, v in before.items() if after.get(k, v) != v or k not in after]
+    if not hit:
+        return None
+    shown = ", ".join(f"{m}.{a}" for m, a in hit[:3]) + (f" and {len(hit) - 3} more" if len(hit) > 3 else "")
+    return f"the case replaced {shown} (a monkeypatch or a global switch)"
