@@ -1,4 +1,4 @@
-"""CLI: python -m fuzz {run,list,replay,minimize,triage,export,merge}.
+"""CLI: moe-lora-fuzz (or python -m moe_lora_fuzz) {run,list,replay,minimize,triage,export,merge}.
 
 Exit 0 clean, 1 findings (or failing), 2 usage or environment error (one `error:` line), 130/143 interrupted
 by SIGINT/SIGTERM. Paths are made absolute as they are parsed. Replay and minimise run only our own code
@@ -640,7 +640,7 @@ COMMANDS: dict[str, Command] = {
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m fuzz", description=__doc__, formatter_class=_Formatter)
+    p = argparse.ArgumentParser(prog="moe-lora-fuzz", description=__doc__, formatter_class=_Formatter)
     p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = p.add_subparsers(dest="cmd", required=True, metavar="COMMAND")
     for name, c in COMMANDS.items():

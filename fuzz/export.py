@@ -15,7 +15,7 @@ from .repro import Repro
 
 DEFAULT_TIMEOUT_S = 300.0
 
-HEADER = '''"""Regression test exported from a fuzz finding (`python -m fuzz export`).
+HEADER = '''"""Regression test exported from a fuzz finding (`moe-lora-fuzz export`).
 
 It fails while the bug is present and passes once it is fixed; KIND, IMPL and MESSAGE below say what was found.
 """

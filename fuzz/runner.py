@@ -542,7 +542,7 @@ def run_campaign(cfg: CampaignConfig) -> Report:
                 index += cfg.shard[1]
                 report.next_index = index
                 now = time.monotonic()
-                if not cfg.quiet and (now - last_print > 5 or v.failed):
+                if not cfg.quiet and now - last_print > 5:  # a new finding has its own FINDING line
                     last_print = now
                     _progress(report, deadline - now)
                 if report.cases % 10 == 0:
@@ -620,7 +620,7 @@ def _record(cfg: CampaignConfig, report: Report, case: Case, index: int, v: Verd
     report.write()
     if not cfg.quiet:
         print(
-            f"FINDING {v.kind}: {v.message[:160]}\n  REPRO: python -m fuzz replay {path} --impl {cfg.impl}",
+            f"FINDING {v.kind}: {v.message[:160]}\n  REPRO: moe-lora-fuzz replay {path} --impl {cfg.impl}",
             file=sys.stderr,
             flush=True,
         )
