@@ -51,7 +51,7 @@ def test_version():
     from moe_lora_fuzz.fuzz import __version__
 
     proc = _fuzz("--version")
-    assert proc.returncode == 0 and proc.stdout.strip() == f"python -m fuzz {__version__}", _detail(proc)
+    assert proc.returncode == 0 and proc.stdout.strip() == f"moe-lora-fuzz {__version__}", _detail(proc)
 
 
 def test_every_option_has_help_and_shows_its_default():
