@@ -69,7 +69,13 @@ def _default_out(impl: str) -> Path:
     import re
     import time
 
-    slug = re.sub(r"[^A-Za-z0-9._-]+", "-", Path(impl).name if impl.endswith(".py") else impl).strip("-.")[:60]
+    target, _, func = impl.rpartition(":")
+    if target.endswith(".py"):  # path/to/file.py:function (or vllm:path/to/file.py) -> file-function
+        framework = target.split(":", 1)[0] + "-" if target.startswith(("vllm:", "sglang:")) else ""
+        impl = f"{framework}{Path(target).stem}-{func}"
+    elif impl.startswith(("vllm:", "sglang:")) and impl.endswith(".py"):
+        impl = f"{impl.split(':', 1)[0]}-{Path(impl).stem}"
+    slug = re.sub(r"[^A-Za-z0-9._-]+", "-", impl).strip("-.")[:60]
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
     base = _abs_path("fuzz-out") / f"{stamp}-{slug or 'impl'}"
     out, n = base, 1
