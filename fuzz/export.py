@@ -48,8 +48,11 @@ TIMEOUT_S = {timeout}
 
 
 def _implementation():
-    """{env} if set, else IMPL; a file path is relative to this file."""
-    name = os.environ.get({env!r}) or IMPL
+    """{env} if set (a path: relative to the current folder), else IMPL
+    (a path: relative to this file)."""
+    if os.environ.get({env!r}):
+        return os.environ[{env!r}]
+    name = IMPL
     if name is None:
         pytest.fail(
             f"this finding was made with {{RECORDED_IMPL!r}}, which this test does not "
