@@ -71,7 +71,10 @@ def pytest_configure(config):
 def _prepare(device: str) -> str:
     from moe_lora_fuzz.api import use_device
 
-    return use_device(device)
+    try:
+        return use_device(device)
+    except ValueError as e:
+        raise pytest.UsageError(f"--moe-device: {e}") from None
 
 
 def pytest_collection_modifyitems(config, items):

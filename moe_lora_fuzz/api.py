@@ -47,6 +47,11 @@ def use_device(device: str = "auto") -> str:
     if device not in ("auto", "cpu", "cuda"):
         raise ValueError(f"device: expected auto, cpu or cuda (got {device!r})")
     device = resolve_device(device)
+    if device == "cuda":
+        import torch
+
+        if not torch.cuda.is_available():
+            raise ValueError("device cuda: no CUDA device is available here")
     if device == "cpu":
         os.environ["TRITON_INTERPRET"] = "1"
         from moe_lora_fuzz.fuzz.interpreter import install

@@ -11,11 +11,16 @@ import os
 import shutil
 import subprocess
 import sys
+from importlib.metadata import entry_points
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
+# the plugin by name where this checkout is not pip-installed; an installed one is loaded by its entry point
+PLUGIN = [] if any(ep.name == "moe_lora_fuzz" for ep in entry_points(group="pytest11")) else [
+    "-p", "moe_lora_fuzz.fuzz.pytest_plugin"
+]  # fmt: skip
 RECORDED = ROOT / "tests/regressions/routed-weight-twice.json"  # a mismatch of mutant:routed-weight-twice
 ESC = "\x1b]0;owned\x07\x1b[2J"  # a title change and a screen clear
 
@@ -32,7 +37,7 @@ def _pytest(test: Path, env=None) -> subprocess.CompletedProcess:
     checkout is not pip-installed)."""
     env = dict(env or os.environ, PYTHONPATH=str(ROOT))
     env.pop("TRITON_INTERPRET", None)
-    cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "moe_lora_fuzz.fuzz.pytest_plugin"]
+    cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *PLUGIN]
     return subprocess.run(
         [*cmd, "--moe-device", "cpu", test.name], cwd=test.parent, env=env, capture_output=True, text=True, timeout=300
     )

@@ -7,9 +7,14 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from importlib.metadata import entry_points
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+# the plugin by name where this checkout is not pip-installed; an installed one is loaded by its entry point
+PLUGIN = [] if any(ep.name == "moe_lora_fuzz" for ep in entry_points(group="pytest11")) else [
+    "-p", "moe_lora_fuzz.fuzz.pytest_plugin"
+]  # fmt: skip
 
 CONFTEST = """
 import pytest
@@ -63,7 +68,7 @@ def _pytest(project: Path, *args: str) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if k not in ("TRITON_INTERPRET", "HYPOTHESIS_PROFILE")}
     env["PYTHONPATH"] = str(ROOT)  # the package, not this repository's conftest (rootdir is the project)
     return subprocess.run(
-        [sys.executable, "-m", "pytest", "-p", "moe_lora_fuzz.fuzz.pytest_plugin", "-p", "no:cacheprovider", *args],
+        [sys.executable, "-m", "pytest", *PLUGIN, "-p", "no:cacheprovider", *args],
         cwd=project,
         env=env,
         capture_output=True,
