@@ -64,6 +64,13 @@ def _warn_unpatched() -> None:
         print(f"warning: Triton's interpreter {printable(interpreter.NOT_PATCHED_REASON)}", file=sys.stderr)
 
 
+def _progress_line(text: str) -> None:
+    """Progress of triage and minimise on stderr; it may quote report and repro files, so it is escaped."""
+    from .escape import printable_lines
+
+    print(printable_lines(text), file=sys.stderr, flush=True)
+
+
 def _default_out(impl: str) -> Path:
     """fuzz-out/<UTC time>-<implementation>: a new directory per run, so a second run never meets the first's."""
     import re
@@ -558,7 +565,7 @@ def cmd_minimize(a) -> int:
             target,
             budget=a.budget,
             interpreter=t.device == "cpu",
-            progress=lambda s: print(s, file=sys.stderr, flush=True),
+            progress=_progress_line,
         )
     finally:
         judge.worker.close()
@@ -621,9 +628,7 @@ def cmd_triage(a) -> int:
     if a.out:
         _writable_file("--out", a.out)
     try:
-        reports, causes = triage_dirs(
-            a.dirs, device=device, cap=a.cap, impl=a.impl, progress=lambda s: print(s, file=sys.stderr, flush=True)
-        )
+        reports, causes = triage_dirs(a.dirs, device=device, cap=a.cap, impl=a.impl, progress=_progress_line)
     except TriageError as e:
         _fail(str(e))
     if a.out:
@@ -694,7 +699,9 @@ def cmd_merge(a) -> int:
         merged = merge_reports(a.dirs, a.out)
     except MergeError as e:
         _fail(str(e))
-    print(summary(merged, a.out))
+    from .escape import printable_lines  # the summary quotes the shards' report files
+
+    print(printable_lines(summary(merged, a.out)))
     return 1 if merged["findings"] else 0
 
 

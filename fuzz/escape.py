@@ -12,3 +12,8 @@ def printable(text: object) -> str:
     if s.isprintable():
         return s
     return "".join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in s)
+
+
+def printable_lines(text: object) -> str:
+    """printable() line by line: a multi-line summary keeps its lines, and nothing in them acts on a terminal."""
+    return "\n".join(printable(line) for line in str(text).split("\n"))

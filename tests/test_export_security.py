@@ -145,3 +145,14 @@ def test_root_causes_from_report_files_are_printed_escaped(capsys):
     _print_root_causes([{"kind": f"mismatch{ESC}", "findings": [1], "trigger": f"t{ESC}", "minimal_repro": "m\n"}])
     out = capsys.readouterr().out
     assert "\x1b" not in out and "\\x1b[2J" in out and "m\\n" in out
+
+
+def test_multi_line_summaries_keep_their_lines_and_lose_their_escapes():
+    from moe_lora_fuzz.fuzz.escape import printable, printable_lines
+
+    assert (
+        printable_lines(f"merged 2 reports\n  cause: t{ESC}\n")
+        == "merged 2 reports\n  cause: t\\x1b]0;owned\\x07\\x1b[2J\n"
+    )
+    assert printable("plain text, é, 中") == "plain text, é, 中"  # printable text is left alone
+    assert printable("a\u202eb\x9bc\x7f") == "a\\u202eb\\x9bc\\x7f"  # bidi override, C1 CSI, DEL
