@@ -43,6 +43,13 @@ SLOW = {"docs/cli.md", "examples/README.md"}
 LEDGER = {"upstream.md": "issue 24 rewrites it to the docs convention (python -m fuzz, GPU commands in bash)"}
 
 
+# parses each argument list (JSON) with the installed command line's parser: exit 2 on an unknown option
+PARSE_PROBE = (
+    "import json, sys\nfrom moe_lora_fuzz.fuzz.cli import _parser\n"
+    "for args in json.loads(sys.argv[1]):\n    _parser().parse_args(args)\n"
+)
+
+
 def _blocks(page: Path) -> list[tuple[str, str]]:
     return [(info, body) for info, body in BLOCK.findall(page.read_text())]
 
@@ -195,18 +202,31 @@ def test_gpu_and_network_commands_parse(installed, page):
         for word in shlex.split(cmd, comments=True):
             if re.fullmatch(r"(examples|scripts)/[\w./-]+", word):
                 assert (ROOT / word).is_file(), f"{page.name}: {cmd}: {word} does not exist"
-    probe = (
-        "import json, sys\nfrom moe_lora_fuzz.fuzz.cli import _parser\n"
-        "for args in json.loads(sys.argv[1]):\n    _parser().parse_args(args)\n"
-    )
     proc = subprocess.run(
-        [str(installed["python"]), "-c", probe, json.dumps(cli)],
+        [str(installed["python"]), "-c", PARSE_PROBE, json.dumps(cli)],
         cwd=installed["tmp"],
         env=installed["env"],
         capture_output=True,
         text=True,
     )
     assert proc.returncode == 0, f"{page.name}: {cli}\n{proc.stderr[-3000:]}"
+
+
+def test_example_ci_workflow_commands_parse(installed):
+    """The moe-lora-fuzz commands of examples/*.yml name options that exist (GitHub expressions become 1)."""
+    commands = []
+    for workflow in sorted((ROOT / "examples").glob("*.yml")):
+        text = re.sub(r"\$\{\{[^}]*\}\}", "1", workflow.read_text())
+        commands += [args for cmd, _ in _commands(text) if (args := _cli_args(cmd.strip().removeprefix("run: ")))]
+    assert commands, "no moe-lora-fuzz command in examples/*.yml"
+    proc = subprocess.run(
+        [str(installed["python"]), "-c", PARSE_PROBE, json.dumps(commands)],
+        cwd=installed["tmp"],
+        env=installed["env"],
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode == 0, f"{commands}\n{proc.stderr[-3000:]}"
 
 
 def test_checkout_commands_exist_and_ci_runs_the_documented_test_command():
