@@ -77,6 +77,22 @@ def _prepare(device: str) -> str:
         raise pytest.UsageError(f"--moe-device: {e}") from None
 
 
+def pytest_report_header(config):
+    """One header line in a moe-lora-fuzz suite: the device, and on CPU whether the interpreter is patched."""
+    if config._moe_device is None:
+        return None
+    from moe_lora_fuzz import __version__
+
+    line = f"moe-lora-fuzz {__version__}: device {config._moe_device}"
+    if config._moe_device == "cpu":
+        from .interpreter import NOT_PATCHED_REASON
+
+        line += (
+            f"; warning: Triton's interpreter {NOT_PATCHED_REASON}" if NOT_PATCHED_REASON else "; interpreter patched"
+        )
+    return line
+
+
 def pytest_collection_modifyitems(config, items):
     """gpu tests skip on CPU with a reason; interpreter tests skip in GPU runs (the GPU machines' triton
     3.6 interpreter does not work with their numpy 2.5); everything else runs on the device."""

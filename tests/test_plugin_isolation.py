@@ -5,6 +5,7 @@ the plugin neither turns on Triton's interpreter nor loads Hypothesis profiles u
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from importlib.metadata import entry_points
@@ -86,11 +87,13 @@ def _project(tmp_path: Path, tests: str) -> Path:
 
 
 def test_a_conftest_with_its_own_device_option_works_beside_the_plugin(tmp_path):
-    proc = _pytest(_project(tmp_path, TESTS), "-q", "--device", "npu", "--strict-markers", "test_project.py")
+    proc = _pytest(_project(tmp_path, TESTS), "--device", "npu", "--strict-markers", "test_project.py")
     assert proc.returncode == 0 and "4 passed" in proc.stdout, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "already added" not in proc.stderr and "already used" not in proc.stderr
+    assert ": device " not in proc.stdout  # no moe-lora-fuzz header line in a project that did not ask
 
 
 def test_the_plugins_own_option_and_fixture_beside_the_projects(tmp_path):
-    proc = _pytest(_project(tmp_path, WITH_DEVICE), "-q", "--device", "npu", "--moe-device", "cpu", "test_project.py")
+    proc = _pytest(_project(tmp_path, WITH_DEVICE), "--device", "npu", "--moe-device", "cpu", "test_project.py")
     assert proc.returncode == 0 and "1 passed" in proc.stdout, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert re.search(r"^moe-lora-fuzz \S+: device cpu; (interpreter patched|warning: )", proc.stdout, re.M), proc.stdout
