@@ -52,7 +52,7 @@ class Repro:
     campaign: str | None = None  # id of the campaign that found it
 
     def command(self, path: str) -> str:
-        return f"python -m fuzz replay {path} --impl {self.impl} --device {self.device}"
+        return f"moe-lora-fuzz replay {path} --impl {self.impl} --device {self.device}"
 
     def to_dict(self, path: str = "FILE") -> dict:
         return {

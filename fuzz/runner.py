@@ -515,7 +515,7 @@ def _loop(cfg: CampaignConfig, report: Report, triage, budget: Budget, worker: W
             sanitize(cfg, report, case, index, v)
         index = report.next_index
         now = time.monotonic()
-        if not cfg.quiet and (now - last_print > 5 or v.failed):
+        if not cfg.quiet and now - last_print > 5:
             last_print = now
             _progress(report, budget.deadline - now)
         with phases.phase("report"):
@@ -560,7 +560,7 @@ def _record(cfg: CampaignConfig, report: Report, case: Case, index: int, v: Verd
         return False
     path = cfg.out / repro_name(cfg, v)
     repro = Repro(case, cfg.impl, cfg.device, v, report.env, cfg.timeout, cfg.campaign_id)
-    line = f"FINDING {v.kind}: {v.message[:160]}\n  REPRO: python -m fuzz replay {path} --impl {cfg.impl}"
+    line = f"FINDING {v.kind}: {v.message[:160]}\n  REPRO: moe-lora-fuzz replay {path} --impl {cfg.impl}"
     try:
         with saving(report, f"the repro file {path.name} of a new finding (NOT saved: printed above)"):
             save(repro, path)

@@ -1,6 +1,6 @@
 """Triage: one root cause, one entry. Minimise each finding, explain it by single-knob flips, group.
 
-For a new finding a campaign (or `python -m fuzz triage DIR...` afterwards) does, within a bounded budget:
+For a new finding a campaign (or `moe-lora-fuzz triage DIR...` afterwards) does, within a bounded budget:
   1. attach: if an existing root cause of the same implementation, kind family and failure detail has
      essential knobs, and flipping each of them to its simplest value on this finding's case makes the
      failure disappear, the finding is that cause (a few runs, no minimisation);
@@ -23,7 +23,7 @@ still runs, and a finding no cause explains is grouped provisionally, marked "un
 signature": by kind family, failure detail and the class changes that remove it (a few runs, within a
 grace of GRACE_SHARE; crashes and exceptions by their failure detail alone), from its minimiser's smaller
 case when minimising was cut short. A cause found later re-attaches the provisional findings it explains;
-`python -m fuzz triage DIR` minimises the rest.
+`moe-lora-fuzz triage DIR` minimises the rest.
 Grouping never merges by the case class; it can split one cause in two when two minimal cases reach
 different, equally minimal knob sets that explain each other only partly, and it never merges findings
 whose essential knobs differ by a flag, layout, dtype or launch knob: two independent bugs stay two.
@@ -471,7 +471,7 @@ def group_findings(findings: list[dict], impl: str = "") -> list[dict]:
                     "kind": f["kind"],
                     "family": family(f["kind"]),
                     "failure": "",
-                    "trigger": (f.get("triage_note") or "not triaged") + " (python -m fuzz triage DIR tries again)",
+                    "trigger": (f.get("triage_note") or "not triaged") + " (moe-lora-fuzz triage DIR tries again)",
                     "essential": {},
                     "disappears_with": [],
                     "minimal_repro": f["repro"],
@@ -929,7 +929,7 @@ class CampaignTriage:
         }
 
 
-# ---- offline: python -m fuzz triage DIR... ------------------------------------------------------------------
+# ---- offline: moe-lora-fuzz triage DIR... ------------------------------------------------------------------
 class TriageError(Exception):
     """A directory or report that cannot be triaged (usage error, exit 2)."""
 
