@@ -504,14 +504,24 @@ def _outputs_differ(a: _Run, b: _Run, bound: torch.Tensor) -> bool:
 def _diagnose(case: Case, impl: Impl, device, primary: _Run, exp: _Expected, kind: str, fill: Fill) -> tuple[str, str]:
     """Tell an out-of-bounds read or a read of unwritten workspace from a plain wrong result."""
     finite_margins = _execute(case, impl, device, replace(fill, input_margin=DIAGNOSE_MARGIN))
-    if _outputs_differ(primary, finite_margins, exp.bound):
+    if _outputs_differ(primary, finite_margins, exp.bound) and _repeatable(case, impl, device, primary, exp, fill):
         names = _read_out_of_bounds(case, impl, device, primary, exp, fill)
         which = f" of {', '.join(names)}" if names else ""
         return "oob-read", f"output depends on the contents of the guard margins{which}"
     zero_poison = _execute(case, impl, device, replace(fill, input_margin=DIAGNOSE_MARGIN, workspace_poison=0.0))
-    if _outputs_differ(finite_margins, zero_poison, exp.bound):
+    if _outputs_differ(finite_margins, zero_poison, exp.bound) and _repeatable(
+        case, impl, device, finite_margins, exp, replace(fill, input_margin=DIAGNOSE_MARGIN)
+    ):
         return "uninit-read", "output depends on the workspace's initial contents"
     return kind, ""
+
+
+def _repeatable(case: Case, impl: Impl, device, run: _Run, exp: _Expected, fill: Fill) -> bool:
+    """Whether a run with the same inputs and guard contents gives the same output: only then can a change of
+    the guard or workspace contents be blamed for a changed output (an implementation whose result differs
+    at random between identical runs is intermittent, fuzz.intermittent, not an out-of-bounds reader). One
+    more run, taken only when the diagnosis is about to blame the margins or the workspace."""
+    return not _outputs_differ(run, _execute(case, impl, device, fill), exp.bound)
 
 
 def _perturbed(g) -> float | int:

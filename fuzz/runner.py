@@ -67,6 +67,8 @@ class CampaignConfig:
     triage_share: float | None = None  # triage (fuzz.triage): share of the budget (None: 0.2; 0 with stop_after)
     triage_cap: float | None = None  # and seconds per finding (None: 30 on cpu, 20 on cuda)
     precompile: int | None = None  # helper processes compiling ahead (fuzz.precompile; None: by device and cores)
+    corpus: tuple = ()  # directories / repro files of earlier campaigns, replayed first (fuzz.corpus)
+    prelude: bool = True  # the first cases reach every required edge (fuzz.prelude)
 
     @property
     def sizes(self):
@@ -101,8 +103,17 @@ def compile_class(cfg: CampaignConfig, index: int) -> int | None:
 def case_for(cfg: CampaignConfig, index: int, impl=None) -> Case:
     """The index-th case of the campaign: a pure function of (seed, index, device, profile) and, given the
     implementation's profile (fuzz.impls.ImplProfile), fitted to what it takes and declares."""
+    if cfg.prelude and index < PRELUDE_CASES:
+        from .prelude import prelude_for
+
+        first = prelude_for(cfg, impl)
+        if index < len(first):
+            return first[index]
     case = draw(cfg.sizes, _case_seed(cfg, index), index, interpreter=cfg.device == "cpu")
     return case if impl is None else impl.fit(case)
+
+
+PRELUDE_CASES = 3  # indices the prelude may take (fuzz.prelude)
 
 
 def probe_for(cfg: CampaignConfig, case: Case, impl) -> tuple[Case, str]:
@@ -387,6 +398,7 @@ class Report:
     triage: dict = field(default_factory=dict)
     phases: dict = field(default_factory=dict)  # fuzz.phases: {path: [seconds, count]}, worker's and ours
     precompile: dict = field(default_factory=dict)  # fuzz.precompile's helpers: processes, cases, restarts
+    extra: dict = field(default_factory=dict)  # more top-level report keys (steering, corpus: fuzz.steer, .corpus)
 
     def to_dict(self) -> dict:
         c = self.cfg
@@ -420,11 +432,16 @@ class Report:
             "precompile": self.precompile,
             "phases": {k: {"s": round(sv, 3), "n": n} for k, (sv, n) in sorted(self.phases.items())},
             "environment": self.env,
+            **self.extra,
         }
 
     def write(self) -> None:
         phases.add(self.phases, phases.take())  # this process's phases so far (the worker's come per case)
-        write_atomic(self.cfg.report_path, dumps(self.to_dict(), indent=2) + "\n")
+        d = self.to_dict()
+        write_atomic(self.cfg.report_path, dumps(d, indent=2) + "\n")
+        from .report_views import write_views
+
+        write_views(self.cfg.report_path, d)  # report.html and report.md beside it
 
     def resume_from(self, old: dict) -> None:
         """Carry a previous report's counts and findings; its coverage is not merged (this session's only)."""
@@ -502,6 +519,9 @@ def run_campaign(cfg: CampaignConfig) -> Report:
     from .triage import CampaignTriage
 
     triage = CampaignTriage(cfg)
+    from .steer import Steering
+
+    steer = Steering(triage, interpreter=cfg.device == "cpu")
     deadline = time.monotonic() + cfg.budget
     index = report.next_index if report.next_index is not None else cfg.shard[0]
     last_print = 0.0
@@ -512,7 +532,15 @@ def run_campaign(cfg: CampaignConfig) -> Report:
             with phases.phase("startup"):
                 worker = Worker(cfg.device, cfg.impl, log=cfg.log_path)
                 pre = _precompiler(cfg, worker)
+                if cfg.prelude:
+                    from .prelude import unreachable
+
+                    report.coverage.unreachable = unreachable(cfg, worker.profile)
             cfg.out.mkdir(parents=True, exist_ok=True)
+            if cfg.corpus:
+                from .corpus import replay_corpus
+
+                replay_corpus(cfg, report, worker, triage)
             while (
                 time.monotonic() < deadline
                 and (cfg.max_cases is None or report.cases < cfg.max_cases)
@@ -522,16 +550,19 @@ def run_campaign(cfg: CampaignConfig) -> Report:
                     with phases.phase("precompile"):
                         pre.at(index)
                 with phases.phase("generate"):
-                    case, probe = probe_for(cfg, case_for(cfg, index, worker.profile), worker.profile)
+                    drawn = steer.avoid(case_for(cfg, index, worker.profile), worker.profile.fit)
+                    case, probe = probe_for(cfg, drawn, worker.profile)
                     twin = runs_twin(cfg, case) and not probe
                 # the full case timeout even past the deadline: a hang found late is still a finding
                 v = _judge_timed(worker, report, case, timeout=cfg.timeout, metamorphic=twin, probe=probe)
+                v = steer.relabel(case, v)  # a failure beyond every known trigger is a finding of its own
+                report.extra["steering"] = steer.summary()
                 report.cases += 1
                 report.metamorphic_cases += twin
                 report.kinds[v.kind] += 1
                 report.crashes += v.kind in ("crash", "hang")
                 with phases.phase("coverage"):
-                    report.coverage.add(case, v.features)
+                    report.coverage.add(case, v.features, v)
                 with phases.phase("record"):
                     new = v.failed and _record(cfg, report, case, index, v)
                 if new and not probe:  # minimise, explain, group into root causes (fuzz.triage)

@@ -38,6 +38,8 @@ from pathlib import Path
 from typing import Callable
 
 from .case import LAYOUTS, Case
+from .classify import class_fields, counts
+from .intermittent import settle
 from .minimize import SIMPLEST, describe, knob_values, minimize, same_failure, with_knob
 from .oracle import Verdict, family
 
@@ -464,6 +466,7 @@ def group_findings(findings: list[dict], impl: str = "") -> list[dict]:
                     "impl": info.get("impl", impl),
                     "triaged": not info["via"].startswith("provisional"),
                     "findings": [],
+                    **class_fields(f["kind"], f.get("message", ""), info),
                 }
             else:
                 causes[key] = {
@@ -479,6 +482,7 @@ def group_findings(findings: list[dict], impl: str = "") -> list[dict]:
                     "impl": impl,
                     "triaged": False,
                     "findings": [],
+                    **class_fields(f["kind"], f.get("message", "")),
                 }
         cause = causes[key]
         cause["findings"].append(summary)
@@ -601,6 +605,7 @@ class Triager:
         self.known: dict = {}  # minimal case -> Triaged of every explained minimisation
         self.minimised = self.attached = self.flaky = self.provisional = 0
         self.pending: list = []  # (finding, case, verdict) grouped provisionally: a later cause may explain them
+        self.intermittent: dict = {}  # kind family -> the intermittent cause's info (fuzz.intermittent)
 
     def triage(
         self,
@@ -621,6 +626,8 @@ class Triager:
         interpreter = self.device == "cpu"
         start = time.monotonic()
         finding.pop("triage_note", None)
+        if settle(self, finding, case, vd, judge, budget):  # fails on some runs only: intermittent
+            return finding["triage"]
         raw = case
         tw = twin_of(case, vd, judge)
         if tw:  # attach first with the wrong values the disagreement implies: no run to judge the twin
@@ -654,11 +661,9 @@ class Triager:
         if left < MIN_TRIAGE_S:
             return self._provisional(finding, case, vd, judge, start, deadline)
         tri = triage_case(case, judge, vd, budget=left, interpreter=interpreter, known=self.known)
-        if tri is None:
-            self.flaky += 1
-            finding["triage"] = None
-            finding["triage_note"] = "did not fail the same way when judged again"
-            return None
+        if tri is None:  # three runs failed, this one passed
+            settle(self, finding, case, vd, judge, budget, fails=3, runs=4)
+            return finding["triage"]
         self.minimised += 1
         name = Path(finding["repro"]).name.replace("repro-", "minimal-", 1)
         path = self.out / name
@@ -926,6 +931,8 @@ class CampaignTriage:
             "not_reproduced": t.flaky if t else 0,
             "grouped_by_signature": t.provisional if t else 0,
             "not_triaged": self.untriaged,
+            "untriaged_root_causes": sum(not c.get("triaged", True) for c in report.root_causes),
+            "classes": counts(report.root_causes),
         }
 
 
@@ -1011,8 +1018,9 @@ def triage_dirs(
                     raise TriageError(str(e)) from None
                 judge.metamorphic = f["kind"] == "metamorphic"  # the twins are what found it
                 vd = judge(repro.case)  # judged again: the file may be edited, the implementation changed
-                if not family(vd["kind"]):
-                    f["triage"], f["triage_note"] = None, "passes when judged again"
+                if not family(vd["kind"]):  # fixed, or intermittent (fuzz.intermittent)
+                    target = {"kind": f["kind"], "failure": repro.verdict.failure}
+                    settle(triager, f, repro.case, target, judge, cap or TRIAGE_CAP_S[dev], fails=0, runs=1)
                     continue
                 triager.triage(f, repro.case, vd, judge, cap or TRIAGE_CAP_S[dev])
                 if progress:
