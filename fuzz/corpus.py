@@ -4,7 +4,8 @@ example database before generating anything new.
 `moe-lora-fuzz run --corpus DIR` (repeatable) judges every repro file found in DIR before the random stream,
 with the campaign's implementation, and says which still fail; a case that still fails is recorded and
 triaged like any other finding (its repro file in the new --out). `moe-lora-fuzz replay DIR` or
-`replay A B C` replays many files and prints one line each. In a directory, a campaign's minimal repro
+`replay A B C` replays many files and prints one line each. Corpus replays are counted in report.json's
+`corpus`, not in its `cases`, `kinds` or coverage (those describe the drawn stream, and --max-cases counts it). In a directory, a campaign's minimal repro
 (`minimal-*.json`, written by triage) stands for its raw one (`repro-*.json`): smaller, and the same
 failure; files under `sanitize/` are the sanitizer's scratch copies and are skipped.
 """
@@ -71,10 +72,7 @@ def replay_corpus(cfg, report, worker, triage) -> None:
     rows = []
     for path, repro in zip(files, repros, strict=True):
         case = worker.profile.fit(repro.case)
-        v = _judge_timed(worker, report, case, timeout=cfg.timeout, metamorphic=True)
-        report.cases += 1
-        report.kinds[v.kind] += 1
-        report.coverage.add(case, v.features, v)
+        v = _judge_timed(worker, report, case, timeout=cfg.timeout, metamorphic=True)  # not counted in `cases`
         rows.append(
             {
                 "repro": str(path),

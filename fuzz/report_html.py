@@ -33,6 +33,7 @@ document.querySelectorAll('.chips span').forEach(function (chip) {
     });
   });
 });
+document.body.setAttribute('data-rendered', 'ok');
 """
 
 
