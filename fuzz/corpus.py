@@ -5,7 +5,8 @@ example database before generating anything new.
 with the campaign's implementation, and says which still fail; a case that still fails is recorded and
 triaged like any other finding (its repro file in the new --out). `moe-lora-fuzz replay DIR` or
 `replay A B C` replays many files and prints one line each. Corpus replays are counted in report.json's
-`corpus`, not in its `cases`, `kinds` or coverage (those describe the drawn stream, and --max-cases counts it). In a directory, a campaign's minimal repro
+`corpus`, not in its `cases`, `kinds` or coverage (those describe the drawn stream, and --max-cases counts
+it). In a directory, a campaign's minimal repro
 (`minimal-*.json`, written by triage) stands for its raw one (`repro-*.json`): smaller, and the same
 failure; files under `sanitize/` are the sanitizer's scratch copies and are skipped.
 """

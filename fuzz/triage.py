@@ -226,6 +226,7 @@ def triage_case(
         progress=progress,
         known=lambda c: c in known,
         ahead=getattr(judge, "ahead", None),
+        keep_variant_first=not interpreter,  # a GPU compiles every new variant: sizes and data first
     )
     if res.case in known:
         old = known[res.case]
