@@ -33,7 +33,7 @@ def class_fields(kind: str, message: str, info: dict | None = None) -> dict:
     triage info (fuzz.triage._info) when there is one, else from the finding's kind and message."""
     if info and info.get("class") == "intermittent":
         return {"class": "intermittent", "rate": info.get("rate"), "rate_runs": info.get("rate_runs")}
-    if info and not info.get("via", "").startswith("provisional"):
+    if info and info.get("verdict") and not info.get("via", "").startswith("provisional"):
         kind, message = info["verdict"]["kind"], info["verdict"].get("message", message)
     if kind == "unchecked-precondition":
         return {"class": "unchecked-precondition"}
