@@ -441,7 +441,7 @@ def _judge(case: Case, run: _Run, exp: _Expected, precision: str = "ieee") -> tu
         return (
             "mismatch",
             f"{int(bad.sum())} of {int(exp.touched.sum())} delta elements exceed the bound "
-            f"(worst {max_ratio:.3g}x){_tf32_hint(case, run, exp, precision)}",
+            f"(worst {max_ratio:.3g}x){_tf32_hint(case, run, exp, precision)}{_lowp_hint(case, run, exp)}",
             max_ratio,
             _worst(got, exp, ratio),
         )
@@ -469,6 +469,29 @@ def _tf32_hint(case: Case, run: _Run, exp: _Expected, precision: str) -> str:
                 "; within the TF32 bound: the kernel appears to round fp32 inputs to TF32 (declare "
                 "capabilities={'fp32_precision': 'tf32'} if that is intended)"
             )
+    return ""
+
+
+def _lowp_hint(case: Case, run: _Run, exp: _Expected) -> str:
+    """For an fp16/bf16 mismatch with shrink split-K: is it what accumulating the split-K partial sums of the
+    intermediate in the activation dtype gives (upstream kernels keep the intermediate in that dtype and add
+    the partials with atomics)? Each of the SPLIT_K adds rounds to the dtype, so an intermediate element is off
+    by at most SPLIT_K * u * |A||x|, and the output, through expand, by SPLIT_K * u * F (F = |w||B|(|A||x|)).
+    Expand's own split-K adds into `out` are in the bound already. Allowed: bound + SAFETY * 2 * SPLIT_K * u * F."""
+    split = case.config.shrink.split_k
+    if case.dtype == "float32" or split == 1:
+        return ""
+    u = UNIT[getattr(torch, case.dtype)]
+    m, k, width = case.m, case.top_k, case.num_slices * case.n_dim
+    cols = slice(case.offset, case.offset + width)
+    ref = moe_lora_fp64(_ref_args(run))
+    got = _out_after(run)[:, :, cols].double()
+    allowed = exp.bound[:, :, cols] + SAFETY * 2 * split * u * ref.mag_full.reshape(m, k, width)
+    if bool((((got - exp.value[:, :, cols]).abs() <= allowed) | ~exp.touched[:, :, cols]).all()):
+        return (
+            f"; within the low-precision split-K bound: partial sums appear to be accumulated in {case.dtype} "
+            f"(shrink split_k={split})"
+        )
     return ""
 
 

@@ -205,3 +205,43 @@ def test_a_failure_beyond_every_known_trigger_is_a_new_finding():
     beyond = steer.relabel(BASE.replace(top_k=1), v)
     assert beyond.signature == "mismatch|x|cls|beyond 1 known causes"
     assert steer.relabel(BASE.replace(top_k=1), Verdict("pass", "x", "")).signature == ""
+
+
+# ---- precision: the low-precision split-K bound -----------------------------------------------------------------
+def _off_by(share: float):
+    """Correct, then every touched element moved by `share` of the low-precision split-K allowance
+    (2 * SAFETY * SPLIT_K * u * F): an implementation accumulating split-K partials in fp16 stays within it."""
+    import torch
+    from moe_lora_fuzz.contract import UNIT_ROUNDOFF
+    from moe_lora_fuzz.reference import moe_lora_fp64
+
+    from tests.example_impl import torch_moe_lora
+
+    def impl(t):
+        c = t.case
+        ref = moe_lora_fp64(t.op())
+        kw = t.op_kwargs()
+        torch_moe_lora(**kw)
+        width = c.num_slices * c.n_dim
+        allowance = 4 * c.config.shrink.split_k * UNIT_ROUNDOFF[torch.float16] * ref.mag_full
+        cols = slice(c.offset, c.offset + width)
+        out = kw["out"]
+        out[:, :, cols] = (out[:, :, cols].double() + share * allowance.reshape(c.m, c.top_k, width)).to(out.dtype)
+
+    return impl
+
+
+def test_split_k_partials_accumulated_in_the_activation_dtype_are_a_precision_cause(device):
+    from moe_lora_fuzz.contract import MoeLoraConfig, TileConfig
+
+    cfg = MoeLoraConfig(shrink=TileConfig(block_k=16, split_k=4))
+    case = BASE.replace(dtype="float16", k_dim=64, slotting="no_base", config=cfg).validate(interpreter=True)
+    within = check(case, "lowp", device, impl=_off_by(0.6))
+    assert within.kind == "mismatch" and "within the low-precision split-K bound" in within.message, within
+    assert classify.class_fields(within.kind, within.message)["class"] == "precision"
+    beyond = check(case, "lowp", device, impl=_off_by(1.5))
+    assert beyond.kind == "mismatch" and "low-precision" not in beyond.message, beyond
+    assert classify.class_fields(beyond.kind, beyond.message)["class"] == "bug"
+    one_split = case.replace(config=MoeLoraConfig()).validate(interpreter=True)
+    plain = check(one_split, "lowp", device, impl=_off_by(0.6))  # allowance 4*u*F with split_k 1: no excuse
+    assert plain.kind == "mismatch" and "low-precision" not in plain.message, plain
