@@ -300,7 +300,8 @@ def _summary(a, cfg, report, fail_on: tuple) -> int:
             f"the campaign judged no case within --budget {a.budget:g} s (starting the worker alone takes "
             "seconds); raise --budget"
         )
-    print(f"{counts}, {summary(report.root_causes)}; report: {cfg.report_path}")
+    causes = f"{summary(report.root_causes)}" if report.root_causes else "0 root causes"
+    print(f"{counts}, {causes}; report: {cfg.report_path}")
     _print_root_causes(report.root_causes)
     missing = report.coverage.missing_edges()
     if missing:
@@ -627,11 +628,13 @@ def cmd_triage(a) -> int:
     if a.out:
         write_atomic(a.out, dumps({"reports": [str(d) for d in a.dirs], "root_causes": causes}, indent=2) + "\n")
     else:
+        from .report_views import write_views
+
         for report in reports:
             report["root_causes"] = causes
-            write_atomic(
-                Path(report["_path"]), dumps({k: v for k, v in report.items() if k != "_path"}, indent=2) + "\n"
-            )
+            kept = {k: v for k, v in report.items() if k != "_path"}
+            write_atomic(Path(report["_path"]), dumps(kept, indent=2) + "\n")
+            write_views(Path(report["_path"]), kept)  # report.html / report.md follow the new root causes
     n = sum(len(r["findings"]) for r in reports)
     print(
         f"{n} findings in {len(reports)} reports, {summary(causes)}; written to "

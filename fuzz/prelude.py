@@ -7,9 +7,10 @@ them. The prelude is three templates, each filled from the campaign's seed (dtyp
 routing and the data seed are drawn, so seeds differ) and checked on the host, without running anything,
 against the edges it must reach (the routing and slot ids are built exactly as the case will build them):
 
-- a rich case: M off a BLOCK_M multiple, K, N and R tails, real rank below R, offset with extra columns,
-  strided views, oversized align buffers, two slices, split-K in both stages, a multi-tile n loop, the base
-  model beside every slot, a used disabled adapter and duplicate experts in a token (top_k > E);
+- a rich case (the routed weight applied): M off a BLOCK_M multiple, K, N and R tails, real rank below R,
+  offset with extra columns, strided views, oversized align buffers, two slices, split-K in both stages, a
+  multi-tile n loop, the base model beside every slot, a used disabled adapter and duplicate experts in a
+  token (top_k > E);
 - a single token on one expert (M = 1, top_k = 1, two slots, two experts);
 - an empty batch (M = 0).
 
@@ -54,7 +55,7 @@ def _templates(src: RandomSource, sizes: Sizes, interpreter: bool) -> list[Case]
     dtype = src.choice(DTYPES)
     if interpreter and interpreter_limit(dtype, 2, bf16_atomics_ok()) is not None:
         dtype = DTYPES[0]  # bf16 expand split-K cannot run unpatched on the interpreter
-    common = dict(dtype=dtype, layout=src.choice(LAYOUTS), mul_routed_weight=src.flag())
+    common = dict(dtype=dtype, layout=src.choice(LAYOUTS))
     small = min(sizes.blocks)
     bm = min(sizes.block_ms)
     rank = min(small - 4, sizes.rank)  # a tail of BLOCK_N and of BLOCK_K * split_k
@@ -69,6 +70,7 @@ def _templates(src: RandomSource, sizes: Sizes, interpreter: bool) -> list[Case]
     top_k = min(4, sizes.top_k)
     rich = Case(
         **common,
+        mul_routed_weight=True,  # every path on: the routed weight too
         m=min(bm // 2 + 1, sizes.m),
         top_k=top_k,
         num_experts=max(1, min(top_k - 1, sizes.experts)),
@@ -87,7 +89,18 @@ def _templates(src: RandomSource, sizes: Sizes, interpreter: bool) -> list[Case]
         align_slack=1,
         config=rich_cfg,
     )
-    single = Case(**common, m=1, top_k=1, num_experts=2, num_slots=2, rank=4, real_rank=4, k_dim=8, n_dim=8)
+    single = Case(
+        **common,
+        mul_routed_weight=src.flag(),
+        m=1,
+        top_k=1,
+        num_experts=2,
+        num_slots=2,
+        rank=4,
+        real_rank=4,
+        k_dim=8,
+        n_dim=8,
+    )
     empty = Case(**common, m=0, top_k=2, num_experts=2, num_slots=2, rank=4, real_rank=4, k_dim=8, n_dim=8)
     return [rich, single, empty]
 

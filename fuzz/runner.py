@@ -550,7 +550,7 @@ def run_campaign(cfg: CampaignConfig) -> Report:
                     with phases.phase("precompile"):
                         pre.at(index)
                 with phases.phase("generate"):
-                    drawn = steer.avoid(case_for(cfg, index, worker.profile), worker.profile.fit)
+                    drawn = steer.avoid(case_for(cfg, index, worker.profile), getattr(worker.profile, "fit", None))
                     case, probe = probe_for(cfg, drawn, worker.profile)
                     twin = runs_twin(cfg, case) and not probe
                 # the full case timeout even past the deadline: a hang found late is still a finding

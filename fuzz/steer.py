@@ -15,7 +15,9 @@ gets the signature suffix "|beyond N known causes": a new raw finding for triage
 of known causes, so it stays bounded.
 
 Steering changes the case stream only after a cause is found, so a clean campaign draws exactly what it drew
-before; report.json's `steering` says how many cases were moved and how many kept confirming.
+before (and its shards together still judge exactly the unsharded cases); a campaign with findings steers by
+what it has found, so its shards, each knowing only its own causes, may move different cases. report.json's
+`steering` says how many cases were moved and how many kept confirming.
 """
 
 from __future__ import annotations
