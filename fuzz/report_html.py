@@ -124,15 +124,19 @@ def _heat(report: dict) -> str:
 def _edges(report: dict) -> str:
     cov = report.get("coverage") or {}
     edges, first = cov.get("edges") or {}, cov.get("first_reached") or {}
+    unreachable = cov.get("unreachable_edges") or []
     rows = []
     for e in REQUIRED_EDGES:
         n = edges.get(e, 0)
-        cls = "" if n else ' class="missing"'
+        cls = "" if n else ' class="small"' if e in unreachable else ' class="missing"'
         rows.append(f"<tr><td{cls}>{e}</td><td>{n}</td><td>{first.get(e, '')}</td></tr>")
     until = cov.get("cases_until_every_edge")
-    head = f"<p>every required edge reached after {until} cases</p>" if until else ""
-    if cov.get("missing_edges"):
-        head += f'<p class="missing">never reached: {_e(", ".join(cov["missing_edges"]))}</p>'
+    head = f"<p>every required edge it can reach reached after {until} cases</p>" if until else ""
+    missing = [e for e in cov.get("missing_edges") or [] if e not in unreachable]
+    if missing:
+        head += f'<p class="missing">never reached: {_e(", ".join(missing))}</p>'
+    if unreachable:
+        head += f"<p>this implementation cannot reach: {_e(', '.join(unreachable))}</p>"
     return head + f"<table><tr><th>edge</th><th>cases</th><th>first reached at case</th></tr>{''.join(rows)}</table>"
 
 

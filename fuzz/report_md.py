@@ -49,12 +49,14 @@ def render_md(report: dict) -> str:
     cov = report.get("coverage") or {}
     hist = cov.get("ratio_histogram") or {}
     if hist:
-        out += ["### Error-to-bound ratio per dtype", "", "| dtype | " + " | ".join(RATIO_BINS) + " |"]
-        out += ["|---" * (len(RATIO_BINS) + 1) + "|"]
+        shown = [b for b in RATIO_BINS if any(b in bins for bins in hist.values())]  # above 2^0: over the bound
+        out += ["### Error-to-bound ratio per dtype (cases per bin)", "", "| dtype | " + " | ".join(shown) + " |"]
+        out += ["|---" * (len(shown) + 1) + "|"]
         for dtype, bins in hist.items():
-            out.append(f"| {dtype} | " + " | ".join(str(bins.get(b, "")) for b in RATIO_BINS) + " |")
+            out.append(f"| {dtype} | " + " | ".join(str(bins.get(b, "")) for b in shown) + " |")
         out.append("")
-    missing = cov.get("missing_edges") or []
+    unreachable = cov.get("unreachable_edges") or []
+    missing = [e for e in cov.get("missing_edges") or [] if e not in unreachable]
     until = cov.get("cases_until_every_edge")
     out += [
         "### Coverage",
@@ -65,6 +67,7 @@ def render_md(report: dict) -> str:
             if missing
             else "all reached" + (f" after {until} cases" if until else "")
         ),
+        *([f"- edges this implementation cannot reach: {', '.join(unreachable)}"] if unreachable else []),
         f"- knobs varied: {len(cov.get('knobs') or {})}; case classes: {len(cov.get('combinations') or {})}",
     ]
     if report.get("branches"):

@@ -150,3 +150,11 @@ def test_report_renders_in_a_headless_browser_without_console_messages(tmp_path)
     proc = _chromium(page, f"--screenshot={shot}", "--window-size=1280,2400")
     assert proc.returncode == 0 and _console(proc) == [], proc.stderr[-2000:]
     assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and shot.stat().st_size > 20_000
+
+
+def test_edges_the_implementation_cannot_reach_are_not_called_missing():
+    report = _report()
+    report["coverage"]["unreachable_edges"] = ["expand_split_k"]
+    md, html = render_md(report), render_html(report)
+    assert "never reached" not in md and "cannot reach: expand_split_k" in md
+    assert "never reached" not in html and "cannot reach: expand_split_k" in html
