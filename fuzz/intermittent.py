@@ -15,8 +15,10 @@ a new finding's case again REJUDGE times before it minimises or explains anythin
   intermittent findings of that family join it (their REJUDGE runs are added to the cause's tally).
 
 So an intermittent cause is never dropped and never one cause per occurrence; its rate is reported per run
-of the case as triage judges it. The price: REJUDGE more runs of every finding that triage opens a cause for
-or attaches (a deterministic bug's later findings included), so 2-3 runs per distinct finding.
+of the case as triage judges it. The price: REJUDGE (2) more runs of every finding that triage opens a cause
+for or attaches (a deterministic bug's later findings included); REJUDGE_FIRST (4) until the implementation
+has a first cause, and up to REJUDGE_NOISY (10, stopping at the first pass) once it has shown an intermittent
+one, where a lucky streak is likelier.
 """
 
 from __future__ import annotations
@@ -30,6 +32,10 @@ from .minimize import describe, minimize, same_failure
 from .oracle import Verdict, family
 
 REJUDGE = 2  # more runs of a new finding's case: with the campaign's run, 3 identical runs must all fail
+REJUDGE_FIRST = 4  # until a first cause is settled: a lucky first finding would open a cause on random outcomes
+REJUDGE_NOISY = 10  # once an implementation has shown an intermittent failure, every later finding gets up to this
+# many, stopping at the first pass: a judgement with twins calls it 2-3 times, so at 20% a call a run fails about
+# half the time, and 10 runs all fail 0.1% of the time (a deterministic bug there costs the 10 runs)
 RATE_RUNS = 10  # runs that measure a failure rate (the finding's case, then the minimal case)
 MAX_RUNS_PER_TRY = 24  # a reduction is kept if it fails within runs_for(rate) runs, at most this many
 
@@ -42,8 +48,11 @@ def runs_for(rate: float) -> int:
     return max(1, min(MAX_RUNS_PER_TRY, math.ceil(math.log(0.01) / math.log(1 - rate))))
 
 
-def _tally(judge, case: Case, target: dict, runs: int, deadline: float = math.inf) -> tuple[int, int, dict | None]:
-    """(failures, runs done, one failing verdict) over up to `runs` judgements of `case`."""
+def _tally(
+    judge, case: Case, target: dict, runs: int, deadline: float = math.inf, stop_on_pass: bool = False
+) -> tuple[int, int, dict | None]:
+    """(failures, runs done, one failing verdict) over up to `runs` judgements of `case` (stop_on_pass: until the
+    first run that does not fail like `target`)."""
     fails, done, seen = 0, 0, None
     for _ in range(runs):
         if done and time.monotonic() > deadline:
@@ -53,6 +62,8 @@ def _tally(judge, case: Case, target: dict, runs: int, deadline: float = math.in
         if same_failure(target, vd):
             fails += 1
             seen = seen or vd
+        elif stop_on_pass:
+            break
     return fails, done, seen
 
 
@@ -65,7 +76,8 @@ def settle(triager, finding: dict, case: Case, vd: dict, judge, budget: float, *
     every run failed (deterministic: triage goes on), else True with finding["triage"] set: the intermittent
     cause's entry, or None when no run of the case failed (offline triage of a fixed implementation).
     `triager`: fuzz.triage.Triager (its `intermittent` dict holds one cause per kind family)."""
-    f, n, seen = _tally(judge, case, vd, REJUDGE)
+    more = REJUDGE_NOISY if triager.intermittent else REJUDGE if triager.causes else REJUDGE_FIRST
+    f, n, seen = _tally(judge, case, vd, more, stop_on_pass=True)
     fails, runs = fails + f, runs + n
     if fails == runs:
         return False

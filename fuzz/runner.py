@@ -96,7 +96,10 @@ def _case_seed(cfg: CampaignConfig, index: int) -> int:
 
 
 def compile_class(cfg: CampaignConfig, index: int) -> int | None:
-    """The shared compile class of the index-th case (fuzz.generate.Classes), None for a class of its own."""
+    """The shared compile class of the index-th case (fuzz.generate.Classes), None for a class of its own (the
+    prelude's cases are)."""
+    if cfg.prelude and index < PRELUDE_CASES:
+        return None
     return class_of(cfg.sizes, _case_seed(cfg, index), index)
 
 
