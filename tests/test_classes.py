@@ -247,3 +247,26 @@ def test_split_k_partials_accumulated_in_the_activation_dtype_are_a_precision_ca
     one_split = case.replace(config=MoeLoraConfig()).validate(interpreter=True)
     plain = check(one_split, "lowp", device, impl=_off_by(0.6))  # allowance 4*u*F with split_k 1: no excuse
     assert plain.kind == "mismatch" and "low-precision" not in plain.message, plain
+
+
+# ---- GPU triage order: reductions that keep the compiled variant first ---------------------------------------
+def test_same_variant_reductions_keep_every_compile_knob_and_residue():
+    from moe_lora_fuzz.fuzz.generate import CLASS_KNOBS, SHIFTED, same_class
+    from moe_lora_fuzz.fuzz.minimize import candidates, same_variant_candidates
+
+    case = Case(seed=5, m=40, k_dim=100, n_dim=33, rank=17, real_rank=9, offset=35, routing="sparse")
+    case = case.replace(num_slots=2, disabled=(0,), align_slack=3)
+    same = list(same_variant_candidates(case))
+    assert len(same) >= 10
+    for c in same:
+        assert all(getattr(c, f) == getattr(case, f) for f in CLASS_KNOBS) and c.config == case.config
+        assert all(same_class(getattr(c, f), getattr(case, f)) for f in SHIFTED)
+    moved = {
+        f
+        for c in same
+        for f in ("m", "k_dim", "offset", "seed", "routing", "disabled")
+        if getattr(c, f) != getattr(case, f)
+    }
+    assert moved == {"m", "k_dim", "offset", "seed", "routing", "disabled"}
+    assert list(candidates(case, keep_variant_first=True))[: len(same)] == same
+    assert list(candidates(case))[: len(same)] != same  # the CPU order is unchanged: big cuts first
