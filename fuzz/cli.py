@@ -246,6 +246,21 @@ def add_run_args(r: argparse.ArgumentParser) -> None:
         "anything else is an `unchecked-precondition` finding",
     )
     r.add_argument(
+        "--fail-on",
+        default="bug,intermittent",
+        metavar="CLASSES",
+        help="root-cause classes that make the exit code 1 (comma-separated, or all; fuzz.classify): "
+        "bug, intermittent, precision, unchecked-precondition",
+    )
+    r.add_argument(
+        "--corpus",
+        type=_abs_path,
+        action="append",
+        default=[],
+        metavar="DIR",
+        help="replay the repro files of earlier campaigns in DIR first and say which still fail (repeatable)",
+    )
+    r.add_argument(
         "--require-edges",
         action="store_true",
         help="exit 1 when a required edge condition (fuzz.coverage) was never reached",
@@ -273,6 +288,7 @@ def cmd_run(a) -> int:
         a.out = _default_out(a.impl)
     if a.junitxml is not None:
         _writable_file("--junitxml", a.junitxml)
+    fail_on = _fail_on(a.fail_on)
     if a.sanitize_every < 0:
         _fail("--sanitize-every: must be >= 0")
     if a.out.exists() and not a.out.is_dir():
@@ -307,6 +323,7 @@ def cmd_run(a) -> int:
         triage_share=a.triage_share,
         triage_cap=a.triage_cap,
         precompile=a.precompile,
+        corpus=tuple(a.corpus),
     )
     try:
         report = run_campaign(cfg)
@@ -321,11 +338,22 @@ def cmd_run(a) -> int:
             write_junit(a.junitxml, report, cfg)
         except OSError as e:
             _fail(f"--junitxml {a.junitxml}: cannot write ({e.strerror or e})")
-    return _summary(a, cfg, report)
+    return _summary(a, cfg, report, fail_on)
 
 
-def _summary(a, cfg, report) -> int:
+def _fail_on(text: str) -> tuple:
+    from .classify import parse_fail_on
+
+    try:
+        return parse_fail_on(text)
+    except ValueError as e:
+        _fail(f"--fail-on {text!r}: {e}")
+
+
+def _summary(a, cfg, report, fail_on: tuple) -> int:
     import signal
+
+    from .classify import failing, summary
 
     counts = f"{report.cases} cases, {len(report.findings)} distinct findings"
     if report.interrupted:
@@ -336,7 +364,8 @@ def _summary(a, cfg, report) -> int:
             f"the campaign judged no case within --budget {a.budget:g} s (starting the worker alone takes "
             "seconds); raise --budget"
         )
-    print(f"{counts}, {len(report.root_causes)} root causes; report: {cfg.report_path}")
+    causes = f"{summary(report.root_causes)}" if report.root_causes else "0 root causes"
+    print(f"{counts}, {causes}; report: {cfg.report_path}")
     _print_root_causes(report.root_causes)
     missing = report.coverage.missing_edges()
     if missing:
@@ -346,7 +375,7 @@ def _summary(a, cfg, report) -> int:
             f"WARNING: {len(missing)} of {len(REQUIRED_EDGES)} required edges never reached: {', '.join(missing)}"
             + (" (--require-edges: exit 1)" if a.require_edges else "")
         )
-    return 1 if report.findings or (a.require_edges and missing) else 0
+    return 1 if failing(report.root_causes, fail_on) or (a.require_edges and missing) else 0
 
 
 def _print_root_causes(causes: list) -> None:
@@ -354,7 +383,8 @@ def _print_root_causes(causes: list) -> None:
 
     for rc in causes:
         kind, trigger, minimal = (printable(rc[k]) for k in ("kind", "trigger", "minimal_repro"))
-        print(f"  {kind:<18} x{len(rc['findings']):<3} {trigger}\n{'':23}minimal: {minimal}")
+        cls = printable(rc.get("class", "bug"))
+        print(f"  {cls:<12} {kind:<18} x{len(rc['findings']):<3} {trigger}\n{'':36}minimal: {minimal}")
 
 
 # ---- list --------------------------------------------------------------------------------------------------
@@ -391,9 +421,12 @@ def _first_sentence(text: str) -> str:
 
 
 # ---- replay ------------------------------------------------------------------------------------------------
-def add_target_args(p: argparse.ArgumentParser) -> None:
+def add_target_args(p: argparse.ArgumentParser, many: bool = False) -> None:
     """What replay and minimise share: the file, the implementation, the device and the limits."""
-    p.add_argument("file", type=_abs_path, help="a repro file (JSON) written by a campaign")
+    if many:  # replay: one file as before, or many files / directories (fuzz.corpus)
+        p.add_argument("file", type=_abs_path, nargs="+", help="repro files (JSON) or directories holding them")
+    else:
+        p.add_argument("file", type=_abs_path, help="a repro file (JSON) written by a campaign")
     p.add_argument(
         "--impl",
         type=_impl_name,
@@ -418,7 +451,7 @@ def add_target_args(p: argparse.ArgumentParser) -> None:
 
 
 def add_replay_args(rp: argparse.ArgumentParser) -> None:
-    add_target_args(rp)
+    add_target_args(rp, many=True)
     rp.add_argument(
         "--sanitize", action="store_true", help="run under compute-sanitizer memcheck (GPU), with --no-guards"
     )
@@ -474,6 +507,9 @@ def _replay_target(a) -> Target:
 
 
 def cmd_replay(a) -> int:
+    if len(a.file) > 1 or a.file[0].is_dir():
+        return _replay_many(a)
+    a.file = a.file[0]
     t = _replay_target(a)
     if a.sanitize:
         return _sanitized(a, t)
@@ -488,6 +524,28 @@ def cmd_replay(a) -> int:
         for w_ in v.worst[:5]:
             print(f"  {printable(w_)}")
     return 1 if v.failed else 0
+
+
+def _replay_many(a) -> int:
+    """replay DIR / replay A B C: every repro file, one line each; exit 1 when any still fails."""
+    from .corpus import CorpusError, replay_many
+
+    if a.sanitize or a.no_guards:
+        _fail("--sanitize/--no-guards: replay one file at a time")
+    if a.case_timeout is not None:
+        _positive("--case-timeout", a.case_timeout)
+    device = _device(a.device or "auto")
+    if a.impl:
+        _check_builtin_impl(a.impl)
+    try:
+        rows, code = replay_many(a.file, a.impl, device, a.case_timeout)
+    except CorpusError as e:
+        _fail(str(e))
+    for r in rows:
+        state = f"still fails ({r['now']})" if r["failed"] else "passes"
+        print(f"{state:<28} recorded {r['recorded']:<14} {r['repro']}")
+    print(f"{sum(r['failed'] for r in rows)} of {len(rows)} repro files still fail")
+    return code
 
 
 def _sanitized(a, t: Target) -> int:
@@ -626,6 +684,7 @@ def add_triage_args(tr: argparse.ArgumentParser) -> None:
 
 
 def cmd_triage(a) -> int:
+    from .classify import failing, summary
     from .repro import dumps, write_atomic
     from .triage import TriageError, triage_dirs
 
@@ -641,18 +700,20 @@ def cmd_triage(a) -> int:
     if a.out:
         write_atomic(a.out, dumps({"reports": [str(d) for d in a.dirs], "root_causes": causes}, indent=2) + "\n")
     else:
+        from .report_views import write_views
+
         for report in reports:
             report["root_causes"] = causes
-            write_atomic(
-                Path(report["_path"]), dumps({k: v for k, v in report.items() if k != "_path"}, indent=2) + "\n"
-            )
+            kept = {k: v for k, v in report.items() if k != "_path"}
+            write_atomic(Path(report["_path"]), dumps(kept, indent=2) + "\n")
+            write_views(Path(report["_path"]), kept)  # report.html / report.md follow the new root causes
     n = sum(len(r["findings"]) for r in reports)
     print(
-        f"{n} findings in {len(reports)} reports, {len(causes)} root causes; written to "
+        f"{n} findings in {len(reports)} reports, {summary(causes)}; written to "
         f"{a.out or ', '.join(r['_path'] for r in reports)}"
     )
     _print_root_causes(causes)
-    return 1 if causes else 0
+    return 1 if failing(causes) else 0
 
 
 # ---- export ------------------------------------------------------------------------------------------------
