@@ -321,7 +321,7 @@ def test_shards_run_the_same_checks_on_the_same_cases(tmp_path, monkeypatch):
         restarts = 0
         profile = None  # no implementation profile: the raw case stream
 
-        def __init__(self, device, impl, log=None):
+        def __init__(self, device, impl, log=None, **kw):
             self.impl = impl
 
         def judge(self, case, *, timeout, metamorphic=False, **kw):
