@@ -6,7 +6,8 @@ plus what the fuzzer must know of it (does it take a launch configuration, what 
     module:function        an external implementation (adapter protocol below)
     path/to/file.py:function
     sglang | vllm          the installed framework's fused MoE LoRA kernel (fuzz.upstream, docs/upstream.md)
-    sglang:FILE | vllm:FILE  a kernel file from a branch, framework imports stood in for
+    sglang==V | vllm==V    a released version's kernel, fetched from the package index into a cache
+    sglang:FILE | vllm:FILE  a kernel file from a branch, the rest of the framework stood in for
 
 Adapter protocol: the function is called with keyword arguments only, named as in SPEC §2 (contract.OP_ARGS):
     out, x, topk_ids, topk_weights, token_lora, adapter_enabled, lora_a, lora_b,
@@ -61,7 +62,37 @@ class ImplProfile:
                 case = case.replace(config=MoeLoraConfig())
             else:
                 case = case.replace(config=case.config.with_knob("align", "auto"))
-        return self.capabilities.project(case)
+        case = _across_switches(case, self.settings.get("switches"))
+        return self.capabilities.project(upstream.contract.project(case, self.settings.get("contract")))
+
+    def violate(self, case: Case) -> tuple[str, Case] | None:
+        """--probe-contract: one declared capability or runtime-contract rule broken, chosen by the seed."""
+        import random
+
+        fitted = self.fit(case)
+        options = self.capabilities.violations(fitted)
+        options += upstream.contract.violations(fitted, self.settings.get("contract"))
+        if not options:
+            return None
+        return options[random.Random(case.seed ^ 0x0B5).randrange(len(options))]
+
+
+def _across_switches(case: Case, switches: dict | None) -> Case:
+    """One case in eight per switch kind moved next to a size switch of an upstream wrapper
+    (fuzz.upstream.trace.switches): M or the rank at the switch or one past it, so both branches run.
+    Rank switches only where kernels compile (under Triton's interpreter a rank past 128 costs minutes)."""
+    if not switches:
+        return case
+    import os
+
+    pick = (case.seed >> 8) % 8
+    side = (case.seed >> 12) % 2
+    if pick == 1 and switches.get("m"):
+        return case.replace(m=switches["m"][(case.seed >> 13) % len(switches["m"])] + side)
+    if pick == 2 and switches.get("rank") and os.environ.get("TRITON_INTERPRET") != "1":
+        r = switches["rank"][(case.seed >> 13) % len(switches["rank"])] + side
+        return case.replace(rank=r, real_rank=min(case.real_rank, r))
+    return case
 
 
 @dataclass
@@ -74,6 +105,7 @@ class Impl:
     ours: bool = False
     capabilities: Capabilities = field(default_factory=Capabilities)
     settings: dict = field(default_factory=dict)
+    trace: Callable[[], list] | None = None  # features of the last call (fuzz.upstream.trace), when it has one
 
     def __call__(self, t: Tensors) -> None:
         self.run(t)
@@ -161,7 +193,15 @@ def wrap(spec: str, fn: Callable) -> Impl:
         else:
             fn(**t.op_kwargs())
 
-    return Impl(spec, run, takes_config=takes_config, capabilities=caps, settings=settings)
+    trace = getattr(fn, "trace", None)
+    return Impl(
+        spec,
+        run,
+        takes_config=takes_config,
+        capabilities=caps,
+        settings=settings,
+        trace=trace if callable(trace) else None,
+    )
 
 
 def resolve(name: str) -> Impl:

@@ -32,6 +32,7 @@ from .generate import CPU_SIZES, GPU_SIZES, class_of, draw
 from .interpreter import install_if_interpreting
 from .oracle import Verdict, crash_failure, probed, signature
 from .repro import Repro, dumps, environment, save, write_atomic
+from .upstream.trace import summary as upstream_summary
 
 # Default per-case timeouts (--case-timeout): the slowest correct case of the nightly GPU profile takes a
 # few seconds, of the CPU interpreter profile under a minute; a multiple of that is a hang, not a slow case.
@@ -108,7 +109,9 @@ def case_for(cfg: CampaignConfig, index: int, impl=None) -> Case:
 def probe_for(cfg: CampaignConfig, case: Case, impl) -> tuple[Case, str]:
     """--probe-contract: the case moved just outside one declared capability, and what it breaks ("" when the
     implementation declares nothing, or the violation cannot run on this device)."""
-    broken = impl.capabilities.violate(case) if (cfg.probe_contract and impl is not None) else None
+    broken = None
+    if cfg.probe_contract and impl is not None:  # capabilities and, for upstream conventions, their contract
+        broken = impl.violate(case) if hasattr(impl, "violate") else impl.capabilities.violate(case)
     if broken is None:
         return case, ""
     what, outside = broken
@@ -387,6 +390,8 @@ class Report:
     triage: dict = field(default_factory=dict)
     phases: dict = field(default_factory=dict)  # fuzz.phases: {path: [seconds, count]}, worker's and ours
     precompile: dict = field(default_factory=dict)  # fuzz.precompile's helpers: processes, cases, restarts
+    harness_error: str | None = None  # a stand-in gap met by a case (verdict harness-error): the campaign stopped
+    impl_settings: dict = field(default_factory=dict)  # the implementation's declared settings (worker.profile)
 
     def to_dict(self) -> dict:
         c = self.cfg
@@ -418,6 +423,8 @@ class Report:
             "resumed": self.previous,
             "coverage": self.coverage.to_dict(),
             "precompile": self.precompile,
+            "harness_error": self.harness_error,
+            "upstream": upstream_summary(self.impl_settings, self.coverage.edges),
             "phases": {k: {"s": round(sv, 3), "n": n} for k, (sv, n) in sorted(self.phases.items())},
             "environment": self.env,
         }
@@ -512,6 +519,7 @@ def run_campaign(cfg: CampaignConfig) -> Report:
             with phases.phase("startup"):
                 worker = Worker(cfg.device, cfg.impl, log=cfg.log_path)
                 pre = _precompiler(cfg, worker)
+                report.impl_settings = dict(getattr(worker.profile, "settings", None) or {})
             cfg.out.mkdir(parents=True, exist_ok=True)
             while (
                 time.monotonic() < deadline
@@ -526,6 +534,9 @@ def run_campaign(cfg: CampaignConfig) -> Report:
                     twin = runs_twin(cfg, case) and not probe
                 # the full case timeout even past the deadline: a hang found late is still a finding
                 v = _judge_timed(worker, report, case, timeout=cfg.timeout, metamorphic=twin, probe=probe)
+                if v.kind == "harness-error":  # the harness, not the kernel: stop here (the CLI exits 2)
+                    report.harness_error = v.message
+                    break
                 report.cases += 1
                 report.metamorphic_cases += twin
                 report.kinds[v.kind] += 1

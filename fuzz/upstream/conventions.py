@@ -27,6 +27,7 @@ caller of load_file/load_installed with `capabilities=`.
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 from typing import Callable
 
@@ -42,6 +43,8 @@ from moe_lora_fuzz.fuzz.adapters import (  # the glue from_fused uses, shared
     fused_config_kwargs,
 )
 from moe_lora_fuzz.kernels.config import MoeLoraConfig, TileConfig
+
+from .contract import CONVENTION_RULES
 
 FUSED = "_fused_moe_lora"
 MODULES = {
@@ -173,10 +176,33 @@ def _vllm_binding(fn: Callable, where: str) -> tuple[tuple[str, ...], bool]:
     return tuple(n for n in params if n in _VLLM_KNOWN), tensor
 
 
+@dataclasses.dataclass(frozen=True)
+class _Naive:
+    sorted_token_ids: None
+    expert_ids: torch.Tensor
+    num_tokens_post_padded: None
+
+
+def naive_block_assignment(m: int, top_k: int, num_experts: int, num_slots: int, fully_sharded: bool) -> bool:
+    """vLLM's runtime choice of `sorted_token_ids=None` (vllm/lora/punica_wrapper/punica_gpu.py:
+    PunicaWrapperGPU.add_lora_w13, `naive_block_assignment`, SPARSITY_FACTOR 8): few routed pairs for the
+    experts and slots, not fully sharded. Then expert_ids = topk_ids.reshape(-1) and no align buffers
+    (PunicaWrapperGPU.moe_lora_align_block_size). Taken only by a version whose signature accepts None."""
+    return not fully_sharded and m * top_k * 8 <= num_experts * num_slots
+
+
+def fully_sharded_call(m: int, top_k: int, num_experts: int, num_slots: int, rank: int) -> bool:
+    """Whether this call runs as a fully sharded LoRA layer on one tensor-parallel rank (vLLM's
+    `fully_sharded_loras`; the collectives are the identity there): one call in three, by a hash of the sizes,
+    so a replay of the same case takes the same branch."""
+    return (m * 7 + top_k * 5 + num_experts * 3 + num_slots * 11 + rank) % 3 == 0
+
+
 def vllm_adapter(module, where: str, capabilities: dict | None = None) -> Callable:
     """Adapter-protocol function around `module._fused_moe_lora` in vLLM's runtime convention."""
     fn = _fused_of(module, where)
     passed, active_is_tensor = _vllm_binding(fn, where)
+    naive_ok = "None" in str(inspect.signature(fn).parameters["sorted_token_ids"].annotation)
     caps = _capabilities("vllm", module, fn, capabilities)
 
     def adapter(
@@ -195,11 +221,20 @@ def vllm_adapter(module, where: str, capabilities: dict | None = None) -> Callab
         config=None,
     ):
         del layout  # implied by x.shape[0]
-        _e, num_slots, rank, _s = _sizes(lora_a)
+        num_experts, num_slots, rank, _s = _sizes(lora_a)
         cfg = _resolve_config(config, vllm_default_config, rank)
         if "offset" not in passed and offset:
             raise NotImplementedError(f"offset={offset}: this vLLM version's {FUSED} takes no offset")
-        align = _align(topk_ids, lora_a, cfg.block_m, token_lora)
+        m, top_k = topk_ids.shape
+        # a column offset comes only from a fully sharded layer (vllm/lora/punica_wrapper/punica_gpu.py:
+        # PunicaWrapperGPU.add_lora_w2, offset = shard size * tp rank when fully_sharded, else 0)
+        sharded = "fully_sharded" in passed and (
+            offset > 0 or fully_sharded_call(m, top_k, num_experts, num_slots, rank)
+        )
+        if naive_ok and naive_block_assignment(m, top_k, num_experts, num_slots, sharded):
+            align = _Naive(None, topk_ids.reshape(-1), None)
+        else:
+            align = _align(topk_ids, lora_a, cfg.block_m, token_lora)
         active = num_slots + 1
         values = dict(
             output=out,
@@ -217,7 +252,7 @@ def vllm_adapter(module, where: str, capabilities: dict | None = None) -> Callab
             num_active_loras=torch.tensor([active], dtype=torch.int32) if active_is_tensor else active,
             adapter_enabled=adapter_enabled,
             mul_routed_weight=bool(mul_routed_weight),
-            fully_sharded=False,
+            fully_sharded=sharded,
             offset=int(offset),
             **fused_config_kwargs(cfg),
         )
@@ -237,6 +272,7 @@ def vllm_adapter(module, where: str, capabilities: dict | None = None) -> Callab
             default_config=vllm_default_config.__name__,
             lora_ids=vllm_lora_ids.__name__,
             passed=list(passed),
+            contract=list(CONVENTION_RULES["vllm"]),
             num_active_loras="tensor" if active_is_tensor else "int",
         ),
         caps,
