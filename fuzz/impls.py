@@ -79,7 +79,8 @@ class ImplProfile:
 
 def _across_switches(case: Case, switches: dict | None) -> Case:
     """One case in eight per switch kind moved next to a size switch of an upstream wrapper
-    (fuzz.upstream.trace.switches): M or the rank at the switch or one past it, so both branches run.
+    (fuzz.upstream.trace.switches): M or the rank at the switch or one past it, or M small enough for the
+    runtime's naive block assignment, so both sides run.
     Rank switches only where kernels compile (under Triton's interpreter a rank past 128 costs minutes)."""
     if not switches:
         return case
@@ -92,6 +93,9 @@ def _across_switches(case: Case, switches: dict | None) -> Case:
     if pick == 2 and switches.get("rank") and os.environ.get("TRITON_INTERPRET") != "1":
         r = switches["rank"][(case.seed >> 13) % len(switches["rank"])] + side
         return case.replace(rank=r, real_rank=min(case.real_rank, r))
+    if pick == 3 and switches.get("naive"):  # few routed pairs: the runtime passes no align buffers
+        m = case.num_experts * case.num_slots // (switches["naive"][0] * case.top_k)
+        return case.replace(m=m) if m >= 1 else case
     return case
 
 

@@ -534,12 +534,12 @@ def run_campaign(cfg: CampaignConfig) -> Report:
                     twin = runs_twin(cfg, case) and not probe
                 # the full case timeout even past the deadline: a hang found late is still a finding
                 v = _judge_timed(worker, report, case, timeout=cfg.timeout, metamorphic=twin, probe=probe)
-                if v.kind == "harness-error":  # the harness, not the kernel: stop here (the CLI exits 2)
-                    report.harness_error = v.message
-                    break
                 report.cases += 1
                 report.metamorphic_cases += twin
                 report.kinds[v.kind] += 1
+                if v.kind == "harness-error":  # the harness, not the kernel: stop here (the CLI exits 2)
+                    report.harness_error = v.message
+                    break
                 report.crashes += v.kind in ("crash", "hang")
                 with phases.phase("coverage"):
                     report.coverage.add(case, v.features)

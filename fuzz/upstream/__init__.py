@@ -75,9 +75,10 @@ def _adapter(framework: str, module, where: str, capabilities, spec: str, tracer
         raise _impl_error(f"--impl {spec!r}: {e}") from None
     if tracer is not None:
         adapter.trace = tracer.features
-        adapter.settings = dict(
-            adapter.settings, branches=tracer.declared, standins=tracer.standins(), switches=switches(module)
-        )
+        sw = switches(module)
+        if adapter.settings.get("naive_sparsity"):  # the runtime's choice of sorted_token_ids=None
+            sw["naive"] = [adapter.settings["naive_sparsity"]]
+        adapter.settings = dict(adapter.settings, branches=tracer.declared, standins=tracer.standins(), switches=sw)
     return adapter
 
 

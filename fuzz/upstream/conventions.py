@@ -176,6 +176,9 @@ def _vllm_binding(fn: Callable, where: str) -> tuple[tuple[str, ...], bool]:
     return tuple(n for n in params if n in _VLLM_KNOWN), tensor
 
 
+NAIVE_SPARSITY = 8  # vLLM's SPARSITY_FACTOR in that rule
+
+
 @dataclasses.dataclass(frozen=True)
 class _Naive:
     sorted_token_ids: None
@@ -188,7 +191,7 @@ def naive_block_assignment(m: int, top_k: int, num_experts: int, num_slots: int,
     PunicaWrapperGPU.add_lora_w13, `naive_block_assignment`, SPARSITY_FACTOR 8): few routed pairs for the
     experts and slots, not fully sharded. Then expert_ids = topk_ids.reshape(-1) and no align buffers
     (PunicaWrapperGPU.moe_lora_align_block_size). Taken only by a version whose signature accepts None."""
-    return not fully_sharded and m * top_k * 8 <= num_experts * num_slots
+    return not fully_sharded and m * top_k * NAIVE_SPARSITY <= num_experts * num_slots
 
 
 def fully_sharded_call(m: int, top_k: int, num_experts: int, num_slots: int, rank: int) -> bool:
@@ -273,6 +276,7 @@ def vllm_adapter(module, where: str, capabilities: dict | None = None) -> Callab
             lora_ids=vllm_lora_ids.__name__,
             passed=list(passed),
             contract=list(CONVENTION_RULES["vllm"]),
+            naive_sparsity=NAIVE_SPARSITY if naive_ok else None,
             num_active_loras="tensor" if active_is_tensor else "int",
         ),
         caps,

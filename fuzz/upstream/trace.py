@@ -32,15 +32,23 @@ def switches(module) -> dict:
     """The size switches of `_fused_moe_lora`, read from the constants its code names (vLLM 0.34:
     `_FUSED_MOE_LORA_ONE_SHOT_MAX_RANK` 128 -> {"rank": [128]}, `FUSED_MOE_LORA_TWO_KERNEL_MAX_TOKENS` 64 ->
     {"m": [64]}): campaigns put a share of cases on both sides of each (fuzz.impls.ImplProfile.fit)."""
-    fused = getattr(module, FUSED, None)
-    if fused is None:
-        return {}
     out: dict = {}
-    for name in inspect.unwrap(fused).__code__.co_names:
+    for name in _names(getattr(module, FUSED, None)):
         m = _SWITCH.match(name)
         value = getattr(module, name, None)
         if m and type(value) is int and value > 0:
             out.setdefault("rank" if m.group(1) == "RANK" else "m", []).append(value)
+    return out
+
+
+def _names(fn) -> set[str]:
+    """The global names the code of `fn` uses, through its decorators (`__wrapped__`, e.g. inference_mode)."""
+    out, seen = set(), set()
+    while fn is not None and id(fn) not in seen:
+        seen.add(id(fn))
+        code = getattr(fn, "__code__", None)
+        out |= set(code.co_names) if code is not None else set()
+        fn = getattr(fn, "__wrapped__", None)
     return out
 
 
@@ -54,8 +62,9 @@ class Tracer:
             for n, f in vars(module).items()
             if inspect.isfunction(f) and f.__module__ == module.__name__ and not n.startswith("__")
         }
-        fused = host.get(FUSED)
-        names = set(inspect.unwrap(fused).__code__.co_names) if fused is not None else set()
+        fused = getattr(module, FUSED, None)
+        fused = fused if callable(fused) else None
+        names = _names(fused)
         self.declared = sorted(n for n in names if n in host and n != FUSED)
         for n, f in host.items():
             if n != FUSED:

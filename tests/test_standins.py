@@ -1,0 +1,154 @@
+"""Real sibling modules first, stand-ins last (fuzz/upstream/standins.py), the harness-error verdict, branch
+tracing (fuzz/upstream/trace.py) and the release cache (fuzz/upstream/releases.py). CPU only, our own fakes;
+the tests that reach the package index are marked `network` (skipped unless selected: tox -e upstream)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import types
+from pathlib import Path
+
+import pytest
+from moe_lora_fuzz.fuzz.impls import ImplError, resolve
+from moe_lora_fuzz.fuzz.oracle import check
+from moe_lora_fuzz.fuzz.upstream import load, releases
+from moe_lora_fuzz.fuzz.upstream.trace import Tracer, summary, switches
+
+from tests.cases import BASE
+
+ROOT = Path(__file__).resolve().parent.parent
+GAP = "vllm:tests/fakes/vllm_standin_gap.py"
+
+
+@pytest.fixture
+def at_root(monkeypatch):
+    monkeypatch.chdir(ROOT)
+    monkeypatch.syspath_prepend(str(ROOT))
+
+
+def test_a_standin_gap_at_call_time_is_a_harness_error_not_a_finding(at_root):
+    impl = resolve(GAP)  # loading works: the gap is met only in the call
+    v = check(BASE, GAP, "cpu", impl=impl)
+    assert v.kind == "harness-error", (v.kind, v.message)
+    assert "vllm.platforms.current_platform" in v.message and "no_such_query" in v.message
+    assert v.family == "harness"
+
+
+def test_a_standin_gap_stops_the_campaign_with_one_error_line(at_root, tmp_path):
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "fuzz", "run", "--impl", GAP, "--device", "cpu", "--budget", "60", "--out", str(out)]
+    r = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    errors = [ln for ln in r.stderr.splitlines() if ln.startswith("error: ")]
+    assert r.returncode == 2 and len(errors) == 1, r.stdout + r.stderr
+    assert "harness-error" in errors[0] and "no_such_query" in errors[0]
+    report = json.loads((out / "report.json").read_text())
+    assert report["findings"] == [] and report["cases"] == 1  # stopped at the first case, nothing recorded
+    assert "no_such_query" in report["harness_error"]
+    assert not list(out.glob("repro-*"))
+
+
+def _package(tmp_path: Path, utils: str, kernel: str) -> Path:
+    folder = tmp_path / "vllm" / "lora" / "ops" / "triton_ops"
+    folder.mkdir(parents=True)
+    (folder / "__init__.py").write_text("raise RuntimeError('the package __init__ must not run')\n")
+    (folder / "utils.py").write_text(utils)
+    (folder / "op.py").write_text(kernel)
+    return folder / "op.py"
+
+
+KERNEL = """
+import functools
+from tests.fakes.moe_lora_core import vllm_fused_convention
+from .utils import ONLY_THE_REAL_SIBLING_HAS_THIS, supports_pdl
+
+FUZZ_CAPABILITIES = {"fp32_precision": "ieee"}
+_correct = vllm_fused_convention(expand_grid_covers_split_k=True)
+
+def _small(*args, **kwargs):
+    return _correct(*args, **kwargs)
+
+def _large(*args, **kwargs):
+    return _correct(*args, **kwargs)
+
+_SPLIT_MAX_TOKENS = 3
+
+@functools.wraps(_correct)
+def _fused_moe_lora(*args, **kwargs):
+    if kwargs["topk_weights"].shape[0] <= _SPLIT_MAX_TOKENS:
+        return _small(*args, **kwargs)
+    return _large(*args, **kwargs)
+"""
+UTILS = """
+from vllm.platforms import current_platform
+ONLY_THE_REAL_SIBLING_HAS_THIS = 7
+def supports_pdl(device=None):
+    return current_platform.is_cuda()
+"""
+
+
+def test_the_real_sibling_module_is_used_and_the_rest_stood_in(at_root, tmp_path):
+    adapter = load(f"vllm:{_package(tmp_path, UTILS, KERNEL)}")
+    s = adapter.settings
+    assert s["package"] == "vllm.lora.ops.triton_ops"  # from the folder, not a fixed table
+    # the sibling's own imports were stood in; the sibling itself was not
+    assert "vllm.platforms.current_platform" in s["standins"]
+    assert not any("ONLY_THE_REAL_SIBLING_HAS_THIS" in n or n.endswith("supports_pdl") for n in s["standins"])
+    assert "vllm" not in sys.modules or not hasattr(sys.modules["vllm"], "__fuzz_standin__")
+
+
+def test_branches_are_traced_from_the_wrapper_code(at_root, tmp_path):
+    impl = resolve(f"vllm:{_package(tmp_path, UTILS, KERNEL)}")
+    assert impl.settings["branches"] == ["_large", "_small"]  # the host functions _fused_moe_lora names
+    assert impl.settings["switches"] == {"m": [3]}  # read from the constant its code names
+    seen = {}
+    for m in (2, 5):
+        v = check(BASE.replace(m=m), impl.name, "cpu", impl=impl)
+        assert v.kind == "pass", v.message
+        for f in v.features:
+            seen[f] = seen.get(f, 0) + 1
+    assert "branch:_small" in seen and "branch:_large" in seen
+    part = summary(impl.settings, {"branch:_small": 1})
+    assert part["missing_edges"] == ["_large"]
+
+
+def test_tracer_on_a_module_without_the_wrapper_declares_nothing():
+    mod = types.ModuleType("m")
+    t = Tracer(mod, None)
+    assert t.declared == [] and t.features() == [] and switches(mod) == {}
+
+
+def test_a_cached_release_loads_without_the_network(at_root, tmp_path, monkeypatch):
+    monkeypatch.setenv("MOE_LORA_FUZZ_CACHE", str(tmp_path / "cache"))
+    root = tmp_path / "cache" / "vllm-9.9.9"
+    kernel = _package(root, UTILS, KERNEL)
+    rel = {"framework": "vllm", "version": "9.9.9", "wheel": "x.whl", "kernel": str(kernel.relative_to(root))}
+    (root / releases.MANIFEST).write_text(json.dumps(rel))
+
+    def no_network(*_a, **_k):
+        raise AssertionError("the network was used although the release is cached")
+
+    monkeypatch.setattr(releases, "_get", no_network)
+    adapter = load("vllm==9.9.9")
+    assert adapter.settings["release"] == "9.9.9" and adapter.settings["branches"] == ["_large", "_small"]
+
+
+def test_a_release_that_cannot_be_fetched_is_one_line(monkeypatch, tmp_path):
+    monkeypatch.setenv("MOE_LORA_FUZZ_CACHE", str(tmp_path))
+    monkeypatch.setattr(releases, "project_files", lambda fw: [])
+    with pytest.raises(ImplError) as e:
+        load("vllm==0.0.1")
+    assert "\n" not in str(e.value) and "no wheel of that version" in str(e.value)
+    with pytest.raises(ImplError) as e:
+        load("vllm==not a version")
+    assert "expected sglang==VERSION or vllm==VERSION" in str(e.value)
+
+
+@pytest.mark.network
+@pytest.mark.parametrize("spec", ["vllm==0.34.0", "sglang==0.5.23"])
+def test_a_release_is_fetched_by_range_requests_and_loads(spec, tmp_path, monkeypatch):
+    monkeypatch.setenv("MOE_LORA_FUZZ_CACHE", str(tmp_path))
+    adapter = load(spec)
+    assert adapter.settings["branches"] and "_fused_moe_lora_shrink" in adapter.settings["branches"]
+    assert sum(f.stat().st_size for f in tmp_path.rglob("*") if f.is_file()) < 1_000_000
