@@ -104,8 +104,15 @@ def main(argv=None) -> int:
     ap.add_argument("--budget", type=float, default=25)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", type=Path, default=Path("matrix-out"))
+    ap.add_argument("--fetch-only", action="store_true", help="only fill the cache with the --also releases")
     a = ap.parse_args(argv)
     releases = _releases()
+    if a.fetch_only:
+        for spec in filter(None, a.also.split(",")):
+            fw, _, v = spec.partition("==")
+            rel = releases.fetch(fw, v)
+            print(f"{spec}: {rel.kernel.relative_to(releases.cache_root())}")
+        return 0
     a.out.mkdir(parents=True, exist_ok=True)
     rows = []
     todo = [tuple(x.split("==")) for x in a.also.split(",") if x]

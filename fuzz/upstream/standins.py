@@ -99,7 +99,10 @@ def _compute_units(device_id=None) -> int:
 def _max_shared_memory(device_id=0) -> int:
     if not torch.cuda.is_available():
         raise StandInGap("get_max_shared_memory_bytes", "on a CPU (no device shared memory)")
-    return int(torch.cuda.get_device_properties(device_id or 0).shared_memory_per_block_optin)
+    value = getattr(torch.cuda.get_device_properties(device_id or 0), "shared_memory_per_block_optin", None)
+    if not value:  # an older torch does not report it: a gap, not a guess
+        raise StandInGap("get_max_shared_memory_bytes", "shared_memory_per_block_optin (not reported by torch)")
+    return int(value)
 
 
 def _h2d(data, device=None, dtype=None, out=None, *_a, target_device=None, pin_memory=False, **_k):
