@@ -190,6 +190,8 @@ ANSWERS = dict(
     is_cpu=lambda: not torch.cuda.is_available(),
     get_max_shared_memory_bytes=_max_shared_memory,
     get_device_core_count=_compute_units,
+    # modes that follow a setting, all settings unset (below): off
+    vllm_is_batch_invariant=_false,
     # PDL / TMA: as upstream decides, only on a CUDA device of capability 9.0 or newer
     is_arch_support_pdl=_at_least(9),
     supports_pdl=_at_least(9),
