@@ -84,17 +84,26 @@ def _across_switches(case: Case, switches: dict | None) -> Case:
     Rank switches only where kernels compile (under Triton's interpreter a rank past 128 costs minutes)."""
     if not switches:
         return case
+    if case.offset or case.extra_cols:  # a column offset means a fully sharded call (fuzz.upstream.conventions)
+        moved = _across_switches(case.replace(offset=0, extra_cols=0), switches)
+        return case if moved.replace(offset=case.offset, extra_cols=case.extra_cols) == case else moved
     import os
 
-    pick = (case.seed >> 8) % 8
-    side = (case.seed >> 12) % 2
+    h = (case.seed * 0x9E3779B97F4A7C15) & (2**64 - 1)  # case seeds are small consecutive ints: mix them
+    pick, side, which = (h >> 40) % 8, (h >> 44) % 2, h >> 45
     if pick == 1 and switches.get("m"):
-        return case.replace(m=switches["m"][(case.seed >> 13) % len(switches["m"])] + side)
+        return case.replace(m=switches["m"][which % len(switches["m"])] + side)
     if pick == 2 and switches.get("rank") and os.environ.get("TRITON_INTERPRET") != "1":
-        r = switches["rank"][(case.seed >> 13) % len(switches["rank"])] + side
+        r = switches["rank"][which % len(switches["rank"])] + side
         return case.replace(rank=r, real_rank=min(case.real_rank, r))
     if pick == 3 and switches.get("naive"):  # few routed pairs: the runtime passes no align buffers
-        m = case.num_experts * case.num_slots // (switches["naive"][0] * case.top_k)
+        sparsity = switches["naive"][0]
+        if switches.get("m") and side:  # above the token switch: as many experts as naive needs there
+            m = switches["m"][0] + 1
+            experts = max(case.num_experts, -(-sparsity * m // case.num_slots))
+            r = min(case.rank, 1 + which % 16)  # small ranks too: the small-batch limits
+            return case.replace(m=m, top_k=1, num_experts=experts, rank=r, real_rank=min(case.real_rank, r))
+        m = case.num_experts * case.num_slots // (sparsity * case.top_k)
         return case.replace(m=m) if m >= 1 else case
     return case
 

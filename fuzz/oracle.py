@@ -677,7 +677,7 @@ def probed(v: Verdict, case: Case, probe: str) -> Verdict:
     return dataclasses.replace(
         v,
         kind="unchecked-precondition",
-        signature=signature("unchecked-precondition", v.impl, case),
+        signature=f"unchecked-precondition|{probe}|{v.impl}",  # once per broken promise, whatever the class
         message=f"outside its declared capabilities ({probe}) it did not refuse cleanly: {v.kind}: {v.message}",
     )
 
