@@ -152,3 +152,43 @@ def test_a_release_is_fetched_by_range_requests_and_loads(spec, tmp_path, monkey
     adapter = load(spec)
     assert adapter.settings["branches"] and "_fused_moe_lora_shrink" in adapter.settings["branches"]
     assert sum(f.stat().st_size for f in tmp_path.rglob("*") if f.is_file()) < 1_000_000
+
+
+INSTALLED_KERNEL = """
+import functools
+
+import triton
+from tests.fakes.moe_lora_core import vllm_fused_convention
+
+FUZZ_CAPABILITIES = {"fp32_precision": "ieee"}
+
+
+@triton.jit
+def _unused_kernel(x_ptr):
+    pass
+
+
+_correct = vllm_fused_convention(expand_grid_covers_split_k=True)
+
+
+@functools.wraps(_correct)
+def _fused_moe_lora(*args, **kwargs):
+    return _correct(*args, **kwargs)
+"""
+
+
+def test_the_installed_package_kernel_is_found_by_what_it_defines(at_root, tmp_path, monkeypatch):
+    pkg = tmp_path / "site" / "vllm"
+    (pkg / "somewhere" / "moved").mkdir(parents=True)  # not the path of any release: found by its content
+    for d in (pkg, pkg / "somewhere", pkg / "somewhere" / "moved"):
+        (d / "__init__.py").write_text("")
+    (pkg / "somewhere" / "moved" / "moe_lora_helpers.py").write_text("def _fused_moe_lora_align():\n    pass\n")
+    (pkg / "somewhere" / "moved" / "fused_moe_lora_thing.py").write_text(INSTALLED_KERNEL)
+    monkeypatch.syspath_prepend(str(tmp_path / "site"))
+    for name in [n for n in sys.modules if n == "vllm" or n.startswith("vllm.")]:
+        monkeypatch.delitem(sys.modules, name)
+    adapter = load("vllm")
+    assert adapter.settings["source"] == "vllm.somewhere.moved.fused_moe_lora_thing"
+    assert adapter.settings["standins"] == []  # the real framework: nothing stood in
+    v = check(BASE, "vllm", "cpu", impl=resolve("vllm"))
+    assert v.kind == "pass", v.message
