@@ -79,8 +79,8 @@ class ImplProfile:
 
 def _across_switches(case: Case, switches: dict | None) -> Case:
     """One case in eight per switch kind moved next to a size switch of an upstream wrapper
-    (fuzz.upstream.trace.switches): M or the rank at the switch or one past it, or M small enough for the
-    runtime's naive block assignment, so both sides run.
+    (fuzz.upstream.trace.switches): M at the switch or one past it, the rank at it, one past it or up to twice
+    it (256 for vLLM's 128), or M small enough for the runtime's naive block assignment, so both sides run.
     Rank switches only where kernels compile (under Triton's interpreter a rank past 128 costs minutes)."""
     if not switches:
         return case
@@ -94,7 +94,8 @@ def _across_switches(case: Case, switches: dict | None) -> Case:
     if pick == 1 and switches.get("m"):
         return case.replace(m=switches["m"][which % len(switches["m"])] + side)
     if pick == 2 and switches.get("rank") and os.environ.get("TRITON_INTERPRET") != "1":
-        r = switches["rank"][which % len(switches["rank"])] + side
+        t = switches["rank"][which % len(switches["rank"])]
+        r = t + (which >> 3) % 2 if side == 0 else t + 1 + (which >> 3) % t  # at/just past it, or up to 2x
         return case.replace(rank=r, real_rank=min(case.real_rank, r))
     if pick == 3 and switches.get("naive"):  # few routed pairs: the runtime passes no align buffers
         sparsity = switches["naive"][0]

@@ -192,3 +192,21 @@ def test_the_installed_package_kernel_is_found_by_what_it_defines(at_root, tmp_p
     assert adapter.settings["standins"] == []  # the real framework: nothing stood in
     v = check(BASE, "vllm", "cpu", impl=resolve("vllm"))
     assert v.kind == "pass", v.message
+
+
+def test_campaign_cases_cross_every_switch_of_the_wrapper(monkeypatch):
+    from moe_lora_fuzz.fuzz.impls import ImplProfile
+    from moe_lora_fuzz.fuzz.upstream.conventions import naive_block_assignment
+
+    profile = ImplProfile(takes_config=True, settings={"switches": {"m": [64], "rank": [128], "naive": [8]}})
+    monkeypatch.delenv("TRITON_INTERPRET", raising=False)  # compiled kernels: the rank switch too
+    base = BASE.replace(num_experts=8, num_slots=4)  # E*L = 32: room for a few routed pairs under naive
+    cases = [profile.fit(base.replace(seed=s)) for s in range(64)]
+    ms = {c.m for c in cases}
+    assert {64, 65} <= ms and base.m in ms  # both sides of the token switch, and most cases untouched
+    assert any(c.rank == 128 for c in cases) and any(128 < c.rank <= 256 for c in cases)
+    naive = [c for c in cases if naive_block_assignment(c.m, c.top_k, c.num_experts, c.num_slots, False)]
+    assert any(c.m > 64 for c in naive) and any(c.m <= 64 for c in naive)
+    assert all(c.offset == 0 for c in cases if c.m in (64, 65) or c.rank >= 128)  # not a fully sharded call
+    monkeypatch.setenv("TRITON_INTERPRET", "1")  # under the interpreter no rank past the generator's sizes
+    assert all(profile.fit(BASE.replace(seed=s)).rank <= BASE.rank for s in range(64))
