@@ -210,3 +210,24 @@ def test_campaign_cases_cross_every_switch_of_the_wrapper(monkeypatch):
     assert all(c.offset == 0 for c in cases if c.m in (64, 65) or c.rank >= 128)  # not a fully sharded call
     monkeypatch.setenv("TRITON_INTERPRET", "1")  # under the interpreter no rank past the generator's sizes
     assert all(profile.fit(BASE.replace(seed=s)).rank <= BASE.rank for s in range(64))
+
+
+def test_the_standin_policy_answers_by_name_and_names_every_gap(monkeypatch):
+    import torch
+    from moe_lora_fuzz.fuzz.upstream.standins import StandInGap, answer
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (9, 0))  # an H100
+    got = {n: answer("sglang.srt.utils.common", n)() for n in ("is_sm90_supported", "is_sm100_supported")}
+    assert got == {"is_sm90_supported": True, "is_sm100_supported": False}
+    assert answer("vllm.lora.ops.triton_ops.utils", "supports_tma")(0) is True
+    assert answer("vllm.envs", "VLLM_LORA_DISABLE_PDL") is None  # a setting: unset
+    t = torch.arange(3)
+    assert answer("anywhere", "tensor_model_parallel_all_reduce")(t) is t  # one rank
+    with pytest.raises(StandInGap) as e:
+        answer("vllm.utils.mem_utils", "some_new_helper")
+    assert (e.value.module, e.value.attr) == ("vllm.utils.mem_utils", "some_new_helper")
+    assert "harness gap" in str(e.value)
+    with pytest.raises(AttributeError) as e:
+        answer("vllm.utils", "__file__")  # what importlib and inspect probe is never a gap
+    assert not isinstance(e.value, StandInGap)

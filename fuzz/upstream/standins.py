@@ -201,7 +201,7 @@ ANSWERS = dict(
     is_blackwell=_at_least(10),
     is_hopper=_at_least(9),
 )
-_SM = re.compile(r"^is_sm(\d)(\d+)x?_supported$")  # is_sm90_supported, is_sm100_supported, is_sm120_supported
+_SM = re.compile(r"^is_sm(\d+)x?_supported$")  # is_sm90_supported, is_sm100_supported, is_sm120_supported
 _SETTING = re.compile(r"^(VLLM|SGLANG|SGL)_[A-Z0-9_]+$")
 
 
@@ -213,7 +213,7 @@ def answer(module: str, attr: str):
         return ANSWERS[attr]
     m = _SM.match(attr)
     if m:
-        return _at_least(int(m.group(1)), int(m.group(2)[0]))
+        return _at_least(*divmod(int(m.group(1)), 10))  # sm90 -> 9.0, sm100 -> 10.0, sm89 -> 8.9
     if _SETTING.match(attr):
         return None  # an unset setting
     raise StandInGap(module, attr)
