@@ -21,9 +21,11 @@ import io
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
+import urllib.parse
 import urllib.request
 import zipfile
 from dataclasses import dataclass
@@ -218,7 +220,8 @@ def _extract(zf: zipfile.ZipFile, framework: str, version: str, wheel: str, dest
     )
     try:
         tmp.rename(dest)  # atomic: a half-written release is never seen as cached
-    except OSError:
+    except OSError:  # another process cached it first: keep theirs
+        shutil.rmtree(tmp, ignore_errors=True)
         if not (dest / MANIFEST).is_file():
             raise
     return cached(framework, version)
