@@ -5,6 +5,7 @@ the tests that reach the package index are marked `network` (skipped unless sele
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 import types
@@ -231,3 +232,68 @@ def test_the_standin_policy_answers_by_name_and_names_every_gap(monkeypatch):
     with pytest.raises(AttributeError) as e:
         answer("vllm.utils", "__file__")  # what importlib and inspect probe is never a gap
     assert not isinstance(e.value, StandInGap)
+
+
+def _wheel(path: Path) -> Path:
+    import zipfile
+
+    with zipfile.ZipFile(path, "w") as z:
+        z.writestr("vllm/__init__.py", "raise RuntimeError('never imported')\n")
+        z.writestr("vllm/lora/ops/triton_ops/__init__.py", "raise RuntimeError('never run')\n")
+        z.writestr("vllm/lora/ops/triton_ops/utils.py", UTILS)
+        z.writestr("vllm/lora/ops/triton_ops/fused_moe_lora_op.py", KERNEL + "\n# @triton.jit\n")
+        z.writestr("vllm/lora/ops/triton_ops/moe_lora_notes.py", "def _fused_moe_lora_helper():\n    pass\n")
+        z.writestr("vllm/model_executor/big.bin", b"\0" * 300_000)  # not the kernel's folder: never kept
+    return path
+
+
+class _Server:
+    """A local file server; `ranges` says whether it answers HTTP range requests (206) or the whole file."""
+
+    def __init__(self, root: Path, ranges: bool):
+        import http.server
+        import threading
+
+        class Handler(http.server.SimpleHTTPRequestHandler):
+            def __init__(self, *a, **k):
+                super().__init__(*a, directory=str(root), **k)
+
+            def log_message(self, *_a):
+                pass
+
+            def do_GET(self):
+                spec = self.headers.get("Range")
+                if not (ranges and spec):
+                    return super().do_GET()
+                data = (root / self.path.lstrip("/")).read_bytes()
+                lo, hi = (int(x) for x in spec.split("=")[1].split("-"))
+                self.send_response(206)
+                self.send_header("Content-Length", str(hi - lo + 1))
+                self.end_headers()
+                self.wfile.write(data[lo : hi + 1])
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+
+
+@pytest.mark.parametrize("ranges", [True, False], ids=["range-requests", "whole-wheel-fallback"])
+def test_a_release_is_read_from_its_wheel_and_only_the_kernel_folder_kept(ranges, at_root, tmp_path, monkeypatch):
+    wheel = _wheel(tmp_path / "vllm-9.9.8-py3-none-any.whl")
+    server = _Server(tmp_path, ranges)
+    try:
+        entry = {"filename": wheel.name, "url": f"{server.url}/{wheel.name}", "size": wheel.stat().st_size}
+        monkeypatch.setattr(releases, "project_files", lambda fw: [entry])
+        (tmp_path / "dl").mkdir()  # pip download's own temporary folder (removed after use)
+        monkeypatch.setattr(releases, "_pip_download", lambda fw, v: Path(shutil.copy(wheel, tmp_path / "dl")))
+        monkeypatch.setenv("MOE_LORA_FUZZ_CACHE", str(tmp_path / "cache"))
+        rel = releases.fetch("vllm", "9.9.8")
+    finally:
+        server.httpd.shutdown()
+    assert (tmp_path / "dl").exists() == ranges  # without range requests the whole wheel was fetched (and removed)
+    assert rel.kernel.name == "fused_moe_lora_op.py" and rel.package_name() == "vllm.lora.ops.triton_ops"
+    kept = sorted(p.relative_to(rel.root).as_posix() for p in rel.root.rglob("*") if p.is_file())
+    folder = "vllm/lora/ops/triton_ops/"
+    names = ["__init__.py", "fused_moe_lora_op.py", "moe_lora_notes.py", "utils.py"]
+    assert kept == sorted([releases.MANIFEST] + [folder + n for n in names])
+    assert load("vllm==9.9.8").settings["branches"] == ["_large", "_small"]
