@@ -297,3 +297,16 @@ def test_a_release_is_read_from_its_wheel_and_only_the_kernel_folder_kept(ranges
     names = ["__init__.py", "fused_moe_lora_op.py", "moe_lora_notes.py", "utils.py"]
     assert kept == sorted([releases.MANIFEST] + [folder + n for n in names])
     assert load("vllm==9.9.8").settings["branches"] == ["_large", "_small"]
+
+
+@pytest.mark.network
+def test_the_release_before_an_upstream_fix_fails_and_the_fixed_one_passes(tmp_path, monkeypatch):
+    """vLLM 0.14.0 launches max_loras programs over lora_ids that start with -1 when base-model tokens are
+    present, so the last slot is never computed; 0.15.0 launches max_loras + 1 (vLLM issue #32235)."""
+    monkeypatch.setenv("MOE_LORA_FUZZ_CACHE", str(tmp_path))
+    case = BASE.replace(slotting="all_with_base", m=16, dtype="float32", offset=0, extra_cols=0, num_slots=2)
+    kinds = {}
+    for spec in ("vllm==0.14.0", "vllm==0.15.0"):
+        impl = resolve(spec)
+        kinds[spec] = check(impl.fit(case), spec, "cpu", impl=impl).kind
+    assert kinds == {"vllm==0.14.0": "mismatch", "vllm==0.15.0": "pass"}
