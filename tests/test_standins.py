@@ -310,3 +310,18 @@ def test_the_release_before_an_upstream_fix_fails_and_the_fixed_one_passes(tmp_p
         impl = resolve(spec)
         kinds[spec] = check(impl.fit(case), spec, "cpu", impl=impl).kind
     assert kinds == {"vllm==0.14.0": "mismatch", "vllm==0.15.0": "pass"}
+
+
+@pytest.mark.network
+def test_the_fp16_operands_cast_to_bf16_before_vllm_0_33_is_caught(tmp_path, monkeypatch):
+    """vLLM 0.29.0-0.32.0's two-stage kernel casts both tl.dot operands to bfloat16, fp16 inputs included;
+    0.33.0 casts to the input dtype. Found by the compatibility matrix (docs/upstream.md). The column offset
+    makes it a fully sharded call, which takes the two-stage path."""
+    monkeypatch.setenv("MOE_LORA_FUZZ_CACHE", str(tmp_path))
+    case = BASE.replace(dtype="float16", offset=8, extra_cols=0, m=16)
+    kinds = {}
+    for spec in ("vllm==0.32.0", "vllm==0.33.0"):
+        impl = resolve(spec)
+        kinds[spec] = check(impl.fit(case), spec, "cpu", impl=impl).kind
+        assert "branch:_fused_moe_lora_shrink" in impl.trace()
+    assert kinds == {"vllm==0.32.0": "mismatch", "vllm==0.33.0": "pass"}
