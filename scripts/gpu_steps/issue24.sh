@@ -14,9 +14,10 @@ ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 cd "$ROOT"
 export PYTHONPATH=$ROOT MOE_LORA_FUZZ_CACHE=$ROOT/.upstream-cache HYPOTHESIS_PROFILE=nightly
 BUDGET=${BUDGET:-300}
+DEVICE=${DEVICE:-cuda}  # DEVICE=cpu BUDGET=10: a dry run of this script on a CPU machine
 RELEASES="sglang==0.5.23 vllm==0.33.0 vllm==0.34.0"
 mkdir -p "$OUT"
-{ nvidia-smi --query-gpu=name,memory.total --format=csv,noheader; python -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__)"; du -sh "$MOE_LORA_FUZZ_CACHE"; } > "$OUT/env.txt" 2>&1
+{ nvidia-smi --query-gpu=name,memory.total --format=csv,noheader || true; python -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__)"; du -sh "$MOE_LORA_FUZZ_CACHE"; } > "$OUT/env.txt" 2>&1
 for r in $RELEASES; do
   if [ ! -f "$MOE_LORA_FUZZ_CACHE/${r/==/-}/release.json" ]; then echo "missing cache for $r" | tee -a "$OUT/env.txt"; fi
 done
@@ -24,7 +25,7 @@ pids=()
 for r in $RELEASES; do
   d="$OUT/${r/==/-}"
   ( start=$(date +%s.%N)
-    timeout 400 python -m moe_lora_fuzz.fuzz run --impl "$r" --device cuda --profile nightly --budget "$BUDGET" \
+    timeout 400 python -m moe_lora_fuzz.fuzz run --impl "$r" --device "$DEVICE" --profile nightly --budget "$BUDGET" \
       --out "$d" > "$d.log" 2>&1
     echo "exit $? wall $(python -c "import time; print(round(time.time() - $start, 1))")" >> "$d.log" ) &
   pids+=($!)
