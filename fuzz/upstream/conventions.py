@@ -11,7 +11,11 @@ What each runtime hands its kernel besides the tensors (SPEC §5 "Upstream calli
   an int or a one-element CPU tensor, following the annotation of the loaded function); `token_lora_mapping =
   token_lora`. Without a case configuration: both stages at BLOCK_M 64, GROUP_SIZE_M 8, 4 warps, 3 stages,
   split_k 1; shrink BLOCK_N = min(64, next_pow2(R)), BLOCK_K 32; expand BLOCK_N 64,
-  BLOCK_K = max(16, min(32, next_pow2(R))).
+  BLOCK_K = max(16, min(32, next_pow2(R))). As the runtime decides: no align buffers (`sorted_token_ids=None`,
+  `expert_ids = topk_ids.reshape(-1)`) for few routed pairs (`naive_block_assignment`), where the version
+  accepts None; `fully_sharded` on one tensor-parallel rank for a call with a column offset and one call in
+  three of the others (`fully_sharded_call`). Its runtime contract (fuzz/upstream/contract.py) ties the
+  layout of x to mul_routed_weight.
 
 Both call `_fused_moe_lora` by keyword, with the case's launch configuration forwarded as in
 fuzz.adapters (block_m to both stages' block_size_m and to align). vLLM's signature has changed over time, so
