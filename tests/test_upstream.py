@@ -508,3 +508,47 @@ def test_vllm_contract_keeps_the_layout_with_mul_routed_weight():
             ("contract layout_follows_mul_routed_weight", "per_token" if mrw else "per_routed")
         ]
     assert contract.violations(SPLIT.replace(top_k=1), ["layout_follows_mul_routed_weight"]) == []
+
+
+def test_a_vllm_version_without_offset_gets_outputs_exactly_its_slices_wide():
+    from moe_lora_fuzz.fuzz.impls import ImplProfile
+
+    adapter = _recording_vllm(torch.Tensor)
+    assert "out_is_exactly_the_slices" not in adapter.settings["contract"]  # it takes an offset
+    old = types.SimpleNamespace(_fused_moe_lora=_old_vllm_signature)
+    settings = conventions.vllm_adapter(old, "recording").settings
+    assert settings["contract"] == ["layout_follows_mul_routed_weight", "out_is_exactly_the_slices"]
+    fitted = ImplProfile(takes_config=True, settings=settings).fit(SPLIT.replace(offset=3, extra_cols=2))
+    assert (fitted.offset, fitted.extra_cols) == (0, 0)
+
+
+def _old_vllm_signature(
+    output,
+    qcurr_hidden_states,
+    lora_a_stacked,
+    lora_b_stacked,
+    topk_weights,
+    sorted_token_ids,
+    expert_ids,
+    num_tokens_post_padded,
+    max_lora_rank,
+    top_k_num,
+    lora_ids,
+    adapter_enabled,
+    shrink_block_size_m,
+    shrink_block_size_n,
+    shrink_block_size_k,
+    shrink_group_size_m,
+    shrink_num_warps,
+    shrink_num_stages,
+    shrink_split_k,
+    expand_block_size_m,
+    expand_block_size_n,
+    expand_block_size_k,
+    expand_group_size_m,
+    expand_num_warps,
+    expand_num_stages,
+    expand_split_k,
+    mul_routed_weight=False,
+):
+    """vLLM 0.11's parameters (no token_lora_mapping, num_active_loras, fully_sharded, offset)."""

@@ -47,10 +47,19 @@ RULES = {
         lambda c: c.replace(layout=_layout_of(c)),
         _swap_layout,
     ),
+    "out_is_exactly_the_slices": Rule(
+        "out_is_exactly_the_slices",
+        "a version without an `offset` parameter writes the whole width of `output` (S*N columns, no offset, no "
+        "extra columns) and asserts it",
+        ("vllm/lora/ops/triton_ops/fused_moe_lora_op.py:_fused_moe_lora (releases before the offset parameter)",),
+        lambda c: c.replace(offset=0, extra_cols=0),
+        lambda c: c.replace(extra_cols=max(c.extra_cols, 1)),
+    ),
 }
 # the rules each convention's runtime keeps (SGLang's wrapper reads the layout from x's row count instead:
 # sglang/kernels/ops/lora/moe/fused_moe_lora_kernel.py:_fused_moe_lora, so it has no such rule)
 CONVENTION_RULES = {"vllm": ("layout_follows_mul_routed_weight",), "sglang": ()}
+NO_OFFSET_RULES = ("out_is_exactly_the_slices",)  # added for a version whose wrapper takes no offset
 
 
 def project(case: Case, names) -> Case:

@@ -48,7 +48,7 @@ from moe_lora_fuzz.fuzz.adapters import (  # the glue from_fused uses, shared
 )
 from moe_lora_fuzz.kernels.config import MoeLoraConfig, TileConfig
 
-from .contract import CONVENTION_RULES
+from .contract import CONVENTION_RULES, NO_OFFSET_RULES
 
 FUSED = "_fused_moe_lora"
 MODULES = {
@@ -279,7 +279,7 @@ def vllm_adapter(module, where: str, capabilities: dict | None = None) -> Callab
             default_config=vllm_default_config.__name__,
             lora_ids=vllm_lora_ids.__name__,
             passed=list(passed),
-            contract=list(CONVENTION_RULES["vllm"]),
+            contract=list(CONVENTION_RULES["vllm"]) + ([] if "offset" in passed else list(NO_OFFSET_RULES)),
             naive_sparsity=NAIVE_SPARSITY if naive_ok else None,
             num_active_loras="tensor" if active_is_tensor else "int",
         ),
