@@ -15,6 +15,7 @@ from .coverage import Coverage
 from .outdir import OutputError
 from .report_views import write_views
 from .repro import dumps, environment, write_atomic
+from .upstream.trace import summary as upstream_summary
 
 
 @dataclass
@@ -41,6 +42,8 @@ class Report:
     saved_cases: int | None = None  # `cases` in the last report.json that reached the disk
     saved_findings: int = 0  # and how many findings it listed
     written: float = 0.0  # time.monotonic() of that write
+    harness_error: str | None = None  # a stand-in gap met by a case (verdict harness-error): the campaign stopped
+    impl_settings: dict = field(default_factory=dict)  # the implementation's declared settings (worker.profile)
     extra: dict = field(default_factory=dict)  # more top-level report keys (steering, corpus: fuzz.steer, .corpus)
 
     def to_dict(self) -> dict:
@@ -74,6 +77,8 @@ class Report:
             "coverage": self.coverage.to_dict(),
             "precompile": self.precompile,
             "notes": self.notes,
+            "harness_error": self.harness_error,
+            "upstream": upstream_summary(self.impl_settings, self.coverage.edges),
             "phases": {k: {"s": round(sv, 3), "n": n} for k, (sv, n) in sorted(self.phases.items())},
             "environment": self.env,
             **self.extra,

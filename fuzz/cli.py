@@ -356,6 +356,8 @@ def _summary(a, cfg, report, fail_on: tuple) -> int:
     from .classify import failing, summary
 
     counts = f"{report.cases} cases, {len(report.findings)} distinct findings"
+    if report.harness_error:  # a stand-in gap (fuzz.upstream.standins): the harness's fault, not the kernel's
+        _fail(f"--impl {cfg.impl}: harness-error: {report.harness_error}; report: {cfg.report_path}")
     if report.interrupted:
         print(f"interrupted by {report.interrupted}: {counts}; report: {cfg.report_path}")
         return 128 + signal.Signals[report.interrupted].value
@@ -407,8 +409,16 @@ def cmd_list(a) -> int:
         ("path/to/file.py:function", "an external implementation: a function in a Python file"),
         ("sglang", "SGLang's installed fused MoE LoRA kernel, in its calling convention (docs/upstream.md)"),
         ("vllm", "vLLM's installed fused MoE LoRA kernel, in its calling convention (docs/upstream.md)"),
-        ("sglang:path/to/fused_moe_lora_kernel.py", "an SGLang kernel file from a branch (framework imports stood in)"),
-        ("vllm:path/to/fused_moe_lora_op.py", "a vLLM kernel file from a branch (framework imports stood in)"),
+        (
+            "sglang==VERSION",
+            "a released SGLang's kernel, fetched from the package index into the cache (docs/upstream.md)",
+        ),
+        ("vllm==VERSION", "a released vLLM's kernel, fetched from the package index into the cache (docs/upstream.md)"),
+        (
+            "sglang:path/to/fused_moe_lora_kernel.py",
+            "an SGLang kernel file: its folder's real modules, the rest stood in",
+        ),
+        ("vllm:path/to/fused_moe_lora_op.py", "a vLLM kernel file: its folder's real modules, the rest stood in"),
     ]
     width = max(len(n) for n, _ in rows)
     print("\n".join(f"{n:<{width}}  {d}" for n, d in rows))

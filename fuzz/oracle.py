@@ -67,6 +67,7 @@ from .impls import Impl, is_ours, resolve
 from .interpreter import wild_access_in
 from .phases import phase
 from .tensors import Fill, Tensors, materialize
+from .upstream.standins import HarnessGap
 
 SAFETY = 2.0
 UNIT = UNIT_ROUNDOFF
@@ -86,6 +87,7 @@ KINDS = (
     "vacuous",
     "hang",
     "unchecked-precondition",
+    "harness-error",
 )
 PASSING = ("pass", "refused")  # refused: a clean refusal of a case outside the declared space (--probe-contract)
 # Kind families: kinds that one cause can produce depending on the data are one family, so triage can
@@ -108,6 +110,7 @@ FAMILIES = {
     "vacuous": "wrong-output",
     "hang": "crash",
     "unchecked-precondition": "unchecked-precondition",
+    "harness-error": "harness",  # a stand-in gap (fuzz.upstream.standins): stops the campaign, never a finding
 }
 
 
@@ -706,12 +709,12 @@ def check(
 def probed(v: Verdict, case: Case, probe: str) -> Verdict:
     """Outside the declared capabilities (`probe` names the broken one) any failure, crashes and hangs included,
     is an unchecked precondition; passing and refusing verdicts stay as they are."""
-    if not probe or not v.failed:
+    if not probe or not v.failed or v.kind == "harness-error":
         return v
     return dataclasses.replace(
         v,
         kind="unchecked-precondition",
-        signature=signature("unchecked-precondition", v.impl, case),
+        signature=f"unchecked-precondition|{probe}|{v.impl}",  # once per broken promise, whatever the class
         message=f"outside its declared capabilities ({probe}) it did not refuse cleanly: {v.kind}: {v.message}",
     )
 
@@ -755,6 +758,10 @@ def _check(
     if disagreement:
         return verdict("reference-disagreement", disagreement)
     _call(primary, impl)
+    if impl.trace is not None:  # the upstream wrapper's branches that ran (fuzz.upstream.trace)
+        edges = edges + impl.trace()
+    if isinstance(primary.error, HarnessGap):
+        return verdict("harness-error", str(primary.error))
     if refusal_ok and isinstance(primary.error, REFUSALS) and not bool((primary.before != _after(primary)).any()):
         return verdict("refused", f"{type(primary.error).__name__}: {primary.error}")
     wild = wild_access_in(primary.error)

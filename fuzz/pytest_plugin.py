@@ -24,6 +24,7 @@ MARKERS = {
     "slow": "long-running; excluded from the pre-merge run",
     "quality": "seeded-bug campaigns: the harness must find each planted bug",
     "interpreter": "runs our kernels under Triton's CPU interpreter in a subprocess; skipped in GPU runs",
+    "network": "needs the package index (released wheels); skipped unless selected with -m network (tox -e upstream)",
 }
 DEVICES = ("auto", "cpu", "cuda")
 ENV = "MOE_LORA_FUZZ_DEVICE"
@@ -102,9 +103,12 @@ def pytest_collection_modifyitems(config, items):
         marker, why = "gpu", "needs a CUDA GPU (run with --moe-device cuda on a GPU machine)"
     else:
         marker, why = "interpreter", "runs the CPU interpreter; the CPU suite covers it"
+    network = "network" in (config.getoption("-m") or "").replace("not network", "")
     for item in items:
         if marker in item.keywords:
             item.add_marker(pytest.mark.skip(reason=why))
+        if "network" in item.keywords and not network:
+            item.add_marker(pytest.mark.skip(reason="needs the package index: select it with -m network"))
     # the seeded-bug campaigns are the longest tests: first, so that parallel workers (xdist) end together
     items.sort(key=lambda item: "quality" not in item.keywords)
 

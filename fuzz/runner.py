@@ -126,7 +126,9 @@ PRELUDE_CASES = 3  # indices the prelude may take (fuzz.prelude)
 def probe_for(cfg: CampaignConfig, case: Case, impl) -> tuple[Case, str]:
     """--probe-contract: the case moved just outside one declared capability, and what it breaks ("" when the
     implementation declares nothing, or the violation cannot run on this device)."""
-    broken = impl.capabilities.violate(case) if (cfg.probe_contract and impl is not None) else None
+    broken = None
+    if cfg.probe_contract and impl is not None:  # capabilities and, for upstream conventions, their contract
+        broken = impl.violate(case) if hasattr(impl, "violate") else impl.capabilities.violate(case)
     if broken is None:
         return case, ""
     what, outside = broken
@@ -462,6 +464,7 @@ def _campaign(cfg: CampaignConfig, report: Report, budget: Budget) -> None:
         with phases.phase("startup"):
             worker = Worker(cfg.device, cfg.impl, log=cfg.log_path, startup_timeout=max(budget.left(), 5.0))
             pre = _precompiler(cfg, worker)
+            report.impl_settings = dict(getattr(worker.profile, "settings", None) or {})
             if cfg.prelude:
                 from .prelude import unreachable
 
@@ -527,6 +530,9 @@ def _loop(cfg: CampaignConfig, report: Report, triage, budget: Budget, worker: W
         report.cases += 1
         report.metamorphic_cases += twin
         report.kinds[v.kind] += 1
+        if v.kind == "harness-error":  # the harness, not the kernel: stop here (the CLI exits 2)
+            report.harness_error = v.message
+            break
         report.crashes += v.kind in ("crash", "hang")
         with phases.phase("coverage"):
             report.coverage.add(case, v.features, v)

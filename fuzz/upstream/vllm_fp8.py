@@ -190,4 +190,4 @@ def register(adapters: dict, modules: dict) -> None:
     adapters[FRAMEWORK] = vllm_fp8_adapter
     modules[FRAMEWORK] = MODULE
     standins.PACKAGE.setdefault(FRAMEWORK, standins.PACKAGE["vllm"])
-    standins.TABLES.setdefault(FRAMEWORK, standins.TABLES["vllm"])
+    standins.ROOTS.setdefault(FRAMEWORK, standins.ROOTS["vllm"])
