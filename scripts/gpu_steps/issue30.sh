@@ -11,7 +11,7 @@ cd "$(dirname "$0")/../.."
 OUT="${OUT:-gpu-out}"; mkdir -p "$OUT"
 export PYTHONPATH="$PWD" PYTHONUNBUFFERED=1
 unset TRITON_INTERPRET
-VLLM_FP8="${MOE_LORA_FUZZ_CACHE:-/nonexistent}/vllm-0.34.0/fused_moe_lora_fp8_op.py"
+VLLM_FP8="${MOE_LORA_FUZZ_CACHE:-/nonexistent}/vllm-0.34.0/vllm/lora/ops/triton_ops/fused_moe_lora_fp8_op.py"
 BUDGET="${VLLM_FP8_BUDGET:-45}"
 
 # 1. quant tests compiled: kernel rows per scheme and granularity, 8-bit dots and fp8 casts, bound tightness, the
