@@ -34,13 +34,13 @@ BLOCK = re.compile(r"^```([\w-]*)[ \t]*\n(.*?)^```[ \t]*$", re.S | re.M)
 EXIT = re.compile(r"#\s*exit\s+(\d+)\b")
 RUN, PARSE_ONLY, CHECKOUT = "bash", ("bash-gpu", "bash-network"), "bash-checkout"
 # pages linked from docs/index.md that other branches add (issue numbers); the link test accepts them missing
-PENDING = {"reports.md": 26, "reliability.md": 27, "quantization.md": 30}
+PENDING: dict = {}  # page name -> issue, while another branch writes it
 # pages written before the docs convention, whose owner is rewriting them (a strict xfail: once the page
 # passes, this entry must go)
 # pages whose commands take long enough to go nightly (`slow`): pre-merge keeps README.md, op.md and api.md
 # under ~90 s on 2 cores (measured: README 94 s, cli.md 45 s, examples 16 s on a 2-core machine at load 6)
 SLOW = {"docs/cli.md", "examples/README.md"}
-LEDGER = {"upstream.md": "issue 24 rewrites it to the docs convention (python -m fuzz, GPU commands in bash)"}
+LEDGER: dict = {}  # page name -> reason
 
 
 # parses each argument list (JSON) with the installed command line's parser: exit 2 on an unknown option
