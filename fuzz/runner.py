@@ -447,7 +447,7 @@ def _campaign(cfg: CampaignConfig, report: Report, budget: Budget) -> None:
         outdir.seed_triage(triage, report)
         phases.take()
         with phases.phase("startup"):
-            worker = Worker(cfg.device, cfg.impl, log=cfg.log_path, startup_timeout=max(budget.left(), 5.0))
+            worker = _start_worker(cfg, budget)
             pre = _precompiler(cfg, worker)
         _loop(cfg, report, triage, budget, worker, pre)
     except (Interrupted, KeyboardInterrupt) as e:
@@ -463,6 +463,16 @@ def _campaign(cfg: CampaignConfig, report: Report, budget: Budget) -> None:
     finally:
         shutdown(report, pre, worker)
     finish(report, triage, failure)
+
+
+def _start_worker(cfg: CampaignConfig, budget: Budget) -> Worker:
+    """The campaign's worker; its first start (importing the implementation) is cut by the budget. (A stand-in
+    Worker of a test may not take the startup timeout.)"""
+    import inspect
+
+    cut = {"startup_timeout": max(budget.left(), 5.0)}
+    takes = "startup_timeout" in inspect.signature(Worker).parameters
+    return Worker(cfg.device, cfg.impl, log=cfg.log_path, **(cut if takes else {}))
 
 
 def _selfcheck(cfg: CampaignConfig, worker: Worker, budget: Budget) -> bool:
