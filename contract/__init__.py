@@ -22,8 +22,13 @@ from .op import (
     rows_for,
     x_rows,
 )
+from .quant import ACT_SCALES, QUANT_SCHEMES, SCALE_GROUPS, QuantArgs
 
 __all__ = [
+    "ACT_SCALES",
+    "QUANT_SCHEMES",
+    "SCALE_GROUPS",
+    "QuantArgs",
     "Knob",
     "knob",
     "knobs_of",

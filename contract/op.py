@@ -89,9 +89,15 @@ class OpArgs:
     mul_routed_weight: bool
     offset: int
     layout: str
+    # contract.quant.QuantArgs of a quantized case (lora_a / lora_b then hold codes); None: the plain op. Not one
+    # of the adapter keywords: only implementations that declare quantization receive it (as `quant=`)
+    quant: object = None
 
     def kwargs(self) -> dict:
-        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        kw = {name: getattr(self, name) for name in OP_ARGS}
+        if self.quant is not None:
+            kw["quant"] = self.quant
+        return kw
 
 
-OP_ARGS = tuple(f.name for f in dataclasses.fields(OpArgs))  # the adapter protocol's keywords, in order
+OP_ARGS = tuple(f.name for f in dataclasses.fields(OpArgs) if f.name != "quant")  # the adapter keywords, in order

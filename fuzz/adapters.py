@@ -16,7 +16,7 @@ stage. The two helpers here do the glue, so wrapping such a kernel takes a coupl
     impl2 = from_shrink_expand(my_shrink, my_expand)         # two calls, one intermediate
     legacy = from_fused(my_fused_moe_lora, block_size_m=16)  # fixed BLOCK_M, no configuration (the old form)
 
-and then `python -m fuzz run --impl path/to/file.py:impl`.
+and then `moe-lora-fuzz run --impl path/to/file.py:impl`.
 
 Two modes, chosen by `block_size_m`:
 
@@ -114,6 +114,9 @@ CAPABILITY_KEYS = (
     "max_rank",
     "split_k",
     "offset",
+    "quant",
+    "quant_groups",
+    "act_scales",
 )
 
 

@@ -13,7 +13,9 @@ from dataclasses import dataclass, field
 from . import __version__, outdir, phases
 from .coverage import Coverage
 from .outdir import OutputError
+from .report_views import write_views
 from .repro import dumps, environment, write_atomic
+from .upstream.trace import summary as upstream_summary
 
 
 @dataclass
@@ -40,6 +42,9 @@ class Report:
     saved_cases: int | None = None  # `cases` in the last report.json that reached the disk
     saved_findings: int = 0  # and how many findings it listed
     written: float = 0.0  # time.monotonic() of that write
+    harness_error: str | None = None  # a stand-in gap met by a case (verdict harness-error): the campaign stopped
+    impl_settings: dict = field(default_factory=dict)  # the implementation's declared settings (worker.profile)
+    extra: dict = field(default_factory=dict)  # more top-level report keys (steering, corpus: fuzz.steer, .corpus)
 
     def to_dict(self) -> dict:
         c = self.cfg
@@ -72,8 +77,11 @@ class Report:
             "coverage": self.coverage.to_dict(),
             "precompile": self.precompile,
             "notes": self.notes,
+            "harness_error": self.harness_error,
+            "upstream": upstream_summary(self.impl_settings, self.coverage.edges),
             "phases": {k: {"s": round(sv, 3), "n": n} for k, (sv, n) in sorted(self.phases.items())},
             "environment": self.env,
+            **self.extra,
         }
 
     def write(self, every: float = 0.0) -> None:
@@ -82,8 +90,10 @@ class Report:
         if every and time.monotonic() - self.written < every:
             return
         phases.add(self.phases, phases.take())  # this process's phases so far (the worker's come per case)
+        d = self.to_dict()
         with saving(self, f"{self.cfg.report_path.name} (case {self.cases})"):
-            write_atomic(self.cfg.report_path, dumps(self.to_dict(), indent=2) + "\n")
+            write_atomic(self.cfg.report_path, dumps(d, indent=2) + "\n")
+            write_views(self.cfg.report_path, d)  # report.html and report.md beside it (fuzz.report_views)
         self.saved_cases, self.saved_findings, self.written = self.cases, len(self.findings), time.monotonic()
 
     def resume_from(self, old: dict) -> None:

@@ -14,6 +14,11 @@ key optional; an implementation that declares nothing is fuzzed over the whole s
     max_rank          int: the largest padded rank R it handles
     split_k           {"shrink": int, "expand": int}: the largest split-K per stage (1: no split-K)
     offset            bool (default True): honours a column offset into `out`
+    quant             subset of contract.QUANT_SCHEMES (default ("none",)): the quantization schemes it takes;
+                      it then receives `quant=` (a contract.QuantArgs) on quantized cases. Cases of an implementation
+                      that declares none are never quantized; one that omits "none" only gets quantized cases.
+    quant_groups      subset of contract.SCALE_GROUPS (default: all): the scale granularities it takes
+    act_scales        subset of contract.ACT_SCALES (default: all): static and/or dynamic activation scales
 
 Campaigns draw inside the declared space (`project`); `--probe-contract` draws just outside it (`violate`)
 and expects a clean refusal (ValueError / TypeError / NotImplementedError before anything is written).
@@ -25,7 +30,15 @@ import dataclasses
 import random
 from dataclasses import dataclass
 
-from moe_lora_fuzz.contract import DTYPES, FP32_PRECISIONS, LAYOUTS, TORCH_DTYPES
+from moe_lora_fuzz.contract import (
+    ACT_SCALES,
+    DTYPES,
+    FP32_PRECISIONS,
+    LAYOUTS,
+    QUANT_SCHEMES,
+    SCALE_GROUPS,
+    TORCH_DTYPES,
+)
 
 from .case import Case
 
@@ -40,6 +53,9 @@ KEYS = (
     "max_rank",
     "split_k",
     "offset",
+    "quant",
+    "quant_groups",
+    "act_scales",
 )
 REFUSALS = (ValueError, TypeError, NotImplementedError)  # a clean refusal of an unsupported case
 
@@ -60,6 +76,9 @@ class Capabilities:
     max_rank: int | None = None
     split_k: tuple = (None, None)  # (shrink, expand) largest split-K; None: unlimited
     offset: bool = True
+    quant: tuple = ("none",)
+    quant_groups: tuple = SCALE_GROUPS
+    act_scales: tuple = ACT_SCALES
 
     @property
     def declared(self) -> bool:
@@ -94,7 +113,14 @@ class Capabilities:
                     f"{where}.fp32_precision: must be one of {FP32_PRECISIONS} (got {raw['fp32_precision']!r})"
                 )
             kw["fp32_precision"] = raw["fp32_precision"]
-        for key, allowed in (("dtypes", DTYPES), ("layouts", LAYOUTS), ("mul_routed_weight", (False, True))):
+        for key, allowed in (
+            ("dtypes", DTYPES),
+            ("layouts", LAYOUTS),
+            ("mul_routed_weight", (False, True)),
+            ("quant", QUANT_SCHEMES),
+            ("quant_groups", SCALE_GROUPS),
+            ("act_scales", ACT_SCALES),
+        ):
             if key in raw:
                 kw[key] = subset(key, allowed)
         for key in ("strided_inputs", "contiguous_out", "offset"):
@@ -162,11 +188,36 @@ class Capabilities:
             )
         if self.max_rank is not None and c.rank > self.max_rank:
             c = c.replace(rank=self.max_rank, real_rank=min(c.real_rank, self.max_rank))
+        c = self._project_quant(c)
         cfg = c.config
         for stage, hi in zip(cfg.STAGES, self.split_k, strict=True):
             if hi is not None and getattr(cfg, stage).split_k > hi:
                 cfg = cfg.with_knob(f"{stage}.split_k", hi)
         return c.replace(config=cfg)
+
+    def _project_quant(self, c: Case) -> Case:
+        """The quantization knobs inside the declared ones. Drawn from their own stream of the case's seed (never
+        from the campaign's), so an implementation that declares nothing gets exactly the unquantized cases."""
+        from .case import repair_quant
+
+        if self.quant == ("none",):
+            return repair_quant(c.replace(quant="none"))
+        inside = c.quant_group in self.quant_groups and c.act_scale in self.act_scales
+        if c.quant != "none" and c.quant in self.quant and inside:
+            return c  # (idempotent: a fitted case stays as it is)
+        # a declaring implementation gets quantized cases (the unquantized ones are the plain campaign's)
+        pick = random.Random(c.seed ^ 0x9A47)
+        schemes = [q for q in self.quant if q != "none"]
+        scheme = c.quant if c.quant in schemes else schemes[pick.randrange(len(schemes))]
+        return repair_quant(
+            c.replace(
+                quant=scheme,
+                quant_group=self.quant_groups[pick.randrange(len(self.quant_groups))],
+                quant_block_n=pick.choice((16, 32, 64)),
+                quant_block_k=pick.choice((16, 32, 64)),
+                act_scale=self.act_scales[pick.randrange(len(self.act_scales))],
+            )
+        )
 
     def violations(self, case: Case) -> list[tuple[str, Case]]:
         """Cases just outside the declared space, one broken promise each: (what is broken, case)."""
@@ -188,6 +239,12 @@ class Capabilities:
             out.append((f"rank {self.max_rank + 1} > max_rank", case.replace(rank=self.max_rank + 1)))
         if not self.offset:
             out.append(("a column offset", case.replace(offset=1, extra_cols=max(case.extra_cols, 1))))
+        if self.quant != ("none",):  # (only where quantization is declared: other probes draw as before)
+            from .case import repair_quant
+
+            for q in ("fp8_w8a8", "int8_w8a8", "int8_w8a16"):
+                if q not in self.quant:
+                    out.append((f"quant {q}", repair_quant(case.replace(quant=q))))
         for stage, hi in zip(case.config.STAGES, self.split_k, strict=True):
             if hi is not None and hi < 64:
                 out.append(

@@ -12,6 +12,7 @@ import json
 from dataclasses import dataclass, field
 
 from moe_lora_fuzz.contract import DTYPES, LAYOUTS, Knob, MoeLoraConfig, interpreter_limit, knob, knobs_of
+from moe_lora_fuzz.contract.quant import ACT_SCALES, QUANT_SCHEMES, SCALE_GROUPS, quantizes_activations
 
 ROUTINGS = ("uniform", "distinct", "one_hot", "sparse")
 SLOTTINGS = ("one_slot", "no_base", "random", "all_with_base", "all_base")
@@ -51,6 +52,13 @@ class Case:
     strided: bool = knob(False, Knob.flag())
     # extra BLOCK_M blocks in the align buffers beyond P (our kernels' workspace)
     align_slack: int = knob(0, _size(0, 1024))
+    # quantization (contract/quant.py); the knobs after `quant` sit at their defaults where they mean nothing
+    # (quant none; block sizes without block scales; act_scale for w8a16), so one behaviour is one case
+    quant: str = knob(QUANT_SCHEMES[0], Knob.choice(QUANT_SCHEMES))
+    quant_group: str = knob(SCALE_GROUPS[0], Knob.choice(SCALE_GROUPS))
+    quant_block_n: int = knob(16, Knob.pow2(16, 256))
+    quant_block_k: int = knob(16, Knob.pow2(16, 256))
+    act_scale: str = knob(ACT_SCALES[0], Knob.choice(ACT_SCALES))
     config: MoeLoraConfig = field(default_factory=MoeLoraConfig, metadata={"knob": Knob("other")})
 
     # ---- validity -------------------------------------------------------------------------------
@@ -80,6 +88,14 @@ class Case:
             "disabled",
             "must be distinct slot ids in [0, num_slots)",
         )
+        if self != repair_quant(self):
+            name = next(n for n in QUANT_KNOBS if getattr(self, n) != getattr(repair_quant(self), n))
+            need(
+                False,
+                name,
+                "must keep its default where the scheme does not use it (quant none, scales not "
+                "in blocks, act_scale of w8a16)",
+            )
         need(isinstance(self.config, MoeLoraConfig), "config", "must be a MoeLoraConfig")
         self.config.validate()
         if interpreter and bf16_atomics is None:
@@ -125,10 +141,31 @@ class Case:
     @property
     def coarse_class(self) -> str:
         """The part of a signature that comes from the case (DESIGN: dtype, layout, flags, split-K)."""
+        quant = "" if self.quant == "none" else f"|q={self.quant}/{self.quant_group}/{self.act_scale}"
         return (
             f"{self.dtype}|{self.layout}|mrw={int(self.mul_routed_weight)}"
             f"|ssk={int(self.config.shrink.split_k > 1)}|esk={int(self.config.expand.split_k > 1)}"
-        )
+        ) + quant
+
+
+QUANT_KNOBS = ("quant_group", "quant_block_n", "quant_block_k", "act_scale")
+
+
+def repair_quant(c: Case) -> Case:
+    """The case with every quantization knob that its scheme does not use at its default (the minimiser's repair
+    after one knob moved; validation requires it)."""
+    d = {n: Case.__dataclass_fields__[n].default for n in QUANT_KNOBS}
+    keep = {}
+    if c.quant != "none":
+        keep["quant_group"] = c.quant_group
+        if c.quant_group == "block":
+            keep["quant_block_n"], keep["quant_block_k"] = c.quant_block_n, c.quant_block_k
+        if quantizes_activations(c.quant):
+            keep["act_scale"] = c.act_scale
+    want = {**d, **keep}
+    if all(getattr(c, n) == v for n, v in want.items()):
+        return c
+    return c.replace(**want)
 
 
 def _config_from_dict(d) -> MoeLoraConfig:

@@ -1,4 +1,4 @@
-"""CLI: python -m fuzz {run,list,replay,minimize,triage,export,merge}.
+"""CLI: moe-lora-fuzz (or python -m moe_lora_fuzz) {run,list,replay,minimize,triage,export,merge}.
 
 Exit 0 clean, 1 findings (or failing), 2 usage or environment error (one `error:` line), 130/143 interrupted
 by SIGINT/SIGTERM. Paths are made absolute as they are parsed. Replay and minimise run only our own code
@@ -29,7 +29,9 @@ class _Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescription
 
 
 def _fail(msg: str) -> None:
-    print(f"error: {msg}", file=sys.stderr)
+    from .escape import printable  # one line, and nothing from a file acts on the terminal
+
+    print(f"error: {printable(msg)}", file=sys.stderr)
     raise SystemExit(2)
 
 
@@ -46,9 +48,48 @@ def _device(name: str) -> str:
         from .interpreter import install as install_interpreter
 
         install_interpreter()  # bf16 dots/atomics and TF32 as on a GPU (fuzz/interpreter.py)
+        _warn_unpatched()
     elif os.environ.get("TRITON_INTERPRET") == "1":
         _fail("--device cuda: TRITON_INTERPRET=1 is set; unset it to compile for the GPU")
     return name
+
+
+def _warn_unpatched() -> None:
+    """One console line at the start when the interpreter could not be patched (docs/versions.md)."""
+    from . import interpreter
+    from .escape import printable
+
+    if interpreter.NOT_PATCHED_REASON and not getattr(_warn_unpatched, "said", False):
+        _warn_unpatched.said = True
+        print(f"warning: Triton's interpreter {printable(interpreter.NOT_PATCHED_REASON)}", file=sys.stderr)
+
+
+def _progress_line(text: str) -> None:
+    """Progress of triage and minimise on stderr; it may quote report and repro files, so it is escaped."""
+    from .escape import printable_lines
+
+    print(printable_lines(text), file=sys.stderr, flush=True)
+
+
+def _default_out(impl: str) -> Path:
+    """fuzz-out/<UTC time>-<implementation>: a new directory per run, so a second run never meets the first's."""
+    import re
+    import time
+
+    target, _, func = impl.rpartition(":")
+    if target.endswith(".py"):  # path/to/file.py:function (or vllm:path/to/file.py) -> file-function
+        framework = target.split(":", 1)[0] + "-" if target.startswith(("vllm:", "sglang:")) else ""
+        impl = f"{framework}{Path(target).stem}-{func}"
+    elif impl.startswith(("vllm:", "sglang:")) and impl.endswith(".py"):
+        impl = f"{impl.split(':', 1)[0]}-{Path(impl).stem}"
+    slug = re.sub(r"[^A-Za-z0-9._-]+", "-", impl).strip("-.")[:60]
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    base = _abs_path("fuzz-out") / f"{stamp}-{slug or 'impl'}"
+    out, n = base, 1
+    while out.exists():
+        n += 1
+        out = base.with_name(f"{base.name}-{n}")
+    return out
 
 
 # ---- argument types: paths become absolute when parsed -------------------------------------------------------
@@ -146,8 +187,16 @@ def add_run_args(r: argparse.ArgumentParser) -> None:
     r.add_argument(
         "--out",
         type=_abs_path,
-        default=_abs_path("fuzz-out"),
-        help="directory for report.json, repro files and worker.log; must be empty unless --resume",
+        default=None,
+        help="directory for report.json, repro files and worker.log; must be empty unless --resume "
+        "(None: a new fuzz-out/<UTC time>-<impl> per run)",
+    )
+    r.add_argument(
+        "--junitxml",
+        type=_abs_path,
+        default=None,
+        metavar="PATH",
+        help="also write the result as JUnit XML (one test case per finding) for CI dashboards",
     )
     r.add_argument(
         "--resume", action="store_true", help="continue the campaign whose report is in --out, keeping every file there"
@@ -197,6 +246,21 @@ def add_run_args(r: argparse.ArgumentParser) -> None:
         "anything else is an `unchecked-precondition` finding",
     )
     r.add_argument(
+        "--fail-on",
+        default="bug,intermittent",
+        metavar="CLASSES",
+        help="root-cause classes that make the exit code 1 (comma-separated, or all; fuzz.classify): "
+        "bug, intermittent, precision, unchecked-precondition",
+    )
+    r.add_argument(
+        "--corpus",
+        type=_abs_path,
+        action="append",
+        default=[],
+        metavar="DIR",
+        help="replay the repro files of earlier campaigns in DIR first and say which still fail (repeatable)",
+    )
+    r.add_argument(
         "--require-edges",
         action="store_true",
         help="exit 1 when a required edge condition (fuzz.coverage) was never reached",
@@ -218,6 +282,13 @@ def cmd_run(a) -> int:
     if a.precompile is not None and a.precompile < 0:
         _fail("--precompile: must be >= 0")
     shard = _shard(a.shard)
+    if a.out is None:
+        if a.resume:
+            _fail("--resume: needs --out, the directory of the campaign to continue")
+        a.out = _default_out(a.impl)
+    if a.junitxml is not None:
+        _writable_file("--junitxml", a.junitxml)
+    fail_on = _fail_on(a.fail_on)
     if a.sanitize_every < 0:
         _fail("--sanitize-every: must be >= 0")
     if a.out.exists() and not a.out.is_dir():
@@ -252,6 +323,7 @@ def cmd_run(a) -> int:
         triage_share=a.triage_share,
         triage_cap=a.triage_cap,
         precompile=a.precompile,
+        corpus=tuple(a.corpus),
     )
     try:
         report = run_campaign(cfg)
@@ -259,13 +331,33 @@ def cmd_run(a) -> int:
         if created and a.out.is_dir() and not any(a.out.iterdir()):
             a.out.rmdir()  # refused before the campaign started: leave nothing behind
         _fail(str(e))
-    return _summary(a, cfg, report)
+    if a.junitxml is not None and not report.interrupted:
+        from .junit import write_junit
+
+        try:
+            write_junit(a.junitxml, report, cfg)
+        except OSError as e:
+            _fail(f"--junitxml {a.junitxml}: cannot write ({e.strerror or e})")
+    return _summary(a, cfg, report, fail_on)
 
 
-def _summary(a, cfg, report) -> int:
+def _fail_on(text: str) -> tuple:
+    from .classify import parse_fail_on
+
+    try:
+        return parse_fail_on(text)
+    except ValueError as e:
+        _fail(f"--fail-on {text!r}: {e}")
+
+
+def _summary(a, cfg, report, fail_on: tuple) -> int:
     import signal
 
+    from .classify import failing, summary
+
     counts = f"{report.cases} cases, {len(report.findings)} distinct findings"
+    if report.harness_error:  # a stand-in gap (fuzz.upstream.standins): the harness's fault, not the kernel's
+        _fail(f"--impl {cfg.impl}: harness-error: {report.harness_error}; report: {cfg.report_path}")
     if report.interrupted:
         print(f"interrupted by {report.interrupted}: {counts}; report: {cfg.report_path}")
         return 128 + signal.Signals[report.interrupted].value
@@ -274,7 +366,8 @@ def _summary(a, cfg, report) -> int:
             f"the campaign judged no case within --budget {a.budget:g} s (starting the worker alone takes "
             "seconds); raise --budget"
         )
-    print(f"{counts}, {len(report.root_causes)} root causes; report: {cfg.report_path}")
+    causes = f"{summary(report.root_causes)}" if report.root_causes else "0 root causes"
+    print(f"{counts}, {causes}; report: {cfg.report_path}")
     _print_root_causes(report.root_causes)
     missing = report.coverage.missing_edges()
     if missing:
@@ -284,12 +377,16 @@ def _summary(a, cfg, report) -> int:
             f"WARNING: {len(missing)} of {len(REQUIRED_EDGES)} required edges never reached: {', '.join(missing)}"
             + (" (--require-edges: exit 1)" if a.require_edges else "")
         )
-    return 1 if report.findings or (a.require_edges and missing) else 0
+    return 1 if failing(report.root_causes, fail_on) or (a.require_edges and missing) else 0
 
 
 def _print_root_causes(causes: list) -> None:
+    from .escape import printable  # root causes may come from report.json files (triage, merge)
+
     for rc in causes:
-        print(f"  {rc['kind']:<18} x{len(rc['findings']):<3} {rc['trigger']}\n{'':23}minimal: {rc['minimal_repro']}")
+        kind, trigger, minimal = (printable(rc[k]) for k in ("kind", "trigger", "minimal_repro"))
+        cls = printable(rc.get("class", "bug"))
+        print(f"  {cls:<12} {kind:<18} x{len(rc['findings']):<3} {trigger}\n{'':36}minimal: {minimal}")
 
 
 # ---- list --------------------------------------------------------------------------------------------------
@@ -301,14 +398,27 @@ def cmd_list(a) -> int:
     from moe_lora_fuzz.kernels import MUTANTS
 
     rows = [("ours", "our kernels (kernels.fused_moe_lora), the implementation that must never be flagged")]
+    rows += [("ours-quant[:SCHEME]", "our quantized kernels on fp8/int8 cases only (docs/quantization.md)")]
     rows += [(f"mutant:{m}", _first_sentence(mu.doc)) for m, mu in MUTANTS.items()]
     rows += [
+        (
+            "vllm-fp8[:path/to/fused_moe_lora_fp8_op.py]",
+            "vLLM 0.34's quantized op, vLLM's convention (quantization.md)",
+        ),
         ("module:function", "an external implementation: an importable module's function"),
         ("path/to/file.py:function", "an external implementation: a function in a Python file"),
         ("sglang", "SGLang's installed fused MoE LoRA kernel, in its calling convention (docs/upstream.md)"),
         ("vllm", "vLLM's installed fused MoE LoRA kernel, in its calling convention (docs/upstream.md)"),
-        ("sglang:path/to/fused_moe_lora_kernel.py", "an SGLang kernel file from a branch (framework imports stood in)"),
-        ("vllm:path/to/fused_moe_lora_op.py", "a vLLM kernel file from a branch (framework imports stood in)"),
+        (
+            "sglang==VERSION",
+            "a released SGLang's kernel, fetched from the package index into the cache (docs/upstream.md)",
+        ),
+        ("vllm==VERSION", "a released vLLM's kernel, fetched from the package index into the cache (docs/upstream.md)"),
+        (
+            "sglang:path/to/fused_moe_lora_kernel.py",
+            "an SGLang kernel file: its folder's real modules, the rest stood in",
+        ),
+        ("vllm:path/to/fused_moe_lora_op.py", "a vLLM kernel file: its folder's real modules, the rest stood in"),
     ]
     width = max(len(n) for n, _ in rows)
     print("\n".join(f"{n:<{width}}  {d}" for n, d in rows))
@@ -321,9 +431,12 @@ def _first_sentence(text: str) -> str:
 
 
 # ---- replay ------------------------------------------------------------------------------------------------
-def add_target_args(p: argparse.ArgumentParser) -> None:
+def add_target_args(p: argparse.ArgumentParser, many: bool = False) -> None:
     """What replay and minimise share: the file, the implementation, the device and the limits."""
-    p.add_argument("file", type=_abs_path, help="a repro file (JSON) written by a campaign")
+    if many:  # replay: one file as before, or many files / directories (fuzz.corpus)
+        p.add_argument("file", type=_abs_path, nargs="+", help="repro files (JSON) or directories holding them")
+    else:
+        p.add_argument("file", type=_abs_path, help="a repro file (JSON) written by a campaign")
     p.add_argument(
         "--impl",
         type=_impl_name,
@@ -348,7 +461,7 @@ def add_target_args(p: argparse.ArgumentParser) -> None:
 
 
 def add_replay_args(rp: argparse.ArgumentParser) -> None:
-    add_target_args(rp)
+    add_target_args(rp, many=True)
     rp.add_argument(
         "--sanitize", action="store_true", help="run under compute-sanitizer memcheck (GPU), with --no-guards"
     )
@@ -404,18 +517,45 @@ def _replay_target(a) -> Target:
 
 
 def cmd_replay(a) -> int:
+    if len(a.file) > 1 or a.file[0].is_dir():
+        return _replay_many(a)
+    a.file = a.file[0]
     t = _replay_target(a)
     if a.sanitize:
         return _sanitized(a, t)
     w = _worker(t.device, t.impl)
     v = w.judge(t.repro.case, timeout=t.timeout, metamorphic=True, guards=not a.no_guards)
     w.close()
-    print(f"{v.kind}: {v.message}" if v.failed else "pass")
+    from .escape import printable  # the recorded verdict comes from the file; the message from the code run
+
+    print(f"{v.kind}: {printable(v.message)}" if v.failed else "pass")
     if v.failed:
-        print(f"signature: {v.signature} (recorded: {t.repro.verdict.signature})")
+        print(f"signature: {printable(v.signature)} (recorded: {printable(t.repro.verdict.signature)})")
         for w_ in v.worst[:5]:
-            print(f"  {w_}")
+            print(f"  {printable(w_)}")
     return 1 if v.failed else 0
+
+
+def _replay_many(a) -> int:
+    """replay DIR / replay A B C: every repro file, one line each; exit 1 when any still fails."""
+    from .corpus import CorpusError, replay_many
+
+    if a.sanitize or a.no_guards:
+        _fail("--sanitize/--no-guards: replay one file at a time")
+    if a.case_timeout is not None:
+        _positive("--case-timeout", a.case_timeout)
+    device = _device(a.device or "auto")
+    if a.impl:
+        _check_builtin_impl(a.impl)
+    try:
+        rows, code = replay_many(a.file, a.impl, device, a.case_timeout)
+    except CorpusError as e:
+        _fail(str(e))
+    for r in rows:
+        state = f"still fails ({r['now']})" if r["failed"] else "passes"
+        print(f"{state:<28} recorded {r['recorded']:<14} {r['repro']}")
+    print(f"{sum(r['failed'] for r in rows)} of {len(rows)} repro files still fail")
+    return code
 
 
 def _sanitized(a, t: Target) -> int:
@@ -486,8 +626,11 @@ def cmd_minimize(a) -> int:
         if target["kind"] == "pass":
             _fail(f"{a.file}: the case passes with --impl {t.impl} on {t.device}; nothing to minimise")
         if target["signature"] != t.repro.verdict.signature:
+            from .escape import printable
+
             print(
-                f"note: recorded {t.repro.verdict.signature or 'pass'}; now {target['signature']}: minimising that",
+                f"note: recorded {printable(t.repro.verdict.signature or 'pass')}; now "
+                f"{printable(target['signature'])}: minimising that",
                 file=sys.stderr,
             )
         print(f"minimising {describe(t.repro.case)}", file=sys.stderr)
@@ -497,7 +640,7 @@ def cmd_minimize(a) -> int:
             target,
             budget=a.budget,
             interpreter=t.device == "cpu",
-            progress=lambda s: print(s, file=sys.stderr, flush=True),
+            progress=_progress_line,
         )
     finally:
         judge.worker.close()
@@ -551,6 +694,7 @@ def add_triage_args(tr: argparse.ArgumentParser) -> None:
 
 
 def cmd_triage(a) -> int:
+    from .classify import failing, summary
     from .repro import dumps, write_atomic
     from .triage import TriageError, triage_dirs
 
@@ -560,26 +704,26 @@ def cmd_triage(a) -> int:
     if a.out:
         _writable_file("--out", a.out)
     try:
-        reports, causes = triage_dirs(
-            a.dirs, device=device, cap=a.cap, impl=a.impl, progress=lambda s: print(s, file=sys.stderr, flush=True)
-        )
+        reports, causes = triage_dirs(a.dirs, device=device, cap=a.cap, impl=a.impl, progress=_progress_line)
     except TriageError as e:
         _fail(str(e))
     if a.out:
         write_atomic(a.out, dumps({"reports": [str(d) for d in a.dirs], "root_causes": causes}, indent=2) + "\n")
     else:
+        from .report_views import write_views
+
         for report in reports:
             report["root_causes"] = causes
-            write_atomic(
-                Path(report["_path"]), dumps({k: v for k, v in report.items() if k != "_path"}, indent=2) + "\n"
-            )
+            kept = {k: v for k, v in report.items() if k != "_path"}
+            write_atomic(Path(report["_path"]), dumps(kept, indent=2) + "\n")
+            write_views(Path(report["_path"]), kept)  # report.html / report.md follow the new root causes
     n = sum(len(r["findings"]) for r in reports)
     print(
-        f"{n} findings in {len(reports)} reports, {len(causes)} root causes; written to "
+        f"{n} findings in {len(reports)} reports, {summary(causes)}; written to "
         f"{a.out or ', '.join(r['_path'] for r in reports)}"
     )
     _print_root_causes(causes)
-    return 1 if causes else 0
+    return 1 if failing(causes) else 0
 
 
 # ---- export ------------------------------------------------------------------------------------------------
@@ -587,18 +731,30 @@ def add_export_args(ex: argparse.ArgumentParser) -> None:
     ex.add_argument("file", type=_abs_path, help="a repro file (JSON) written by a campaign")
     ex.add_argument("--out", type=_abs_path, required=True, help="the test file to write (test_*.py)")
     ex.add_argument("--force", action="store_true", help="replace --out if it exists")
+    ex.add_argument(
+        "--impl",
+        type=_impl_name,
+        default=None,
+        help="the implementation the test runs (a file path is stored relative to the test); needed when the "
+        "repro names an external one: a file never chooses code to import, at export or at test time",
+    )
 
 
 def cmd_export(a) -> int:
     from .export import export_test
-    from .repro import write_atomic
+    from .repro import BUILTIN_IMPLS, is_builtin, write_atomic
 
     repro = _load(a.file, allow_large=True)  # nothing runs here
+    if a.impl is None and not is_builtin(repro.impl):
+        _fail(
+            f"{a.file}: names the external implementation {repro.impl!r}, and a file never chooses code to "
+            f"import; pass --impl (e.g. --impl {repro.impl}) if you trust it, or one of {BUILTIN_IMPLS}"
+        )
     if a.out.exists() and not a.force:
         _fail(f"--out {a.out}: exists; pass --force to replace it")
     _writable_file("--out", a.out)
     try:
-        text = export_test(repro, a.out.stem)
+        text = export_test(repro, a.out.stem, impl=a.impl, test_dir=a.out.parent)
     except ValueError as e:
         _fail(f"{a.file}: {e}")
     write_atomic(a.out, text)
@@ -621,7 +777,9 @@ def cmd_merge(a) -> int:
         merged = merge_reports(a.dirs, a.out)
     except MergeError as e:
         _fail(str(e))
-    print(summary(merged, a.out))
+    from .escape import printable_lines  # the summary quotes the shards' report files
+
+    print(printable_lines(summary(merged, a.out)))
     return 1 if merged["findings"] else 0
 
 
@@ -642,7 +800,7 @@ COMMANDS: dict[str, Command] = {
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m fuzz", description=__doc__, formatter_class=_Formatter)
+    p = argparse.ArgumentParser(prog="moe-lora-fuzz", description=__doc__, formatter_class=_Formatter)
     p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = p.add_subparsers(dest="cmd", required=True, metavar="COMMAND")
     for name, c in COMMANDS.items():

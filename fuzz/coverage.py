@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+import time
 from collections import Counter
 
 import torch
@@ -169,6 +171,21 @@ def _case_knobs() -> dict:
     return {name: k for name, k in knobs_of(Case).items() if k.kind != "other" and not k.opaque}
 
 
+def ratio_bucket(ratio: float) -> str:
+    """The error-to-bound histogram's bin of a case's worst |error| / bound: "0" (exact), "<2^-20", then one
+    bin per power of two up to ">=2^4" ("inf" for NaN/Inf); above "2^0" the case failed its bound."""
+    if not ratio == ratio or ratio == math.inf:
+        return "inf"
+    if ratio <= 0:
+        return "0"
+    e = math.floor(math.log2(ratio))
+    return "<2^-20" if e < -20 else ">=2^4" if e >= 4 else f"2^{e}"
+
+
+RATIO_BINS = ("0", "<2^-20", *(f"2^{e}" for e in range(-20, 4)), ">=2^4", "inf")
+TIMELINE_EVERY_S = 5.0  # a (seconds, cases) point of the cases-over-time curve at most this often
+
+
 class Coverage:
     CASE_KNOBS = _case_knobs()
 
@@ -178,8 +195,20 @@ class Coverage:
         self.classes: Counter = Counter()
         self.cases = 0
         self.noop = 0  # cases with no routed pair on an enabled slot (empty batch, all base, all disabled)
+        self.ratios: dict[str, Counter] = {}  # dtype -> ratio_bucket -> cases (judged on values: pass/mismatch)
+        self.first_edges: dict = {}  # required edge -> the number of cases judged when it was first reached
+        self.timeline: list = []  # [seconds since the first case, cases judged]
+        self.unreachable: list = []  # required edges the implementation cannot reach (fuzz.prelude.unreachable)
+        self._t0 = None
 
-    def add(self, c: Case, data_edges: list[str]) -> None:
+    def add(self, c: Case, data_edges: list[str], verdict=None) -> None:
+        """verdict (fuzz.oracle.Verdict, optional): its error-to-bound ratio goes into the histogram."""
+        now = time.monotonic()
+        if self._t0 is None:
+            self._t0 = now
+        if verdict is not None and verdict.kind in ("pass", "mismatch") and c.m > 0:
+            self.ratios.setdefault(c.dtype, Counter())[ratio_bucket(verdict.max_ratio)] += 1
+
         def bump(k, v):
             self.knobs.setdefault(k, Counter())[str(v)] += 1
 
@@ -193,6 +222,18 @@ class Coverage:
         self.classes[c.coarse_class] += 1
         self.cases += 1
         self.noop += c.m == 0 or "no_active_pairs" in data_edges
+        for e in REQUIRED_EDGES:
+            if e not in self.first_edges and self.edges[e]:
+                self.first_edges[e] = self.cases
+        if not self.timeline or now - self._t0 - self.timeline[-1][0] >= TIMELINE_EVERY_S:
+            self.timeline.append([round(now - self._t0, 2), self.cases])
+
+    def cases_until_every_edge(self) -> int | None:
+        """Cases judged until every required edge the implementation can reach was reached (None: not yet)."""
+        want = [e for e in REQUIRED_EDGES if e not in self.unreachable]
+        if not all(e in self.first_edges for e in want):
+            return None
+        return max((self.first_edges[e] for e in want), default=0)
 
     def missing_edges(self) -> list[str]:
         return [e for e in REQUIRED_EDGES if not self.edges[e]]
@@ -206,4 +247,9 @@ class Coverage:
             "combinations": dict(self.classes),
             "noop_cases": self.noop,
             "noop_share": round(self.noop / max(self.cases, 1), 4),
+            "ratio_histogram": {d: {b: n[b] for b in RATIO_BINS if n[b]} for d, n in sorted(self.ratios.items())},
+            "first_reached": dict(self.first_edges),  # required edge -> cases judged when first reached
+            "unreachable_edges": self.unreachable,
+            "cases_until_every_edge": self.cases_until_every_edge(),
+            "timeline": self.timeline + ([[round(time.monotonic() - self._t0, 2), self.cases]] if self._t0 else []),
         }

@@ -271,9 +271,12 @@ def install(tf32_rounding: str = "truncate") -> frozenset:
         PATCHED = frozenset(compat)
         return PATCHED
     _Patches(interp, ir, tl, tf32_rounding).apply()
+    from . import interpreter_fp8  # fp32 -> e4m3fn rounding (fuzz/interpreter_fp8.py)
+
+    interpreter_fp8.patch(interp, ir, tl)
     interp.InterpreterBuilder.bf16_emulated = True  # read by kernels.moe_lora.interpreter_bf16_ok
     TF32_ROUNDING = tf32_rounding
-    patched = ("dot", "tf32", "atomic_add", "bf16 arithmetic", "bf16 casts", "bf16 reductions")
+    patched = ("dot", "tf32", "atomic_add", "bf16 arithmetic", "bf16 casts", "bf16 reductions", "fp8 casts")
     PATCHED = frozenset(patched + compat + (("wild access",) if _MINCORE is not None else ()))
     return PATCHED
 

@@ -1,6 +1,6 @@
-"""Merge the outputs of shard campaigns (`python -m fuzz run --shard i/n --out DIR_i`, on any hosts) into one.
+"""Merge the outputs of shard campaigns (`moe-lora-fuzz run --shard i/n --out DIR_i`, on any hosts) into one.
 
-    python -m fuzz merge DIR... --out DIR
+    moe-lora-fuzz merge DIR... --out DIR
 
 - report.json: cases, kinds and coverage (knobs, edges, combinations) summed; missing_edges recomputed;
   findings deduplicated by signature (counts summed, every shard's repro listed); elapsed_s is the longest

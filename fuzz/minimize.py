@@ -26,7 +26,7 @@ from typing import Callable, Iterator
 
 from moe_lora_fuzz.contract import MoeLoraConfig, TileConfig, knobs_of
 
-from .case import Case
+from .case import Case, repair_quant
 from .oracle import family
 
 # The knob lists, derived from the Case fields' Knob metadata (contract.knobs), so a new knob is minimised with
@@ -95,7 +95,7 @@ def dropped_class_knobs(start: Case, end: Case) -> list[str]:
 # ---- the reducer ------------------------------------------------------------------------------------
 def _fix(c: Case) -> Case:
     """Repair cross-field rules after one knob moved (so a cut of rank also cuts real_rank)."""
-    return c.replace(
+    return repair_quant(c).replace(
         real_rank=min(c.real_rank, c.rank),
         disabled=tuple(d for d in c.disabled if d < c.num_slots),
         routing=c.routing if (c.routing != "distinct" or c.top_k <= c.num_experts) else "uniform",
@@ -123,7 +123,40 @@ def _chunk_resets(c: Case) -> Iterator[Case]:
         n *= 2
 
 
-def candidates(c: Case) -> Iterator[Case]:
+# Knobs whose reduction keeps a compiled kernel's variant (fuzz.generate's compile classes: everything but the
+# class knobs and the launch configuration; K, N, R and the offset only by multiples of 16, which keeps every
+# stride's divisibility class). On a GPU each new variant costs a compilation (0.2-1 s, more for a foreign
+# kernel), so GPU triage tries these first (`keep_variant_first`); the interpreter compiles nothing.
+SAME_VARIANT_SIZES = ("m", "real_rank", "align_slack")
+SAME_VARIANT_OPTIONS = ("routing", "slotting")
+SHIFTED_SIZES = ("k_dim", "n_dim", "rank", "offset")
+
+
+def same_variant_candidates(c: Case) -> Iterator[Case]:
+    """Reductions that keep the compiled variant: M, routing, slotting, real rank, align slack, disabled slots,
+    the data seed, and K/N/R/offset moved down by multiples of 16 (never onto 1 or off their residue)."""
+    for name in SAME_VARIANT_SIZES:
+        for v in _size_steps(getattr(c, name), SIZE_FLOORS[name]):
+            yield _fix(c.replace(**{name: v}))
+    for name in SAME_VARIANT_OPTIONS:
+        options = OPTION_KNOBS[name]
+        for opt in options[: options.index(getattr(c, name))]:
+            yield _fix(c.replace(**{name: opt}))
+    for i in range(len(c.disabled)):
+        yield c.replace(disabled=c.disabled[:i] + c.disabled[i + 1 :])
+    for name in SHIFTED_SIZES:
+        v = getattr(c, name)
+        lowest = v % 16 if (v % 16 > 1 or (name == "offset" and v % 16 == 0)) else v % 16 + 16
+        for w in dict.fromkeys((lowest, lowest + (v - lowest) // 32 * 16, v - 16)):
+            if SIZE_FLOORS[name] <= w < v and (w == 1) == (v == 1):
+                yield _fix(c.replace(**{name: w}))
+    if c.seed != SIMPLEST["seed"]:
+        yield c.replace(seed=SIMPLEST["seed"])
+
+
+def candidates(c: Case, keep_variant_first: bool = False) -> Iterator[Case]:
+    if keep_variant_first:
+        yield from same_variant_candidates(c)
     yield from _chunk_resets(c)
     for name, floor in SIZE_FLOORS.items():
         for v in _size_steps(getattr(c, name), floor):
@@ -172,11 +205,13 @@ def minimize(
     progress: Callable[[str], None] | None = None,
     known: Callable[[Case], bool] | None = None,
     ahead: Callable[[list], None] | None = None,
+    keep_variant_first: bool = False,
 ) -> MinimizeResult:
     """`known(case)`: stop as soon as the walk reaches a case already known to be minimal (triage: another
     finding's minimal case); the result is then reported 1-minimal, as that case was shown to be.
     `ahead(cases)`: told each pass's first untried candidates (a campaign's precompile helpers compile their
-    kernel variants while the walk judges them one by one)."""
+    kernel variants while the walk judges them one by one).
+    `keep_variant_first`: every pass tries the reductions that keep the compiled variant first (GPU triage)."""
     start = time.monotonic()
     steps = tries = 0
     current = case
@@ -188,8 +223,10 @@ def minimize(
     while True:
         improved = False
         if ahead is not None:
-            ahead([c for c in _valid(candidates(current), interpreter) if c not in outcomes][:AHEAD])
-        for cand in candidates(current):
+            ahead(
+                [c for c in _valid(candidates(current, keep_variant_first), interpreter) if c not in outcomes][:AHEAD]
+            )
+        for cand in candidates(current, keep_variant_first):
             if time.monotonic() - start > budget:
                 return result(False)
             if cand in outcomes:

@@ -31,7 +31,7 @@ from .case import Case
 from .oracle import Verdict
 
 SCHEMA = "moe-lora-fuzz-repro"
-VERSION = 2
+VERSION = 3
 MAX_FILE_BYTES = 1 << 20  # repro files are a few KB; a bigger "repro" is not one
 MAX_CASE_ELEMENTS = 1 << 26  # about 256 MB of fp32 per buffer set: far above any fuzzed case, far below a DoS
 BUILTIN_IMPLS = "ours | mutant:<id>"
@@ -52,7 +52,7 @@ class Repro:
     campaign: str | None = None  # id of the campaign that found it
 
     def command(self, path: str) -> str:
-        return f"python -m fuzz replay {path} --impl {self.impl} --device {self.device}"
+        return f"moe-lora-fuzz replay {path} --impl {self.impl} --device {self.device}"
 
     def to_dict(self, path: str = "FILE") -> dict:
         return {
@@ -205,6 +205,8 @@ def _v1_to_v2(d: dict) -> dict:
 
 MIGRATIONS: dict[int, Callable[[dict], dict]] = {  # version n -> n + 1
     1: _v1_to_v2,
+    # v3: the quantization knobs (issue 30); older files are unquantized
+    2: add_case_fields(quant="none", quant_group="tensor", quant_block_n=16, quant_block_k=16, act_scale="dynamic"),
 }
 
 

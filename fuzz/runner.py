@@ -72,6 +72,8 @@ class CampaignConfig:
     triage_cap: float | None = None  # and seconds per finding (None: 30 on cpu, 20 on cuda)
     precompile: int | None = None  # helper processes compiling ahead (fuzz.precompile; None: by device and cores)
     selfcheck: bool = True  # run our kernels on known cases in the worker first (fuzz.selfcheck)
+    corpus: tuple = ()  # directories / repro files of earlier campaigns, replayed first (fuzz.corpus)
+    prelude: bool = True  # the first cases reach every required edge (fuzz.prelude)
 
     @property
     def sizes(self):
@@ -99,21 +101,35 @@ def _case_seed(cfg: CampaignConfig, index: int) -> int:
 
 
 def compile_class(cfg: CampaignConfig, index: int) -> int | None:
-    """The shared compile class of the index-th case (fuzz.generate.Classes), None for a class of its own."""
+    """The shared compile class of the index-th case (fuzz.generate.Classes), None for a class of its own (the
+    prelude's cases are)."""
+    if cfg.prelude and index < PRELUDE_CASES:
+        return None
     return class_of(cfg.sizes, _case_seed(cfg, index), index)
 
 
 def case_for(cfg: CampaignConfig, index: int, impl=None) -> Case:
     """The index-th case of the campaign: a pure function of (seed, index, device, profile) and, given the
     implementation's profile (fuzz.impls.ImplProfile), fitted to what it takes and declares."""
+    if cfg.prelude and index < PRELUDE_CASES:
+        from .prelude import prelude_for
+
+        first = prelude_for(cfg, impl)
+        if index < len(first):
+            return first[index]
     case = draw(cfg.sizes, _case_seed(cfg, index), index, interpreter=cfg.device == "cpu")
     return case if impl is None else impl.fit(case)
+
+
+PRELUDE_CASES = 3  # indices the prelude may take (fuzz.prelude)
 
 
 def probe_for(cfg: CampaignConfig, case: Case, impl) -> tuple[Case, str]:
     """--probe-contract: the case moved just outside one declared capability, and what it breaks ("" when the
     implementation declares nothing, or the violation cannot run on this device)."""
-    broken = impl.capabilities.violate(case) if (cfg.probe_contract and impl is not None) else None
+    broken = None
+    if cfg.probe_contract and impl is not None:  # capabilities and, for upstream conventions, their contract
+        broken = impl.violate(case) if hasattr(impl, "violate") else impl.capabilities.violate(case)
     if broken is None:
         return case, ""
     what, outside = broken
@@ -449,6 +465,17 @@ def _campaign(cfg: CampaignConfig, report: Report, budget: Budget) -> None:
         with phases.phase("startup"):
             worker = _start_worker(cfg, budget)
             pre = _precompiler(cfg, worker)
+            report.impl_settings = dict(getattr(worker.profile, "settings", None) or {})
+            if cfg.prelude:
+                from .prelude import unreachable
+
+                report.coverage.unreachable = unreachable(cfg, worker.profile)
+        if cfg.corpus:
+            if cfg.selfcheck and hasattr(worker, "selfcheck"):  # the corpus's findings are believed too
+                _selfcheck(cfg, worker, budget)
+            from .corpus import replay_corpus
+
+            replay_corpus(cfg, report, worker, triage)
         _loop(cfg, report, triage, budget, worker, pre)
     except (Interrupted, KeyboardInterrupt) as e:
         report.interrupted = str(e) if isinstance(e, Interrupted) else "SIGINT"
@@ -488,6 +515,9 @@ def _selfcheck(cfg: CampaignConfig, worker: Worker, budget: Budget) -> bool:
 
 
 def _loop(cfg: CampaignConfig, report: Report, triage, budget: Budget, worker: Worker, pre) -> None:
+    from .steer import Steering
+
+    steer = Steering(triage, interpreter=cfg.device == "cpu")
     index = report.next_index if report.next_index is not None else cfg.shard[0]
     last_print, checked = 0.0, False
     while (
@@ -499,7 +529,8 @@ def _loop(cfg: CampaignConfig, report: Report, triage, budget: Budget, worker: W
             with phases.phase("precompile"):
                 pre.at(index)
         with phases.phase("generate"):
-            case, probe = probe_for(cfg, case_for(cfg, index, worker.profile), worker.profile)
+            drawn = steer.avoid(case_for(cfg, index, worker.profile), getattr(worker.profile, "fit", None))
+            case, probe = probe_for(cfg, drawn, worker.profile)
             twin = runs_twin(cfg, case) and not probe
         timeout, t0 = budget.case_timeout(cfg.timeout), time.monotonic()  # past the budget only by its grace
         v = _judge_timed(worker, report, case, timeout=timeout, metamorphic=twin, probe=probe)
@@ -509,14 +540,19 @@ def _loop(cfg: CampaignConfig, report: Report, triage, budget: Budget, worker: W
                 "not judged, not counted; --resume runs it again"
             )
             break
+        v = steer.relabel(case, v)  # a failure beyond every known trigger is a finding of its own
+        report.extra["steering"] = steer.summary()
         if not v.failed:
             budget.passed(time.monotonic() - t0)
         report.cases += 1
         report.metamorphic_cases += twin
         report.kinds[v.kind] += 1
+        if v.kind == "harness-error":  # the harness, not the kernel: stop here (the CLI exits 2)
+            report.harness_error = v.message
+            break
         report.crashes += v.kind in ("crash", "hang")
         with phases.phase("coverage"):
-            report.coverage.add(case, v.features)
+            report.coverage.add(case, v.features, v)
         report.next_index = index + cfg.shard[1]  # before anything is written: a resume never counts it twice
         if v.failed and cfg.selfcheck and not checked and hasattr(worker, "selfcheck"):
             checked = _selfcheck(cfg, worker, budget)  # before the first finding is believed (EnvironmentBroken)
@@ -532,7 +568,7 @@ def _loop(cfg: CampaignConfig, report: Report, triage, budget: Budget, worker: W
             sanitize(cfg, report, case, index, v)
         index = report.next_index
         now = time.monotonic()
-        if not cfg.quiet and (now - last_print > 5 or v.failed):
+        if not cfg.quiet and now - last_print > 5:
             last_print = now
             _progress(report, budget.deadline - now)
         with phases.phase("report"):
@@ -577,7 +613,7 @@ def _record(cfg: CampaignConfig, report: Report, case: Case, index: int, v: Verd
         return False
     path = cfg.out / repro_name(cfg, v)
     repro = Repro(case, cfg.impl, cfg.device, v, report.env, cfg.timeout, cfg.campaign_id)
-    line = f"FINDING {v.kind}: {v.message[:160]}\n  REPRO: python -m fuzz replay {path} --impl {cfg.impl}"
+    line = f"FINDING {v.kind}: {v.message[:160]}\n  REPRO: moe-lora-fuzz replay {path} --impl {cfg.impl}"
     try:
         with saving(report, f"the repro file {path.name} of a new finding (NOT saved: printed above)"):
             save(repro, path)

@@ -40,6 +40,7 @@ from moe_lora_fuzz.contract import TORCH_DTYPES, OpArgs, rows_for
 from moe_lora_fuzz.kernels.align import AlignBuffers, padded_length
 
 from . import counter_rng as rng
+from . import tensors_quant as tq
 from .case import Case
 
 OUT_SENTINEL = -7.25  # exactly representable in every dtype, unlikely as a result
@@ -142,6 +143,7 @@ class Tensors:
     # the host arena a GPU case was built in (its bytes before the call; the implementation gets the device copy)
     built: torch.Tensor | None = None
     guards: bool = True  # False: the views are exact-size allocations (Fill.guards)
+    quant: object = None  # contract.QuantArgs of a quantized case (fuzz/tensors_quant.py)
 
     def op(self) -> OpArgs:
         """The op's arguments (SPEC §2): what every implementation receives, and what the references read."""
@@ -158,6 +160,7 @@ class Tensors:
             c.mul_routed_weight,
             c.offset,
             c.layout,
+            self.quant,
         )
 
     def op_kwargs(self) -> dict:
@@ -176,6 +179,7 @@ class Tensors:
             adapter_enabled=h["adapter_enabled"],
             lora_a=[h[f"lora_a[{i}]"] for i in range(s)],
             lora_b=[h[f"lora_b[{i}]"] for i in range(s)],
+            quant=tq.quant_args(self.case, h),
         )
 
     def snapshot(self, host: bool = True) -> torch.Tensor:
@@ -581,6 +585,7 @@ def _tensors(case: Case, guarded: list, arena, writable, host, built, guards: bo
         host=host,
         built=built,
         guards=guards,
+        quant=tq.quant_args(c, v),
     )
 
 
@@ -599,19 +604,18 @@ def materialize(case: Case, device="cpu", fill: Fill = Fill(), where: str = "aut
         put(
             f"lora_a[{s}]",
             (L, E, R, c.k_dim),
-            dt,
             is_input=True,
             slot_margin=True,
-            write=lambda v, s=s: write_lora_a(c, s, v),
+            **tq.weight_slot(c, "a", s, dt, lambda v, s=s: write_lora_a(c, s, v), fill),
         )
         put(
             f"lora_b[{s}]",
             (L, E, c.n_dim, R),
-            dt,
             is_input=True,
             slot_margin=True,
-            write=lambda v, s=s: write_lora_b(c, s, v),
+            **tq.weight_slot(c, "b", s, dt, lambda v, s=s: write_lora_b(c, s, v), fill),
         )
+    tq.place_scales(c, put)
     width = c.offset + c.num_slices * c.n_dim + c.extra_cols
     put("x", (rows, c.k_dim), dt, is_input=True, write=lambda v: write_x(c, v))
     put("topk_ids", (m, k), torch.int32, is_input=True, write=lambda v: write_ids(c, v))

@@ -1,6 +1,6 @@
 """Triage: one root cause, one entry. Minimise each finding, explain it by single-knob flips, group.
 
-For a new finding a campaign (or `python -m fuzz triage DIR...` afterwards) does, within a bounded budget:
+For a new finding a campaign (or `moe-lora-fuzz triage DIR...` afterwards) does, within a bounded budget:
   1. attach: if an existing root cause of the same implementation, kind family and failure detail has
      essential knobs, and flipping each of them to its simplest value on this finding's case makes the
      failure disappear, the finding is that cause (a few runs, no minimisation);
@@ -23,7 +23,7 @@ still runs, and a finding no cause explains is grouped provisionally, marked "un
 signature": by kind family, failure detail and the class changes that remove it (a few runs, within a
 grace of GRACE_SHARE; crashes and exceptions by their failure detail alone), from its minimiser's smaller
 case when minimising was cut short. A cause found later re-attaches the provisional findings it explains;
-`python -m fuzz triage DIR` minimises the rest.
+`moe-lora-fuzz triage DIR` minimises the rest.
 Grouping never merges by the case class; it can split one cause in two when two minimal cases reach
 different, equally minimal knob sets that explain each other only partly, and it never merges findings
 whose essential knobs differ by a flag, layout, dtype or launch knob: two independent bugs stay two.
@@ -38,6 +38,9 @@ from pathlib import Path
 from typing import Callable
 
 from .case import LAYOUTS, Case
+from .classify import counts
+from .grouping import group_findings, group_reports  # noqa: F401 (their home was here)
+from .intermittent import settle
 from .minimize import SIMPLEST, describe, knob_values, minimize, same_failure, with_knob
 from .oracle import Verdict, family
 
@@ -224,6 +227,7 @@ def triage_case(
         progress=progress,
         known=lambda c: c in known,
         ahead=getattr(judge, "ahead", None),
+        keep_variant_first=not interpreter,  # a GPU compiles every new variant: sizes and data first
     )
     if res.case in known:
         old = known[res.case]
@@ -432,80 +436,6 @@ def _info(tri: Triaged, impl: str, minimal_repro: str) -> dict:
     }
 
 
-def group_findings(findings: list[dict], impl: str = "") -> list[dict]:
-    """Root causes of a list of report findings (each may carry "triage"): one entry per root key, in order
-    of first appearance; a finding without triage is its own entry, marked not triaged."""
-    causes: dict = {}
-    for f in findings:
-        info = f.get("triage")
-        key = info["key"] if info else f"untriaged|{f['signature']}"
-        summary = {
-            "signature": f["signature"],
-            "kind": f["kind"],
-            "count": f.get("count", 1),
-            "repro": f["repro"],
-            "via": info["via"] if info else "not triaged",
-        }
-        for also in (info or {}).get("also", []):  # a finding showing several known causes counts in each
-            if also in causes:
-                causes[also]["findings"].append(summary)
-        if key not in causes:
-            if info:
-                causes[key] = {
-                    "signature": key,
-                    "kind": info["kind"],
-                    "family": info["family"],
-                    "failure": info["failure"],
-                    "trigger": info["trigger"],
-                    "essential": info["essential"],
-                    "disappears_with": info["disappears_with"],
-                    "minimal_repro": info["minimal_repro"],
-                    "minimal_case": info["minimal_case"],
-                    "impl": info.get("impl", impl),
-                    "triaged": not info["via"].startswith("provisional"),
-                    "findings": [],
-                }
-            else:
-                causes[key] = {
-                    "signature": key,
-                    "kind": f["kind"],
-                    "family": family(f["kind"]),
-                    "failure": "",
-                    "trigger": (f.get("triage_note") or "not triaged") + " (python -m fuzz triage DIR tries again)",
-                    "essential": {},
-                    "disappears_with": [],
-                    "minimal_repro": f["repro"],
-                    "minimal_case": "",
-                    "impl": impl,
-                    "triaged": False,
-                    "findings": [],
-                }
-        cause = causes[key]
-        cause["findings"].append(summary)
-        needs = _needs(info["trigger"]) if info and not info["via"].startswith("provisional") else ""
-        if needs and needs not in [_needs(t) for t in [cause["trigger"], *cause.get("alternatives", [])]]:
-            # joined through other, equally minimal sizes (Triager._join): the other ways it shows
-            cause.setdefault("alternatives", []).append(info["trigger"])
-            cause["trigger"] += f"; or needs {needs}"
-    return list(causes.values())
-
-
-def _needs(trigger: str) -> str:
-    """The knobs a trigger line says the failure needs ("num_slots=2 and align_slack=1")."""
-    return trigger.partition("needs ")[2].partition(";")[0]
-
-
-def group_reports(reports: list[dict]) -> list[dict]:
-    """Root causes over several campaign reports (e.g. a nightly's shards): findings of all of them grouped
-    by root key. Pure: reads each finding's "triage" entry, runs nothing."""
-    findings = []
-    for r in reports:
-        for f in r.get("findings", []):
-            info = f.get("triage")
-            findings.append(dict(f, triage=dict(info, impl=info.get("impl", r.get("impl", ""))) if info else None))
-    return group_findings(findings)
-
-
 # ---- running cases for triage ---------------------------------------------------------------------------
 class WorkerJudge:
     """Judges cases on a campaign worker (fuzz.runner.Worker, which restarts itself after a case that kills
@@ -601,6 +531,7 @@ class Triager:
         self.known: dict = {}  # minimal case -> Triaged of every explained minimisation
         self.minimised = self.attached = self.flaky = self.provisional = 0
         self.pending: list = []  # (finding, case, verdict) grouped provisionally: a later cause may explain them
+        self.intermittent: dict = {}  # kind family -> the intermittent cause's info (fuzz.intermittent)
 
     def triage(
         self,
@@ -621,6 +552,8 @@ class Triager:
         interpreter = self.device == "cpu"
         start = time.monotonic()
         finding.pop("triage_note", None)
+        if settle(self, finding, case, vd, judge, budget):  # fails on some runs only: intermittent
+            return finding["triage"]
         raw = case
         tw = twin_of(case, vd, judge)
         if tw:  # attach first with the wrong values the disagreement implies: no run to judge the twin
@@ -654,11 +587,9 @@ class Triager:
         if left < MIN_TRIAGE_S:
             return self._provisional(finding, case, vd, judge, start, deadline)
         tri = triage_case(case, judge, vd, budget=left, interpreter=interpreter, known=self.known)
-        if tri is None:
-            self.flaky += 1
-            finding["triage"] = None
-            finding["triage_note"] = "did not fail the same way when judged again"
-            return None
+        if tri is None:  # three runs failed, this one passed
+            settle(self, finding, case, vd, judge, budget, fails=3, runs=4)
+            return finding["triage"]
         self.minimised += 1
         name = Path(finding["repro"]).name.replace("repro-", "minimal-", 1)
         path = self.out / name
@@ -926,10 +857,12 @@ class CampaignTriage:
             "not_reproduced": t.flaky if t else 0,
             "grouped_by_signature": t.provisional if t else 0,
             "not_triaged": self.untriaged,
+            "untriaged_root_causes": sum(not c.get("triaged", True) for c in report.root_causes),
+            "classes": counts(report.root_causes),
         }
 
 
-# ---- offline: python -m fuzz triage DIR... ------------------------------------------------------------------
+# ---- offline: moe-lora-fuzz triage DIR... ------------------------------------------------------------------
 class TriageError(Exception):
     """A directory or report that cannot be triaged (usage error, exit 2)."""
 
@@ -1011,8 +944,9 @@ def triage_dirs(
                     raise TriageError(str(e)) from None
                 judge.metamorphic = f["kind"] == "metamorphic"  # the twins are what found it
                 vd = judge(repro.case)  # judged again: the file may be edited, the implementation changed
-                if not family(vd["kind"]):
-                    f["triage"], f["triage_note"] = None, "passes when judged again"
+                if not family(vd["kind"]):  # fixed, or intermittent (fuzz.intermittent)
+                    target = {"kind": f["kind"], "failure": repro.verdict.failure}
+                    settle(triager, f, repro.case, target, judge, cap or TRIAGE_CAP_S[dev], fails=0, runs=1)
                     continue
                 triager.triage(f, repro.case, vd, judge, cap or TRIAGE_CAP_S[dev])
                 if progress:

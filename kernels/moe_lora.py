@@ -86,14 +86,14 @@ def _tensor(name: str, t, ndim: int, dtypes: tuple, device=None) -> None:
     _need(device is None or t.device == device, lambda: f"{name}: on {t.device}, expected {device} like x")
 
 
-def _weights(name: str, ws, x: torch.Tensor) -> tuple:
+def _weights(name: str, ws, x: torch.Tensor, dtypes: tuple | None = None) -> tuple:
     _need(
         isinstance(ws, (list, tuple)) and len(ws) >= 1,
         lambda: f"{name}: expected a non-empty list of per-slice tensors",
         TypeError,
     )
     for i, w in enumerate(ws):
-        _tensor(f"{name}[{i}]", w, 4, (x.dtype,), x.device)
+        _tensor(f"{name}[{i}]", w, 4, dtypes or (x.dtype,), x.device)
         _need(
             w.shape == ws[0].shape and w.stride() == ws[0].stride(),
             lambda i=i: f"{name}[{i}]: every slice must share shape and strides with {name}[0] (one pointer table)",
@@ -115,8 +115,10 @@ def prepare(
     offset: int = 0,
     layout: str | None = None,
     validate_ids: bool = False,
+    weight_dtypes: tuple | None = None,
 ) -> MoeLoraCall:
-    """Check every argument against the contract and derive the sizes; raises ValueError/TypeError."""
+    """Check every argument against the contract and derive the sizes; raises ValueError/TypeError.
+    weight_dtypes: the dtypes lora_a / lora_b may have (default: x's; quantized calls: the code dtype)."""
     _need(isinstance(x, torch.Tensor), lambda: f"x: expected a torch.Tensor, got {type(x).__name__}", TypeError)
     _tensor("x", x, 2, SUPPORTED_DTYPES)
     dev = x.device
@@ -134,8 +136,8 @@ def prepare(
     )
     _tensor("token_lora", token_lora, 1, (torch.int32, torch.int64), dev)
     _need(token_lora.shape[0] == m, lambda: f"token_lora: length {token_lora.shape[0]} != M={m}")
-    lora_a = _weights("lora_a", lora_a, x)
-    lora_b = _weights("lora_b", lora_b, x)
+    lora_a = _weights("lora_a", lora_a, x, weight_dtypes)
+    lora_b = _weights("lora_b", lora_b, x, weight_dtypes)
     _need(len(lora_a) == len(lora_b), lambda: f"lora_b: {len(lora_b)} slices but lora_a has {len(lora_a)}")
     num_slots, num_experts, rank, k_dim = lora_a[0].shape
     _need(
@@ -465,13 +467,36 @@ def fused_moe_lora(
     workspace: Workspace | None = None,
     validate_ids: bool = False,
     deviation: Deviation = NO_DEVIATION,
+    quant=None,
 ) -> torch.Tensor:
     """Apply the LoRA delta of every routed pair to `out` in place and return it.
 
     layout: "per_token" (x is (M, K)) or "per_routed" (x is (M*k, K)); None derives it from x's rows.
     validate_ids: also check the id ranges (costs a device sync).
     deviation: only for the seeded-bug catalog (kernels.mutants).
+    quant: a contract.QuantArgs: lora_a / lora_b hold fp8 or int8 codes (kernels/moe_lora_quant.py).
     """
+    if quant is not None:
+        from .moe_lora_quant import fused_moe_lora_quant
+
+        return fused_moe_lora_quant(
+            out,
+            x,
+            topk_ids,
+            topk_weights,
+            token_lora,
+            adapter_enabled,
+            lora_a,
+            lora_b,
+            quant,
+            mul_routed_weight=mul_routed_weight,
+            offset=offset,
+            layout=layout,
+            config=config,
+            workspace=workspace,
+            validate_ids=validate_ids,
+            deviation=deviation,
+        )
     call = prepare(
         out,
         x,

@@ -24,6 +24,11 @@ class Deviation:
     scatter_columns_unpadded: bool = False  # align scatter indexes group columns with E, not its power of two
     full_last_group: bool = False  # grouped order treats its last, partial GROUP_SIZE_M group as full
     launch_bound_per_expert: bool = False  # grid m bound counts E groups instead of L*E
+    # quantized kernels (kernels/moe_lora_quant.py)
+    quant_scale_next_block: bool = False  # weight scale of the next K-block
+    quant_channel_scale_by_k: bool = False  # weight scale row indexed by k instead of n
+    quant_scale_slot0: bool = False  # every slot reads slot 0's weight scales
+    quant_act_scale_ignored: bool = False  # w8a8 activation scale never applied
 
 
 NO_DEVIATION = Deviation()
@@ -34,6 +39,12 @@ class Mutant:
     id: str
     deviation: Deviation
     doc: str
+    # the cases its bug needs, as an implementation's declaration (fuzz.capabilities): the quantized mutants
+    # declare quantization, so campaigns give them quantized cases
+    capabilities: dict | None = None
+
+
+QUANT_ALL = {"quant": ["fp8_w8a8", "int8_w8a8", "int8_w8a16"]}  # what our quantized kernels declare
 
 
 MUTANTS: dict[str, Mutant] = {
@@ -125,6 +136,35 @@ MUTANTS: dict[str, Mutant] = {
             "The launch bound on used blocks counts E groups, Mk // BM + min(E, Mk), instead of L*E (slot, "
             "expert) groups: when more groups are non-empty the last blocks never run. Upstream kin: vLLM #40131 "
             "(align grid off by one).",
+        ),
+        Mutant(
+            "quant-scale-next-block",
+            Deviation(quant_scale_next_block=True),
+            "A weight's scale is read from the next block along K (k // block_k + 1): with block scales every "
+            "element gets its neighbour block's scale, the last block one past the row. Class of bug (scale "
+            "indexing; vLLM 0.34 fused_moe_lora_fp8_op.py passes scale strides and group sizes by hand).",
+            {**QUANT_ALL, "quant_groups": ["block"]},
+        ),
+        Mutant(
+            "quant-channel-scale-by-k",
+            Deviation(quant_channel_scale_by_k=True),
+            "A per-output-channel scale indexed along K instead of N (the (stride_bsk, stride_bsn) pair swapped): "
+            "output column n gets the scale of row k. Class of bug (swapped scale strides).",
+            {**QUANT_ALL, "quant_groups": ["channel", "block"]},
+        ),
+        Mutant(
+            "quant-scale-slot0",
+            Deviation(quant_scale_slot0=True),
+            "Every LoRA slot reads slot 0's weight scales (the slot stride of the scale tensor dropped): right "
+            "whenever one slot is in use. Class of bug.",
+            QUANT_ALL,
+        ),
+        Mutant(
+            "quant-act-scale-ignored",
+            Deviation(quant_act_scale_ignored=True),
+            "The w8a8 activation scale is never applied: the dot of codes is scaled by the weight scale only. "
+            "vLLM 0.34's _fused_moe_lora_kernel_fp8 takes a_scale_ptr and never reads it. Class of bug.",
+            {"quant": ["fp8_w8a8", "int8_w8a8"]},
         ),
     )
 }

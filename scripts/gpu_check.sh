@@ -18,13 +18,13 @@ while [ $# -gt 0 ]; do
     profile) for m in ${PROFILE_MS:-1024 4096}; do timeout 120 python scripts/profile_call.py --m "$m"; done 2>&1 | tee "$OUT/profile.txt" ;;
     sanitize)  # a known out-of-bounds read must be reported, the correct kernels on the same case must be clean
       r=tests/regressions/topk-row-index.json
-      { timeout 120 python -m fuzz replay "$r" --device cuda --sanitize 2>&1 | tail -4
-        timeout 120 python -m fuzz replay "$r" --impl ours --device cuda --sanitize 2>&1 | tail -4
-        timeout 150 python -m fuzz run --device cuda --budget 60 --seed 3 --sanitize-every 25 --out /tmp/sanitized \
+      { timeout 120 python -m moe_lora_fuzz replay "$r" --device cuda --sanitize 2>&1 | tail -4
+        timeout 120 python -m moe_lora_fuzz replay "$r" --impl ours --device cuda --sanitize 2>&1 | tail -4
+        timeout 150 python -m moe_lora_fuzz run --device cuda --budget 60 --seed 3 --sanitize-every 25 --out /tmp/sanitized \
           2>&1 | tail -6
         python -c "import json; print('sanitizer', json.load(open('/tmp/sanitized/report.json'))['sanitizer'])"
       } 2>&1 | tee "$OUT/sanitize.txt" ;;
-    campaign) timeout $(( $2 + 60 )) python -m fuzz run --device cuda --profile nightly --budget "$2" --seed 7 \
+    campaign) timeout $(( $2 + 60 )) python -m moe_lora_fuzz run --device cuda --profile nightly --budget "$2" --seed 7 \
                 --shard "$3" --out "$OUT/campaign" 2>&1 | tail -12 | tee "$OUT/campaign.txt"
               cp "$OUT/campaign/report.json" "$OUT/campaign_report.json" 2>/dev/null; shift 3; continue ;;
   esac

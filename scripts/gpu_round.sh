@@ -11,7 +11,7 @@ git rev-parse --short HEAD 2>/dev/null | tee -a "$OUT/env.txt"
 python -c "import triton, torch, os; print('triton', triton.__version__, 'torch', torch.__version__, 'cores', os.cpu_count())" | tee -a "$OUT/env.txt"
 run() {  # name seconds args...: a campaign into $OUT/name, its summary and report kept
   local name=$1 budget=$2; shift 2; rm -rf "/tmp/gr-$name"
-  timeout $(( budget + 120 )) python -m fuzz run --device cuda --budget "$budget" --out "/tmp/gr-$name" "$@" \
+  timeout $(( budget + 120 )) python -m moe_lora_fuzz run --device cuda --budget "$budget" --out "/tmp/gr-$name" "$@" \
     > "$OUT/$name.txt" 2>&1; echo "rc=$?" >> "$OUT/$name.txt"
   cp "/tmp/gr-$name/report.json" "$OUT/$name.report.json" 2>/dev/null
   tail -4 "$OUT/$name.txt"

@@ -2,8 +2,8 @@
 
     python scripts/nightly.py --budget 3600 --out nightly-out [--gpus N] [--impl ours] [--seed S]
 
-Each GPU i runs `python -m fuzz run --profile nightly --shard i/N` with CUDA_VISIBLE_DEVICES=i; the
-shards are merged by `fuzz.merge` (the same code as `python -m fuzz merge`) into OUT: report.json and every
+Each GPU i runs `moe-lora-fuzz run --profile nightly --shard i/N` with CUDA_VISIBLE_DEVICES=i; the
+shards are merged by `fuzz.merge` (the same code as `moe-lora-fuzz merge`) into OUT: report.json and every
 repro file. Exit 1 on findings.
 """
 

@@ -25,3 +25,11 @@ if [ -n "$missing" ]; then
   echo "setup: installing $(echo $missing | tr '\n' ' ')(pyproject.toml)" >&2
   echo "$missing" | xargs pip install -q
 fi
+# A headless browser for tests/test_report_views.py (it renders report.html): Debian's chromium, when apt is usable
+# (root, apt-get present, the mirror reachable); otherwise that test skips and says why.
+if ! command -v chromium >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+  echo "setup: installing chromium (apt; tests/test_report_views.py renders report.html in it)" >&2
+  if ! (timeout 300 apt-get update -qq && timeout 600 apt-get install -y -qq chromium >/dev/null); then
+    echo "setup: chromium not installed (apt failed); the browser test will skip" >&2
+  fi
+fi

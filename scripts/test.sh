@@ -5,4 +5,4 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 export HYPOTHESIS_PROFILE="${HYPOTHESIS_PROFILE:-premerge}" PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
-exec python -m pytest -n 2 --device "${TEST_DEVICE:-auto}" -m "not slow" -p no:cacheprovider "$@"
+exec python -m pytest -n 2 --moe-device "${TEST_DEVICE:-auto}" -m "not slow" -p no:cacheprovider "$@"

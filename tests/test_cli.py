@@ -1,4 +1,5 @@
-"""The command line: `python -m fuzz list` and `run`'s usage errors (exit 2, one `error:` line) and a tiny
+"""The command line (`moe-lora-fuzz`, `python -m moe_lora_fuzz`; `python -m fuzz` in a checkout): `list` and
+`run`'s usage errors (exit 2, one `error:` line) and a tiny
 real campaign on the CPU (exit 0, report.json)."""
 
 from __future__ import annotations
@@ -17,9 +18,14 @@ from moe_lora_fuzz.kernels import MUTANTS
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _fuzz(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+def _fuzz(*args: str, timeout: float = 300, cwd: Path = ROOT, module: str = "moe_lora_fuzz"):
     return subprocess.run(
-        [sys.executable, "-m", "fuzz", *args], cwd=ROOT, capture_output=True, text=True, timeout=timeout
+        [sys.executable, "-m", module, *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=dict(os.environ, PYTHONPATH=str(ROOT)),
     )
 
 
@@ -50,8 +56,10 @@ def test_list_prints_ours_and_every_mutant_with_its_description():
 def test_version():
     from moe_lora_fuzz.fuzz import __version__
 
-    proc = _fuzz("--version")
-    assert proc.returncode == 0 and proc.stdout.strip() == f"python -m fuzz {__version__}", _detail(proc)
+    for module in ("moe_lora_fuzz", "fuzz"):  # the package, and the checkout's alias
+        proc = _fuzz("--version", module=module)
+        assert proc.returncode == 0 and proc.stdout.strip() == f"moe-lora-fuzz {__version__}", _detail(proc)
+    assert _fuzz("run", "--help").stdout.startswith("usage: moe-lora-fuzz run")
 
 
 def test_every_option_has_help_and_shows_its_default():
@@ -181,3 +189,55 @@ def test_replay_without_guards_passes_ours_and_sanitize_needs_a_gpu():
     assert proc.returncode == 1 and proc.stdout.startswith("vacuous"), _detail(proc)
     proc = _fuzz("replay", repro, "--device", "cpu", "--sanitize")
     assert proc.returncode == 2 and "needs --device cuda" in proc.stderr, _detail(proc)
+
+
+@pytest.mark.interpreter
+def test_default_out_is_new_per_run_and_junitxml_lists_findings(tmp_path):
+    """Two runs without --out in one folder: two fuzz-out/<time>-<impl> directories, neither refused; the
+    JUnit XML has the campaign case and one failing case per finding, with its REPRO command."""
+    import xml.etree.ElementTree as ET
+
+    args = ("run", "--device", "cpu", "--max-cases", "2", "--triage-share", "0", "--impl", "mutant:routed-weight-twice")
+    first = _fuzz(*args, "--junitxml", "j.xml", cwd=tmp_path)
+    second = _fuzz(*args, cwd=tmp_path)
+    assert first.returncode in (0, 1) and second.returncode == first.returncode, _detail(first) + _detail(second)
+    outs = sorted((tmp_path / "fuzz-out").iterdir())
+    assert len(outs) == 2 and all((o / "report.json").is_file() for o in outs), outs
+    assert all(o.name.split("-", 1)[1].startswith("mutant-routed-weight-twice") for o in outs), outs
+    report = json.loads((outs[0] / "report.json").read_text())
+    suite = ET.parse(tmp_path / "j.xml").getroot()
+    cases = suite.findall("testcase")
+    assert suite.get("name") == "moe-lora-fuzz" and int(suite.get("tests")) == len(cases) == 1 + len(report["findings"])
+    assert int(suite.get("failures")) == len(report["findings"]) == len(suite.findall("testcase/failure"))
+    for f, case in zip(report["findings"], cases[1:], strict=True):
+        assert (
+            case.get("name") == f["signature"]
+            and f"REPRO: moe-lora-fuzz replay {f['repro']}" in case.find("failure").text
+        )
+
+
+def test_junit_xml_of_hostile_text_is_well_formed():
+    import xml.etree.ElementTree as ET
+
+    from moe_lora_fuzz.fuzz.junit import junit_xml
+
+    report = {"impl": "x\x1b[2J", "cases": 3, "findings": [{"signature": "a\x00b", "kind": "k<", "message": "m&\x07"}]}
+    suite = ET.fromstring(junit_xml(report))
+    failure = suite.find("testcase[@name='a\\x00b']/failure")
+    assert failure is not None and failure.get("message") == "m&\\x07" and suite.get("failures") == "1"
+
+
+def test_unpatched_interpreter_is_one_warning_line():
+    """A triton the interpreter patch does not cover: one `warning:` line when the CPU device is prepared."""
+    code = (
+        "import moe_lora_fuzz.fuzz.interpreter as i; i.TESTED_TRITON = ('0.0.0',)\n"
+        "from moe_lora_fuzz.fuzz.cli import _device\n"
+        "_device('cpu'); _device('cpu')\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    proc = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, env=dict(env, PYTHONPATH=str(ROOT)), capture_output=True, text=True
+    )
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 0 and len(lines) == 1, _detail(proc)
+    assert lines[0].startswith("warning: Triton's interpreter left unpatched (triton ") and "not emulated" in lines[0]

@@ -156,7 +156,7 @@ def test_regression_corpus(path, device):
 
 
 def test_exported_test_fails_with_the_bug_and_passes_without(tmp_path, device):
-    """`python -m fuzz export` writes a standalone test: red while the bug is there, green once fixed."""
+    """`moe-lora-fuzz export` writes a standalone test: red while the bug is there, green once fixed."""
     import importlib.util
     import subprocess
     import sys

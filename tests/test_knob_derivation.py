@@ -111,7 +111,7 @@ def test_minimiser_lists_follow_the_knob_metadata():
     assert knobs["m"].lo == 0 and minimize.SIZE_FLOORS["m"] == 1  # an empty batch is an edge, not simpler
     assert minimize.RESET_KNOBS == ("seed",)  # a smaller seed is not a simpler one
     assert set(minimize.FLAG_KNOBS) == {"mul_routed_weight", "strided"}
-    assert set(minimize.OPTION_KNOBS) == {"dtype", "layout", "routing", "slotting"}
+    assert set(minimize.OPTION_KNOBS) == {"dtype", "layout", "routing", "slotting", "quant", "quant_group", "act_scale"}
     assert minimize.CONFIG_KNOBS == ("block_m", "align")
 
 

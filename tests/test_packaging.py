@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-SOURCES = ["contract", "kernels", "reference", "fuzz", "moe_lora_fuzz", "tests", "scripts", "conftest.py"]
+SOURCES = ["contract", "kernels", "reference", "fuzz", "moe_lora_fuzz", "tests", "scripts", "examples", "conftest.py"]
 
 
 def _run(cmd, cwd, env=None, timeout=600) -> subprocess.CompletedProcess:
@@ -70,14 +70,14 @@ def test_installed_console_script_runs_a_campaign_with_strict_json(installed):
 
 @pytest.mark.interpreter
 def test_exported_test_runs_outside_the_repository(installed):
-    """The exported test needs --device, the markers and the device fixture: the installed pytest11 plugin."""
+    """The exported test needs --moe-device and the moe_device fixture: the installed pytest11 plugin."""
     py, script, tmp, env = installed
     test = tmp / "elsewhere" / "test_regression.py"
     _run(
         [str(script), "export", str(ROOT / "tests/regressions/routed-weight-twice.json"), "--out", str(test)], tmp, env
     )
     proc = subprocess.run(
-        [str(py), "-m", "pytest", "-q", "-p", "no:cacheprovider", "--device", "cpu", str(test)],
+        [str(py), "-m", "pytest", "-q", "-p", "no:cacheprovider", "--moe-device", "cpu", str(test)],
         cwd=test.parent,
         env=env,
         capture_output=True,
@@ -85,7 +85,7 @@ def test_exported_test_runs_outside_the_repository(installed):
         timeout=600,
     )
     assert proc.returncode == 1 and "1 failed" in proc.stdout, proc.stdout[-3000:]  # red: the mutant's bug
-    assert "fixture 'device' not found" not in proc.stdout
+    assert "fixture 'moe_device' not found" not in proc.stdout
 
 
 @pytest.mark.interpreter

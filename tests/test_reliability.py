@@ -321,7 +321,7 @@ def test_shards_run_the_same_checks_on_the_same_cases(tmp_path, monkeypatch):
         restarts = 0
         profile = None  # no implementation profile: the raw case stream
 
-        def __init__(self, device, impl, log=None):
+        def __init__(self, device, impl, log=None, **kw):
             self.impl = impl
 
         def judge(self, case, *, timeout, metamorphic=False, **kw):
@@ -479,7 +479,7 @@ def test_exported_crash_runs_in_a_subprocess(tmp_path, capsys, device):
     impl = f"{_impl_file(tmp_path, 'crashes', CRASHES)}:impl"
     src = _write_repro(tmp_path / "crash.json", impl=impl, kind="crash", message="worker process died (exit code 7)")
     out = tmp_path / "test_crash.py"
-    assert _main(capsys, "export", str(src), "--out", str(out)).returncode == 0
+    assert _main(capsys, "export", str(src), "--out", str(out), "--impl", impl).returncode == 0  # named: trusted
     spec = importlib.util.spec_from_file_location("test_crash", out)
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)

@@ -71,6 +71,11 @@ CASE = [
     ("disabled", "0", [[1], [0, 0], ["0"]]),
     ("strided", "no", []),
     ("align_slack", "0", [-1, 1025]),
+    ("quant", 5, ["fp4_w4a16"]),
+    ("quant_group", None, ["row"]),
+    ("quant_block_n", "16", [8, 24, 512]),
+    ("quant_block_k", 16.0, [8, 48, 512]),
+    ("act_scale", 0, ["sometimes"]),
     ("config", 16, []),
 ]
 CONFIG = [("block_m", "16", [8, 24, 512]), ("shrink", "tile", []), ("expand", [], []), ("align", 3, ["cuda"])]

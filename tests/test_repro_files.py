@@ -263,7 +263,7 @@ def test_round_trip_keeps_every_field(tmp_path):
     assert loaded.case.config == RICH_CASE.config
     assert loaded == original
     d = json.loads(path.read_text())
-    assert d["replay"] == f"python -m fuzz replay {path} --impl ours --device cpu"
+    assert d["replay"] == f"moe-lora-fuzz replay {path} --impl ours --device cpu"
     assert not [p for p in path.parent.iterdir() if p.name.startswith(".")]  # no temporary file left
 
 

@@ -11,7 +11,11 @@ What each runtime hands its kernel besides the tensors (SPEC §5 "Upstream calli
   an int or a one-element CPU tensor, following the annotation of the loaded function); `token_lora_mapping =
   token_lora`. Without a case configuration: both stages at BLOCK_M 64, GROUP_SIZE_M 8, 4 warps, 3 stages,
   split_k 1; shrink BLOCK_N = min(64, next_pow2(R)), BLOCK_K 32; expand BLOCK_N 64,
-  BLOCK_K = max(16, min(32, next_pow2(R))).
+  BLOCK_K = max(16, min(32, next_pow2(R))). As the runtime decides: no align buffers (`sorted_token_ids=None`,
+  `expert_ids = topk_ids.reshape(-1)`) for few routed pairs (`naive_block_assignment`), where the version
+  accepts None; `fully_sharded` on one tensor-parallel rank for a call with a column offset and one call in
+  three of the others (`fully_sharded_call`). Its runtime contract (fuzz/upstream/contract.py) ties the
+  layout of x to mul_routed_weight.
 
 Both call `_fused_moe_lora` by keyword, with the case's launch configuration forwarded as in
 fuzz.adapters (block_m to both stages' block_size_m and to align). vLLM's signature has changed over time, so
@@ -27,6 +31,7 @@ caller of load_file/load_installed with `capabilities=`.
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 from typing import Callable
 
@@ -42,6 +47,8 @@ from moe_lora_fuzz.fuzz.adapters import (  # the glue from_fused uses, shared
     fused_config_kwargs,
 )
 from moe_lora_fuzz.kernels.config import MoeLoraConfig, TileConfig
+
+from .contract import CONVENTION_RULES, NO_OFFSET_RULES
 
 FUSED = "_fused_moe_lora"
 MODULES = {
@@ -173,10 +180,36 @@ def _vllm_binding(fn: Callable, where: str) -> tuple[tuple[str, ...], bool]:
     return tuple(n for n in params if n in _VLLM_KNOWN), tensor
 
 
+NAIVE_SPARSITY = 8  # vLLM's SPARSITY_FACTOR in that rule
+
+
+@dataclasses.dataclass(frozen=True)
+class _Naive:
+    sorted_token_ids: None
+    expert_ids: torch.Tensor
+    num_tokens_post_padded: None
+
+
+def naive_block_assignment(m: int, top_k: int, num_experts: int, num_slots: int, fully_sharded: bool) -> bool:
+    """vLLM's runtime choice of `sorted_token_ids=None` (vllm/lora/punica_wrapper/punica_gpu.py:
+    PunicaWrapperGPU.add_lora_w13, `naive_block_assignment`, SPARSITY_FACTOR 8): few routed pairs for the
+    experts and slots, not fully sharded. Then expert_ids = topk_ids.reshape(-1) and no align buffers
+    (PunicaWrapperGPU.moe_lora_align_block_size). Taken only by a version whose signature accepts None."""
+    return not fully_sharded and m * top_k * NAIVE_SPARSITY <= num_experts * num_slots
+
+
+def fully_sharded_call(m: int, top_k: int, num_experts: int, num_slots: int, rank: int) -> bool:
+    """Whether this call runs as a fully sharded LoRA layer on one tensor-parallel rank (vLLM's
+    `fully_sharded_loras`; the collectives are the identity there): one call in three, by a hash of the sizes,
+    so a replay of the same case takes the same branch."""
+    return (m * 7 + top_k * 5 + num_experts * 3 + num_slots * 11 + rank) % 3 == 0
+
+
 def vllm_adapter(module, where: str, capabilities: dict | None = None) -> Callable:
     """Adapter-protocol function around `module._fused_moe_lora` in vLLM's runtime convention."""
     fn = _fused_of(module, where)
     passed, active_is_tensor = _vllm_binding(fn, where)
+    naive_ok = "None" in str(inspect.signature(fn).parameters["sorted_token_ids"].annotation)
     caps = _capabilities("vllm", module, fn, capabilities)
 
     def adapter(
@@ -195,11 +228,20 @@ def vllm_adapter(module, where: str, capabilities: dict | None = None) -> Callab
         config=None,
     ):
         del layout  # implied by x.shape[0]
-        _e, num_slots, rank, _s = _sizes(lora_a)
+        num_experts, num_slots, rank, _s = _sizes(lora_a)
         cfg = _resolve_config(config, vllm_default_config, rank)
         if "offset" not in passed and offset:
             raise NotImplementedError(f"offset={offset}: this vLLM version's {FUSED} takes no offset")
-        align = _align(topk_ids, lora_a, cfg.block_m, token_lora)
+        m, top_k = topk_ids.shape
+        # a column offset comes only from a fully sharded layer (vllm/lora/punica_wrapper/punica_gpu.py:
+        # PunicaWrapperGPU.add_lora_w2, offset = shard size * tp rank when fully_sharded, else 0)
+        sharded = "fully_sharded" in passed and (
+            offset > 0 or fully_sharded_call(m, top_k, num_experts, num_slots, rank)
+        )
+        if naive_ok and naive_block_assignment(m, top_k, num_experts, num_slots, sharded):
+            align = _Naive(None, topk_ids.reshape(-1), None)
+        else:
+            align = _align(topk_ids, lora_a, cfg.block_m, token_lora)
         active = num_slots + 1
         values = dict(
             output=out,
@@ -217,7 +259,7 @@ def vllm_adapter(module, where: str, capabilities: dict | None = None) -> Callab
             num_active_loras=torch.tensor([active], dtype=torch.int32) if active_is_tensor else active,
             adapter_enabled=adapter_enabled,
             mul_routed_weight=bool(mul_routed_weight),
-            fully_sharded=False,
+            fully_sharded=sharded,
             offset=int(offset),
             **fused_config_kwargs(cfg),
         )
@@ -237,6 +279,8 @@ def vllm_adapter(module, where: str, capabilities: dict | None = None) -> Callab
             default_config=vllm_default_config.__name__,
             lora_ids=vllm_lora_ids.__name__,
             passed=list(passed),
+            contract=list(CONVENTION_RULES["vllm"]) + ([] if "offset" in passed else list(NO_OFFSET_RULES)),
+            naive_sparsity=NAIVE_SPARSITY if naive_ok else None,
             num_active_loras="tensor" if active_is_tensor else "int",
         ),
         caps,

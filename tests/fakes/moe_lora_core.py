@@ -308,8 +308,7 @@ def fused_convention(expand_grid_covers_split_k: bool, slot_programs: str = "lor
         fully_sharded=False,
         offset=0,
     ):
-        if fully_sharded:
-            raise NotImplementedError("fully_sharded: the fake has no tensor-parallel path")
+        del fully_sharded  # one tensor-parallel rank: a fully sharded layer computes the same
         values = locals()
         programs = lora_ids.shape[0] if slot_programs == "lora_ids" else lora_a_stacked[0].shape[0]
         run_fused(
@@ -372,8 +371,7 @@ def vllm_fused_convention(expand_grid_covers_split_k: bool):
         fully_sharded=False,
         offset=0,
     ):
-        if fully_sharded:
-            raise NotImplementedError("fully_sharded: the fake has no tensor-parallel path")
+        del fully_sharded  # one tensor-parallel rank: a fully sharded layer computes the same
         values = locals()
         programs = int(num_active_loras)
         if not 0 <= programs <= lora_ids.shape[0]:

@@ -1,0 +1,86 @@
+"""The public Python API (documented in docs/api.md): judge one case of the fused MoE LoRA op, the way
+`torch.testing.assert_close` judges one pair of tensors.
+
+    from moe_lora_fuzz import Case, judge
+    verdict = judge(Case(m=7, top_k=2, num_experts=4, num_slots=2, rank=8, real_rank=8, k_dim=64, n_dim=48),
+                    my_impl, device="cpu")
+    assert verdict.kind == "pass", verdict.message
+
+Everything here is a thin, stable name over the harness's modules (fuzz.case, fuzz.oracle, fuzz.adapters,
+fuzz.upstream, fuzz.capabilities); those modules may move, these names do not.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Callable, Union
+
+from moe_lora_fuzz.contract import resolve_device
+from moe_lora_fuzz.fuzz.adapters import CAPABILITY_KEYS, from_fused, from_shrink_expand
+from moe_lora_fuzz.fuzz.capabilities import Capabilities, CapabilityError
+from moe_lora_fuzz.fuzz.case import Case
+from moe_lora_fuzz.fuzz.oracle import KINDS, Verdict
+from moe_lora_fuzz.fuzz.upstream import load_file
+
+__all__ = [
+    "CAPABILITY_KEYS",
+    "Capabilities",
+    "CapabilityError",
+    "Case",
+    "KINDS",
+    "Verdict",
+    "from_fused",
+    "from_shrink_expand",
+    "judge",
+    "load_file",
+    "use_device",
+]
+
+Implementation = Union[str, Callable[..., None]]
+
+
+def use_device(device: str = "auto") -> str:
+    """Resolve "auto" | "cpu" | "cuda" and prepare this process for it: "cpu" runs Triton kernels on Triton's
+    interpreter (TRITON_INTERPRET=1, with bf16 and TF32 emulated as on a GPU where the installed triton allows:
+    fuzz/interpreter.py). Call it before anything imports triton.language when you want the interpreter on a
+    machine that has a GPU. Returns "cpu" or "cuda"; ValueError for anything else."""
+    if device not in ("auto", "cpu", "cuda"):
+        raise ValueError(f"device: expected auto, cpu or cuda (got {device!r})")
+    device = resolve_device(device)
+    if device == "cuda":
+        import torch
+
+        if not torch.cuda.is_available():
+            raise ValueError("device cuda: no CUDA device is available here")
+    if device == "cpu":
+        os.environ["TRITON_INTERPRET"] = "1"
+        from moe_lora_fuzz.fuzz.interpreter import install
+
+        install()
+    return device
+
+
+def judge(case: Case, impl: Implementation = "ours", device: str = "auto", *, metamorphic: bool = False) -> Verdict:
+    """Run `impl` on `case` and judge its output against the fp64 reference with the error bound (docs/oracle.md).
+
+    impl: a name as on the command line ("ours", "mutant:<id>", "module:function", "path/to/file.py:function",
+    "sglang", "vllm:path/to/file.py") or a callable following the adapter protocol (docs/adapters.md): keyword
+    arguments named as the op's, adds the delta into `out` in place, may carry `capabilities` and `settings`.
+    metamorphic: also run the configuration twin (another launch configuration must agree).
+    Never raises for a failure of the implementation: the Verdict says what happened (`verdict.failed`,
+    `verdict.kind`, `verdict.message`, `verdict.worst`). Raises ValueError for an invalid case or device, and
+    moe_lora_fuzz.fuzz.impls.ImplError for a name that cannot be loaded or a callable that cannot take the
+    op's keyword arguments."""
+    from moe_lora_fuzz.fuzz.impls import resolve, wrap
+    from moe_lora_fuzz.fuzz.oracle import check
+
+    device = use_device(device)
+    case.validate(interpreter=device == "cpu")
+    if isinstance(impl, str):
+        name, resolved = impl, resolve(impl)
+    elif callable(impl):
+        name = getattr(impl, "__qualname__", None) or type(impl).__name__
+        resolved = wrap(name, impl)
+    else:
+        raise TypeError(f"impl: expected a name or a callable (got {type(impl).__name__})")
+    return check(case, name, device, impl=resolved, metamorphic=metamorphic)
