@@ -34,6 +34,7 @@ from .lifecycle import Interrupted, _Signals, finish, shutdown
 from .oracle import Verdict, crash_failure, probed, signature
 from .outdir import OutputError, ResumeError  # noqa: F401 (ResumeError: the CLI imports it from here)
 from .repro import Repro, dumps, save, write_atomic
+from .selfcheck import EnvironmentBroken
 
 # Default per-case timeouts (--case-timeout): the slowest correct case of the nightly GPU profile takes a
 # few seconds, of the CPU interpreter profile under a minute; a multiple of that is a hang, not a slow case.
@@ -462,16 +463,16 @@ def _campaign(cfg: CampaignConfig, report: Report, budget: Budget) -> None:
         outdir.seed_triage(triage, report)
         phases.take()
         with phases.phase("startup"):
-            worker = Worker(cfg.device, cfg.impl, log=cfg.log_path, startup_timeout=max(budget.left(), 5.0))
+            worker = _start_worker(cfg, budget)
             pre = _precompiler(cfg, worker)
             report.impl_settings = dict(getattr(worker.profile, "settings", None) or {})
             if cfg.prelude:
                 from .prelude import unreachable
 
                 report.coverage.unreachable = unreachable(cfg, worker.profile)
-        if cfg.selfcheck and hasattr(worker, "selfcheck"):
-            _selfcheck(cfg, worker, budget)
         if cfg.corpus:
+            if cfg.selfcheck and hasattr(worker, "selfcheck"):  # the corpus's findings are believed too
+                _selfcheck(cfg, worker, budget)
             from .corpus import replay_corpus
 
             replay_corpus(cfg, report, worker, triage)
@@ -483,18 +484,34 @@ def _campaign(cfg: CampaignConfig, report: Report, budget: Budget) -> None:
         failure = e if isinstance(e, KeyboardInterrupt) else None  # a library caller's Ctrl-C: recorded, let through
     except OutputError as e:
         failure = e
+    except EnvironmentBroken as e:  # no finding recorded; the report says why the campaign stopped
+        report.notes.append(str(e))
+        failure = e
     finally:
         shutdown(report, pre, worker)
     finish(report, triage, failure)
 
 
-def _selfcheck(cfg: CampaignConfig, worker: Worker, budget: Budget) -> None:
-    from .selfcheck import EnvironmentBroken, message
+def _start_worker(cfg: CampaignConfig, budget: Budget) -> Worker:
+    """The campaign's worker; its first start (importing the implementation) is cut by the budget. (A stand-in
+    Worker of a test may not take the startup timeout.)"""
+    import inspect
+
+    cut = {"startup_timeout": max(budget.left(), 5.0)}
+    takes = "startup_timeout" in inspect.signature(Worker).parameters
+    return Worker(cfg.device, cfg.impl, log=cfg.log_path, **(cut if takes else {}))
+
+
+def _selfcheck(cfg: CampaignConfig, worker: Worker, budget: Budget) -> bool:
+    """fuzz.selfcheck in the worker, at the campaign's first failing verdict: a passing campaign never pays for it,
+    and no finding is recorded before our own kernels were seen to pass here."""
+    from .selfcheck import message
 
     with phases.phase("selfcheck"):
         failure = worker.selfcheck(max(budget.left(), 30.0))  # not the case timeout: our kernels, not theirs
     if failure:
         raise EnvironmentBroken(message(cfg.device, failure))
+    return True
 
 
 def _loop(cfg: CampaignConfig, report: Report, triage, budget: Budget, worker: Worker, pre) -> None:
@@ -502,7 +519,7 @@ def _loop(cfg: CampaignConfig, report: Report, triage, budget: Budget, worker: W
 
     steer = Steering(triage, interpreter=cfg.device == "cpu")
     index = report.next_index if report.next_index is not None else cfg.shard[0]
-    last_print = 0.0
+    last_print, checked = 0.0, False
     while (
         not budget.over()
         and (cfg.max_cases is None or report.cases < cfg.max_cases)
@@ -537,6 +554,8 @@ def _loop(cfg: CampaignConfig, report: Report, triage, budget: Budget, worker: W
         with phases.phase("coverage"):
             report.coverage.add(case, v.features, v)
         report.next_index = index + cfg.shard[1]  # before anything is written: a resume never counts it twice
+        if v.failed and cfg.selfcheck and not checked and hasattr(worker, "selfcheck"):
+            checked = _selfcheck(cfg, worker, budget)  # before the first finding is believed (EnvironmentBroken)
         with phases.phase("record"):
             new = v.failed and _record(cfg, report, case, index, v)
         if new and not probe:  # minimise, explain, group into root causes (fuzz.triage)

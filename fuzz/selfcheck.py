@@ -1,11 +1,11 @@
-"""The environment self-check: before a campaign believes any finding, our own kernels and the references must
-agree on a few known cases, run through the same path as the campaign's cases (the same worker process, so the
-same device, interpreter and its patches, torch, triton and numpy).
+"""The environment self-check: before a campaign believes any finding (at its first failing verdict), our own
+kernels and the references must agree on a few known cases, run through the same path as the campaign's cases
+(the same worker process, so the same device, interpreter and its patches, torch, triton and numpy).
 
 A failure here is the environment's, not the implementation's: e.g. triton 3.6's interpreter with numpy >= 2.4
 raised inside our own `_launch` and `align_triton` on every case (80 false findings in a 30 s campaign). The
-campaign then stops before its first case with one `error:` line naming the versions (exit 2), and nothing is
-reported against the implementation under test.
+campaign then stops with one `error:` line naming the versions (exit 2), and nothing is reported against the
+implementation under test.
 
 Cases: tiny, one per dtype (bf16 and fp32 exercise the interpreter patches on CPU), both align paths, split-K
 on both stages, a disabled adapter and base tokens: each case costs about 0.25 s on the interpreter.

@@ -623,9 +623,9 @@ interp.InterpreterBuilder.create_dot = create_dot
 
 def test_a_broken_environment_is_one_error_line_naming_the_versions_not_findings(tmp_path):
     """Before: triton 3.6 + numpy 2.5 made our correct kernels raise, reported as 80 findings against the
-    implementation under test. Now our own kernels run known cases first, in the campaign's worker: an
-    environment that gets them wrong (here an interpreter whose dots are off, loaded into every process by a
-    sitecustomize) is one `error:` line naming the versions, exit 2, and no finding, report or repro file."""
+    implementation under test. Now our own kernels run known cases in the campaign's worker before its first
+    finding is recorded: an environment that gets them wrong (here an interpreter whose dots are off, loaded
+    into every process by a sitecustomize) is one `error:` line naming the versions, exit 2, and no finding."""
     shim = tmp_path / "shim"
     shim.mkdir()
     (shim / "sitecustomize.py").write_text(BROKEN_DOT)
@@ -638,7 +638,9 @@ def test_a_broken_environment_is_one_error_line_naming_the_versions_not_findings
     )  # fmt: skip
     _one_error_line(proc, r"environment self-check failed on --device cpu \(python .*triton \d.*numpy \d")
     assert "our own kernels fail a known case" in proc.stderr
-    assert not list(out.glob("repro-*.json")) and not (out / "report.json").exists()
+    assert not list(out.glob("repro-*.json"))
+    report = _strict((out / "report.json").read_text())  # the cases before the first failing one were judged
+    assert report["findings"] == [] and "environment self-check failed" in report["notes"][-1]
 
 
 @pytest.mark.slow
