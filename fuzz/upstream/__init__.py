@@ -34,6 +34,7 @@ LIST_NAMES = (
     "vllm",
     "sglang==VERSION",
     "vllm==VERSION",
+    "vllm-fp8==VERSION",
     "sglang:path/to/fused_moe_lora_kernel.py",
     "vllm:path/to/fused_moe_lora_op.py",
 )
@@ -84,16 +85,32 @@ def _adapter(framework: str, module, where: str, capabilities, spec: str, tracer
     return adapter
 
 
+RELEASED_WITH = {"vllm-fp8": "vllm"}  # a framework form whose kernel ships in another framework's wheel
+DEFINES = {"vllm-fp8": re.compile(r"^def _fused_moe_lora_fp8\(", re.M)}  # how that kernel file is recognised
+
+
+def _sibling_defining(folder: Path, framework: str) -> Path:
+    """The file of `folder` that defines `framework`'s entry point (found by content: files move between releases)."""
+    for file in sorted(folder.glob("*.py")):
+        if DEFINES[framework].search(file.read_text(errors="replace")):
+            return file
+    raise releases.ReleaseError(f"this release has no {framework} kernel (no file defining it in {folder})")
+
+
 def load_release(framework: str, version: str, capabilities: dict | None = None, spec: str | None = None):
     """The adapter around a released version's kernel, from the cache or fetched into it (releases.fetch)."""
     spec = spec or f"{framework}=={version}"
     if framework not in FRAMEWORKS or not _VERSION.match(version):
-        raise _impl_error(f"--impl {spec!r}: expected sglang==VERSION or vllm==VERSION (e.g. vllm==0.34.0)")
+        raise _impl_error(
+            f"--impl {spec!r}: expected sglang==VERSION, vllm==VERSION or vllm-fp8==VERSION (e.g. vllm==0.34.0)"
+        )
+    wheel_of = RELEASED_WITH.get(framework, framework)  # vllm-fp8 lives in vLLM's wheel, beside vLLM's kernel
     try:
-        release = releases.fetch(framework, version)
+        release = releases.fetch(wheel_of, version)
+        kernel = release.kernel if wheel_of == framework else _sibling_defining(release.kernel.parent, framework)
     except releases.ReleaseError as e:
         raise _impl_error(f"--impl {spec!r}: {e}") from None
-    adapter = load_file(framework, release.kernel, capabilities, spec=spec)
+    adapter = load_file(framework, kernel, capabilities, spec=spec)
     adapter.settings = dict(adapter.settings, release=version, wheel=release.wheel)
     return adapter
 
