@@ -558,10 +558,13 @@ def _loop(cfg: CampaignConfig, report: Report, triage, budget: Budget, worker: W
             checked = _selfcheck(cfg, worker, budget)  # before the first finding is believed (EnvironmentBroken)
         with phases.phase("record"):
             new = v.failed and _record(cfg, report, case, index, v)
+        causes = len(report.root_causes)
         if new and not probe:  # minimise, explain, group into root causes (fuzz.triage)
             with phases.phase("triage"), saving(report, "triage's minimal repro files"):
                 triage.after_finding(report, case, v.to_dict(), CappedWorker(worker, budget, v.kind == "hang"))
             report.write()  # the triage done so far survives a kill
+        if new and not cfg.quiet and (probe or len(report.root_causes) > causes):  # one line per new cause
+            print(_finding_line(cfg, v, report.findings[v.signature]["repro"]), file=sys.stderr, flush=True)
         if cfg.sanitize_every and (new or report.cases % cfg.sanitize_every == 0):
             from .sanitize import sanitize
 
@@ -613,7 +616,7 @@ def _record(cfg: CampaignConfig, report: Report, case: Case, index: int, v: Verd
         return False
     path = cfg.out / repro_name(cfg, v)
     repro = Repro(case, cfg.impl, cfg.device, v, report.env, cfg.timeout, cfg.campaign_id)
-    line = f"FINDING {v.kind}: {v.message[:160]}\n  REPRO: moe-lora-fuzz replay {path} --impl {cfg.impl}"
+    line = _finding_line(cfg, v, path)
     try:
         with saving(report, f"the repro file {path.name} of a new finding (NOT saved: printed above)"):
             save(repro, path)
@@ -621,8 +624,6 @@ def _record(cfg: CampaignConfig, report: Report, case: Case, index: int, v: Verd
         report.notes.append(f"finding {sig} (case {index}) NOT saved: its repro file was printed to the console")
         print(f"{line}\nUNSAVED FINDING, its repro file:\n{dumps(repro.to_dict(str(path)), indent=2)}", file=sys.stderr)
         raise
-    if not cfg.quiet:  # announced once saved: a finding on the console is a finding on disk
-        print(line, file=sys.stderr, flush=True)
     report.findings[sig] = {
         "signature": sig,
         "kind": v.kind,
@@ -633,6 +634,12 @@ def _record(cfg: CampaignConfig, report: Report, case: Case, index: int, v: Verd
     }
     report.write()
     return True
+
+
+def _finding_line(cfg: CampaignConfig, v: Verdict, path) -> str:
+    """The console's announcement of a finding (printed once saved, for a finding that opens a new root cause;
+    the others are counted in the progress line and listed in report.json)."""
+    return f"FINDING {v.kind}: {v.message[:160]}\n  REPRO: moe-lora-fuzz replay {path} --impl {cfg.impl}"
 
 
 def _progress(report: Report, left: float) -> None:

@@ -79,7 +79,7 @@ def _start(out: Path, *extra: str, **kw) -> subprocess.Popen:
 
 def _announced(stderr: str) -> tuple[set, int]:
     """Repro names announced as saved, and how many findings were printed whole because they were not."""
-    saved = {Path(p).name for p in re.findall(r"REPRO: python -m fuzz replay (\S+)", stderr)}
+    saved = {Path(p).name for p in re.findall(r"REPRO: moe-lora-fuzz replay (\S+)", stderr)}
     return saved, stderr.count("UNSAVED FINDING")
 
 
