@@ -7,8 +7,9 @@ Measured with triton 3.9.0 on CPU, fp32 -> e4m3fn through `x.to(tl.float8e4nv)`:
 - results below the smallest normal (2^-6) flush to zero instead of rounding to the subnormals (1e-3 -> 0, not
   2^-9).
 The hardware's conversion (cvt.rn.satfinite.e4m3x2.f32 on sm89+) rounds to nearest even with subnormals and
-saturates at +-448; torch's float -> float8_e4m3fn conversion does the same, so the patched cast computes it with
-torch. Loading e4m3fn codes and fp8 dots are right in the interpreter and are left alone.
+saturates at +-448; torch's float -> float8_e4m3fn conversion rounds the same way in range (out of range, torch
+2.13 saturates and 2.11 gives NaN), so the patched cast clamps to +-448 and converts with torch. Loading e4m3fn
+codes and fp8 dots are right in the interpreter and are left alone.
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ def patch(interp, ir, tl) -> None:
         if dst_type.scalar == tl.float8e4nv and rtne:
             values = _to_f32(np.asarray(src.data), src.dtype.scalar, tl)
             if values is not None:
-                codes = torch.from_numpy(np.ascontiguousarray(values)).to(torch.float8_e4m3fn)
+                codes = torch.from_numpy(np.ascontiguousarray(values)).clamp(-448.0, 448.0).to(torch.float8_e4m3fn)
                 return interp.TensorHandle(codes.view(torch.uint8).numpy().reshape(values.shape), dst_type.scalar)
         return original(self, src, dst_type, rounding_mode)
 

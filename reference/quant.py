@@ -25,6 +25,13 @@ from moe_lora_fuzz.contract.quant import (
 
 CHUNK_ELEMENTS = 1 << 22  # gathered weight elements per chunk of routed pairs
 FP8_ACC_UNIT = 2.0**-13  # Hopper's fp8 tensor-core dots keep about 14 bits while accumulating (DeepSeek-V3 report)
+# Two exact references (this one and reference/naive_quant.py) sum the intermediate t in fp64 in different orders
+# (a batched matmul here, on the campaign's device; a loop there): t agrees to (K + 2) 2^-53 |A| |x|, and where t / s
+# lies that close to a rounding midpoint of a w8a8 intermediate (or moves its dynamic scale) they round to
+# neighbouring codes; and a dynamic scale amax / qmax may differ by an fp32 ulp (torch on a GPU divides by a scalar
+# as a multiply by its reciprocal), which DIV_SLACK covers. `ref_gap` is that allowance, by the same model as an
+# implementation's (quantized_activation).
+REF_UNIT = 2.0**-53
 DIV_SLACK = 2.0**-21  # relative: an implementation's own fp32 scale or v / s (approximate division: 2 ulps)
 
 
@@ -34,6 +41,7 @@ class QuantFp64Result:
     active: torch.Tensor  # (M, k) bool
     err: torch.Tensor  # (M, k, S, N) bound on |delta^ - delta| of a correct implementation (before safety)
     mag_mid: torch.Tensor  # (M, k, S, N) |w| |B| |t|: what the output's rounding scales with
+    ref_gap: torch.Tensor  # (M, k, S, N) how far another exact reference may lie (see REF_UNIT)
 
 
 def dequantized(args: OpArgs) -> tuple[list, list]:
@@ -126,11 +134,15 @@ def moe_lora_quant_fp64(args: OpArgs, dtype_unit: float = 0.0) -> QuantFp64Resul
         e_t = (a_abs @ hx[lo:hi].view(c, 1, k_dim, 1)).squeeze(-1) + (k_dim + 2) * unit * (
             a_abs @ (xr.abs() + hx[lo:hi].view(c, 1, k_dim, 1))
         ).squeeze(-1)
+        e_ref = (k_dim + 2) * REF_UNIT * (a_abs @ xr.abs()).squeeze(-1)  # another exact reference's t
         if w8a8:  # the intermediate quantized by the scheme (the reference's), and what an implementation may differ
-            td, h_t = quantized_activation(t.view(c * s_count, rank), e_t.view(c * s_count, rank), q, "expand")
+            flat = t.view(c * s_count, rank)
+            td, h_t = quantized_activation(flat, e_t.view(c * s_count, rank), q, "expand")
+            h_ref = quantized_activation(flat, e_ref.view(c * s_count, rank), q, "expand")[1].view(t.shape)
             td, h_t = td.view(t.shape), h_t.view(t.shape)
         else:  # w8a16: the intermediate rounded to the activation dtype (or kept: either is within the allowance)
             td, h_t = t, e_t + dtype_unit * (t.abs() + e_t)
+            h_ref = e_ref
         w = weight[lo:hi].view(c, 1, 1)
         w_abs = w.abs()
         td_abs = td.abs()
@@ -139,10 +151,13 @@ def moe_lora_quant_fp64(args: OpArgs, dtype_unit: float = 0.0) -> QuantFp64Resul
             b_abs @ (td_abs + h_t).unsqueeze(-1)
         ).squeeze(-1)
         mag_mid = (b_abs @ td_abs.unsqueeze(-1)).squeeze(-1) * w_abs
-        parts.append((delta, err * w_abs, mag_mid))
+        ref_gap = (b_abs @ h_ref.unsqueeze(-1)).squeeze(-1) * w_abs
+        parts.append((delta, err * w_abs, mag_mid, ref_gap))
     shape = (m, k, s_count, n)
     if parts:
-        delta, err, mag_mid = (torch.cat(p) for p in zip(*parts, strict=True))
+        delta, err, mag_mid, ref_gap = (torch.cat(p) for p in zip(*parts, strict=True))
     else:
-        delta = err = mag_mid = torch.zeros(shape, dtype=torch.float64, device=dev)
-    return QuantFp64Result(delta.view(shape), active.view(m, k), err.view(shape), mag_mid.view(shape))
+        delta = err = mag_mid = ref_gap = torch.zeros(shape, dtype=torch.float64, device=dev)
+    return QuantFp64Result(
+        delta.view(shape), active.view(m, k), err.view(shape), mag_mid.view(shape), ref_gap.view(shape)
+    )

@@ -177,7 +177,7 @@ def test_8bit_dots_and_fp8_conversion_are_exact(device):
         unit = 0.0 if is_int else (2.0**-13 if device == "cuda" else 2.0**-24)
         allowed = 32 * unit * (a.double().cpu().abs() @ b.double().cpu().abs())
         assert ((out.double().cpu() - exact).abs() <= allowed).all(), dt
-        assert torch.equal(conv.cpu().float(), v.to(torch.float8_e4m3fn).float())
+        assert torch.equal(conv.cpu().float(), v.clamp(-448, 448).to(torch.float8_e4m3fn).float())  # satfinite
 
 
 @pytest.mark.parametrize(
