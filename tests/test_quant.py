@@ -130,8 +130,8 @@ def test_only_declaring_implementations_get_quantized_cases():
     assert (c.quant, c.quant_group, c.act_scale) == ("int8_w8a8", "block", "static")
 
 
-def test_bad_quant_arguments_are_refused_cleanly():
-    t = materialize(BASE.replace(quant="fp8_w8a8", quant_group="channel").validate())
+def test_bad_quant_arguments_are_refused_cleanly(device):
+    t = materialize(BASE.replace(quant="fp8_w8a8", quant_group="channel").validate(), device)
     kw = t.op_kwargs()
     q = kw["quant"]
     bad = QuantArgs(q.scheme, q.group, 16, 16, q.act, [s[:, :, :-1] for s in q.lora_a_scale], q.lora_b_scale)
