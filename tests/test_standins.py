@@ -143,7 +143,7 @@ def test_a_release_that_cannot_be_fetched_is_one_line(monkeypatch, tmp_path):
     assert "\n" not in str(e.value) and "no wheel of that version" in str(e.value)
     with pytest.raises(ImplError) as e:
         load("vllm==not a version")
-    assert "expected sglang==VERSION or vllm==VERSION" in str(e.value)
+    assert "expected sglang==VERSION, vllm==VERSION or vllm-fp8==VERSION" in str(e.value)
 
 
 @pytest.mark.network
