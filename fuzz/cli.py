@@ -151,7 +151,7 @@ def _check_builtin_impl(name: str) -> None:
 
 def _worker(device: str, impl: str, log: Path | None = None):
     from .impls import ImplError
-    from .runner import Worker
+    from .worker import Worker
 
     try:
         return Worker(device, impl, log=log)
@@ -499,7 +499,7 @@ class Target:
 def _replay_target(a) -> Target:
     """The repro, device, implementation and timeout of a replay/minimise command, refused early if unusable."""
     from .repro import BUILTIN_IMPLS, is_builtin
-    from .runner import CASE_TIMEOUT_S
+    from .worker import CASE_TIMEOUT_S
 
     if a.case_timeout is not None:
         _positive("--case-timeout", a.case_timeout)

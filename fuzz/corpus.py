@@ -61,7 +61,7 @@ def load_all(files: list[Path], interpreter: bool) -> list:
 
 def replay_corpus(cfg, report, worker, triage) -> None:
     """--corpus: judge every earlier repro with this campaign's worker before the random stream."""
-    from .runner import _judge_timed, _record
+    from .casework import _judge_timed, _record
 
     try:
         files = repro_files(cfg.corpus)
@@ -100,7 +100,7 @@ def replay_many(paths, impl: str | None, device: str, timeout: float | None) -> 
     an external implementation need `impl` (a file never chooses code to run)."""
     from .impls import ImplError
     from .repro import is_builtin
-    from .runner import CASE_TIMEOUT_S, Worker
+    from .worker import CASE_TIMEOUT_S, Worker
 
     files = repro_files(paths)
     if not files:

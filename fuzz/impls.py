@@ -37,13 +37,10 @@ from moe_lora_fuzz.kernels.mutants import QUANT_ALL
 from . import upstream
 from .capabilities import Capabilities, CapabilityError
 from .case import Case
+from .impl_error import ImplError
 from .tensors import Tensors
 
 ADAPTER_ARGS = OP_ARGS
-
-
-class ImplError(Exception):
-    """The name cannot be turned into an implementation (usage error, exit 2)."""
 
 
 @dataclass(frozen=True)

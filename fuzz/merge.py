@@ -25,24 +25,10 @@ from pathlib import Path
 
 from . import outdir
 from .coverage import REQUIRED_EDGES
+from .outdir import MergeError, report_paths  # noqa: F401 (the CLI, scripts and tests import them from here)
 from .repro import dumps, write_atomic
 
 MAX_COPY_BYTES = 16 << 20  # repro and minimal files are a few KB
-
-
-class MergeError(ValueError):
-    """An input that cannot be merged; the message names the directory and the rule (exit 2)."""
-
-
-def report_paths(directory: Path) -> list[Path]:
-    """The campaign reports in a directory: report.json, or one report-shardIofN.json per shard that wrote
-    there (shards may share a directory)."""
-    if not Path(directory).is_dir():
-        raise MergeError(f"{directory}: not a directory (a campaign's --out holds its report.json)")
-    paths = sorted(Path(directory).glob("report-shard*.json")) or [Path(directory) / "report.json"]
-    if not paths[0].is_file():
-        raise MergeError(f"{directory}: no report.json (not a campaign's --out directory)")
-    return paths
 
 
 def load_report(path: Path) -> dict:

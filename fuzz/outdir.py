@@ -38,6 +38,21 @@ class LockError(ValueError):
     """Another live campaign owns this output (exit 2)."""
 
 
+class MergeError(ValueError):
+    """An input that cannot be merged; the message names the directory and the rule (exit 2)."""
+
+
+def report_paths(directory: Path) -> list[Path]:
+    """The campaign reports in a directory: report.json, or one report-shardIofN.json per shard that wrote
+    there (shards may share a directory)."""
+    if not Path(directory).is_dir():
+        raise MergeError(f"{directory}: not a directory (a campaign's --out holds its report.json)")
+    paths = sorted(Path(directory).glob("report-shard*.json")) or [Path(directory) / "report.json"]
+    if not paths[0].is_file():
+        raise MergeError(f"{directory}: no report.json (not a campaign's --out directory)")
+    return paths
+
+
 class ReportError(ValueError):
     """A report that is not a campaign report: the message names the file and the field."""
 
@@ -337,18 +352,6 @@ def previous_report(cfg) -> dict | None:
     if not old.get("campaign") and not old["findings"] and not old["cases"]:
         return None
     return old
-
-
-def seed_triage(triage, report) -> None:
-    """Keep triage already done when resuming: findings the previous session explained are known causes."""
-    from . import triage as t
-
-    settled = [f for f in report.findings.values() if f.get("triage") and t._settled(f)]
-    if not settled:
-        return
-    triage.triager = t.Triager(report.cfg.impl, report.cfg.device, report.cfg.out, report.env)
-    triage.triager.causes = [f["triage"] for f in settled if t._opened_a_cause(f["triage"])]
-    triage.triager.reps = [f["triage"] for f in settled if f["triage"]["via"].startswith("minimised")]
 
 
 def saved_so_far(out: Path, cases: int | None, listed: int) -> str:

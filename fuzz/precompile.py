@@ -30,7 +30,7 @@ def default_processes(device: str, shards_here: int = 1) -> int:
 
 class _Helper:
     def __init__(self, device: str, impl: str):
-        from .runner import _worker_main
+        from .worker import _worker_main
 
         ctx = mp.get_context("spawn")
         self.conn, child = ctx.Pipe()
@@ -89,7 +89,7 @@ class Precompiler:
         self.feed()
 
     def feed(self) -> None:
-        from .runner import case_for, compile_class
+        from .worker import case_for, compile_class
 
         index, step = self.index, self.cfg.shard[1]
         while self.scanned <= index + LOOKAHEAD * step:

@@ -7,7 +7,7 @@ from html import escape
 
 from .classify import CLASSES, counts
 from .coverage import RATIO_BINS, REQUIRED_EDGES
-from .report_views import commands
+from .report_commands import commands
 
 CSS = """
 body{font:14px/1.45 system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:24px;color:#1d2433;max-width:1200px}

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from .classify import CLASSES, counts
 from .coverage import RATIO_BINS
-from .report_views import commands
+from .report_commands import commands
 
 
 def _cell(text) -> str:

@@ -10,28 +10,11 @@ export commands; the error-to-bound ratio per dtype; knob-by-knob coverage; requ
 
 from __future__ import annotations
 
-import shlex
 import sys
 from pathlib import Path
 
-from .repro import is_builtin, write_atomic
-
-CLI = "moe-lora-fuzz"
-
-
-def commands(cause: dict, impl: str) -> dict:
-    """The exact commands for one root cause: replay its minimal repro, minimise its first raw repro again,
-    export the minimal repro as a regression test."""
-    minimal = cause.get("minimal_repro") or ""
-    raw = (cause.get("findings") or [{}])[0].get("repro", minimal)
-    flag = "" if is_builtin(impl) else f" --impl {shlex.quote(impl)}"
-    again = Path(raw).with_name("again-" + Path(raw).name)
-    stem = Path(minimal).stem.replace("-", "_").replace("minimal_", "test_").replace("repro_", "test_")
-    return {
-        "replay": f"{CLI} replay {shlex.quote(minimal)}{flag}",
-        "minimize": f"{CLI} minimize {shlex.quote(raw)} --out {shlex.quote(str(again))}{flag}",
-        "export": f"{CLI} export {shlex.quote(minimal)} --out tests/regressions/{stem[:60]}.py",
-    }
+from .report_commands import CLI, commands  # noqa: F401 (tests import them from here)
+from .repro import write_atomic
 
 
 def view_paths(report_path: Path) -> tuple[Path, Path]:

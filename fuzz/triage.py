@@ -442,7 +442,7 @@ class WorkerJudge:
     it: that case's verdict is a crash or a hang)."""
 
     def __init__(self, worker, device: str, impl: str, *, metamorphic: bool = False, timeout: float | None = None):
-        from .runner import CASE_TIMEOUT_S
+        from .worker import CASE_TIMEOUT_S
 
         self.worker, self.device, self.impl, self.metamorphic = worker, device, impl, metamorphic
         self.timeout = timeout or CASE_TIMEOUT_S[device]  # the full case timeout: running out of it is a hang
@@ -895,7 +895,7 @@ def triage_dirs(
     go next to the raw ones), then group all of them. Returns (reports, root_causes), each report with its
     file in "_path"; writes nothing. `impl` re-runs the findings; without it only our own code is run (a
     report that names an external implementation is refused: a file never chooses code to run)."""
-    from .merge import MergeError, report_paths
+    from .outdir import MergeError, report_paths
     from .repro import ReproError, load
 
     reports, where = [], []
@@ -920,7 +920,7 @@ def triage_dirs(
             continue
         dev = device or report.get("device", "cpu")
         from .repro import is_builtin
-        from .runner import Worker
+        from .worker import Worker
 
         run_impl = impl or report["impl"]
         if impl is None and not is_builtin(run_impl):
@@ -954,3 +954,13 @@ def triage_dirs(
         finally:
             judge.worker.close()
     return reports, group_reports(reports)
+
+
+def seed_triage(triage, report) -> None:
+    """Keep triage already done when resuming: findings the previous session explained are known causes."""
+    settled = [f for f in report.findings.values() if f.get("triage") and _settled(f)]
+    if not settled:
+        return
+    triage.triager = Triager(report.cfg.impl, report.cfg.device, report.cfg.out, report.env)
+    triage.triager.causes = [f["triage"] for f in settled if _opened_a_cause(f["triage"])]
+    triage.triager.reps = [f["triage"] for f in settled if f["triage"]["via"].startswith("minimised")]

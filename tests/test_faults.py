@@ -183,7 +183,7 @@ def test_resume_rebuilds_a_missing_or_stale_report_from_the_repro_files(tmp_path
 def test_resume_keeps_triage_already_done(tmp_path):
     """A finding the killed session had minimised stays a known cause: later findings attach to it instead of
     opening a second root cause for the same bug."""
-    from moe_lora_fuzz.fuzz.triage import CampaignTriage
+    from moe_lora_fuzz.fuzz.triage import CampaignTriage, seed_triage
 
     info = {"key": "k", "via": "minimised (3 runs)", "kind": "mismatch", "family": "wrong", "failure": "",
             "trigger": "needs x", "minimal_repro": "m.json", "essential": {}, "disappears_with": [],
@@ -192,7 +192,7 @@ def test_resume_keeps_triage_already_done(tmp_path):
     report = Report(cfg, env={})
     report.findings = {"s": {"signature": "s", "kind": "mismatch", "count": 1, "repro": "r.json", "triage": info}}
     triage = CampaignTriage(cfg)
-    outdir.seed_triage(triage, report)
+    seed_triage(triage, report)
     assert triage.triager.causes == [info] and triage.triager.reps == [info]
 
 

@@ -150,11 +150,11 @@ def impl(**kw):
     CALLS[0] += 1
     torch_moe_lora(**kw)
     if CALLS[0] == 2:  # a kernel fault whose sticky error shows only at the next synchronisation
-        import moe_lora_fuzz.fuzz.runner
+        import moe_lora_fuzz.fuzz.worker
         from moe_lora_fuzz import fuzz
         def broken(device):
             raise RuntimeError("CUDA error: an illegal memory access was encountered")
-        fuzz.runner.device_probe = broken
+        fuzz.worker.device_probe = broken
 """
 
 
@@ -191,11 +191,11 @@ def impl(**kw):
 
 def test_worker_output_is_capped(tmp_path, monkeypatch):
     """Each case prints 300 kB; with a 200 kB cap the log and its one rotation stay under the cap."""
-    from moe_lora_fuzz.fuzz.runner import Worker
+    from moe_lora_fuzz.fuzz.worker import Worker
 
     from moe_lora_fuzz import fuzz
 
-    monkeypatch.setattr(fuzz.runner, "LOG_CAP_BYTES", 200_000)
+    monkeypatch.setattr(fuzz.worker, "LOG_CAP_BYTES", 200_000)
     log = tmp_path / "logs" / "worker.log"
     w = Worker("cpu", f"{_impl_file(tmp_path, 'floods', FLOODS)}:impl", log=log)
     try:

@@ -22,6 +22,7 @@ import re
 from pathlib import Path
 from typing import Callable
 
+from ..impl_error import ImplError
 from . import contract, releases, standins
 from .conventions import ADAPTERS, MODULES, ConventionError
 from .trace import Tracer, switches
@@ -44,8 +45,6 @@ __all__ = ["FRAMEWORKS", "contract", "LIST_NAMES", "is_upstream", "load", "load_
 
 
 def _impl_error(message: str) -> Exception:
-    from moe_lora_fuzz.fuzz.impls import ImplError  # late: fuzz.impls imports this package
-
     return ImplError(message)
 
 
