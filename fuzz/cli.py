@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from . import __version__
+from moe_lora_fuzz.fuzz import __version__
 
 
 class _Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
@@ -29,7 +29,7 @@ class _Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescription
 
 
 def _fail(msg: str) -> None:
-    from .escape import printable  # one line, and nothing from a file acts on the terminal
+    from moe_lora_fuzz.fuzz.escape import printable  # one line, and nothing from a file acts on the terminal
 
     print(f"error: {printable(msg)}", file=sys.stderr)
     raise SystemExit(2)
@@ -45,9 +45,9 @@ def _device(name: str) -> str:
         _fail("--device cuda: no CUDA device is available here")
     if name == "cpu":
         os.environ["TRITON_INTERPRET"] = "1"
-        from .interpreter import install as install_interpreter
+        from moe_lora_fuzz.fuzz.runtime.interpreter import install as install_interpreter
 
-        install_interpreter()  # bf16 dots/atomics and TF32 as on a GPU (fuzz/interpreter.py)
+        install_interpreter()  # bf16 dots/atomics and TF32 as on a GPU (fuzz/runtime/interpreter.py)
         _warn_unpatched()
     elif os.environ.get("TRITON_INTERPRET") == "1":
         _fail("--device cuda: TRITON_INTERPRET=1 is set; unset it to compile for the GPU")
@@ -56,8 +56,8 @@ def _device(name: str) -> str:
 
 def _warn_unpatched() -> None:
     """One console line at the start when the interpreter could not be patched (docs/versions.md)."""
-    from . import interpreter
-    from .escape import printable
+    from moe_lora_fuzz.fuzz.escape import printable
+    from moe_lora_fuzz.fuzz.runtime import interpreter
 
     if interpreter.NOT_PATCHED_REASON and not getattr(_warn_unpatched, "said", False):
         _warn_unpatched.said = True
@@ -66,7 +66,7 @@ def _warn_unpatched() -> None:
 
 def _progress_line(text: str) -> None:
     """Progress of triage and minimise on stderr; it may quote report and repro files, so it is escaped."""
-    from .escape import printable_lines
+    from moe_lora_fuzz.fuzz.escape import printable_lines
 
     print(printable_lines(text), file=sys.stderr, flush=True)
 
@@ -139,8 +139,8 @@ def _writable_file(flag: str, path: Path) -> None:
 def _check_builtin_impl(name: str) -> None:
     """Check our own names here; an external implementation is imported only by the worker process, so a
     bad one (even one that calls os._exit at import) is reported, never takes the CLI down."""
-    from .impls import ImplError, resolve
-    from .repro import is_builtin
+    from moe_lora_fuzz.fuzz.records.repro import is_builtin
+    from moe_lora_fuzz.fuzz.targets.impls import ImplError, resolve
 
     if is_builtin(name):
         try:
@@ -150,8 +150,8 @@ def _check_builtin_impl(name: str) -> None:
 
 
 def _worker(device: str, impl: str, log: Path | None = None):
-    from .impls import ImplError
-    from .worker import Worker
+    from moe_lora_fuzz.fuzz.execution.worker import Worker
+    from moe_lora_fuzz.fuzz.targets.impls import ImplError
 
     try:
         return Worker(device, impl, log=log)
@@ -220,7 +220,7 @@ def add_run_args(r: argparse.ArgumentParser) -> None:
         type=float,
         default=None,
         metavar="F",
-        help="most of the budget spent minimising and grouping findings (fuzz.triage; default 0.2, "
+        help="most of the budget spent minimising and grouping findings (fuzz.triage.triager; default 0.2, "
         "0 with --stop-after style runs; 0 turns triage off)",
     )
     r.add_argument(
@@ -236,7 +236,7 @@ def add_run_args(r: argparse.ArgumentParser) -> None:
         default=None,
         metavar="N",
         help="helper processes that compile the kernel variants of upcoming cases ahead of the campaign "
-        "(fuzz.precompile; GPU nightly profile only; default: the host's cores less 4, at most 12; 0: off)",
+        "(fuzz.campaign.precompile; GPU nightly profile only; default: the host's cores less 4, at most 12; 0: off)",
     )
     r.add_argument(
         "--probe-contract",
@@ -249,7 +249,7 @@ def add_run_args(r: argparse.ArgumentParser) -> None:
         "--fail-on",
         default="bug,intermittent",
         metavar="CLASSES",
-        help="root-cause classes that make the exit code 1 (comma-separated, or all; fuzz.classify): "
+        help="root-cause classes that make the exit code 1 (comma-separated, or all; fuzz.triage.classify): "
         "bug, intermittent, precision, unchecked-precondition",
     )
     r.add_argument(
@@ -263,7 +263,7 @@ def add_run_args(r: argparse.ArgumentParser) -> None:
     r.add_argument(
         "--require-edges",
         action="store_true",
-        help="exit 1 when a required edge condition (fuzz.coverage) was never reached",
+        help="exit 1 when a required edge condition (fuzz.space.coverage) was never reached",
     )
 
 
@@ -299,10 +299,10 @@ def cmd_run(a) -> int:
     if a.sanitize_every and device != "cuda":
         _fail("--sanitize-every: needs --device cuda (compute-sanitizer checks GPU memory accesses)")
     _check_builtin_impl(a.impl)
-    from .impls import ImplError
-    from .outdir import LockError, OutputError
-    from .runner import CampaignConfig, ResumeError, run_campaign
-    from .selfcheck import EnvironmentBroken
+    from moe_lora_fuzz.fuzz.campaign.runner import CampaignConfig, ResumeError, run_campaign
+    from moe_lora_fuzz.fuzz.judgement.selfcheck import EnvironmentBroken
+    from moe_lora_fuzz.fuzz.records.outdir import LockError, OutputError
+    from moe_lora_fuzz.fuzz.targets.impls import ImplError
 
     created = not a.out.exists()
     _writable_dir("--out", a.out)
@@ -332,7 +332,7 @@ def cmd_run(a) -> int:
             a.out.rmdir()  # refused before the campaign started: leave nothing behind
         _fail(str(e))
     if a.junitxml is not None and not report.interrupted:
-        from .junit import write_junit
+        from moe_lora_fuzz.fuzz.outputs.junit import write_junit
 
         try:
             write_junit(a.junitxml, report, cfg)
@@ -342,7 +342,7 @@ def cmd_run(a) -> int:
 
 
 def _fail_on(text: str) -> tuple:
-    from .classify import parse_fail_on
+    from moe_lora_fuzz.fuzz.triage.classify import parse_fail_on
 
     try:
         return parse_fail_on(text)
@@ -353,7 +353,7 @@ def _fail_on(text: str) -> tuple:
 def _summary(a, cfg, report, fail_on: tuple) -> int:
     import signal
 
-    from .classify import failing, summary
+    from moe_lora_fuzz.fuzz.triage.classify import failing, summary
 
     counts = f"{report.cases} cases, {len(report.findings)} distinct findings"
     if report.harness_error:  # a stand-in gap (fuzz.upstream.standins): the harness's fault, not the kernel's
@@ -372,7 +372,7 @@ def _summary(a, cfg, report, fail_on: tuple) -> int:
     cannot = [e for e in report.coverage.missing_edges() if e in report.coverage.unreachable]
     missing = [e for e in report.coverage.missing_edges() if e not in cannot]  # what the campaign could have reached
     if missing:
-        from .coverage import REQUIRED_EDGES
+        from moe_lora_fuzz.fuzz.space.coverage import REQUIRED_EDGES
 
         print(
             f"WARNING: {len(missing)} of {len(REQUIRED_EDGES)} required edges never reached: {', '.join(missing)}"
@@ -384,7 +384,7 @@ def _summary(a, cfg, report, fail_on: tuple) -> int:
 
 
 def _print_root_causes(causes: list) -> None:
-    from .escape import printable  # root causes may come from report.json files (triage, merge)
+    from moe_lora_fuzz.fuzz.escape import printable  # root causes may come from report.json files (triage, merge)
 
     for rc in causes:
         kind, trigger, minimal = (printable(rc[k]) for k in ("kind", "trigger", "minimal_repro"))
@@ -436,7 +436,7 @@ def _first_sentence(text: str) -> str:
 # ---- replay ------------------------------------------------------------------------------------------------
 def add_target_args(p: argparse.ArgumentParser, many: bool = False) -> None:
     """What replay and minimise share: the file, the implementation, the device and the limits."""
-    if many:  # replay: one file as before, or many files / directories (fuzz.corpus)
+    if many:  # replay: one file as before, or many files / directories (fuzz.campaign.corpus)
         p.add_argument("file", type=_abs_path, nargs="+", help="repro files (JSON) or directories holding them")
     else:
         p.add_argument("file", type=_abs_path, help="a repro file (JSON) written by a campaign")
@@ -459,7 +459,7 @@ def add_target_args(p: argparse.ArgumentParser, many: bool = False) -> None:
     p.add_argument(
         "--allow-large",
         action="store_true",
-        help="run cases above the replay size limit (fuzz.repro.MAX_CASE_ELEMENTS tensor elements)",
+        help="run cases above the replay size limit (fuzz.records.repro.MAX_CASE_ELEMENTS tensor elements)",
     )
 
 
@@ -477,7 +477,7 @@ def add_replay_args(rp: argparse.ArgumentParser) -> None:
 
 
 def _load(path: Path, allow_large: bool = False):
-    from .repro import ReproError, check_size, load
+    from moe_lora_fuzz.fuzz.records.repro import ReproError, check_size, load
 
     try:
         repro = load(path)
@@ -498,8 +498,8 @@ class Target:
 
 def _replay_target(a) -> Target:
     """The repro, device, implementation and timeout of a replay/minimise command, refused early if unusable."""
-    from .repro import BUILTIN_IMPLS, is_builtin
-    from .worker import CASE_TIMEOUT_S
+    from moe_lora_fuzz.fuzz.execution.worker import CASE_TIMEOUT_S
+    from moe_lora_fuzz.fuzz.records.repro import BUILTIN_IMPLS, is_builtin
 
     if a.case_timeout is not None:
         _positive("--case-timeout", a.case_timeout)
@@ -529,7 +529,9 @@ def cmd_replay(a) -> int:
     w = _worker(t.device, t.impl)
     v = w.judge(t.repro.case, timeout=t.timeout, metamorphic=True, guards=not a.no_guards)
     w.close()
-    from .escape import printable  # the recorded verdict comes from the file; the message from the code run
+    from moe_lora_fuzz.fuzz.escape import (
+        printable,  # the recorded verdict comes from the file; the message from the code run
+    )
 
     print(f"{v.kind}: {printable(v.message)}" if v.failed else "pass")
     if v.failed:
@@ -541,7 +543,7 @@ def cmd_replay(a) -> int:
 
 def _replay_many(a) -> int:
     """replay DIR / replay A B C: every repro file, one line each; exit 1 when any still fails."""
-    from .corpus import CorpusError, replay_many
+    from moe_lora_fuzz.fuzz.campaign.corpus import CorpusError, replay_many
 
     if a.sanitize or a.no_guards:
         _fail("--sanitize/--no-guards: replay one file at a time")
@@ -612,10 +614,10 @@ def cmd_minimize(a) -> int:
     _positive("--budget", a.budget)
     _writable_file("--out", a.out)  # before the work, not after it
     t = _replay_target(a)
-    from .minimize import describe
-    from .oracle import Verdict, family
-    from .repro import Repro, save
-    from .triage import WorkerJudge, triage_case
+    from moe_lora_fuzz.fuzz.judgement.oracle import Verdict, family
+    from moe_lora_fuzz.fuzz.records.repro import Repro, save
+    from moe_lora_fuzz.fuzz.triage.minimize import describe
+    from moe_lora_fuzz.fuzz.triage.triager import WorkerJudge, triage_case
 
     judge = WorkerJudge(
         _worker(t.device, t.impl),
@@ -629,7 +631,7 @@ def cmd_minimize(a) -> int:
         if target["kind"] == "pass":
             _fail(f"{a.file}: the case passes with --impl {t.impl} on {t.device}; nothing to minimise")
         if target["signature"] != t.repro.verdict.signature:
-            from .escape import printable
+            from moe_lora_fuzz.fuzz.escape import printable
 
             print(
                 f"note: recorded {printable(t.repro.verdict.signature or 'pass')}; now "
@@ -697,9 +699,9 @@ def add_triage_args(tr: argparse.ArgumentParser) -> None:
 
 
 def cmd_triage(a) -> int:
-    from .classify import failing, summary
-    from .repro import dumps, write_atomic
-    from .triage import TriageError, triage_dirs
+    from moe_lora_fuzz.fuzz.records.repro import dumps, write_atomic
+    from moe_lora_fuzz.fuzz.triage.classify import failing, summary
+    from moe_lora_fuzz.fuzz.triage.triager import TriageError, triage_dirs
 
     if a.cap is not None:
         _positive("--cap", a.cap)
@@ -713,7 +715,7 @@ def cmd_triage(a) -> int:
     if a.out:
         write_atomic(a.out, dumps({"reports": [str(d) for d in a.dirs], "root_causes": causes}, indent=2) + "\n")
     else:
-        from .report_views import write_views
+        from moe_lora_fuzz.fuzz.outputs.report_views import write_views
 
         for report in reports:
             report["root_causes"] = causes
@@ -744,8 +746,8 @@ def add_export_args(ex: argparse.ArgumentParser) -> None:
 
 
 def cmd_export(a) -> int:
-    from .export import export_test
-    from .repro import BUILTIN_IMPLS, is_builtin, write_atomic
+    from moe_lora_fuzz.fuzz.outputs.export import export_test
+    from moe_lora_fuzz.fuzz.records.repro import BUILTIN_IMPLS, is_builtin, write_atomic
 
     repro = _load(a.file, allow_large=True)  # nothing runs here
     if a.impl is None and not is_builtin(repro.impl):
@@ -774,13 +776,13 @@ class Command:
 
 
 def cmd_merge(a) -> int:
-    from .merge import MergeError, merge_reports, summary
+    from moe_lora_fuzz.fuzz.campaign.merge import MergeError, merge_reports, summary
 
     try:
         merged = merge_reports(a.dirs, a.out)
     except MergeError as e:
         _fail(str(e))
-    from .escape import printable_lines  # the summary quotes the shards' report files
+    from moe_lora_fuzz.fuzz.escape import printable_lines  # the summary quotes the shards' report files
 
     print(printable_lines(summary(merged, a.out)))
     return 1 if merged["findings"] else 0
@@ -812,7 +814,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
-    from .repro import PrintableStream
+    from moe_lora_fuzz.fuzz.records.repro import PrintableStream
 
     saved = sys.stdout, sys.stderr
     sys.stdout, sys.stderr = PrintableStream(sys.stdout), PrintableStream(sys.stderr)  # text from files, escaped

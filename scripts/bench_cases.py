@@ -42,8 +42,8 @@ def main() -> None:
         os.environ["TRITON_INTERPRET"] = "1"
     import dataclasses
 
-    from moe_lora_fuzz.fuzz import oracle
-    from moe_lora_fuzz.fuzz.generate import CPU_SIZES, GPU_SIZES, Classes, draw
+    from moe_lora_fuzz.fuzz.judgement import oracle
+    from moe_lora_fuzz.fuzz.space.generate import CPU_SIZES, GPU_SIZES, Classes, draw
 
     if a.profile == "nightly":
         sizes, shapes = GPU_SIZES, "nightly sizes (GPU_SIZES: M<=600, K<=1100, N<=600, R<=72, E<=64)"
@@ -77,7 +77,7 @@ def main() -> None:
     interpreter = device == "cpu" and a.profile == "tiny"  # the nightly stream is the GPU's
     cases = [draw(sizes, i, i, interpreter=interpreter) for i in range(n)]  # in compile classes on a GPU
     if a.materialise_only:
-        from moe_lora_fuzz.fuzz.tensors import materialize
+        from moe_lora_fuzz.fuzz.data.tensors import materialize
 
         for c in cases[:3]:
             materialize(c, device)

@@ -1,4 +1,4 @@
-"""Corruption tests for every path of fuzz.oracle.check: for each, an implementation broken in exactly the way
+"""Corruption tests for every path of fuzz.judgement.oracle.check: for each, an implementation broken in exactly the way
 that path exists to see, and the verdict kind it must get (plus the unbroken base, which must pass).
 
 Paths: empty batch, base-model and disabled pairs (bitwise untouched), exception, the configuration twin, the
@@ -8,11 +8,11 @@ implementations are plain functions over a Tensors object, handed to check() thr
 
 from __future__ import annotations
 
-import moe_lora_fuzz.fuzz.oracle as oracle
+import moe_lora_fuzz.fuzz.judgement.oracle as oracle
 import pytest
 import torch
-from moe_lora_fuzz.fuzz.impls import resolve
-from moe_lora_fuzz.fuzz.oracle import check
+from moe_lora_fuzz.fuzz.judgement.oracle import check
+from moe_lora_fuzz.fuzz.targets.impls import resolve
 
 from tests.cases import BASE
 from tests.example_impl import torch_moe_lora

@@ -6,7 +6,7 @@
     --impl sglang:path/to/file.py   a kernel file from a branch or an extracted wheel: the real modules of its
     --impl vllm:path/to/file.py     folder, stand-ins for the rest of the framework (fuzz/upstream/standins.py)
 
-Each returns an adapter-protocol function (fuzz.impls) that takes the case's launch configuration (`config`),
+Each returns an adapter-protocol function (fuzz.targets.impls) that takes the case's launch configuration (`config`),
 calls the module's `_fused_moe_lora` the way that runtime does (fuzz/upstream/conventions.py) and carries
 `capabilities`, `settings` and `trace` (fuzz/upstream/trace.py: which branches of the wrapper ran, which
 stand-ins were read). Anything that prevents loading is an ImplError with one line (the CLI prints it as
@@ -22,7 +22,8 @@ import re
 from pathlib import Path
 from typing import Callable
 
-from ..impl_error import ImplError
+from moe_lora_fuzz.fuzz.targets.impl_error import ImplError
+
 from . import contract, releases, standins
 from .conventions import ADAPTERS, MODULES, ConventionError
 from .trace import Tracer, switches
