@@ -42,7 +42,7 @@ def main() -> None:
         os.environ["TRITON_INTERPRET"] = "1"
     import dataclasses
 
-    from moe_lora_fuzz.fuzz.judgement import oracle
+    from moe_lora_fuzz.fuzz.judgement import compare, oracle
     from moe_lora_fuzz.fuzz.space.generate import CPU_SIZES, GPU_SIZES, Classes, draw
 
     if a.profile == "nightly":
@@ -117,9 +117,9 @@ def main() -> None:
         prof.disable()
         pstats.Stats(prof).sort_stats("tottime").print_stats(30)
     # a last pass times each phase, with a device sync after each
-    oracle.materialize = timed("materialise", oracle.materialize)
-    oracle.moe_lora_fp64 = timed("fp64", oracle.moe_lora_fp64)
-    oracle.moe_lora_naive = timed("naive", oracle.moe_lora_naive)
+    compare.materialize = timed("materialise", compare.materialize)
+    compare.moe_lora_fp64 = timed("fp64", compare.moe_lora_fp64)
+    compare.moe_lora_naive = timed("naive", compare.moe_lora_naive)
     oracle._judge = timed("judge", oracle._judge)
     wall, last_fails = one_pass(timed("kernels", impl))
     fails += last_fails

@@ -38,6 +38,8 @@ MODULES = {
     "reference/fp64.py": ((), ["tests/test_hand_computed.py", "tests/test_references.py"]),
     "reference/naive.py": ((), ["tests/test_hand_computed.py", "tests/test_references.py"]),
     "fuzz/judgement/oracle.py": ((), ["tests/test_bound.py", "tests/test_oracle_paths.py"]),
+    "fuzz/judgement/compare.py": ((), ["tests/test_bound.py", "tests/test_oracle_paths.py"]),
+    "fuzz/judgement/verdict.py": ((), ["tests/test_bound.py", "tests/test_oracle_paths.py"]),
     "fuzz/space/coverage.py": ((), ["tests/test_bookkeeping.py"]),
     "fuzz/triage/minimize.py": ((), ["tests/test_bookkeeping.py"]),
     "fuzz/space/case.py": (("validate",), ["tests/test_repro_fields.py"]),
@@ -77,7 +79,7 @@ EQUIVALENT: dict[tuple[str, str, str], str] = {
         "perm = torch.randperm(case.m, generator=torch.Generator().manual_seed(case.seed ^ 0x5EED)).to(t.out.device)",
     ): "another fixed seed for the token permutation: equally a permutation, equally deterministic",
     (
-        "fuzz/judgement/oracle.py",
+        "fuzz/judgement/compare.py",
         "int +1 in `8`",
         "return a.view({2: torch.int16, 4: torch.int32, 8: torch.int64}[a.element_size()])",
     ): "the 8-byte entry of the bit-view table: outputs are fp16/bf16/fp32 (2 or 4 bytes), never 8",

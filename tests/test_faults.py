@@ -184,7 +184,8 @@ def test_resume_rebuilds_a_missing_or_stale_report_from_the_repro_files(tmp_path
 def test_resume_keeps_triage_already_done(tmp_path):
     """A finding the killed session had minimised stays a known cause: later findings attach to it instead of
     opening a second root cause for the same bug."""
-    from moe_lora_fuzz.fuzz.triage.triager import CampaignTriage, seed_triage
+    from moe_lora_fuzz.fuzz.triage.offline import seed_triage
+    from moe_lora_fuzz.fuzz.triage.triager import CampaignTriage
 
     info = {"key": "k", "via": "minimised (3 runs)", "kind": "mismatch", "family": "wrong", "failure": "",
             "trigger": "needs x", "minimal_repro": "m.json", "essential": {}, "disappears_with": [],

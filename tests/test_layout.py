@@ -49,13 +49,14 @@ TOP = {
     "adapters": "targets",  # moe_lora_fuzz.fuzz.adapters (docs/api.md)
     "upstream": "targets",  # moe_lora_fuzz.fuzz.upstream, a folder of its own (docs/upstream.md)
     "cli": "cli",  # the console script moe_lora_fuzz.fuzz.cli:main
+    "commands": "cli",  # the subcommands fuzz/cli.py dispatches to
     "escape": "cli",
     "pytest_plugin": "cli",  # the pytest11 entry point
     "__main__": "cli",
     "__init__": "cli",
 }
 ORDER = STAGES
-MAX_LINES = 1000  # no module over this (the aim is ~600: docs/design.md lists the ones still above it)
+MAX_LINES = 600  # no module over this: a concern that grows gets a module (or a folder) of its own
 
 
 def modules() -> dict[str, Path]:

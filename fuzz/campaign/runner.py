@@ -77,7 +77,8 @@ def _campaign(cfg: CampaignConfig, report: Report, budget: Budget) -> None:
         if old:
             report.resume_from(old)
         report.owned = True
-        from moe_lora_fuzz.fuzz.triage.triager import CampaignTriage, seed_triage
+        from moe_lora_fuzz.fuzz.triage.offline import seed_triage
+        from moe_lora_fuzz.fuzz.triage.triager import CampaignTriage
 
         triage = CampaignTriage(cfg)
         seed_triage(triage, report)
