@@ -163,7 +163,7 @@ def test_every_module_has_a_stage_and_every_stage_says_what_it_may_import():
 def test_no_module_imports_a_later_stage():
     g = graph()
     back = [
-        f"fuzz/{name} ({stage_of(name)}) imports fuzz/{dep} ({stage_of(dep)})"
+        f"fuzz/{name.replace('.', '/')} ({stage_of(name)}) imports fuzz/{dep.replace('.', '/')} ({stage_of(dep)})"
         for name, deps in sorted(g.items())
         for dep in sorted(deps)
         if ORDER.index(stage_of(dep)) > ORDER.index(stage_of(name))
