@@ -202,3 +202,16 @@ def test_the_layers_below_fuzz_import_nothing_of_it():
 def test_no_module_is_a_thousand_line_room():
     big = {n: len(p.read_text().splitlines()) for n, p in modules().items()}
     assert not {n: k for n, k in big.items() if k > MAX_LINES}, big
+
+
+def test_every_folder_of_fuzz_is_in_the_wheel():
+    """pyproject.toml lists the packages by hand (one namespace over the checkout's folders): a new stage's
+    folder missing there is missing from the wheel, while the checkout still works."""
+    import tomllib
+
+    setup = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
+    folders = {p.parent.relative_to(FUZZ).as_posix() for p in FUZZ.rglob("__init__.py")} - {"."}
+    for folder in sorted(folders):
+        name = "moe_lora_fuzz.fuzz." + folder.replace("/", ".")
+        assert name in setup["packages"], f"pyproject.toml: packages lacks {name}"
+        assert setup["package-dir"].get(name) == f"fuzz/{folder}", f"pyproject.toml: package-dir lacks {name}"

@@ -66,7 +66,8 @@ def shutdown(report, pre, worker) -> None:
             part.kill()
     if worker is not None and (getattr(worker, "tainted", 0) or getattr(worker, "reaped", 0)):
         report.notes.append(
-            f"contained (fuzz.runtime.sandbox): {worker.tainted} worker restart(s) after a case changed torch "
+            "side effects contained (fuzz.runtime.sandbox): "
+            f"{worker.tainted} worker restart(s) after a case changed torch "
             f"or the harness, {worker.reaped} process(es) a case left behind killed"
         )
 
