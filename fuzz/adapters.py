@@ -1,6 +1,6 @@
 """Turn implementations written to upstream calling conventions into the fuzzer's adapter protocol.
 
-The fuzzer calls an external implementation with keyword arguments only (fuzz.impls):
+The fuzzer calls an external implementation with keyword arguments only (fuzz.targets.impls):
 
     impl(out=, x=, topk_ids=, topk_weights=, token_lora=, adapter_enabled=, lora_a=, lora_b=,
          mul_routed_weight=, offset=, layout=[, config=])

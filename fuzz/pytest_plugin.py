@@ -86,7 +86,7 @@ def pytest_report_header(config):
 
     line = f"moe-lora-fuzz {__version__}: device {config._moe_device}"
     if config._moe_device == "cpu":
-        from .interpreter import NOT_PATCHED_REASON
+        from moe_lora_fuzz.fuzz.runtime.interpreter import NOT_PATCHED_REASON
 
         line += (
             f"; warning: Triton's interpreter {NOT_PATCHED_REASON}" if NOT_PATCHED_REASON else "; interpreter patched"

@@ -6,8 +6,8 @@
                     my_impl, device="cpu")
     assert verdict.kind == "pass", verdict.message
 
-Everything here is a thin, stable name over the harness's modules (fuzz.case, fuzz.oracle, fuzz.adapters,
-fuzz.upstream, fuzz.capabilities); those modules may move, these names do not.
+Everything here is a thin, stable name over the harness's modules (fuzz.space.case, fuzz.judgement.oracle,
+fuzz.adapters, fuzz.upstream, fuzz.space.capabilities); those modules may move, these names do not.
 """
 
 from __future__ import annotations
@@ -17,9 +17,9 @@ from typing import Callable, Union
 
 from moe_lora_fuzz.contract import resolve_device
 from moe_lora_fuzz.fuzz.adapters import CAPABILITY_KEYS, from_fused, from_shrink_expand
-from moe_lora_fuzz.fuzz.capabilities import Capabilities, CapabilityError
-from moe_lora_fuzz.fuzz.case import Case
-from moe_lora_fuzz.fuzz.oracle import KINDS, Verdict
+from moe_lora_fuzz.fuzz.judgement.oracle import KINDS, Verdict
+from moe_lora_fuzz.fuzz.space.capabilities import Capabilities, CapabilityError
+from moe_lora_fuzz.fuzz.space.case import Case
 from moe_lora_fuzz.fuzz.upstream import load_file
 
 __all__ = [
@@ -42,7 +42,7 @@ Implementation = Union[str, Callable[..., None]]
 def use_device(device: str = "auto") -> str:
     """Resolve "auto" | "cpu" | "cuda" and prepare this process for it: "cpu" runs Triton kernels on Triton's
     interpreter (TRITON_INTERPRET=1, with bf16 and TF32 emulated as on a GPU where the installed triton allows:
-    fuzz/interpreter.py). Call it before anything imports triton.language when you want the interpreter on a
+    fuzz/runtime/interpreter.py). Call it before anything imports triton.language when you want the interpreter on a
     machine that has a GPU. Returns "cpu" or "cuda"; ValueError for anything else."""
     if device not in ("auto", "cpu", "cuda"):
         raise ValueError(f"device: expected auto, cpu or cuda (got {device!r})")
@@ -54,7 +54,7 @@ def use_device(device: str = "auto") -> str:
             raise ValueError("device cuda: no CUDA device is available here")
     if device == "cpu":
         os.environ["TRITON_INTERPRET"] = "1"
-        from moe_lora_fuzz.fuzz.interpreter import install
+        from moe_lora_fuzz.fuzz.runtime.interpreter import install
 
         install()
     return device
@@ -69,10 +69,10 @@ def judge(case: Case, impl: Implementation = "ours", device: str = "auto", *, me
     metamorphic: also run the configuration twin (another launch configuration must agree).
     Never raises for a failure of the implementation: the Verdict says what happened (`verdict.failed`,
     `verdict.kind`, `verdict.message`, `verdict.worst`). Raises ValueError for an invalid case or device, and
-    moe_lora_fuzz.fuzz.impls.ImplError for a name that cannot be loaded or a callable that cannot take the
+    moe_lora_fuzz.fuzz.targets.impls.ImplError for a name that cannot be loaded or a callable that cannot take the
     op's keyword arguments."""
-    from moe_lora_fuzz.fuzz.impls import resolve, wrap
-    from moe_lora_fuzz.fuzz.oracle import check
+    from moe_lora_fuzz.fuzz.judgement.oracle import check
+    from moe_lora_fuzz.fuzz.targets.impls import resolve, wrap
 
     device = use_device(device)
     case.validate(interpreter=device == "cpu")

@@ -42,8 +42,8 @@ def main() -> None:
         os.environ["TRITON_INTERPRET"] = "1"
     import dataclasses
 
-    from moe_lora_fuzz.fuzz import oracle
-    from moe_lora_fuzz.fuzz.generate import CPU_SIZES, GPU_SIZES, Classes, draw
+    from moe_lora_fuzz.fuzz.judgement import compare, oracle
+    from moe_lora_fuzz.fuzz.space.generate import CPU_SIZES, GPU_SIZES, Classes, draw
 
     if a.profile == "nightly":
         sizes, shapes = GPU_SIZES, "nightly sizes (GPU_SIZES: M<=600, K<=1100, N<=600, R<=72, E<=64)"
@@ -77,7 +77,7 @@ def main() -> None:
     interpreter = device == "cpu" and a.profile == "tiny"  # the nightly stream is the GPU's
     cases = [draw(sizes, i, i, interpreter=interpreter) for i in range(n)]  # in compile classes on a GPU
     if a.materialise_only:
-        from moe_lora_fuzz.fuzz.tensors import materialize
+        from moe_lora_fuzz.fuzz.data.tensors import materialize
 
         for c in cases[:3]:
             materialize(c, device)
@@ -117,9 +117,9 @@ def main() -> None:
         prof.disable()
         pstats.Stats(prof).sort_stats("tottime").print_stats(30)
     # a last pass times each phase, with a device sync after each
-    oracle.materialize = timed("materialise", oracle.materialize)
-    oracle.moe_lora_fp64 = timed("fp64", oracle.moe_lora_fp64)
-    oracle.moe_lora_naive = timed("naive", oracle.moe_lora_naive)
+    compare.materialize = timed("materialise", compare.materialize)
+    compare.moe_lora_fp64 = timed("fp64", compare.moe_lora_fp64)
+    compare.moe_lora_naive = timed("naive", compare.moe_lora_naive)
     oracle._judge = timed("judge", oracle._judge)
     wall, last_fails = one_pass(timed("kernels", impl))
     fails += last_fails

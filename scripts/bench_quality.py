@@ -3,7 +3,7 @@
     python scripts/bench_quality.py [--device cpu|cuda] [--seeds 5] [--budget 60] [--profile premerge|nightly]
 
 Ours: a campaign per (mutant, seed) stopped at its first finding; reports caught (in how many seeds),
-and the median cases and seconds to the first finding. Upstream-style: fuzz.upstream_style (M = 100,
+and the median cases and seconds to the first finding. Upstream-style: fuzz.targets.upstream_style (M = 100,
 block 16, SPLIT_K = 1, torch.rand inputs, fixed 1e-2 tolerance) on the gate_up and down cases, one data
 seed per run; caught if any seed fails.
 """
@@ -36,8 +36,8 @@ def main() -> None:
     device = resolve_device(a.device)
     if device == "cpu":
         os.environ["TRITON_INTERPRET"] = "1"
-    from moe_lora_fuzz.fuzz.runner import CASE_TIMEOUT_S, CampaignConfig, Worker, run_campaign
-    from moe_lora_fuzz.fuzz.upstream_style import UPSTREAM_CASES
+    from moe_lora_fuzz.fuzz.campaign.runner import CASE_TIMEOUT_S, CampaignConfig, Worker, run_campaign
+    from moe_lora_fuzz.fuzz.targets.upstream_style import UPSTREAM_CASES
     from moe_lora_fuzz.kernels import MUTANTS
 
     ids = a.mutants.split(",") if a.mutants else list(MUTANTS)

@@ -23,9 +23,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
-from moe_lora_fuzz.fuzz.case import Case  # noqa: E402
-from moe_lora_fuzz.fuzz.oracle import check  # noqa: E402
-from moe_lora_fuzz.fuzz.tensors import materialize  # noqa: E402
+from moe_lora_fuzz.fuzz.data.tensors import materialize  # noqa: E402
+from moe_lora_fuzz.fuzz.judgement.oracle import check  # noqa: E402
+from moe_lora_fuzz.fuzz.space.case import Case  # noqa: E402
 from moe_lora_fuzz.kernels import MoeLoraConfig, default_config, fused_moe_lora  # noqa: E402
 
 SCHEMES = (
@@ -93,7 +93,7 @@ def main() -> int:
         vfile = None
     vllm = None
     if vfile is not None:
-        from moe_lora_fuzz.fuzz.impls import resolve
+        from moe_lora_fuzz.fuzz.targets.impls import resolve
 
         vllm = resolve(f"vllm-fp8:{vfile}")
     print(f"device: {torch.cuda.get_device_name()}  vLLM file: {vfile or 'none (only ours)'}")

@@ -37,10 +37,12 @@ ROOT = Path(__file__).resolve().parents[1]
 MODULES = {
     "reference/fp64.py": ((), ["tests/test_hand_computed.py", "tests/test_references.py"]),
     "reference/naive.py": ((), ["tests/test_hand_computed.py", "tests/test_references.py"]),
-    "fuzz/oracle.py": ((), ["tests/test_bound.py", "tests/test_oracle_paths.py"]),
-    "fuzz/coverage.py": ((), ["tests/test_bookkeeping.py"]),
-    "fuzz/minimize.py": ((), ["tests/test_bookkeeping.py"]),
-    "fuzz/case.py": (("validate",), ["tests/test_repro_fields.py"]),
+    "fuzz/judgement/oracle.py": ((), ["tests/test_bound.py", "tests/test_oracle_paths.py"]),
+    "fuzz/judgement/compare.py": ((), ["tests/test_bound.py", "tests/test_oracle_paths.py"]),
+    "fuzz/judgement/verdict.py": ((), ["tests/test_bound.py", "tests/test_oracle_paths.py"]),
+    "fuzz/space/coverage.py": ((), ["tests/test_bookkeeping.py"]),
+    "fuzz/triage/minimize.py": ((), ["tests/test_bookkeeping.py"]),
+    "fuzz/space/case.py": (("validate",), ["tests/test_repro_fields.py"]),
 }
 
 # (module, mutant description, original source line) -> why it is equivalent (no test can tell it from
@@ -72,27 +74,27 @@ EQUIVALENT: dict[tuple[str, str, str], str] = {
         "num_slots, num_experts, _rank, _kd = lora_a[0].shape",
     ): "the shapes of lora_a[-1] instead of lora_a[0]: every slice has the same shape",
     (
-        "fuzz/oracle.py",
+        "fuzz/judgement/oracle.py",
         "int +1 in `24301`",
         "perm = torch.randperm(case.m, generator=torch.Generator().manual_seed(case.seed ^ 0x5EED)).to(t.out.device)",
     ): "another fixed seed for the token permutation: equally a permutation, equally deterministic",
     (
-        "fuzz/oracle.py",
+        "fuzz/judgement/compare.py",
         "int +1 in `8`",
         "return a.view({2: torch.int16, 4: torch.int32, 8: torch.int64}[a.element_size()])",
     ): "the 8-byte entry of the bit-view table: outputs are fp16/bf16/fp32 (2 or 4 bytes), never 8",
     (
-        "fuzz/oracle.py",
+        "fuzz/judgement/oracle.py",
         "int -1 in `0`",
         'if kind == "pass" and metamorphic and case.m > 0:',
     ): "twins of an empty batch: every output is empty, so comparing them cannot fail either way",
     (
-        "fuzz/minimize.py",
+        "fuzz/triage/minimize.py",
         "int -1 in `0`",
         "if c.seed != 0:",
     ): "also yields seed = 0 when the seed is already 0: that candidate is the current case, skipped as seen",
     (
-        "fuzz/minimize.py",
+        "fuzz/triage/minimize.py",
         "LtE -> Lt in `d < c.num_slots`",
         "disabled=tuple(d for d in c.disabled if d < c.num_slots),",
     ): "keeps a disabled id equal to the new num_slots: that candidate fails validate() and is skipped; the walk "
@@ -139,10 +141,10 @@ def _equivalent(module: str, what: str, code: str) -> str:
     """Why a surviving mutant is equivalent or accepted ("" if it is not documented)."""
     if (module, what, code) in EQUIVALENT:
         return EQUIVALENT[(module, what, code)]
-    if module == "fuzz/oracle.py" and "manual_seed(case.seed ^ 0x5EED)" in code and what.startswith("int"):
+    if module == "fuzz/judgement/oracle.py" and "manual_seed(case.seed ^ 0x5EED)" in code and what.startswith("int"):
         return "another fixed seed for the token permutation: equally a permutation, equally deterministic"
     if (
-        module == "fuzz/oracle.py"
+        module == "fuzz/judgement/oracle.py"
         and code.startswith("shrink=type(cfg.shrink)(block_n=16, block_k=16, split_k=1 if")
         and what.startswith("int +1")
     ):
@@ -150,15 +152,15 @@ def _equivalent(module: str, what: str, code: str) -> str:
             "accepted: picks another split-K for the configuration twin; the twin still differs from the case "
             "(block sizes, BLOCK_M), which is all the twin needs"
         )
-    if module == "fuzz/minimize.py" and code.startswith("def minimize(") and what.startswith("float"):
+    if module == "fuzz/triage/minimize.py" and code.startswith("def minimize(") and what.startswith("float"):
         return "accepted: the default budget; every caller (CLI, runner, tests) passes its own"
-    if module == "fuzz/minimize.py" and code.startswith("SIZE_FLOORS") and what.startswith("int -1"):
+    if module == "fuzz/triage/minimize.py" and code.startswith("SIZE_FLOORS") and what.startswith("int -1"):
         return (
             "a floor below the field's valid minimum: that candidate fails validate() and is skipped; the "
             "halving and minus-one steps still reach the same 1-minimal case"
         )
     if (
-        module == "fuzz/minimize.py"
+        module == "fuzz/triage/minimize.py"
         and code == "out = [floor, (v + floor) // 2, v - 1]"
         and what in ("+ <-> - in `v + floor`", "int +1 in `2`", "int -1 in `2`")
     ):

@@ -3,7 +3,7 @@
     python scripts/nightly.py --budget 3600 --out nightly-out [--gpus N] [--impl ours] [--seed S]
 
 Each GPU i runs `moe-lora-fuzz run --profile nightly --shard i/N` with CUDA_VISIBLE_DEVICES=i; the
-shards are merged by `fuzz.merge` (the same code as `moe-lora-fuzz merge`) into OUT: report.json and every
+shards are merged by `fuzz.campaign.merge` (the same code as `moe-lora-fuzz merge`) into OUT: report.json and every
 repro file. Exit 1 on findings.
 """
 
@@ -28,7 +28,7 @@ def main() -> int:
     a = p.parse_args()
     a.out = a.out.resolve()  # the shards run with cwd = the repository root
     import torch
-    from moe_lora_fuzz.fuzz.precompile import default_processes
+    from moe_lora_fuzz.fuzz.campaign.precompile import default_processes
 
     n = a.gpus or torch.cuda.device_count()
     if n < 1:
@@ -71,7 +71,7 @@ def main() -> int:
     if any(c == 2 for c in codes):
         print(f"error: a shard failed to start (exit codes {codes}); see {a.out}/shard*.log", file=sys.stderr)
         return 2
-    from moe_lora_fuzz.fuzz.merge import MergeError, merge_reports, summary
+    from moe_lora_fuzz.fuzz.campaign.merge import MergeError, merge_reports, summary
 
     try:
         merged = merge_reports([a.out / f"shard{i}" for i in range(n)], a.out)

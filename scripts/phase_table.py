@@ -1,4 +1,4 @@
-"""Where a campaign's time went: the phase table of one or more report.json files (fuzz.phases).
+"""Where a campaign's time went: the phase table of one or more report.json files (fuzz.runtime.phases).
 
     python scripts/phase_table.py OUT_DIR_OR_REPORT [...]
 
@@ -17,7 +17,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
 def main() -> None:
-    from moe_lora_fuzz.fuzz.phases import table
+    from moe_lora_fuzz.fuzz.runtime.phases import table
 
     for arg in sys.argv[1:]:
         path = Path(arg)

@@ -1,5 +1,5 @@
-"""The environment self-check on its own (fuzz/selfcheck.py): our kernels and the references on known cases, in
-this process, on the interpreter (cpu) or the GPU (cuda). Prints the versions and the verdict; exit 0 when the
+"""The environment self-check on its own (fuzz/judgement/selfcheck.py): our kernels and the references on known
+cases, in this process, on the interpreter (cpu) or the GPU (cuda). Prints the versions and the verdict; exit 0 when the
 environment judges correctly, 2 (one `error:` line) when findings here would be the environment's.
 
     python scripts/selfcheck.py --device cpu
@@ -22,7 +22,8 @@ def main() -> int:
     device = p.parse_args().device
     if device == "cpu":
         os.environ["TRITON_INTERPRET"] = "1"
-    from moe_lora_fuzz.fuzz import interpreter, selfcheck
+    from moe_lora_fuzz.fuzz.judgement import selfcheck
+    from moe_lora_fuzz.fuzz.runtime import interpreter
 
     patched = interpreter.install_if_interpreting()
     t0 = time.monotonic()

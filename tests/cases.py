@@ -1,7 +1,7 @@
 """Named edge cases shared by the kernel tests: each row says which edge of SPEC §3 it hits."""
 
 import pytest
-from moe_lora_fuzz.fuzz.case import Case
+from moe_lora_fuzz.fuzz.space.case import Case
 from moe_lora_fuzz.kernels import MoeLoraConfig, TileConfig
 
 SMALL = MoeLoraConfig(block_m=16, shrink=TileConfig(block_n=16, block_k=16), expand=TileConfig(block_n=16, block_k=16))

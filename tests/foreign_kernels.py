@@ -229,7 +229,7 @@ def _block(n: int, lo: int, hi: int) -> int:
 def pairwise_moe_lora(
     *, out, x, topk_ids, topk_weights, token_lora, adapter_enabled, lora_a, lora_b, mul_routed_weight, offset, layout
 ) -> None:
-    """The adapter protocol (fuzz/impls.py) on the two per-pair kernels above; not tuned, plainly written."""
+    """The adapter protocol (fuzz/targets/impls.py) on the two per-pair kernels above; not tuned, plainly written."""
     m, top_k = topk_ids.shape
     if m == 0:
         return

@@ -1,4 +1,4 @@
-"""External implementations through the adapter protocol (fuzz.impls) and the wrappers of fuzz.adapters.
+"""External implementations through the adapter protocol (fuzz.targets.impls) and the wrappers of fuzz.adapters.
 
 CPU only and fast: plain-torch implementations (tests/example_impl.py), tiny cases, short CLI campaigns.
 """
@@ -15,11 +15,11 @@ from pathlib import Path
 import pytest
 import torch
 from moe_lora_fuzz.fuzz.adapters import from_fused, from_shrink_expand
-from moe_lora_fuzz.fuzz.case import Case
-from moe_lora_fuzz.fuzz.generate import CPU_SIZES, RandomSource, generate
-from moe_lora_fuzz.fuzz.impls import ImplError, resolve
-from moe_lora_fuzz.fuzz.oracle import check
-from moe_lora_fuzz.fuzz.tensors import materialize
+from moe_lora_fuzz.fuzz.data.tensors import materialize
+from moe_lora_fuzz.fuzz.judgement.oracle import check
+from moe_lora_fuzz.fuzz.space.case import Case
+from moe_lora_fuzz.fuzz.space.generate import CPU_SIZES, RandomSource, generate
+from moe_lora_fuzz.fuzz.targets.impls import ImplError, resolve
 from moe_lora_fuzz.kernels import MoeLoraConfig, TileConfig, padded_length
 
 ROOT = Path(__file__).resolve().parent.parent

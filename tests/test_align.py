@@ -2,7 +2,7 @@
 
 import pytest
 import torch
-from moe_lora_fuzz.fuzz.tensors import materialize
+from moe_lora_fuzz.fuzz.data.tensors import materialize
 from moe_lora_fuzz.kernels import alloc_align, moe_lora_align_block_size, padded_length
 from moe_lora_fuzz.kernels.align import align_torch, align_triton
 

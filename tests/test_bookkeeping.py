@@ -1,6 +1,6 @@
 """The harness's bookkeeping, each part checked against an answer known independently of the code under test:
-the adapter signature check (fuzz/impls.py), coverage edges (fuzz/coverage.py) and the minimiser's
-1-minimality (fuzz/minimize.py, against a planted predicate whose minimal case is known by hand)."""
+the adapter signature check (fuzz/targets/impls.py), coverage edges (fuzz/space/coverage.py) and the minimiser's
+1-minimality (fuzz/triage/minimize.py, against a planted predicate whose minimal case is known by hand)."""
 
 from __future__ import annotations
 
@@ -8,10 +8,10 @@ import textwrap
 
 import pytest
 import torch
-from moe_lora_fuzz.fuzz.case import Case
-from moe_lora_fuzz.fuzz.coverage import REQUIRED_EDGES, Coverage, case_features, data_features
-from moe_lora_fuzz.fuzz.impls import ImplError, resolve
-from moe_lora_fuzz.fuzz.minimize import describe, minimize
+from moe_lora_fuzz.fuzz.space.case import Case
+from moe_lora_fuzz.fuzz.space.coverage import REQUIRED_EDGES, Coverage, case_features, data_features
+from moe_lora_fuzz.fuzz.targets.impls import ImplError, resolve
+from moe_lora_fuzz.fuzz.triage.minimize import describe, minimize
 from moe_lora_fuzz.kernels import MoeLoraConfig, TileConfig
 
 # ---- adapter signature ------------------------------------------------------------------------------------
@@ -68,7 +68,7 @@ def test_adapter_receives_exactly_the_adapter_keywords(tmp_path):
             SEEN.append(sorted(kwargs))
     """)
     )
-    from moe_lora_fuzz.fuzz.tensors import materialize
+    from moe_lora_fuzz.fuzz.data.tensors import materialize
 
     from tests.cases import BASE
 

@@ -6,15 +6,15 @@ then move chosen elements by a controlled amount. Two kinds of checks:
   is a mismatch (the comparison itself, ulp-exact);
 - at the scale: a result off by one ulp everywhere must pass, while a pure scale error of the delta a few
   dozen unit roundoffs wide must be a mismatch. The unit roundoffs are written here as IEEE facts, not read
-  from fuzz/oracle.py, so a bound that grew (say fp32's unit roundoff raised from 2^-24 to 2^-11) goes red.
+  from fuzz/judgement/oracle.py, so a bound that grew (say fp32's unit roundoff raised from 2^-24 to 2^-11) goes red.
 """
 
 from __future__ import annotations
 
 import pytest
 import torch
-from moe_lora_fuzz.fuzz.case import Case
-from moe_lora_fuzz.fuzz.oracle import check
+from moe_lora_fuzz.fuzz.judgement.oracle import check
+from moe_lora_fuzz.fuzz.space.case import Case
 from moe_lora_fuzz.kernels import MoeLoraConfig, TileConfig
 from moe_lora_fuzz.reference import moe_lora_fp64
 
@@ -147,7 +147,7 @@ ACC = 2.0**-22  # fp32 accumulation, with the factor 2 the model allows for tens
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("expand_split_k", (1, 2))
 def test_bound_is_the_documented_model(dtype, expand_split_k):
-    """The bound the oracle reports is, element by element, the model in fuzz/oracle.py's docstring:
+    """The bound the oracle reports is, element by element, the model in fuzz/judgement/oracle.py's docstring:
         2 * ((K+2) v F + (u_t + (R+2) v) G + 2 SPLIT_K_expand u (|out0| + G) + 4 tiny)
     with F = |w||B|(|A||x|), G = |w||B||A x| (the reference's magnitudes, checked by hand in
     test_hand_computed.py), u_t = u for fp16/bf16 and 0 for fp32. Pins the safety factor and every term:
@@ -158,7 +158,7 @@ def test_bound_is_the_documented_model(dtype, expand_split_k):
     )
     probe = check(case, "fake", impl=_writes(scale=3.0))
     assert probe.kind == "mismatch" and len(probe.worst) == 5, probe
-    from moe_lora_fuzz.fuzz.tensors import materialize
+    from moe_lora_fuzz.fuzz.data.tensors import materialize
 
     t = materialize(case, "cpu")
     assert case.mul_routed_weight

@@ -1,5 +1,5 @@
-"""Root-cause classes (fuzz.classify), intermittent failures (fuzz.intermittent), steering away from known
-causes (fuzz.steer), and the oracle's diagnosis not reading run-to-run noise as an out-of-bounds read."""
+"""Root-cause classes (fuzz.triage.classify), intermittent failures (fuzz.triage.intermittent), steering away from known
+causes (fuzz.campaign.steer), and the oracle's diagnosis not reading run-to-run noise as an out-of-bounds read."""
 
 from __future__ import annotations
 
@@ -10,11 +10,11 @@ import sys
 from pathlib import Path
 
 import pytest
-from moe_lora_fuzz.fuzz import classify, intermittent
-from moe_lora_fuzz.fuzz.case import Case
-from moe_lora_fuzz.fuzz.oracle import Verdict, check
-from moe_lora_fuzz.fuzz.steer import CONFIRM_SHARE, Steering
-from moe_lora_fuzz.fuzz.triage import Triager, group_findings
+from moe_lora_fuzz.fuzz.campaign.steer import CONFIRM_SHARE, Steering
+from moe_lora_fuzz.fuzz.judgement.oracle import Verdict, check
+from moe_lora_fuzz.fuzz.space.case import Case
+from moe_lora_fuzz.fuzz.triage import classify, intermittent
+from moe_lora_fuzz.fuzz.triage.triager import Triager, group_findings
 
 from tests.flaky_impls import one_in_five
 
@@ -158,7 +158,7 @@ def test_run_to_run_noise_is_not_read_as_an_out_of_bounds_read(device):
 @pytest.mark.interpreter
 def test_campaign_of_an_intermittent_implementation_reports_one_intermittent_cause(tmp_path):
     """The issue's measure at a small size: a 60 s campaign gave 37 causes before."""
-    from moe_lora_fuzz.fuzz.runner import CampaignConfig, run_campaign
+    from moe_lora_fuzz.fuzz.campaign.runner import CampaignConfig, run_campaign
 
     impl = f"{ROOT / 'tests' / 'flaky_impls.py'}:one_in_five"
     assert one_in_five  # importable
@@ -251,8 +251,8 @@ def test_split_k_partials_accumulated_in_the_activation_dtype_are_a_precision_ca
 
 # ---- GPU triage order: reductions that keep the compiled variant first ---------------------------------------
 def test_same_variant_reductions_keep_every_compile_knob_and_residue():
-    from moe_lora_fuzz.fuzz.generate import CLASS_KNOBS, SHIFTED, same_class
-    from moe_lora_fuzz.fuzz.minimize import candidates, same_variant_candidates
+    from moe_lora_fuzz.fuzz.space.generate import CLASS_KNOBS, SHIFTED, same_class
+    from moe_lora_fuzz.fuzz.triage.minimize import candidates, same_variant_candidates
 
     case = Case(seed=5, m=40, k_dim=100, n_dim=33, rank=17, real_rank=9, offset=35, routing="sparse")
     case = case.replace(num_slots=2, disabled=(0,), align_slack=3)

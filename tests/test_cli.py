@@ -220,7 +220,7 @@ def test_default_out_is_new_per_run_and_junitxml_lists_findings(tmp_path):
 def test_junit_xml_of_hostile_text_is_well_formed():
     import xml.etree.ElementTree as ET
 
-    from moe_lora_fuzz.fuzz.junit import junit_xml
+    from moe_lora_fuzz.fuzz.outputs.junit import junit_xml
 
     report = {"impl": "x\x1b[2J", "cases": 3, "findings": [{"signature": "a\x00b", "kind": "k<", "message": "m&\x07"}]}
     suite = ET.fromstring(junit_xml(report))
@@ -231,7 +231,7 @@ def test_junit_xml_of_hostile_text_is_well_formed():
 def test_unpatched_interpreter_is_one_warning_line():
     """A triton the interpreter patch does not cover: one `warning:` line when the CPU device is prepared."""
     code = (
-        "import moe_lora_fuzz.fuzz.interpreter as i; i.TESTED_TRITON = ('0.0.0',)\n"
+        "import moe_lora_fuzz.fuzz.runtime.interpreter as i; i.TESTED_TRITON = ('0.0.0',)\n"
         "from moe_lora_fuzz.fuzz.cli import _device\n"
         "_device('cpu'); _device('cpu')\n"
     )

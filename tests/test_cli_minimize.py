@@ -9,8 +9,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from moe_lora_fuzz.fuzz.oracle import family
-from moe_lora_fuzz.fuzz.repro import load, save
+from moe_lora_fuzz.fuzz.judgement.oracle import family
+from moe_lora_fuzz.fuzz.records.repro import load, save
 
 pytestmark = pytest.mark.interpreter  # the stored findings are CPU repros, minimised on the interpreter
 

@@ -87,8 +87,8 @@ def test_exported_test_runs_only_what_the_exporter_named(evil, tmp_path):
 def test_exported_test_of_external_code_without_an_implementation_fails_saying_how(evil, tmp_path):
     """A test text built for an external finding with no implementation given imports nothing and fails
     with the way out (set MOE_LORA_FUZZ_IMPL), never passes vacuously."""
-    from moe_lora_fuzz.fuzz.export import export_test
-    from moe_lora_fuzz.fuzz.repro import load
+    from moe_lora_fuzz.fuzz.outputs.export import export_test
+    from moe_lora_fuzz.fuzz.records.repro import load
 
     repro, marker = evil
     test = tmp_path / "test_unnamed.py"

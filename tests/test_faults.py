@@ -3,7 +3,7 @@ writer and hostile output directories. The invariant, counted after every fault:
 
 - on disk: every repro-*.json in --out;
 - reported: the findings of report.json, plus what --resume and merge recover from repro files it does not list
-  (fuzz.outdir.findings_on_disk: the report may lag the disk by one finding after a kill -9, never more);
+  (fuzz.records.outdir.findings_on_disk: the report may lag the disk by one finding after a kill -9, never more);
 - announced: FINDING lines on the console: each names a file on disk, or came with the whole repro file
   printed (UNSAVED FINDING, a full disk);
 - lost = announced or on disk but not reported (after recovery); hidden = reported without its file on disk.
@@ -27,10 +27,11 @@ import time
 from pathlib import Path
 
 import pytest
-from moe_lora_fuzz.fuzz import lifecycle, outdir
-from moe_lora_fuzz.fuzz.campaign_record import Report
+from moe_lora_fuzz.fuzz.campaign import lifecycle
+from moe_lora_fuzz.fuzz.campaign.runner import CampaignConfig
 from moe_lora_fuzz.fuzz.cli import main
-from moe_lora_fuzz.fuzz.runner import CampaignConfig
+from moe_lora_fuzz.fuzz.outputs.campaign_record import Report
+from moe_lora_fuzz.fuzz.records import outdir
 
 pytestmark = pytest.mark.interpreter
 ROOT = Path(__file__).resolve().parents[1]
@@ -163,7 +164,7 @@ def test_sigterm_then_resume(tmp_path, reference):
 
 def test_resume_rebuilds_a_missing_or_stale_report_from_the_repro_files(tmp_path, reference):
     """report.json deleted, or older than the repro files (one dropped from its list): --resume's starting point
-    (fuzz.outdir.previous_report) lists every repro on disk, marked as recovered."""
+    (fuzz.records.outdir.previous_report) lists every repro on disk, marked as recovered."""
     import shutil
 
     out = tmp_path / "out"
@@ -183,7 +184,8 @@ def test_resume_rebuilds_a_missing_or_stale_report_from_the_repro_files(tmp_path
 def test_resume_keeps_triage_already_done(tmp_path):
     """A finding the killed session had minimised stays a known cause: later findings attach to it instead of
     opening a second root cause for the same bug."""
-    from moe_lora_fuzz.fuzz.triage import CampaignTriage
+    from moe_lora_fuzz.fuzz.triage.offline import seed_triage
+    from moe_lora_fuzz.fuzz.triage.triager import CampaignTriage
 
     info = {"key": "k", "via": "minimised (3 runs)", "kind": "mismatch", "family": "wrong", "failure": "",
             "trigger": "needs x", "minimal_repro": "m.json", "essential": {}, "disappears_with": [],
@@ -192,7 +194,7 @@ def test_resume_keeps_triage_already_done(tmp_path):
     report = Report(cfg, env={})
     report.findings = {"s": {"signature": "s", "kind": "mismatch", "count": 1, "repro": "r.json", "triage": info}}
     triage = CampaignTriage(cfg)
-    outdir.seed_triage(triage, report)
+    seed_triage(triage, report)
     assert triage.triager.causes == [info] and triage.triager.reps == [info]
 
 
@@ -282,7 +284,7 @@ def test_full_disk_is_one_error_line_and_no_finding_only_in_memory(tmp_path):
 
 
 # refuses writes into .../disk/ beyond 24 KB in all, as a full filesystem would (every output of the harness is
-# written through os.fdopen by fuzz.repro.write_atomic)
+# written through os.fdopen by fuzz.records.repro.write_atomic)
 ENOSPC_SHIM = """
 import errno, os
 _used = [0]
@@ -430,7 +432,7 @@ def test_merge_copies_regular_files_only(tmp_path):
     (d / "repro-zero.json").symlink_to("/dev/zero")
     os.mkfifo(d / "repro-fifo.json")
     out = tmp_path / "merged"
-    from moe_lora_fuzz.fuzz.merge import merge_reports
+    from moe_lora_fuzz.fuzz.campaign.merge import merge_reports
 
     merged = merge_reports([d], out)
     assert sorted(p.name for p in out.iterdir()) == ["report.json"]

@@ -6,13 +6,13 @@ from pathlib import Path
 import pytest
 import torch
 from hypothesis import given
-from moe_lora_fuzz.fuzz.case import Case
-from moe_lora_fuzz.fuzz.generate import CPU_SIZES, RandomSource, generate
-from moe_lora_fuzz.fuzz.minimize import candidates, minimize
-from moe_lora_fuzz.fuzz.oracle import check
-from moe_lora_fuzz.fuzz.repro import load
-from moe_lora_fuzz.fuzz.strategies import cases
-from moe_lora_fuzz.fuzz.tensors import Fill, materialize
+from moe_lora_fuzz.fuzz.data.tensors import Fill, materialize
+from moe_lora_fuzz.fuzz.judgement.oracle import check
+from moe_lora_fuzz.fuzz.records.repro import load
+from moe_lora_fuzz.fuzz.space.case import Case
+from moe_lora_fuzz.fuzz.space.generate import CPU_SIZES, RandomSource, generate
+from moe_lora_fuzz.fuzz.space.strategies import cases
+from moe_lora_fuzz.fuzz.triage.minimize import candidates, minimize
 
 from tests.cases import BASE
 
@@ -75,7 +75,7 @@ def test_campaign_stream_is_deterministic_and_valid():
 
 def _corrupting_impl(change):
     """An implementation that runs ours, then breaks the result in one specific way."""
-    from moe_lora_fuzz.fuzz.impls import resolve
+    from moe_lora_fuzz.fuzz.targets.impls import resolve
 
     ours = resolve("ours")
 
@@ -192,10 +192,10 @@ def test_regression_corpus_is_not_empty():
 
 
 def test_coverage_records_every_knob():
-    """The knob lists of fuzz.coverage are derived from the dataclasses: no field (n_tiles once) is left out."""
+    """The knob lists of fuzz.space.coverage are derived from the dataclasses: no field (n_tiles once) is left out."""
     import dataclasses
 
-    from moe_lora_fuzz.fuzz.coverage import Coverage
+    from moe_lora_fuzz.fuzz.space.coverage import Coverage
     from moe_lora_fuzz.kernels import TileConfig
 
     cov = Coverage()
@@ -209,8 +209,8 @@ def test_coverage_records_every_knob():
 def test_campaign_cases_rarely_exercise_nothing():
     """Issue 14: cases with no routed pair on an enabled slot (empty batch, all-base slotting, every token on a
     disabled slot) at most 10% of a CPU campaign's first 300 cases, yet both edges are still drawn."""
-    from moe_lora_fuzz.fuzz.coverage import Coverage, data_features
-    from moe_lora_fuzz.fuzz.runner import CampaignConfig, case_for
+    from moe_lora_fuzz.fuzz.campaign.runner import CampaignConfig, case_for
+    from moe_lora_fuzz.fuzz.space.coverage import Coverage, data_features
 
     cov = Coverage()
     for i in range(300):

@@ -200,7 +200,7 @@ def magnitudes(layout: str, mrw: bool) -> tuple[list, list]:
 
 @pytest.mark.parametrize("layout, mrw", MODES)
 def test_fp64_reference_magnitudes_match_hand_computation(layout, mrw):
-    """The magnitudes the oracle's bound scales with (F and G of fuzz/oracle.py's model)."""
+    """The magnitudes the oracle's bound scales with (F and G of fuzz/judgement/oracle.py's model)."""
     ref = moe_lora_fp64(_op(torch.float32, layout, mrw))
     full, mid = magnitudes(layout, mrw)
     assert ref.mag_full.tolist() == full

@@ -1,4 +1,4 @@
-"""The interpreter patch (fuzz/interpreter.py): bf16 dots, bf16 atomic adds, TF32 emulation, checked against
+"""The interpreter patch (fuzz/runtime/interpreter.py): bf16 dots, bf16 atomic adds, TF32 emulation, checked against
 torch on foreign kernels (tests/foreign_kernels.py) and on our own kernels with their bf16 upcast off.
 
 Every behaviour is also measured once on an unpatched interpreter (a subprocess), and each test asserts that
@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from moe_lora_fuzz.fuzz import interpreter
-from moe_lora_fuzz.fuzz.oracle import check
+from moe_lora_fuzz.fuzz.judgement.oracle import check
+from moe_lora_fuzz.fuzz.runtime import interpreter
 
 from tests import foreign_kernels as fk
 from tests.cases import BASE, _tiles
@@ -68,8 +68,8 @@ import json, os, sys
 sys.path.insert(0, os.getcwd())
 import torch
 import moe_lora_fuzz.kernels.moe_lora as ml
-from moe_lora_fuzz.fuzz import interpreter
-from moe_lora_fuzz.fuzz.oracle import check
+from moe_lora_fuzz.fuzz.runtime import interpreter
+from moe_lora_fuzz.fuzz.judgement.oracle import check
 from tests import foreign_kernels as fk
 from tests import test_interpreter as ti
 assert not interpreter.PATCHED

@@ -406,7 +406,7 @@ def test_invalid_call_is_refused(device, mutate, exc, match):
 def test_bf16_expand_split_k_refused_under_interpreter(device, monkeypatch):
     kw = _valid_call(device, dtype=torch.bfloat16)
     kw["config"] = MoeLoraConfig(expand=TileConfig(split_k=2))
-    fused_moe_lora(**kw)  # accepted on the patched interpreter (fuzz/interpreter.py), refused on a plain one:
+    fused_moe_lora(**kw)  # accepted on the patched interpreter (fuzz/runtime/interpreter.py), refused on a plain one:
     monkeypatch.setattr(kernels.moe_lora, "interpreter_bf16_ok", lambda: False)
     with pytest.raises(ValueError, match=r"^config\.expand\.split_k > 1 with bfloat16"):
         fused_moe_lora(**kw)

@@ -4,8 +4,8 @@ import dataclasses
 
 import pytest
 import torch
-from moe_lora_fuzz.fuzz.case import Case
-from moe_lora_fuzz.fuzz.oracle import check
+from moe_lora_fuzz.fuzz.judgement.oracle import check
+from moe_lora_fuzz.fuzz.space.case import Case
 from moe_lora_fuzz.kernels import MoeLoraConfig, TileConfig, fused_moe_lora
 
 from tests.cases import BASE, EDGES, _tiles
@@ -21,7 +21,7 @@ def test_edge_case_passes_oracle(case: Case, device):
 
 def test_default_config_heuristic_is_valid_and_correct(device):
     """A call without a config uses kernels.default_config; it must be as correct as any other."""
-    from moe_lora_fuzz.fuzz.tensors import materialize
+    from moe_lora_fuzz.fuzz.data.tensors import materialize
     from moe_lora_fuzz.reference import moe_lora_fp64
 
     t = materialize(BASE.replace(dtype="float32"), device)
@@ -85,7 +85,7 @@ def test_gpu_only_paths(case: Case, device):
 @pytest.mark.parametrize("dtype", ["float16", "bfloat16", "float32"])
 def test_gpu_random_sweep(dtype, device):
     """Forty generated GPU-sized cases per dtype: compiled kernels, warps and stages varied."""
-    from moe_lora_fuzz.fuzz.generate import GPU_SIZES, RandomSource, generate
+    from moe_lora_fuzz.fuzz.space.generate import GPU_SIZES, RandomSource, generate
 
     for i in range(40):
         case = generate(RandomSource(1000 + i), GPU_SIZES, interpreter=False, seed=1000 + i).replace(dtype=dtype)
@@ -198,8 +198,8 @@ GROUP_TAIL_EDGES = [
 @pytest.mark.parametrize("case,mutant", TRITON_ALIGN_EDGES + GROUP_TAIL_EDGES)
 def test_derived_boundary_edge(case: Case, mutant, device):
     """Ours passes (with the permutation twin); the row hits the edge it names; the mutant aimed at it fails."""
-    from moe_lora_fuzz.fuzz.coverage import case_features, data_features
-    from moe_lora_fuzz.fuzz.tensors import materialize
+    from moe_lora_fuzz.fuzz.data.tensors import materialize
+    from moe_lora_fuzz.fuzz.space.coverage import case_features, data_features
 
     h = materialize(case).host
     edges = case_features(case) + data_features(

@@ -12,11 +12,11 @@ from pathlib import Path
 
 import pytest
 from moe_lora_fuzz.contract import MoeLoraConfig, knobs_of
-from moe_lora_fuzz.fuzz import minimize
-from moe_lora_fuzz.fuzz.case import Case
-from moe_lora_fuzz.fuzz.coverage import Coverage
-from moe_lora_fuzz.fuzz.generate import GPU_SIZES, _pool
-from moe_lora_fuzz.fuzz.repro import VERSION, add_config_fields
+from moe_lora_fuzz.fuzz.records.repro import VERSION, add_config_fields
+from moe_lora_fuzz.fuzz.space.case import Case
+from moe_lora_fuzz.fuzz.space.coverage import Coverage
+from moe_lora_fuzz.fuzz.space.generate import GPU_SIZES, _pool
+from moe_lora_fuzz.fuzz.triage import minimize
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("contract", "kernels", "reference", "fuzz", "moe_lora_fuzz")
@@ -27,11 +27,11 @@ PACKAGES = ("contract", "kernels", "reference", "fuzz", "moe_lora_fuzz")
 PROBE = """
 import json, sys
 from moe_lora_fuzz.contract import MoeLoraConfig, TileConfig
-from moe_lora_fuzz.fuzz import repro
-from moe_lora_fuzz.fuzz.case import Case
-from moe_lora_fuzz.fuzz.coverage import Coverage
-from moe_lora_fuzz.fuzz.generate import _pool
-from moe_lora_fuzz.fuzz.minimize import minimize
+from moe_lora_fuzz.fuzz.records import repro
+from moe_lora_fuzz.fuzz.space.case import Case
+from moe_lora_fuzz.fuzz.space.coverage import Coverage
+from moe_lora_fuzz.fuzz.space.generate import _pool
+from moe_lora_fuzz.fuzz.triage.minimize import minimize
 
 start = Case(m=5, rank=8, real_rank=3, widgets=40)
 wide = minimize(start, lambda c: c.widgets >= 7, budget=30)
@@ -61,10 +61,10 @@ TILE_KNOB = "    split_k: int = knob(1, Knob.integer(1, 64))\n"  # mid-class: po
 MIGRATIONS = "MIGRATIONS: dict[int, Callable[[dict], dict]] = {  # version n -> n + 1\n"
 STEP = "lambda d: add_config_fields('shrink.lanes', 'expand.lanes')(add_case_fields(widgets=1)(d))"
 EDITS = (  # (file, text, replacement): the whole change a new knob in each dataclass needs
-    ("fuzz/case.py", CASE_KNOB, CASE_KNOB + "    widgets: int = knob(1, _size(1, 64))\n"),
+    ("fuzz/space/case.py", CASE_KNOB, CASE_KNOB + "    widgets: int = knob(1, _size(1, 64))\n"),
     ("contract/launch.py", TILE_KNOB, TILE_KNOB + "    lanes: int = knob(1, Knob.integer(1, 8))\n"),
-    ("fuzz/repro.py", f"VERSION = {VERSION}\n", f"VERSION = {VERSION + 1}\n"),
-    ("fuzz/repro.py", MIGRATIONS, MIGRATIONS + f"    {VERSION}: {STEP},\n"),
+    ("fuzz/records/repro.py", f"VERSION = {VERSION}\n", f"VERSION = {VERSION + 1}\n"),
+    ("fuzz/records/repro.py", MIGRATIONS, MIGRATIONS + f"    {VERSION}: {STEP},\n"),
 )
 
 

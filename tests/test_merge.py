@@ -7,9 +7,9 @@ import sys
 from pathlib import Path
 
 import pytest
+from moe_lora_fuzz.fuzz.campaign.merge import MergeError, merge_reports
 from moe_lora_fuzz.fuzz.cli import main
-from moe_lora_fuzz.fuzz.coverage import REQUIRED_EDGES
-from moe_lora_fuzz.fuzz.merge import MergeError, merge_reports
+from moe_lora_fuzz.fuzz.space.coverage import REQUIRED_EDGES
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -1,4 +1,4 @@
-"""Corruption tests for every path of fuzz.oracle.check: for each, an implementation broken in exactly the way
+"""Corruption tests for every path of fuzz.judgement.oracle.check: for each, an implementation broken in exactly the way
 that path exists to see, and the verdict kind it must get (plus the unbroken base, which must pass).
 
 Paths: empty batch, base-model and disabled pairs (bitwise untouched), exception, the configuration twin, the
@@ -8,11 +8,11 @@ implementations are plain functions over a Tensors object, handed to check() thr
 
 from __future__ import annotations
 
-import moe_lora_fuzz.fuzz.oracle as oracle
+import moe_lora_fuzz.fuzz.judgement.compare as compare
 import pytest
 import torch
-from moe_lora_fuzz.fuzz.impls import resolve
-from moe_lora_fuzz.fuzz.oracle import check
+from moe_lora_fuzz.fuzz.judgement.oracle import check
+from moe_lora_fuzz.fuzz.targets.impls import resolve
 
 from tests.cases import BASE
 from tests.example_impl import torch_moe_lora
@@ -242,7 +242,7 @@ def test_wrong_but_in_bounds_result_stays_a_mismatch(device):
 def test_reference_disagreement_is_reported_before_running_the_impl(which, monkeypatch, device):
     """A reference off by one part in a million (far above fp64 roundoff) is a finding of its own kind,
     reported before the implementation runs."""
-    real = getattr(oracle, which)
+    real = getattr(compare, which)  # the references are called where the run is compared
 
     def off(*args, **kw):
         r = real(*args, **kw)
@@ -250,7 +250,7 @@ def test_reference_disagreement_is_reported_before_running_the_impl(which, monke
             return r * (1 + 1e-6)
         return type(r)(r.delta * (1 + 1e-6), r.active, r.mag_full, r.mag_mid)
 
-    monkeypatch.setattr(oracle, which, off)
+    monkeypatch.setattr(compare, which, off)
     ran = []
     v = check(MIXED, "ours", device, impl=lambda t: ran.append(1) or OURS(t))
     assert v.kind == "reference-disagreement", v

@@ -1,5 +1,5 @@
-"""Every required edge early (fuzz.prelude) and findings carried forward (fuzz.corpus: run --corpus, replay
-DIR / replay A B C)."""
+"""Every required edge early (fuzz.execution.prelude) and findings carried forward (fuzz.campaign.corpus: run
+--corpus, replay DIR / replay A B C)."""
 
 from __future__ import annotations
 
@@ -9,14 +9,14 @@ import sys
 from pathlib import Path
 
 import pytest
-from moe_lora_fuzz.fuzz.case import Case
-from moe_lora_fuzz.fuzz.corpus import CorpusError, repro_files
-from moe_lora_fuzz.fuzz.coverage import REQUIRED_EDGES
-from moe_lora_fuzz.fuzz.impls import ImplProfile
-from moe_lora_fuzz.fuzz.oracle import Verdict
-from moe_lora_fuzz.fuzz.prelude import edges_reached, features, unreachable
-from moe_lora_fuzz.fuzz.repro import Repro, save
-from moe_lora_fuzz.fuzz.runner import PRELUDE_CASES, CampaignConfig, case_for
+from moe_lora_fuzz.fuzz.campaign.corpus import CorpusError, repro_files
+from moe_lora_fuzz.fuzz.campaign.runner import PRELUDE_CASES, CampaignConfig, case_for
+from moe_lora_fuzz.fuzz.execution.prelude import edges_reached, features, unreachable
+from moe_lora_fuzz.fuzz.judgement.oracle import Verdict
+from moe_lora_fuzz.fuzz.records.repro import Repro, save
+from moe_lora_fuzz.fuzz.space.case import Case
+from moe_lora_fuzz.fuzz.space.coverage import REQUIRED_EDGES
+from moe_lora_fuzz.fuzz.targets.impls import ImplProfile
 
 ROOT = Path(__file__).resolve().parents[1]
 OURS = ImplProfile(takes_config=True, ours=True)
@@ -58,8 +58,8 @@ def test_edges_an_implementation_cannot_reach_are_named():
 
 
 def test_host_side_features_match_the_oracles(device):
-    from moe_lora_fuzz.fuzz.coverage import case_features
-    from moe_lora_fuzz.fuzz.oracle import check
+    from moe_lora_fuzz.fuzz.judgement.oracle import check
+    from moe_lora_fuzz.fuzz.space.coverage import case_features
 
     cfg = CampaignConfig(seed=3)
     case = case_for(cfg, 1, OURS)  # a small one: M = 1

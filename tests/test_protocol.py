@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import pytest
 from moe_lora_fuzz.contract import MoeLoraConfig, TileConfig
-from moe_lora_fuzz.fuzz.capabilities import Capabilities, CapabilityError
-from moe_lora_fuzz.fuzz.case import Case
-from moe_lora_fuzz.fuzz.impls import ImplError, resolve, wrap
-from moe_lora_fuzz.fuzz.oracle import check
+from moe_lora_fuzz.fuzz.judgement.oracle import check
+from moe_lora_fuzz.fuzz.space.capabilities import Capabilities, CapabilityError
+from moe_lora_fuzz.fuzz.space.case import Case
+from moe_lora_fuzz.fuzz.targets.impls import ImplError, resolve, wrap
 
 from tests import protocol_impls as P
 from tests.example_impl import torch_moe_lora

@@ -2,7 +2,7 @@
 mechanism, and the correct kernels pass the very same campaign (Hypothesis's tests/quality idea)."""
 
 import pytest
-from moe_lora_fuzz.fuzz.runner import CampaignConfig, run_campaign
+from moe_lora_fuzz.fuzz.campaign.runner import CampaignConfig, run_campaign
 from moe_lora_fuzz.kernels import MUTANTS
 
 # What the oracle must call each bug: the mechanism, not just "something differs".

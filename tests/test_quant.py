@@ -11,12 +11,12 @@ import pytest
 import torch
 from moe_lora_fuzz.contract import QuantArgs
 from moe_lora_fuzz.contract.quant import quantize_activation
-from moe_lora_fuzz.fuzz.capabilities import Capabilities
-from moe_lora_fuzz.fuzz.case import Case
-from moe_lora_fuzz.fuzz.impls import resolve
-from moe_lora_fuzz.fuzz.oracle import check
-from moe_lora_fuzz.fuzz.repro import load
-from moe_lora_fuzz.fuzz.tensors import materialize
+from moe_lora_fuzz.fuzz.data.tensors import materialize
+from moe_lora_fuzz.fuzz.judgement.oracle import check
+from moe_lora_fuzz.fuzz.records.repro import load
+from moe_lora_fuzz.fuzz.space.capabilities import Capabilities
+from moe_lora_fuzz.fuzz.space.case import Case
+from moe_lora_fuzz.fuzz.targets.impls import resolve
 from moe_lora_fuzz.kernels import MoeLoraConfig, TileConfig, fused_moe_lora
 
 from tests.cases import BASE

@@ -1,6 +1,6 @@
-"""Tightness of the quantized bound (fuzz/bound_quant.py, reference/quant.py), per scheme, as tests/test_bound.py
-does for the unquantized one: fakes write the fp64 reference's answer rounded to the output dtype and move chosen
-elements by a controlled amount.
+"""Tightness of the quantized bound (fuzz/judgement/bound_quant.py, reference/quant.py), per scheme, as
+tests/test_bound.py does for the unquantized one: fakes write the fp64 reference's answer rounded to the output
+dtype and move chosen elements by a controlled amount.
 - at the edge: an element one representable value inside the bound passes, the next one out is a mismatch;
 - at the scale: one ulp off everywhere passes; a pure scale error of the delta (SCALE_ERROR, per scheme and dtype,
   written here as facts measured on the model, so a bound that grows several-fold goes red) is a mismatch;
@@ -14,8 +14,8 @@ from __future__ import annotations
 import pytest
 import torch
 from moe_lora_fuzz.contract.quant import quantize_activation
-from moe_lora_fuzz.fuzz.oracle import check
-from moe_lora_fuzz.fuzz.tensors import materialize
+from moe_lora_fuzz.fuzz.data.tensors import materialize
+from moe_lora_fuzz.fuzz.judgement.oracle import check
 from moe_lora_fuzz.reference import moe_lora_naive_quant, moe_lora_quant_fp64
 from moe_lora_fuzz.reference.quant import quantized_activation
 

@@ -3,7 +3,7 @@ quantized seeded bug (tests/test_quality.py runs the mutants: quant-scale-next-b
 quant-scale-slot0, quant-act-scale-ignored), so those catches are not false alarms of the bound."""
 
 import pytest
-from moe_lora_fuzz.fuzz.runner import CampaignConfig, run_campaign
+from moe_lora_fuzz.fuzz.campaign.runner import CampaignConfig, run_campaign
 
 
 @pytest.mark.quality

@@ -8,8 +8,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from moe_lora_fuzz.fuzz.impls import resolve
-from moe_lora_fuzz.fuzz.oracle import check
+from moe_lora_fuzz.fuzz.judgement.oracle import check
+from moe_lora_fuzz.fuzz.targets.impls import resolve
 
 from tests.cases import BASE
 

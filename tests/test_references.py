@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 from moe_lora_fuzz.contract import OpArgs
-from moe_lora_fuzz.fuzz.case import Case
-from moe_lora_fuzz.fuzz.tensors import materialize
+from moe_lora_fuzz.fuzz.data.tensors import materialize
+from moe_lora_fuzz.fuzz.space.case import Case
 from moe_lora_fuzz.reference import fp64, moe_lora_fp64, moe_lora_naive
 
 from tests.cases import BASE, EDGES

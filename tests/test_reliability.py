@@ -19,9 +19,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from moe_lora_fuzz.fuzz.case import Case
-from moe_lora_fuzz.fuzz.oracle import Verdict, signature
-from moe_lora_fuzz.fuzz.repro import Repro, load, save
+from moe_lora_fuzz.fuzz.judgement.oracle import Verdict, signature
+from moe_lora_fuzz.fuzz.records.repro import Repro, load, save
+from moe_lora_fuzz.fuzz.space.case import Case
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.interpreter  # campaigns and replays run on the CPU interpreter
@@ -93,7 +93,7 @@ def impl(**kw):
 
 def _one_hanging_case(n: int = 5) -> tuple[int, int, int]:
     """(mod, rem, index): K = rem (mod mod) holds for exactly one of the campaign's first n cases, not the first."""
-    from moe_lora_fuzz.fuzz.runner import CampaignConfig, case_for
+    from moe_lora_fuzz.fuzz.campaign.runner import CampaignConfig, case_for
 
     ks = [case_for(CampaignConfig(device="cpu"), i).k_dim for i in range(n)]
     for mod in range(5, 40):
@@ -150,11 +150,11 @@ def impl(**kw):
     CALLS[0] += 1
     torch_moe_lora(**kw)
     if CALLS[0] == 2:  # a kernel fault whose sticky error shows only at the next synchronisation
-        import moe_lora_fuzz.fuzz.runner
+        import moe_lora_fuzz.fuzz.execution.worker
         from moe_lora_fuzz import fuzz
         def broken(device):
             raise RuntimeError("CUDA error: an illegal memory access was encountered")
-        fuzz.runner.device_probe = broken
+        fuzz.execution.worker.device_probe = broken
 """
 
 
@@ -163,7 +163,7 @@ def test_device_error_is_blamed_on_the_case_that_caused_it(tmp_path):
     on): the 2nd case is the `crash`, with the reason; the 3rd runs in a fresh worker and passes. Before,
     the worker stayed alive and the NEXT case was reported. (A real CUDA fault needs a GPU; this shows the
     attribution and restart logic.)"""
-    from moe_lora_fuzz.fuzz.runner import Worker
+    from moe_lora_fuzz.fuzz.campaign.runner import Worker
 
     impl = f"{_impl_file(tmp_path, 'breaks', BREAKS_DEVICE_ON_2ND_CALL)}:impl"
     w = Worker("cpu", impl)
@@ -191,11 +191,11 @@ def impl(**kw):
 
 def test_worker_output_is_capped(tmp_path, monkeypatch):
     """Each case prints 300 kB; with a 200 kB cap the log and its one rotation stay under the cap."""
-    from moe_lora_fuzz.fuzz.runner import Worker
+    from moe_lora_fuzz.fuzz.execution.worker import Worker
 
     from moe_lora_fuzz import fuzz
 
-    monkeypatch.setattr(fuzz.runner, "LOG_CAP_BYTES", 200_000)
+    monkeypatch.setattr(fuzz.execution.worker, "LOG_CAP_BYTES", 200_000)
     log = tmp_path / "logs" / "worker.log"
     w = Worker("cpu", f"{_impl_file(tmp_path, 'floods', FLOODS)}:impl", log=log)
     try:
@@ -221,7 +221,7 @@ def test_exit_at_import_is_reported(tmp_path, capsys):
 def test_two_campaigns_into_one_directory_keep_every_finding(tmp_path):
     """Before: repro-000... numbering from zero every run overwrote the first campaign's files. Now a second
     campaign is refused (exit 2) unless --resume, which keeps every file and continues the case stream."""
-    from moe_lora_fuzz.fuzz.runner import CampaignConfig, run_campaign
+    from moe_lora_fuzz.fuzz.campaign.runner import CampaignConfig, run_campaign
 
     out = tmp_path / "out"
     cfg = CampaignConfig(impl="mutant:routed-weight-twice", device="cpu", budget=300, max_cases=2, out=out, quiet=True)
@@ -311,7 +311,7 @@ def test_interrupt_mid_campaign_writes_the_report_and_ends_the_worker(tmp_path, 
 # ---- sharding is a partition ------------------------------------------------------------------------------
 def test_shards_run_the_same_checks_on_the_same_cases(tmp_path, monkeypatch):
     """Before: the metamorphic twin ran where (index // n) % 4 == 0, so shards checked other cases."""
-    from moe_lora_fuzz.fuzz.runner import CampaignConfig, run_campaign
+    from moe_lora_fuzz.fuzz.campaign.runner import CampaignConfig, run_campaign
 
     from moe_lora_fuzz import fuzz
 
@@ -333,7 +333,7 @@ def test_shards_run_the_same_checks_on_the_same_cases(tmp_path, monkeypatch):
 
         kill = close
 
-    monkeypatch.setattr(fuzz.runner, "Worker", RecordingWorker)
+    monkeypatch.setattr(fuzz.campaign.runner, "Worker", RecordingWorker)
 
     def checks(shard, n):
         seen.clear()

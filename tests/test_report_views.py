@@ -1,4 +1,4 @@
-"""report.html and report.md (fuzz.report_views): content, escaping, self-containment, and a real headless
+"""report.html and report.md (fuzz.outputs.report_views): content, escaping, self-containment, and a real headless
 browser (Debian's chromium) rendering the page with no console message."""
 
 from __future__ import annotations
@@ -9,10 +9,10 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from moe_lora_fuzz.fuzz.coverage import REQUIRED_EDGES
-from moe_lora_fuzz.fuzz.report_html import render_html
-from moe_lora_fuzz.fuzz.report_md import render_md
-from moe_lora_fuzz.fuzz.report_views import commands, render_dir, write_views
+from moe_lora_fuzz.fuzz.outputs.report_html import render_html
+from moe_lora_fuzz.fuzz.outputs.report_md import render_md
+from moe_lora_fuzz.fuzz.outputs.report_views import commands, render_dir, write_views
+from moe_lora_fuzz.fuzz.space.coverage import REQUIRED_EDGES
 
 BROWSER = shutil.which("chromium") or shutil.which("chromium-browser")
 needs_browser = pytest.mark.skipif(

@@ -14,9 +14,9 @@ import json
 import re
 
 import pytest
-from moe_lora_fuzz.fuzz.case import Case
-from moe_lora_fuzz.fuzz.oracle import Verdict, signature
-from moe_lora_fuzz.fuzz.repro import VERSION, Repro, ReproError, parse
+from moe_lora_fuzz.fuzz.judgement.oracle import Verdict, signature
+from moe_lora_fuzz.fuzz.records.repro import VERSION, Repro, ReproError, parse
+from moe_lora_fuzz.fuzz.space.case import Case
 from moe_lora_fuzz.kernels.config import MoeLoraConfig, TileConfig
 
 BASE = Case()  # num_slots = 1, rank = 1: the ranges below are relative to it
@@ -116,7 +116,7 @@ OPTIONAL = {
     "verdict.impl_settings",
 }
 NO_RANGE = {
-    "impl": "free text, resolved only when replayed (fuzz.impls)",
+    "impl": "free text, resolved only when replayed (fuzz.targets.impls)",
     "case": "an object: see its fields",
     "verdict": "an object: see its fields",
     "environment": "free-form facts about the machine",
@@ -299,7 +299,7 @@ def test_cross_field_rules(changes, field):
 @pytest.mark.parametrize("dtype, split_k, ok", [("bfloat16", 2, False), ("bfloat16", 1, True), ("float16", 2, True)])
 def test_interpreter_only_rule(dtype, split_k, ok):
     """bf16 with expand split-K > 1 is valid in general but cannot run under an unpatched interpreter (no bf16
-    atomics); the harness's interpreter patch (fuzz.interpreter) lifts the limit."""
+    atomics); the harness's interpreter patch (fuzz.runtime.interpreter) lifts the limit."""
     case = BASE.replace(dtype=dtype, config=MoeLoraConfig(expand=TileConfig(split_k=split_k)))
     case.validate(interpreter=False)
     case.validate(interpreter=True, bf16_atomics=True)

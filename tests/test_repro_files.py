@@ -1,7 +1,7 @@
-"""Malformed repro files: fuzz.repro.parse/load raise ReproError naming the field, and
+"""Malformed repro files: fuzz.records.repro.parse/load raise ReproError naming the field, and
 `python -m fuzz replay FILE` turns that into exit 2 with a one-line `error:` message.
 
-The valid base file is written by fuzz.repro.save from a real Repro; each malformed variant corrupts one
+The valid base file is written by fuzz.records.repro.save from a real Repro; each malformed variant corrupts one
 field of it. Most variants are checked in-process against parse() (fast); a handful go through the CLI.
 """
 
@@ -15,9 +15,9 @@ import sys
 from pathlib import Path
 
 import pytest
-from moe_lora_fuzz.fuzz.case import Case
-from moe_lora_fuzz.fuzz.oracle import Verdict, signature
-from moe_lora_fuzz.fuzz.repro import Repro, ReproError, load, parse, save
+from moe_lora_fuzz.fuzz.judgement.oracle import Verdict, signature
+from moe_lora_fuzz.fuzz.records.repro import Repro, ReproError, load, parse, save
+from moe_lora_fuzz.fuzz.space.case import Case
 from moe_lora_fuzz.kernels.config import MoeLoraConfig, TileConfig
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -349,7 +349,7 @@ def test_replay_missing_file_exits_2(replays):
 
 def test_case_the_unpatched_interpreter_cannot_run_is_refused():
     """bf16 expand split-K needs bf16 atomics: an unpatched interpreter cannot run it (a usage error naming the
-    limit, not an 'exception' finding of the kernel); the harness's interpreter patch (fuzz.interpreter) can."""
+    limit, not an 'exception' finding of the kernel); the harness's interpreter patch (fuzz.runtime.interpreter) can."""
     case = _interpreter_only_invalid_case()
     case.validate(interpreter=False)
     with pytest.raises(ValueError, match=r"^case\.config: expand\.split_k > 1 with bfloat16"):
@@ -365,7 +365,7 @@ def test_stored_v1_file_migrates():
     """A file of the previous schema loads: migrated to the current version, non-finite values kept."""
     import math
 
-    from moe_lora_fuzz.fuzz.repro import VERSION
+    from moe_lora_fuzz.fuzz.records.repro import VERSION
 
     assert json.loads(V1_FILE.read_text())["version"] == 1 < VERSION
     r = load(V1_FILE)
@@ -390,7 +390,7 @@ def test_stored_v1_file_replays():
 def test_a_new_case_knob_is_one_migration_line(monkeypatch):
     """How a future knob is added: VERSION += 1 and MIGRATIONS[old] = add_case_fields(knob=neutral). Here a
     pretend next version whose step adds a knob, checked on the stored v1 file (v1 -> ... -> VERSION + 1)."""
-    import moe_lora_fuzz.fuzz.repro as repro
+    import moe_lora_fuzz.fuzz.records.repro as repro
 
     seen, original = {}, Case.from_dict
 

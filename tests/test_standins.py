@@ -12,8 +12,8 @@ import types
 from pathlib import Path
 
 import pytest
-from moe_lora_fuzz.fuzz.impls import ImplError, resolve
-from moe_lora_fuzz.fuzz.oracle import check
+from moe_lora_fuzz.fuzz.judgement.oracle import check
+from moe_lora_fuzz.fuzz.targets.impls import ImplError, resolve
 from moe_lora_fuzz.fuzz.upstream import load, releases
 from moe_lora_fuzz.fuzz.upstream.trace import Tracer, summary, switches
 
@@ -196,7 +196,7 @@ def test_the_installed_package_kernel_is_found_by_what_it_defines(at_root, tmp_p
 
 
 def test_campaign_cases_cross_every_switch_of_the_wrapper(monkeypatch):
-    from moe_lora_fuzz.fuzz.impls import ImplProfile
+    from moe_lora_fuzz.fuzz.targets.impls import ImplProfile
     from moe_lora_fuzz.fuzz.upstream.conventions import naive_block_assignment
 
     profile = ImplProfile(takes_config=True, settings={"switches": {"m": [64], "rank": [128], "naive": [8]}})

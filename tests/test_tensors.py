@@ -1,4 +1,4 @@
-"""Case data: the counter-based generator (fuzz/counter_rng.py) and materialisation (fuzz/tensors.py).
+"""Case data: the counter-based generator (fuzz/data/counter_rng.py) and materialisation (fuzz/data/tensors.py).
 
 Determinism, the hash against an exact Python model, coordinate stability under shrinking, SPEC §6's data
 rules (signs, no zeros, scales, routed weights), the routing and slotting patterns, distribution sanity,
@@ -9,10 +9,10 @@ import math
 
 import pytest
 import torch
-from moe_lora_fuzz.fuzz import counter_rng as rng
-from moe_lora_fuzz.fuzz.case import Case
-from moe_lora_fuzz.fuzz.generate import CPU_SIZES, GPU_SIZES, RandomSource, generate
-from moe_lora_fuzz.fuzz.tensors import INT_SENTINEL, OUT_SENTINEL, materialize, routing, slots
+from moe_lora_fuzz.fuzz.data import counter_rng as rng
+from moe_lora_fuzz.fuzz.data.tensors import INT_SENTINEL, OUT_SENTINEL, materialize, routing, slots
+from moe_lora_fuzz.fuzz.space.case import Case
+from moe_lora_fuzz.fuzz.space.generate import CPU_SIZES, GPU_SIZES, RandomSource, generate
 
 M64 = (1 << 64) - 1
 # every size above 1, two slices, strided views, the default config: each knob can shrink by one

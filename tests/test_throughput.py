@@ -16,9 +16,10 @@ from pathlib import Path
 
 import pytest
 import torch
-from moe_lora_fuzz.fuzz import phases, runner
-from moe_lora_fuzz.fuzz.generate import CLASS_KNOBS, CPU_SIZES, SHIFTED, Classes, same_class
-from moe_lora_fuzz.fuzz.runner import CampaignConfig, case_for, compile_class
+from moe_lora_fuzz.fuzz.campaign import runner
+from moe_lora_fuzz.fuzz.campaign.runner import CampaignConfig, case_for, compile_class
+from moe_lora_fuzz.fuzz.runtime import phases
+from moe_lora_fuzz.fuzz.space.generate import CLASS_KNOBS, CPU_SIZES, SHIFTED, Classes, same_class
 
 ROOT = Path(__file__).resolve().parents[1]
 NIGHTLY = CampaignConfig(device="cuda", profile="nightly")
@@ -91,7 +92,7 @@ class _Recorder:
 def recorded_launches(monkeypatch):
     import moe_lora_fuzz.kernels.align as align
     import moe_lora_fuzz.kernels.moe_lora as moe_lora
-    from moe_lora_fuzz.fuzz import counter_rng
+    from moe_lora_fuzz.fuzz.data import counter_rng
 
     keys = set()
     for module, name in ((moe_lora, "moe_lora_matmul_kernel"),) + tuple(
@@ -109,8 +110,8 @@ def recorded_launches(monkeypatch):
 def test_a_class_meets_its_kernel_variants_once(recorded_launches):
     """Later cases of a class add no variant but the one their M may add (the intermediate's slice stride
     M*k*R is or is not a multiple of 16): the whole point of classes."""
-    from moe_lora_fuzz.fuzz.impls import resolve
-    from moe_lora_fuzz.fuzz.tensors import materialize
+    from moe_lora_fuzz.fuzz.data.tensors import materialize
+    from moe_lora_fuzz.fuzz.targets.impls import resolve
 
     impl = resolve("ours")
     first_seen, late = {}, []
@@ -187,7 +188,7 @@ def _feed_until(pre, done, timeout: float = 180.0) -> None:
 
 @pytest.mark.interpreter
 def test_precompile_helpers_get_the_first_cases_of_each_class_ahead(monkeypatch):
-    from moe_lora_fuzz.fuzz.precompile import PER_CLASS, Precompiler
+    from moe_lora_fuzz.fuzz.campaign.precompile import PER_CLASS, Precompiler
 
     cfg = _classed_cpu(monkeypatch, impl=f"{ROOT}/tests/example_impl.py:torch_moe_lora")
     pre = Precompiler(cfg, 2, None)
@@ -210,7 +211,7 @@ def test_precompile_helpers_get_the_first_cases_of_each_class_ahead(monkeypatch)
 
 @pytest.mark.interpreter
 def test_a_helper_that_dies_is_replaced_and_precompiling_stops_after_too_many(tmp_path, monkeypatch):
-    from moe_lora_fuzz.fuzz import precompile
+    from moe_lora_fuzz.fuzz.campaign import precompile
 
     impl = tmp_path / "dies.py"
     impl.write_text("import os\ndef dies(*args, **kw):\n    os._exit(3)\n")
@@ -236,8 +237,8 @@ def test_campaign_reports_phases_and_its_helpers(tmp_path, monkeypatch):
 
 
 def test_minimiser_tells_ahead_each_pass_what_it_will_try():
-    from moe_lora_fuzz.fuzz.case import Case
-    from moe_lora_fuzz.fuzz.minimize import AHEAD, minimize
+    from moe_lora_fuzz.fuzz.space.case import Case
+    from moe_lora_fuzz.fuzz.triage.minimize import AHEAD, minimize
 
     told, tried = [], []
 

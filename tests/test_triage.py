@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 import torch
-from moe_lora_fuzz.fuzz.case import Case
-from moe_lora_fuzz.fuzz.minimize import same_failure
-from moe_lora_fuzz.fuzz.oracle import Verdict, check, crash_failure
-from moe_lora_fuzz.fuzz.repro import load
-from moe_lora_fuzz.fuzz.triage import Triager, group_findings, group_reports, root_key
+from moe_lora_fuzz.fuzz.judgement.oracle import Verdict, check, crash_failure
+from moe_lora_fuzz.fuzz.records.repro import load
+from moe_lora_fuzz.fuzz.space.case import Case
+from moe_lora_fuzz.fuzz.triage.minimize import same_failure
+from moe_lora_fuzz.fuzz.triage.triager import Triager, group_findings, group_reports, root_key
 
 ROOT = Path(__file__).resolve().parents[1]
 BASE = Case(m=3, top_k=2, num_experts=2, num_slots=2, rank=4, real_rank=4, k_dim=8, n_dim=8)
@@ -240,7 +240,7 @@ def _cli(*args, timeout=240):
 def test_triage_cli_groups_a_campaign_directory(tmp_path, device):
     """A finished campaign whose findings were never triaged (two raw findings of one bug, in two classes):
     `triage DIR` minimises and groups them, writing root_causes into the report; raw repro files stay."""
-    from moe_lora_fuzz.fuzz.repro import Repro, save
+    from moe_lora_fuzz.fuzz.records.repro import Repro, save
 
     impl = "tests/example_impl.py:torch_moe_lora_buggy"
     out = tmp_path / "c"
@@ -328,7 +328,7 @@ def test_triage_flags_usage_errors(tmp_path, args, match):
 
 
 def test_a_finding_the_budget_could_not_explain_is_never_merged():
-    from moe_lora_fuzz.fuzz.triage import triage_case
+    from moe_lora_fuzz.fuzz.triage.triager import triage_case
 
     judge = _fake_judge([ROUTED_TWICE])
     vd = judge(STARTS[0])
@@ -412,7 +412,7 @@ def test_data_dependent_bug_and_a_second_bug_stay_two(tmp_path):
 def test_a_configuration_twin_disagreement_is_triaged_as_the_twin(tmp_path):
     """A bug only split-K shrink has, found because the twin ran split-K 2 while the case ran 1: triaged as
     the twin's own case, it needs shrink.split_k and is one cause with the finding that ran split-K itself."""
-    from moe_lora_fuzz.fuzz.oracle import _twin_cases
+    from moe_lora_fuzz.fuzz.judgement.oracle import _twin_cases
 
     splitk = lambda c: c.config.shrink.split_k > 1  # noqa: E731
 

@@ -16,11 +16,11 @@ from pathlib import Path
 import pytest
 import torch
 from moe_lora_fuzz.fuzz.adapters import from_fused, from_shrink_expand, fused_config_kwargs, stage_args, takes_config
-from moe_lora_fuzz.fuzz.case import Case
-from moe_lora_fuzz.fuzz.impls import ImplError, resolve, wrap
-from moe_lora_fuzz.fuzz.oracle import check
-from moe_lora_fuzz.fuzz.runner import CampaignConfig, case_for, run_campaign
-from moe_lora_fuzz.fuzz.tensors import materialize
+from moe_lora_fuzz.fuzz.campaign.runner import CampaignConfig, case_for, run_campaign
+from moe_lora_fuzz.fuzz.data.tensors import materialize
+from moe_lora_fuzz.fuzz.judgement.oracle import check
+from moe_lora_fuzz.fuzz.space.case import Case
+from moe_lora_fuzz.fuzz.targets.impls import ImplError, resolve, wrap
 from moe_lora_fuzz.fuzz.upstream import conventions, is_upstream, load
 from moe_lora_fuzz.kernels import MoeLoraConfig, TileConfig, padded_length
 
@@ -71,7 +71,8 @@ def at_root(monkeypatch):
 
 
 def _with_config(adapter, name: str = "adapter"):
-    """The adapter as the fuzzer drives it (fuzz.impls.wrap: the launch configuration passed, capabilities read)."""
+    """The adapter as the fuzzer drives it (fuzz.targets.impls.wrap: the launch configuration passed, capabilities
+    read)."""
     return wrap(name, adapter)
 
 
@@ -355,7 +356,7 @@ def test_the_buggy_twin_is_right_without_expand_split_k(at_root):
 
 
 def resolve_adapter(name: str):
-    """The adapter function itself (fuzz.impls.resolve wraps it in a closure over Tensors)."""
+    """The adapter function itself (fuzz.targets.impls.resolve wraps it in a closure over Tensors)."""
     if is_upstream(name):
         return load(name)
     import tests.example_impl as example
@@ -369,7 +370,7 @@ CAMPAIGN_CASES = 40  # an upper limit, in case the case stream changes
 
 def test_campaign_stream_finds_the_bug_and_passes_the_twin(at_root):
     """Must-show (issue 12): our fused-convention kernel with the uncovered expand split-K grid, behind from_fused,
-    is found by the campaign's own case stream (fuzz.runner.case_for, in-process, configuration passed) with
+    is found by the campaign's own case stream (fuzz.campaign.runner.case_for, in-process, configuration passed) with
     expand split_k > 1, and its correct twin passes the same cases, configuration twins included."""
     cfg = CampaignConfig(impl=FUSED_BUGGY, device="cpu", seed=CAMPAIGN_SEED)
     fixed, broken = resolve_adapter(FUSED), resolve_adapter(FUSED_BUGGY)
@@ -395,7 +396,7 @@ def test_named_correct_fakes_run_clean_on_the_campaign_stream(name, at_root):
 
 
 def _protocol_passes_config() -> bool:
-    """Whether fuzz.impls hands `config` to an implementation that takes it (issue 12 item 1)."""
+    """Whether fuzz.targets.impls hands `config` to an implementation that takes it (issue 12 item 1)."""
     recording.CALLS.clear()
     case = Case(config=MoeLoraConfig(block_m=16, shrink=TileConfig(16, 16), expand=TileConfig(16, 16)))
     resolve("tests.fakes.recording:record")(materialize(case, "cpu"))
@@ -492,7 +493,7 @@ def test_vllm_runtime_naive_block_assignment_and_fully_sharded():
 
 
 def test_vllm_contract_keeps_the_layout_with_mul_routed_weight():
-    from moe_lora_fuzz.fuzz.impls import ImplProfile
+    from moe_lora_fuzz.fuzz.targets.impls import ImplProfile
     from moe_lora_fuzz.fuzz.upstream import contract
 
     adapter = _recording_vllm(torch.Tensor | None)
@@ -511,7 +512,7 @@ def test_vllm_contract_keeps_the_layout_with_mul_routed_weight():
 
 
 def test_a_vllm_version_without_offset_gets_outputs_exactly_its_slices_wide():
-    from moe_lora_fuzz.fuzz.impls import ImplProfile
+    from moe_lora_fuzz.fuzz.targets.impls import ImplProfile
 
     adapter = _recording_vllm(torch.Tensor)
     assert "out_is_exactly_the_slices" not in adapter.settings["contract"]  # it takes an offset

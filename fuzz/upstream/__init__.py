@@ -6,7 +6,7 @@
     --impl sglang:path/to/file.py   a kernel file from a branch or an extracted wheel: the real modules of its
     --impl vllm:path/to/file.py     folder, stand-ins for the rest of the framework (fuzz/upstream/standins.py)
 
-Each returns an adapter-protocol function (fuzz.impls) that takes the case's launch configuration (`config`),
+Each returns an adapter-protocol function (fuzz.targets.impls) that takes the case's launch configuration (`config`),
 calls the module's `_fused_moe_lora` the way that runtime does (fuzz/upstream/conventions.py) and carries
 `capabilities`, `settings` and `trace` (fuzz/upstream/trace.py: which branches of the wrapper ran, which
 stand-ins were read). Anything that prevents loading is an ImplError with one line (the CLI prints it as
@@ -21,6 +21,8 @@ import importlib.util
 import re
 from pathlib import Path
 from typing import Callable
+
+from moe_lora_fuzz.fuzz.targets.impl_error import ImplError
 
 from . import contract, releases, standins
 from .conventions import ADAPTERS, MODULES, ConventionError
@@ -44,8 +46,6 @@ __all__ = ["FRAMEWORKS", "contract", "LIST_NAMES", "is_upstream", "load", "load_
 
 
 def _impl_error(message: str) -> Exception:
-    from moe_lora_fuzz.fuzz.impls import ImplError  # late: fuzz.impls imports this package
-
     return ImplError(message)
 
 

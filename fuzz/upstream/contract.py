@@ -2,7 +2,7 @@
 
 A rule ties case knobs together the way the runtime always does; each names the upstream lines that show it
 (file:function, read from the release; nothing of upstream is copied here). Campaigns draw inside the
-contract (`project`, applied by fuzz.impls.ImplProfile.fit) and `--probe-contract` draws just outside it
+contract (`project`, applied by fuzz.targets.impls.ImplProfile.fit) and `--probe-contract` draws just outside it
 (`violate`): a kernel that then fails is reported as `unchecked-precondition`, never as a bug.
 """
 
@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable
 
-from ..case import Case
+from moe_lora_fuzz.fuzz.space.case import Case
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ releases; what `async_tensor_h2d` means does not):
 - settings: `VLLM_*` / `SGLANG_*` attributes of a stand-in read as None (unset).
 - anything else is a HARNESS GAP: `StandInGap` (an AttributeError, so `hasattr` stays truthful) naming module
   and attribute. At load time it is one `error:` line; at call time `HarnessGap`, which the oracle turns into
-  the verdict `harness-error` (fuzz.oracle) that stops the campaign. A gap is never a kernel finding.
+  the verdict `harness-error` (fuzz.judgement.oracle) that stops the campaign. A gap is never a kernel finding.
 
 The environment is installed in sys.modules only while the file is imported and while it is called
 (`Environment.active`), then sys.modules is put back exactly as it was; `used` lists every stand-in name the

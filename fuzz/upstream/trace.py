@@ -31,7 +31,7 @@ _SWITCH = re.compile(r"^_?[A-Z0-9_]*_MAX_(RANK|TOKENS)$")
 def switches(module) -> dict:
     """The size switches of `_fused_moe_lora`, read from the constants its code names (vLLM 0.34:
     `_FUSED_MOE_LORA_ONE_SHOT_MAX_RANK` 128 -> {"rank": [128]}, `FUSED_MOE_LORA_TWO_KERNEL_MAX_TOKENS` 64 ->
-    {"m": [64]}): campaigns put a share of cases on both sides of each (fuzz.impls.ImplProfile.fit)."""
+    {"m": [64]}): campaigns put a share of cases on both sides of each (fuzz.targets.impls.ImplProfile.fit)."""
     out: dict = {}
     for name in _names(getattr(module, FUSED, None)):
         m = _SWITCH.match(name)

@@ -1,0 +1,134 @@
+"""Compiling ahead on the host's cores: helper processes judge the first cases of every compile class the
+campaign is about to meet (fuzz.space.generate.Classes) and the candidates triage's minimiser is about to try, and
+throw the verdicts away. What they leave behind is Triton's disk cache, so the campaign's own worker loads each
+kernel variant instead of compiling it.
+
+This works for any implementation: the helpers run the same oracle on the same cases (twins included), so
+they meet the same variants, whatever the kernels' constexprs and specialisations are. A helper that dies or
+hangs on a case is replaced (its case is the campaign's to judge); after too many replacements precompiling
+stops, and the campaign goes on compiling for itself.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+import time
+from collections import Counter, deque
+
+PER_CLASS = 2  # cases per class judged ahead: M moves the intermediate's slice stride between two classes
+LOOKAHEAD = 400  # how far ahead of the campaign (in its case indices) classes are looked for
+MAX_RESTARTS = 20
+
+
+def default_processes(device: str, shards_here: int = 1) -> int:
+    """Helpers for one campaign: the host's cores less a few for the campaign itself, shared by its shards."""
+    if device != "cuda":
+        return 0  # the interpreter compiles nothing
+    return max(0, min(12, ((os.cpu_count() or 1) - 4) // max(1, shards_here)))
+
+
+class _Helper:
+    def __init__(self, device: str, impl: str):
+        from moe_lora_fuzz.fuzz.execution.worker import _worker_main
+
+        ctx = mp.get_context("spawn")
+        self.conn, child = ctx.Pipe()
+        self.proc = ctx.Process(target=_worker_main, args=(child, device, impl, os.devnull, True), daemon=True)
+        self.proc.start()
+        child.close()
+        self.ready = False
+        self.busy_since: float | None = None
+
+    def poll(self) -> bool:
+        """Take every answer; False if the process is gone (died, or could not load the implementation)."""
+        try:
+            while self.conn.poll():
+                msg = self.conn.recv()
+                if "fatal" in msg or "broken" in msg:
+                    return False
+                self.ready = self.ready or "ready" in msg
+                if "verdict" in msg:
+                    self.busy_since = None
+        except (EOFError, OSError):
+            return False
+        return self.proc.is_alive()
+
+    def send(self, case, twins: bool = True) -> None:
+        self.conn.send({"case": case, "metamorphic": twins, "guards": True, "mode": "fuzz", "probe": ""})
+        self.busy_since = time.monotonic()
+
+    def kill(self) -> None:
+        if self.proc.is_alive():
+            from moe_lora_fuzz.fuzz.runtime.sandbox import kill_tree
+
+            kill_tree(self.proc.pid)  # it runs the implementation too: what its cases started goes with it
+            self.proc.kill()
+        self.proc.join(5)
+        self.conn.close()
+
+
+class Precompiler:
+    """`at(index)` as the campaign moves, `feed()` while it waits on its worker: idle helpers get the next
+    cases beyond the campaign's that open a compile class or are its second case."""
+
+    def __init__(self, cfg, processes: int, profile):
+        self.cfg, self.profile = cfg, profile
+        self.helpers = [_Helper(cfg.device, cfg.impl) for _ in range(processes)]
+        self.sent: Counter = Counter()  # class key -> cases sent
+        self.pending: deque = deque()  # indices still to send, in order
+        self.urgent: deque = deque()  # cases the worker is about to judge (a minimisation's next candidates)
+        self.scanned = cfg.shard[0]  # next index to look at
+        self.restarts = 0
+        self.cases = 0
+        self.index = cfg.shard[0]
+
+    def at(self, index: int) -> None:
+        """The campaign is about to judge case `index`."""
+        self.index = index
+        self.feed()
+
+    def feed(self) -> None:
+        from moe_lora_fuzz.fuzz.execution.worker import case_for, compile_class
+
+        index, step = self.index, self.cfg.shard[1]
+        while self.scanned <= index + LOOKAHEAD * step:
+            i, self.scanned = self.scanned, self.scanned + step
+            cls = compile_class(self.cfg, i)
+            key = ("own", i) if cls is None else cls
+            if self.sent[key] < PER_CLASS:
+                self.sent[key] += 1
+                self.pending.append(i)
+        for n, h in enumerate(self.helpers):
+            if not h.poll() or (h.busy_since is not None and time.monotonic() - h.busy_since > self.cfg.timeout):
+                h.kill()
+                self.restarts += 1
+                self.helpers[n] = h = _Helper(self.cfg.device, self.cfg.impl) if self.restarts <= MAX_RESTARTS else None
+            if h is None or not h.ready or h.busy_since is not None:
+                continue
+            while self.pending and self.pending[0] <= index:  # the campaign got there first
+                self.pending.popleft()
+            try:
+                if self.urgent:
+                    h.send(self.urgent.popleft(), twins=False)
+                    self.cases += 1
+                elif self.pending:
+                    h.send(case_for(self.cfg, self.pending.popleft(), self.profile))
+                    self.cases += 1
+            except (BrokenPipeError, ConnectionError, OSError):  # died since its poll: replaced on the next feed
+                pass
+        self.helpers = [h for h in self.helpers if h is not None]
+
+    def ahead(self, cases: list) -> None:
+        """Cases the worker is about to judge outside the campaign's stream (triage's minimiser): they go
+        before the stream's, replacing the last such list (a new pass of the walk makes it stale)."""
+        self.urgent = deque(cases)
+        self.feed()
+
+    def summary(self) -> dict:
+        return {"processes": len(self.helpers), "cases": self.cases, "restarts": self.restarts}
+
+    def close(self) -> None:
+        for h in self.helpers:
+            h.kill()
+        self.helpers = []

@@ -1,0 +1,415 @@
+"""The campaign's worker and what a case of a campaign is: `CampaignConfig`, case i of a campaign
+(`case_for`, `compile_class`, `probe_for`, `runs_twin`), the per-case timeouts, and `Worker`, the one place
+that runs cases out of process: it returns a Verdict for every case and restarts itself when a case kills its
+process (`crash`), hangs past the per-case timeout (`hang`), or leaves the device unusable (a sticky CUDA
+error is blamed on the case that caused it, not on the next one). Used by the campaign loop (fuzz.campaign.runner),
+compiling ahead (fuzz.campaign.precompile), the corpus replay and triage's minimiser; imports none of them.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+import secrets
+import signal
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from moe_lora_fuzz.fuzz.judgement.oracle import Verdict, crash_failure, probed, signature
+from moe_lora_fuzz.fuzz.records.repro import write_atomic
+from moe_lora_fuzz.fuzz.runtime import phases, sandbox
+from moe_lora_fuzz.fuzz.runtime.interpreter import install_if_interpreting
+from moe_lora_fuzz.fuzz.space.case import Case
+from moe_lora_fuzz.fuzz.space.generate import CPU_SIZES, GPU_SIZES, class_of, draw
+
+# Default per-case timeouts (--case-timeout): the slowest correct case of the nightly GPU profile takes a
+# few seconds, of the CPU interpreter profile under a minute; a multiple of that is a hang, not a slow case.
+CASE_TIMEOUT_S = {"cpu": 300.0, "cuda": 120.0}
+STARTUP_TIMEOUT_S = 600.0  # importing torch/triton and the implementation, on a cold cache
+LOG_CAP_BYTES = 4 << 20  # worker.log is rotated to worker.log.1 beyond this
+POLL_S = 0.2  # how often a waiting parent checks the worker's log size
+
+
+def new_campaign_id() -> str:
+    return f"{time.strftime('%Y%m%dT%H%M%S')}-{secrets.token_hex(3)}"
+
+
+@dataclass(frozen=True)
+class CampaignConfig:
+    impl: str = "ours"
+    device: str = "cpu"
+    budget: float = 120.0
+    max_cases: int | None = None
+    seed: int = 0
+    out: Path = Path("fuzz-out")
+    profile: str = "premerge"
+    shard: tuple = (0, 1)  # (index, count)
+    metamorphic_every: int = 4  # run the metamorphic twins on about one case in N (0: never)
+    stop_after: int | None = None  # stop after this many distinct findings (benchmarks, quality tests)
+    sanitize_every: int = 0  # GPU: replay every Nth case and every new finding under compute-sanitizer
+    case_timeout: float | None = None  # seconds one case may take before it is a `hang` (None: by device)
+    resume: bool = False  # continue the campaign whose report is in `out`, keeping its findings
+    probe_contract: bool = False  # draw just outside the implementation's declared capabilities
+    quiet: bool = False
+    handle_signals: bool = False  # the CLI: SIGINT/SIGTERM end the campaign cleanly (exit 130/143), not raise
+    campaign_id: str = field(default_factory=new_campaign_id)
+    triage_share: float | None = (
+        None  # triage (fuzz.triage.triager): share of the budget (None: 0.2; 0 with stop_after)
+    )
+    triage_cap: float | None = None  # and seconds per finding (None: 30 on cpu, 20 on cuda)
+    precompile: int | None = (
+        None  # helper processes compiling ahead (fuzz.campaign.precompile; None: by device and cores)
+    )
+    selfcheck: bool = True  # run our kernels on known cases in the worker first (fuzz.judgement.selfcheck)
+    corpus: tuple = ()  # directories / repro files of earlier campaigns, replayed first (fuzz.campaign.corpus)
+    prelude: bool = True  # the first cases reach every required edge (fuzz.execution.prelude)
+
+    @property
+    def sizes(self):
+        return GPU_SIZES if (self.device == "cuda" and self.profile == "nightly") else CPU_SIZES
+
+    @property
+    def timeout(self) -> float:
+        return self.case_timeout or CASE_TIMEOUT_S[self.device]
+
+    @property
+    def _suffix(self) -> str:  # shards may share one directory: each keeps its own report and log
+        return "" if self.shard[1] == 1 else f"-shard{self.shard[0]}of{self.shard[1]}"
+
+    @property
+    def report_path(self) -> Path:
+        return self.out / f"report{self._suffix}.json"
+
+    @property
+    def log_path(self) -> Path:
+        return self.out / f"worker{self._suffix}.log"
+
+
+def _case_seed(cfg: CampaignConfig, index: int) -> int:
+    return (cfg.seed * 1_000_003 + index) % (2**63)
+
+
+def compile_class(cfg: CampaignConfig, index: int) -> int | None:
+    """The shared compile class of the index-th case (fuzz.space.generate.Classes), None for a class of its own (the
+    prelude's cases are)."""
+    if cfg.prelude and index < PRELUDE_CASES:
+        return None
+    return class_of(cfg.sizes, _case_seed(cfg, index), index)
+
+
+def case_for(cfg: CampaignConfig, index: int, impl=None) -> Case:
+    """The index-th case of the campaign: a pure function of (seed, index, device, profile) and, given the
+    implementation's profile (fuzz.targets.impls.ImplProfile), fitted to what it takes and declares."""
+    if cfg.prelude and index < PRELUDE_CASES:
+        from moe_lora_fuzz.fuzz.execution.prelude import prelude_for
+
+        first = prelude_for(cfg, impl)
+        if index < len(first):
+            return first[index]
+    case = draw(cfg.sizes, _case_seed(cfg, index), index, interpreter=cfg.device == "cpu")
+    return case if impl is None else impl.fit(case)
+
+
+PRELUDE_CASES = 3  # indices the prelude may take (fuzz.execution.prelude)
+
+
+def probe_for(cfg: CampaignConfig, case: Case, impl) -> tuple[Case, str]:
+    """--probe-contract: the case moved just outside one declared capability, and what it breaks ("" when the
+    implementation declares nothing, or the violation cannot run on this device)."""
+    broken = None
+    if cfg.probe_contract and impl is not None:  # capabilities and, for upstream conventions, their contract
+        broken = impl.violate(case) if hasattr(impl, "violate") else impl.capabilities.violate(case)
+    if broken is None:
+        return case, ""
+    what, outside = broken
+    try:
+        return outside.validate(interpreter=cfg.device == "cpu"), what
+    except ValueError:
+        return case, ""
+
+
+def runs_twin(cfg: CampaignConfig, case: Case) -> bool:
+    """Whether the metamorphic twin runs on this case: a hash of the case's seed, never of the shard."""
+    if cfg.metamorphic_every <= 0:
+        return False
+    mixed = (case.seed * 0x9E3779B97F4A7C15) & (2**64 - 1)  # Fibonacci hashing spreads consecutive seeds
+    return (mixed >> 32) % cfg.metamorphic_every == 0
+
+
+# ---- the worker process ---------------------------------------------------------------------------------
+def device_probe(device: str) -> None:
+    """Raise if the device is unusable after a case: a CUDA fault is sticky, every later call fails."""
+    if device == "cuda":
+        import torch
+
+        torch.cuda.synchronize()
+        torch.zeros(1, device="cuda").add_(1).item()
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip()
+    return f"{type(e).__name__}: {text.splitlines()[0] if text else ''}"
+
+
+def _redirect_output(log: str) -> None:
+    """Send this process's stdout/stderr (fd 1 and 2, so C code and subprocesses too) to the log file."""
+    Path(log).parent.mkdir(parents=True, exist_ok=True)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    os.dup2(fd, 1)
+    os.dup2(fd, 2)
+    os.close(fd)
+
+
+def _worker_main(conn, device: str, impl_name: str, log: str | None, helper: bool = False) -> None:
+    """helper: a fuzz.campaign.precompile helper, which must not slow the campaign's own worker down: lower CPU priority
+    and one host thread for torch."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles interrupts and ends this process
+    if helper:
+        os.nice(10)
+        import torch
+
+        torch.set_num_threads(1)
+    # TRITON_INTERPRET is inherited from the parent (the CLI sets it for --device cpu before any import)
+    from moe_lora_fuzz.fuzz.targets.impls import ImplError, resolve
+
+    install_if_interpreting()  # a spawned worker does not inherit the parent's interpreter patches
+    sandbox.contain()  # a case's processes, detached or not, stay ours, to be killed after it (fuzz.runtime.sandbox)
+    phases.count_jit()
+    try:
+        impl = resolve(impl_name)
+    except ImplError as e:
+        conn.send({"fatal": str(e)})
+        return
+    except BaseException as e:  # sys.exit() at import, or anything resolve() does not wrap
+        conn.send({"fatal": f"--impl {impl_name!r}: loading it raised {_first_line(e)}"})
+        return
+    if log:
+        _redirect_output(log)
+    conn.send({"ready": True, "profile": impl.profile()})
+    before = sandbox.fingerprint()
+    while True:
+        msg = conn.recv()
+        if msg is None:
+            return
+        if msg.get("mode") == "selfcheck":
+            from moe_lora_fuzz.fuzz.judgement.selfcheck import run_here
+
+            conn.send({"selfcheck": run_here(device)})
+            before = sandbox.fingerprint()
+            continue
+        case, verdict = msg["case"], None
+        phases.take()  # what happened between cases (e.g. a crashed case's partial phases) is not this case's
+        try:
+            with phases.phase("oracle"):
+                verdict = _judge_here(msg, case, impl, impl_name, device)
+            device_probe(device)  # after the implementation returned: a device fault belongs to THIS case
+        except Exception as e:  # outside the implementation: the process (e.g. its CUDA context) is broken
+            conn.send({"broken": _first_line(e), "verdict": verdict})
+            return
+        after = sandbox.fingerprint()
+        tainted, before = sandbox.changed(before, after), after
+        conn.send({"verdict": verdict, "phases": phases.take(), "tainted": tainted, "reaped": sandbox.reap_children()})
+
+
+def _judge_here(msg: dict, case: Case, impl, impl_name: str, device: str) -> Verdict:
+    from moe_lora_fuzz.fuzz.judgement.oracle import check
+
+    if msg["mode"] == "upstream":
+        from moe_lora_fuzz.fuzz.targets.upstream_style import upstream_check
+
+        ok, why = upstream_check(case, impl, device)
+        kind = "pass" if ok else "mismatch"
+        return Verdict(kind, impl_name, "" if ok else signature(kind, impl_name, case), why)
+    return check(
+        case,
+        impl_name,
+        device,
+        metamorphic=msg["metamorphic"],
+        impl=impl,
+        guards=msg["guards"],
+        probe=msg.get("probe", ""),
+        permutation=False if msg.get("quick") else None,
+        diagnose=not msg.get("quick"),
+    )
+
+
+class _NoAnswer(Exception):
+    def __init__(self, kind: str, why: str):
+        super().__init__(why)
+        self.kind = kind  # "hang" or "crash"
+
+
+class Worker:
+    """One child process judging cases with the oracle. `judge` always returns a Verdict: a case that kills
+    the process, hangs past its timeout or breaks the device is that case's `crash` / `hang` finding, and
+    the next case gets a fresh process. Output of the implementation goes to `log` (capped) when given.
+    Raises ImplError if the implementation cannot be loaded."""
+
+    def __init__(self, device: str, impl: str, log: Path | None = None, startup_timeout: float = STARTUP_TIMEOUT_S):
+        self.device, self.impl, self.log = device, impl, log
+        self.startup_timeout = startup_timeout  # the first start's (a campaign's budget cuts it); restarts: full
+        self.on_wait = None  # called every POLL_S while a case runs (the campaign feeds its precompiler)
+        self.ahead = None  # given the cases triage is about to judge here (fuzz.campaign.precompile.Precompiler.ahead)
+        self.restarts = 0
+        self.tainted = 0  # restarts because a case changed torch or the harness (fuzz.runtime.sandbox)
+        self.reaped = 0  # processes cases left behind, killed after them
+        self._proc = None
+        self._start()
+
+    def _start(self) -> None:
+        from moe_lora_fuzz.fuzz.targets.impls import ImplError
+
+        ctx = mp.get_context("spawn")
+        self._conn, child = ctx.Pipe()
+        self._proc = ctx.Process(
+            target=_worker_main, args=(child, self.device, self.impl, str(self.log) if self.log else None), daemon=True
+        )
+        try:
+            self._proc.start()
+            child.close()
+            first = self._recv(self.startup_timeout)
+        except _NoAnswer as e:
+            self.kill()
+            why = f"not loaded within {self.startup_timeout:.0f} s" if e.kind == "hang" else str(e)
+            raise ImplError(f"--impl {self.impl!r}: the worker could not load it ({why})") from None
+        except BaseException:
+            self.kill()
+            raise
+        if "fatal" in first:
+            self.kill()
+            raise ImplError(first["fatal"])
+        self.profile, self.startup_timeout = first["profile"], STARTUP_TIMEOUT_S
+
+    def _recv(self, timeout: float) -> dict:
+        end = time.monotonic() + timeout
+        while not self._conn.poll(max(0.0, min(POLL_S, end - time.monotonic()))):
+            self._cap_log()
+            if self.on_wait:
+                self.on_wait()
+            if time.monotonic() >= end:
+                raise _NoAnswer(
+                    "hang",
+                    f"no verdict within the case timeout of {timeout:g} s; the worker was "
+                    "killed (replay with --case-timeout to wait longer)",
+                )
+        try:
+            return self._conn.recv()
+        except (EOFError, ConnectionError, OSError):
+            self._proc.join(5)
+            raise _NoAnswer("crash", f"worker process died (exit code {self._proc.exitcode})") from None
+
+    def _cap_log(self) -> None:
+        """Keep the log bounded: beyond the cap its last cap bytes move to LOG.1 and it starts over (the
+        child appends with O_APPEND, so truncating it under the child is safe)."""
+        if not self.log:
+            return
+        try:
+            size = self.log.stat().st_size
+            if size <= LOG_CAP_BYTES:
+                return
+            with open(self.log, "rb") as f:
+                f.seek(size - LOG_CAP_BYTES)
+                tail = f.read(LOG_CAP_BYTES)
+            write_atomic(self.log.with_name(self.log.name + ".1"), tail.decode("utf-8", "replace"))
+            os.truncate(self.log, 0)
+        except OSError:
+            pass
+
+    def judge(
+        self,
+        case: Case,
+        *,
+        timeout: float,
+        metamorphic: bool = False,
+        guards: bool = True,
+        mode: str = "fuzz",
+        probe: str = "",
+        quick: bool = False,
+    ) -> Verdict:
+        """probe: the declared capability the case breaks (--probe-contract), "" for an ordinary case.
+        quick: no diagnosis reruns and no permutation twin (triage's runs: see oracle.check's `diagnose`)."""
+        self.phases = {}  # the worker's phase times for this case (fuzz.runtime.phases), when it answers
+        if self._proc is None:
+            self._start()
+            self.restarts += 1
+        try:
+            self._conn.send(
+                {
+                    "case": case,
+                    "metamorphic": metamorphic,
+                    "guards": guards,
+                    "mode": mode,
+                    "probe": probe,
+                    "quick": quick,
+                }
+            )
+            answer = self._recv(timeout)
+        except (BrokenPipeError, ConnectionError, OSError):
+            answer = {"broken": "worker process died before the case"}
+        except _NoAnswer as e:
+            self.kill()
+            self._cap_log()
+            failure = "hang" if e.kind == "hang" else crash_failure(str(e))
+            return probed(
+                Verdict(e.kind, self.impl, signature(e.kind, self.impl, case, failure), str(e), failure=failure),
+                case,
+                probe,
+            )
+        if "broken" in answer:
+            self.kill()
+            v = answer.get("verdict")
+            seen = f"; before that the implementation's verdict was {v.kind}: {v.message[:200]}" if v else ""
+            why = f"the worker broke on this case ({answer['broken']}){seen}"
+            failure = crash_failure(why)
+            return probed(
+                Verdict("crash", self.impl, signature("crash", self.impl, case, failure), why, failure=failure),
+                case,
+                probe,
+            )
+        self._cap_log()
+        self.phases = answer.get("phases", {})
+        self.reaped += answer.get("reaped", 0)
+        if answer.get("tainted"):  # the next case must not be judged by code the implementation replaced
+            self.tainted += 1
+            self.kill()
+        return answer["verdict"]
+
+    def selfcheck(self, timeout: float) -> str | None:
+        """fuzz.judgement.selfcheck in the worker: None when our kernels pass the known cases here, else why not."""
+        if self._proc is None:
+            self._start()
+        try:
+            self._conn.send({"mode": "selfcheck"})
+            return self._recv(timeout)["selfcheck"]
+        except (BrokenPipeError, ConnectionError, OSError):
+            return "the worker died before the self-check"
+        except _NoAnswer as e:
+            self.kill()
+            return f"the self-check did not finish: {e}"
+
+    def kill(self) -> None:
+        if self._proc is not None:
+            sandbox.kill_tree(self._proc.pid)  # what the case started, detached or not, and the worker's group
+            if self._proc.is_alive():
+                self._proc.kill()
+            self._proc.join(10)
+            self._conn.close()
+        self._proc = None
+
+    def close(self) -> None:
+        if self._proc is None:
+            return
+        try:
+            self._conn.send(None)
+        except (BrokenPipeError, ConnectionError, OSError):
+            pass
+        self._proc.join(2)
+        if self._proc.exitcode is not None:  # ended on its own; what its cases started was killed after each
+            self._conn.close()
+            self._proc = None
+            return
+        self.kill()
