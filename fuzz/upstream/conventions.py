@@ -205,6 +205,33 @@ def fully_sharded_call(m: int, top_k: int, num_experts: int, num_slots: int, ran
     return (m * 7 + top_k * 5 + num_experts * 3 + num_slots * 11 + rank) % 3 == 0
 
 
+def vllm_call_values(a: dict, align, cfg, active_is_tensor: bool, sharded: bool) -> dict:
+    """The keywords of vLLM's fused call (`_fused_moe_lora`, and `_fused_moe_lora_fp8` before its quantized ones)
+    from an adapter call's arguments `a` (the protocol's names), its align buffers and launch configuration."""
+    _e, num_slots, rank, _s = _sizes(a["lora_a"])
+    active = num_slots + 1  # the slot list is padded with -1 to L + 1 entries
+    return dict(
+        output=a["out"],
+        qcurr_hidden_states=a["x"],
+        lora_a_stacked=list(a["lora_a"]),
+        lora_b_stacked=list(a["lora_b"]),
+        topk_weights=a["topk_weights"],
+        sorted_token_ids=align.sorted_token_ids,
+        expert_ids=align.expert_ids,
+        num_tokens_post_padded=align.num_tokens_post_padded,
+        token_lora_mapping=a["token_lora"],
+        max_lora_rank=rank,
+        top_k_num=a["topk_ids"].shape[1],
+        lora_ids=vllm_lora_ids(a["token_lora"], num_slots),
+        num_active_loras=torch.tensor([active], dtype=torch.int32) if active_is_tensor else active,
+        adapter_enabled=a["adapter_enabled"],
+        mul_routed_weight=bool(a["mul_routed_weight"]),
+        fully_sharded=sharded,
+        offset=int(a["offset"]),
+        **fused_config_kwargs(cfg),
+    )
+
+
 def vllm_adapter(module, where: str, capabilities: dict | None = None) -> Callable:
     """Adapter-protocol function around `module._fused_moe_lora` in vLLM's runtime convention."""
     fn = _fused_of(module, where)
@@ -242,27 +269,7 @@ def vllm_adapter(module, where: str, capabilities: dict | None = None) -> Callab
             align = _Naive(None, topk_ids.reshape(-1), None)
         else:
             align = _align(topk_ids, lora_a, cfg.block_m, token_lora)
-        active = num_slots + 1
-        values = dict(
-            output=out,
-            qcurr_hidden_states=x,
-            lora_a_stacked=list(lora_a),
-            lora_b_stacked=list(lora_b),
-            topk_weights=topk_weights,
-            sorted_token_ids=align.sorted_token_ids,
-            expert_ids=align.expert_ids,
-            num_tokens_post_padded=align.num_tokens_post_padded,
-            token_lora_mapping=token_lora,
-            max_lora_rank=rank,
-            top_k_num=topk_ids.shape[1],
-            lora_ids=vllm_lora_ids(token_lora, num_slots),
-            num_active_loras=torch.tensor([active], dtype=torch.int32) if active_is_tensor else active,
-            adapter_enabled=adapter_enabled,
-            mul_routed_weight=bool(mul_routed_weight),
-            fully_sharded=sharded,
-            offset=int(offset),
-            **fused_config_kwargs(cfg),
-        )
+        values = vllm_call_values(locals(), align, cfg, active_is_tensor, sharded)
         fn(**{n: values[n] for n in passed})
 
     return _finish(

@@ -32,7 +32,7 @@ import torch
 from moe_lora_fuzz.contract.quant import act_group, quantize_activation, quantizes_activations
 from moe_lora_fuzz.fuzz.adapters import FORWARDED, _align, _finish, _resolve_config, _sizes, fused_config_kwargs
 
-from .conventions import ConventionError, _capabilities, vllm_default_config, vllm_lora_ids
+from .conventions import ConventionError, _capabilities, vllm_call_values, vllm_default_config, vllm_lora_ids
 
 FRAMEWORK = "vllm-fp8"
 MODULE = "vllm.lora.ops.triton_ops.fused_moe_lora_fp8_op"
@@ -138,30 +138,10 @@ def vllm_fp8_adapter(module, where: str, capabilities: dict | None = None) -> Ca
             raise NotImplementedError(f"{FUSED} is the quantized op: an unquantized case has no scales to give it")
         if quant.scheme == "int8_w8a16" and quant.group == "block":
             raise NotImplementedError(f"{FUSED} asserts block_shape[0] == 0 for int8_w8a16: no block scales there")
-        _e, num_slots, rank, _s = _sizes(lora_a)
+        rank = _sizes(lora_a)[2]
         cfg = _resolve_config(config, vllm_default_config, rank)
         align = _align(topk_ids, lora_a, cfg.block_m, token_lora)
-        active = num_slots + 1
-        values = dict(
-            output=out,
-            lora_a_stacked=list(lora_a),
-            lora_b_stacked=list(lora_b),
-            topk_weights=topk_weights,
-            sorted_token_ids=align.sorted_token_ids,
-            expert_ids=align.expert_ids,
-            num_tokens_post_padded=align.num_tokens_post_padded,
-            token_lora_mapping=token_lora,
-            max_lora_rank=rank,
-            top_k_num=topk_ids.shape[1],
-            lora_ids=vllm_lora_ids(token_lora, num_slots),
-            num_active_loras=torch.tensor([active], dtype=torch.int32) if active_is_tensor else active,
-            adapter_enabled=adapter_enabled,
-            mul_routed_weight=bool(mul_routed_weight),
-            fully_sharded=False,
-            offset=int(offset),
-            **quant_kwargs(x, quant),
-            **fused_config_kwargs(cfg),
-        )
+        values = {**vllm_call_values(locals(), align, cfg, active_is_tensor, False), **quant_kwargs(x, quant)}
         fn(**{n: values[n] for n in passed if n in values})
 
     return _finish(
