@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # One device call for several issue steps: `bash scripts/gpu_steps/run.sh 30 27` runs issue30.sh then issue27.sh;
 # steps named in $BACKGROUND (e.g. BACKGROUND="24") run alongside them from the start. Each step logs under
-# /tmp/gpu-logs/issueNN; at the end they are packed into $OUT/logs.tar.gz (the device tool brings back at most
+# /tmp/gpu-logs/issueNN (DEADLINE=560: every step ends by then); at the end they are packed into $OUT/logs.tar.gz (the device tool brings back at most
 # 8 files, 2 folders down) with steps.txt (exit code and wall time per step) beside it.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
@@ -11,9 +11,11 @@ export PYTHONUNBUFFERED=1
   python3 -c "import torch, triton, numpy, os; print('torch', torch.__version__, 'triton', triton.__version__, 'numpy', numpy.__version__, 'cores', os.cpu_count())"
   git rev-parse --short HEAD 2>/dev/null; } > "$LOGS/env.txt" 2>&1
 cat "$LOGS/env.txt"
-step() {
+T0=$(date +%s)
+step() {  # DEADLINE (seconds from the start, default none) bounds every step, so the logs always get packed
   local start; start=$(date +%s)
-  OUT="$LOGS/issue$1" bash "scripts/gpu_steps/issue$1.sh" > "$LOGS/issue$1.console.txt" 2>&1
+  OUT="$LOGS/issue$1" timeout "$(( ${DEADLINE:-100000} - (start - T0) ))" bash "scripts/gpu_steps/issue$1.sh" \
+    > "$LOGS/issue$1.console.txt" 2>&1
   echo "step $1 rc=$? wall $(( $(date +%s) - start )) s" | tee -a "$LOGS/steps.txt"
 }
 pids=()
