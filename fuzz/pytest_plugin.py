@@ -70,7 +70,7 @@ def pytest_configure(config):
 
 
 def _prepare(device: str) -> str:
-    from moe_lora_fuzz.api import use_device
+    from moe_lora_fuzz.device import use_device  # imports nothing of Triton's: the interpreter can still be chosen
 
     try:
         return use_device(device)
@@ -95,8 +95,8 @@ def pytest_report_header(config):
 
 
 def pytest_collection_modifyitems(config, items):
-    """gpu tests skip on CPU with a reason; interpreter tests skip in GPU runs (the GPU machines' triton
-    3.6 interpreter does not work with their numpy 2.5); everything else runs on the device."""
+    """gpu tests skip on CPU with a reason; interpreter tests skip in GPU runs (Triton fixes compiler or
+    interpreter per process, at import); everything else runs on the device."""
     if config._moe_device is None:
         return  # not a moe-lora-fuzz suite: its markers mean what the project says
     if config._moe_device != "cuda":

@@ -12,10 +12,9 @@ fuzz.adapters, fuzz.upstream, fuzz.space.capabilities); those modules may move, 
 
 from __future__ import annotations
 
-import os
 from typing import Callable, Union
 
-from moe_lora_fuzz.contract import resolve_device
+from moe_lora_fuzz.device import use_device
 from moe_lora_fuzz.fuzz.adapters import CAPABILITY_KEYS, from_fused, from_shrink_expand
 from moe_lora_fuzz.fuzz.judgement.oracle import KINDS, Verdict
 from moe_lora_fuzz.fuzz.space.capabilities import Capabilities, CapabilityError
@@ -37,27 +36,6 @@ __all__ = [
 ]
 
 Implementation = Union[str, Callable[..., None]]
-
-
-def use_device(device: str = "auto") -> str:
-    """Resolve "auto" | "cpu" | "cuda" and prepare this process for it: "cpu" runs Triton kernels on Triton's
-    interpreter (TRITON_INTERPRET=1, with bf16 and TF32 emulated as on a GPU where the installed triton allows:
-    fuzz/runtime/interpreter.py). Call it before anything imports triton.language when you want the interpreter on a
-    machine that has a GPU. Returns "cpu" or "cuda"; ValueError for anything else."""
-    if device not in ("auto", "cpu", "cuda"):
-        raise ValueError(f"device: expected auto, cpu or cuda (got {device!r})")
-    device = resolve_device(device)
-    if device == "cuda":
-        import torch
-
-        if not torch.cuda.is_available():
-            raise ValueError("device cuda: no CUDA device is available here")
-    if device == "cpu":
-        os.environ["TRITON_INTERPRET"] = "1"
-        from moe_lora_fuzz.fuzz.runtime.interpreter import install
-
-        install()
-    return device
 
 
 def judge(case: Case, impl: Implementation = "ours", device: str = "auto", *, metamorphic: bool = False) -> Verdict:

@@ -1,0 +1,64 @@
+"""--moe-device cpu on a machine that has a GPU: the interpreter must be chosen before triton.language is
+imported (found on the GPU machines, where 6 interpreter tests ran compiled Triton functions on CPU tensors).
+A GPU machine is imitated by a process whose torch says CUDA is available, so our kernels' import does not
+turn the interpreter on by itself."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from importlib.metadata import entry_points
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+# the plugin by name where this checkout is not pip-installed; an installed one is loaded by its entry point
+PLUGIN = (
+    ""
+    if any(ep.name == "moe_lora_fuzz" for ep in entry_points(group="pytest11"))
+    else "'-p', 'moe_lora_fuzz.fuzz.pytest_plugin', "
+)
+FAKE_GPU = "import torch; torch.cuda.is_available = lambda: True\n"
+
+SUITE = """
+import triton.language as tl
+from moe_lora_fuzz.fuzz.judgement.oracle import check
+from tests.cases import BASE
+
+
+def test_interpreted_and_runs(moe_device):
+    assert moe_device == "cpu"
+    assert type(tl.standard.cumsum).__name__ == "InterpretedFunction"
+    assert check(BASE.replace(dtype="bfloat16"), "ours", "cpu").kind == "pass"
+"""
+
+
+def _python(code: str, tmp_path: Path) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    env["PYTHONPATH"] = str(ROOT)
+    return subprocess.run(
+        [sys.executable, "-c", FAKE_GPU + code], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300
+    )
+
+
+def test_plugin_chooses_the_interpreter_before_triton_is_imported(tmp_path):
+    (tmp_path / "test_suite.py").write_text(SUITE)
+    code = (
+        "import sys, pytest\n"
+        f"sys.path.insert(0, {str(ROOT)!r})\n"
+        "sys.exit(pytest.main(['-q', '-p', 'no:cacheprovider', "
+        f"{PLUGIN}'--moe-device', 'cpu', 'test_suite.py']))\n"
+    )
+    proc = _python(code, tmp_path)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+
+
+def test_too_late_for_the_interpreter_is_one_clear_error(tmp_path):
+    code = (
+        "import triton.language\n"  # compiled Triton functions: what a GPU machine's imports give
+        "from moe_lora_fuzz import use_device\n"
+        "try:\n    use_device('cpu')\nexcept ValueError as e:\n    print('refused:', e)\n"
+    )
+    proc = _python(code, tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "refused: device cpu: triton.language was imported before TRITON_INTERPRET=1" in proc.stdout
