@@ -14,7 +14,7 @@ from moe_lora_fuzz.contract.quant import quantize_activation
 from moe_lora_fuzz.fuzz.data.tensors import materialize
 from moe_lora_fuzz.fuzz.judgement.oracle import check
 from moe_lora_fuzz.fuzz.records.repro import load
-from moe_lora_fuzz.fuzz.space.capabilities import Capabilities
+from moe_lora_fuzz.fuzz.space.capabilities import Capabilities, CapabilityError
 from moe_lora_fuzz.fuzz.space.case import Case
 from moe_lora_fuzz.fuzz.targets.impls import resolve
 from moe_lora_fuzz.kernels import MoeLoraConfig, TileConfig, fused_moe_lora
@@ -128,6 +128,19 @@ def test_only_declaring_implementations_get_quantized_cases():
     only = Capabilities.parse({"quant": ["int8_w8a8"], "quant_groups": ["block"], "act_scales": ["static"]})
     c = only.project(Case(seed=9))
     assert (c.quant, c.quant_group, c.act_scale) == ("int8_w8a8", "block", "static")
+
+
+def test_scale_groups_declared_per_scheme():
+    """vLLM's quantized op takes no block scales for int8_w8a16 (it asserts so): declared, never drawn."""
+    per = Capabilities.parse({"quant": ["fp8_w8a8", "int8_w8a16"], "quant_groups": {"int8_w8a16": ["channel"]}})
+    fitted = [per.project(Case(seed=s)) for s in range(80)]
+    assert {c.quant_group for c in fitted if c.quant == "int8_w8a16"} == {"channel"}
+    assert {c.quant_group for c in fitted if c.quant == "fp8_w8a8"} == {"tensor", "channel", "block"}
+    assert per.to_dict()["quant_groups"] == {"int8_w8a16": ["channel"]}
+    with pytest.raises(CapabilityError, match=r"capabilities.quant_groups.int8_w8a16: must be a non-empty subset"):
+        Capabilities.parse({"quant": ["int8_w8a16"], "quant_groups": {"int8_w8a16": ["rows"]}})
+    with pytest.raises(CapabilityError, match=r"capabilities.quant_groups: 'none' is not a quantization scheme"):
+        Capabilities.parse({"quant": ["int8_w8a16"], "quant_groups": {"none": ["tensor"]}})
 
 
 def test_bad_quant_arguments_are_refused_cleanly(device):

@@ -44,9 +44,13 @@ def test_activation_scale_ignored_is_a_mismatch():
     assert v.kind == "mismatch", v
 
 
-def test_w8a16_with_block_scales_is_refused_in_one_line():
+def test_w8a16_with_block_scales_is_never_drawn_and_refused_in_one_line():
     impl = resolve(FAKE)
-    v = check(_case(impl, "int8_w8a16", "block", "dynamic"), FAKE, impl=impl, diagnose=False)
+    assert impl.fit(_case(impl, "int8_w8a16", "block", "dynamic")).quant_group != "block"  # a declared precondition
+    given = BASE.replace(
+        quant="int8_w8a16", quant_group="block", act_scale="dynamic", quant_block_n=16, quant_block_k=16
+    )
+    v = check(given.validate(), FAKE, impl=impl, diagnose=False)  # handed one anyway (a repro file): a clean refusal
     assert v.kind == "exception" and "NotImplementedError" in v.message and "block_shape" in v.message, v
 
 

@@ -229,6 +229,25 @@ def test_group_reports_merges_shards_by_root_key():
     assert causes[2]["triaged"] is False and causes[0]["minimal_repro"] == "min-a"
 
 
+def test_untriaged_findings_group_by_failure_site_not_by_occurrence():
+    """66 untriaged CompilationErrors of one line were 66 root causes in a 300 s GPU campaign: one entry per site."""
+
+    def untriaged(sig):
+        return {"signature": sig, "kind": sig.split("|")[0], "count": 1, "repro": f"r-{sig}", "triage": None}
+
+    site = "exception|CompilationError@k.py:shrink"
+    findings = [untriaged(f"{site}|x|{d}|per_token|mrw=0") for d in ("float16", "bfloat16", "float32")]
+    findings += [untriaged("exception|ValueError@k.py:expand|x|float16"), untriaged("mismatch|x|float16|per_token")]
+    findings.append(untriaged("mismatch|x|bfloat16|per_routed"))
+    causes = group_findings(findings, "x")
+    assert [(c["signature"], len(c["findings"])) for c in causes] == [
+        (f"untriaged|{site}", 3),
+        ("untriaged|exception|ValueError@k.py:expand", 1),
+        ("untriaged|mismatch|x", 2),
+    ]
+    assert all(not c["triaged"] and "triage DIR tries again" in c["trigger"] for c in causes)
+
+
 # ---- CLI --------------------------------------------------------------------------------------------------
 def _cli(*args, timeout=240):
     return subprocess.run(

@@ -17,7 +17,8 @@ key optional; an implementation that declares nothing is fuzzed over the whole s
     quant             subset of contract.QUANT_SCHEMES (default ("none",)): the quantization schemes it takes;
                       it then receives `quant=` (a contract.QuantArgs) on quantized cases. Cases of an implementation
                       that declares none are never quantized; one that omits "none" only gets quantized cases.
-    quant_groups      subset of contract.SCALE_GROUPS (default: all): the scale granularities it takes
+    quant_groups      subset of contract.SCALE_GROUPS (default: all): the scale granularities it takes; or a dict
+                      {scheme: subset} where they differ by scheme (a scheme left out takes all)
     act_scales        subset of contract.ACT_SCALES (default: all): static and/or dynamic activation scales
 
 Campaigns draw inside the declared space (`project`); `--probe-contract` draws just outside it (`violate`)
@@ -63,6 +64,13 @@ class CapabilityError(ValueError):
     """A malformed declaration (usage error: the message names the key and the rule)."""
 
 
+def _groups(v, where: str) -> tuple:
+    v = (v,) if isinstance(v, str) else v
+    if not (isinstance(v, (list, tuple)) and v and all(x in SCALE_GROUPS for x in v)):
+        raise CapabilityError(f"{where}: must be a non-empty subset of {list(SCALE_GROUPS)} (got {v!r})")
+    return tuple(x for x in SCALE_GROUPS if x in v)
+
+
 @dataclass(frozen=True)
 class Capabilities:
     fp32_precision: str = "ieee"
@@ -76,7 +84,7 @@ class Capabilities:
     split_k: tuple = (None, None)  # (shrink, expand) largest split-K; None: unlimited
     offset: bool = True
     quant: tuple = ("none",)
-    quant_groups: tuple = SCALE_GROUPS
+    quant_groups: tuple = SCALE_GROUPS  # or ((scheme, groups), ...) when declared per scheme
     act_scales: tuple = ACT_SCALES
 
     @property
@@ -117,11 +125,22 @@ class Capabilities:
             ("layouts", LAYOUTS),
             ("mul_routed_weight", (False, True)),
             ("quant", QUANT_SCHEMES),
-            ("quant_groups", SCALE_GROUPS),
             ("act_scales", ACT_SCALES),
         ):
             if key in raw:
                 kw[key] = subset(key, allowed)
+        if isinstance(raw.get("quant_groups"), dict):
+            per = raw["quant_groups"]
+            bad = sorted(set(per) - set(QUANT_SCHEMES[1:]))
+            if bad:
+                raise CapabilityError(
+                    f"{where}.quant_groups: {bad[0]!r} is not a quantization scheme {QUANT_SCHEMES[1:]}"
+                )
+            kw["quant_groups"] = tuple(
+                (q, _groups(per[q], f"{where}.quant_groups.{q}")) for q in QUANT_SCHEMES[1:] if q in per
+            )
+        elif "quant_groups" in raw:
+            kw["quant_groups"] = subset("quant_groups", SCALE_GROUPS)
         for key in ("strided_inputs", "contiguous_out", "offset"):
             if key in raw:
                 kw[key] = flag(key)
@@ -149,8 +168,16 @@ class Capabilities:
             kw["split_k"] = (sk.get("shrink"), sk.get("expand"))
         return cls(**kw)
 
+    def groups_for(self, scheme: str) -> tuple:
+        """The scale granularities declared for `scheme`."""
+        if self.quant_groups and isinstance(self.quant_groups[0], tuple):
+            return dict(self.quant_groups).get(scheme, SCALE_GROUPS)
+        return self.quant_groups
+
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
+        if self.quant_groups and isinstance(self.quant_groups[0], tuple):
+            d["quant_groups"] = {q: list(g) for q, g in self.quant_groups}
         d["split_k"] = {"shrink": self.split_k[0], "expand": self.split_k[1]}
         return d
 
@@ -201,17 +228,18 @@ class Capabilities:
 
         if self.quant == ("none",):
             return repair_quant(c.replace(quant="none"))
-        inside = c.quant_group in self.quant_groups and c.act_scale in self.act_scales
+        inside = c.quant_group in self.groups_for(c.quant) and c.act_scale in self.act_scales
         if c.quant != "none" and c.quant in self.quant and inside:
             return c  # (idempotent: a fitted case stays as it is)
         # a declaring implementation gets quantized cases (the unquantized ones are the plain campaign's)
         pick = random.Random(c.seed ^ 0x9A47)
         schemes = [q for q in self.quant if q != "none"]
         scheme = c.quant if c.quant in schemes else schemes[pick.randrange(len(schemes))]
+        groups = self.groups_for(scheme)
         return repair_quant(
             c.replace(
                 quant=scheme,
-                quant_group=self.quant_groups[pick.randrange(len(self.quant_groups))],
+                quant_group=groups[pick.randrange(len(groups))],
                 quant_block_n=pick.choice((16, 32, 64)),
                 quant_block_k=pick.choice((16, 32, 64)),
                 act_scale=self.act_scales[pick.randrange(len(self.act_scales))],

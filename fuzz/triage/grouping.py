@@ -9,11 +9,12 @@ from moe_lora_fuzz.fuzz.triage.classify import class_fields
 
 def group_findings(findings: list[dict], impl: str = "") -> list[dict]:
     """Root causes of a list of report findings (each may carry "triage"): one entry per root key, in order
-    of first appearance; a finding without triage is its own entry, marked not triaged."""
+    of first appearance. Findings without triage (the budget ran out before they were run again) are grouped by
+    kind and failure site, marked not triaged: one entry per place that failed, never one per occurrence."""
     causes: dict = {}
     for f in findings:
         info = f.get("triage")
-        key = info["key"] if info else f"untriaged|{f['signature']}"
+        key = info["key"] if info else f"untriaged|{_site(f['signature'])}"
         summary = {
             "signature": f["signature"],
             "kind": f["kind"],
@@ -47,7 +48,9 @@ def group_findings(findings: list[dict], impl: str = "") -> list[dict]:
                     "kind": f["kind"],
                     "family": family(f["kind"]),
                     "failure": "",
-                    "trigger": (f.get("triage_note") or "not triaged") + " (moe-lora-fuzz triage DIR tries again)",
+                    "trigger": (f.get("triage_note") or "not triaged")
+                    + f", grouped by kind and failure site {_site(f['signature'])!r}"
+                    + " (moe-lora-fuzz triage DIR tries again)",
                     "essential": {},
                     "disappears_with": [],
                     "minimal_repro": f["repro"],
@@ -65,6 +68,12 @@ def group_findings(findings: list[dict], impl: str = "") -> list[dict]:
             cause.setdefault("alternatives", []).append(info["trigger"])
             cause["trigger"] += f"; or needs {needs}"
     return list(causes.values())
+
+
+def _site(signature: str) -> str:
+    """A signature's kind and failure site: "exception|ValueError@file:function", "crash|broke:AcceleratorError",
+    or for wrong values (whose signature goes on with the case's knobs) "mismatch|<implementation>"."""
+    return "|".join(signature.split("|")[:2])
 
 
 def _needs(trigger: str) -> str:

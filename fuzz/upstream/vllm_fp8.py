@@ -38,7 +38,8 @@ FRAMEWORK = "vllm-fp8"
 MODULE = "vllm.lora.ops.triton_ops.fused_moe_lora_fp8_op"
 FUSED = "_fused_moe_lora_fp8"
 SCHEMES = ["fp8_w8a8", "int8_w8a8", "int8_w8a16"]
-CAPABILITIES = {"fp32_precision": "tf32", "quant": SCHEMES}
+# w8a16 takes no block scales (the op asserts block_shape[0] == 0 there): a precondition, declared
+CAPABILITIES = {"fp32_precision": "tf32", "quant": SCHEMES, "quant_groups": {"int8_w8a16": ["tensor", "channel"]}}
 _KNOWN = (
     "output",
     "qcurr_hidden_states",
