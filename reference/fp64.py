@@ -1,9 +1,10 @@
 """Vectorised fp64 reference of the fused MoE LoRA delta: batched matmuls over routed pairs.
 
 Every routed pair gathers its own (slot, expert) weights; pairs go in chunks so that the gathered weights
-stay under CHUNK_ELEMENTS doubles (a fuzz case is one chunk: about thirty ops and no host sync, which is what
-keeps the fuzz loop fast). Inactive pairs (base model, disabled slot) are computed too and multiplied by 0.
-Besides the delta it returns the magnitudes the oracle's error bound needs, computed from absolute values in fp64.
+stay under CHUNK_ELEMENTS doubles (CUDA_CHUNK_ELEMENTS on a GPU; a fuzz case is one chunk: about thirty ops and
+no host sync, which is what keeps the fuzz loop fast). Inactive pairs (base model, disabled slot) are computed too
+and multiplied by 0. Besides the delta it returns the magnitudes the oracle's error bound needs, computed from
+absolute values in fp64.
 """
 
 from __future__ import annotations
@@ -13,7 +14,10 @@ from dataclasses import dataclass
 import torch
 from moe_lora_fuzz.contract import OpArgs, x_rows
 
-CHUNK_ELEMENTS = 1 << 22  # gathered weight elements (A and B) per chunk: 32 MiB of fp64
+CHUNK_ELEMENTS = 1 << 22  # gathered weight elements (A and B) per chunk on a CPU: 32 MiB of fp64
+# on a GPU: 512 MiB of fp64 per gathered tensor (a few GiB at the peak). Each chunk costs about 25 host operations,
+# and the GPU loop is bound by its host: a nightly case is one chunk here (8 on average at the CPU's size)
+CUDA_CHUNK_ELEMENTS = 1 << 26
 
 
 @dataclass(frozen=True)
@@ -45,7 +49,8 @@ def moe_lora_fp64(args: OpArgs) -> Fp64Result:
         weight = weight * args.topk_weights.reshape(-1)
     lane = slot.clamp(min=0)
     expert = torch.where(active, expert, 0)  # an inactive pair's expert id is never used, whatever it holds
-    chunk = max(1, CHUNK_ELEMENTS // (s_count * rank * (k_dim + n)))
+    per_chunk = CHUNK_ELEMENTS if dev.type == "cpu" else CUDA_CHUNK_ELEMENTS
+    chunk = max(1, per_chunk // (s_count * rank * (k_dim + n)))
     parts = []
     for lo in range(0, m * k, chunk):
         hi = min(m * k, lo + chunk)
