@@ -167,6 +167,12 @@ def main() -> None:
     p.add_argument("--precompile", type=int, default=None, help="passed to each campaign (default: the campaign's)")
     p.add_argument("--out", default=None, help="folder for the campaigns' outputs (default: a temporary folder)")
     p.add_argument("--json", default=None, help="also write every report's numbers here")
+    p.add_argument(
+        "--deadline",
+        type=float,
+        default=None,
+        help="seconds for the whole run: campaigns that cannot end by then are skipped",
+    )
     a = p.parse_args()
     if a.budget <= 0:
         p.error("--budget must be positive")
@@ -182,12 +188,14 @@ def main() -> None:
         os.environ["MOE_LORA_FUZZ_CACHE"] = str(cache)
     out = Path(a.out) if a.out else Path(tempfile.mkdtemp(prefix="bench-campaigns-"))
     out.mkdir(parents=True, exist_ok=True)
-    results = {}
+    results, start = {}, time.monotonic()
     for i, impl in enumerate(impls):
         triton_cache = tempfile.mkdtemp(prefix="triton-cold-", dir=out)  # empty: a fresh machine's compile
         pair = []
         for which, seed in (("cold", a.seed), ("warm", a.seed + 1)):
-            r = run_campaign(impl, a, seed, triton_cache, out / f"{i}-{which}")
+            late = a.deadline is not None and time.monotonic() - start + a.budget + 20 > a.deadline
+            r = {"error": "skipped (--deadline)", "wall_s": 0.0} if late else None
+            r = r or run_campaign(impl, a, seed, triton_cache, out / f"{i}-{which}")
             pair.append(r)
             print(
                 f"{impl} {which}: {rate(r)} cases/s ({r.get('cases', 0)} cases, {r['wall_s']:.0f} s wall)"

@@ -33,6 +33,11 @@ def main() -> None:
     p.add_argument("--profile", default="nightly", choices=("nightly", "tiny"))
     p.add_argument("--impl", default="tests/example_impl.py:torch_moe_lora")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--gpu-rules",
+        action="store_true",
+        help="judge as on a GPU: the naive cross-check sampled (compare.naive_due), fp64 in CUDA_CHUNK_ELEMENTS chunks",
+    )
     a = p.parse_args()
     import dataclasses
 
@@ -46,6 +51,14 @@ def main() -> None:
     interpreter = a.profile != "nightly"
     cases = [draw(sizes, (a.seed * 1_000_003 + i) % 2**63, i, interpreter=interpreter) for i in range(a.cases)]
     impl = oracle.resolve(a.impl)
+    if a.gpu_rules:
+        from moe_lora_fuzz.fuzz.judgement import compare
+        from moe_lora_fuzz.reference import fp64
+
+        cpu_rule = compare.naive_due
+        compare.naive_due = lambda case, device: cpu_rule(case, "cuda")
+        oracle.naive_due = compare.naive_due
+        fp64.CHUNK_ELEMENTS = fp64.CUDA_CHUNK_ELEMENTS
     ops, views, syncs = Counter(), Counter(), Counter()
     spent = defaultdict(float)
 
@@ -86,7 +99,8 @@ def main() -> None:
         setattr(torch.Tensor, m, f)
     n = len(cases)
     print(
-        f"## Per case, {n} cases of the {a.profile} stream (seed {a.seed}), {a.impl}, on the CPU; "
+        f"## Per case, {n} cases of the {a.profile} stream (seed {a.seed}), {a.impl}, on the CPU"
+        f"{' with the GPU rules' if a.gpu_rules else ''}; "
         f"verdicts {dict(verdicts)}"
     )
     print(
