@@ -1,0 +1,28 @@
+"""Fewer host reads per case (issue 29): the integer inputs the data features read reach the host in one copy."""
+
+import torch
+from moe_lora_fuzz.fuzz.data.tensors import materialize, packed_copy
+
+from tests.cases import BASE
+
+INTS = ("topk_ids", "token_lora", "adapter_enabled")
+
+
+def test_packed_copy_gives_each_view_its_values_and_shape():
+    case = BASE.replace(strided=True)  # padded rows: topk_ids is not contiguous
+    t = materialize(case, "cpu")
+    views = [t.topk_ids, t.token_lora, t.adapter_enabled]
+    assert not t.topk_ids.is_contiguous()
+    for got, want in zip(packed_copy(views), views, strict=True):
+        assert got.shape == want.shape and got.dtype == want.dtype and torch.equal(got, want)
+
+
+def test_prefetched_host_inputs_equal_one_copy_each(device):
+    """On a GPU, a device-built case's three integer inputs come back in one transfer, equal to separate copies;
+    on a CPU prefetch leaves the copies to __getitem__ (no transfer to save)."""
+    case = BASE.replace(strided=True, m=33)
+    t = materialize(case, device, where="device")
+    t.host.prefetch(INTS)
+    separate = materialize(case, device, where="device").host
+    for name in INTS:
+        assert torch.equal(t.host[name], separate[name]) and t.host[name].device.type == "cpu", name
