@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -58,6 +59,7 @@ def run_campaign(impl: str, a, seed: int, cache: str, out: Path) -> dict:
     cmd += ["--budget", str(a.budget), "--seed", str(seed), "--out", str(out), "--triage-share", str(a.triage_share)]
     if a.precompile is not None:
         cmd += ["--precompile", str(a.precompile)]
+    shutil.rmtree(out, ignore_errors=True)  # a campaign's --out must be empty (a rerun into the same folder)
     t0 = time.perf_counter()
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=a.budget * 3 + 300)
     wall = time.perf_counter() - t0
@@ -190,12 +192,14 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     results, start = {}, time.monotonic()
     for i, impl in enumerate(impls):
-        triton_cache = tempfile.mkdtemp(prefix="triton-cold-", dir=out)  # empty: a fresh machine's compile
+        triton_cache = out / f"triton-cold-{i}"  # empty: a fresh machine's compile
+        shutil.rmtree(triton_cache, ignore_errors=True)
+        triton_cache.mkdir()
         pair = []
         for which, seed in (("cold", a.seed), ("warm", a.seed + 1)):
             late = a.deadline is not None and time.monotonic() - start + a.budget + 20 > a.deadline
             r = {"error": "skipped (--deadline)", "wall_s": 0.0} if late else None
-            r = r or run_campaign(impl, a, seed, triton_cache, out / f"{i}-{which}")
+            r = r or run_campaign(impl, a, seed, str(triton_cache), out / f"{i}-{which}")
             pair.append(r)
             print(
                 f"{impl} {which}: {rate(r)} cases/s ({r.get('cases', 0)} cases, {r['wall_s']:.0f} s wall)"
