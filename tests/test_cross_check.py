@@ -4,8 +4,10 @@ many random cases, the naive cross-check's sampling rule on a GPU, and the rule 
 from collections import Counter
 
 import numpy as np
+import pytest
 import torch
 from hypothesis import given, settings
+from hypothesis import strategies as st
 from moe_lora_fuzz.fuzz.data.tensors import materialize
 from moe_lora_fuzz.fuzz.judgement import compare
 from moe_lora_fuzz.fuzz.judgement.oracle import check, resolve
@@ -150,3 +152,54 @@ def test_the_late_cross_check_reads_the_inputs_as_they_were_before_the_call(monk
     name = "tests/test_cross_check.py:_writes_its_input"
     v = check(BASE, name, "cpu", cross_check=False, permutation=False)
     assert v.kind == "oob-write" and calls["naive"] == 1, (v.kind, v.message)
+
+
+# ---- the fp64 reference's block layout (pairs grouped by slot and expert, as the align groups them) ----------
+@settings(max_examples=80, deadline=None)
+@given(
+    groups=st.integers(1, 40),
+    tile=st.sampled_from([1, 2, 4, 8, 64]),
+    keys=st.lists(st.integers(0, 39), min_size=1, max_size=120),
+)
+def test_block_layout_puts_each_group_in_whole_blocks_of_its_own(groups, tile, keys):
+    key = torch.tensor([k % groups for k in keys], dtype=torch.int64)
+    pos, pair_at, block_key, blocks = fp64._layout(key, groups, tile)
+    pairs = key.numel()
+    assert pair_at.numel() == blocks * tile and len(set(pos.tolist())) == pairs  # one position per pair
+    assert torch.equal(pair_at[pos], torch.arange(pairs))  # and the pair at it is that pair
+    assert torch.equal(block_key[pos // tile], key)  # a block holds pairs of its own group only
+    assert int((pair_at < pairs).sum()) == pairs  # every other position is padding
+    order = pos.argsort()  # pairs in position order: groups ascending, each group in pair order
+    assert torch.equal(key[order], key.sort(stable=True).values)
+    for g in set(key.tolist()):  # and each group's blocks start at a block boundary
+        p = pos[key == g]
+        assert bool((p[1:] > p[:-1]).all()) and int(p[0]) % tile == 0
+
+
+@pytest.mark.parametrize("tile", [1, 2, 8, 64])
+@pytest.mark.parametrize(
+    "case",
+    [
+        BASE.replace(m=150, top_k=2, num_experts=3, num_slots=2),  # many pairs per group: real blocks
+        BASE.replace(m=150, top_k=4, num_slots=3, layout="per_routed", mul_routed_weight=True, strided=True),
+        BASE.replace(m=90, routing="one_hot", slotting="all_with_base", disabled=(0,)),
+        BASE.replace(m=5, num_experts=8, num_slots=4),  # fewer pairs than groups
+    ],
+    ids=["dense-groups", "per-routed-mrw-strided", "one-expert-disabled-slot", "sparse-groups"],
+)
+def test_fp64_reference_agrees_with_the_naive_loop_at_every_tile(case, tile, monkeypatch):
+    """Whatever the tile (1 is one block per pair, 64 pads most groups), the delta is the naive loop's, and
+    chunking the blocks never changes a bit."""
+    monkeypatch.setattr(fp64, "_tile", lambda pairs, groups: tile)
+    case = case.validate(interpreter=True)
+    _agree(case)
+    t = materialize(case, "cpu")
+    whole = moe_lora_fp64(t.op())
+    monkeypatch.setattr(fp64, "CHUNK_ELEMENTS", 1)  # one block a chunk
+    for name in ("delta", "mag_full", "mag_mid"):
+        assert torch.equal(getattr(moe_lora_fp64(t.op()), name), getattr(whole, name)), name
+
+
+def test_tile_follows_the_mean_group_and_stays_bounded():
+    assert fp64._tile(10, 64) == 1 and fp64._tile(64, 8) == 8 and fp64._tile(4800, 8) == fp64.MAX_TILE
+    assert fp64._tile(1, 1) == 1 and fp64._tile(0, 5) == 1
