@@ -46,19 +46,17 @@ def _layout(key: torch.Tensor, groups: int, tile: int) -> tuple[torch.Tensor, to
     """(position of each pair in the padded block order, the pair at each position (len(key) at padding), each
     block's group, the block count). Groups are contiguous in key order and each starts a new block."""
     pairs, dev = key.numel(), key.device
-    order = torch.sort(key, stable=True).indices  # sorted position -> pair
-    key_sorted = key[order]
+    key_sorted, order = torch.sort(key, stable=True)  # order: sorted position -> pair
     counts = torch.zeros(groups, dtype=torch.int64, device=dev).index_add_(0, key, torch.ones_like(key))
-    padded = counts.add(tile - 1).div_(tile, rounding_mode="floor").mul_(tile)
-    pad_start = padded.cumsum(0).sub_(padded)  # exclusive prefix sums: where each group's blocks begin
-    start = counts.cumsum(0).sub_(counts)
-    pos_sorted = pad_start[key_sorted] + torch.arange(pairs, device=dev) - start[key_sorted]
+    padded = counts if tile == 1 else counts.add(tile - 1).div_(tile, rounding_mode="floor").mul_(tile)
+    # a sorted pair's position: its sorted index plus the padding of the groups before its own
+    shift = padded.cumsum(0).sub_(counts.cumsum(0)).sub_(padded).add_(counts)
+    pos_sorted = shift[key_sorted].add_(torch.arange(pairs, device=dev))
     pos = torch.empty_like(pos_sorted).index_put_((order,), pos_sorted)
     blocks = -(-(pairs + min(pairs, groups) * (tile - 1)) // tile)  # a bound: every group pads to a block
     pair_at = torch.full((blocks * tile,), pairs, dtype=torch.int64, device=dev).index_put_((pos_sorted,), order)
-    block_key = torch.zeros(blocks, dtype=torch.int64, device=dev).index_put_(
-        (pos.div(tile, rounding_mode="floor"),), key
-    )
+    at = pos_sorted if tile == 1 else pos_sorted.div(tile, rounding_mode="floor")
+    block_key = torch.zeros(blocks, dtype=torch.int64, device=dev).index_put_((at,), key_sorted)
     return pos, pair_at, block_key, blocks
 
 
@@ -92,19 +90,19 @@ def moe_lora_fp64(args: OpArgs) -> Fp64Result:
     pos, pair_at, block_key, blocks = _layout(lane * num_experts + expert, groups, tile)
     # the row of x at every padded position: pair f reads row f // row_div; padding reads an appended zero row
     row_div = row_divisor(layout_of(x.shape[0], m, k), k)
-    xs = torch.cat([x.double(), x.new_zeros((1, k_dim), dtype=torch.float64)])
-    row_at = torch.where(pair_at < pairs, pair_at.div(row_div, rounding_mode="floor"), x.shape[0])
+    # (the padding's pair index, M*k, gives row M*k // row_div = x's row count in either layout: the zero row)
+    xs = torch.nn.functional.pad(x, (0, 0, 0, 1)).double()
+    row_at = pair_at if row_div == 1 else pair_at.div(row_div, rounding_mode="floor")
     per_chunk = CHUNK_ELEMENTS if dev.type == "cpu" else CUDA_CHUNK_ELEMENTS
     chunk = max(1, per_chunk // (s_count * rank * (k_dim + n) + tile * (k_dim + 3 * s_count * n)))
     parts = []
     for lo in range(0, blocks, chunk):
         hi = min(blocks, lo + chunk)
         c = hi - lo
-        sel_lane = block_key[lo:hi].div(num_experts, rounding_mode="floor")
-        sel_expert = block_key[lo:hi].remainder(num_experts)
+        sel = block_key[lo:hi]  # (slot, expert) as slot * E + expert: an index into the weights' first two axes
         # (C*S, R, K) and (C*S, N, R): every block's weights of every slice, gathered once per slice
-        a = torch.stack([w[sel_lane, sel_expert] for w in lora_a], 1).double().view(c * s_count, rank, k_dim)
-        b = torch.stack([w[sel_lane, sel_expert] for w in lora_b], 1).double().view(c * s_count, n, rank)
+        a = torch.stack([w.flatten(0, 1)[sel] for w in lora_a], 1).double().view(c * s_count, rank, k_dim)
+        b = torch.stack([w.flatten(0, 1)[sel] for w in lora_b], 1).double().view(c * s_count, n, rank)
         # (C*S, K, T): each block's rows, once per slice
         xr = xs[row_at[lo * tile : hi * tile]].view(c, 1, tile, k_dim).expand(c, s_count, tile, k_dim)
         xr = xr.reshape(c * s_count, tile, k_dim).transpose(1, 2)
