@@ -26,3 +26,24 @@ def test_prefetched_host_inputs_equal_one_copy_each(device):
     separate = materialize(case, device, where="device").host
     for name in INTS:
         assert torch.equal(t.host[name], separate[name]) and t.host[name].device.type == "cpu", name
+
+
+def test_fingerprint_sees_replacements_not_additions(monkeypatch):
+    """The per-case fingerprint (fuzz.runtime.sandbox), now built by C-level iteration: a replaced torch function or
+    Tensor method is a change, an added attribute (a lazy import) is not, nor a module's dunder names."""
+    import moe_lora_fuzz.fuzz.judgement.oracle as oracle_module
+    from moe_lora_fuzz.fuzz.runtime import sandbox
+
+    base = sandbox.fingerprint()
+    assert sandbox.changed(base, sandbox.fingerprint()) is None
+    monkeypatch.setattr(torch, "matmul", lambda *a: None)
+    assert "torch.matmul" in sandbox.changed(base, sandbox.fingerprint())
+    monkeypatch.undo()
+    monkeypatch.setattr(torch.Tensor, "__add__", lambda self, other: None)
+    assert "torch.Tensor.__add__" in sandbox.changed(base, sandbox.fingerprint())
+    monkeypatch.undo()
+    monkeypatch.setattr(oracle_module, "lazily_added", 1, raising=False)
+    monkeypatch.setattr(oracle_module, "__warningregistry__", {}, raising=False)
+    assert sandbox.changed(base, sandbox.fingerprint()) is None
+    monkeypatch.setattr(oracle_module, "check", lambda *a: None)
+    assert "check" in sandbox.changed(base, sandbox.fingerprint())
