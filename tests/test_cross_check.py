@@ -203,3 +203,21 @@ def test_fp64_reference_agrees_with_the_naive_loop_at_every_tile(case, tile, mon
 def test_tile_follows_the_mean_group_and_stays_bounded():
     assert fp64._tile(10, 64) == 1 and fp64._tile(64, 8) == 8 and fp64._tile(4800, 8) == fp64.MAX_TILE
     assert fp64._tile(1, 1) == 1 and fp64._tile(0, 5) == 1
+
+
+@pytest.mark.parametrize("tile", [1, 8])
+def test_fp64_reference_on_the_device_agrees_with_the_naive_loop(tile, device, monkeypatch):
+    """The block layout's sort, scatter and gathers where the campaign runs them (on a GPU: CUDA's kernels, one
+    chunk of CUDA_CHUNK_ELEMENTS): the same delta as the naive loop on the host, exact zeros where nothing is added."""
+    monkeypatch.setattr(fp64, "_tile", lambda pairs, groups: tile)
+    for case in (
+        BASE.replace(m=150, top_k=2, num_experts=3, num_slots=2, mul_routed_weight=True),
+        BASE.replace(m=90, top_k=4, layout="per_routed", slotting="all_with_base", disabled=(1,), strided=True),
+        BASE.replace(m=0),
+    ):
+        t = materialize(case.validate(interpreter=device == "cpu"), device, where="device")
+        ref = moe_lora_fp64(t.op())
+        assert ref.delta.device.type == torch.device(device).type
+        naive = moe_lora_naive(t.host_op())
+        np.testing.assert_allclose(ref.delta.cpu().numpy(), naive, rtol=1e-12, atol=1e-300)
+        assert bool((ref.delta[~ref.active] == 0).all())
