@@ -3,9 +3,10 @@
 # 1. (~5 min) cases/s of real nightly campaigns per implementation (ours, SGLang 0.5.23, vLLM 0.33.0, vLLM 0.34.0),
 #    each cold (an empty TRITON_CACHE_DIR) then warm (same cache, next seed), one after the other, with the phase
 #    tables: scripts/bench_campaigns.py (8 campaigns of BENCH_BUDGET=20 s, ~8 s start and report each).
-# 2. (~1 min, at most 2.5) the in-process loop at nightly sizes on our kernels, same machine, before and after this branch's
-#    judging rules (--rules before-29: naive cross-check on every case, CPU-sized fp64 chunks, three host copies),
-#    with a device sync after every phase: scripts/bench_cases.py. Both load our kernels' variants from the campaigns' Triton cache.
+# 2. (~1 min, at most 2.5) the in-process loop at nightly sizes on our kernels, same machine, before and after
+#    this branch's judging rules (--rules before-29: naive cross-check on every case, the fp64 reference gathering
+#    weights per pair in CPU-sized chunks, three host copies), with a device sync after every phase:
+#    scripts/bench_cases.py. Both load our kernels' variants from the campaigns' Triton cache.
 # Needs the release kernels in $MOE_LORA_FUZZ_CACHE (default: ./.upstream-cache, git-ignored: carry it along);
 # without them those rows read "error" and ours is still measured.
 set -uo pipefail
