@@ -1,7 +1,7 @@
 """Cases per second of the fuzz loop, and where the time goes.
 
     python scripts/bench_cases.py [--device cpu|cuda] [--cases N] [--profile tiny|nightly] [--materialise-only]
-                                  [--host-profile]
+                                  [--host-profile] [--rules current|before-29]
 
 Runs the oracle in-process (no worker) on a campaign-like case stream (in compile classes on a GPU): `tiny`
 (default) restricted to tiny shapes, `nightly` at the nightly profile's GPU sizes (GPU_SIZES, its configuration
@@ -9,7 +9,9 @@ pool). A first pass compiles, three more give the steady-state rate (their media
 with a device sync after each: materialise (inputs and guard bands), kernels (align + shrink + expand), fp64 and
 naive references, judge, and the rest (oracle bookkeeping). --materialise-only times materialise alone (what a
 CPU machine can measure at nightly sizes: the interpreter cannot run those kernels in reasonable time).
---host-profile adds cProfile's top functions of one more pass.
+--host-profile adds cProfile's top functions of one more pass. --rules before-29 judges as before issue 29 (naive
+cross-check on every case, the fp64 reference's weights gathered per pair in CPU-sized chunks, three host copies for
+the data features), for a same-machine before/after.
 """
 
 from __future__ import annotations
@@ -33,6 +35,14 @@ def main() -> None:
     p.add_argument("--profile", default="tiny", choices=("tiny", "nightly"))
     p.add_argument("--materialise-only", action="store_true")
     p.add_argument("--host-profile", action="store_true", help="also print cProfile's top functions of a pass")
+    p.add_argument(
+        "--rules",
+        default="current",
+        choices=("current", "before-29"),
+        help="before-29: judge as before issue 29 (the naive cross-check on every case within NAIVE_LIMIT, the fp64 "
+        "reference gathering weights per pair in CPU-sized chunks, three host copies for the data features): a "
+        "same-machine baseline",
+    )
     a = p.parse_args()
     import torch
     from moe_lora_fuzz.contract import resolve_device
@@ -74,6 +84,14 @@ def main() -> None:
         return wrapper
 
     impl = oracle.resolve("ours")
+    if a.rules == "before-29":
+        from moe_lora_fuzz.fuzz.data.tensors import HostInputs
+        from moe_lora_fuzz.reference import fp64
+
+        oracle.naive_due = lambda case, device: True
+        fp64.CUDA_CHUNK_ELEMENTS = fp64.CHUNK_ELEMENTS
+        fp64._tile = lambda pairs, groups: 1  # one block per pair: the per-pair weight gathers of before
+        HostInputs.prefetch = lambda self, names: None
     interpreter = device == "cpu" and a.profile == "tiny"  # the nightly stream is the GPU's
     cases = [draw(sizes, i, i, interpreter=interpreter) for i in range(n)]  # in compile classes on a GPU
     if a.materialise_only:
@@ -124,7 +142,7 @@ def main() -> None:
     wall, last_fails = one_pass(timed("kernels", impl))
     fails += last_fails
     name = torch.cuda.get_device_name() if device == "cuda" else "CPU (Triton interpreter)"
-    print(f"## fuzz loop on {name}, steady state: {n} {shapes}, {fails} failures in 5 passes")
+    print(f"## fuzz loop on {name}, steady state: {n} {shapes}, {fails} failures in 5 passes, rules {a.rules}")
     print(
         f"steady state (kernels compiled): {rates[1]:.1f} cases/s ({1000 * steady[1][0] / n:.2f} ms per case), "
         f"median of 3 passes ({min(rates):.1f} to {max(rates):.1f})"

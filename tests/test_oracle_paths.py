@@ -252,6 +252,7 @@ def test_reference_disagreement_is_reported_before_running_the_impl(which, monke
 
     monkeypatch.setattr(compare, which, off)
     ran = []
-    v = check(MIXED, "ours", device, impl=lambda t: ran.append(1) or OURS(t))
+    # cross_check=True: up front on a GPU too, where it is sampled (tests/test_cross_check.py has the rule)
+    v = check(MIXED, "ours", device, impl=lambda t: ran.append(1) or OURS(t), cross_check=True)
     assert v.kind == "reference-disagreement", v
     assert not ran

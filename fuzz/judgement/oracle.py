@@ -2,7 +2,10 @@
 
 Checks, in order (the first that fails names the verdict's kind):
   reference-disagreement  the naive loop reference and the fp64 reference differ (small cases only):
-                          a bug in our references, reported apart from kernel bugs
+                          a bug in our references, reported apart from kernel bugs. The naive loop runs up
+                          front on every CPU case and on one GPU case in NAIVE_EVERY (compare.naive_due; it
+                          costs milliseconds of Python per case there), and on every failing verdict before
+                          it is returned: a finding always has both references' agreement
   exception               the implementation raised
   oob-write               a guard margin of a written buffer changed, or an input buffer was written
   untouched-changed       an element outside the delta's columns, or of a base-model / disabled pair,
@@ -67,6 +70,8 @@ from moe_lora_fuzz.fuzz.judgement.compare import (
     _out_after,
     _prepare,
     _Run,
+    late_cross_check,
+    naive_due,
 )
 from moe_lora_fuzz.fuzz.judgement.verdict import (  # noqa: F401 (callers import the verdict's names from here)
     DIAGNOSE_MARGIN,
@@ -253,6 +258,7 @@ def check(
     permutation: bool | None = None,
     probe: str = "",
     diagnose: bool = True,
+    cross_check: bool | None = None,
 ) -> Verdict:
     """Judge `impl_name` on `case`. Never raises for a failure of the implementation.
     metamorphic: also run the configuration twin (the campaign asks on every 4th case).
@@ -262,7 +268,10 @@ def check(
     probe: the declared capability this case breaks (--probe-contract): a clean refusal (REFUSALS raised before
     anything was written) is the verdict `refused`; any failure is `unchecked-precondition`.
     diagnose=False leaves a wrong result as mismatch/nonfinite, without the reruns that tell an out-of-bounds
-    or uninitialised read (the same kind family: triage compares families)."""
+    or uninitialised read (the same kind family: triage compares families).
+    cross_check: run the naive loop reference beside the fp64 one up front (within NAIVE_LIMIT); None: by
+    compare.naive_due (always on a CPU, one case in NAIVE_EVERY on a GPU). A failing verdict is always
+    cross-checked before it is returned, so every finding has had both references."""
     v = _check(
         case,
         impl_name,
@@ -273,6 +282,7 @@ def check(
         permutation=False if probe else permutation,
         refusal_ok=bool(probe),
         diagnose=diagnose,
+        cross_check=cross_check,
     )
     return probed(v, case, probe)
 
@@ -301,6 +311,7 @@ def _check(
     permutation: bool | None,
     refusal_ok: bool,
     diagnose: bool = True,
+    cross_check: bool | None = None,
 ) -> Verdict:
     start = time.perf_counter()
     impl = _as_impl(impl_name, impl)
@@ -308,6 +319,10 @@ def _check(
     settings = _settings(impl.settings or None)  # adapters declare theirs (fuzz.adapters)
 
     def verdict(kind: str, message: str = "", ratio: float = 0.0, worst=(), failure: str = "") -> Verdict:
+        if kind not in PASSING and kind not in ("reference-disagreement", "harness-error"):
+            late = late_cross_check(case, primary, exp)  # a finding always gets the naive second opinion
+            if late:
+                kind, message, ratio, worst, failure = "reference-disagreement", late, 0.0, (), ""
         return Verdict(
             kind,
             impl_name,
@@ -324,8 +339,11 @@ def _check(
     fill = Fill(guards=guards)
     primary = _prepare(case, device, fill)
     h = primary.t.host  # only the small integer inputs: no copy of the weights from the device
+    if hasattr(h, "prefetch"):  # one transfer (one sync) for the three, on a device-built GPU case
+        h.prefetch(("topk_ids", "token_lora", "adapter_enabled"))
     edges = data_features(h["topk_ids"], h["token_lora"], h["adapter_enabled"], case.num_experts, case.num_slots, case)
-    exp, disagreement = _expect(case, primary, impl.capabilities.fp32_precision)
+    naive = naive_due(case, device) if cross_check is None else cross_check
+    exp, disagreement = _expect(case, primary, impl.capabilities.fp32_precision, naive=naive)
     if disagreement:
         return verdict("reference-disagreement", disagreement)
     _call(primary, impl)

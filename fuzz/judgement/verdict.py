@@ -15,6 +15,7 @@ from moe_lora_fuzz.fuzz.space.case import Case
 SAFETY = 2.0
 UNIT = UNIT_ROUNDOFF
 NAIVE_LIMIT = 400_000  # multiply-adds up to which the naive loop reference also runs
+NAIVE_EVERY = 8  # on a GPU, one case in this many gets the naive cross-check up front (compare.naive_due)
 DIAGNOSE_MARGIN = 3.0  # finite guard contents for the diagnosis rerun (the first run has NaN)
 KINDS = (
     "reference-disagreement",

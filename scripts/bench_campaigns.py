@@ -1,0 +1,237 @@
+"""Cases per second of real campaigns, per implementation, cold and warm, on one machine in one run.
+
+    python scripts/bench_campaigns.py [--device auto|cpu|cuda] [--profile nightly|premerge] [--budget SECONDS]
+                                      [--impls ours,sglang==0.5.23,vllm==0.33.0,vllm==0.34.0] [--seed N]
+                                      [--triage-share F] [--precompile N] [--out DIR] [--json FILE]
+
+For each implementation, one after the other (never side by side: they would share the GPU and the host's cores):
+- cold: `moe-lora-fuzz run` with TRITON_CACHE_DIR set to a new, empty folder (every kernel variant compiles, as on
+  a fresh machine);
+- warm: a second campaign in a new process with the same Triton cache and the next seed (the variants the first
+  met load from the disk cache; the compile classes of a GPU campaign are shared by every seed, so a warm night
+  meets mostly those).
+Each campaign's report.json gives cases/s and its phase times (fuzz.runtime.phases); the script prints, in
+markdown: one table of cases/s per implementation (the README's), then one of milliseconds per case per phase
+group, then each campaign's full phase table. Triage is off by default (--triage-share 0): the rate is the fuzz
+loop's, whatever a foreign kernel's findings cost to minimise. A release form (`vllm==0.34.0`) is loaded from
+$MOE_LORA_FUZZ_CACHE, set to ./.upstream-cache when that folder exists and the variable is not set.
+Not a timed test: the numbers depend on the machine (a loaded host says so in its rates).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_IMPLS = "ours,sglang==0.5.23,vllm==0.33.0,vllm==0.34.0"
+# phase groups of the second table: a phase path belongs to the first group whose test it passes
+GROUPS = (
+    ("compile (jit)", lambda p: p.rpartition("/")[2] == "jit"),
+    ("materialise", lambda p: p.endswith("materialise")),
+    ("references", lambda p: p.endswith("references")),
+    ("implementation", lambda p: p.endswith("/impl")),
+    ("judge", lambda p: p.endswith("judge")),
+    ("twins, diagnosis", lambda p: "/twins" in p or "/diagnose" in p),
+    ("worker start, self-check", lambda p: p in ("startup", "selfcheck")),
+    ("triage", lambda p: p.startswith("triage")),
+    ("round trip (ipc)", lambda p: p == "ipc"),
+    ("other", lambda p: True),
+)
+
+
+def group_of(path: str) -> str:
+    return next(name for name, test in GROUPS if test(path))
+
+
+def run_campaign(impl: str, a, seed: int, cache: str, out: Path) -> dict:
+    """One campaign in its own process; its report.json, or {"error": why}."""
+    env = dict(os.environ, TRITON_CACHE_DIR=cache, PYTHONPATH=str(ROOT))
+    env.setdefault("PYTHONUNBUFFERED", "1")
+    cmd = [sys.executable, "-m", "moe_lora_fuzz", "run", "--impl", impl, "--device", a.device, "--profile", a.profile]
+    cmd += ["--budget", str(a.budget), "--seed", str(seed), "--out", str(out), "--triage-share", str(a.triage_share)]
+    if a.precompile is not None:
+        cmd += ["--precompile", str(a.precompile)]
+    shutil.rmtree(out, ignore_errors=True)  # a campaign's --out must be empty (a rerun into the same folder)
+    t0 = time.perf_counter()
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=a.budget * 3 + 300)
+    wall = time.perf_counter() - t0
+    (out.parent / f"{out.name}.log").write_text(proc.stdout + proc.stderr)
+    report = out / "report.json"
+    if proc.returncode not in (0, 1) or not report.is_file():
+        lines = [s for s in (proc.stderr + proc.stdout).splitlines() if s.strip()]
+        return {"error": f"exit {proc.returncode}: {lines[-1] if lines else 'no output'}", "wall_s": wall}
+    r = json.loads(report.read_text())
+    r["wall_s"] = round(wall, 1)
+    return r
+
+
+def ms_per_case(r: dict) -> dict:
+    """{phase path: ms per case} of one report."""
+    n = max(1, r.get("cases", 0))
+    return {k: 1000 * v["s"] / n for k, v in r.get("phases", {}).items()}
+
+
+def variants(r: dict) -> int:
+    """Kernel variants the worker compiled or loaded from Triton's disk cache (its `jit` phases)."""
+    return sum(v["n"] for k, v in r.get("phases", {}).items() if k.rpartition("/")[2] == "jit")
+
+
+def rate(r: dict) -> str:
+    return "error" if "error" in r else f"{r['cases_per_s']:.1f}"
+
+
+def summary_table(results: dict) -> list[str]:
+    rows = [
+        "| implementation | cold cases/s | warm cases/s | cases cold / warm | variants compiled or loaded, cold / warm "
+        "| findings cold / warm |",
+        "|---|---|---|---|---|---|",
+    ]
+    for impl, (cold, warm) in results.items():
+        cells = [f"`{impl}`", rate(cold), rate(warm)]
+        if "error" in cold and "error" in warm:
+            cells += ["-", "-", cold["error"]]
+        else:
+            cells += [
+                f"{cold.get('cases', '-')} / {warm.get('cases', '-')}",
+                f"{variants(cold)} / {variants(warm)}",
+                f"{cold.get('distinct_findings', '-')} / {warm.get('distinct_findings', '-')}",
+            ]
+        rows.append("| " + " | ".join(str(c) for c in cells) + " |")
+    return rows
+
+
+def group_table(results: dict) -> list[str]:
+    """ms per case per phase group, one column per campaign."""
+    cols = [
+        (impl, which, r)
+        for impl, pair in results.items()
+        for which, r in zip(("cold", "warm"), pair, strict=True)
+        if "error" not in r
+    ]
+    if not cols:
+        return ["(no campaign finished)"]
+    grouped = []
+    for _, _, r in cols:
+        g = dict.fromkeys((name for name, _ in GROUPS), 0.0)
+        for path, ms in ms_per_case(r).items():
+            g[group_of(path)] += ms
+        grouped.append(g)
+    rows = ["| ms per case | " + " | ".join(f"`{i}` {w}" for i, w, _ in cols) + " |", "|---" * (len(cols) + 1) + "|"]
+    for name, _ in GROUPS:
+        rows.append(f"| {name} | " + " | ".join(f"{g[name]:.2f}" for g in grouped) + " |")
+    rows.append(
+        "| **all (wall / cases)** | "
+        + " | ".join(f"**{1000 / max(r['cases_per_s'], 1e-9):.1f}**" for _, _, r in cols)
+        + " |"
+    )
+    return rows
+
+
+def phase_table(r: dict) -> list[str]:
+    ms = ms_per_case(r)
+    n = max(1, r.get("cases", 0))
+    rows = ["| phase | ms per case | count per case | share |", "|---|---|---|---|"]
+    for k, v in sorted(ms.items(), key=lambda kv: -kv[1]):
+        if v < 0.005:
+            continue
+        count = r["phases"][k]["n"] / n
+        rows.append(f"| {k} | {v:.2f} | {count:.2f} | {100 * v * n / 1000 / max(r['elapsed_s'], 1e-9):.1f}% |")
+    return rows
+
+
+def machine(device: str) -> str:
+    import platform
+
+    cores = os.cpu_count()
+    if device == "cuda":
+        import torch
+
+        return f"{torch.cuda.get_device_name()}, {cores} host cores"
+    return f"CPU only ({platform.processor() or platform.machine()}, {cores} cores, Triton's interpreter)"
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    p.add_argument("--profile", default="nightly", choices=("nightly", "premerge"))
+    p.add_argument("--budget", type=float, default=30.0, help="seconds per campaign (two per implementation)")
+    p.add_argument("--impls", default=DEFAULT_IMPLS, help=f"comma-separated --impl values (default: {DEFAULT_IMPLS})")
+    p.add_argument("--seed", type=int, default=29, help="the cold campaigns' seed; warm ones use seed + 1")
+    p.add_argument("--triage-share", type=float, default=0.0, help="passed to each campaign (default 0: no triage)")
+    p.add_argument("--precompile", type=int, default=None, help="passed to each campaign (default: the campaign's)")
+    p.add_argument("--out", default=None, help="folder for the campaigns' outputs (default: a temporary folder)")
+    p.add_argument("--json", default=None, help="also write every report's numbers here")
+    p.add_argument(
+        "--deadline",
+        type=float,
+        default=None,
+        help="seconds for the whole run: campaigns that cannot end by then are skipped",
+    )
+    a = p.parse_args()
+    if a.budget <= 0:
+        p.error("--budget must be positive")
+    impls = [s.strip() for s in a.impls.split(",") if s.strip()]
+    if not impls:
+        p.error("--impls must name at least one implementation")
+    sys.path.insert(0, str(ROOT))
+    from moe_lora_fuzz.contract import resolve_device
+
+    a.device = resolve_device(a.device)
+    cache = ROOT / ".upstream-cache"
+    if "MOE_LORA_FUZZ_CACHE" not in os.environ and cache.is_dir():
+        os.environ["MOE_LORA_FUZZ_CACHE"] = str(cache)
+    out = Path(a.out) if a.out else Path(tempfile.mkdtemp(prefix="bench-campaigns-"))
+    out.mkdir(parents=True, exist_ok=True)
+    results, start = {}, time.monotonic()
+    for i, impl in enumerate(impls):
+        triton_cache = out / f"triton-cold-{i}"  # empty: a fresh machine's compile
+        shutil.rmtree(triton_cache, ignore_errors=True)
+        triton_cache.mkdir()
+        pair = []
+        for which, seed in (("cold", a.seed), ("warm", a.seed + 1)):
+            late = a.deadline is not None and time.monotonic() - start + a.budget + 20 > a.deadline
+            r = {"error": "skipped (--deadline)", "wall_s": 0.0} if late else None
+            r = r or run_campaign(impl, a, seed, str(triton_cache), out / f"{i}-{which}")
+            pair.append(r)
+            print(
+                f"{impl} {which}: {rate(r)} cases/s ({r.get('cases', 0)} cases, {r['wall_s']:.0f} s wall)"
+                + (f" {r['error']}" if "error" in r else ""),
+                flush=True,
+            )
+        results[impl] = pair
+    print(
+        f"\n## Campaigns per implementation, cold and warm: {machine(a.device)}, profile {a.profile}, "
+        f"{a.budget:g} s each, triage share {a.triage_share:g}, seeds {a.seed} (cold) and {a.seed + 1} (warm)\n"
+    )
+    print("\n".join(summary_table(results)))
+    print("\n### Milliseconds per case by phase group (report.json `phases`; compiling ahead runs beside the worker)\n")
+    print("\n".join(group_table(results)))
+    for impl, pair in results.items():
+        for which, r in zip(("cold", "warm"), pair, strict=True):
+            if "error" not in r:
+                print(
+                    f"\n### `{impl}` {which}: {r['cases']} cases in {r['elapsed_s']} s = {r['cases_per_s']} cases/s\n"
+                )
+                print("\n".join(phase_table(r)))
+    if a.json:
+        keep = ("cases", "elapsed_s", "cases_per_s", "distinct_findings", "phases", "error", "wall_s", "precompile")
+        data = {
+            impl: {w: {k: r[k] for k in keep if k in r} for w, r in zip(("cold", "warm"), pair, strict=True)}
+            for impl, pair in results.items()
+        }
+        Path(a.json).write_text(
+            json.dumps({"device": a.device, "machine": machine(a.device), "results": data}, indent=1)
+        )
+    print(f"\noutputs: {out}")
+
+
+if __name__ == "__main__":
+    main()
