@@ -96,6 +96,7 @@ def moe_lora_matmul_kernel(
     G_P2: tl.constexpr,  # next power of two >= G
     FULL_LAST_GROUP: tl.constexpr = False,  # True only in the grouped-tail-full mutant
     QUANT: tl.constexpr = 0,  # 0: none; 1: fp8 w8a8; 2: int8 w8a8; 3: int8 w8a16
+    ACT_QUANT: tl.constexpr = False,  # w8a8 (QUANT 1, 2): the activations are quantized here, tile by tile
     ACT_STATIC: tl.constexpr = False,  # w8a8: the activation scale is x_scale_ptr's, not computed per row
     ACT_TILE_GROUP: tl.constexpr = False,  # w8a8 dynamic: every K tile is exactly one activation scale group
     ROUND_X: tl.constexpr = False,  # w8a16 expand: the fp32 intermediate rounded to out's dtype before the dot
@@ -162,8 +163,7 @@ def moe_lora_matmul_kernel(
         ws_off = (0 if SCALE_SLOT0 else slot64) * stride_wsl + expert.to(tl.int64) * stride_wse
         if not SLICES_IN_N:
             ws_slice = _weight_base(ws_table_ptr, pid_s, pid_s >= 0, ws0_ptr, False) + ws_off
-    W8A8 = QUANT == 1 or QUANT == 2  # a Python bool: every `if W8A8` is decided at compile time
-    if W8A8 and ACT_STATIC:
+    if ACT_QUANT and ACT_STATIC:
         sx = tl.load(x_scale_ptr + tl.zeros((BLOCK_M,), dtype=tl.int32))
     out_rows = out_ptr + pid_s * stride_os + token[:, None] * stride_om + slot_j[:, None] * stride_oj
 
@@ -195,7 +195,7 @@ def moe_lora_matmul_kernel(
                 ws_cols = ws_slice + offs_n * 0
         x_ptrs = x_rows + offs_k[None, :] * stride_xk
         acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
-        if W8A8 and not ACT_STATIC and not ACT_TILE_GROUP:
+        if ACT_QUANT and not ACT_STATIC and not ACT_TILE_GROUP:
             sx = tl.zeros((BLOCK_M,), dtype=tl.float32)
             kb_prev = pid_sk * 0 - 1  # the K-group sx belongs to
         for kk in range(0, tl.cdiv(K, BLOCK_K * SPLIT_K)):
@@ -213,7 +213,7 @@ def moe_lora_matmul_kernel(
                     acc = tl.dot(a.to(b.dtype), b, acc=acc, input_precision=DOT_PRECISION)
             else:
                 k0 = kk * BLOCK_K * SPLIT_K + pid_sk * BLOCK_K
-                if W8A8:  # quantize the activation tile by its row's (K-group's) scale
+                if ACT_QUANT:  # quantize the activation tile by its row's (K-group's) scale
                     if not ACT_STATIC:
                         if ACT_TILE_GROUP:
                             sx = act_scale(tl.max(tl.abs(a.to(tl.float32)), axis=1), QUANT)
@@ -243,7 +243,7 @@ def moe_lora_matmul_kernel(
                     SCALE_NEXT_BLOCK,
                     CHANNEL_SCALE_BY_K,
                 )
-                if W8A8 and not ACT_SCALE_IGNORED:
+                if ACT_QUANT and not ACT_SCALE_IGNORED:
                     part = part * sx[:, None]
                 acc += part * sw[None, :]
             x_ptrs += BLOCK_K * SPLIT_K * stride_xk

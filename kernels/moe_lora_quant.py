@@ -23,7 +23,7 @@ from moe_lora_fuzz.contract.quant import (
 )
 
 from .config import TileConfig
-from .moe_lora import MoeLoraCall, _need, _pointer_table
+from .moe_lora import MoeLoraCall, _need, _pointer_table, interpreter_bf16_ok
 from .mutants import Deviation
 
 QUANT_CODES = {"fp8_w8a8": 1, "int8_w8a8": 2, "int8_w8a16": 3}  # the kernel's QUANT switch
@@ -45,6 +45,11 @@ def check_quant(call: MoeLoraCall, q) -> None:
     _need(q.scheme in QUANT_SCHEMES[1:], lambda: f"quant.scheme: {q.scheme!r} is not one of {QUANT_SCHEMES[1:]}")
     _need(q.group in SCALE_GROUPS, lambda: f"quant.group: {q.group!r} is not one of {SCALE_GROUPS}")
     _need(q.act in ACT_SCALES, lambda: f"quant.act: {q.act!r} is not one of {ACT_SCALES}")
+    _need(
+        q.scheme != "fp8_w8a8" or interpreter_bf16_ok(),  # the kernel quantizes activations to e4m3fn itself
+        "quant.scheme: fp8_w8a8 on CPU needs the patched Triton interpreter (moe_lora_fuzz.fuzz.runtime.interpreter"
+        ".install()): the plain interpreter's fp32 -> e4m3fn cast rounds wrongly",
+    )
     for name in ("block_n", "block_k"):
         v = getattr(q, name)
         _need(
@@ -116,6 +121,7 @@ def quant_launch_args(call: MoeLoraCall, q, stage: str, tile: TileConfig, dev: D
         stride_wsn=s0.stride(2),
         stride_wsk=s0.stride(3),
         QUANT=code,
+        ACT_QUANT=w8a8,
         ACT_STATIC=static,
         ACT_TILE_GROUP=w8a8 and not static and tile_group,
         ROUND_X=code == 3 and not shrink and call.x.dtype != torch.float32,

@@ -50,8 +50,10 @@ def quantize(a, sx, QUANT: tl.constexpr):
     y = tl.math.div_rn(a.to(tl.float32), sx[:, None] + tl.zeros(a.shape, dtype=tl.float32))
     y = tl.minimum(tl.maximum(y, -qmax), qmax)
     if QUANT == 1:
-        return y.to(tl.float8e4nv)
-    return _rint(y).to(tl.int8)
+        q = y.to(tl.float8e4nv)
+    else:
+        q = _rint(y).to(tl.int8)
+    return q
 
 
 @triton.jit
