@@ -8,7 +8,8 @@ Runs under Triton's interpreter (TRITON_INTERPRET=1, set here when no GPU is vis
 The Triton kernels are replaced by a recorder that counts launches and returns at once, and align is forced onto
 its Triton form (as on a GPU), so what is timed is the wrapper's Python and its torch ops; torch ops are counted
 with torch.profiler (top-level aten ops that produce or modify a tensor: each is at least one kernel on a GPU).
-CPU times are relative only (a loaded 2-core machine); the counts are what carries over to the GPU.
+Host time is this process's CPU time (time.process_time: waiting for a loaded machine does not count), the best of
+several rounds; relative only (CPU torch ops are not CUDA launches); the counts are what carries over to the GPU.
 """
 
 from __future__ import annotations
@@ -108,7 +109,7 @@ def main() -> int:
     counts: Counter = Counter()
     _stub_kernels(counts)
     print(f"M={a.m}, bench_quant shapes, Triton launches stubbed; CPU host time per call (relative only)\n")
-    print("| scheme | Triton launches | torch ops | leaf kernels | host syncs | host µs/call (best) | torch ops |")
+    print("| scheme | Triton launches | torch ops | leaf kernels | host syncs | host CPU µs/call (best) | torch ops |")
     print("|---|---|---|---|---|---|---|")
     for quant, group, act in SCHEMES:
         c = _case(a.m, quant, group, act)
@@ -135,10 +136,10 @@ def main() -> int:
         syncs = sum(v for k, v in ops.items() if k in SYNCS)
         rounds = []  # the quickest of several rounds: what the code costs, not what the machine's load added
         for _ in range(a.rounds):
-            t0 = time.perf_counter()
+            t0 = time.process_time()
             for _ in range(a.calls):
                 fused_moe_lora(**kw, config=cfg)
-            rounds.append((time.perf_counter() - t0) / a.calls * 1e6)
+            rounds.append((time.process_time() - t0) / a.calls * 1e6)
         us = min(rounds)
         desc = ", ".join(f"{k.removeprefix('aten::')} {v}" for k, v in sorted(kernels.items()))
         name = "bf16" if quant == "none" else f"{quant}/{group}/{act}"
