@@ -236,3 +236,39 @@ def test_in_kernel_activation_quantization_is_the_contracts_bit_for_bit(scheme, 
             quant_kernel[(1,)](x.to(device), q, s, k, GROUP=group, QUANT=1 if scheme == "fp8_w8a8" else 2, PIECE=piece)
             assert torch.equal(s.cpu(), want_s), (dtype, group)
             assert torch.equal(q.cpu().view(torch.uint8), want_q.view(torch.uint8)), (dtype, group)
+
+
+def test_a_quantized_call_makes_the_unquantized_calls_device_ops(device, monkeypatch):
+    """The kernel quantizes w8a8 activations itself, so a quantized call launches what the unquantized one does (two
+    matmul launches) and the same torch ops, nothing more (the host used to quantize with ~12 torch ops a stage: ~400
+    µs a call on an H100). The matmul kernel is stubbed: only the host's work is counted."""
+    from collections import Counter
+
+    import moe_lora_fuzz.kernels.moe_lora as host
+    from torch.profiler import ProfilerActivity, profile
+
+    launches = []
+
+    class Stub:
+        def __getitem__(self, grid):
+            return lambda *args, **kwargs: launches.append(kwargs.get("QUANT", 0))
+
+    monkeypatch.setattr(host, "moe_lora_matmul_kernel", Stub())
+
+    def ops(knobs) -> Counter:
+        kw = materialize(BASE.replace(**knobs).validate(interpreter=device == "cpu"), device).op_kwargs()
+        fused_moe_lora(**kw, config=SPLIT)  # builds the cached pointer tables and slot list: later calls do not
+        with profile(activities=[ProfilerActivity.CPU]) as prof:
+            fused_moe_lora(**kw, config=SPLIT)
+        return Counter(e.name for e in prof.events() if e.cpu_parent is None and e.name.startswith("aten::"))
+
+    plain = ops({})
+    for knobs in (
+        dict(quant="fp8_w8a8", quant_group="block", **Q),
+        dict(quant="int8_w8a8", quant_group="channel"),
+        dict(quant="int8_w8a8", quant_group="tensor", act_scale="static"),
+        dict(quant="int8_w8a16", quant_group="channel"),
+    ):
+        launches.clear()
+        assert ops(knobs) == plain, knobs
+        assert len(launches) == 4 and all(launches), launches  # shrink and expand (twice), all quantized
