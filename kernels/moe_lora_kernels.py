@@ -14,7 +14,7 @@ import triton
 import triton.language as tl
 
 from . import runtime  # noqa: F401  sets TRITON_INTERPRET on GPU-less machines before @triton.jit below
-from .moe_lora_quant_kernels import act_scale, code_dot, group_amax, quantize, weight_scale
+from .moe_lora_quant_kernels import act_scale, code_dot, group_amax, quantize
 
 
 @triton.jit
@@ -213,12 +213,12 @@ def moe_lora_matmul_kernel(
                     acc = tl.dot(a.to(b.dtype), b, acc=acc, input_precision=DOT_PRECISION)
             else:
                 k0 = kk * BLOCK_K * SPLIT_K + pid_sk * BLOCK_K
+                kb = k0 // group_k  # the tile's scale group along K (weights and activations)
                 if ACT_QUANT:  # quantize the activation tile by its row's (K-group's) scale
                     if not ACT_STATIC:
                         if ACT_TILE_GROUP:
                             sx = act_scale(tl.max(tl.abs(a.to(tl.float32)), axis=1), QUANT)
                         else:
-                            kb = k0 // group_k
                             if kb != kb_prev:  # a new K-group: its scale from the whole group
                                 start = kb * group_k
                                 stop = tl.minimum(start + group_k, K)
@@ -229,20 +229,11 @@ def moe_lora_matmul_kernel(
                 elif ROUND_X:
                     a = a.to(out_ptr.dtype.element_ty)
                 part = code_dot(a, b, QUANT, NARROW_K, UPCAST, DOT_PRECISION)
-                sw = weight_scale(
-                    ws_cols,
-                    col,
-                    k0,
-                    K,
-                    n_mask,
-                    group_n,
-                    group_k,
-                    stride_wsn,
-                    stride_wsk,
-                    BLOCK_N,
-                    SCALE_NEXT_BLOCK,
-                    CHANNEL_SCALE_BY_K,
-                )
+                kw = kb + 1 if SCALE_NEXT_BLOCK else kb
+                scale_row = (k0 + tl.arange(0, BLOCK_N)) // group_n if CHANNEL_SCALE_BY_K else col // group_n
+                # a split-K program's tile may start past K (all of it masked): its scale group does not exist
+                in_k = (tl.zeros((BLOCK_N,), dtype=tl.int32) + k0) < K
+                sw = tl.load(ws_cols + scale_row * stride_wsn + kw * stride_wsk, mask=n_mask & in_k, other=0.0)
                 if ACT_QUANT and not ACT_SCALE_IGNORED:
                     part = part * sx[:, None]
                 acc += part * sw[None, :]

@@ -70,30 +70,3 @@ def code_dot(a, b, QUANT: tl.constexpr, NARROW_K: tl.constexpr, UPCAST: tl.const
     else:
         part = tl.dot(a, b.to(a.dtype), input_precision=DOT_PRECISION)
     return part
-
-
-@triton.jit
-def weight_scale(
-    ws_cols,
-    col,
-    k0,
-    K,
-    n_mask,
-    group_n,
-    group_k,
-    stride_wsn,
-    stride_wsk,
-    BLOCK_N: tl.constexpr,
-    SCALE_NEXT_BLOCK: tl.constexpr,
-    CHANNEL_SCALE_BY_K: tl.constexpr,
-):
-    """(BLOCK_N,) weight scales of the K tile starting at k0 for columns col; ws_cols: each column's scale base."""
-    kb = k0 // group_k
-    kw = kb + 1 if SCALE_NEXT_BLOCK else kb
-    if CHANNEL_SCALE_BY_K:
-        scale_row = (k0 + tl.arange(0, BLOCK_N)) // group_n
-    else:
-        scale_row = col // group_n
-    # a split-K program's tile may start past K (all of it masked): its scale group does not exist
-    in_k = (tl.zeros((BLOCK_N,), dtype=tl.int32) + k0) < K
-    return tl.load(ws_cols + scale_row * stride_wsn + kw * stride_wsk, mask=n_mask & in_k, other=0.0)
