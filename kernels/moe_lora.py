@@ -265,9 +265,16 @@ def _launch(
     mul_routed_weight: bool,
     accumulate: bool,
     dev: Deviation,
+    quant=None,
 ) -> None:
     shrink = stage == "shrink"  # one program covers every slice (S*R columns), expand one slice per program
     k_dim, n_dim = (call.k_dim, call.rank * call.num_slices) if shrink else (call.rank, call.n_dim)
+    if quant is None:
+        scaled = _UNQUANTIZED
+    else:  # the scales and switches of the quantized kernel (kernels/moe_lora_quant.py); BLOCK_K may be clamped
+        from .moe_lora_quant import quant_launch_args
+
+        tile, scaled = quant_launch_args(call, quant, stage, tile, dev)
     sorted_ids, expert_ids = align.sorted_token_ids, align.expert_ids
     stride_sorted, stride_expert = sorted_ids.stride(0), expert_ids.stride(0)
     if dev.unrounded_pad_stride:  # the kernel's idea of P, unrounded, disagrees with align's
@@ -330,9 +337,26 @@ def _launch(
             FULL_LAST_GROUP=dev.full_last_group,
             num_warps=tile.num_warps,
             num_stages=tile.num_stages,
+            **scaled,
         )
     except OutOfResources as e:
         raise ValueError(f"config.{stage}: {e} (BLOCK_M={block_m}, {tile})") from None
+
+
+# what the unquantized kernel gets for the quantized kernel's arguments: None (a compile-time constant, unused)
+_UNQUANTIZED = dict.fromkeys(
+    (
+        "ws_table_ptr",
+        "ws0_ptr",
+        "x_scale_ptr",
+        "group_n",
+        "group_k",
+        "stride_wsl",
+        "stride_wse",
+        "stride_wsn",
+        "stride_wsk",
+    )
+)
 
 
 def max_used_blocks(num_routed: int, num_groups: int, block_m: int) -> int:
@@ -350,8 +374,10 @@ def run_shrink(
     slot_ids: torch.Tensor,
     config: MoeLoraConfig,
     dev: Deviation = NO_DEVIATION,
+    quant=None,
 ) -> None:
-    """intermediate[s, f, :] = lora_a[s][l, e] @ x[row(f)] for every aligned routed pair f."""
+    """intermediate[s, f, :] = lora_a[s][l, e] @ x[row(f)] for every aligned routed pair f (quant: a
+    contract.QuantArgs; w8a8 quantizes x in the kernel)."""
     tile = config.shrink
     if tile.split_k > 1 and not dev.skip_intermediate_zeroing:
         intermediate.zero_()  # the atomic adds need a zero start
@@ -375,6 +401,7 @@ def run_shrink(
         mul_routed_weight=dev.routed_weight_in_shrink and call.mul_routed_weight,
         accumulate=False,
         dev=dev,
+        quant=quant,
     )
 
 
@@ -385,8 +412,10 @@ def run_expand(
     slot_ids: torch.Tensor,
     config: MoeLoraConfig,
     dev: Deviation = NO_DEVIATION,
+    quant=None,
 ) -> None:
-    """out[m, j, offset + s*N + n] += w? * lora_b[s][l, e] @ intermediate[s, f]."""
+    """out[m, j, offset + s*N + n] += w? * lora_b[s][l, e] @ intermediate[s, f] (quant: w8a8 quantizes the
+    intermediate in the kernel)."""
     t, out = intermediate, call.out
     cols = out[:, :, call.offset :]
     _launch(
@@ -405,6 +434,7 @@ def run_expand(
         mul_routed_weight=call.mul_routed_weight,
         accumulate=True,
         dev=dev,
+        quant=quant,
     )
 
 
@@ -474,29 +504,14 @@ def fused_moe_lora(
     layout: "per_token" (x is (M, K)) or "per_routed" (x is (M*k, K)); None derives it from x's rows.
     validate_ids: also check the id ranges (costs a device sync).
     deviation: only for the seeded-bug catalog (kernels.mutants).
-    quant: a contract.QuantArgs: lora_a / lora_b hold fp8 or int8 codes (kernels/moe_lora_quant.py).
+    quant: a contract.QuantArgs: lora_a / lora_b hold fp8 or int8 codes with their scales (kernels/moe_lora_quant.py);
+    the same pipeline, one kernel (its QUANT switch), no extra launch (w8a8 quantizes activations in the kernel).
     """
+    weight_dtypes = None
     if quant is not None:
-        from .moe_lora_quant import fused_moe_lora_quant
+        from .moe_lora_quant import check_quant, quant_weight_dtypes
 
-        return fused_moe_lora_quant(
-            out,
-            x,
-            topk_ids,
-            topk_weights,
-            token_lora,
-            adapter_enabled,
-            lora_a,
-            lora_b,
-            quant,
-            mul_routed_weight=mul_routed_weight,
-            offset=offset,
-            layout=layout,
-            config=config,
-            workspace=workspace,
-            validate_ids=validate_ids,
-            deviation=deviation,
-        )
+        weight_dtypes = quant_weight_dtypes(quant)
     call = prepare(
         out,
         x,
@@ -510,7 +525,10 @@ def fused_moe_lora(
         offset=offset,
         layout=layout,
         validate_ids=validate_ids,
+        weight_dtypes=weight_dtypes,
     )
+    if quant is not None:
+        check_quant(call, quant)
     if config is None:
         config = default_config(
             call.num_routed, call.rank, call.k_dim, call.n_dim, call.num_experts, call.num_slots, call.num_slices
@@ -530,6 +548,6 @@ def fused_moe_lora(
     if intermediate is None:
         intermediate = torch.empty((call.num_slices, call.num_routed, call.rank), dtype=torch.float32, device=x.device)
     slot_ids = default_slot_ids(call.num_slots, x.device)
-    run_shrink(call, intermediate, align, slot_ids, config, deviation)
-    run_expand(call, intermediate, align, slot_ids, config, deviation)
+    run_shrink(call, intermediate, align, slot_ids, config, deviation, quant)
+    run_expand(call, intermediate, align, slot_ids, config, deviation, quant)
     return out

@@ -1,16 +1,20 @@
-"""Device code only: the grouped LoRA matmul used by both shrink and expand.
+"""Device code only: the grouped LoRA matmul used by both shrink and expand, unquantized and quantized.
 
 The host layer (moe_lora.py) decides what x, w and out are for each stage:
     shrink: x = activations,           w = lora_a[s] (L, E, R, K), out = intermediate (S, M*k, R) fp32,
             every slice in one program (the S*R columns side by side)
     expand: x = intermediate[s] (fp32), w = lora_b[s] (L, E, N, R), out = out[..., offset:] (M, k, W'),
             one slice per program (grid axis 1)
+QUANT > 0 (contract/quant.py): w holds fp8 / int8 codes with float32 scales; the quantized tile steps are the
+helpers of moe_lora_quant_kernels.py. QUANT = 0 compiles exactly the unquantized kernel (the quantized arguments
+are then None).
 """
 
 import triton
 import triton.language as tl
 
 from . import runtime  # noqa: F401  sets TRITON_INTERPRET on GPU-less machines before @triton.jit below
+from .moe_lora_quant_kernels import act_scale, code_dot, group_amax, quantize
 
 
 @triton.jit
@@ -65,6 +69,16 @@ def moe_lora_matmul_kernel(
     stride_twk,
     stride_sorted_l,
     stride_expert_l,
+    # quantized (QUANT > 0; None otherwise)
+    ws_table_ptr,  # (S,) int64 data_ptr()s of the per-slice weight scales, each (L, E, Gn, Gk) float32
+    ws0_ptr,  # slice 0 of the scales
+    x_scale_ptr,  # w8a8 with static activation scales: (1,) float32; else None (computed per row here)
+    group_n,  # weight rows per scale
+    group_k,  # weight (and activation) columns per scale
+    stride_wsl,
+    stride_wse,
+    stride_wsn,
+    stride_wsk,
     # meta-parameters
     MUL_ROUTED_WEIGHT: tl.constexpr,
     ACCUMULATE: tl.constexpr,  # out += result (expand) instead of out = result (shrink)
@@ -81,6 +95,17 @@ def moe_lora_matmul_kernel(
     SLICES_IN_N: tl.constexpr,  # column n is column n % n_slice of slice n // n_slice (grid axis 1 is 1)
     G_P2: tl.constexpr,  # next power of two >= G
     FULL_LAST_GROUP: tl.constexpr = False,  # True only in the grouped-tail-full mutant
+    QUANT: tl.constexpr = 0,  # 0: none; 1: fp8 w8a8; 2: int8 w8a8; 3: int8 w8a16
+    ACT_QUANT: tl.constexpr = False,  # w8a8 (QUANT 1, 2): the activations are quantized here, tile by tile
+    ACT_STATIC: tl.constexpr = False,  # w8a8: the activation scale is x_scale_ptr's, not computed per row
+    ACT_TILE_GROUP: tl.constexpr = False,  # w8a8 dynamic: every K tile is exactly one activation scale group
+    ROUND_X: tl.constexpr = False,  # w8a16 expand: the fp32 intermediate rounded to out's dtype before the dot
+    NARROW_K: tl.constexpr = False,  # w8a8, BLOCK_K < 32: 8-bit codes multiplied as fp16 (exact products)
+    # quantized seeded bugs (kernels.mutants); all False in the correct kernel
+    SCALE_NEXT_BLOCK: tl.constexpr = False,  # weight scale of the next K-block
+    CHANNEL_SCALE_BY_K: tl.constexpr = False,  # weight scale row indexed by k instead of n
+    SCALE_SLOT0: tl.constexpr = False,  # weight scale of slot 0 whatever the slot
+    ACT_SCALE_IGNORED: tl.constexpr = False,  # activation scale not applied
 ):
     """Grid: (SPLIT_K * num_pid_m * cdiv(N, BLOCK_N * N_TILES), S).
 
@@ -134,6 +159,12 @@ def moe_lora_matmul_kernel(
     w_off = slot64 * stride_wl + expert.to(tl.int64) * stride_we
     if not SLICES_IN_N:
         w_slice = _weight_base(w_table_ptr, pid_s, pid_s >= 0, w0_ptr, W_ALIGNED) + w_off
+    if QUANT != 0:
+        ws_off = (0 if SCALE_SLOT0 else slot64) * stride_wsl + expert.to(tl.int64) * stride_wse
+        if not SLICES_IN_N:
+            ws_slice = _weight_base(ws_table_ptr, pid_s, pid_s >= 0, ws0_ptr, False) + ws_off
+    if ACT_QUANT and ACT_STATIC:
+        sx = tl.load(x_scale_ptr + tl.zeros((BLOCK_M,), dtype=tl.int32))
     out_rows = out_ptr + pid_s * stride_os + token[:, None] * stride_om + slot_j[:, None] * stride_oj
 
     # N_TILES consecutive BLOCK_N tiles per program: the set-up above is paid once, and expand reads the
@@ -154,11 +185,19 @@ def moe_lora_matmul_kernel(
             w_cols = _weight_base(w_table_ptr, col_slice, n_mask, w0_ptr, W_ALIGNED) + w_off
             w_ptrs = w_cols[None, :] + offs_k[:, None] * stride_wk + col[None, :] * stride_wn
             out_ptrs = out_rows + col_slice[None, :] * stride_os + col[None, :] * stride_on
+            if QUANT != 0:
+                ws_cols = _weight_base(ws_table_ptr, col_slice, n_mask, ws0_ptr, False) + ws_off
         else:
             w_ptrs = w_slice + offs_k[:, None] * stride_wk + offs_n[None, :] * stride_wn
             out_ptrs = out_rows + offs_n[None, :] * stride_on
+            if QUANT != 0:
+                col = offs_n
+                ws_cols = ws_slice + offs_n * 0
         x_ptrs = x_rows + offs_k[None, :] * stride_xk
         acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+        if ACT_QUANT and not ACT_STATIC and not ACT_TILE_GROUP:
+            sx = tl.zeros((BLOCK_M,), dtype=tl.float32)
+            kb_prev = pid_sk * 0 - 1  # the K-group sx belongs to
         for kk in range(0, tl.cdiv(K, BLOCK_K * SPLIT_K)):
             k_left = K - kk * BLOCK_K * SPLIT_K
             if MASK_K:
@@ -167,10 +206,37 @@ def moe_lora_matmul_kernel(
             else:
                 a = tl.load(x_ptrs, mask=token_mask[:, None], other=0.0)
                 b = tl.load(w_ptrs, mask=n_mask[None, :], other=0.0)
-            if UPCAST:
-                acc = tl.dot(a.to(tl.float32), b.to(tl.float32), acc=acc, input_precision="ieee")
+            if QUANT == 0:
+                if UPCAST:
+                    acc = tl.dot(a.to(tl.float32), b.to(tl.float32), acc=acc, input_precision="ieee")
+                else:
+                    acc = tl.dot(a.to(b.dtype), b, acc=acc, input_precision=DOT_PRECISION)
             else:
-                acc = tl.dot(a.to(b.dtype), b, acc=acc, input_precision=DOT_PRECISION)
+                k0 = kk * BLOCK_K * SPLIT_K + pid_sk * BLOCK_K
+                kb = k0 // group_k  # the tile's scale group along K (weights and activations)
+                if ACT_QUANT:  # quantize the activation tile by its row's (K-group's) scale
+                    if not ACT_STATIC:
+                        if ACT_TILE_GROUP:
+                            sx = act_scale(tl.max(tl.abs(a.to(tl.float32)), axis=1), QUANT)
+                        else:
+                            if kb != kb_prev:  # a new K-group: its scale from the whole group
+                                start = kb * group_k
+                                stop = tl.minimum(start + group_k, K)
+                                amax = group_amax(x_rows, stride_xk, start, stop, token_mask, BLOCK_M, BLOCK_K)
+                                sx = act_scale(amax, QUANT)
+                            kb_prev = kb
+                    a = quantize(a, sx, QUANT)
+                elif ROUND_X:
+                    a = a.to(out_ptr.dtype.element_ty)
+                part = code_dot(a, b, QUANT, NARROW_K, UPCAST, DOT_PRECISION)
+                kw = kb + 1 if SCALE_NEXT_BLOCK else kb
+                scale_row = (k0 + tl.arange(0, BLOCK_N)) // group_n if CHANNEL_SCALE_BY_K else col // group_n
+                # a split-K program's tile may start past K (all of it masked): its scale group does not exist
+                in_k = (tl.zeros((BLOCK_N,), dtype=tl.int32) + k0) < K
+                sw = tl.load(ws_cols + scale_row * stride_wsn + kw * stride_wsk, mask=n_mask & in_k, other=0.0)
+                if ACT_QUANT and not ACT_SCALE_IGNORED:
+                    part = part * sx[:, None]
+                acc += part * sw[None, :]
             x_ptrs += BLOCK_K * SPLIT_K * stride_xk
             w_ptrs += BLOCK_K * SPLIT_K * stride_wk
         if MUL_ROUTED_WEIGHT:

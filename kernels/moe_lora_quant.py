@@ -1,9 +1,10 @@
-"""Host layer of the quantized fused MoE LoRA op (contract/quant.py): check, allocate, quantize, launch.
+"""The quantized op's host parts (contract/quant.py): its checks and its kernel arguments. fused_moe_lora(quant=...)
+runs the one pipeline of moe_lora.py (align, shrink into an fp32 intermediate, expand into `out`) with lora_a /
+lora_b holding fp8 or int8 codes and float32 scales, through the one kernel (moe_lora_kernels.py, QUANT > 0).
 
-Same pipeline as moe_lora.py (align, shrink into an fp32 intermediate, expand into `out`), with lora_a / lora_b
-holding fp8 or int8 codes and float32 scales. For w8a8 the activations are quantized before each stage (x
-before shrink, the intermediate before expand) by contract.quant.quantize_activation, so a stage's dot is one of
-codes, scaled once per K tile. With block scales BLOCK_K is clamped to block_k (each K tile in one scale group).
+For w8a8 the kernel quantizes the activations itself (x in shrink, the intermediate in expand), tile by tile, by
+contract.quant.quantize_activation's rule: no launch, host op or buffer per call beyond the unquantized op's. With
+block scales BLOCK_K is clamped to block_k (each K tile in one scale group).
 """
 
 from __future__ import annotations
@@ -11,38 +12,31 @@ from __future__ import annotations
 import dataclasses
 
 import torch
-import triton
-from moe_lora_fuzz.contract import row_divisor
 from moe_lora_fuzz.contract.quant import (
     ACT_SCALES,
     QUANT_SCHEMES,
     SCALE_GROUPS,
     QuantArgs,
-    act_group,
     code_dtype,
-    quantize_activation,
     quantizes_activations,
     scale_shape,
 )
-from triton.runtime.errors import OutOfResources
 
-from .align import AlignBuffers, moe_lora_align_block_size
-from .config import MoeLoraConfig, TileConfig, default_config
-from .moe_lora import (
-    MoeLoraCall,
-    Workspace,
-    _check_workspace,
-    _need,
-    _pointer_table,
-    check_config,
-    default_slot_ids,
-    interpreter_bf16_ok,
-    max_used_blocks,
-    prepare,
-)
-from .moe_lora_quant_kernels import moe_lora_quant_matmul_kernel
-from .mutants import NO_DEVIATION, Deviation
-from .runtime import INTERPRET
+from .config import TileConfig
+from .moe_lora import MoeLoraCall, _need, _pointer_table, interpreter_bf16_ok
+from .mutants import Deviation
+
+QUANT_CODES = {"fp8_w8a8": 1, "int8_w8a8": 2, "int8_w8a16": 3}  # the kernel's QUANT switch
+
+
+def quant_weight_dtypes(q) -> tuple:
+    """The dtype lora_a / lora_b must have under q (checked before anything else of the call)."""
+    _need(
+        isinstance(q, QuantArgs) and q.scheme in QUANT_SCHEMES[1:],
+        lambda: f"quant: expected a contract.QuantArgs of a scheme in {QUANT_SCHEMES[1:]}",
+        TypeError,
+    )
+    return (code_dtype(q.scheme),)
 
 
 def check_quant(call: MoeLoraCall, q) -> None:
@@ -51,6 +45,11 @@ def check_quant(call: MoeLoraCall, q) -> None:
     _need(q.scheme in QUANT_SCHEMES[1:], lambda: f"quant.scheme: {q.scheme!r} is not one of {QUANT_SCHEMES[1:]}")
     _need(q.group in SCALE_GROUPS, lambda: f"quant.group: {q.group!r} is not one of {SCALE_GROUPS}")
     _need(q.act in ACT_SCALES, lambda: f"quant.act: {q.act!r} is not one of {ACT_SCALES}")
+    _need(
+        q.scheme != "fp8_w8a8" or interpreter_bf16_ok(),  # the kernel quantizes activations to e4m3fn itself
+        "quant.scheme: fp8_w8a8 on CPU needs the patched Triton interpreter (moe_lora_fuzz.fuzz.runtime.interpreter"
+        ".install()): the plain interpreter's fp32 -> e4m3fn cast rounds wrongly",
+    )
     for name in ("block_n", "block_k"):
         v = getattr(q, name)
         _need(
@@ -98,242 +97,37 @@ def _clamped(tile: TileConfig, q) -> TileConfig:
     return tile
 
 
-def _launch(
-    call: MoeLoraCall,
-    q,
-    stage: str,
-    x,
-    x_strides,
-    x_scale,
-    xs_strides,
-    weights,
-    scales,
-    out,
-    out_strides,
-    align: AlignBuffers,
-    slot_ids,
-    tile: TileConfig,
-    block_m: int,
-    *,
-    row_div: int,
-    mul_routed_weight: bool,
-    accumulate: bool,
-    dev: Deviation,
-) -> None:
+def quant_launch_args(call: MoeLoraCall, q, stage: str, tile: TileConfig, dev: Deviation) -> tuple:
+    """(tile, the kernel's quantized keyword arguments) of one stage: weight scales, activation scale, switches."""
     shrink = stage == "shrink"
-    k_dim, n_dim = (call.k_dim, call.rank * call.num_slices) if shrink else (call.rank, call.n_dim)
+    k_dim = call.k_dim if shrink else call.rank
     group_n, group_k = q.groups(call.rank, call.k_dim) if shrink else q.groups(call.n_dim, call.rank)
     tile = _clamped(tile, q)
-    sorted_ids, expert_ids = align.sorted_token_ids, align.expert_ids
-    num_slot_ids = slot_ids.shape[0]
-    num_pid_m = min(
-        num_slot_ids * expert_ids.shape[1], max_used_blocks(call.num_routed, call.num_experts * call.num_slots, block_m)
+    scales = q.lora_a_scale if shrink else q.lora_b_scale
+    s0 = scales[0]
+    code = QUANT_CODES[q.scheme]
+    w8a8 = code != 3
+    static = w8a8 and q.act == "static"
+    # every K tile is one whole activation scale group: its scale comes from the tile itself (no second read)
+    tile_group = group_k == tile.block_k or (tile.block_k >= k_dim and group_k >= k_dim)
+    return tile, dict(
+        ws_table_ptr=_pointer_table(scales),
+        ws0_ptr=s0,
+        x_scale_ptr=q.static(stage) if static else None,
+        group_n=group_n,
+        group_k=group_k,
+        stride_wsl=s0.stride(0),
+        stride_wse=s0.stride(1),
+        stride_wsn=s0.stride(2),
+        stride_wsk=s0.stride(3),
+        QUANT=code,
+        ACT_QUANT=w8a8,
+        ACT_STATIC=static,
+        ACT_TILE_GROUP=w8a8 and not static and tile_group,
+        ROUND_X=code == 3 and not shrink and call.x.dtype != torch.float32,
+        NARROW_K=tile.block_k < 32,
+        SCALE_NEXT_BLOCK=dev.quant_scale_next_block,
+        CHANNEL_SCALE_BY_K=dev.quant_channel_scale_by_k,
+        SCALE_SLOT0=dev.quant_scale_slot0,
+        ACT_SCALE_IGNORED=dev.quant_act_scale_ignored,
     )
-    grid = (
-        tile.split_k * num_pid_m * triton.cdiv(n_dim, tile.block_n * tile.n_tiles),
-        1 if shrink else call.num_slices,
-    )
-    if min(grid) == 0:
-        return
-    w0, s0 = weights[0], scales[0]
-    mode = {"fp8_w8a8": 0, "int8_w8a8": 1, "int8_w8a16": 2}[q.scheme]
-    act_dtype = call.x.dtype
-    try:
-        moe_lora_quant_matmul_kernel[grid](
-            x,
-            s0 if x_scale is None else x_scale,
-            _pointer_table(weights),
-            w0,
-            _pointer_table(scales),
-            s0,
-            out,
-            call.topk_weights,
-            sorted_ids,
-            expert_ids,
-            align.num_tokens_post_padded,
-            slot_ids,
-            call.adapter_enabled,
-            call.num_routed,
-            call.top_k,
-            n_dim,
-            call.rank if shrink else n_dim,
-            k_dim,
-            num_pid_m,
-            num_slot_ids,
-            row_div,
-            group_n,
-            group_k,
-            *x_strides,
-            *xs_strides,
-            w0.stride(0),
-            w0.stride(1),
-            w0.stride(2),
-            w0.stride(3),
-            s0.stride(0),
-            s0.stride(1),
-            s0.stride(2),
-            s0.stride(3),
-            *out_strides,
-            call.topk_weights.stride(0),
-            call.topk_weights.stride(1),
-            sorted_ids.stride(0),
-            expert_ids.stride(0),
-            MUL_ROUTED_WEIGHT=mul_routed_weight,
-            ACCUMULATE=accumulate,
-            DOT_MODE=mode,
-            ROUND_X=mode == 2 and not shrink and act_dtype != torch.float32,
-            UPCAST=INTERPRET and act_dtype == torch.bfloat16 and not interpreter_bf16_ok(),
-            DOT_PRECISION="ieee" if act_dtype == torch.float32 else "tf32",
-            BLOCK_M=block_m,
-            BLOCK_N=tile.block_n,
-            BLOCK_K=tile.block_k,
-            GROUP_SIZE_M=tile.group_size_m,
-            SPLIT_K=tile.split_k,
-            N_TILES=tile.n_tiles,
-            SLICES_IN_N=shrink,
-            G_P2=triton.next_power_of_2(num_slot_ids),
-            NARROW_K=tile.block_k < 32,
-            SCALE_NEXT_BLOCK=dev.quant_scale_next_block,
-            CHANNEL_SCALE_BY_K=dev.quant_channel_scale_by_k,
-            SCALE_SLOT0=dev.quant_scale_slot0,
-            ACT_SCALE_IGNORED=dev.quant_act_scale_ignored,
-            num_warps=tile.num_warps,
-            num_stages=tile.num_stages,
-        )
-    except OutOfResources as e:
-        raise ValueError(f"config.{stage}: {e} (BLOCK_M={block_m}, {tile})") from None
-
-
-def fused_moe_lora_quant(
-    out,
-    x,
-    topk_ids,
-    topk_weights,
-    token_lora,
-    adapter_enabled,
-    lora_a,
-    lora_b,
-    quant,
-    *,
-    mul_routed_weight: bool,
-    offset: int = 0,
-    layout: str | None = None,
-    config: MoeLoraConfig | None = None,
-    workspace: Workspace | None = None,
-    validate_ids: bool = False,
-    deviation: Deviation = NO_DEVIATION,
-) -> torch.Tensor:
-    """fused_moe_lora with quant=QuantArgs (reached through it): lora_a / lora_b hold codes of quant.scheme."""
-    _need(
-        isinstance(quant, QuantArgs) and quant.scheme in QUANT_SCHEMES[1:],
-        lambda: f"quant: expected a contract.QuantArgs of a scheme in {QUANT_SCHEMES[1:]}",
-        TypeError,
-    )
-    call = prepare(
-        out,
-        x,
-        topk_ids,
-        topk_weights,
-        token_lora,
-        adapter_enabled,
-        lora_a,
-        lora_b,
-        mul_routed_weight=mul_routed_weight,
-        offset=offset,
-        layout=layout,
-        validate_ids=validate_ids,
-        weight_dtypes=(code_dtype(quant.scheme),),
-    )
-    check_quant(call, quant)
-    if config is None:
-        config = default_config(
-            call.num_routed, call.rank, call.k_dim, call.n_dim, call.num_experts, call.num_slots, call.num_slices
-        )
-    check_config(call, config)
-    ws = Workspace() if workspace is None else workspace
-    _need(
-        isinstance(ws, Workspace), lambda: f"workspace: expected kernels.Workspace, got {type(ws).__name__}", TypeError
-    )
-    _check_workspace(call, ws, config.block_m)
-    if call.m == 0:
-        return out
-    dev = deviation
-    align = moe_lora_align_block_size(
-        topk_ids, token_lora, call.num_experts, call.num_slots, config.block_m, ws.align, config.align, dev
-    )
-    t = ws.intermediate
-    if t is None:
-        t = torch.empty((call.num_slices, call.num_routed, call.rank), dtype=torch.float32, device=x.device)
-    slot_ids = default_slot_ids(call.num_slots, x.device)
-    w8a8 = quantizes_activations(quant.scheme)
-    static = quant.act == "static"
-
-    # shrink: intermediate[s, f, :] = A[s][l, e] @ x[row(f)]
-    if config.shrink.split_k > 1:
-        t.zero_()
-    xq, xs = call.x, None
-    if w8a8:
-        xq, xs = quantize_activation(
-            call.x,
-            quant.scheme,
-            act_group(quant.group, call.k_dim, quant.block_k),
-            quant.static("shrink") if static else None,
-        )
-    _launch(
-        call,
-        quant,
-        "shrink",
-        xq,
-        (0, xq.stride(0), xq.stride(1)),
-        xs,
-        (0, 0, 0) if xs is None else (0, xs.stride(0), xs.stride(1)),
-        call.lora_a,
-        quant.lora_a_scale,
-        t,
-        (t.stride(0), t.stride(1) * call.top_k, t.stride(1), t.stride(2)),
-        align,
-        slot_ids,
-        config.shrink,
-        config.block_m,
-        row_div=row_divisor(call.layout, call.top_k),
-        mul_routed_weight=False,
-        accumulate=False,
-        dev=dev,
-    )
-
-    # expand: out[m, j, offset + s*N + n] += w? * B[s][l, e] @ intermediate[s, f]
-    tq, ts = t, None
-    if w8a8:
-        flat = t.reshape(call.num_slices * call.num_routed, call.rank)
-        tq, ts = quantize_activation(
-            flat,
-            quant.scheme,
-            act_group(quant.group, call.rank, quant.block_k),
-            quant.static("expand") if static else None,
-        )
-        tq = tq.view(call.num_slices, call.num_routed, call.rank)
-        ts = ts.view(call.num_slices, call.num_routed, -1)
-    cols = call.out[:, :, call.offset :]
-    o = call.out
-    _launch(
-        call,
-        quant,
-        "expand",
-        tq,
-        (tq.stride(0), tq.stride(1), tq.stride(2)),
-        ts,
-        (0, 0, 0) if ts is None else (ts.stride(0), ts.stride(1), ts.stride(2)),
-        call.lora_b,
-        quant.lora_b_scale,
-        cols,
-        (call.n_dim * o.stride(2), o.stride(0), o.stride(1), o.stride(2)),
-        align,
-        slot_ids,
-        config.expand,
-        config.block_m,
-        row_div=1,
-        mul_routed_weight=call.mul_routed_weight,
-        accumulate=True,
-        dev=dev,
-    )
-    return out

@@ -18,6 +18,7 @@ from moe_lora_fuzz.fuzz.space.capabilities import Capabilities, CapabilityError
 from moe_lora_fuzz.fuzz.space.case import Case
 from moe_lora_fuzz.fuzz.targets.impls import resolve
 from moe_lora_fuzz.kernels import MoeLoraConfig, TileConfig, fused_moe_lora
+from moe_lora_fuzz.kernels.moe_lora_quant_kernels import act_scale, group_amax, quantize  # the @triton.jit helpers
 
 from tests.cases import BASE
 
@@ -208,3 +209,79 @@ def test_each_quant_mutant_fails_a_case_of_its_class(mutant, knobs, device):
     assert check(case, "ours-quant", device, diagnose=False).kind == "pass"
     v = check(case, f"mutant:{mutant}", device, diagnose=False)
     assert v.kind in ("mismatch", "nonfinite"), v
+
+
+@pytest.mark.parametrize("scheme", ("fp8_w8a8", "int8_w8a8"))
+def test_in_kernel_activation_quantization_is_the_contracts_bit_for_bit(scheme, device):
+    """The kernel quantizes w8a8 activations itself (kernels/moe_lora_quant_kernels.py): its scales and codes are
+    contract.quant.quantize_activation's, bit for bit, for a row group read as one tile and for K-groups read in
+    pieces (group_amax), on rounding ties, e4m3fn carries and subnormals, saturation and rows of zeros."""
+    import triton
+    import triton.language as tl
+
+    @triton.jit
+    def quant_kernel(v_ptr, q_ptr, s_ptr, K, GROUP: tl.constexpr, QUANT: tl.constexpr, PIECE: tl.constexpr):
+        rows = tl.arange(0, 8)
+        keep = rows < 8
+        for start in range(0, K, GROUP):  # one K-group of GROUP columns at a time
+            stop = tl.minimum(start + GROUP, K)
+            sx = act_scale(group_amax(v_ptr + rows[:, None] * K, 1, start, stop, keep, 8, PIECE), QUANT)
+            cols = start + tl.arange(0, GROUP)
+            mask = keep[:, None] & (cols < stop)[None, :]
+            a = tl.load(v_ptr + rows[:, None] * K + cols[None, :], mask=mask, other=0.0)
+            tl.store(q_ptr + rows[:, None] * K + cols[None, :], quantize(a, sx, QUANT), mask=mask)
+            tl.store(s_ptr + rows * tl.cdiv(K, GROUP) + start // GROUP, sx)
+
+    g = torch.Generator().manual_seed(3)
+    k = 48  # two K-groups of 32, the second one short
+    v = torch.randn(8, k, generator=g) * torch.logspace(-6, 3, 8)[:, None]
+    v[0] = 0.0  # scale 1, codes 0
+    amax = 127.0 if scheme == "int8_w8a8" else 448.0
+    v[1, :8] = torch.tensor([amax, 2.5, 3.5, -2.5, 0.5, -0.5, 126.5, -1.5])  # s = 1: ties to even
+    v[2, :8] = torch.tensor([amax, 31.0, -31.5, 1e-3, 1.5 * 2.0**-10, -(2.0**-9), 15.9, 447.0])  # carries, subnormals
+    v[3, 40:] = 0.0  # a group partly of zeros
+    for dtype in (torch.float32, torch.bfloat16):
+        x = v.to(dtype)
+        for group, piece in ((32, 32), (32, 16), (64, 16)):  # tile = group, group read in pieces, one row group
+            want_q, want_s = quantize_activation(x, scheme, group)
+            q = torch.empty(8, k, dtype=want_q.dtype, device=device)
+            s = torch.empty(8, -(-k // group), dtype=torch.float32, device=device)
+            quant_kernel[(1,)](x.to(device), q, s, k, GROUP=group, QUANT=1 if scheme == "fp8_w8a8" else 2, PIECE=piece)
+            assert torch.equal(s.cpu(), want_s), (dtype, group)
+            assert torch.equal(q.cpu().view(torch.uint8), want_q.view(torch.uint8)), (dtype, group)
+
+
+def test_a_quantized_call_makes_the_unquantized_calls_device_ops(device, monkeypatch):
+    """The kernel quantizes w8a8 activations itself, so a quantized call launches what the unquantized one does (two
+    matmul launches) and the same torch ops, nothing more (the host used to quantize with ~12 torch ops a stage: ~400
+    µs a call on an H100). The matmul kernel is stubbed: only the host's work is counted."""
+    from collections import Counter
+
+    import moe_lora_fuzz.kernels.moe_lora as host
+    from torch.profiler import ProfilerActivity, profile
+
+    launches = []
+
+    class Stub:
+        def __getitem__(self, grid):
+            return lambda *args, **kwargs: launches.append(kwargs.get("QUANT", 0))
+
+    monkeypatch.setattr(host, "moe_lora_matmul_kernel", Stub())
+
+    def ops(knobs) -> Counter:
+        kw = materialize(BASE.replace(**knobs).validate(interpreter=device == "cpu"), device).op_kwargs()
+        fused_moe_lora(**kw, config=SPLIT)  # builds the cached pointer tables and slot list: later calls do not
+        with profile(activities=[ProfilerActivity.CPU]) as prof:
+            fused_moe_lora(**kw, config=SPLIT)
+        return Counter(e.name for e in prof.events() if e.cpu_parent is None and e.name.startswith("aten::"))
+
+    plain = ops({})
+    for knobs in (
+        dict(quant="fp8_w8a8", quant_group="block", **Q),
+        dict(quant="int8_w8a8", quant_group="channel"),
+        dict(quant="int8_w8a8", quant_group="tensor", act_scale="static"),
+        dict(quant="int8_w8a16", quant_group="channel"),
+    ):
+        launches.clear()
+        assert ops(knobs) == plain, knobs
+        assert len(launches) == 4 and all(launches), launches  # shrink and expand (twice), all quantized
