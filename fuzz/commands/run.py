@@ -98,6 +98,13 @@ def add_run_args(r: argparse.ArgumentParser) -> None:
         "(fuzz.campaign.precompile; GPU nightly profile only; default: the host's cores less 4, at most 12; 0: off)",
     )
     r.add_argument(
+        "--variant-draw",
+        default="auto",
+        choices=("auto", "on", "off"),
+        help="draw most cases inside Triton kernel variants already compiled and a stated share (20%%) in new "
+        "ones, compiling those ahead (fuzz.campaign.variant_draw, docs/variants.md); auto: on with cuda",
+    )
+    r.add_argument(
         "--probe-contract",
         action="store_true",
         help="draw cases just outside the implementation's declared capabilities and expect clean "
@@ -183,6 +190,7 @@ def cmd_run(a) -> int:
         triage_cap=a.triage_cap,
         precompile=a.precompile,
         corpus=tuple(a.corpus),
+        variant_draw=a.variant_draw,
     )
     try:
         report = run_campaign(cfg)
