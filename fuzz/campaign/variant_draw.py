@@ -5,10 +5,10 @@ Every judged run's variant (the specialisation keys its Triton launches produced
 observed by the worker and learned by a fuzz.space.variant_model.VariantModel. Case i of the campaign is then
 chosen among CANDIDATES draws: case_for(i) first, then draws from seeds derived from case i's. With probability
 NEW_VARIANT_SHARE (from the case's seed) the first candidate predicted to open a new variant is taken
-(exploring: variant coverage still grows), otherwise the first candidate predicted to stay in a compiled one,
-else case_for(i) grafted into a compiled variant (its deciding knobs copied from an observed case), else
-case_for(i) as drawn. The prelude (the first cases, which reach every required edge) is never changed, and
-steering off known triggers (fuzz.campaign.steer) applies to the chosen case as to a drawn one.
+(exploring: variant coverage still grows); otherwise a clone (an observed case with its free knobs redrawn:
+VariantModel.clone), else the first candidate predicted to stay in a compiled variant, else case_for(i) as
+drawn. The prelude (the first cases, which reach every required edge) is never changed, and steering off known
+triggers (fuzz.campaign.steer) applies to the chosen case as to a drawn one.
 
 Cases are chosen PLAN_AHEAD indices ahead of the campaign; those predicted to open a new variant go to the
 compile-ahead helpers (fuzz.campaign.precompile.Precompiler.warm), which run them once in their own processes

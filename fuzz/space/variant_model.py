@@ -28,13 +28,15 @@ afresh.
 from __future__ import annotations
 
 import random
+import time
 from collections import Counter
 
 import numpy as np
 from moe_lora_fuzz.contract import knobs_of
 from moe_lora_fuzz.fuzz.space.case import Case, repair
 
-REFIT_EVERY = 32  # observations between refits at least (an eighth of that after a wrong prediction)
+REFIT_EVERY = 32  # observations between refits at least (a quarter of that after a wrong prediction)
+FIT_TIME_SHARE = 0.02  # refits wait while they took more than this share of the model's lifetime
 MAX_OBSERVATIONS = 20_000  # distinct (features, variant) pairs kept; beyond it only the table grows
 RUN_FLAGS = ("twin", "quick", "probe")
 
@@ -64,7 +66,7 @@ def knob_of(feature: str) -> str | None:
     if feature in RUN_FLAGS:
         return None
     if feature.startswith("pairs"):
-        return "m"  # and top_k: m is the one a graft moves
+        return "m"  # (and top_k)
     if feature.startswith("config."):
         return feature[len("config.") :]
     return feature.split("~")[0].split("==")[0].split("%")[0]
@@ -81,6 +83,7 @@ class VariantModel:
         self.since_fit = 0
         self.wrong = self.right = 0
         self.free = FreeKnobs()
+        self.created, self.fit_seconds = time.monotonic(), 0.0
 
     # ---- learning -------------------------------------------------------------------------------------
     def observe(self, case: Case, feats: dict, keys) -> int:
@@ -104,8 +107,12 @@ class VariantModel:
         self.table.setdefault(self._project(row), variant)
         self.since_fit += 1
         due = max(REFIT_EVERY, len(self.pairs) // 8)  # a refit costs O(features x observations): ever rarer
-        if self.since_fit >= due or (predicted not in (None, variant) and self.since_fit >= due // 8):
+        wrong = predicted not in (None, variant)
+        cheap = self.fit_seconds <= FIT_TIME_SHARE * (time.monotonic() - self.created)
+        if cheap and (self.since_fit >= due or (wrong and self.since_fit >= due // 4)):
+            t0 = time.monotonic()
             self.fit()
+            self.fit_seconds += time.monotonic() - t0
         return new
 
     def fit(self) -> None:
@@ -247,13 +254,15 @@ def _mix(h: np.ndarray, cols: np.ndarray) -> np.ndarray:
 def _wrong(h: np.ndarray, y: np.ndarray) -> int:
     """How many rows the other rows of their projection (hash `h`) fail to predict (leave one out: a row alone
     in its projection counts as wrong, so splitting the observations finer is no gain in itself)."""
-    pairs, counts = np.unique(np.stack([h, y], 1), axis=0, return_counts=True)
-    order = np.lexsort((counts, pairs[:, 0]))  # by projection, then count: each group's largest last
-    g, c = pairs[order, 0], counts[order]
+    order = np.lexsort((y, h))
+    hs, ys = h[order], y[order]
+    starts = np.flatnonzero(np.r_[True, (hs[1:] != hs[:-1]) | (ys[1:] != ys[:-1])])  # one run per (projection, variant)
+    counts, ph = np.diff(np.r_[starts, len(h)]), hs[starts]
+    order = np.lexsort((counts, ph))  # by projection, then count: each projection's largest last
+    g, c = ph[order], counts[order]
     last = np.r_[g[1:] != g[:-1], True]
     first = np.r_[True, g[1:] != g[:-1]]
-    top = np.maximum.reduceat(c, np.flatnonzero(first))[np.cumsum(first) - 1]  # the group's largest count
-    second = np.where(first, 0, np.r_[0, c[:-1]])  # the next smaller count within the group (0 if none)
-    rival = np.where(last, second, top)
-    right = (c >= 2) & (c - 1 >= rival) & ~(last & (second == c))
+    top = np.maximum.reduceat(c, np.flatnonzero(first))[np.cumsum(first) - 1]  # the projection's largest count
+    second = np.where(first, 0, np.r_[0, c[:-1]])  # the next smaller count within it (0 if none)
+    right = (c >= 2) & (c - 1 >= np.where(last, second, top))
     return int(len(h) - c[right].sum())
