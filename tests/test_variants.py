@@ -12,7 +12,7 @@ import triton.language as tl
 from moe_lora_fuzz.fuzz.campaign import variant_draw
 from moe_lora_fuzz.fuzz.campaign.precompile import Precompiler, default_processes
 from moe_lora_fuzz.fuzz.campaign.variant_draw import NEW_VARIANT_SHARE, VariantDraw, enabled
-from moe_lora_fuzz.fuzz.execution.worker import PRELUDE_CASES, CampaignConfig, case_for
+from moe_lora_fuzz.fuzz.execution.worker import PRELUDE_CASES, CampaignConfig, case_for, runs_twin
 from moe_lora_fuzz.fuzz.runtime import variants
 from moe_lora_fuzz.fuzz.space.case import Case
 from moe_lora_fuzz.fuzz.space.variant_model import VariantModel, features
@@ -113,11 +113,12 @@ def _simulate(on: bool, n: int = 260, warm=None):
     seen, opened, chosen, probes = set(), [], [], []
     for i in range(n):
         case = vd.case(i)
-        keys = _fake_variant(case)
+        twin = runs_twin(cfg, case)  # the twin runs another configuration: variants of its own
+        keys = _fake_variant(case) + ([f"twin#{case.dtype}|{case.top_k}"] if twin else [])
         opened.append(bool(set(keys) - seen))
         probes.append(vd.clones.get(case, "not a clone"))
         seen |= set(keys)
-        vd.observe(case, {"metamorphic": False}, {"keys": keys})
+        vd.observe(case, {"metamorphic": twin}, {"keys": keys})
         vd.after_case()
         chosen.append(case)
     vd.probes = probes
@@ -242,10 +243,10 @@ def test_variant_order_ranks_by_the_learned_model():
     cfg = CampaignConfig(impl="ours", device="cpu", seed=0)
     vd = VariantDraw(cfg, None, on=True, started=0.0)
     for c in [Case(dtype="float16", k_dim=k, m=m) for k in (16, 17) for m in (1, 2, 3, 5, 8)]:
-        vd.observe(c, {"quick": True}, {"keys": _fake_variant(c, wide=False)})
+        vd.observe(c, {}, {"keys": _fake_variant(c, wide=False)})  # campaign runs
     vd.model.fit()
     current = Case(dtype="float16", k_dim=16, m=5)
-    vd.observe(current, {"quick": True}, {"keys": _fake_variant(current, wide=False)})
+    vd.observe(current, {"quick": True}, {"keys": _fake_variant(current, wide=False)})  # a triage run
     same, other, new = Case(dtype="float16", k_dim=16, m=2), Case(dtype="float16", k_dim=17, m=2), Case(dtype="float32")
     assert vd.order(current, [new, other, same]) == [same, other, new]
 

@@ -110,7 +110,7 @@ class VariantDraw:
                     return cand, True
             self.counts["no_candidate_new"] += 1
             return raw, False
-        cloned = self.model.clone(raw, rng, getattr(self.profile, "fit", None))
+        cloned = self.model.clone(raw, rng, getattr(self.profile, "fit", None), lambda c: runs_twin(cfg, c))
         if cloned is not None:  # an observed case, its free knobs redrawn
             self.counts["cloned"] += 1
             if len(self.clones) > 4096:  # clones steering moved never come back
@@ -176,13 +176,17 @@ class VariantDraw:
 
     # ---- triage ------------------------------------------------------------------------------------
     def order(self, current, cands: list) -> list:
-        """The minimiser's candidates, those predicted to keep `current`'s observed variant first, then those
-        in another compiled variant, then the ones that would compile (stable within each)."""
-        variant, run = self.seen.get(current, (None, {"twin": False, "quick": True, "probe": False}))
+        """The minimiser's candidates, those predicted to launch nothing `current`'s observed run did not launch
+        first, then those predicted to stay in compiled variants, then the ones that may compile (stable within
+        each). Predicted as a campaign runs a case without twins: triage's quick runs launch a part of that."""
+        full = {"twin": False, "quick": False, "probe": False}
+        variant = self.seen.get(current, (None,))[0]
+        if variant is None:
+            variant = self.predict(current, **full) or frozenset()
 
         def rank(c) -> int:
-            p = self.predict(c, **run)
-            return 2 if p is None else (0 if p == variant else 1)
+            p = self.predict(c, **full)
+            return 2 if p is None else (0 if p <= variant else 1)
 
         return sorted(cands, key=rank)
 
@@ -190,7 +194,7 @@ class VariantDraw:
         """Wrap the helpers' `ahead` (triage's next candidates): only those predicted to compile go."""
 
         def ahead(cases: list) -> None:
-            hook([c for c in cases if self.predict(c, twin=False, quick=True) is None][:AHEAD_CAP])
+            hook([c for c in cases if self.predict(c, twin=False, quick=False, probe=False) is None][:AHEAD_CAP])
 
         return ahead
 

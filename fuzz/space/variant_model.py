@@ -83,6 +83,7 @@ class VariantModel:
         self.since_fit = 0
         self.wrong = self.right = 0
         self.free = FreeKnobs()
+        self.protos: list = []  # (twins ran, case) of the campaign's runs, one per distinct observation
         self.created, self.fit_seconds = time.monotonic(), 0.0
 
     # ---- learning -------------------------------------------------------------------------------------
@@ -104,6 +105,8 @@ class VariantModel:
             self.wrong += predicted != variant
         if (row, variant) not in self.pairs and len(self.pairs) < MAX_OBSERVATIONS:
             self.pairs[(row, variant)] = case
+            if not feats.get("quick") and not feats.get("probe"):  # a campaign's run: a prototype for clones
+                self.protos.append((bool(feats.get("twin")), case))
         self.table.setdefault(self._project(row), variant)
         self.since_fit += 1
         due = max(REFIT_EVERY, len(self.pairs) // 8)  # a refit costs O(features x observations): ever rarer
@@ -162,21 +165,27 @@ class VariantModel:
         """The names of the features that decide the variant, as far as the observations show."""
         return [self.names[j] for j in self.kept]
 
-    def clone(self, raw: Case, rng: random.Random, fit=None) -> tuple[Case, str | None] | None:
+    def clone(self, raw: Case, rng: random.Random, fit=None, twin=None) -> tuple[Case, str | None] | None:
         """A case in a known variant: an observed case with its free knobs (and, on probation, one more)
         redrawn from `raw`, fitted (`fit`: the implementation's ImplProfile.fit) and valid, every other knob
-        as observed. (case, the knob on probation or None); None when nothing fits."""
-        if not self.pairs:
+        as observed, and (`twin`: case -> whether its twins will run) twins run as they did on it: the data
+        seed moves on until they do. (case, the knob on probation or None); None when nothing fits."""
+        if not self.protos:
             return None
-        protos = list(self.pairs.values())
         probe = self.free.probation(rng)
         for _ in range(3):
-            proto = rng.choice(protos)
+            twinned, proto = rng.choice(self.protos)
             trial = probe if probe and dict((k, v != w) for k, v, w in _knobs(raw, proto)).get(probe) else None
             redraw = self.free.free | ({trial} if trial else set())  # a probe only where the value differs
             c = copy_knobs(proto, raw, redraw, fit)
-            if c is not None and all(v == w for k, v, w in _knobs(c, proto) if k not in redraw):
-                return c, trial
+            if c is None or not all(v == w for k, v, w in _knobs(c, proto) if k not in redraw):
+                continue
+            for step in range(16 if twin is not None else 1):
+                moved = c.replace(seed=(c.seed + step) % (2**63)) if step else c
+                if twin is None or twin(moved) == twinned:
+                    if step and fit is not None and fit(moved) != moved:
+                        break  # the seed also moved what the implementation's fit decides
+                    return moved, trial
         return None
 
 
