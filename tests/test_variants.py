@@ -106,8 +106,8 @@ def test_model_predicts_what_it_has_seen_and_not_a_new_value():
     assert not {f for f in m.deciding() if f.startswith(("m~", "m==", "m%"))}, "M decides nothing here"
 
 
-def _simulate(on: bool, n: int = 260, warm=None):
-    cfg = CampaignConfig(impl="ours", device="cpu", seed=3)
+def _simulate(on: bool, n: int = 260, warm=None, **cfg_kw):
+    cfg = CampaignConfig(impl="ours", device="cpu", seed=3, **cfg_kw)
     vd = VariantDraw(cfg, None, on=on, started=0.0)
     vd.warm = warm
     seen, opened, chosen, probes = set(), [], [], []
@@ -141,6 +141,13 @@ def test_drawing_keeps_the_stated_share_of_new_variants():
     assert len(seen) > 40  # variant coverage still grows
     assert off_chosen == [case_for(off_vd.cfg, i) for i in range(260)]  # off: exactly the old stream
     assert chosen[:PRELUDE_CASES] == off_chosen[:PRELUDE_CASES]  # the edge prelude stays
+
+
+def test_the_share_is_a_setting():
+    vd, *_ = _simulate(on=True, n=200, new_variant_share=0.5)
+    decided = sum(vd.counts[k] for k in ("explore", "cloned", "exploit", "no_candidate_new", "no_candidate_known"))
+    assert abs((vd.counts["explore"] + vd.counts["no_candidate_new"]) / decided - 0.5) < 0.11
+    assert vd.summary(interpreter=True)["new_variant_share"] == 0.5
 
 
 def test_clones_stay_in_their_variant_and_what_breaks_it_is_learned():

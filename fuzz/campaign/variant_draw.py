@@ -53,6 +53,8 @@ def enabled(mode: str, device: str) -> bool:
 class VariantDraw:
     def __init__(self, cfg, profile=None, on: bool = False, started: float | None = None, model=None):
         self.cfg, self.profile, self.on = cfg, profile, on
+        share = getattr(cfg, "new_variant_share", None)
+        self.share = NEW_VARIANT_SHARE if share is None else share  # --new-variant-share
         self.model = model or VariantModel()
         self.started = time.time() if started is None else started
         self.plan: dict = {}  # index -> (case, predicted new)
@@ -103,7 +105,7 @@ class VariantDraw:
         if not self.on or (cfg.prelude and index < PRELUDE_CASES):
             return raw, self.predict(raw) is None
         rng = random.Random(_case_seed(cfg, index) ^ SALT)
-        if rng.random() < NEW_VARIANT_SHARE:  # exploring: the first candidate predicted to open a new variant
+        if rng.random() < self.share:  # exploring: the first candidate predicted to open a new variant
             for cand in self._candidates(raw, index):
                 if self.predict(cand) is None:
                     self.counts["explore"] += 1
@@ -226,7 +228,7 @@ class VariantDraw:
                 "; under the interpreter nothing compiles: new keys are what a GPU would compile" if interpreter else ""
             ),
             "draw": "on" if self.on else "off",
-            "new_variant_share": NEW_VARIANT_SHARE if self.on else None,
+            "new_variant_share": self.share if self.on else None,
             "distinct": len(self.model.keys),
             "kernels": dict(kernels),
             **parts,

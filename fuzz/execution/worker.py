@@ -65,9 +65,8 @@ class CampaignConfig:
     selfcheck: bool = True  # run our kernels on known cases in the worker first (fuzz.judgement.selfcheck)
     corpus: tuple = ()  # directories / repro files of earlier campaigns, replayed first (fuzz.campaign.corpus)
     prelude: bool = True  # the first cases reach every required edge (fuzz.execution.prelude)
-    variant_draw: str = (
-        "auto"  # most cases inside compiled kernel variants: auto (cuda), on, off (fuzz.campaign.variant_draw)
-    )
+    variant_draw: str = "auto"  # cases inside compiled kernel variants: auto (cuda), on, off (campaign.variant_draw)
+    new_variant_share: float | None = None  # and the share drawn in new ones (None: 0.2)
 
     @property
     def sizes(self):
