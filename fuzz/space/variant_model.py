@@ -162,8 +162,9 @@ class VariantModel:
         return self.table.get(self._project(row))
 
     def deciding(self) -> list[str]:
-        """The names of the features that decide the variant, as far as the observations show."""
-        return [self.names[j] for j in self.kept]
+        """The features that decide the variant, as far as the observations show (those that never varied, kept
+        for want of evidence, left out)."""
+        return [self.names[j] for j in self.kept if len(self.values.get(self.names[j], ())) > 1]
 
     def clone(self, raw: Case, rng: random.Random, fit=None, twin=None) -> tuple[Case, str | None] | None:
         """A case in a known variant: an observed case with its free knobs (and, on probation, one more)

@@ -14,12 +14,14 @@ unset TRITON_INTERPRET
 BUDGET=${BUDGET:-150}
 IMPL=${IMPL:-vllm==0.34.0}
 MODES=${MODES:-"on off"}
+SHARE=${SHARE:-}  # e.g. SHARE=0.05: --new-variant-share for the "on" run (default 0.2)
 mkdir -p "$OUT"
 for mode in $MODES; do
   d="$OUT/draw-$mode"; rm -rf "$d" "$OUT/triton-cache-$mode"
   start=$(date +%s)
   TRITON_CACHE_DIR="$OUT/triton-cache-$mode" timeout $(( BUDGET + 60 )) python -m moe_lora_fuzz run --impl "$IMPL" \
-    --device cuda --profile nightly --budget "$BUDGET" --seed 29 --variant-draw "$mode" --out "$d" > "$d.log" 2>&1
+    --device cuda --profile nightly --budget "$BUDGET" --seed 29 --variant-draw "$mode" --out "$d" \
+    ${SHARE:+$([ "$mode" = on ] && echo --new-variant-share "$SHARE")} > "$d.log" 2>&1
   echo "exit $? wall $(( $(date +%s) - start )) s" >> "$d.log"
   rm -rf "$OUT/triton-cache-$mode"  # binaries: not logs
 done
