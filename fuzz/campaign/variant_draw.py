@@ -70,6 +70,7 @@ class VariantDraw:
     # ---- the draw ------------------------------------------------------------------------------------
     def case(self, index: int):
         """Case `index` of the campaign (before steering and --probe-contract)."""
+        self.last = None  # what ran since (triage's runs) is not this case's
         if self.on:
             self._plan_ahead(index)
         hit = self.plan.pop(index, None)
