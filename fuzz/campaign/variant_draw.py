@@ -37,7 +37,7 @@ from moe_lora_fuzz.fuzz.space.variant_model import VariantModel, features
 
 NEW_VARIANT_SHARE = 0.2  # of the drawn cases, this share is taken in a variant predicted new (exploring)
 CANDIDATES = 6  # draws per case to choose among
-PLAN_AHEAD = 24  # cases chosen ahead of the campaign (their new variants are compiled ahead meanwhile)
+PLAN_AHEAD = 48  # cases chosen ahead (~3 s at 15 cases/s: the helpers compile their new variants meanwhile)
 FIRST_MINUTE_S = 60.0  # report.json's variants split the campaign here (a fresh machine compiles most early)
 TIMELINE_EVERY_S = 10.0
 AHEAD_CAP = 24  # triage candidates handed to the helpers per minimiser pass
