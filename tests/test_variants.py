@@ -143,6 +143,23 @@ def test_drawing_keeps_the_stated_share_of_new_variants():
     assert chosen[:PRELUDE_CASES] == off_chosen[:PRELUDE_CASES]  # the edge prelude stays
 
 
+def test_a_predictor_that_is_right_draws_fresh_shapes_instead_of_clones():
+    cfg = CampaignConfig(impl="ours", device="cpu", seed=5)
+    vd = VariantDraw(cfg, None, on=True, started=0.0)
+    seen, opened = set(), []
+    for i in range(300):  # a kernel that specialises on the dtype alone: easy to predict
+        case = vd.case(i)
+        keys = [f"k#{case.dtype}"]
+        opened.append(bool(set(keys) - seen))
+        seen |= set(keys)
+        vd.observe(case, {}, {"keys": keys})
+        vd.after_case()
+    assert vd.model.trusted() and vd.counts["exploit"] > vd.counts["cloned"], vd.counts
+    assert not any(opened[50:])
+    shapes = {(c.m, c.k_dim, c.n_dim) for c in [vd.plan[i][0] for i in vd.plan]}
+    assert len(shapes) > len(vd.plan) // 2  # fresh draws, not copies of a few observed cases
+
+
 def test_the_share_is_a_setting():
     vd, *_ = _simulate(on=True, n=200, new_variant_share=0.5)
     decided = sum(vd.counts[k] for k in ("explore", "cloned", "exploit", "no_candidate_new", "no_candidate_known"))

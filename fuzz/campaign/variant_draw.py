@@ -5,9 +5,10 @@ Every judged run's variant (the specialisation keys its Triton launches produced
 observed by the worker and learned by a fuzz.space.variant_model.VariantModel. Case i of the campaign is then
 chosen among CANDIDATES draws: case_for(i) first, then draws from seeds derived from case i's. With probability
 NEW_VARIANT_SHARE (from the case's seed) the first candidate predicted to open a new variant is taken
-(exploring: variant coverage still grows); otherwise a clone (an observed case with its free knobs redrawn:
-VariantModel.clone), else the first candidate predicted to stay in a compiled variant, else case_for(i) as
-drawn. The prelude (the first cases, which reach every required edge) is never changed, and steering off known
+(exploring: variant coverage still grows); otherwise, when the predictor has lately been right (VariantModel
+.trusted), the first candidate it calls known (fresh shapes); else a clone (an observed case with its free knobs
+redrawn: VariantModel.clone), else the first candidate predicted to stay in a compiled variant, else case_for(i)
+as drawn. The prelude (the first cases, which reach every required edge) is never changed, and steering off known
 triggers (fuzz.campaign.steer) applies to the chosen case as to a drawn one.
 
 Cases are chosen PLAN_AHEAD indices ahead of the campaign; those predicted to open a new variant go to the
@@ -113,6 +114,11 @@ class VariantDraw:
                     return cand, True
             self.counts["no_candidate_new"] += 1
             return raw, False
+        if self.model.trusted():  # fresh draws the predictor calls known first: more shapes than clones
+            for cand in self._candidates(raw, index):
+                if self.predict(cand) is not None:
+                    self.counts["exploit"] += 1
+                    return cand, False
         cloned = self.model.clone(raw, rng, getattr(self.profile, "fit", None), lambda c: runs_twin(cfg, c))
         if cloned is not None:  # an observed case, its free knobs redrawn
             self.counts["cloned"] += 1
@@ -247,6 +253,8 @@ class VariantDraw:
                 "observations": len(self.model.pairs),
                 "right": self.model.right,
                 "wrong": self.model.wrong,
+                "recent_accuracy": round(sum(self.model.recent) / max(len(self.model.recent), 1), 3),
+                "trusted": self.model.trusted(),
             },
             "warmed_ahead": self.warmed,
             "timeline": self.timeline,

@@ -29,13 +29,15 @@ from __future__ import annotations
 
 import random
 import time
-from collections import Counter
+from collections import Counter, deque
 
 import numpy as np
 from moe_lora_fuzz.contract import knobs_of
 from moe_lora_fuzz.fuzz.space.case import Case, repair
 
 REFIT_EVERY = 32  # observations between refits at least (a quarter of that after a wrong prediction)
+RECENT = 200  # predictions the predictor's recent accuracy is judged on
+TRUSTED = 0.95  # a predictor this accurate on at least RECENT / 4 of them may choose fresh draws (`trusted`)
 FIT_TIME_SHARE = 0.02  # refits wait while they took more than this share of the model's lifetime
 MAX_OBSERVATIONS = 20_000  # distinct (features, variant) pairs kept; beyond it only the table grows
 RUN_FLAGS = ("twin", "quick", "probe")
@@ -83,6 +85,7 @@ class VariantModel:
         self.since_fit = 0
         self.wrong = self.right = 0
         self.free = FreeKnobs()
+        self.recent: deque = deque(maxlen=RECENT)  # whether the latest runs predicted known opened no new key
         self.protos: list = []  # (twins ran, case) of the campaign's runs, one per distinct observation
         self.created, self.fit_seconds = time.monotonic(), 0.0
 
@@ -91,6 +94,8 @@ class VariantModel:
         """One judged run: its features and the keys it launched. Returns how many keys were new."""
         variant = frozenset(keys)
         new = len(variant - self.keys)
+        if variant and self.predict(feats) is not None:  # called known: was it (no new key)?
+            self.recent.append(new == 0)
         self.keys |= variant
         if not variant:
             return new  # a run that launched nothing (refused, or raised before a launch) says nothing
@@ -160,6 +165,11 @@ class VariantModel:
         if any(row[j] not in self.values.get(self.names[j], ()) for j in self.kept):
             return None  # a value never seen of a deciding feature (or of one that never varied)
         return self.table.get(self._project(row))
+
+    def trusted(self) -> bool:
+        """Whether the cases the predictor called known lately stayed in known variants often enough that fresh
+        draws it calls known may be taken (more shapes than clones give)."""
+        return len(self.recent) >= RECENT // 4 and sum(self.recent) >= TRUSTED * len(self.recent)
 
     def deciding(self) -> list[str]:
         """The features that decide the variant, as far as the observations show (those that never varied, kept
