@@ -78,6 +78,8 @@ class Precompiler:
         self.sent: Counter = Counter()  # class key -> cases sent
         self.pending: deque = deque()  # indices still to send, in order
         self.urgent: deque = deque()  # cases the worker is about to judge (a minimisation's next candidates)
+        self.planned: deque = deque()  # (index, case): planned cases predicted to open a new variant (`warm`)
+        self.scan = True  # look ahead in the class stream (off while variant drawing plans the cases)
         self.scanned = cfg.shard[0]  # next index to look at
         self.restarts = 0
         self.cases = 0
@@ -89,10 +91,10 @@ class Precompiler:
         self.feed()
 
     def feed(self) -> None:
-        from moe_lora_fuzz.fuzz.execution.worker import case_for, compile_class
+        from moe_lora_fuzz.fuzz.execution.worker import case_for, compile_class, runs_twin
 
         index, step = self.index, self.cfg.shard[1]
-        while self.scanned <= index + LOOKAHEAD * step:
+        while self.scan and self.scanned <= index + LOOKAHEAD * step:
             i, self.scanned = self.scanned, self.scanned + step
             cls = compile_class(self.cfg, i)
             key = ("own", i) if cls is None else cls
@@ -108,9 +110,15 @@ class Precompiler:
                 continue
             while self.pending and self.pending[0] <= index:  # the campaign got there first
                 self.pending.popleft()
+            while self.planned and self.planned[0][0] <= index:
+                self.planned.popleft()
             try:
                 if self.urgent:
                     h.send(self.urgent.popleft(), twins=False)
+                    self.cases += 1
+                elif self.planned:
+                    i, case = self.planned.popleft()
+                    h.send(case, twins=runs_twin(self.cfg, case))
                     self.cases += 1
                 elif self.pending:
                     h.send(case_for(self.cfg, self.pending.popleft(), self.profile))
@@ -123,6 +131,12 @@ class Precompiler:
         """Cases the worker is about to judge outside the campaign's stream (triage's minimiser): they go
         before the stream's, replacing the last such list (a new pass of the walk makes it stale)."""
         self.urgent = deque(cases)
+        self.feed()
+
+    def warm(self, planned: list) -> None:
+        """Planned cases predicted to open a new kernel variant ((index, case) pairs, in index order: fuzz.campaign
+        .variant_draw): each is run once by an idle helper before the campaign reaches its index."""
+        self.planned.extend(planned)
         self.feed()
 
     def summary(self) -> dict:

@@ -137,8 +137,10 @@ def _selfcheck(cfg: CampaignConfig, worker: Worker, budget: Budget) -> bool:
 
 def _loop(cfg: CampaignConfig, report: Report, triage, budget: Budget, worker: Worker, pre) -> None:
     from moe_lora_fuzz.fuzz.campaign.steer import Steering
+    from moe_lora_fuzz.fuzz.campaign.variant_draw import attach
 
     steer = Steering(triage, interpreter=cfg.device == "cpu")
+    variants = attach(cfg, worker, pre, report.started)  # variant-aware drawing (fuzz.campaign.variant_draw)
     index = report.next_index if report.next_index is not None else cfg.shard[0]
     last_print, checked = 0.0, False
     while (
@@ -150,7 +152,7 @@ def _loop(cfg: CampaignConfig, report: Report, triage, budget: Budget, worker: W
             with phases.phase("precompile"):
                 pre.at(index)
         with phases.phase("generate"):
-            drawn = steer.avoid(case_for(cfg, index, worker.profile), getattr(worker.profile, "fit", None))
+            drawn = steer.avoid(variants.case(index), getattr(worker.profile, "fit", None))
             case, probe = probe_for(cfg, drawn, worker.profile)
             twin = runs_twin(cfg, case) and not probe
         timeout, t0 = budget.case_timeout(cfg.timeout), time.monotonic()  # past the budget only by its grace
@@ -162,6 +164,8 @@ def _loop(cfg: CampaignConfig, report: Report, triage, budget: Budget, worker: W
             )
             break
         v = steer.relabel(case, v)  # a failure beyond every known trigger is a finding of its own
+        variants.after_case()
+        report.extra["variants"] = variants.summary(cfg.device == "cpu")
         report.extra["steering"] = steer.summary()
         if not v.failed:
             budget.passed(time.monotonic() - t0)
@@ -202,9 +206,10 @@ def _loop(cfg: CampaignConfig, report: Report, triage, budget: Budget, worker: W
 def _precompiler(cfg: CampaignConfig, worker: Worker):
     """Helpers compiling ahead (fuzz.campaign.precompile), fed while the worker runs a case; None if none."""
     from moe_lora_fuzz.fuzz.campaign.precompile import Precompiler, default_processes
+    from moe_lora_fuzz.fuzz.campaign.variant_draw import enabled
 
     n = default_processes(cfg.device) if cfg.precompile is None else cfg.precompile
-    if n <= 0 or cfg.sizes.classes is None:
+    if n <= 0 or (cfg.sizes.classes is None and not enabled(cfg.variant_draw, cfg.device)):
         return None
     pre = Precompiler(cfg, n, worker.profile)
     worker.on_wait, worker.ahead = pre.feed, pre.ahead  # triage's minimiser tells `ahead` what it will try

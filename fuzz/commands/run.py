@@ -98,6 +98,20 @@ def add_run_args(r: argparse.ArgumentParser) -> None:
         "(fuzz.campaign.precompile; GPU nightly profile only; default: the host's cores less 4, at most 12; 0: off)",
     )
     r.add_argument(
+        "--variant-draw",
+        default="auto",
+        choices=("auto", "on", "off"),
+        help="draw most cases inside Triton kernel variants already compiled and a stated share (20%%) in new "
+        "ones, compiling those ahead (fuzz.campaign.variant_draw, docs/variants.md); auto: on with cuda",
+    )
+    r.add_argument(
+        "--new-variant-share",
+        type=float,
+        default=None,
+        metavar="F",
+        help="with --variant-draw: the share of cases drawn in variants predicted new (default 0.2)",
+    )
+    r.add_argument(
         "--probe-contract",
         action="store_true",
         help="draw cases just outside the implementation's declared capabilities and expect clean "
@@ -138,6 +152,8 @@ def cmd_run(a) -> int:
         _fail("--max-cases: must be >= 1")
     if a.seed < 0:
         _fail("--seed: must be >= 0")
+    if a.new_variant_share is not None and not 0 <= a.new_variant_share <= 1:
+        _fail(f"--new-variant-share: must lie in [0, 1] (got {a.new_variant_share})")
     if a.precompile is not None and a.precompile < 0:
         _fail("--precompile: must be >= 0")
     shard = _shard(a.shard)
@@ -183,6 +199,8 @@ def cmd_run(a) -> int:
         triage_cap=a.triage_cap,
         precompile=a.precompile,
         corpus=tuple(a.corpus),
+        variant_draw=a.variant_draw,
+        new_variant_share=a.new_variant_share,
     )
     try:
         report = run_campaign(cfg)

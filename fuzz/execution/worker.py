@@ -19,7 +19,7 @@ from pathlib import Path
 
 from moe_lora_fuzz.fuzz.judgement.oracle import Verdict, crash_failure, probed, signature
 from moe_lora_fuzz.fuzz.records.repro import write_atomic
-from moe_lora_fuzz.fuzz.runtime import phases, sandbox
+from moe_lora_fuzz.fuzz.runtime import phases, sandbox, variants
 from moe_lora_fuzz.fuzz.runtime.interpreter import install_if_interpreting
 from moe_lora_fuzz.fuzz.space.case import Case
 from moe_lora_fuzz.fuzz.space.generate import CPU_SIZES, GPU_SIZES, class_of, draw
@@ -65,6 +65,8 @@ class CampaignConfig:
     selfcheck: bool = True  # run our kernels on known cases in the worker first (fuzz.judgement.selfcheck)
     corpus: tuple = ()  # directories / repro files of earlier campaigns, replayed first (fuzz.campaign.corpus)
     prelude: bool = True  # the first cases reach every required edge (fuzz.execution.prelude)
+    variant_draw: str = "auto"  # cases inside compiled kernel variants: auto (cuda), on, off (campaign.variant_draw)
+    new_variant_share: float | None = None  # and the share drawn in new ones (None: 0.2)
 
     @property
     def sizes(self):
@@ -179,6 +181,7 @@ def _worker_main(conn, device: str, impl_name: str, log: str | None, helper: boo
     install_if_interpreting()  # a spawned worker does not inherit the parent's interpreter patches
     sandbox.contain()  # a case's processes, detached or not, stay ours, to be killed after it (fuzz.runtime.sandbox)
     phases.count_jit()
+    variants.install()  # each case's kernel variants go with its verdict (fuzz.runtime.variants)
     try:
         impl = resolve(impl_name)
     except ImplError as e:
@@ -203,6 +206,7 @@ def _worker_main(conn, device: str, impl_name: str, log: str | None, helper: boo
             continue
         case, verdict = msg["case"], None
         phases.take()  # what happened between cases (e.g. a crashed case's partial phases) is not this case's
+        variants.take()
         try:
             with phases.phase("oracle"):
                 verdict = _judge_here(msg, case, impl, impl_name, device)
@@ -212,7 +216,15 @@ def _worker_main(conn, device: str, impl_name: str, log: str | None, helper: boo
             return
         after = sandbox.fingerprint()
         tainted, before = sandbox.changed(before, after), after
-        conn.send({"verdict": verdict, "phases": phases.take(), "tainted": tainted, "reaped": sandbox.reap_children()})
+        conn.send(
+            {
+                "verdict": verdict,
+                "phases": phases.take(),
+                "variants": variants.take(),
+                "tainted": tainted,
+                "reaped": sandbox.reap_children(),
+            }
+        )
 
 
 def _judge_here(msg: dict, case: Case, impl, impl_name: str, device: str) -> Verdict:
@@ -254,6 +266,9 @@ class Worker:
         self.startup_timeout = startup_timeout  # the first start's (a campaign's budget cuts it); restarts: full
         self.on_wait = None  # called every POLL_S while a case runs (the campaign feeds its precompiler)
         self.ahead = None  # given the cases triage is about to judge here (fuzz.campaign.precompile.Precompiler.ahead)
+        self.on_variants = (
+            None  # told (case, run flags, the case's variants) after each answer (fuzz.campaign.variant_draw)
+        )
         self.restarts = 0
         self.tainted = 0  # restarts because a case changed torch or the harness (fuzz.runtime.sandbox)
         self.reaped = 0  # processes cases left behind, killed after them
@@ -372,6 +387,8 @@ class Worker:
             )
         self._cap_log()
         self.phases = answer.get("phases", {})
+        if self.on_variants is not None and "variants" in answer:
+            self.on_variants(case, {"metamorphic": metamorphic, "quick": quick, "probe": probe}, answer["variants"])
         self.reaped += answer.get("reaped", 0)
         if answer.get("tainted"):  # the next case must not be judged by code the implementation replaced
             self.tainted += 1

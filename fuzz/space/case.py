@@ -168,6 +168,16 @@ def repair_quant(c: Case) -> Case:
     return c.replace(**want)
 
 
+def repair(c: Case) -> Case:
+    """Repair the cross-field rules after knobs moved one by one (a cut of rank also cuts real_rank; slots past
+    num_slots are no longer disabled; `distinct` routing needs top_k <= num_experts; quantization knobs)."""
+    return repair_quant(c).replace(
+        real_rank=min(c.real_rank, c.rank),
+        disabled=tuple(d for d in c.disabled if d < c.num_slots),
+        routing=c.routing if (c.routing != "distinct" or c.top_k <= c.num_experts) else "uniform",
+    )
+
+
 def _config_from_dict(d) -> MoeLoraConfig:
     if not isinstance(d, dict):
         raise ValueError("case.config: expected an object")

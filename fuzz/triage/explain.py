@@ -206,6 +206,7 @@ def triage_case(
         known=lambda c: c in known,
         ahead=getattr(judge, "ahead", None),
         keep_variant_first=not interpreter,  # a GPU compiles every new variant: sizes and data first
+        order=None if interpreter else getattr(judge, "order", None),  # the variants observed (docs/variants.md)
     )
     if res.case in known:
         old = known[res.case]

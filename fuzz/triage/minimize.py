@@ -26,7 +26,7 @@ from typing import Callable, Iterator
 
 from moe_lora_fuzz.contract import MoeLoraConfig, TileConfig, knobs_of
 from moe_lora_fuzz.fuzz.judgement.oracle import family
-from moe_lora_fuzz.fuzz.space.case import Case, repair_quant
+from moe_lora_fuzz.fuzz.space.case import Case, repair
 
 # The knob lists, derived from the Case fields' Knob metadata (contract.knobs), so a new knob is minimised with
 # no edit here. Every knob moves toward its default, which Case declares its simplest value (m: 1, since m = 0 is
@@ -94,11 +94,7 @@ def dropped_class_knobs(start: Case, end: Case) -> list[str]:
 # ---- the reducer ------------------------------------------------------------------------------------
 def _fix(c: Case) -> Case:
     """Repair cross-field rules after one knob moved (so a cut of rank also cuts real_rank)."""
-    return repair_quant(c).replace(
-        real_rank=min(c.real_rank, c.rank),
-        disabled=tuple(d for d in c.disabled if d < c.num_slots),
-        routing=c.routing if (c.routing != "distinct" or c.top_k <= c.num_experts) else "uniform",
-    )
+    return repair(c)
 
 
 def _size_steps(v: int, floor: int) -> list[int]:
@@ -205,12 +201,16 @@ def minimize(
     known: Callable[[Case], bool] | None = None,
     ahead: Callable[[list], None] | None = None,
     keep_variant_first: bool = False,
+    order: Callable[[Case, list], list] | None = None,
 ) -> MinimizeResult:
     """`known(case)`: stop as soon as the walk reaches a case already known to be minimal (triage: another
     finding's minimal case); the result is then reported 1-minimal, as that case was shown to be.
     `ahead(cases)`: told each pass's first untried candidates (a campaign's precompile helpers compile their
     kernel variants while the walk judges them one by one).
-    `keep_variant_first`: every pass tries the reductions that keep the compiled variant first (GPU triage)."""
+    `keep_variant_first`: every pass tries the reductions that keep the compiled variant first (GPU triage).
+    `order(current, candidates)`: each pass's candidates reordered (fuzz.campaign.variant_draw.VariantDraw.order:
+    those predicted to keep the observed variant first); the set tried, hence 1-minimality, is unchanged, and
+    `ahead` is then told every untried candidate in that order (its receiver picks the ones to compile)."""
     start = time.monotonic()
     steps = tries = 0
     current = case
@@ -221,11 +221,14 @@ def minimize(
 
     while True:
         improved = False
+        walk = candidates(current, keep_variant_first)
+        if order is not None:
+            walk = order(current, list(dict.fromkeys(walk)))
         if ahead is not None:
-            ahead(
-                [c for c in _valid(candidates(current, keep_variant_first), interpreter) if c not in outcomes][:AHEAD]
-            )
-        for cand in candidates(current, keep_variant_first):
+            untried = [c for c in _valid(iter(walk), interpreter) if c not in outcomes]
+            ahead(untried if order is not None else untried[:AHEAD])
+            walk = walk if order is not None else candidates(current, keep_variant_first)
+        for cand in walk:
             if time.monotonic() - start > budget:
                 return result(False)
             if cand in outcomes:

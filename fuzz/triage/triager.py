@@ -100,6 +100,11 @@ class WorkerJudge:
         if hook is not None:
             hook(cases)
 
+    @property
+    def order(self):
+        """The campaign's learned variant order for the minimiser's candidates (fuzz.campaign.variant_draw), if any."""
+        return getattr(self.worker, "variant_order", None)
+
     def plain(self) -> "WorkerJudge":
         """The same judge without the configuration twin."""
         return WorkerJudge(self.worker, self.device, self.impl, timeout=self.timeout)

@@ -1,0 +1,275 @@
+"""Variant-aware drawing: most cases inside kernel variants already compiled, a stated share in new ones, and
+the new ones compiled ahead in helper processes (docs/variants.md).
+
+Every judged run's variant (the specialisation keys its Triton launches produced: fuzz.runtime.variants) is
+observed by the worker and learned by a fuzz.space.variant_model.VariantModel. Case i of the campaign is then
+chosen among CANDIDATES draws: case_for(i) first, then draws from seeds derived from case i's. With probability
+NEW_VARIANT_SHARE (from the case's seed) the first candidate predicted to open a new variant is taken
+(exploring: variant coverage still grows); otherwise, when the predictor has lately been right (VariantModel
+.trusted), the first candidate it calls known (fresh shapes); else a clone (an observed case with its free knobs
+redrawn: VariantModel.clone), else the first candidate predicted to stay in a compiled variant, else case_for(i)
+as drawn. The prelude (the first cases, which reach every required edge) is never changed, and steering off known
+triggers (fuzz.campaign.steer) applies to the chosen case as to a drawn one.
+
+Cases are chosen PLAN_AHEAD indices ahead of the campaign; those predicted to open a new variant go to the
+compile-ahead helpers (fuzz.campaign.precompile.Precompiler.warm), which run them once in their own processes
+so Triton's disk cache holds their binaries when the worker gets there: the worker loads instead of compiling.
+Under the CPU interpreter nothing compiles, there are no helpers and drawing is off unless asked for
+(`--variant-draw on`); variants are still observed and reported.
+
+Triage uses the same model (`order`): the minimiser tries first the candidates predicted to keep the
+case's observed variant, then those in another compiled variant, then the ones that would compile; and only
+candidates predicted to compile are handed to the helpers (`ahead`).
+
+The choice depends on what was observed, so (as with steering) a campaign with variant drawing on does not
+draw the same cases on a resume or across shards; with it off (`--variant-draw off`, the CPU default) the case
+stream is exactly case_for's.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections import Counter
+
+from moe_lora_fuzz.fuzz.execution.worker import PRELUDE_CASES, _case_seed, case_for, runs_twin
+from moe_lora_fuzz.fuzz.space.generate import draw
+from moe_lora_fuzz.fuzz.space.variant_model import VariantModel, features
+
+NEW_VARIANT_SHARE = 0.2  # of the drawn cases, this share is taken in a variant predicted new (exploring)
+CANDIDATES = 6  # draws per case to choose among
+PLAN_AHEAD = 48  # cases chosen ahead (~3 s at 15 cases/s: the helpers compile their new variants meanwhile)
+FIRST_MINUTE_S = 60.0  # report.json's variants split the campaign here (a fresh machine compiles most early)
+TIMELINE_EVERY_S = 10.0
+AHEAD_CAP = 24  # triage candidates handed to the helpers per minimiser pass
+SALT = 0x7A41A
+MODES = ("auto", "on", "off")
+
+
+def enabled(mode: str, device: str) -> bool:
+    """--variant-draw: auto is on where kernels compile (cuda), off under the interpreter."""
+    return mode == "on" or (mode == "auto" and device == "cuda")
+
+
+class VariantDraw:
+    def __init__(self, cfg, profile=None, on: bool = False, started: float | None = None, model=None):
+        self.cfg, self.profile, self.on = cfg, profile, on
+        share = getattr(cfg, "new_variant_share", None)
+        self.share = NEW_VARIANT_SHARE if share is None else share  # --new-variant-share
+        self.model = model or VariantModel()
+        self.started = time.time() if started is None else started
+        self.plan: dict = {}  # index -> (case, predicted new)
+        self.planned_to = None  # next index to plan
+        self.warm = None  # callable([(index, case)]): the helpers' queue (Precompiler.warm)
+        self.seen: dict = {}  # case -> (its variant, its run flags), the latest runs (triage orders by it)
+        self.last = None  # the latest run's (new keys, compiled, loaded)
+        self.counts: Counter = Counter()
+        self.timeline: list = []
+        self.warmed = 0
+        self.clones: dict = {}  # planned clone -> the knob it has on probation (None: only free knobs redrawn)
+
+    # ---- the draw ------------------------------------------------------------------------------------
+    def case(self, index: int):
+        """Case `index` of the campaign (before steering and --probe-contract)."""
+        self.last = None  # what ran since (triage's runs) is not this case's
+        if self.on:
+            self._plan_ahead(index)
+        hit = self.plan.pop(index, None)
+        return hit[0] if hit is not None else self._choose(index)[0]
+
+    def _plan_ahead(self, index: int) -> None:
+        step = self.cfg.shard[1]
+        for i in [i for i in self.plan if i < index]:
+            del self.plan[i]
+        i = index if self.planned_to is None or self.planned_to < index else self.planned_to
+        fresh = []
+        while i <= index + PLAN_AHEAD * step:
+            case, new = self._choose(i)
+            self.plan[i] = (case, new)
+            if new and i > index:  # the campaign is about to run `index` itself: too late to warm it
+                fresh.append((i, case))
+            i += step
+        self.planned_to = i
+        if fresh and self.warm is not None:
+            self.warmed += len(fresh)
+            self.warm(fresh)
+
+    def predict(self, case, **flags):
+        """The variant the model expects of `case` (None: maybe a new one); the twin runs as the campaign runs
+        it unless `flags` say otherwise (triage's runs)."""
+        flags.setdefault("twin", runs_twin(self.cfg, case))
+        return self.model.predict(features(case, **flags))
+
+    def _choose(self, index: int):
+        """(the chosen case, whether it is predicted to open a new variant)."""
+        cfg = self.cfg
+        raw = case_for(cfg, index, self.profile)
+        if not self.on or (cfg.prelude and index < PRELUDE_CASES):
+            return raw, self.predict(raw) is None
+        rng = random.Random(_case_seed(cfg, index) ^ SALT)
+        if rng.random() < self.share:  # exploring: the first candidate predicted to open a new variant
+            for cand in self._candidates(raw, index):
+                if self.predict(cand) is None:
+                    self.counts["explore"] += 1
+                    return cand, True
+            self.counts["no_candidate_new"] += 1
+            return raw, False
+        if self.model.trusted():  # fresh draws the predictor calls known first: more shapes than clones
+            for cand in self._candidates(raw, index):
+                if self.predict(cand) is not None:
+                    self.counts["exploit"] += 1
+                    return cand, False
+        cloned = self.model.clone(raw, rng, getattr(self.profile, "fit", None), lambda c: runs_twin(cfg, c))
+        if cloned is not None:  # an observed case, its free knobs redrawn
+            self.counts["cloned"] += 1
+            if len(self.clones) > 4096:  # clones steering moved never come back
+                self.clones.clear()
+            self.clones[cloned[0]] = cloned[1]
+            return cloned[0], False
+        for cand in self._candidates(raw, index):
+            if self.predict(cand) is not None:
+                self.counts["exploit"] += 1
+                return cand, False
+        self.counts["no_candidate_known"] += 1
+        return raw, self.predict(raw) is None
+
+    def _candidates(self, raw, index: int):
+        yield raw
+        base = _case_seed(self.cfg, index)
+        for j in range(1, CANDIDATES):
+            seed = (base * 0x9E3779B97F4A7C15 + j * 0xBF58476D1CE4E5B9 + SALT) % (2**63)
+            c = draw(self.cfg.sizes, seed, index, interpreter=self.cfg.device == "cpu")
+            yield self.profile.fit(c) if self.profile is not None else c
+
+    # ---- observing -----------------------------------------------------------------------------------
+    def observe(self, case, flags: dict, seen: dict) -> None:
+        """The worker's report of one run (Worker.on_variants): its keys and Triton's compile events."""
+        keys = seen.get("keys", [])
+        run = {
+            "twin": bool(flags.get("metamorphic")),
+            "quick": bool(flags.get("quick")),
+            "probe": bool(flags.get("probe")),
+        }
+        new = self.model.observe(case, features(case, **run), keys)
+        if case in self.clones and keys:
+            self.model.free.outcome(self.clones.pop(case), new > 0)
+        if keys:
+            if len(self.seen) > 4096:
+                self.seen.clear()
+            self.seen[case] = (frozenset(keys), run)
+        self.last = (new, seen.get("compiled", 0), seen.get("loaded", 0))
+        self.counts["runs"] += 1
+        self.counts["run_new_keys"] += new
+        self.counts["run_compiled"] += seen.get("compiled", 0)
+        self.counts["run_loaded"] += seen.get("loaded", 0)
+
+    def after_case(self) -> None:
+        """The campaign's own case was judged: its run's numbers go to the campaign's series."""
+        new, compiled, loaded = self.last if self.last is not None else (0, 0, 0)
+        self.last = None
+        t = time.time() - self.started
+        part = "first_minute" if t < FIRST_MINUTE_S else "after_first_minute"
+        c = self.counts
+        c[f"{part}.cases"] += 1
+        c[f"{part}.new_keys"] += new
+        c[f"{part}.cases_opening"] += new > 0
+        c[f"{part}.compiled"] += compiled
+        c[f"{part}.loaded"] += loaded
+        if t >= FIRST_MINUTE_S and not c["distinct_at_first_minute"]:
+            c["distinct_at_first_minute"] = len(self.model.keys) - new
+            c["first_minute_end"] = t
+        if not self.timeline or t - self.timeline[-1][0] >= TIMELINE_EVERY_S:
+            self.timeline.append(
+                [round(t, 1), c["first_minute.cases"] + c["after_first_minute.cases"], len(self.model.keys)]
+            )
+
+    # ---- triage ------------------------------------------------------------------------------------
+    def order(self, current, cands: list) -> list:
+        """The minimiser's candidates, those predicted to launch nothing `current`'s observed run did not launch
+        first, then those predicted to stay in compiled variants, then the ones that may compile (stable within
+        each). Predicted as a campaign runs a case without twins: triage's quick runs launch a part of that."""
+        full = {"twin": False, "quick": False, "probe": False}
+        variant = self.seen.get(current, (None,))[0]
+        if variant is None:
+            variant = self.predict(current, **full) or frozenset()
+
+        def rank(c) -> int:
+            p = self.predict(c, **full)
+            return 2 if p is None else (0 if p <= variant else 1)
+
+        return sorted(cands, key=rank)
+
+    def ahead_filter(self, hook):
+        """Wrap the helpers' `ahead` (triage's next candidates): only those predicted to compile go."""
+
+        def ahead(cases: list) -> None:
+            hook([c for c in cases if self.predict(c, twin=False, quick=False, probe=False) is None][:AHEAD_CAP])
+
+        return ahead
+
+    # ---- report.json ---------------------------------------------------------------------------------
+    def summary(self, interpreter: bool) -> dict:
+        c = self.counts
+        parts = {}
+        for part in ("first_minute", "after_first_minute"):
+            n = c[f"{part}.cases"]
+            parts[part] = {
+                "cases": n,
+                "new_keys": c[f"{part}.new_keys"],
+                "new_keys_per_case": round(c[f"{part}.new_keys"] / max(n, 1), 4),
+                "cases_opening_new_variants": c[f"{part}.cases_opening"],
+                "compiled": c[f"{part}.compiled"],
+                "compiled_per_case": round(c[f"{part}.compiled"] / max(n, 1), 4),
+                "loaded_from_disk_cache": c[f"{part}.loaded"],
+            }
+        later = parts["after_first_minute"]
+        span = (time.time() - self.started) - c["first_minute_end"] if c["first_minute_end"] else 0.0
+        per_hour = round(later["new_keys"] / span * 3600) if span > 10 else None
+        kernels = Counter(k.split("#")[0] for k in self.model.keys)
+        return {
+            "counted": "one variant = one Triton specialisation key (kernel, constexprs, launch options, pointer "
+            "dtypes, integers ==1 / multiple of 16 / width, 16-byte pointer alignment: fuzz.runtime.variants); a "
+            "key is new the first time a run of this campaign launches it; compiled/loaded are Triton's own "
+            "events in the worker (GPU: compiled = the compiler ran, loaded = found in the disk cache)"
+            + (
+                "; under the interpreter nothing compiles: new keys are what a GPU would compile" if interpreter else ""
+            ),
+            "draw": "on" if self.on else "off",
+            "new_variant_share": self.share if self.on else None,
+            "distinct": len(self.model.keys),
+            "kernels": dict(kernels),
+            **parts,
+            "distinct_per_hour_after_first_minute": per_hour,
+            "all_runs": {
+                "runs": c["runs"],
+                "new_keys": c["run_new_keys"],
+                "compiled": c["run_compiled"],
+                "loaded_from_disk_cache": c["run_loaded"],
+            },
+            "choices": {k: c[k] for k in ("explore", "cloned", "exploit", "no_candidate_new", "no_candidate_known")},
+            "knobs": self.model.free.summary(),
+            "predictor": {
+                "deciding_features": self.model.deciding(),
+                "observations": len(self.model.pairs),
+                "right": self.model.right,
+                "wrong": self.model.wrong,
+                "recent_accuracy": round(sum(self.model.recent) / max(len(self.model.recent), 1), 3),
+                "trusted": self.model.trusted(),
+            },
+            "warmed_ahead": self.warmed,
+            "timeline": self.timeline,
+        }
+
+
+def attach(cfg, worker, pre, started: float) -> VariantDraw:
+    """The campaign's variant draw, wired to its worker (observations, triage's order) and helpers."""
+    vd = VariantDraw(cfg, worker.profile, enabled(getattr(cfg, "variant_draw", "auto"), cfg.device), started)
+    worker.on_variants = vd.observe
+    if cfg.device != "cpu":
+        worker.variant_order = vd.order
+    if pre is not None:
+        if vd.on:
+            vd.warm, pre.scan = pre.warm, False  # the helpers warm the planned new variants, not class streams
+        if getattr(worker, "ahead", None) is not None:
+            worker.ahead = vd.ahead_filter(worker.ahead)
+    return vd

@@ -1,0 +1,287 @@
+"""Kernel variants (docs/variants.md): the specialisation key of a Triton launch (fuzz.runtime.variants), the
+model that learns which cases compile what (fuzz.space.variant_model), variant-aware drawing and its compile-ahead
+schedule (fuzz.campaign.variant_draw, fuzz.campaign.precompile), and the minimiser's variant order."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+import torch
+import triton.language as tl
+from moe_lora_fuzz.fuzz.campaign import variant_draw
+from moe_lora_fuzz.fuzz.campaign.precompile import Precompiler, default_processes
+from moe_lora_fuzz.fuzz.campaign.variant_draw import NEW_VARIANT_SHARE, VariantDraw, enabled
+from moe_lora_fuzz.fuzz.execution.worker import PRELUDE_CASES, CampaignConfig, case_for, runs_twin
+from moe_lora_fuzz.fuzz.runtime import variants
+from moe_lora_fuzz.fuzz.space.case import Case
+from moe_lora_fuzz.fuzz.space.variant_model import VariantModel, features
+from moe_lora_fuzz.fuzz.triage.minimize import minimize
+from triton.runtime.interpreter import InterpretedFunction
+from triton.runtime.jit import JITFunction
+
+
+def _add_one(x_ptr, n, stride, BLOCK: tl.constexpr):
+    offs = tl.arange(0, BLOCK)
+    mask = offs < n
+    tl.store(x_ptr + offs * stride, tl.load(x_ptr + offs * stride, mask=mask) + 1, mask=mask)
+
+
+def _kernels(**kw):
+    return JITFunction(_add_one, **kw), InterpretedFunction(_add_one, **kw)
+
+
+# ---- the key -------------------------------------------------------------------------------------------
+def test_key_is_the_same_compiled_and_interpreted():
+    x = torch.zeros(64)
+    for kw in ({}, {"do_not_specialize": ["n"]}):
+        jit, interp = _kernels(**kw)
+        for args in ((x, 17, 1), (x, 16, 2), (x[1:], 1, 1)):
+            assert variants.key_of(jit, args, {"BLOCK": 32}) == variants.key_of(interp, args, {"BLOCK": 32})
+
+
+@pytest.mark.parametrize(
+    "args, kwargs, why",
+    [
+        ((torch.zeros(64), 17, 1), {"BLOCK": 64}, "a constexpr"),
+        ((torch.zeros(64), 16, 1), {"BLOCK": 32}, "an int becomes a multiple of 16"),
+        ((torch.zeros(64), 1, 1), {"BLOCK": 32}, "an int becomes 1"),
+        ((torch.zeros(64), 17, 2), {"BLOCK": 32}, "another int becomes non-1"),
+        ((torch.zeros(65)[1:], 17, 1), {"BLOCK": 32}, "a pointer loses 16-byte alignment"),
+        ((torch.zeros(64, dtype=torch.float16), 17, 1), {"BLOCK": 32}, "a pointer's dtype"),
+        ((torch.zeros(64), 2**40 + 1, 1), {"BLOCK": 32}, "an int needs 64 bits"),
+        ((torch.zeros(64), 17, 1), {"BLOCK": 32, "num_warps": 8}, "a launch option"),
+    ],
+)
+def test_key_changes_with_a_specialisation(args, kwargs, why):
+    jit, _ = _kernels()
+    base = variants.key_of(jit, (torch.zeros(64), 17, 1), {"BLOCK": 32})
+    assert variants.key_of(jit, args, kwargs) != base, why
+
+
+def test_key_does_not_change_with_data_or_unspecialised_values():
+    jit, _ = _kernels()
+    base = variants.key_of(jit, (torch.zeros(64), 17, 2), {"BLOCK": 32})
+    assert variants.key_of(jit, (torch.randn(64), 17, 2), {"BLOCK": 32}) == base  # other data
+    assert variants.key_of(jit, (torch.zeros(128), 33, 3), {"BLOCK": 32}) == base  # other sizes, same class
+    unspecialised, _ = _kernels(do_not_specialize=["n"])
+    a = variants.key_of(unspecialised, (torch.zeros(64), 16, 1), {"BLOCK": 32})
+    assert variants.key_of(unspecialised, (torch.zeros(64), 1, 1), {"BLOCK": 32}) == a  # n is not specialised
+
+
+def test_launches_are_observed_under_the_interpreter():
+    variants.install()
+    _, interp = _kernels()
+    x = torch.zeros(64)
+    variants.take()
+    interp[(1,)](x, 17, 1, BLOCK=32)
+    interp[(1,)](x, 18, 1, BLOCK=32)  # the same variant: one key
+    interp[(1,)](x, 16, 1, BLOCK=32)
+    seen = variants.take()
+    assert x[:16].eq(3).all() and x[16:19].tolist() == [2, 1, 0]  # the launches ran, unchanged by observing
+    assert seen["keys"] == [
+        variants.key_of(interp, (x, 17, 1), {"BLOCK": 32}),
+        variants.key_of(interp, (x, 16, 1), {"BLOCK": 32}),
+    ]
+    assert variants.take()["keys"] == []
+
+
+# ---- the model and the draw ------------------------------------------------------------------------------
+def _fake_variant(case: Case, wide: bool = True) -> list[str]:
+    """What a wrapper might compile: per dtype and top_k, K exactly (a constexpr), N's divisibility."""
+    k = case.k_dim if wide else case.k_dim % 16 == 0
+    return [f"shrink#{case.dtype}|{case.top_k}|{k}", f"expand#{case.dtype}|{case.n_dim % 16 == 0}"]
+
+
+def test_model_predicts_what_it_has_seen_and_not_a_new_value():
+    m = VariantModel()
+    rng = random.Random(0)
+    for _ in range(200):
+        c = Case(dtype=rng.choice(["float16", "bfloat16"]), m=rng.randint(1, 40), k_dim=rng.choice([16, 32, 17]))
+        m.observe(c, features(c), _fake_variant(c, wide=False))
+    m.fit()
+    seen = Case(dtype="float16", m=7, k_dim=32)
+    assert m.predict(features(seen)) == frozenset(_fake_variant(seen, wide=False))
+    assert m.predict(features(Case(dtype="float32", k_dim=32))) is None  # a dtype never seen
+    assert not {f for f in m.deciding() if f.startswith(("m~", "m==", "m%"))}, "M decides nothing here"
+
+
+def _simulate(on: bool, n: int = 260, warm=None, **cfg_kw):
+    cfg = CampaignConfig(impl="ours", device="cpu", seed=3, **cfg_kw)
+    vd = VariantDraw(cfg, None, on=on, started=0.0)
+    vd.warm = warm
+    seen, opened, chosen, probes = set(), [], [], []
+    for i in range(n):
+        case = vd.case(i)
+        twin = runs_twin(cfg, case)  # the twin runs another configuration: variants of its own
+        keys = _fake_variant(case) + ([f"twin#{case.dtype}|{case.top_k}"] if twin else [])
+        opened.append(bool(set(keys) - seen))
+        probes.append(vd.clones.get(case, "not a clone"))
+        seen |= set(keys)
+        vd.observe(case, {"metamorphic": twin}, {"keys": keys})
+        vd.after_case()
+        chosen.append(case)
+    vd.probes = probes
+    return vd, opened, chosen, seen
+
+
+def test_drawing_keeps_the_stated_share_of_new_variants():
+    vd, opened, chosen, seen = _simulate(on=True)
+    off_vd, off_opened, off_chosen, off_seen = _simulate(on=False)
+    decided = sum(vd.counts[k] for k in ("explore", "cloned", "exploit", "no_candidate_new", "no_candidate_known"))
+    explored = vd.counts["explore"] + vd.counts["no_candidate_new"]
+    assert decided >= 260 - PRELUDE_CASES  # and the cases planned ahead
+    assert abs(explored / decided - NEW_VARIANT_SHARE) < 0.07, vd.counts  # binomial: 3 standard deviations
+    late, off_late = sum(opened[100:]), sum(off_opened[100:])
+    assert late <= (NEW_VARIANT_SHARE + 0.05) * 160, (late, vd.counts)  # the rest stays in compiled variants
+    assert off_late > 2 * late, (off_late, late)  # drawing as before opens many more
+    assert len(
+        {frozenset(_fake_variant(c)) for c in chosen[100:]} - {frozenset(_fake_variant(c)) for c in chosen[:100]}
+    )
+    assert len(seen) > 40  # variant coverage still grows
+    assert off_chosen == [case_for(off_vd.cfg, i) for i in range(260)]  # off: exactly the old stream
+    assert chosen[:PRELUDE_CASES] == off_chosen[:PRELUDE_CASES]  # the edge prelude stays
+
+
+def test_a_predictor_that_is_right_draws_fresh_shapes_instead_of_clones():
+    cfg = CampaignConfig(impl="ours", device="cpu", seed=5)
+    vd = VariantDraw(cfg, None, on=True, started=0.0)
+    seen, opened = set(), []
+    for i in range(300):  # a kernel that specialises on the dtype alone: easy to predict
+        case = vd.case(i)
+        keys = [f"k#{case.dtype}"]
+        opened.append(bool(set(keys) - seen))
+        seen |= set(keys)
+        vd.observe(case, {}, {"keys": keys})
+        vd.after_case()
+    assert vd.model.trusted() and vd.counts["exploit"] > vd.counts["cloned"], vd.counts
+    assert not any(opened[50:])
+    shapes = {(c.m, c.k_dim, c.n_dim) for c in [vd.plan[i][0] for i in vd.plan]}
+    assert len(shapes) > len(vd.plan) // 2  # fresh draws, not copies of a few observed cases
+
+
+def test_the_share_is_a_setting():
+    vd, *_ = _simulate(on=True, n=200, new_variant_share=0.5)
+    decided = sum(vd.counts[k] for k in ("explore", "cloned", "exploit", "no_candidate_new", "no_candidate_known"))
+    assert abs((vd.counts["explore"] + vd.counts["no_candidate_new"]) / decided - 0.5) < 0.11
+    assert vd.summary(interpreter=True)["new_variant_share"] == 0.5
+
+
+def test_clones_stay_in_their_variant_and_what_breaks_it_is_learned():
+    vd, opened, chosen, _ = _simulate(on=True, n=400)
+    plain = [o for o, p in zip(opened, vd.probes, strict=True) if p is None]  # only free knobs redrawn
+    assert len(plain) > 150 and not any(plain)
+    probed = [(p, o) for o, p in zip(opened, vd.probes, strict=True) if p not in (None, "not a clone")]
+    assert probed and all(not o for p, o in probed if p not in ("dtype", "top_k", "k_dim", "n_dim"))
+    free = vd.model.free
+    assert "seed" in free.free and not ({"dtype", "top_k", "k_dim"} & free.free)
+    assert {p for p, o in probed if o} <= {n for n in free.names if free.bad[n]}  # each failure is remembered
+
+
+def test_compile_ahead_warms_exactly_the_planned_new_variants():
+    warmed: list = []
+    cfg = CampaignConfig(impl="ours", device="cpu", seed=3)
+    vd = VariantDraw(cfg, None, on=True, started=0.0)
+    vd.warm = warmed.extend
+    planned: dict = {}
+    choose = vd._choose
+
+    def spy(index):
+        planned[index] = choose(index)
+        return planned[index]
+
+    vd._choose = spy
+    seen = set()
+    for i in range(150):
+        before = set(planned)
+        case = vd.case(i)
+        for j in set(planned) - before:  # planned just now, while the campaign stood at i
+            if planned[j][1] and j > i:
+                assert (j, planned[j][0]) in warmed
+        keys = _fake_variant(case)
+        seen |= set(keys)
+        vd.observe(case, {}, {"keys": keys})
+        vd.after_case()
+    assert warmed and sorted({i for i, _ in warmed}) == sorted(i for i, _ in warmed)  # each index once
+    assert all(planned[i][1] and planned[i][0] == c for i, c in warmed)  # only cases predicted new
+    assert vd.warmed == len(warmed)
+
+
+class _FakeHelper:
+    def __init__(self):
+        self.ready, self.busy_since, self.sent = True, None, []
+
+    def poll(self):
+        return True
+
+    def send(self, case, twins=True):
+        self.sent.append(case)
+
+    def kill(self):
+        pass
+
+
+def test_precompiler_sends_planned_cases_ahead_of_the_campaign_only():
+    cfg = CampaignConfig(impl="ours", device="cpu", seed=0)
+    pre = Precompiler(cfg, 0, None)
+    pre.helpers, pre.scan = [_FakeHelper()], False
+    a, b, c = Case(m=3), Case(m=4), Case(m=5)
+    pre.warm([(5, a), (6, b), (9, c)])  # the first goes out at once
+    pre.at(6)  # the campaign reached 6: b is too late
+    pre.helpers[0].busy_since = None
+    pre.at(6)
+    assert pre.helpers[0].sent == [a, c]
+    assert pre.cases == 2
+
+
+def test_on_the_cpu_nothing_compiles_ahead_and_drawing_is_off_by_default():
+    assert default_processes("cpu") == 0
+    assert not enabled("auto", "cpu") and enabled("auto", "cuda") and enabled("on", "cpu")
+    assert not enabled("off", "cuda")
+
+
+# ---- triage's order -------------------------------------------------------------------------------------
+def test_minimiser_tries_the_observed_variant_first_and_ends_where_it_did():
+    start = Case(m=40, k_dim=48, n_dim=33, top_k=3, num_experts=4)
+    tried: list = []
+
+    def fails(c):
+        tried.append(c)
+        return c.k_dim >= 32  # the bug needs a large K
+
+    plain = minimize(start, fails, interpreter=True)
+    plain_tried = list(tried)
+    tried.clear()
+
+    def order(current, cands):  # "k_dim decides the variant": candidates that keep it first
+        return sorted(cands, key=lambda c: c.k_dim != current.k_dim)
+
+    ordered = minimize(start, fails, interpreter=True, order=order)
+    assert ordered.case == plain.case and ordered.one_minimal  # the same 1-minimal result
+    assert tried != plain_tried and tried[0].k_dim == start.k_dim
+    first_change = next(i for i, c in enumerate(tried) if c.k_dim != start.k_dim)
+    assert first_change > 0 and all(c.k_dim == tried[0].k_dim for c in tried[:first_change])
+
+
+def test_variant_order_ranks_by_the_learned_model():
+    cfg = CampaignConfig(impl="ours", device="cpu", seed=0)
+    vd = VariantDraw(cfg, None, on=True, started=0.0)
+    for c in [Case(dtype="float16", k_dim=k, m=m) for k in (16, 17) for m in (1, 2, 3, 5, 8)]:
+        vd.observe(c, {}, {"keys": _fake_variant(c, wide=False)})  # campaign runs
+    vd.model.fit()
+    current = Case(dtype="float16", k_dim=16, m=5)
+    vd.observe(current, {"quick": True}, {"keys": _fake_variant(current, wide=False)})  # a triage run
+    same, other, new = Case(dtype="float16", k_dim=16, m=2), Case(dtype="float16", k_dim=17, m=2), Case(dtype="float32")
+    assert vd.order(current, [new, other, same]) == [same, other, new]
+
+
+def test_variants_are_reported_by_a_cpu_campaign(tmp_path):
+    from moe_lora_fuzz.fuzz.campaign.runner import run_campaign
+
+    cfg = CampaignConfig(impl="ours", device="cpu", budget=120, max_cases=6, out=tmp_path, quiet=True)
+    report = run_campaign(cfg)
+    v = report.to_dict()["variants"]
+    assert v["draw"] == "off" and v["distinct"] > 0
+    assert v["first_minute"]["cases"] + v["after_first_minute"]["cases"] == report.cases
+    assert sum(v["kernels"].values()) == v["distinct"]
+    assert variant_draw.FIRST_MINUTE_S == 60.0
