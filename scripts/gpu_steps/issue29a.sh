@@ -16,15 +16,21 @@ IMPL=${IMPL:-vllm==0.34.0}
 MODES=${MODES:-"on off"}
 SHARE=${SHARE:-}  # e.g. SHARE=0.05: --new-variant-share for the "on" run (default 0.2)
 mkdir -p "$OUT"
-for mode in $MODES; do
-  d="$OUT/draw-$mode"; rm -rf "$d" "$OUT/triton-cache-$mode"
+one() {  # mode
+  local mode=$1 d="$OUT/draw-$1" start; rm -rf "$d" "$OUT/triton-cache-$1"
   start=$(date +%s)
   TRITON_CACHE_DIR="$OUT/triton-cache-$mode" timeout $(( BUDGET + 60 )) python -m moe_lora_fuzz run --impl "$IMPL" \
     --device cuda --profile nightly --budget "$BUDGET" --seed 29 --variant-draw "$mode" --out "$d" \
     ${SHARE:+$([ "$mode" = on ] && echo --new-variant-share "$SHARE")} > "$d.log" 2>&1
   echo "exit $? wall $(( $(date +%s) - start )) s" >> "$d.log"
   rm -rf "$OUT/triton-cache-$mode"  # binaries: not logs
+}
+# PARALLEL=1: the modes side by side (same GPU, same load: a fair comparison in half the time)
+pids=()
+for mode in $MODES; do
+  if [ -n "${PARALLEL:-}" ]; then one "$mode" & pids+=($!); else one "$mode"; fi
 done
+for p in "${pids[@]}"; do wait "$p"; done
 python - "$OUT" $MODES > "$OUT/summary.txt" 2>&1 <<'PY'
 import json, sys
 from pathlib import Path
