@@ -18,7 +18,7 @@ export MOE_LORA_FUZZ_CACHE="${MOE_LORA_FUZZ_CACHE:-$PWD/.upstream-cache}"
 BUDGET="${BENCH_BUDGET:-20}"
 ls "$MOE_LORA_FUZZ_CACHE" > "$OUT/issue29b_cache.txt" 2>&1
 rm -rf /tmp/issue29b-campaigns
-timeout 310 python scripts/bench_campaigns.py --device cuda --profile nightly --budget "$BUDGET" --deadline 290 \
+timeout 310 python scripts/bench_campaigns.py --device cuda --profile nightly --budget "$BUDGET" --deadline "${BENCH_DEADLINE:-290}" \
   --out /tmp/issue29b-campaigns --json "$OUT/issue29b_bench.json" 2>&1 | tee "$OUT/issue29b_bench.md"
 # each campaign's console and report (FINDING lines, warnings), without the Triton caches
 tar -czf "$OUT/issue29b_campaigns.tar.gz" -C /tmp --exclude='triton-cold-*' issue29b-campaigns 2>/dev/null || true
@@ -26,6 +26,6 @@ tar -czf "$OUT/issue29b_campaigns.tar.gz" -C /tmp --exclude='triton-cold-*' issu
 # warm from our kernels' campaigns above (their Triton cache: the same compile classes), so no run compiles much
 export TRITON_CACHE_DIR=/tmp/issue29b-campaigns/triton-cold-0
 for rules in before-29 current; do
-  timeout 75 python scripts/bench_cases.py --device cuda --profile nightly --cases 100 --rules "$rules" 2>&1 \
+  timeout "${INPROC_TIMEOUT:-75}" python scripts/bench_cases.py --device cuda --profile nightly --cases "${INPROC_CASES:-100}" --rules "$rules" 2>&1 \
     | tee -a "$OUT/issue29b_inprocess.md"
 done

@@ -17,6 +17,8 @@ export MOE_LORA_FUZZ_CACHE="${MOE_LORA_FUZZ_CACHE:-$PWD/.upstream-cache}"
 VLLM_FP8="$MOE_LORA_FUZZ_CACHE/vllm-0.34.0/vllm/lora/ops/triton_ops/fused_moe_lora_fp8_op.py"
 BASE=8ffa79d
 
+# PART=tests or PART=bench runs one half (a combined call runs the tests beside other steps, the timings alone)
+if [ "${PART:-tests}" = tests ]; then
 # 1. tests compiled on the GPU: quantized kernels, their bound, the vLLM adapter, quant quality campaigns (mutants
 #    caught, ours-quant clean) and our kernels' rows (the unquantized path goes through the same kernel now)
 Q=tests/test_quality.py::test_campaign_finds_mutant
@@ -25,6 +27,8 @@ timeout 100 python -m pytest -n 4 tests/test_quant.py tests/test_quant_bound.py 
   "$Q[quant-scale-next-block]" "$Q[quant-scale-slot0]" --device cuda -p no:cacheprovider -q -ra --tb=short \
   2>&1 | tail -25 | tee "$OUT/issue30q_tests.txt"
 
+fi
+[ "${PART:-bench}" = bench ] || exit 0
 # 2. time per call: ours bf16 and per scheme (vLLM 0.34 beside them when its file is carried)
 timeout 70 python scripts/bench_quant.py --vllm-file "$VLLM_FP8" --out "$OUT/bench_quant.json" \
   2>&1 | tee "$OUT/bench_quant.txt"
