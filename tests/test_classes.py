@@ -39,8 +39,26 @@ BASE = Case(m=3, top_k=2, num_experts=2, num_slots=2, rank=4, real_rank=4, k_dim
             {"via": "minimised", "verdict": {"kind": "mismatch", "message": "within the TF32 bound"}},
             "precision",
         ),
+        (  # grouped provisionally, but its minimised twin case fails only within the split-K bound (vLLM 0.34 fp16)
+            "metamorphic",
+            "another configuration disagrees beyond 2x",
+            {
+                "via": "provisional (minimised (the configuration twin's case), not explained)",
+                "verdict": {"kind": "mismatch", "message": "2 of 768 ...; within the low-precision split-K bound: ..."},
+            },
+            "precision",
+        ),
+        (  # provisional, minimised to a plain mismatch: still a bug
+            "metamorphic",
+            "another configuration disagrees beyond 2x",
+            {"via": "provisional (minimised, not explained)", "verdict": {"kind": "mismatch", "message": "9 above"}},
+            "bug",
+        ),
     ],
-    ids=["bug", "tf32", "split-k", "oob-not-precision", "precondition", "crash", "intermittent", "from-triage"],
+    ids=[
+        *("bug", "tf32", "split-k", "oob-not-precision", "precondition", "crash", "intermittent", "from-triage"),
+        *("provisional-precision", "provisional-bug"),
+    ],
 )
 def test_class_of_a_cause(kind, message, info, expect):
     fields = classify.class_fields(kind, message, info)
