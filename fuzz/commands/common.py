@@ -29,18 +29,14 @@ def _fail(msg: str) -> None:
 
 
 def _device(name: str) -> str:
-    """Resolve --device and prepare the environment before anything imports triton."""
-    import torch
-    from moe_lora_fuzz.contract import resolve_device
+    """Resolve --device and prepare the environment before anything imports triton (moe_lora_fuzz.device)."""
+    from moe_lora_fuzz.device import use_device
 
-    name = resolve_device(name)
-    if name == "cuda" and not torch.cuda.is_available():
-        _fail("--device cuda: no CUDA device is available here")
+    try:
+        name = use_device(name)  # cpu: the interpreter, patched (bf16 dots/atomics and TF32 as on a GPU)
+    except ValueError as e:
+        _fail(f"--{e}")  # use_device's messages start with "device ..."
     if name == "cpu":
-        os.environ["TRITON_INTERPRET"] = "1"
-        from moe_lora_fuzz.fuzz.runtime.interpreter import install as install_interpreter
-
-        install_interpreter()  # bf16 dots/atomics and TF32 as on a GPU (fuzz/runtime/interpreter.py)
         _warn_unpatched()
     elif os.environ.get("TRITON_INTERPRET") == "1":
         _fail("--device cuda: TRITON_INTERPRET=1 is set; unset it to compile for the GPU")

@@ -168,16 +168,21 @@ class Capabilities:
             kw["split_k"] = (sk.get("shrink"), sk.get("expand"))
         return cls(**kw)
 
+    def _groups_per_scheme(self) -> dict | None:
+        """quant_groups declared per scheme ({scheme: groups}), or None when one subset serves every scheme."""
+        if self.quant_groups and isinstance(self.quant_groups[0], tuple):
+            return dict(self.quant_groups)
+        return None
+
     def groups_for(self, scheme: str) -> tuple:
         """The scale granularities declared for `scheme`."""
-        if self.quant_groups and isinstance(self.quant_groups[0], tuple):
-            return dict(self.quant_groups).get(scheme, SCALE_GROUPS)
-        return self.quant_groups
+        per = self._groups_per_scheme()
+        return self.quant_groups if per is None else per.get(scheme, SCALE_GROUPS)
 
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
-        if self.quant_groups and isinstance(self.quant_groups[0], tuple):
-            d["quant_groups"] = {q: list(g) for q, g in self.quant_groups}
+        if (per := self._groups_per_scheme()) is not None:
+            d["quant_groups"] = {q: list(g) for q, g in per.items()}
         d["split_k"] = {"shrink": self.split_k[0], "expand": self.split_k[1]}
         return d
 

@@ -43,8 +43,8 @@ def class_fields(kind: str, message: str, info: dict | None = None) -> dict:
         kind, message = "mismatch", verdict["message"]
     if kind == "unchecked-precondition":
         return {"class": "unchecked-precondition"}
-    if kind == "mismatch" and _precision_bound(message):
-        return {"class": "precision", "bound": _precision_bound(message)}
+    if kind == "mismatch" and (bound := _precision_bound(message)):
+        return {"class": "precision", "bound": bound}
     return {"class": "bug"}
 
 
