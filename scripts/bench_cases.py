@@ -34,6 +34,8 @@ def main() -> None:
     p.add_argument("--cases", type=int, default=None)
     p.add_argument("--profile", default="tiny", choices=("tiny", "nightly"))
     p.add_argument("--materialise-only", action="store_true")
+    p.add_argument("--impl", default="ours", help="any --impl value (a release form loads from $MOE_LORA_FUZZ_CACHE)")
+    p.add_argument("--twins", action="store_true", help="run the metamorphic twins on the cases a campaign would")
     p.add_argument("--host-profile", action="store_true", help="also print cProfile's top functions of a pass")
     p.add_argument(
         "--rules",
@@ -83,7 +85,11 @@ def main() -> None:
 
         return wrapper
 
-    impl = oracle.resolve("ours")
+    from moe_lora_fuzz.fuzz.execution.worker import CampaignConfig, runs_twin
+    from moe_lora_fuzz.fuzz.targets.impls import resolve
+
+    impl = resolve(a.impl)
+    twin_cfg = CampaignConfig(device=device, profile="nightly")
     if a.rules == "before-29":
         from moe_lora_fuzz.fuzz.data.tensors import HostInputs
         from moe_lora_fuzz.reference import fp64
@@ -93,7 +99,7 @@ def main() -> None:
         fp64._tile = lambda pairs, groups: 1  # one block per pair: the per-pair weight gathers of before
         HostInputs.prefetch = lambda self, names: None
     interpreter = device == "cpu" and a.profile == "tiny"  # the nightly stream is the GPU's
-    cases = [draw(sizes, i, i, interpreter=interpreter) for i in range(n)]  # in compile classes on a GPU
+    cases = [impl.fit(draw(sizes, i, i, interpreter=interpreter)) for i in range(n)]  # in compile classes on a GPU
     if a.materialise_only:
         from moe_lora_fuzz.fuzz.data.tensors import materialize
 
@@ -116,7 +122,10 @@ def main() -> None:
 
     def one_pass(implementation) -> tuple[float, int]:
         t0 = time.perf_counter()
-        fails = sum(oracle.check(c, "ours", device, impl=implementation).failed for c in cases)
+        fails = sum(
+            oracle.check(c, a.impl, device, impl=implementation, metamorphic=a.twins and runs_twin(twin_cfg, c)).failed
+            for c in cases
+        )
         return time.perf_counter() - t0, fails
 
     cold, fails = one_pass(impl)  # every kernel variant compiles (or loads from Triton's disk cache)
@@ -139,10 +148,11 @@ def main() -> None:
     compare.moe_lora_fp64 = timed("fp64", compare.moe_lora_fp64)
     compare.moe_lora_naive = timed("naive", compare.moe_lora_naive)
     oracle._judge = timed("judge", oracle._judge)
-    wall, last_fails = one_pass(timed("kernels", impl))
+    impl.run = timed("kernels", impl.run)
+    wall, last_fails = one_pass(impl)
     fails += last_fails
     name = torch.cuda.get_device_name() if device == "cuda" else "CPU (Triton interpreter)"
-    print(f"## fuzz loop on {name}, steady state: {n} {shapes}, {fails} failures in 5 passes, rules {a.rules}")
+    print(f"## fuzz loop of {a.impl} on {name}, steady state: {n} {shapes}, {fails} failures in 5 passes, rules {a.rules}")
     print(
         f"steady state (kernels compiled): {rates[1]:.1f} cases/s ({1000 * steady[1][0] / n:.2f} ms per case), "
         f"median of 3 passes ({min(rates):.1f} to {max(rates):.1f})"
