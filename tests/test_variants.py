@@ -5,6 +5,8 @@ schedule (fuzz.campaign.variant_draw, fuzz.campaign.precompile), and the minimis
 from __future__ import annotations
 
 import random
+import time
+from collections import deque
 
 import pytest
 import torch
@@ -106,10 +108,10 @@ def test_model_predicts_what_it_has_seen_and_not_a_new_value():
     assert not {f for f in m.deciding() if f.startswith(("m~", "m==", "m%"))}, "M decides nothing here"
 
 
-def _simulate(on: bool, n: int = 260, warm=None, **cfg_kw):
+def _simulate(on: bool, n: int = 260, pool=None, **cfg_kw):
     cfg = CampaignConfig(impl="ours", device="cpu", seed=3, **cfg_kw)
     vd = VariantDraw(cfg, None, on=on, started=0.0)
-    vd.warm = warm
+    vd.pool = pool
     seen, opened, chosen, probes = set(), [], [], []
     for i in range(n):
         case = vd.case(i)
@@ -121,6 +123,8 @@ def _simulate(on: bool, n: int = 260, warm=None, **cfg_kw):
         vd.observe(case, {"metamorphic": twin}, {"keys": keys})
         vd.after_case()
         chosen.append(case)
+        if pool is not None:
+            pool.step()
     vd.probes = probes
     return vd, opened, chosen, seen
 
@@ -146,9 +150,10 @@ def test_drawing_keeps_the_stated_share_of_new_variants():
 def test_a_predictor_that_is_right_draws_fresh_shapes_instead_of_clones():
     cfg = CampaignConfig(impl="ours", device="cpu", seed=5)
     vd = VariantDraw(cfg, None, on=True, started=0.0)
-    seen, opened = set(), []
+    seen, opened, chosen = set(), [], []
     for i in range(300):  # a kernel that specialises on the dtype alone: easy to predict
         case = vd.case(i)
+        chosen.append(case)
         keys = [f"k#{case.dtype}"]
         opened.append(bool(set(keys) - seen))
         seen |= set(keys)
@@ -156,8 +161,8 @@ def test_a_predictor_that_is_right_draws_fresh_shapes_instead_of_clones():
         vd.after_case()
     assert vd.model.trusted() and vd.counts["exploit"] > vd.counts["cloned"], vd.counts
     assert not any(opened[50:])
-    shapes = {(c.m, c.k_dim, c.n_dim) for c in [vd.plan[i][0] for i in vd.plan]}
-    assert len(shapes) > len(vd.plan) // 2  # fresh draws, not copies of a few observed cases
+    shapes = {(c.m, c.k_dim, c.n_dim) for c in chosen[250:]}
+    assert len(shapes) > 25  # fresh draws, not copies of a few observed cases
 
 
 def test_the_share_is_a_setting():
@@ -178,60 +183,106 @@ def test_clones_stay_in_their_variant_and_what_breaks_it_is_learned():
     assert {p for p, o in probed if o} <= {n for n in free.names if free.bad[n]}  # each failure is remembered
 
 
-def test_compile_ahead_warms_exactly_the_planned_new_variants():
-    warmed: list = []
+class _FakePool:
+    """Helpers that run each explored case `lag` campaign cases after it was queued."""
+
+    def __init__(self, helpers: int = 3, lag: int = 4):
+        self.helpers, self.lag = [None] * helpers, lag
+        self.queued, self.warmed, self.sent = [], deque(), []
+
+    def explore(self, cases):
+        self.queued += [[self.lag, c] for c in cases]
+        self.sent += cases
+
+    def exploring_count(self):
+        return len(self.queued) + len(self.warmed)
+
+    def step(self):
+        for q in self.queued:
+            q[0] -= 1
+        self.warmed.extend(c for t, c in self.queued if t <= 0)
+        self.queued = [q for q in self.queued if q[0] > 0]
+
+
+def test_explored_cases_are_only_those_the_helpers_already_ran():
+    pool = _FakePool()
+    vd, opened, chosen, seen = _simulate(on=True, n=300, pool=pool)
+    sent = set(pool.sent)
+    warmed_taken = [c for c in chosen if c in sent]
+    assert vd.counts["explore"] == len(warmed_taken) > 20, vd.counts
+    assert vd.counts["no_candidate_new"] == 0  # with helpers the worker never explores on its own
+    assert vd.counts["explore_waiting"] > 0  # the first explore slots found nothing compiled yet
+    # after the first cases the worker opens new variants on the cases the helpers ran; elsewhere only where a trusted
+    # predictor is wrong (a few in a hundred) or a clone tries a knob on probation
+    late = [p for c, o, p in zip(chosen[60:], opened[60:], vd.probes[60:], strict=True) if o and c not in sent]
+    assert len([p for p in late if p in (None, "not a clone")]) <= 0.05 * 240, (late, vd.counts)
+    assert sum(o for c, o in zip(chosen[60:], opened[60:], strict=True) if c in sent) > 2 * len(late)
+    assert sum(opened[100:]) and len(seen) > 40  # coverage still grows
+    queued = [vd.model.projection(features(c, twin=runs_twin(vd.cfg, c))) for c in pool.sent[-6:]]
+    assert all(vd.predict(c) is None or c in chosen for c in pool.sent[-6:]) and queued
+
+
+def test_explore_ahead_keeps_the_queue_full_with_distinct_projections():
+    pool = _FakePool(helpers=4, lag=10**6)  # nothing ever finishes
     cfg = CampaignConfig(impl="ours", device="cpu", seed=3)
     vd = VariantDraw(cfg, None, on=True, started=0.0)
-    vd.warm = warmed.extend
-    planned: dict = {}
-    choose = vd._choose
-
-    def spy(index):
-        planned[index] = choose(index)
-        return planned[index]
-
-    vd._choose = spy
-    seen = set()
-    for i in range(150):
-        before = set(planned)
-        case = vd.case(i)
-        for j in set(planned) - before:  # planned just now, while the campaign stood at i
-            if planned[j][1] and j > i:
-                assert (j, planned[j][0]) in warmed
-        keys = _fake_variant(case)
-        seen |= set(keys)
-        vd.observe(case, {}, {"keys": keys})
-        vd.after_case()
-    assert warmed and sorted({i for i, _ in warmed}) == sorted(i for i, _ in warmed)  # each index once
-    assert all(planned[i][1] and planned[i][0] == c for i, c in warmed)  # only cases predicted new
-    assert vd.warmed == len(warmed)
+    vd.pool = pool
+    for i in range(200):  # observe some cases so that predictions exist
+        case = case_for(cfg, i)
+        vd.observe(case, {}, {"keys": _fake_variant(case)})
+    vd.model.fit()
+    for i in range(200, 260):
+        vd.case(i)
+    assert 2 <= pool.exploring_count() <= 2 * 4  # EXPLORE_PER_HELPER per helper, never more
+    projections = [vd.exploring[c] for c in pool.sent]
+    assert len(set(projections)) == len(projections)  # two of one projection would compile one variant twice
+    assert all(vd.predict(c) is None for c in pool.sent)
 
 
 class _FakeHelper:
-    def __init__(self):
-        self.ready, self.busy_since, self.sent = True, None, []
+    def __init__(self, finishes: bool = True):
+        self.ready, self.busy_since, self.sent, self.explored, self.finishes = True, None, [], None, finishes
 
-    def poll(self):
+    def poll(self, done):
+        if self.finishes and self.busy_since is not None:
+            done.extend([self.explored] if self.explored is not None else [])
+            self.explored, self.busy_since = None, None
         return True
 
-    def send(self, case, twins=True):
+    def send(self, case, twins=True, explored=False):
         self.sent.append(case)
+        self.busy_since, self.explored = time.monotonic(), case if explored else None
 
     def kill(self):
         pass
 
 
-def test_precompiler_sends_planned_cases_ahead_of_the_campaign_only():
+def test_precompiler_runs_explored_cases_after_triages_and_keeps_them_warmed():
     cfg = CampaignConfig(impl="ours", device="cpu", seed=0)
     pre = Precompiler(cfg, 0, None)
     pre.helpers, pre.scan = [_FakeHelper()], False
-    a, b, c = Case(m=3), Case(m=4), Case(m=5)
-    pre.warm([(5, a), (6, b), (9, c)])  # the first goes out at once
-    pre.at(6)  # the campaign reached 6: b is too late
-    pre.helpers[0].busy_since = None
-    pre.at(6)
-    assert pre.helpers[0].sent == [a, c]
-    assert pre.cases == 2
+    a, b, t = Case(m=3), Case(m=4), Case(m=7)
+    pre.explore([a, b])  # a goes out at once
+    pre.ahead([t])  # triage's candidate before b
+    pre.feed()  # a done: t goes
+    pre.feed()  # t done (not an explored case): b goes
+    pre.feed()
+    assert pre.helpers[0].sent == [a, t, b]
+    assert list(pre.warmed) == [a, b] and pre.exploring_count() == 2
+    assert pre.cases == 3
+
+
+def test_an_explored_case_that_kills_its_helper_is_the_campaigns():
+    cfg = CampaignConfig(impl="ours", device="cpu", seed=0)
+    pre = Precompiler(cfg, 0, None)
+    dying = _FakeHelper(finishes=False)
+    dying.poll = lambda done: False  # the process is gone
+    pre.helpers, pre.scan = [dying], False
+    a = Case(m=3)
+    dying.explored = a
+    pre.restarts = 10**6  # no replacement helper
+    pre.feed()
+    assert list(pre.warmed) == [a]  # the worker judges it (and finds the crash)
 
 
 def test_on_the_cpu_nothing_compiles_ahead_and_drawing_is_off_by_default():

@@ -1,5 +1,6 @@
 """Compiling ahead on the host's cores: helper processes judge the first cases of every compile class the
-campaign is about to meet (fuzz.space.generate.Classes) and the candidates triage's minimiser is about to try, and
+campaign is about to meet (fuzz.space.generate.Classes), the candidates triage's minimiser is about to try, and
+the cases variant drawing will explore (fuzz.campaign.variant_draw: those wait in `warmed` once run), and
 throw the verdicts away. What they leave behind is Triton's disk cache, so the campaign's own worker loads each
 kernel variant instead of compiling it.
 
@@ -39,9 +40,11 @@ class _Helper:
         child.close()
         self.ready = False
         self.busy_since: float | None = None
+        self.explored = None  # the case of the exploring queue it runs (Precompiler.explore), if it runs one
 
-    def poll(self) -> bool:
-        """Take every answer; False if the process is gone (died, or could not load the implementation)."""
+    def poll(self, done: deque) -> bool:
+        """Take every answer (an explored case it finished goes to `done`); False if the process is gone (died,
+        or could not load the implementation)."""
         try:
             while self.conn.poll():
                 msg = self.conn.recv()
@@ -50,13 +53,17 @@ class _Helper:
                 self.ready = self.ready or "ready" in msg
                 if "verdict" in msg:
                     self.busy_since = None
+                    if self.explored is not None:
+                        done.append(self.explored)
+                        self.explored = None
         except (EOFError, OSError):
             return False
         return self.proc.is_alive()
 
-    def send(self, case, twins: bool = True) -> None:
+    def send(self, case, twins: bool = True, explored: bool = False) -> None:
         self.conn.send({"case": case, "metamorphic": twins, "guards": True, "mode": "fuzz", "probe": ""})
         self.busy_since = time.monotonic()
+        self.explored = case if explored else None
 
     def kill(self) -> None:
         if self.proc.is_alive():
@@ -78,7 +85,10 @@ class Precompiler:
         self.sent: Counter = Counter()  # class key -> cases sent
         self.pending: deque = deque()  # indices still to send, in order
         self.urgent: deque = deque()  # cases the worker is about to judge (a minimisation's next candidates)
-        self.planned: deque = deque()  # (index, case): planned cases predicted to open a new variant (`warm`)
+        self.exploring: deque = (
+            deque()
+        )  # cases predicted to open a new variant, compiled before the campaign takes them
+        self.warmed: deque = deque()  # ... and those done: their binaries are in Triton's disk cache
         self.scan = True  # look ahead in the class stream (off while variant drawing plans the cases)
         self.scanned = cfg.shard[0]  # next index to look at
         self.restarts = 0
@@ -102,7 +112,11 @@ class Precompiler:
                 self.sent[key] += 1
                 self.pending.append(i)
         for n, h in enumerate(self.helpers):
-            if not h.poll() or (h.busy_since is not None and time.monotonic() - h.busy_since > self.cfg.timeout):
+            if not h.poll(self.warmed) or (
+                h.busy_since is not None and time.monotonic() - h.busy_since > self.cfg.timeout
+            ):
+                if h.explored is not None:  # it died or hung on it: the campaign's to judge (a finding, likely)
+                    self.warmed.append(h.explored)
                 h.kill()
                 self.restarts += 1
                 self.helpers[n] = h = _Helper(self.cfg.device, self.cfg.impl) if self.restarts <= MAX_RESTARTS else None
@@ -110,15 +124,13 @@ class Precompiler:
                 continue
             while self.pending and self.pending[0] <= index:  # the campaign got there first
                 self.pending.popleft()
-            while self.planned and self.planned[0][0] <= index:
-                self.planned.popleft()
             try:
                 if self.urgent:
                     h.send(self.urgent.popleft(), twins=False)
                     self.cases += 1
-                elif self.planned:
-                    i, case = self.planned.popleft()
-                    h.send(case, twins=runs_twin(self.cfg, case))
+                elif self.exploring:
+                    case = self.exploring.popleft()
+                    h.send(case, twins=runs_twin(self.cfg, case), explored=True)
                     self.cases += 1
                 elif self.pending:
                     h.send(case_for(self.cfg, self.pending.popleft(), self.profile))
@@ -133,11 +145,15 @@ class Precompiler:
         self.urgent = deque(cases)
         self.feed()
 
-    def warm(self, planned: list) -> None:
-        """Planned cases predicted to open a new kernel variant ((index, case) pairs, in index order: fuzz.campaign
-        .variant_draw): each is run once by an idle helper before the campaign reaches its index."""
-        self.planned.extend(planned)
+    def explore(self, cases: list) -> None:
+        """Cases predicted to open a new kernel variant, in no campaign index (fuzz.campaign.variant_draw): each is
+        run once by an idle helper, after triage's candidates, then waits in `warmed` for the campaign to take it."""
+        self.exploring.extend(cases)
         self.feed()
+
+    def exploring_count(self) -> int:
+        """Explored cases queued, running in a helper, or ready."""
+        return len(self.exploring) + len(self.warmed) + sum(h.explored is not None for h in self.helpers)
 
     def summary(self) -> dict:
         return {"processes": len(self.helpers), "cases": self.cases, "restarts": self.restarts}

@@ -3,19 +3,18 @@ the new ones compiled ahead in helper processes (docs/variants.md).
 
 Every judged run's variant (the specialisation keys its Triton launches produced: fuzz.runtime.variants) is
 observed by the worker and learned by a fuzz.space.variant_model.VariantModel. Case i of the campaign is then
-chosen among CANDIDATES draws: case_for(i) first, then draws from seeds derived from case i's. With probability
-NEW_VARIANT_SHARE (from the case's seed) the first candidate predicted to open a new variant is taken
-(exploring: variant coverage still grows); otherwise, when the predictor has lately been right (VariantModel
-.trusted), the first candidate it calls known (fresh shapes); else a clone (an observed case with its free knobs
-redrawn: VariantModel.clone), else the first candidate predicted to stay in a compiled variant, else case_for(i)
-as drawn. The prelude (the first cases, which reach every required edge) is never changed, and steering off known
-triggers (fuzz.campaign.steer) applies to the chosen case as to a drawn one.
-
-Cases are chosen PLAN_AHEAD indices ahead of the campaign; those predicted to open a new variant go to the
-compile-ahead helpers (fuzz.campaign.precompile.Precompiler.warm), which run them once in their own processes
-so Triton's disk cache holds their binaries when the worker gets there: the worker loads instead of compiling.
-Under the CPU interpreter nothing compiles, there are no helpers and drawing is off unless asked for
-(`--variant-draw on`); variants are still observed and reported.
+chosen as follows. With probability NEW_VARIANT_SHARE (from the case's seed) it explores: where there are
+compile-ahead helpers (a GPU), it takes the oldest case the helpers have already run among those predicted to open
+a new variant (`_explore_ahead` keeps EXPLORE_PER_HELPER such cases per helper queued, each of its own projection),
+so the worker loads their binaries from Triton's disk cache instead of compiling them; when none is ready yet it
+exploits instead. Without helpers it takes the first of CANDIDATES draws (case_for(i), then draws from seeds
+derived from case i's) predicted to open a new variant. Otherwise it exploits: when the predictor has lately been
+right (VariantModel.trusted), the first candidate it calls known (fresh shapes); else a clone (an observed case
+with its free knobs redrawn: VariantModel.clone); else a case the helpers have run; else the first candidate
+predicted to stay in a compiled variant; else case_for(i) as drawn. The prelude (the first cases, which reach
+every required edge) is never changed, and steering off known triggers (fuzz.campaign.steer) applies to the chosen
+case as to a drawn one. Under the CPU interpreter nothing compiles, there are no helpers and drawing is off
+unless asked for (`--variant-draw on`); variants are still observed and reported.
 
 Triage uses the same model (`order`): the minimiser tries first the candidates predicted to keep the
 case's observed variant, then those in another compiled variant, then the ones that would compile; and only
@@ -38,12 +37,15 @@ from moe_lora_fuzz.fuzz.space.variant_model import VariantModel, features
 
 NEW_VARIANT_SHARE = 0.2  # of the drawn cases, this share is taken in a variant predicted new (exploring)
 CANDIDATES = 6  # draws per case to choose among
-PLAN_AHEAD = 48  # cases chosen ahead (~3 s at 15 cases/s: the helpers compile their new variants meanwhile)
 FIRST_MINUTE_S = 60.0  # report.json's variants split the campaign here (a fresh machine compiles most early)
 TIMELINE_EVERY_S = 10.0
 AHEAD_CAP = 24  # triage candidates handed to the helpers per minimiser pass
+EXPLORE_PER_HELPER = 2  # explored cases queued, compiling or compiled and waiting, per helper
+EXPLORE_TRIES = 12  # draws per campaign case looking for cases to explore
+CLONE_TRIES = 4  # attempts at a clone before a fresh draw predicted known (which may be wrong) where there are helpers
 SALT = 0x7A41A
 MODES = ("auto", "on", "off")
+CHOICES = ("explore", "explore_waiting", "cloned", "exploit", "no_candidate_new", "no_candidate_known")
 
 
 def enabled(mode: str, device: str) -> bool:
@@ -58,9 +60,9 @@ class VariantDraw:
         self.share = NEW_VARIANT_SHARE if share is None else share  # --new-variant-share
         self.model = model or VariantModel()
         self.started = time.time() if started is None else started
-        self.plan: dict = {}  # index -> (case, predicted new)
-        self.planned_to = None  # next index to plan
-        self.warm = None  # callable([(index, case)]): the helpers' queue (Precompiler.warm)
+        self.pool = None  # the helpers (Precompiler), when explored cases are compiled before they are taken
+        self.exploring: dict = {}  # explored case sent to the pool -> its projection (fuzz.space.variant_model)
+        self.explore_next = 0  # the next draw to look at for cases to explore
         self.seen: dict = {}  # case -> (its variant, its run flags), the latest runs (triage orders by it)
         self.last = None  # the latest run's (new keys, compiled, loaded)
         self.counts: Counter = Counter()
@@ -72,27 +74,9 @@ class VariantDraw:
     def case(self, index: int):
         """Case `index` of the campaign (before steering and --probe-contract)."""
         self.last = None  # what ran since (triage's runs) is not this case's
-        if self.on:
-            self._plan_ahead(index)
-        hit = self.plan.pop(index, None)
-        return hit[0] if hit is not None else self._choose(index)[0]
-
-    def _plan_ahead(self, index: int) -> None:
-        step = self.cfg.shard[1]
-        for i in [i for i in self.plan if i < index]:
-            del self.plan[i]
-        i = index if self.planned_to is None or self.planned_to < index else self.planned_to
-        fresh = []
-        while i <= index + PLAN_AHEAD * step:
-            case, new = self._choose(i)
-            self.plan[i] = (case, new)
-            if new and i > index:  # the campaign is about to run `index` itself: too late to warm it
-                fresh.append((i, case))
-            i += step
-        self.planned_to = i
-        if fresh and self.warm is not None:
-            self.warmed += len(fresh)
-            self.warm(fresh)
+        if self.on and self.pool is not None:
+            self._explore_ahead()
+        return self._choose(index)
 
     def predict(self, case, **flags):
         """The variant the model expects of `case` (None: maybe a new one); the twin runs as the campaign runs
@@ -101,37 +85,82 @@ class VariantDraw:
         return self.model.predict(features(case, **flags))
 
     def _choose(self, index: int):
-        """(the chosen case, whether it is predicted to open a new variant)."""
         cfg = self.cfg
         raw = case_for(cfg, index, self.profile)
         if not self.on or (cfg.prelude and index < PRELUDE_CASES):
-            return raw, self.predict(raw) is None
+            return raw
         rng = random.Random(_case_seed(cfg, index) ^ SALT)
-        if rng.random() < self.share:  # exploring: the first candidate predicted to open a new variant
+        explore = rng.random() < self.share
+        if explore and self.pool is not None:  # exploring: a case the helpers have compiled (_explore_ahead)
+            warmed = self._take_warmed()
+            if warmed is not None:
+                return warmed
+            self.counts["explore_waiting"] += 1  # none compiled yet: this one exploits
+        elif explore:  # exploring: the first candidate predicted to open a new variant
             for cand in self._candidates(raw, index):
                 if self.predict(cand) is None:
                     self.counts["explore"] += 1
-                    return cand, True
+                    return cand
             self.counts["no_candidate_new"] += 1
-            return raw, False
+            return raw
         if self.model.trusted():  # fresh draws the predictor calls known first: more shapes than clones
             for cand in self._candidates(raw, index):
                 if self.predict(cand) is not None:
                     self.counts["exploit"] += 1
-                    return cand, False
-        cloned = self.model.clone(raw, rng, getattr(self.profile, "fit", None), lambda c: runs_twin(cfg, c))
+                    return cand
+        cloned = None
+        for _ in range(1 if self.pool is None else CLONE_TRIES):  # with helpers, what remains may well compile
+            cloned = cloned or self.model.clone(
+                raw, rng, getattr(self.profile, "fit", None), lambda c: runs_twin(cfg, c)
+            )
         if cloned is not None:  # an observed case, its free knobs redrawn
             self.counts["cloned"] += 1
             if len(self.clones) > 4096:  # clones steering moved never come back
                 self.clones.clear()
             self.clones[cloned[0]] = cloned[1]
-            return cloned[0], False
+            return cloned[0]
+        warmed = self._take_warmed()  # nothing observed to clone yet (the first cases)
+        if warmed is not None:
+            return warmed
         for cand in self._candidates(raw, index):
             if self.predict(cand) is not None:
                 self.counts["exploit"] += 1
-                return cand, False
+                return cand
         self.counts["no_candidate_known"] += 1
-        return raw, self.predict(raw) is None
+        return raw
+
+    def _take_warmed(self):
+        """The oldest explored case the helpers have run (its variants are in Triton's disk cache), or None."""
+        if self.pool is None or not self.pool.warmed:
+            return None
+        case = self.pool.warmed.popleft()
+        self.exploring.pop(case, None)
+        self.counts["explore"] += 1
+        return case
+
+    def _explore_ahead(self) -> None:
+        """Keep EXPLORE_PER_HELPER cases per helper predicted to open a new variant queued in, compiling in or
+        compiled by the helpers, each of a projection not already queued (two of one would compile one variant)."""
+        want = EXPLORE_PER_HELPER * len(self.pool.helpers) - self.pool.exploring_count()
+        if want <= 0:
+            return
+        queued, picked = set(self.exploring.values()), []
+        for _ in range(EXPLORE_TRIES):
+            j, self.explore_next = self.explore_next, self.explore_next + 1
+            seed = (self.cfg.seed * 0xD1B54A32D192ED03 + j * 0x9E3779B97F4A7C15 + SALT) % (2**63)
+            c = draw(self.cfg.sizes, seed, j, interpreter=self.cfg.device == "cpu")
+            c = self.profile.fit(c) if self.profile is not None else c
+            feats = features(c, twin=runs_twin(self.cfg, c))
+            if self.model.predict(feats) is not None or self.model.projection(feats) in queued:
+                continue
+            self.exploring[c] = self.model.projection(feats)
+            queued.add(self.exploring[c])
+            picked.append(c)
+            if len(picked) >= want:
+                break
+        if picked:
+            self.warmed += len(picked)
+            self.pool.explore(picked)
 
     def _candidates(self, raw, index: int):
         yield raw
@@ -246,7 +275,10 @@ class VariantDraw:
                 "compiled": c["run_compiled"],
                 "loaded_from_disk_cache": c["run_loaded"],
             },
-            "choices": {k: c[k] for k in ("explore", "cloned", "exploit", "no_candidate_new", "no_candidate_known")},
+            "choices": {
+                k: c[k]
+                for k in ("explore", "explore_waiting", "cloned", "exploit", "no_candidate_new", "no_candidate_known")
+            },
             "knobs": self.model.free.summary(),
             "predictor": {
                 "deciding_features": self.model.deciding(),
@@ -268,8 +300,8 @@ def attach(cfg, worker, pre, started: float) -> VariantDraw:
     if cfg.device != "cpu":
         worker.variant_order = vd.order
     if pre is not None:
-        if vd.on:
-            vd.warm, pre.scan = pre.warm, False  # the helpers warm the planned new variants, not class streams
+        if vd.on:  # the helpers compile the cases explored, not class streams
+            vd.pool, pre.scan = pre, False
         if getattr(worker, "ahead", None) is not None:
             worker.ahead = vd.ahead_filter(worker.ahead)
     return vd

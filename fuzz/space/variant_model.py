@@ -166,6 +166,10 @@ class VariantModel:
             return None  # a value never seen of a deciding feature (or of one that never varied)
         return self.table.get(self._project(row))
 
+    def projection(self, feats: dict) -> tuple:
+        """The features' values that decide the variant (two runs with the same projection are predicted alike)."""
+        return self._project(tuple(feats.get(n) for n in self.names)) if self.names else ()
+
     def trusted(self) -> bool:
         """Whether the cases the predictor called known lately stayed in known variants often enough that fresh
         draws it calls known may be taken (more shapes than clones give)."""
