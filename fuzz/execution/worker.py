@@ -410,10 +410,11 @@ class Worker:
 
     def kill(self) -> None:
         if self._proc is not None:
-            sandbox.kill_tree(self._proc.pid)  # what the case started, detached or not, and the worker's group
-            if self._proc.is_alive():
-                self._proc.kill()
-            self._proc.join(10)
+            if self._proc.pid is not None:  # None: it never started (spawn refused, e.g. no __main__ guard)
+                sandbox.kill_tree(self._proc.pid)  # what the case started, detached or not, and the worker's group
+                if self._proc.is_alive():
+                    self._proc.kill()
+                self._proc.join(10)
             self._conn.close()
         self._proc = None
 
