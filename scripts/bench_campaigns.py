@@ -51,11 +51,14 @@ def group_of(path: str) -> str:
     return next(name for name, test in GROUPS if test(path))
 
 
-def run_campaign(impl: str, a, seed: int, cache: str, out: Path) -> dict:
-    """One campaign in its own process; its report.json, or {"error": why}."""
+def run_campaign(entry: str, a, seed: int, cache: str, out: Path) -> dict:
+    """One campaign in its own process (`entry`: an --impl value, then any more `run` options); its report.json,
+    or {"error": why}."""
     env = dict(os.environ, TRITON_CACHE_DIR=cache, PYTHONPATH=str(ROOT))
     env.setdefault("PYTHONUNBUFFERED", "1")
+    impl, *more = entry.split()
     cmd = [sys.executable, "-m", "moe_lora_fuzz", "run", "--impl", impl, "--device", a.device, "--profile", a.profile]
+    cmd += more
     cmd += ["--budget", str(a.budget), "--seed", str(seed), "--out", str(out), "--triage-share", str(a.triage_share)]
     if a.precompile is not None:
         cmd += ["--precompile", str(a.precompile)]
@@ -88,20 +91,41 @@ def rate(r: dict) -> str:
     return "error" if "error" in r else f"{r['cases_per_s']:.1f}"
 
 
+def steady(r: dict) -> str:
+    """Cases per second once the worker is up: the campaign's time less its start and self-check (once per
+    campaign, whatever its length: a night's campaign pays them once)."""
+    if "error" in r:
+        return "error"
+    once = sum(r.get("phases", {}).get(k, {}).get("s", 0.0) for k in ("startup", "selfcheck"))
+    return f"{r['cases'] / max(r['elapsed_s'] - once, 1e-9):.1f}"
+
+
+def variant_cells(r: dict) -> list[str]:
+    """Distinct variants reached, and the worker's compilations per case after the first minute (or over the
+    campaign when it is shorter: then said), from report.json's `variants`."""
+    v = r.get("variants") or {}
+    later, first = v.get("after_first_minute") or {}, v.get("first_minute") or {}
+    part = later if later.get("cases") else first
+    when = "" if later.get("cases") else " (first minute)"
+    return [str(v.get("distinct", "-")), f"{part.get('compiled_per_case', '-')}{when}"]
+
+
 def summary_table(results: dict) -> list[str]:
     rows = [
-        "| implementation | cold cases/s | warm cases/s | cases cold / warm | variants compiled or loaded, cold / warm "
-        "| findings cold / warm |",
-        "|---|---|---|---|---|---|",
+        "| implementation | cold cases/s | warm cases/s | warm, after start-up | cases cold / warm "
+        "| variants compiled or loaded, cold / warm | distinct variants, warm | compiled per case, warm | "
+        "findings cold / warm |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for impl, (cold, warm) in results.items():
-        cells = [f"`{impl}`", rate(cold), rate(warm)]
+        cells = [f"`{impl}`", rate(cold), rate(warm), steady(warm)]
         if "error" in cold and "error" in warm:
-            cells += ["-", "-", cold["error"]]
+            cells += ["-", "-", "-", "-", cold["error"]]
         else:
             cells += [
                 f"{cold.get('cases', '-')} / {warm.get('cases', '-')}",
                 f"{variants(cold)} / {variants(warm)}",
+                *variant_cells(warm),
                 f"{cold.get('distinct_findings', '-')} / {warm.get('distinct_findings', '-')}",
             ]
         rows.append("| " + " | ".join(str(c) for c in cells) + " |")
@@ -163,7 +187,12 @@ def main() -> None:
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     p.add_argument("--profile", default="nightly", choices=("nightly", "premerge"))
     p.add_argument("--budget", type=float, default=30.0, help="seconds per campaign (two per implementation)")
-    p.add_argument("--impls", default=DEFAULT_IMPLS, help=f"comma-separated --impl values (default: {DEFAULT_IMPLS})")
+    p.add_argument(
+        "--impls",
+        default=DEFAULT_IMPLS,
+        help=f"comma-separated --impl values, each optionally followed by more `run` options, e.g. "
+        f"'vllm==0.34.0 --variant-draw off' (default: {DEFAULT_IMPLS})",
+    )
     p.add_argument("--seed", type=int, default=29, help="the cold campaigns' seed; warm ones use seed + 1")
     p.add_argument("--triage-share", type=float, default=0.0, help="passed to each campaign (default 0: no triage)")
     p.add_argument("--precompile", type=int, default=None, help="passed to each campaign (default: the campaign's)")
@@ -223,6 +252,7 @@ def main() -> None:
                 print("\n".join(phase_table(r)))
     if a.json:
         keep = ("cases", "elapsed_s", "cases_per_s", "distinct_findings", "phases", "error", "wall_s", "precompile")
+        keep += ("variants",)
         data = {
             impl: {w: {k: r[k] for k in keep if k in r} for w, r in zip(("cold", "warm"), pair, strict=True)}
             for impl, pair in results.items()
