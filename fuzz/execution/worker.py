@@ -193,9 +193,12 @@ def _worker_main(conn, device: str, impl_name: str, log: str | None, helper: boo
     if log:
         _redirect_output(log)
     conn.send({"ready": True, "profile": impl.profile()})
+    profiler = _profiler(helper)
     before = sandbox.fingerprint()
     while True:
         msg = conn.recv()
+        if profiler is not None:
+            profiler.tick()
         if msg is None:
             return
         if msg.get("mode") == "selfcheck":
@@ -225,6 +228,33 @@ def _worker_main(conn, device: str, impl_name: str, log: str | None, helper: boo
                 "reaped": sandbox.reap_children(),
             }
         )
+
+
+class _Profiler:
+    """cProfile of a worker's cases, saved every PROFILE_EVERY messages (a killed worker keeps the last save):
+    $MOE_LORA_FUZZ_PROFILE_DIR/worker-PID.pstats, for `python -m pstats` (a diagnostic: where a GPU campaign's
+    host time goes)."""
+
+    def __init__(self, folder: str):
+        import cProfile
+
+        self.path = Path(folder) / f"worker-{os.getpid()}.pstats"
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.prof, self.count = cProfile.Profile(), 0
+        self.prof.enable()
+
+    def tick(self) -> None:
+        self.count += 1
+        if self.count % PROFILE_EVERY == 0:
+            self.prof.dump_stats(self.path)
+
+
+PROFILE_EVERY = 100
+
+
+def _profiler(helper: bool):
+    folder = os.environ.get("MOE_LORA_FUZZ_PROFILE_DIR")
+    return _Profiler(folder) if folder and not helper else None
 
 
 def _judge_here(msg: dict, case: Case, impl, impl_name: str, device: str) -> Verdict:
