@@ -198,7 +198,7 @@ def _worker_main(conn, device: str, impl_name: str, log: str | None, helper: boo
     while True:
         msg = conn.recv()
         if profiler is not None:
-            profiler.tick()
+            profiler.tick(last=msg is None)
         if msg is None:
             return
         if msg.get("mode") == "selfcheck":
@@ -243,9 +243,9 @@ class _Profiler:
         self.prof, self.count = cProfile.Profile(), 0
         self.prof.enable()
 
-    def tick(self) -> None:
+    def tick(self, last: bool) -> None:
         self.count += 1
-        if self.count % PROFILE_EVERY == 0:
+        if last or self.count % PROFILE_EVERY == 0:
             self.prof.dump_stats(self.path)
 
 
