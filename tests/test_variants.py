@@ -336,3 +336,22 @@ def test_variants_are_reported_by_a_cpu_campaign(tmp_path):
     assert v["first_minute"]["cases"] + v["after_first_minute"]["cases"] == report.cases
     assert sum(v["kernels"].values()) == v["distinct"]
     assert variant_draw.FIRST_MINUTE_S == 60.0
+
+
+def test_a_helper_runs_the_implementation_on_the_case_and_its_twin_and_judges_nothing(monkeypatch):
+    from moe_lora_fuzz.fuzz.judgement import compare, oracle
+    from moe_lora_fuzz.fuzz.targets.impls import Impl
+
+    def no_reference(*a, **k):
+        raise AssertionError("a helper computes no reference")
+
+    monkeypatch.setattr(compare, "moe_lora_fp64", no_reference)
+    monkeypatch.setattr(compare, "moe_lora_naive", no_reference)
+    seen = []
+    impl = Impl("counting", run=lambda t: seen.append(t.case.config), takes_config=True)
+    case = Case(m=5, k_dim=32, n_dim=16)
+    oracle.compile_ahead(case, "counting", "cpu", metamorphic=True, impl=impl)
+    assert seen == [case.config, oracle._twin_cases(case)[0].config]  # what the worker will launch, twin included
+    seen.clear()
+    oracle.compile_ahead(case, "counting", "cpu", metamorphic=False, impl=impl)
+    assert seen == [case.config]

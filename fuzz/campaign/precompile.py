@@ -1,11 +1,13 @@
-"""Compiling ahead on the host's cores: helper processes judge the first cases of every compile class the
+"""Compiling ahead on the host's cores: helper processes run the first cases of every compile class the
 campaign is about to meet (fuzz.space.generate.Classes), the candidates triage's minimiser is about to try, and
-the cases variant drawing will explore (fuzz.campaign.variant_draw: those wait in `warmed` once run), and
-throw the verdicts away. What they leave behind is Triton's disk cache, so the campaign's own worker loads each
-kernel variant instead of compiling it.
+the cases variant drawing will explore (fuzz.campaign.variant_draw: those wait in `warmed` once run). A helper
+runs only the implementation, on the case and its configuration twin (fuzz.judgement.oracle.compile_ahead): no
+reference, no judgement, so the campaign's worker keeps the GPU (helpers that judged whole cases slowed its GPU
+phases three to eight times on an H100). What they
+leave behind is Triton's disk cache, so the campaign's own worker loads each kernel variant instead of compiling it.
 
-This works for any implementation: the helpers run the same oracle on the same cases (twins included), so
-they meet the same variants, whatever the kernels' constexprs and specialisations are. A helper that dies or
+This works for any implementation: the helpers run the implementation itself on the same cases, so they meet
+the same variants, whatever the kernels' constexprs and specialisations are. A helper that dies or
 hangs on a case is replaced (its case is the campaign's to judge); after too many replacements precompiling
 stops, and the campaign goes on compiling for itself.
 """
@@ -61,7 +63,7 @@ class _Helper:
         return self.proc.is_alive()
 
     def send(self, case, twins: bool = True, explored: bool = False) -> None:
-        self.conn.send({"case": case, "metamorphic": twins, "guards": True, "mode": "fuzz", "probe": ""})
+        self.conn.send({"case": case, "metamorphic": twins, "guards": True, "mode": "compile", "probe": ""})
         self.busy_since = time.monotonic()
         self.explored = case if explored else None
 
