@@ -115,6 +115,7 @@ def _simulate(on: bool, n: int = 260, pool=None, **cfg_kw):
     seen, opened, chosen, probes = set(), [], [], []
     for i in range(n):
         case = vd.case(i)
+        vd.explore_ahead()  # the worker's on_sent, while it judges the case
         twin = runs_twin(cfg, case)  # the twin runs another configuration: variants of its own
         keys = _fake_variant(case) + ([f"twin#{case.dtype}|{case.top_k}"] if twin else [])
         opened.append(bool(set(keys) - seen))
@@ -233,6 +234,7 @@ def test_explore_ahead_keeps_the_queue_full_with_distinct_projections():
     vd.model.fit()
     for i in range(200, 260):
         vd.case(i)
+        vd.explore_ahead()
     assert 2 <= pool.exploring_count() <= 2 * 4  # EXPLORE_PER_HELPER per helper, never more
     projections = [vd.exploring[c] for c in pool.sent]
     assert len(set(projections)) == len(projections)  # two of one projection would compile one variant twice
@@ -355,3 +357,19 @@ def test_a_helper_runs_the_implementation_on_the_case_and_its_twin_and_judges_no
     seen.clear()
     oracle.compile_ahead(case, "counting", "cpu", metamorphic=False, impl=impl)
     assert seen == [case.config]
+
+
+def test_the_worker_calls_on_sent_once_per_case_while_it_judges():
+    from pathlib import Path
+
+    from moe_lora_fuzz.fuzz.execution.worker import Worker
+
+    impl = f"{Path(__file__).resolve().parent / 'example_impl.py'}:torch_moe_lora"
+    w = Worker("cpu", impl)
+    calls = []
+    w.on_sent = lambda: calls.append(w._proc.is_alive())
+    try:
+        verdicts = [w.judge(Case(seed=s, m=2, k_dim=8, n_dim=8), timeout=120) for s in (1, 2)]
+    finally:
+        w.close()
+    assert [v.kind for v in verdicts] == ["pass", "pass"] and calls == [True, True]

@@ -5,7 +5,7 @@ Every judged run's variant (the specialisation keys its Triton launches produced
 observed by the worker and learned by a fuzz.space.variant_model.VariantModel. Case i of the campaign is then
 chosen as follows. With probability NEW_VARIANT_SHARE (from the case's seed) it explores: where there are
 compile-ahead helpers (a GPU), it takes the oldest case the helpers have already run among those predicted to open
-a new variant (`_explore_ahead` keeps EXPLORE_PER_HELPER such cases per helper queued, each of its own projection),
+a new variant (`explore_ahead` keeps EXPLORE_PER_HELPER such cases per helper queued, each of its own projection),
 so the worker loads their binaries from Triton's disk cache instead of compiling them; when none is ready yet it
 exploits instead. Without helpers it takes the first of CANDIDATES draws (case_for(i), then draws from seeds
 derived from case i's) predicted to open a new variant. Otherwise it exploits: when the predictor has lately been
@@ -45,7 +45,15 @@ EXPLORE_TRIES = 12  # draws per campaign case looking for cases to explore
 CLONE_TRIES = 4  # attempts at a clone before a fresh draw predicted known (which may be wrong) where there are helpers
 SALT = 0x7A41A
 MODES = ("auto", "on", "off")
-CHOICES = ("explore", "explore_waiting", "cloned", "exploit", "no_candidate_new", "no_candidate_known")
+CHOICES = (
+    "explore",
+    "explore_waiting",
+    "cloned",
+    "warmed_instead_of_clone",
+    "exploit",
+    "no_candidate_new",
+    "no_candidate_known",
+)
 
 
 def enabled(mode: str, device: str) -> bool:
@@ -74,8 +82,6 @@ class VariantDraw:
     def case(self, index: int):
         """Case `index` of the campaign (before steering and --probe-contract)."""
         self.last = None  # what ran since (triage's runs) is not this case's
-        if self.on and self.pool is not None:
-            self._explore_ahead()
         return self._choose(index)
 
     def predict(self, case, **flags):
@@ -91,7 +97,7 @@ class VariantDraw:
             return raw
         rng = random.Random(_case_seed(cfg, index) ^ SALT)
         explore = rng.random() < self.share
-        if explore and self.pool is not None:  # exploring: a case the helpers have compiled (_explore_ahead)
+        if explore and self.pool is not None:  # exploring: a case the helpers have compiled (explore_ahead)
             warmed = self._take_warmed()
             if warmed is not None:
                 return warmed
@@ -119,7 +125,7 @@ class VariantDraw:
                 self.clones.clear()
             self.clones[cloned[0]] = cloned[1]
             return cloned[0]
-        warmed = self._take_warmed()  # nothing observed to clone yet (the first cases)
+        warmed = self._take_warmed("warmed_instead_of_clone")  # no clone fitted (or nothing observed yet)
         if warmed is not None:
             return warmed
         for cand in self._candidates(raw, index):
@@ -129,18 +135,21 @@ class VariantDraw:
         self.counts["no_candidate_known"] += 1
         return raw
 
-    def _take_warmed(self):
+    def _take_warmed(self, why: str = "explore"):
         """The oldest explored case the helpers have run (its variants are in Triton's disk cache), or None."""
         if self.pool is None or not self.pool.warmed:
             return None
         case = self.pool.warmed.popleft()
         self.exploring.pop(case, None)
-        self.counts["explore"] += 1
+        self.counts[why] += 1
         return case
 
-    def _explore_ahead(self) -> None:
+    def explore_ahead(self) -> None:
         """Keep EXPLORE_PER_HELPER cases per helper predicted to open a new variant queued in, compiling in or
-        compiled by the helpers, each of a projection not already queued (two of one would compile one variant)."""
+        compiled by the helpers, each of a projection not already queued (two of one would compile one variant).
+        Called while the worker judges a case (Worker.on_sent): its draws cost the campaign nothing."""
+        if not self.on or self.pool is None:
+            return
         want = EXPLORE_PER_HELPER * len(self.pool.helpers) - self.pool.exploring_count()
         if want <= 0:
             return
@@ -301,7 +310,7 @@ def attach(cfg, worker, pre, started: float) -> VariantDraw:
         worker.variant_order = vd.order
     if pre is not None:
         if vd.on:  # the helpers compile the cases explored, not class streams
-            vd.pool, pre.scan = pre, False
+            vd.pool, pre.scan, worker.on_sent = pre, False, vd.explore_ahead
         if getattr(worker, "ahead", None) is not None:
             worker.ahead = vd.ahead_filter(worker.ahead)
     return vd

@@ -298,6 +298,7 @@ class Worker:
         self.device, self.impl, self.log = device, impl, log
         self.startup_timeout = startup_timeout  # the first start's (a campaign's budget cuts it); restarts: full
         self.on_wait = None  # called every POLL_S while a case runs (the campaign feeds its precompiler)
+        self.on_sent = None  # called once a case is sent, while the worker runs it (work that need not wait for it)
         self.ahead = None  # given the cases triage is about to judge here (fuzz.campaign.precompile.Precompiler.ahead)
         self.on_variants = (
             None  # told (case, run flags, the case's variants) after each answer (fuzz.campaign.variant_draw)
@@ -395,6 +396,8 @@ class Worker:
                     "quick": quick,
                 }
             )
+            if self.on_sent is not None:
+                self.on_sent()
             answer = self._recv(timeout)
         except (BrokenPipeError, ConnectionError, OSError):
             answer = {"broken": "worker process died before the case"}
