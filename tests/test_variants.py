@@ -210,7 +210,8 @@ def test_explored_cases_are_only_those_the_helpers_already_ran():
     vd, opened, chosen, seen = _simulate(on=True, n=300, pool=pool)
     sent = set(pool.sent)
     warmed_taken = [c for c in chosen if c in sent]
-    assert vd.counts["explore"] == len(warmed_taken) > 20, vd.counts
+    assert vd.counts["explore"] + vd.counts["warmed_instead_of_clone"] == len(warmed_taken), vd.counts
+    assert vd.counts["explore"] > 20, vd.counts
     assert vd.counts["no_candidate_new"] == 0  # with helpers the worker never explores on its own
     assert vd.counts["explore_waiting"] > 0  # the first explore slots found nothing compiled yet
     # after the first cases the worker opens new variants on the cases the helpers ran; elsewhere only where a trusted
@@ -219,8 +220,6 @@ def test_explored_cases_are_only_those_the_helpers_already_ran():
     assert len([p for p in late if p in (None, "not a clone")]) <= 0.05 * 240, (late, vd.counts)
     assert sum(o for c, o in zip(chosen[60:], opened[60:], strict=True) if c in sent) > 2 * len(late)
     assert sum(opened[100:]) and len(seen) > 40  # coverage still grows
-    queued = [vd.model.projection(features(c, twin=runs_twin(vd.cfg, c))) for c in pool.sent[-6:]]
-    assert all(vd.predict(c) is None or c in chosen for c in pool.sent[-6:]) and queued
 
 
 def test_explore_ahead_keeps_the_queue_full_with_distinct_projections():
