@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Issue 29's final measurements on one GPU (logs under $OUT; about 8 x (BENCH_BUDGET + 8) + LONG_BUDGET + 15 s):
+# 1. the README's table: every implementation's nightly campaigns, cold then warm, one after the other
+#    (scripts/bench_campaigns.py, triage off), with their phase tables;
+# 2. vLLM 0.34.0 warm for LONG_BUDGET s (the Triton cache of its cold run above, the next seed but one): variants
+#    compiled per case and distinct variants per hour after the first minute (report.json `variants`).
+set -uo pipefail
+cd "$(dirname "$0")/../.."
+OUT="${OUT:-gpu-out}"; mkdir -p "$OUT"
+export PYTHONPATH="$PWD" PYTHONUNBUFFERED=1
+unset TRITON_INTERPRET
+export MOE_LORA_FUZZ_CACHE="${MOE_LORA_FUZZ_CACHE:-$PWD/.upstream-cache}"
+rm -rf /tmp/issue29f
+timeout "${BENCH_TIMEOUT:-420}" python scripts/bench_campaigns.py --device cuda --profile nightly --budget "${BENCH_BUDGET:-35}" \
+  --deadline "${BENCH_DEADLINE:-410}" --out /tmp/issue29f --json "$OUT/bench.json" 2>&1 | tee "$OUT/bench.md"
+TRITON_CACHE_DIR=/tmp/issue29f/triton-cold-3 timeout $(( ${LONG_BUDGET:-100} + 60 )) python -m moe_lora_fuzz run \
+  --impl vllm==0.34.0 --device cuda --profile nightly --budget "${LONG_BUDGET:-100}" --seed 31 --triage-share 0 \
+  --out /tmp/issue29f/long-vllm034 > "$OUT/long-vllm034.log" 2>&1
+python - /tmp/issue29f/long-vllm034/report.json > "$OUT/long-vllm034.txt" 2>&1 <<'PY'
+import json, sys
+r = json.load(open(sys.argv[1])); v = r["variants"]
+print(f"{r['cases']} cases in {r['elapsed_s']} s = {r['cases_per_s']} cases/s")
+for k in ("distinct", "first_minute", "after_first_minute", "distinct_per_hour_after_first_minute", "choices", "all_runs", "warmed_ahead", "predictor", "timeline"):
+    print(k, json.dumps(v.get(k)))
+print("precompile", r.get("precompile"))
+PY
+cat "$OUT/long-vllm034.txt"
+python scripts/phase_table.py /tmp/issue29f/long-vllm034 >> "$OUT/long-vllm034.txt" 2>&1
+tar -czf "$OUT/campaigns.tar.gz" -C /tmp --exclude='triton-cold-*' issue29f 2>/dev/null || true
