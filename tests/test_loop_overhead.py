@@ -60,3 +60,19 @@ def test_report_summaries_are_built_per_write_not_per_case(tmp_path, monkeypatch
     assert report["variants"]["first_minute"]["cases"] == CASES and report["variants"]["draw"] == "off"
     assert report["steering"]["cases_moved"] == 0
     assert 1 <= calls["variants"] <= 3 and 1 <= calls["steering"] <= 3, calls
+
+
+def test_fingerprint_sees_a_replacement_at_the_replaced_objects_address():
+    """The per-case fingerprint (fuzz.runtime.sandbox) now holds the namespace's values, not their ids: a value
+    replaced after the old one was freed, at the same address (CPython's float free list hands it straight back),
+    is still a change. Before, the ids matched and the replacement went unseen."""
+    from moe_lora_fuzz.fuzz.runtime import sandbox
+
+    sandbox.probe_value = float("1.25")
+    try:
+        base = sandbox.fingerprint()
+        del sandbox.probe_value  # the old float is freed, unless the fingerprint holds it
+        sandbox.probe_value = float("2.5")
+        assert "sandbox.probe_value" in (sandbox.changed(base, sandbox.fingerprint()) or "")
+    finally:
+        del sandbox.probe_value

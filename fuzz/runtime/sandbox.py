@@ -4,8 +4,10 @@ An implementation runs in the worker, in the same process as the references and 
 can do outlive its case:
 - change torch or the harness (a monkeypatch of `torch.matmul`, of `torch.Tensor.__add__`, of a function in
   reference/ or fuzz/, torch's default dtype or TF32 switches): every later case would be judged by the changed
-  code (19 false `reference-disagreement` findings once). `fingerprint()` is taken before and after every case;
-  when it changed the worker reports it and the campaign restarts the worker before the next case.
+  code (19 false `reference-disagreement` findings once). `fingerprint()` is taken before and after every case
+  (after, once the case's answer went out: the campaign records it meanwhile); when it changed the worker says so
+  and ends without taking another request, and the campaign judges the next case in a fresh worker
+  (fuzz.execution.worker.Worker._ask).
 - start processes that detach (a new session, a double fork): 212 were left behind by one campaign. The
   worker leads its own process group and makes itself a child subreaper (prctl PR_SET_CHILD_SUBREAPER,
   Linux), so every orphaned descendant becomes its child; it kills all of its descendants after each case
