@@ -67,6 +67,18 @@ def first_call():
     sandbox.fingerprint = broken
 """
 
+# a watched name whose namespace takes 3 s to read: every check after a case is slow, and nothing is replaced
+SLOWS_THE_CHECK = """
+class SlowNamespace:
+    @property
+    def __dict__(self):
+        time.sleep(3)
+        return {{"constant": 1}}
+
+def first_call():
+    sys.modules["moe_lora_fuzz.fuzz.slow_namespace"] = SlowNamespace()
+"""
+
 LEAVES_A_CHILD_AND_PATCHES_TORCH = """
 import subprocess
 import torch
@@ -120,15 +132,17 @@ def test_the_answer_does_not_wait_for_the_check_and_a_tainted_worker_judges_noth
 
 
 @pytest.mark.parametrize("what", sorted(AFTER_THE_ANSWER))
-def test_a_failure_after_the_answer_is_not_the_next_cases_finding(tmp_path, what):
+def test_a_failure_after_the_answer_is_not_the_next_cases_finding(tmp_path, what, monkeypatch):
     """The check after case 1 kills the process, raises or hangs. Case 1 was answered (pass); case 2 is not blamed:
     it goes to a fresh worker and passes, the broken process counted as tainted. Before, the check ran before the
     answer and case 1 became a crash or hang finding."""
+    from moe_lora_fuzz.fuzz.execution import worker
+
+    monkeypatch.setattr(worker, "AFTER_CASE_S", 3.0)  # a check not done after 3 s hung (30 s in campaigns)
     impl, pids = _impl(tmp_path, BREAKS_THE_CHECK, action=AFTER_THE_ANSWER[what])
     w = Worker("cpu", impl)
     try:
-        # the hang is seen within case 2's timeout, then case 2 runs again in a fresh worker
-        verdicts, (one, two, three) = _judge_each(w, pids, [60, 5 if what == "hangs" else 60, 60])
+        verdicts, (one, two, three) = _judge_each(w, pids, [60, 60, 60])
     finally:
         w.close()
     assert [v.kind for v in verdicts] == ["pass"] * 3, verdicts
@@ -136,6 +150,20 @@ def test_a_failure_after_the_answer_is_not_the_next_cases_finding(tmp_path, what
     assert w.tainted == 1 and why in w.last_taint, w.last_taint
     assert w.restarts == 1
     assert len(one) == 1 and len(two | three) == 1 and not one & two
+
+
+def test_a_slow_check_after_a_case_does_not_count_against_the_next_case(tmp_path):
+    """The check after case 1 takes 3 s (a watched namespace slow to read; nothing replaced, so no taint). Case 2,
+    sent meanwhile with a 2 s timeout, gets its 2 s from when the worker takes it: it passes in the same worker.
+    Before, the check ran before each answer, and counted against the case's own timeout (case 2: a hang)."""
+    impl, pids = _impl(tmp_path, SLOWS_THE_CHECK)
+    w = Worker("cpu", impl)
+    try:
+        verdicts, (one, two) = _judge_each(w, pids, [60, 2])
+    finally:
+        w.close()
+    assert [v.kind for v in verdicts] == ["pass", "pass"], verdicts
+    assert w.tainted == 0 and w.restarts == 0 and one == two
 
 
 def _alive_with(mark: str) -> list[int]:

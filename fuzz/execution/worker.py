@@ -30,6 +30,7 @@ CASE_TIMEOUT_S = {"cpu": 300.0, "cuda": 120.0}
 STARTUP_TIMEOUT_S = 600.0  # importing torch/triton and the implementation, on a cold cache
 LOG_CAP_BYTES = 4 << 20  # worker.log is rotated to worker.log.1 beyond this
 POLL_S = 0.2  # how often a waiting parent checks the worker's log size
+AFTER_CASE_S = 30.0  # the worker's check of its process after a case (milliseconds) has hung past this
 
 
 def new_campaign_id() -> str:
@@ -318,13 +319,22 @@ class Worker:
             raise ImplError(first["fatal"])
         self.profile, self.startup_timeout = first["profile"], STARTUP_TIMEOUT_S
 
-    def _recv(self, timeout: float) -> dict:
-        end = time.monotonic() + timeout
+    def _recv(self, timeout: float, request: bool = False) -> dict:
+        """The next message, within `timeout`. request: the answer to the latest request, whose timeout counts
+        from when the worker took it: it may still be checking its process after the previous case (milliseconds;
+        past AFTER_CASE_S that check hung, and the wait ends with the request not taken: Worker._ask)."""
+        start = time.monotonic()
+        end = start + timeout
+        checking = request and self._asked > 1  # a process that answered before may still check itself
         while not self._conn.poll(max(0.0, min(POLL_S, end - time.monotonic()))):
             self._cap_log()
             if self.on_wait:
                 self.on_wait()
-            if time.monotonic() >= end:
+            now = time.monotonic()
+            untaken = checking and self._began.value < self._asked
+            if untaken and now - start < AFTER_CASE_S:
+                end = now + timeout  # not taken yet: its timeout has not started
+            elif now >= end or untaken:
                 raise _NoAnswer(
                     "hang",
                     f"no verdict within the case timeout of {timeout:g} s; the worker was "
@@ -422,7 +432,7 @@ class Worker:
             except (BrokenPipeError, ConnectionError, OSError):  # ended: its last words are still to be read
                 sent = False
             try:
-                answer = self._recv(timeout)
+                answer = self._recv(timeout, request=True)
             except _NoAnswer as e:
                 if self._asked > 1 and self._began.value < self._asked:  # it failed before taking this request
                     why = "hung" if e.kind == "hang" else f"died (exit code {self._proc.exitcode})"
