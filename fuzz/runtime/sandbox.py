@@ -200,7 +200,7 @@ def changed(before: dict, after: dict) -> str | None:
         hit += [
             (n, k)
             for k, v in b.items()
-            if a.get(k, missing) is not v and (n == "torch.Tensor" or not k.startswith("__"))
+            if a.get(k, missing) is not v and (n == "torch.Tensor" or not str(k).startswith("__"))
         ]
     if not hit:
         return None
