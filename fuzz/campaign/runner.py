@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import sys
 import time
+from functools import partial
 
 from moe_lora_fuzz.fuzz.campaign.budget import Budget, CappedWorker, process_age
 from moe_lora_fuzz.fuzz.campaign.casework import _finding_line, _judge_timed, _progress, _record, repro_name  # noqa: F401 (tests, corpus)
@@ -143,6 +144,7 @@ def _loop(cfg: CampaignConfig, report: Report, triage, budget: Budget, worker: W
     variants = attach(cfg, worker, pre, report.started)  # variant-aware drawing (fuzz.campaign.variant_draw)
     index = report.next_index if report.next_index is not None else cfg.shard[0]
     last_print, checked = 0.0, False
+    extras = {"variants": partial(variants.summary, cfg.device == "cpu"), "steering": steer.summary}
     while (
         not budget.over()
         and (cfg.max_cases is None or report.cases < cfg.max_cases)
@@ -165,8 +167,7 @@ def _loop(cfg: CampaignConfig, report: Report, triage, budget: Budget, worker: W
             break
         v = steer.relabel(case, v)  # a failure beyond every known trigger is a finding of its own
         variants.after_case()
-        report.extra["variants"] = variants.summary(cfg.device == "cpu")
-        report.extra["steering"] = steer.summary()
+        report.extra.update(extras)  # summaries built when report.json is written, not after every case
         if not v.failed:
             budget.passed(time.monotonic() - t0)
         report.cases += 1

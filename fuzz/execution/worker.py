@@ -30,6 +30,7 @@ CASE_TIMEOUT_S = {"cpu": 300.0, "cuda": 120.0}
 STARTUP_TIMEOUT_S = 600.0  # importing torch/triton and the implementation, on a cold cache
 LOG_CAP_BYTES = 4 << 20  # worker.log is rotated to worker.log.1 beyond this
 POLL_S = 0.2  # how often a waiting parent checks the worker's log size
+AFTER_CASE_S = 30.0  # the worker's check of its process after a case (milliseconds) has hung past this
 
 
 def new_campaign_id() -> str:
@@ -166,9 +167,11 @@ def _redirect_output(log: str) -> None:
     os.close(fd)
 
 
-def _worker_main(conn, device: str, impl_name: str, log: str | None, helper: bool = False) -> None:
+def _worker_main(conn, device: str, impl_name: str, log: str | None, helper: bool = False, began=None) -> None:
     """helper: a fuzz.campaign.precompile helper, which must not slow the campaign's own worker down: lower CPU priority
-    and one host thread for torch."""
+    and one host thread for torch; its taint is not checked (it only compiles: no verdict of it is believed).
+    began: a shared counter of the requests this process has taken (Worker: tells a failure after a case's answer
+    from one during the next case)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles interrupts and ends this process
     if helper:
         os.nice(10)
@@ -194,18 +197,25 @@ def _worker_main(conn, device: str, impl_name: str, log: str | None, helper: boo
         _redirect_output(log)
     conn.send({"ready": True, "profile": impl.profile()})
     profiler = _profiler(helper)
-    before = sandbox.fingerprint()
+    before = None if helper else sandbox.fingerprint()
+    reaped = 0  # processes the previous case left, killed after its answer: told with the next answer
     while True:
         msg = conn.recv()
         if profiler is not None:
             profiler.tick(last=msg is None)
         if msg is None:
+            try:
+                conn.send({"closed": True, "reaped": reaped})
+            except OSError:
+                pass
             return
+        if began is not None:
+            began.value += 1
         if msg.get("mode") == "selfcheck":
             from moe_lora_fuzz.fuzz.judgement.selfcheck import run_here
 
-            conn.send({"selfcheck": run_here(device)})
-            before = sandbox.fingerprint()
+            conn.send({"selfcheck": run_here(device), "reaped": reaped})
+            reaped, before = 0, None if helper else sandbox.fingerprint()
             continue
         case, verdict = msg["case"], None
         phases.take()  # what happened between cases (e.g. a crashed case's partial phases) is not this case's
@@ -215,19 +225,26 @@ def _worker_main(conn, device: str, impl_name: str, log: str | None, helper: boo
                 verdict = _judge_here(msg, case, impl, impl_name, device)
             device_probe(device)  # after the implementation returned: a device fault belongs to THIS case
         except Exception as e:  # outside the implementation: the process (e.g. its CUDA context) is broken
-            conn.send({"broken": _first_line(e), "verdict": verdict})
+            conn.send({"broken": _first_line(e), "verdict": verdict, "reaped": reaped})
             return
-        after = sandbox.fingerprint()
-        tainted, before = sandbox.changed(before, after), after
-        conn.send(
-            {
-                "verdict": verdict,
-                "phases": phases.take(),
-                "variants": variants.take(),
-                "tainted": tainted,
-                "reaped": sandbox.reap_children(),
-            }
-        )
+        conn.send({"verdict": verdict, "phases": phases.take(), "variants": variants.take(), "reaped": reaped})
+        before, reaped, tainted = _after_case(before)  # while the campaign records this verdict and draws the next
+        if tainted:  # this process must not judge another case: it says why and ends (Worker._ask restarts it)
+            conn.send({"tainted": tainted, "reaped": reaped})
+            return
+
+
+def _after_case(before):
+    """After a case's answer went out: what it replaced in torch or the harness (fuzz.runtime.sandbox; not in a
+    helper, `before` None) and the processes it left, killed. (new fingerprint, processes killed, taint or None)."""
+    try:
+        tainted = None
+        if before is not None:
+            after = sandbox.fingerprint()
+            tainted, before = sandbox.changed(before, after), after
+        return before, sandbox.reap_children(), tainted
+    except Exception as e:  # the case broke what checks it: not a process to judge the next case in
+        return before, 0, f"checking the process after the case raised {_first_line(e)}"
 
 
 class _Profiler:
@@ -306,6 +323,7 @@ class Worker:
         self.restarts = 0
         self.tainted = 0  # restarts because a case changed torch or the harness (fuzz.runtime.sandbox)
         self.reaped = 0  # processes cases left behind, killed after them
+        self.last_taint = None  # why the latest taint restart happened
         self._proc = None
         self._start()
 
@@ -314,8 +332,10 @@ class Worker:
 
         ctx = mp.get_context("spawn")
         self._conn, child = ctx.Pipe()
+        self._began, self._asked = ctx.RawValue("q", 0), 0  # requests the process took / this side sent it
+        log = str(self.log) if self.log else None
         self._proc = ctx.Process(
-            target=_worker_main, args=(child, self.device, self.impl, str(self.log) if self.log else None), daemon=True
+            target=_worker_main, args=(child, self.device, self.impl, log), kwargs={"began": self._began}, daemon=True
         )
         try:
             self._proc.start()
@@ -333,13 +353,22 @@ class Worker:
             raise ImplError(first["fatal"])
         self.profile, self.startup_timeout = first["profile"], STARTUP_TIMEOUT_S
 
-    def _recv(self, timeout: float) -> dict:
-        end = time.monotonic() + timeout
+    def _recv(self, timeout: float, request: bool = False) -> dict:
+        """The next message, within `timeout`. request: the answer to the latest request, whose timeout counts
+        from when the worker took it: it may still be checking its process after the previous case (milliseconds;
+        past AFTER_CASE_S that check hung, and the wait ends with the request not taken: Worker._ask)."""
+        start = time.monotonic()
+        end = start + timeout
+        checking = request and self._asked > 1  # a process that answered before may still check itself
         while not self._conn.poll(max(0.0, min(POLL_S, end - time.monotonic()))):
             self._cap_log()
             if self.on_wait:
                 self.on_wait()
-            if time.monotonic() >= end:
+            now = time.monotonic()
+            untaken = checking and self._began.value < self._asked
+            if untaken and now - start < AFTER_CASE_S:
+                end = now + timeout  # not taken yet: its timeout has not started
+            elif now >= end or untaken:
                 raise _NoAnswer(
                     "hang",
                     f"no verdict within the case timeout of {timeout:g} s; the worker was "
@@ -382,25 +411,16 @@ class Worker:
         """probe: the declared capability the case breaks (--probe-contract), "" for an ordinary case.
         quick: no diagnosis reruns and no permutation twin (triage's runs: see oracle.check's `diagnose`)."""
         self.phases = {}  # the worker's phase times for this case (fuzz.runtime.phases), when it answers
-        if self._proc is None:
-            self._start()
-            self.restarts += 1
+        request = {
+            "case": case,
+            "metamorphic": metamorphic,
+            "guards": guards,
+            "mode": mode,
+            "probe": probe,
+            "quick": quick,
+        }
         try:
-            self._conn.send(
-                {
-                    "case": case,
-                    "metamorphic": metamorphic,
-                    "guards": guards,
-                    "mode": mode,
-                    "probe": probe,
-                    "quick": quick,
-                }
-            )
-            if self.on_sent is not None:
-                self.on_sent()
-            answer = self._recv(timeout)
-        except (BrokenPipeError, ConnectionError, OSError):
-            answer = {"broken": "worker process died before the case"}
+            answer = self._ask(request, timeout)
         except _NoAnswer as e:
             self.kill()
             self._cap_log()
@@ -425,24 +445,70 @@ class Worker:
         self.phases = answer.get("phases", {})
         if self.on_variants is not None and "variants" in answer:
             self.on_variants(case, {"metamorphic": metamorphic, "quick": quick, "probe": probe}, answer["variants"])
-        self.reaped += answer.get("reaped", 0)
-        if answer.get("tainted"):  # the next case must not be judged by code the implementation replaced
-            self.tainted += 1
-            self.kill()
         return answer["verdict"]
+
+    def _ask(self, request: dict, timeout: float) -> dict:
+        """Send one request, return its answer. The worker answers a case first and then checks what the case
+        did to its process (fuzz.runtime.sandbox: the fingerprint, its leftover processes) while the campaign
+        records the answer and draws the next case. So the next request may meet, instead of its answer, the
+        previous case's verdict on the process: {"tainted": why}, sent by a worker that then ended without
+        reading this request; or a worker that died or hung before taking it (Worker._began). Either way the
+        previous case is counted (`tainted`), and this request goes to a fresh worker: it is never judged by a
+        tainted process, and a failure is only this request's when the process had taken it. Raises _NoAnswer."""
+        while True:  # ends: a fresh process (_asked 1) neither sends a taint first nor fails a request it never took
+            if self._proc is None:
+                self._start()
+                self.restarts += 1
+            self._asked += 1
+            try:
+                self._conn.send(request)
+                sent = True
+            except (BrokenPipeError, ConnectionError, OSError):  # ended: its last words are still to be read
+                sent = False
+            if sent and self.on_sent is not None and "case" in request:
+                self.on_sent()
+            try:
+                answer = self._recv(timeout, request=True)
+            except _NoAnswer as e:
+                if self._asked > 1 and self._began.value < self._asked:  # it failed before taking this request
+                    why = "hung" if e.kind == "hang" else f"died (exit code {self._proc.exitcode})"
+                    self._tainted(f"the worker {why} after answering the previous request")
+                    continue
+                if not sent:
+                    return {"broken": "worker process died before the case"}
+                raise
+            self.reaped += answer.get("reaped", 0)
+            if "tainted" in answer:
+                self._tainted(answer["tainted"])
+                continue
+            return answer
+
+    def _tainted(self, why: str) -> None:
+        """The previous case left this process unfit to judge another (fuzz.runtime.sandbox): end it."""
+        self.tainted += 1
+        self.last_taint = why
+        self.kill()
 
     def selfcheck(self, timeout: float) -> str | None:
         """fuzz.judgement.selfcheck in the worker: None when our kernels pass the known cases here, else why not."""
-        if self._proc is None:
-            self._start()
         try:
-            self._conn.send({"mode": "selfcheck"})
-            return self._recv(timeout)["selfcheck"]
-        except (BrokenPipeError, ConnectionError, OSError):
-            return "the worker died before the self-check"
+            answer = self._ask({"mode": "selfcheck"}, timeout)
         except _NoAnswer as e:
             self.kill()
             return f"the self-check did not finish: {e}"
+        return answer["selfcheck"] if "selfcheck" in answer else "the worker died before the self-check"
+
+    def _last_words(self) -> None:
+        """At close: what the worker said after its last answer (processes the last case left; a taint)."""
+        try:
+            while self._conn.poll(0):
+                msg = self._conn.recv()
+                self.reaped += msg.get("reaped", 0)
+                if "tainted" in msg:
+                    self.tainted += 1
+                    self.last_taint = msg["tainted"]
+        except (EOFError, OSError):
+            pass
 
     def kill(self) -> None:
         if self._proc is not None:
@@ -462,6 +528,7 @@ class Worker:
         except (BrokenPipeError, ConnectionError, OSError):
             pass
         self._proc.join(2)
+        self._last_words()
         if self._proc.exitcode is not None:  # ended on its own; what its cases started was killed after each
             self._conn.close()
             self._proc = None

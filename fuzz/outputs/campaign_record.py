@@ -50,7 +50,7 @@ class Report:
     impl_settings: dict = field(default_factory=dict)  # the implementation's declared settings (worker.profile)
     extra: dict = field(
         default_factory=dict
-    )  # more top-level report keys (steering, corpus: fuzz.campaign.steer, .corpus)
+    )  # more top-level report keys (steering, corpus: fuzz.campaign.steer, .corpus); a callable is called at to_dict
 
     def to_dict(self) -> dict:
         c = self.cfg
@@ -87,7 +87,7 @@ class Report:
             "upstream": upstream_summary(self.impl_settings, self.coverage.edges),
             "phases": {k: {"s": round(sv, 3), "n": n} for k, (sv, n) in sorted(self.phases.items())},
             "environment": self.env,
-            **self.extra,
+            **{k: v() if callable(v) else v for k, v in self.extra.items()},  # summaries: built per write, not per case
         }
 
     def write(self, every: float = 0.0) -> None:

@@ -4,8 +4,10 @@ An implementation runs in the worker, in the same process as the references and 
 can do outlive its case:
 - change torch or the harness (a monkeypatch of `torch.matmul`, of `torch.Tensor.__add__`, of a function in
   reference/ or fuzz/, torch's default dtype or TF32 switches): every later case would be judged by the changed
-  code (19 false `reference-disagreement` findings once). `fingerprint()` is taken before and after every case;
-  when it changed the worker reports it and the campaign restarts the worker before the next case.
+  code (19 false `reference-disagreement` findings once). `fingerprint()` is taken before and after every case
+  (after, once the case's answer went out: the campaign records it meanwhile); when it changed the worker says so
+  and ends without taking another request, and the campaign judges the next case in a fresh worker
+  (fuzz.execution.worker.Worker._ask).
 - start processes that detach (a new session, a double fork): 212 were left behind by one campaign. The
   worker leads its own process group and makes itself a child subreaper (prctl PR_SET_CHILD_SUBREAPER,
   Linux), so every orphaned descendant becomes its child; it kills all of its descendants after each case
@@ -16,10 +18,10 @@ can do outlive its case:
 from __future__ import annotations
 
 import ctypes
+import operator
 import os
 import signal
 import sys
-from itertools import repeat
 from pathlib import Path
 
 PR_SET_CHILD_SUBREAPER = 36
@@ -27,6 +29,7 @@ PR_SET_PDEATHSIG = 1
 # modules whose attributes a case must leave as it found them: torch's public surface and the harness
 _WATCHED_PREFIXES = ("moe_lora_fuzz.", "fuzz.", "reference.", "kernels.", "contract.")
 _WATCHED_TORCH = ("torch", "torch.nn.functional", "torch.linalg", "torch.testing", "numpy", "triton.language")
+_is_watched = operator.methodcaller("startswith", _WATCHED_PREFIXES)
 
 
 def contain() -> bool:
@@ -143,24 +146,26 @@ def kill_tree(pid: int) -> int:
 
 def fingerprint() -> dict:
     """Identity of what the oracle relies on: every attribute of torch's public modules and of the harness's
-    modules, torch.Tensor's methods, and torch's global numeric switches. Cheap (ids, no hashing of code), and
-    built by C-level iteration (zip and map over each namespace: about 4,000 names a case, taken after every case,
-    so its Python loops once cost a millisecond or two per case on a GPU host); `changed` skips dunder names."""
-    names = [n for n in _WATCHED_TORCH if n in sys.modules]
-    names += [n for n in list(sys.modules) if n.startswith(_WATCHED_PREFIXES)]
-    ids = {}
+    modules, torch.Tensor's methods, and torch's global numeric switches. Cheap: a shallow copy of each watched
+    namespace (about 4,800 names a case, taken after every case; C-level copies, no hashing of code, no tuple per
+    name: building one cost a millisecond per case), holding the values themselves so that an object freed by a
+    replacement cannot pass for its successor by a reused id. `changed` compares them and skips dunder names."""
+    mods = sys.modules
+    names = [n for n in _WATCHED_TORCH if n in mods]
+    names += filter(_is_watched, list(mods))
+    spaces = {}
     for n in names:
-        d = getattr(sys.modules[n], "__dict__", None)
+        d = getattr(mods.get(n), "__dict__", None)
         if d:
-            d = dict(d)  # a copy: keys and values of one moment
-            ids.update(zip(zip(repeat(n), d.keys()), map(id, d.values()), strict=True))
-    torch = sys.modules.get("torch")
+            spaces[n] = d.copy()  # keys and values of one moment
+    switches = None
+    torch = mods.get("torch")
     if torch is not None:
         merged = {}  # inherited too, the first class of the MRO winning: setting Tensor.__add__ shadows TensorBase's
         for c in reversed(torch.Tensor.__mro__):
-            merged.update(zip(c.__dict__.keys(), map(id, c.__dict__.values()), strict=True))
-        ids.update(zip(zip(repeat("torch.Tensor"), merged.keys()), merged.values(), strict=True))
-        ids["torch", "switches"] = (
+            merged.update(c.__dict__)
+        spaces["torch.Tensor"] = merged
+        switches = (
             torch.get_default_dtype(),
             torch.are_deterministic_algorithms_enabled(),
             torch.backends.cuda.matmul.allow_tf32,
@@ -168,20 +173,35 @@ def fingerprint() -> dict:
             torch.get_float32_matmul_precision(),
             torch.is_grad_enabled(),
         )
-    return ids
+    return {"spaces": spaces, "switches": switches}
+
+
+def _same(before: dict, after: dict) -> bool:
+    """Whether two copies of one namespace hold the same names, in the same order, bound to the same objects
+    (C-level: identity only, no __eq__ of any value is called)."""
+    return (
+        len(before) == len(after)
+        and all(map(operator.is_, before.values(), after.values()))
+        and list(before) == list(after)
+    )
 
 
 def changed(before: dict, after: dict) -> str | None:
     """What a case replaced (None: nothing). Attributes added meanwhile (a lazy import binds a submodule on
     its package) are not changes; a replaced or deleted one is. A module's dunder names (its registry of warnings,
     its spec) are not watched; torch.Tensor's are."""
-    if before == after:  # the common case, compared in C
-        return None
-    hit = [
-        k
-        for k, v in before.items()
-        if (after.get(k, v) != v or k not in after) and (k[0] == "torch.Tensor" or not k[1].startswith("__"))
-    ]
+    hit = [("torch", "switches")] if before["switches"] != after["switches"] else []
+    new = after["spaces"]
+    for n, b in before["spaces"].items():
+        a = new.get(n, {})
+        if _same(b, a):  # the common case
+            continue
+        missing = object()
+        hit += [
+            (n, k)
+            for k, v in b.items()
+            if a.get(k, missing) is not v and (n == "torch.Tensor" or not str(k).startswith("__"))
+        ]
     if not hit:
         return None
     shown = ", ".join(f"{m}.{a}" for m, a in hit[:3]) + (f" and {len(hit) - 3} more" if len(hit) > 3 else "")
