@@ -217,6 +217,42 @@ class Hashed:
     device: torch.device
 
 
+@dataclass(frozen=True)
+class Const:
+    """A request to fill `dest` (any strides) with `value` (guard bands, zero rows, flags)."""
+
+    dest: torch.Tensor
+    value: float | int | bool
+
+    @property
+    def device(self) -> torch.device:
+        return self.dest.device
+
+
+@dataclass(frozen=True)
+class Grid:
+    """A request for dest = uniform_grid(hashes(key, dest's grid), lo, hi) * 2^exponent (exact in float32, then
+    rounded once to dest's dtype): the routed weights."""
+
+    dest: torch.Tensor
+    key: int
+    lo: int
+    hi: int
+    exponent: int
+
+    @property
+    def device(self) -> torch.device:
+        return self.dest.device
+
+    def hashed(self) -> Hashed:
+        """The same values as a Hashed request (the torch path)."""
+
+        def use(hs: list) -> None:
+            self.dest.copy_(torch.mul(uniform_grid(hs[0], self.lo, self.hi), 2.0**self.exponent))
+
+        return Hashed([(self.key, list(self.dest.shape))], use, self.dest.device)
+
+
 def hash_grids(grids: list, device) -> list:
     """[hashes(key, coords) for key, coords in grids], in one counters + mix pass over one buffer (the caller
     bounds the total). A grid of a shape seen before differs from it by its key only: one add."""
@@ -245,16 +281,34 @@ def _hash_buffer(grids: list, device) -> tuple[torch.Tensor, list]:
 
 def generate(requests: list) -> None:
     """Carry out a case's requests: (dest, key, exponent) tuples get signed values (signed_into), Hashed ones
-    their hashes. Small requests share one hashing pass per batch of at most chunk() elements (a tiny case is
-    one pass: one mix for all its tensors, not one per tensor); large signed ones are hashed in bounded parts."""
+    their hashes, Grid ones routed-weight values, Const ones a fill; their destinations must not overlap. On a
+    GPU (fuzz.data.fused_gen.wanted) all of them are done by one kernel launch. The torch path: small requests
+    share one hashing pass per batch of at most chunk() elements (a tiny case is one pass: one mix for all its
+    tensors, not one per tensor); large signed ones are hashed in bounded parts. Both give the same bytes."""
     if not requests:
         return
-    devices = [r.device if isinstance(r, Hashed) else r[0].device for r in requests]
+    devices = [r[0].device if isinstance(r, tuple) else r.device for r in requests]
     if len(set(devices)) > 1:  # one pass per device
         for device in dict.fromkeys(devices):
             generate([r for r, d in zip(requests, devices, strict=True) if d == device])
         return
     device = devices[0]
+    from moe_lora_fuzz.fuzz.data import fused_gen  # imports Triton: only when generating
+
+    if fused_gen.wanted(device):
+        fused_gen.run([requests])
+        return
+    _generate_torch(requests, device)
+
+
+def _generate_torch(requests: list, device) -> None:
+    todo = []
+    for r in requests:
+        if isinstance(r, Const):
+            r.dest.fill_(r.value)
+        else:
+            todo.append(r.hashed() if isinstance(r, Grid) else r)
+    requests = todo
     limit = chunk(device)
     batches, total, large = [[]], 0, []
     for r in requests:  # [signed requests, hashed requests, grids] per batch of at most `limit` elements

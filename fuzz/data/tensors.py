@@ -38,12 +38,14 @@ from dataclasses import dataclass, field, replace
 import torch
 from moe_lora_fuzz.contract import TORCH_DTYPES, OpArgs, rows_for
 from moe_lora_fuzz.fuzz.data import counter_rng as rng
+from moe_lora_fuzz.fuzz.data import fused_gen
 from moe_lora_fuzz.fuzz.data import tensors_quant as tq
 from moe_lora_fuzz.fuzz.data.values import (  # noqa: F401 (routing, slots, the weight range: callers import them from here)
     WEIGHT_HI,
     WEIGHT_LO,
     routing,
     slots,
+    write_enabled,
     write_ids,
     write_lanes,
     write_lora_a,
@@ -323,6 +325,7 @@ class _Allocator:
         self.slots: list[_Slot] = []
         self.size = 0
         self.generated = 0  # elements written by the generator
+        self.mask = None  # the writable mask, when the fused build made it
 
     def place(
         self,
@@ -386,30 +389,53 @@ class _Allocator:
         return runs
 
     def _build(self, arena: torch.Tensor) -> list[Guarded]:
+        """Fill the arena. Fused (fuzz.data.fused_gen, a GPU's default): one kernel launch for the guard bands and
+        the writable mask's zeros, writers' own torch ops after it, one launch for all their requests and the
+        mask's ones. Otherwise torch ops, in the same order. The same bytes either way."""
         typed = _typed(arena, {s.dtype for s in self.slots})
-        for dtype, lo, hi, value in self._guard_runs():
-            typed[dtype][lo:hi].fill_(value)
+        guards = [rng.Const(typed[dtype][lo:hi], value) for dtype, lo, hi, value in self._guard_runs()]
+        self.mask = None
+        if fused_gen.wanted(arena.device):
+            self.mask = torch.empty(self.size, dtype=torch.bool, device=arena.device)
+            fused_gen.run([[*guards, rng.Const(self.mask, False)]])
+        else:
+            for g in guards:
+                g.dest.fill_(g.value)
         guarded, requests = [], []
         for s in self.slots:
             g = s.guarded(typed)
             if s.interior is not None:
-                g.view.fill_(s.interior)
+                if self.mask is not None and s.write is None:  # disjoint from every other request
+                    requests.append(rng.Const(g.view, s.interior))
+                else:
+                    g.view.fill_(s.interior)
             if s.write is not None:
                 made = s.write(g.view)
                 requests += made if isinstance(made, list) else []
             guarded.append(g)
+        if self.mask is not None:
+            requests += [rng.Const(view, True) for view in self._written(self.mask)]
         rng.generate(requests)
         return guarded
 
-    def _writable(self, device) -> torch.Tensor:
-        """bool per arena byte: inside a written buffer's view (every byte of each of its elements)."""
-        mask = torch.zeros(self.size, dtype=torch.bool, device=device)
+    def _written(self, mask: torch.Tensor) -> list:
+        """The parts of a byte mask inside written buffers' views (every byte of each of their elements)."""
+        views = []
         for s in self.slots:
             if not s.is_input:  # the view's geometry in bytes, plus an axis over each element's bytes
                 size = s.dtype.itemsize
-                mask.as_strided(s.shape + (size,), tuple([st * size for st in s.strides]) + (1,), s.first * size).fill_(
-                    True
+                views.append(
+                    mask.as_strided(s.shape + (size,), tuple([st * size for st in s.strides]) + (1,), s.first * size)
                 )
+        return views
+
+    def _writable(self, device) -> torch.Tensor:
+        """bool per arena byte: inside a written buffer's view (every byte of each of its elements)."""
+        if self.mask is not None:  # made by the fused build
+            return self.mask
+        mask = torch.zeros(self.size, dtype=torch.bool, device=device)
+        for view in self._written(mask):
+            view.fill_(True)
         return mask
 
     def finish(self, device, where: str = "auto") -> tuple:
@@ -494,7 +520,7 @@ def materialize(case: Case, device="cpu", fill: Fill = Fill(), where: str = "aut
     put("topk_ids", (m, k), torch.int32, is_input=True, write=lambda v: write_ids(c, v))
     put("topk_weights", (m, k), dt, is_input=True, write=lambda v: write_weights(c, v))
     put("token_lora", (m,), torch.int32, is_input=True, write=lambda v: write_lanes(c, v))
-    put("adapter_enabled", (L,), torch.int32, is_input=True, write=lambda v: _enabled(c, v))
+    put("adapter_enabled", (L,), torch.int32, is_input=True, write=lambda v: write_enabled(c, v))
     put("out", (m, k, width), dt, is_input=False, guard_value=OUT_SENTINEL, write=lambda v: write_out0(c, v))
     put(
         "intermediate",
@@ -510,9 +536,3 @@ def materialize(case: Case, device="cpu", fill: Fill = Fill(), where: str = "aut
         put(name, shape, torch.int32, is_input=False, guard_value=INT_SENTINEL, interior=INT_SENTINEL)
     arena, writable, guarded, built, host = alloc.finish(device, where)
     return _tensors(c, guarded, arena, writable, host, built, fill.guards)
-
-
-def _enabled(c: Case, view: torch.Tensor) -> None:
-    view.fill_(1)
-    if c.disabled:
-        view[torch.tensor(list(c.disabled), dtype=torch.int64, device=view.device)] = 0

@@ -23,14 +23,18 @@ def write_x(c: Case, dest: torch.Tensor) -> list:
 
 def write_lora_a(c: Case, s: int, dest: torch.Tensor) -> list:
     """(L, E, R, K), ~ K^-0.5 as a power of two; rows r >= real_rank zero."""
-    dest[:, :, c.real_rank :].zero_()
-    return [(dest[:, :, : c.real_rank], rng.stream_key(c.seed, f"lora_a[{s}]"), rng.pow2_scale(c.k_dim**-0.5))]
+    return [
+        rng.Const(dest[:, :, c.real_rank :], 0),
+        (dest[:, :, : c.real_rank], rng.stream_key(c.seed, f"lora_a[{s}]"), rng.pow2_scale(c.k_dim**-0.5)),
+    ]
 
 
 def write_lora_b(c: Case, s: int, dest: torch.Tensor) -> list:
     """(L, E, N, R), ~ real_rank^-0.5 as a power of two; columns r >= real_rank zero."""
-    dest[..., c.real_rank :].zero_()
-    return [(dest[..., : c.real_rank], rng.stream_key(c.seed, f"lora_b[{s}]"), rng.pow2_scale(c.real_rank**-0.5))]
+    return [
+        rng.Const(dest[..., c.real_rank :], 0),
+        (dest[..., : c.real_rank], rng.stream_key(c.seed, f"lora_b[{s}]"), rng.pow2_scale(c.real_rank**-0.5)),
+    ]
 
 
 def write_out0(c: Case, dest: torch.Tensor) -> list:
@@ -39,11 +43,18 @@ def write_out0(c: Case, dest: torch.Tensor) -> list:
 
 def write_weights(c: Case, dest: torch.Tensor) -> list:
     """Routed weights in [0.1, 0.9] (never 0 or 1): n * 2^-21, exact in float32, rounded once to the dtype."""
+    return [rng.Grid(dest, rng.stream_key(c.seed, "topk_weights"), WEIGHT_LO, WEIGHT_HI, -21)]
 
-    def use(hs: list) -> None:
-        dest.copy_(torch.mul(rng.uniform_grid(hs[0], WEIGHT_LO, WEIGHT_HI), 2.0**-21))
 
-    return [rng.Hashed([(rng.stream_key(c.seed, "topk_weights"), [c.m, c.top_k])], use, dest.device)]
+def write_enabled(c: Case, dest: torch.Tensor) -> list:
+    """adapter_enabled: 1, and 0 at the disabled slots (a fill per run of equal flags)."""
+    flags = [0 if s in c.disabled else 1 for s in range(c.num_slots)]
+    runs, lo = [], 0
+    for hi in range(1, len(flags) + 1):
+        if hi == len(flags) or flags[hi] != flags[lo]:
+            runs.append(rng.Const(dest[lo:hi], flags[lo]))
+            lo = hi
+    return runs
 
 
 def write_ids(c: Case, dest: torch.Tensor) -> list:
