@@ -48,9 +48,34 @@ def _bits(value, dtype: torch.dtype) -> int:
     key = (dtype, struct.pack("<d", float(value)) if isinstance(value, float) else value)
     b = _BITS.get(key)
     if b is None:
-        raw = {1: torch.int8, 2: torch.int16, 4: torch.int32, 8: torch.int64}[dtype.itemsize]
-        b = _BITS[key] = int(torch.full((1,), value, dtype=dtype).view(raw)[0])
+        b = _BITS[key] = _host_bits(value, dtype)
     return b
+
+
+def _host_bits(value, dtype: torch.dtype) -> int:
+    """Without a torch op where Python's struct rounds as torch does (finite float32 / float16, any int);
+    bfloat16 rounds to nearest even from float32 as c10::BFloat16 does."""
+    try:
+        if dtype == torch.bool:
+            return int(bool(value))
+        if not dtype.is_floating_point and isinstance(value, int) and not dtype.is_complex:
+            width = 8 * dtype.itemsize
+            v = value & ((1 << width) - 1)
+            return v - (1 << width) if v >> (width - 1) else v
+        if dtype in (torch.float32, torch.bfloat16):
+            b = struct.unpack("<i", struct.pack("<f", value))[0]
+            if dtype == torch.float32:
+                return b
+            if value != value:
+                return 0x7FC0
+            r = ((b & 0xFFFFFFFF) + 0x7FFF + ((b >> 16) & 1)) >> 16
+            return r - (1 << 16) if r >> 15 else r
+        if dtype == torch.float16:
+            return struct.unpack("<h", struct.pack("<e", value))[0]
+    except (OverflowError, struct.error):  # beyond the format's range: torch gives an infinity
+        pass
+    raw = {1: torch.int8, 2: torch.int16, 4: torch.int32, 8: torch.int64}[dtype.itemsize]
+    return int(torch.full((1,), value, dtype=dtype).view(raw)[0])
 
 
 def _fill_geometry(t: torch.Tensor) -> tuple | None:
