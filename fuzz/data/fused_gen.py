@@ -214,5 +214,5 @@ def launch(rows: list, blocks: int, device) -> None:
     table = torch.tensor(rows, dtype=torch.int64)
     if torch.device(device).type != "cpu":
         table = table.to(device, non_blocking=True)  # from pageable memory: staged at once, the host may reuse it
-    generate_kernel[(blocks,)](table, len(rows) // W, BLOCK=BLOCK)
+    generate_kernel[(blocks,)](table, len(rows) // W.value, BLOCK=BLOCK)
     _launches += 1

@@ -17,15 +17,19 @@ import triton.language as tl
 from moe_lora_fuzz.fuzz.data import counter_rng as rng
 from moe_lora_fuzz.kernels import runtime  # noqa: F401  sets TRITON_INTERPRET on GPU-less machines before @triton.jit
 
-# the job table: W int64 fields per job (fused_gen.py writes them in this order)
-KIND, FIRST_BLOCK, NUMEL, CODE, ADDR = 0, 1, 2, 3, 4
-SIZES, STRIDES, MULTS = 5, 9, 13  # four each: the job's grid, padded in front with size-1 axes
-KEY, ARG_A, ARG_B, ARG_C = 17, 18, 19, 20
-W = 21
-# job kinds
-FILL, SIGNED, GRID, HASH = 0, 1, 2, 3
-# destination codes: float codes get a float32 value rounded once; raw codes receive bits of that width
-F32, F16, BF16, RAW8, RAW16, RAW32, RAW64 = 0, 1, 2, 3, 4, 5, 6
+# the job table: W int64 fields per job (fused_gen._Table._add writes them in this order). Kinds: 0 fill, 1 signed
+# values, 2 routed-weight grid, 3 hashes. Destination codes: 0 float32, 1 float16, 2 bfloat16 (a float32 value
+# rounded once), 3..6 raw bits of 1, 2, 4, 8 bytes.
+KIND, FIRST_BLOCK, NUMEL, CODE, ADDR = (
+    tl.constexpr(0),
+    tl.constexpr(1),
+    tl.constexpr(2),
+    tl.constexpr(3),
+    tl.constexpr(4),
+)
+SIZES, STRIDES, MULTS = tl.constexpr(5), tl.constexpr(9), tl.constexpr(13)  # 4 each, padded in front (size-1 axes)
+KEY, ARG_A, ARG_B, ARG_C = tl.constexpr(17), tl.constexpr(18), tl.constexpr(19), tl.constexpr(20)
+W = tl.constexpr(21)
 
 M1: tl.constexpr = tl.constexpr(rng._s64(rng._M1))  # splitmix64's finaliser constants, as int64
 M2: tl.constexpr = tl.constexpr(rng._s64(rng._M2))
