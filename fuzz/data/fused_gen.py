@@ -28,6 +28,7 @@ ENV = "MOE_LORA_FUZZ_FUSED_GEN"
 # elements per program: Triton's interpreter runs programs one by one in Python, so it takes large blocks
 BLOCK = 1 << 16 if os.environ.get("TRITON_INTERPRET", "0") == "1" else 1024
 _DIMS = 4
+_MAX_JOB = (1 << 31) - (1 << 17)  # the kernel's index arithmetic is int32
 _FLOAT_CODES = {torch.float32: 0, torch.float16: 1, torch.bfloat16: 2}
 _RAW_CODES = {1: 3, 2: 4, 4: 5, 8: 6}  # element size -> raw code
 _launches = 0  # kernel launches so far (scripts/op_counts.py counts them as operations)
@@ -114,12 +115,14 @@ class _Table:
         self.rows, self.blocks, self.rest, self.after = [], 0, [], []
 
     def _add(self, kind, numel, code, addr, sizes, strides, mults, key=0, a=0, b=0, c=0) -> None:
+        if numel > _MAX_JOB:
+            raise ValueError(f"fused_gen: a request of {numel} elements (at most {_MAX_JOB} per job)")
         self.rows += [kind, self.blocks, numel, code, addr, *sizes, *strides, *mults, key, a, b, c]
         self.blocks += -(-numel // BLOCK)
 
     def const(self, r: rng.Const) -> None:
         d = r.dest
-        g = _fill_geometry(d) if d.dtype.itemsize in _RAW_CODES else None
+        g = _fill_geometry(d) if d.dtype.itemsize in _RAW_CODES and d.numel() <= _MAX_JOB else None
         if g is None:
             self.rest.append(r)
         elif d.numel():
@@ -130,7 +133,7 @@ class _Table:
     def values(self, r) -> None:
         """A signed (dest, key, exponent) tuple or a Grid."""
         d = r[0] if isinstance(r, tuple) else r.dest
-        g = _grid_geometry(tuple(d.shape), d.stride()) if d.dtype in _FLOAT_CODES else None
+        g = _grid_geometry(tuple(d.shape), d.stride()) if d.dtype in _FLOAT_CODES and d.numel() <= _MAX_JOB else None
         if g is None:
             self.rest.append(r)
         elif d.numel() and isinstance(r, tuple):

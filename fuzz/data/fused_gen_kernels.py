@@ -96,17 +96,20 @@ def generate_kernel(
     row = table_ptr + job * W
     kind = tl.load(row + KIND)
     code = tl.load(row + CODE)
-    offs = (pid - tl.load(row + FIRST_BLOCK)) * BLOCK + tl.arange(0, BLOCK).to(tl.int64)
-    mask = offs < tl.load(row + NUMEL)
-    d1 = tl.load(row + SIZES + 1)
-    d2 = tl.load(row + SIZES + 2)
-    d3 = tl.load(row + SIZES + 3)
+    # int32 index arithmetic (a job has fewer than 2^31 - BLOCK elements: fused_gen checks), int64 from here on
+    offs = (pid - tl.load(row + FIRST_BLOCK)).to(tl.int32) * BLOCK + tl.arange(0, BLOCK)
+    mask = offs < tl.load(row + NUMEL).to(tl.int32)
+    d1 = tl.load(row + SIZES + 1).to(tl.int32)
+    d2 = tl.load(row + SIZES + 2).to(tl.int32)
+    d3 = tl.load(row + SIZES + 3).to(tl.int32)
     i3 = offs % d3
     rest = offs // d3
     i2 = rest % d2
     rest = rest // d2
-    i1 = rest % d1
-    i0 = rest // d1
+    i1 = (rest % d1).to(tl.int64)
+    i0 = (rest // d1).to(tl.int64)
+    i2 = i2.to(tl.int64)
+    i3 = i3.to(tl.int64)
     elem = (
         i0 * tl.load(row + STRIDES)
         + i1 * tl.load(row + STRIDES + 1)
@@ -116,7 +119,7 @@ def generate_kernel(
     size = tl.where(code == 6, 8, tl.where((code == 0) | (code == 5), 4, tl.where(code == 3, 1, 2)))
     addr = tl.load(row + ADDR) + elem * size
     if kind == 0:  # FILL
-        _store_bits(addr, offs * 0 + tl.load(row + ARG_A), code, mask)
+        _store_bits(addr, i3 * 0 + tl.load(row + ARG_A), code, mask)
     else:
         h = (
             tl.load(row + KEY)
