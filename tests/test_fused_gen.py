@@ -222,6 +222,14 @@ def test_materialize_fused_equals_torch_nightly_cases(device):
             Fill(),
             id="f32-one-hot-one-slot",
         ),
+        pytest.param(
+            SMALL.replace(
+                routing="uniform", slotting="random", num_experts=64, top_k=8, num_slots=8, layout="per_token"
+            ),
+            Fill(),
+            id="uniform-64-experts-random-8-slots",
+        ),
+        pytest.param(SMALL.replace(routing="one_hot", slotting="no_base", m=1), Fill(), id="one-token-no-base"),
         pytest.param(SMALL.replace(quant="fp8_w8a8", dtype="bfloat16"), Fill(), id="fp8-codes-torch-writers"),
         pytest.param(
             SMALL.replace(quant="int8_w8a16", quant_group="channel", slotting="all_base"),

@@ -253,6 +253,31 @@ class Grid:
         return Hashed([(self.key, list(self.dest.shape))], use, self.dest.device)
 
 
+def axis_multiplier(axis: int) -> int:
+    """P_axis as an int64: an element's counter is key + sum_d i_d * P_d."""
+    return _s64(_AXIS[axis])
+
+
+@dataclass(frozen=True)
+class Argmin:
+    """A request for dest[i] = shift + the r in [lo, hi) with the smallest keys(h, r), h the hash of counter
+    key + sum_d i_d * mults[d] + r * step (i: dest's coordinates; multiplier 0 for an axis the grid lacks): the
+    routing and slot choices. `torch()` gives the same values as a Hashed request (the torch path)."""
+
+    dest: torch.Tensor
+    key: int
+    mults: tuple
+    step: int
+    lo: int
+    hi: int
+    shift: int
+    torch: Callable[[], Hashed]
+
+    @property
+    def device(self) -> torch.device:
+        return self.dest.device
+
+
 def hash_grids(grids: list, device) -> list:
     """[hashes(key, coords) for key, coords in grids], in one counters + mix pass over one buffer (the caller
     bounds the total). A grid of a shape seen before differs from it by its key only: one add."""
@@ -281,7 +306,8 @@ def _hash_buffer(grids: list, device) -> tuple[torch.Tensor, list]:
 
 def generate(requests: list) -> None:
     """Carry out a case's requests: (dest, key, exponent) tuples get signed values (signed_into), Hashed ones
-    their hashes, Grid ones routed-weight values, Const ones a fill; their destinations must not overlap. On a
+    their hashes, Grid ones routed-weight values, Argmin ones choices, Const ones a fill; their destinations must
+    not overlap. On a
     GPU (fuzz.data.fused_gen.wanted) all of them are done by one kernel launch. The torch path: small requests
     share one hashing pass per batch of at most chunk() elements (a tiny case is one pass: one mix for all its
     tensors, not one per tensor); large signed ones are hashed in bounded parts. Both give the same bytes."""
@@ -307,7 +333,7 @@ def _generate_torch(requests: list, device) -> None:
         if isinstance(r, Const):
             r.dest.fill_(r.value)
         else:
-            todo.append(r.hashed() if isinstance(r, Grid) else r)
+            todo.append(r.hashed() if isinstance(r, Grid) else r.torch() if isinstance(r, Argmin) else r)
     requests = todo
     limit = chunk(device)
     batches, total, large = [[]], 0, []

@@ -97,7 +97,7 @@ def _fill_geometry(t: torch.Tensor) -> tuple | None:
 def _grid_geometry(shape: tuple, strides: tuple) -> tuple | None:
     """(sizes, strides, multipliers) of a hash grid over `shape` (axis d hashed with rng._AXIS[d]), padded in
     front to 4 axes, size-1 axes dropped (their index is 0), or None if more than 4 remain."""
-    axes = [(sz, st, rng._s64(rng._AXIS[d])) for d, (sz, st) in enumerate(zip(shape, strides, strict=True)) if sz != 1]
+    axes = [(sz, st, rng.axis_multiplier(d)) for d, (sz, st) in enumerate(zip(shape, strides, strict=True)) if sz != 1]
     if len(axes) > _DIMS:
         return None
     axes = [(1, 0, 0)] * (_DIMS - len(axes)) + axes
@@ -114,10 +114,10 @@ class _Table:
     def __init__(self):
         self.rows, self.blocks, self.rest, self.after = [], 0, [], []
 
-    def _add(self, kind, numel, code, addr, sizes, strides, mults, key=0, a=0, b=0, c=0) -> None:
+    def _add(self, kind, numel, code, addr, sizes, strides, mults, key=0, a=0, b=0, c=0, e=0) -> None:
         if numel > _MAX_JOB:
             raise ValueError(f"fused_gen: a request of {numel} elements (at most {_MAX_JOB} per job)")
-        self.rows += [kind, self.blocks, numel, code, addr, *sizes, *strides, *mults, key, a, b, c]
+        self.rows += [kind, self.blocks, numel, code, addr, *sizes, *strides, *mults, key, a, b, c, e]
         self.blocks += -(-numel // BLOCK)
 
     def const(self, r: rng.Const) -> None:
@@ -155,6 +155,19 @@ class _Table:
                 a=r.lo,
                 b=span,
                 c=_f32_bits(2.0**r.exponent),
+            )
+
+    def argmin(self, r: rng.Argmin) -> None:
+        d = r.dest
+        axes = [(sz, st, m) for sz, st, m in zip(d.shape, d.stride(), r.mults, strict=True) if sz != 1]
+        if len(axes) > _DIMS or d.dtype.itemsize not in _RAW_CODES or not 0 <= r.lo < r.hi <= 1024:
+            self.rest.append(r)
+        elif d.numel():
+            axes = [(1, 0, 0)] * (_DIMS - len(axes)) + axes
+            sizes, strides, mults = (tuple(a[i] for a in axes) for i in range(3))
+            code = _RAW_CODES[d.dtype.itemsize]
+            self._add(
+                4, d.numel(), code, d.data_ptr(), sizes, strides, mults, key=r.key, a=r.step, b=r.lo, c=r.hi, e=r.shift
             )
 
     def hashed(self, r: rng.Hashed) -> None:
@@ -198,6 +211,8 @@ def run(layers: list) -> None:
                 t.const(r)
             elif isinstance(r, rng.Hashed):
                 t.hashed(r)
+            elif isinstance(r, rng.Argmin):
+                t.argmin(r)
             else:
                 t.values(r)
         t.place_hashes(device)

@@ -17,9 +17,9 @@ import triton.language as tl
 from moe_lora_fuzz.fuzz.data import counter_rng as rng
 from moe_lora_fuzz.kernels import runtime  # noqa: F401  sets TRITON_INTERPRET on GPU-less machines before @triton.jit
 
-# the job table: W int64 fields per job (fused_gen._Table._add writes them in this order). Kinds: 0 fill, 1 signed
-# values, 2 routed-weight grid, 3 hashes. Destination codes: 0 float32, 1 float16, 2 bfloat16 (a float32 value
-# rounded once), 3..6 raw bits of 1, 2, 4, 8 bytes.
+# the job table: W int64 fields per job (fused_gen._Table._add writes them in this order). Kinds: 0 fill,
+# 1 signed values, 2 routed-weight grid, 3 hashes, 4 argmin (a choice). Destination codes: 0 float32, 1 float16,
+# 2 bfloat16 (a float32 value rounded once), 3..6 raw bits of 1, 2, 4, 8 bytes.
 KIND, FIRST_BLOCK, NUMEL, CODE, ADDR = (
     tl.constexpr(0),
     tl.constexpr(1),
@@ -28,8 +28,15 @@ KIND, FIRST_BLOCK, NUMEL, CODE, ADDR = (
     tl.constexpr(4),
 )
 SIZES, STRIDES, MULTS = tl.constexpr(5), tl.constexpr(9), tl.constexpr(13)  # 4 each, padded in front (size-1 axes)
-KEY, ARG_A, ARG_B, ARG_C = tl.constexpr(17), tl.constexpr(18), tl.constexpr(19), tl.constexpr(20)
-W = tl.constexpr(21)
+KEY, ARG_A, ARG_B, ARG_C, ARG_D = (
+    tl.constexpr(17),
+    tl.constexpr(18),
+    tl.constexpr(19),
+    tl.constexpr(20),
+    tl.constexpr(21),
+)
+W = tl.constexpr(22)
+INT64_MAX: tl.constexpr = tl.constexpr((1 << 63) - 1)
 
 M1: tl.constexpr = tl.constexpr(rng._s64(rng._M1))  # splitmix64's finaliser constants, as int64
 M2: tl.constexpr = tl.constexpr(rng._s64(rng._M2))
@@ -120,6 +127,24 @@ def generate_kernel(
     addr = tl.load(row + ADDR) + elem * size
     if kind == 0:  # FILL
         _store_bits(addr, i3 * 0 + tl.load(row + ARG_A), code, mask)
+    elif kind == 4:  # ARGMIN: shift + the r in [lo, hi) with the smallest key srl(h, 11) * 2^10 + r (unique)
+        base = (
+            tl.load(row + KEY)
+            + i0 * tl.load(row + MULTS)
+            + i1 * tl.load(row + MULTS + 1)
+            + i2 * tl.load(row + MULTS + 2)
+            + i3 * tl.load(row + MULTS + 3)
+        )
+        step = tl.load(row + ARG_A)
+        best = i3 * 0 + INT64_MAX
+        arg = i3 * 0
+        for r in range(tl.load(row + ARG_B).to(tl.int32), tl.load(row + ARG_C).to(tl.int32)):
+            r64 = i3 * 0 + r  # int64 (the interpreter iterates Python ints)
+            k = _srl(_mix(base + r64 * step), 11) * 1024 + r64
+            take = k < best
+            best = tl.where(take, k, best)
+            arg = tl.where(take, r64, arg)
+        _store_bits(addr, arg + tl.load(row + ARG_D), code, mask)
     else:
         h = (
             tl.load(row + KEY)

@@ -62,20 +62,41 @@ def write_ids(c: Case, dest: torch.Tensor) -> list:
     if c.m * c.top_k * c.num_experts > rng.chunk(dest.device):
         dest.copy_(routing(c, dest.device))
         return []
-    grids, rows = _routing_part(c, 0, c.m, dest.device)
-    return [rng.Hashed(grids, lambda hs: dest.copy_(rows(hs)), dest.device)]
+
+    def hashed() -> rng.Hashed:
+        grids, rows = _routing_part(c, 0, c.m, dest.device)
+        return rng.Hashed(grids, lambda hs: dest.copy_(rows(hs)), dest.device)
+
+    E, P = c.num_experts, rng.axis_multiplier
+    if c.routing == "uniform":  # the expert with the smallest hash of (m, j, e): as _routing_part
+        return [rng.Argmin(dest, rng.stream_key(c.seed, "topk_ids"), (P(0), P(1)), P(2), 0, E, 0, hashed)]
+    if c.routing == "one_hot":  # one expert e with the smallest hash of (e,) for every pair
+        return [rng.Argmin(dest, rng.stream_key(c.seed, "topk_ids.one_hot"), (0, 0), P(0), 0, E, 0, hashed)]
+    return [hashed()]
 
 
 def write_lanes(c: Case, dest: torch.Tensor) -> list:
     """token_lora: hashed with the rest of the case when its grids fit one part, else by `slots` in parts."""
-    if c.slotting == "all_base" or c.m * (c.num_slots + 2) > rng.chunk(dest.device):
+    if c.slotting == "all_base":
+        return [rng.Const(dest, -1)]
+    if c.m * (c.num_slots + 2) > rng.chunk(dest.device):
         dest.copy_(slots(c, dest.device))
         return []
-    grids, rows = _slot_part(c, 0, c.m, dest.device)
-    place, more = _slot_positions(c, dest.device)
-    return [
-        rng.Hashed(grids + more, lambda hs: dest.copy_(place(rows(hs[: len(grids)]), hs[len(grids) :])), dest.device)
-    ]
+
+    def hashed() -> rng.Hashed:
+        grids, rows = _slot_part(c, 0, c.m, dest.device)
+        place, more = _slot_positions(c, dest.device)
+        return rng.Hashed(
+            grids + more, lambda hs: dest.copy_(place(rows(hs[: len(grids)]), hs[len(grids) :])), dest.device
+        )
+
+    L, P = c.num_slots, rng.axis_multiplier
+    if c.slotting == "one_slot":  # the slot with the smallest hash of (l,) for every token: as _slot_part
+        return [rng.Argmin(dest, rng.stream_key(c.seed, "token_lora.one"), (0,), P(0), 0, L, 0, hashed)]
+    if c.slotting in ("random", "no_base"):  # column l + 1 of (m, l + 1) holds slot l, column 0 the base (-1)
+        first = 1 if c.slotting == "no_base" else 0
+        return [rng.Argmin(dest, rng.stream_key(c.seed, "token_lora"), (P(0),), P(1), first, L + 1, -1, hashed)]
+    return [hashed()]
 
 
 def _rows(m: int, per_row: int, device):
