@@ -25,8 +25,14 @@ from moe_lora_fuzz.fuzz.data import counter_rng as rng
 
 FORCE: bool | None = None  # None: MOE_LORA_FUZZ_FUSED_GEN decides (default on) for CUDA devices
 ENV = "MOE_LORA_FUZZ_FUSED_GEN"
-# elements per program: Triton's interpreter runs programs one by one in Python, so it takes large blocks
-BLOCK = 1 << 16 if os.environ.get("TRITON_INTERPRET", "0") == "1" else 1024
+BLOCK = 1024  # elements per program; Triton's interpreter runs programs one by one in Python: larger blocks there
+INTERPRETER_BLOCK = 1 << 16
+
+
+def _block() -> int:
+    return INTERPRETER_BLOCK if os.environ.get("TRITON_INTERPRET", "0") == "1" else BLOCK
+
+
 _DIMS = 4
 _MAX_JOB = (1 << 31) - (1 << 17)  # the kernel's index arithmetic is int32
 _FLOAT_CODES = {torch.float32: 0, torch.float16: 1, torch.bfloat16: 2}
@@ -113,12 +119,13 @@ class _Table:
 
     def __init__(self):
         self.rows, self.blocks, self.rest, self.after = [], 0, [], []
+        self.block = _block()
 
     def _add(self, kind, numel, code, addr, sizes, strides, mults, key=0, a=0, b=0, c=0, e=0) -> None:
         if numel > _MAX_JOB:
             raise ValueError(f"fused_gen: a request of {numel} elements (at most {_MAX_JOB} per job)")
         self.rows += [kind, self.blocks, numel, code, addr, *sizes, *strides, *mults, key, a, b, c, e]
-        self.blocks += -(-numel // BLOCK)
+        self.blocks += -(-numel // self.block)
 
     def const(self, r: rng.Const) -> None:
         d = r.dest
@@ -217,14 +224,14 @@ def run(layers: list) -> None:
                 t.values(r)
         t.place_hashes(device)
         if t.rows:
-            launch(t.rows, t.blocks, device)
+            launch(t.rows, t.blocks, t.block, device)
         for r, parts in t.after:
             r.use(parts)
         if t.rest:
             rng._generate_torch(t.rest, device)
 
 
-def launch(rows: list, blocks: int, device) -> None:
+def launch(rows: list, blocks: int, block: int, device) -> None:
     """One launch of the kernel over a job table (flat list of W ints per job)."""
     global _launches
     from moe_lora_fuzz.fuzz.data.fused_gen_kernels import W, generate_kernel
@@ -232,5 +239,5 @@ def launch(rows: list, blocks: int, device) -> None:
     table = torch.tensor(rows, dtype=torch.int64)
     if torch.device(device).type != "cpu":
         table = table.to(device, non_blocking=True)  # from pageable memory: staged at once, the host may reuse it
-    generate_kernel[(blocks,)](table, len(rows) // W.value, BLOCK=BLOCK)
+    generate_kernel[(blocks,)](table, len(rows) // W.value, BLOCK=block)
     _launches += 1
