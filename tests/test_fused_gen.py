@@ -105,6 +105,7 @@ def test_grids_hashes_and_fills_bitwise(device):
             torch.ones(6, 8, dtype=torch.float16, device=dev),
             torch.zeros(300, dtype=torch.bool, device=dev),
             torch.zeros(3, 5, dtype=torch.float32, device=dev),
+            torch.arange(100, dtype=torch.int16, device=dev),
         ]
 
     def requests(b):
@@ -120,11 +121,19 @@ def test_grids_hashes_and_fills_bitwise(device):
             rng.Const(b[2][1::2, 6:], -7.25),
             rng.Const(b[3].as_strided((5, 3, 4), (40, 12, 1), 17), True),
             (b[4], 5, 2),
+            rng.Const(b[5][3:90], -3, hole=(7, 4, 5, 9)),  # a guard band around a padded view: rows of 5 every 9
         ]
 
     ref, got = _both(device, make, requests)
     for r, g in zip(ref, got, strict=True):
         assert _same_bytes(r, g)
+    hole = torch.tensor([10 + 9 * r + c for r in range(4) for c in range(5)])
+    kept = got[5].cpu()
+    assert torch.equal(kept[hole], hole.to(torch.int16))  # the hole keeps what was there
+    outside = torch.ones(100, dtype=torch.bool)
+    outside[hole] = False
+    outside[:3] = outside[90:] = False
+    assert bool((kept[outside] == -3).all())
     assert all(torch.equal(x, y) for x, y in zip(seen[False], seen[True], strict=True))
     assert torch.equal(seen[True][0].cpu(), rng.hashes(rng.stream_key(3, "ids"), [5, 10], "cpu"))
 

@@ -219,10 +219,30 @@ class Hashed:
 
 @dataclass(frozen=True)
 class Const:
-    """A request to fill `dest` (any strides) with `value` (guard bands, zero rows, flags)."""
+    """A request to fill `dest` (any strides) with `value` (guard bands, zero rows, flags). `hole`: (first, rows,
+    width, row_stride), elements of a 1-D contiguous dest left alone, dest[first + r * row_stride + c] for r < rows,
+    c < width (a buffer's view inside its guard band, written by someone else)."""
 
     dest: torch.Tensor
     value: float | int | bool
+    hole: tuple | None = None
+
+    def fill(self) -> None:
+        """The torch way: one fill, or the pieces around the hole."""
+        if self.hole is None:
+            self.dest.fill_(self.value)
+            return
+        first, rows, width, stride = self.hole
+        n, d = self.dest.numel(), self.dest
+        if not rows or not width:
+            d.fill_(self.value)
+            return
+        end = first + (rows - 1) * stride + width
+        d[:first].fill_(self.value)
+        d[end:].fill_(self.value)
+        if rows > 1 and stride > width:
+            d.as_strided((rows - 1, stride - width), (stride, 1), d.storage_offset() + first + width).fill_(self.value)
+        assert 0 <= first <= end <= n, (self.hole, n)
 
     @property
     def device(self) -> torch.device:
@@ -331,7 +351,7 @@ def _generate_torch(requests: list, device) -> None:
     todo = []
     for r in requests:
         if isinstance(r, Const):
-            r.dest.fill_(r.value)
+            r.fill()
         else:
             todo.append(r.hashed() if isinstance(r, Grid) else r.torch() if isinstance(r, Argmin) else r)
     requests = todo

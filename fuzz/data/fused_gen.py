@@ -130,12 +130,14 @@ class _Table:
     def const(self, r: rng.Const) -> None:
         d = r.dest
         g = _fill_geometry(d) if d.dtype.itemsize in _RAW_CODES and d.numel() <= _MAX_JOB else None
+        if r.hole is not None and (d.dim() != 1 or d.stride(0) != 1):
+            g = None  # a hole is given in a 1-D contiguous dest's elements
         if g is None:
             self.rest.append(r)
         elif d.numel():
-            self._add(
-                0, d.numel(), _RAW_CODES[d.dtype.itemsize], d.data_ptr(), *g, (0,) * _DIMS, a=_bits(r.value, d.dtype)
-            )
+            code = _RAW_CODES[d.dtype.itemsize]
+            hole = r.hole if r.hole is not None and r.hole[1] and r.hole[2] else (0,) * _DIMS
+            self._add(0, d.numel(), code, d.data_ptr(), *g, hole, a=_bits(r.value, d.dtype))
 
     def values(self, r) -> None:
         """A signed (dest, key, exponent) tuple or a Grid."""

@@ -125,8 +125,12 @@ def generate_kernel(
     )
     size = tl.where(code == 6, 8, tl.where((code == 0) | (code == 5), 4, tl.where(code == 3, 1, 2)))
     addr = tl.load(row + ADDR) + elem * size
-    if kind == 0:  # FILL
-        _store_bits(addr, i3 * 0 + tl.load(row + ARG_A), code, mask)
+    if kind == 0:  # FILL, around a hole (MULTS: its first element, rows, width, row stride; rows 0: none)
+        rel = (elem - tl.load(row + MULTS)).to(tl.int32)  # a hole's dest is 1-D, below 2^31 elements
+        rows = tl.load(row + MULTS + 1).to(tl.int32)
+        stride = tl.maximum(tl.load(row + MULTS + 3).to(tl.int32), 1)
+        inside = (rel >= 0) & (rel < rows * stride) & (rel % stride < tl.load(row + MULTS + 2).to(tl.int32))
+        _store_bits(addr, i3 * 0 + tl.load(row + ARG_A), code, mask & (inside == 0))
     elif kind == 4:  # ARGMIN: shift + the r in [lo, hi) with the smallest key srl(h, 11) * 2^10 + r (unique)
         base = (
             tl.load(row + KEY)

@@ -314,6 +314,16 @@ def _rebound(guarded: list, arena: torch.Tensor) -> list:
     return out
 
 
+def _hole(s: _Slot, origin: int, unit: int) -> tuple:
+    """A slot's view as a Const hole, in units of 1/unit of its elements from element `origin` of its dtype:
+    rows of `width` at a row stride (a view is the contiguous layout of its padded shape)."""
+    if not math.prod(s.shape):
+        return (0, 0, 0, 0)
+    width = s.shape[-1] if s.shape else 1
+    stride = s.strides[-2] if len(s.shape) >= 2 else width
+    return ((s.first - origin) * unit, math.prod(s.shape[:-1]), width * unit, stride * unit)
+
+
 class _Allocator:
     """Lays out every buffer of a case in one byte arena, then builds it where it is cheapest: on the device
     (large cases: no host generation and no big copy) or on the host followed by one DMA (tiny cases on a
@@ -389,23 +399,29 @@ class _Allocator:
         return runs
 
     def _build(self, arena: torch.Tensor) -> list[Guarded]:
-        """Fill the arena. Fused (fuzz.data.fused_gen, a GPU's default): one kernel launch for the guard bands and
-        the writable mask's zeros, writers' own torch ops after it, one launch for all their requests and the
-        mask's ones. Otherwise torch ops, in the same order. The same bytes either way."""
+        """Fill the arena: guard bands, interiors, the writers' data. Fused (fuzz.data.fused_gen, a GPU's default):
+        the writers' own torch ops, then one kernel launch for everything else and the writable mask (each guard
+        band around its view when something writes the view). Otherwise torch ops. The same bytes in every base
+        either way (the alignment gaps between bases are not part of any base: nothing reads them)."""
         typed = _typed(arena, {s.dtype for s in self.slots})
-        guards = [rng.Const(typed[dtype][lo:hi], value) for dtype, lo, hi, value in self._guard_runs()]
-        self.mask = None
-        if fused_gen.wanted(arena.device):
+        fused = fused_gen.wanted(arena.device)
+        if fused:
             self.mask = torch.empty(self.size, dtype=torch.bool, device=arena.device)
-            fused_gen.run([[*guards, rng.Const(self.mask, False)]])
         else:
-            for g in guards:
-                g.dest.fill_(g.value)
+            for dtype, lo, hi, value in self._guard_runs():
+                typed[dtype][lo:hi].fill_(value)
         guarded, requests = [], []
-        for s in self.slots:
+        for i, s in enumerate(self.slots):
             g = s.guarded(typed)
+            if fused:  # the guard band (and the mask's zeros) around the view, in the one launch
+                written = s.write is not None or s.interior is not None
+                base = typed[s.dtype][s.start : s.start + s.numel]
+                requests.append(rng.Const(base, s.guard_value, _hole(s, s.start, 1) if written else None))
+                end = self.slots[i + 1].offset if i + 1 < len(self.slots) else self.size
+                hole = None if s.is_input else _hole(s, s.offset // s.dtype.itemsize, s.dtype.itemsize)
+                requests.append(rng.Const(self.mask[s.offset : end], False, hole))
             if s.interior is not None:
-                if self.mask is not None and s.write is None:  # disjoint from every other request
+                if fused and s.write is None:  # disjoint from every other request
                     requests.append(rng.Const(g.view, s.interior))
                 else:
                     g.view.fill_(s.interior)
@@ -413,7 +429,7 @@ class _Allocator:
                 made = s.write(g.view)
                 requests += made if isinstance(made, list) else []
             guarded.append(g)
-        if self.mask is not None:
+        if fused:
             requests += [rng.Const(view, True) for view in self._written(self.mask)]
         rng.generate(requests)
         return guarded
