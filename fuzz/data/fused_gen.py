@@ -87,6 +87,8 @@ def _host_bits(value, dtype: torch.dtype) -> int:
 
 def _fill_geometry(t: torch.Tensor) -> tuple | None:
     """(sizes, strides) of at most 4 axes covering t's elements (order is free for a fill), or None."""
+    if t.dim() == 1 and t.stride(0) == 1:  # guard bands and mask parts: most fills
+        return (1, 1, 1, t.shape[0]), (0, 0, 0, 1)
     dims = sorted([(st, sz) for sz, st in zip(t.shape, t.stride(), strict=True) if sz != 1], reverse=True)
     merged = []
     for st, sz in dims:
