@@ -264,9 +264,9 @@ def test_switch(monkeypatch):
 
 
 def test_many_programs_per_job_bitwise(device, monkeypatch):
-    """Small blocks under the interpreter (the GPU's are 1024 elements): jobs spanning many programs, each
-    program finding its job in the table, a case's views split across block boundaries."""
-    monkeypatch.setattr(fused_gen, "INTERPRETER_BLOCK", 128)
+    """The GPU's block size under the interpreter (1024 elements, not its 65536): jobs spanning many programs,
+    each program finding its job in the table, views and holes split across block boundaries."""
+    monkeypatch.setattr(fused_gen, "INTERPRETER_BLOCK", fused_gen.BLOCK)
     case = SMALL.replace(m=7, num_experts=3, k_dim=12, n_dim=5, routing="uniform", slotting="random")
     ref, got = _materialize_both(case, device)
     _assert_same_case(ref, got, case)
