@@ -208,13 +208,22 @@ def _assert_same_case(ref, got, label):
         assert _same_bytes(r.base, g.base), (label, r.name)
 
 
-def test_materialize_fused_equals_torch_nightly_cases(device):
-    """Whole nightly-profile cases (each routing, slotting, layout and dtype the stream draws), built both ways."""
-    cases = _nightly_cases(5, 150_000)
-    assert len({c.dtype for c in cases}) > 1 and len({c.routing for c in cases}) > 1
-    for c in cases:
-        ref, got = _materialize_both(c, device)
-        _assert_same_case(ref, got, c)
+NIGHTLY = _nightly_cases(5, 150_000)
+
+
+@pytest.mark.parametrize("case", [pytest.param(c, id=f"{c.dtype}-{c.routing}-{c.slotting}-m{c.m}") for c in NIGHTLY])
+def test_materialize_fused_equals_torch_nightly_cases(device, case):
+    """Whole nightly-profile cases (the routings, slottings, layouts and dtypes the stream draws), both ways."""
+    ref, got = _materialize_both(case, device)
+    _assert_same_case(ref, got, case)
+
+
+def test_nightly_cases_vary():
+    assert (
+        len({c.dtype for c in NIGHTLY}) > 1
+        and len({c.routing for c in NIGHTLY}) > 2
+        and max(c.m for c in NIGHTLY) > 100
+    )
 
 
 @pytest.mark.parametrize(
