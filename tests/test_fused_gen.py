@@ -279,3 +279,15 @@ def test_many_programs_per_job_bitwise(device, monkeypatch):
     case = SMALL.replace(m=7, num_experts=3, k_dim=12, n_dim=5, routing="uniform", slotting="random")
     ref, got = _materialize_both(case, device)
     _assert_same_case(ref, got, case)
+
+
+def test_one_launch_per_case(device):
+    """A case's whole materialisation (guard bands, mask, values, choices) is one kernel launch."""
+    old = fused_gen.FORCE
+    fused_gen.FORCE = True
+    try:
+        before = fused_gen._launches
+        materialize(SMALL.replace(routing="uniform", slotting="random"), device, where="device")
+        assert fused_gen._launches - before == 1
+    finally:
+        fused_gen.FORCE = old

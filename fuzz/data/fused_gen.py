@@ -1,4 +1,4 @@
-"""Fused generation: a case's generator requests (fuzz/data/counter_rng.py) in one kernel launch per layer.
+"""Fused generation: a case's generator requests (fuzz/data/counter_rng.py) in one kernel launch.
 
 Why: on a GPU, materialising a nightly case the torch way is ~100 small operations (counters, the splitmix
 finaliser, the Irwin-Hall sum, the rounding, guard fills, the writable mask), each a host dispatch and a kernel
@@ -37,7 +37,7 @@ _DIMS = 4
 _MAX_JOB = (1 << 31) - (1 << 17)  # the kernel's index arithmetic is int32
 _FLOAT_CODES = {torch.float32: 0, torch.float16: 1, torch.bfloat16: 2}
 _RAW_CODES = {1: 3, 2: 4, 4: 5, 8: 6}  # element size -> raw code
-_launches = 0  # kernel launches so far (scripts/op_counts.py counts them as operations)
+_launches = 0  # kernel launches so far (tests count them)
 
 
 def wanted(device) -> bool:
