@@ -233,16 +233,17 @@ class Const:
             self.dest.fill_(self.value)
             return
         first, rows, width, stride = self.hole
-        n, d = self.dest.numel(), self.dest
+        d = self.dest
         if not rows or not width:
             d.fill_(self.value)
             return
         end = first + (rows - 1) * stride + width
+        if d.dim() != 1 or d.stride(0) != 1 or not 0 <= first <= end <= d.numel() or stride < width:
+            raise ValueError(f"Const: hole {self.hole} must lie in a 1-D contiguous dest of {d.numel()} elements")
         d[:first].fill_(self.value)
         d[end:].fill_(self.value)
         if rows > 1 and stride > width:
             d.as_strided((rows - 1, stride - width), (stride, 1), d.storage_offset() + first + width).fill_(self.value)
-        assert 0 <= first <= end <= n, (self.hole, n)
 
     @property
     def device(self) -> torch.device:
@@ -282,7 +283,7 @@ def axis_multiplier(axis: int) -> int:
 class Argmin:
     """A request for dest[i] = shift + the r in [lo, hi) with the smallest keys(h, r), h the hash of counter
     key + sum_d i_d * mults[d] + r * step (i: dest's coordinates; multiplier 0 for an axis the grid lacks): the
-    routing and slot choices. `torch()` gives the same values as a Hashed request (the torch path)."""
+    routing and slot choices. `fallback()` gives the same values as a Hashed request (the torch path)."""
 
     dest: torch.Tensor
     key: int
@@ -291,7 +292,7 @@ class Argmin:
     lo: int
     hi: int
     shift: int
-    torch: Callable[[], Hashed]
+    fallback: Callable[[], Hashed]
 
     @property
     def device(self) -> torch.device:
@@ -327,10 +328,9 @@ def _hash_buffer(grids: list, device) -> tuple[torch.Tensor, list]:
 def generate(requests: list) -> None:
     """Carry out a case's requests: (dest, key, exponent) tuples get signed values (signed_into), Hashed ones
     their hashes, Grid ones routed-weight values, Argmin ones choices, Const ones a fill; their destinations must
-    not overlap. On a
-    GPU (fuzz.data.fused_gen.wanted) all of them are done by one kernel launch. The torch path: small requests
-    share one hashing pass per batch of at most chunk() elements (a tiny case is one pass: one mix for all its
-    tensors, not one per tensor); large signed ones are hashed in bounded parts. Both give the same bytes."""
+    not overlap. On a GPU (fuzz.data.fused_gen.wanted) all of them are done by one kernel launch. The torch path:
+    small requests share one hashing pass per batch of at most chunk() elements (a tiny case is one pass: one mix
+    for all its tensors, not one per tensor); large signed ones are hashed in bounded parts. The same bytes."""
     if not requests:
         return
     devices = [r[0].device if isinstance(r, tuple) else r.device for r in requests]
@@ -353,7 +353,7 @@ def _generate_torch(requests: list, device) -> None:
         if isinstance(r, Const):
             r.fill()
         else:
-            todo.append(r.hashed() if isinstance(r, Grid) else r.torch() if isinstance(r, Argmin) else r)
+            todo.append(r.hashed() if isinstance(r, Grid) else r.fallback() if isinstance(r, Argmin) else r)
     requests = todo
     limit = chunk(device)
     batches, total, large = [[]], 0, []
