@@ -248,6 +248,13 @@ def test_nightly_cases_vary():
             id="uniform-64-experts-random-8-slots",
         ),
         pytest.param(SMALL.replace(routing="one_hot", slotting="no_base", m=1), Fill(), id="one-token-no-base"),
+        pytest.param(
+            SMALL.replace(routing="distinct", num_experts=64, top_k=8, slotting="no_base", layout="per_token"),
+            Fill(),
+            id="distinct-top-8-of-64",
+        ),
+        pytest.param(SMALL.replace(routing="distinct", top_k=1), Fill(), id="distinct-top-1"),
+        pytest.param(SMALL.replace(routing="distinct", m=1, top_k=3), Fill(), id="distinct-one-token"),
         pytest.param(SMALL.replace(quant="fp8_w8a8", dtype="bfloat16"), Fill(), id="fp8-codes-torch-writers"),
         pytest.param(
             SMALL.replace(quant="int8_w8a16", quant_group="channel", slotting="all_base"),

@@ -293,6 +293,7 @@ class Argmin:
     hi: int
     shift: int
     fallback: Callable[[], Hashed]
+    ranked: int = 0  # k > 0: dest's last axis j (of size k) gets the j-th smallest instead (top-k's sorted order)
 
     @property
     def device(self) -> torch.device:

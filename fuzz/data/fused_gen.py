@@ -123,10 +123,10 @@ class _Table:
         self.rows, self.blocks, self.rest, self.after = [], 0, [], []
         self.block = _block()
 
-    def _add(self, kind, numel, code, addr, sizes, strides, mults, key=0, a=0, b=0, c=0, e=0) -> None:
+    def _add(self, kind, numel, code, addr, sizes, strides, mults, key=0, a=0, b=0, c=0, d=0, e=0, f=0) -> None:
         if numel > _MAX_JOB:
             raise ValueError(f"fused_gen: a request of {numel} elements (at most {_MAX_JOB} per job)")
-        self.rows += [kind, self.blocks, numel, code, addr, *sizes, *strides, *mults, key, a, b, c, e]
+        self.rows += [kind, self.blocks, numel, code, addr, *sizes, *strides, *mults, key, a, b, c, d, e, f]
         self.blocks += -(-numel // self.block)
 
     def const(self, r: rng.Const) -> None:
@@ -171,15 +171,18 @@ class _Table:
     def argmin(self, r: rng.Argmin) -> None:
         d = r.dest
         axes = [(sz, st, m) for sz, st, m in zip(d.shape, d.stride(), r.mults, strict=True) if sz != 1]
-        if len(axes) > _DIMS or d.dtype.itemsize not in _RAW_CODES or not 0 <= r.lo < r.hi <= 1024:
+        ok = len(axes) <= _DIMS and d.dtype.itemsize in _RAW_CODES and 0 <= r.lo < r.hi <= 1024
+        if not ok or r.ranked and r.ranked > r.hi - r.lo:
             self.rest.append(r)
         elif d.numel():
             axes = [(1, 0, 0)] * (_DIMS - len(axes)) + axes
             sizes, strides, mults = (tuple(a[i] for a in axes) for i in range(3))
             code = _RAW_CODES[d.dtype.itemsize]
-            self._add(
-                4, d.numel(), code, d.data_ptr(), sizes, strides, mults, key=r.key, a=r.step, b=r.lo, c=r.hi, e=r.shift
-            )
+            # ranked: top-k's order along dest's last axis (the kernel's last axis, unless that one has size 1)
+            ranked = r.ranked > 1 and d.shape[-1] > 1
+            passes = r.ranked if ranked else 1
+            kw = dict(key=r.key, a=r.step, b=r.lo, c=r.hi, d=r.shift, e=passes, f=int(ranked))
+            self._add(4, d.numel(), code, d.data_ptr(), sizes, strides, mults, **kw)
 
     def hashed(self, r: rng.Hashed) -> None:
         """Hash grids, gathered by place_hashes into one int64 buffer and handed to r.use after the launch."""

@@ -18,8 +18,8 @@ from moe_lora_fuzz.fuzz.data import counter_rng as rng
 from moe_lora_fuzz.kernels import runtime  # noqa: F401  sets TRITON_INTERPRET on GPU-less machines before @triton.jit
 
 # the job table: W int64 fields per job (fused_gen._Table._add writes them in this order). Kinds: 0 fill,
-# 1 signed values, 2 routed-weight grid, 3 hashes, 4 argmin (a choice). Destination codes: 0 float32, 1 float16,
-# 2 bfloat16 (a float32 value rounded once), 3..6 raw bits of 1, 2, 4, 8 bytes.
+# 1 signed values, 2 routed-weight grid, 3 hashes, 4 a choice (argmin, or top-k's order). Destination codes:
+# 0 float32, 1 float16, 2 bfloat16 (a float32 value rounded once), 3..6 raw bits of 1, 2, 4, 8 bytes.
 KIND, FIRST_BLOCK, NUMEL, CODE, ADDR = (
     tl.constexpr(0),
     tl.constexpr(1),
@@ -35,7 +35,8 @@ KEY, ARG_A, ARG_B, ARG_C, ARG_D = (
     tl.constexpr(20),
     tl.constexpr(21),
 )
-W = tl.constexpr(22)
+ARG_E, ARG_F = tl.constexpr(22), tl.constexpr(23)
+W = tl.constexpr(24)
 INT64_MAX: tl.constexpr = tl.constexpr((1 << 63) - 1)
 
 M1: tl.constexpr = tl.constexpr(rng._s64(rng._M1))  # splitmix64's finaliser constants, as int64
@@ -131,8 +132,8 @@ def generate_kernel(
         stride = tl.maximum(tl.load(row + MULTS + 3).to(tl.int32), 1)
         inside = (rel >= 0) & (rel < rows * stride) & (rel % stride < tl.load(row + MULTS + 2).to(tl.int32))
         _store_bits(addr, i3 * 0 + tl.load(row + ARG_A), code, mask & (inside == 0))
-    elif kind == 4:  # ARGMIN: shift + the r in [lo, hi) with the smallest key srl(h, 11) * 2^10 + r (unique)
-        base = (
+    elif kind == 4:  # CHOICE: shift + the r in [lo, hi) with the rank-th smallest key srl(h, 11) * 2^10 + r
+        base = (  # (keys are unique: r is in the low bits); rank 0 (argmin), or the last axis' index (top-k order)
             tl.load(row + KEY)
             + i0 * tl.load(row + MULTS)
             + i1 * tl.load(row + MULTS + 1)
@@ -140,15 +141,16 @@ def generate_kernel(
             + i3 * tl.load(row + MULTS + 3)
         )
         step = tl.load(row + ARG_A)
-        best = i3 * 0 + INT64_MAX
-        arg = i3 * 0
-        for r in range(tl.load(row + ARG_B).to(tl.int32), tl.load(row + ARG_C).to(tl.int32)):
-            r64 = i3 * 0 + r  # int64 (the interpreter iterates Python ints)
-            k = _srl(_mix(base + r64 * step), 11) * 1024 + r64
-            take = k < best
-            best = tl.where(take, k, best)
-            arg = tl.where(take, r64, arg)
-        _store_bits(addr, arg + tl.load(row + ARG_D), code, mask)
+        rank = tl.where(tl.load(row + ARG_F) != 0, i3, i3 * 0)
+        prev = i3 * 0 - 1  # keys are non-negative
+        for p in range(0, tl.load(row + ARG_E).to(tl.int32)):  # pass p finds the p-th smallest key
+            cur = i3 * 0 + INT64_MAX
+            for r in range(tl.load(row + ARG_B).to(tl.int32), tl.load(row + ARG_C).to(tl.int32)):
+                r64 = i3 * 0 + r  # int64 (the interpreter iterates Python ints)
+                k = _srl(_mix(base + r64 * step), 11) * 1024 + r64
+                cur = tl.minimum(cur, tl.where(k > prev, k, INT64_MAX))
+            prev = tl.where(rank >= p, cur, prev)
+        _store_bits(addr, (prev & 1023) + tl.load(row + ARG_D), code, mask)
     else:
         h = (
             tl.load(row + KEY)

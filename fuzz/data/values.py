@@ -72,6 +72,9 @@ def write_ids(c: Case, dest: torch.Tensor) -> list:
         return [rng.Argmin(dest, rng.stream_key(c.seed, "topk_ids"), (P(0), P(1)), P(2), 0, E, 0, hashed)]
     if c.routing == "one_hot":  # one expert e with the smallest hash of (e,) for every pair
         return [rng.Argmin(dest, rng.stream_key(c.seed, "topk_ids.one_hot"), (0, 0), P(0), 0, E, 0, hashed)]
+    if c.routing == "distinct":  # column j: the expert with the j-th smallest hash of (m, e)
+        key = rng.stream_key(c.seed, "topk_ids.distinct")
+        return [rng.Argmin(dest, key, (P(0), 0), P(1), 0, E, 0, hashed, ranked=c.top_k)]
     return [hashed()]
 
 
