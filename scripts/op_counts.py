@@ -1,6 +1,6 @@
 """Torch operations and host reads per case and per phase of the oracle: the GPU loop's host cost, measured on a CPU.
 
-    python scripts/op_counts.py [--cases N] [--profile nightly|tiny] [--impl NAME] [--seed S]
+    python scripts/op_counts.py [--cases N] [--profile nightly|tiny] [--impl NAME] [--seed S] [--fused on|off]
 
 The fuzz loop on a GPU is bound by its host: every torch operation costs a dispatch and a kernel launch (several
 microseconds) and every read of a device value into Python (item, bool, tolist, numpy, cpu) waits for the GPU.
@@ -38,6 +38,14 @@ def main() -> None:
         action="store_true",
         help="judge as on a GPU: the naive cross-check sampled (compare.naive_due), fp64 in CUDA_CHUNK_ELEMENTS chunks",
     )
+    p.add_argument(
+        "--fused",
+        choices=("auto", "on", "off"),
+        default="auto",
+        help="materialise with fuzz.data.fused_gen (on: under the interpreter here; each launch counts as 3 "
+        "operations, its table's creation, copy to the GPU and the launch) or the torch path; auto: as on this "
+        "machine (the CPU: torch)",
+    )
     a = p.parse_args()
     import dataclasses
 
@@ -60,6 +68,22 @@ def main() -> None:
         oracle.naive_due = compare.naive_due
         fp64.CHUNK_ELEMENTS = fp64.CUDA_CHUNK_ELEMENTS
     ops, views, syncs = Counter(), Counter(), Counter()
+    paused = []
+    if a.fused != "auto":
+        from moe_lora_fuzz.fuzz.data import fused_gen
+
+        fused_gen.FORCE = a.fused == "on"
+        inner_launch = fused_gen.launch
+
+        def launch(*args, **kw):
+            ops[where()] += 3  # the table (a host op), its copy to the GPU, the kernel
+            paused.append(1)
+            try:
+                return inner_launch(*args, **kw)
+            finally:
+                paused.pop()
+
+        fused_gen.launch = launch
     spent = defaultdict(float)
 
     def where() -> str:
@@ -67,6 +91,8 @@ def main() -> None:
 
     class Count(TorchDispatchMode):
         def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            if paused:  # inside a fused generation launch (the interpreter's own work)
+                return func(*args, **(kwargs or {}))
             name = func.overloadpacket.__name__
             if name == "_local_scalar_dense":
                 syncs[where()] += 1

@@ -217,6 +217,89 @@ class Hashed:
     device: torch.device
 
 
+@dataclass(frozen=True)
+class Const:
+    """A request to fill `dest` (any strides) with `value` (guard bands, zero rows, flags). `hole`: (first, rows,
+    width, row_stride), elements of a 1-D contiguous dest left alone, dest[first + r * row_stride + c] for r < rows,
+    c < width (a buffer's view inside its guard band, written by someone else)."""
+
+    dest: torch.Tensor
+    value: float | int | bool
+    hole: tuple | None = None
+
+    def fill(self) -> None:
+        """The torch way: one fill, or the pieces around the hole."""
+        if self.hole is None:
+            self.dest.fill_(self.value)
+            return
+        first, rows, width, stride = self.hole
+        d = self.dest
+        if not rows or not width:
+            d.fill_(self.value)
+            return
+        end = first + (rows - 1) * stride + width
+        if d.dim() != 1 or d.stride(0) != 1 or not 0 <= first <= end <= d.numel() or stride < width:
+            raise ValueError(f"Const: hole {self.hole} must lie in a 1-D contiguous dest of {d.numel()} elements")
+        d[:first].fill_(self.value)
+        d[end:].fill_(self.value)
+        if rows > 1 and stride > width:
+            d.as_strided((rows - 1, stride - width), (stride, 1), d.storage_offset() + first + width).fill_(self.value)
+
+    @property
+    def device(self) -> torch.device:
+        return self.dest.device
+
+
+@dataclass(frozen=True)
+class Grid:
+    """A request for dest = uniform_grid(hashes(key, dest's grid), lo, hi) * 2^exponent (exact in float32, then
+    rounded once to dest's dtype): the routed weights."""
+
+    dest: torch.Tensor
+    key: int
+    lo: int
+    hi: int
+    exponent: int
+
+    @property
+    def device(self) -> torch.device:
+        return self.dest.device
+
+    def hashed(self) -> Hashed:
+        """The same values as a Hashed request (the torch path)."""
+
+        def use(hs: list) -> None:
+            self.dest.copy_(torch.mul(uniform_grid(hs[0], self.lo, self.hi), 2.0**self.exponent))
+
+        return Hashed([(self.key, list(self.dest.shape))], use, self.dest.device)
+
+
+def axis_multiplier(axis: int) -> int:
+    """P_axis as an int64: an element's counter is key + sum_d i_d * P_d."""
+    return _s64(_AXIS[axis])
+
+
+@dataclass(frozen=True)
+class Argmin:
+    """A request for dest[i] = shift + the r in [lo, hi) with the smallest keys(h, r), h the hash of counter
+    key + sum_d i_d * mults[d] + r * step (i: dest's coordinates; multiplier 0 for an axis the grid lacks): the
+    routing and slot choices. `fallback()` gives the same values as a Hashed request (the torch path)."""
+
+    dest: torch.Tensor
+    key: int
+    mults: tuple
+    step: int
+    lo: int
+    hi: int
+    shift: int
+    fallback: Callable[[], Hashed]
+    ranked: int = 0  # k > 0: dest's last axis j (of size k) gets the j-th smallest instead (top-k's sorted order)
+
+    @property
+    def device(self) -> torch.device:
+        return self.dest.device
+
+
 def hash_grids(grids: list, device) -> list:
     """[hashes(key, coords) for key, coords in grids], in one counters + mix pass over one buffer (the caller
     bounds the total). A grid of a shape seen before differs from it by its key only: one add."""
@@ -245,16 +328,34 @@ def _hash_buffer(grids: list, device) -> tuple[torch.Tensor, list]:
 
 def generate(requests: list) -> None:
     """Carry out a case's requests: (dest, key, exponent) tuples get signed values (signed_into), Hashed ones
-    their hashes. Small requests share one hashing pass per batch of at most chunk() elements (a tiny case is
-    one pass: one mix for all its tensors, not one per tensor); large signed ones are hashed in bounded parts."""
+    their hashes, Grid ones routed-weight values, Argmin ones choices, Const ones a fill; their destinations must
+    not overlap. On a GPU (fuzz.data.fused_gen.wanted) all of them are done by one kernel launch. The torch path:
+    small requests share one hashing pass per batch of at most chunk() elements (a tiny case is one pass: one mix
+    for all its tensors, not one per tensor); large signed ones are hashed in bounded parts. The same bytes."""
     if not requests:
         return
-    devices = [r.device if isinstance(r, Hashed) else r[0].device for r in requests]
+    devices = [r[0].device if isinstance(r, tuple) else r.device for r in requests]
     if len(set(devices)) > 1:  # one pass per device
         for device in dict.fromkeys(devices):
             generate([r for r, d in zip(requests, devices, strict=True) if d == device])
         return
     device = devices[0]
+    from moe_lora_fuzz.fuzz.data import fused_gen  # imports Triton: only when generating
+
+    if fused_gen.wanted(device):
+        fused_gen.run([requests])
+        return
+    _generate_torch(requests, device)
+
+
+def _generate_torch(requests: list, device) -> None:
+    todo = []
+    for r in requests:
+        if isinstance(r, Const):
+            r.fill()
+        else:
+            todo.append(r.hashed() if isinstance(r, Grid) else r.fallback() if isinstance(r, Argmin) else r)
+    requests = todo
     limit = chunk(device)
     batches, total, large = [[]], 0, []
     for r in requests:  # [signed requests, hashed requests, grids] per batch of at most `limit` elements

@@ -38,12 +38,14 @@ from dataclasses import dataclass, field, replace
 import torch
 from moe_lora_fuzz.contract import TORCH_DTYPES, OpArgs, rows_for
 from moe_lora_fuzz.fuzz.data import counter_rng as rng
+from moe_lora_fuzz.fuzz.data import fused_gen
 from moe_lora_fuzz.fuzz.data import tensors_quant as tq
 from moe_lora_fuzz.fuzz.data.values import (  # noqa: F401 (routing, slots, the weight range: callers import them from here)
     WEIGHT_HI,
     WEIGHT_LO,
     routing,
     slots,
+    write_enabled,
     write_ids,
     write_lanes,
     write_lora_a,
@@ -312,6 +314,16 @@ def _rebound(guarded: list, arena: torch.Tensor) -> list:
     return out
 
 
+def _hole(s: _Slot, origin: int, unit: int) -> tuple:
+    """A slot's view as a Const hole, in units of 1/unit of its elements from element `origin` of its dtype:
+    rows of `width` at a row stride (a view is the contiguous layout of its padded shape)."""
+    if not math.prod(s.shape):
+        return (0, 0, 0, 0)
+    width = s.shape[-1] if s.shape else 1
+    stride = s.strides[-2] if len(s.shape) >= 2 else width
+    return ((s.first - origin) * unit, math.prod(s.shape[:-1]), width * unit, stride * unit)
+
+
 class _Allocator:
     """Lays out every buffer of a case in one byte arena, then builds it where it is cheapest: on the device
     (large cases: no host generation and no big copy) or on the host followed by one DMA (tiny cases on a
@@ -323,6 +335,7 @@ class _Allocator:
         self.slots: list[_Slot] = []
         self.size = 0
         self.generated = 0  # elements written by the generator
+        self.mask = None  # the writable mask, when the fused build made it
 
     def place(
         self,
@@ -386,30 +399,59 @@ class _Allocator:
         return runs
 
     def _build(self, arena: torch.Tensor) -> list[Guarded]:
+        """Fill the arena: guard bands, interiors, the writers' data. Fused (fuzz.data.fused_gen, a GPU's default):
+        the writers' own torch ops, then one kernel launch for everything else and the writable mask (each guard
+        band around its view when something writes the view). Otherwise torch ops. The same bytes in every base
+        either way (the alignment gaps between bases are not part of any base: nothing reads them)."""
         typed = _typed(arena, {s.dtype for s in self.slots})
-        for dtype, lo, hi, value in self._guard_runs():
-            typed[dtype][lo:hi].fill_(value)
+        fused = fused_gen.wanted(arena.device)
+        if fused:
+            self.mask = torch.empty(self.size, dtype=torch.bool, device=arena.device)
+        else:
+            for dtype, lo, hi, value in self._guard_runs():
+                typed[dtype][lo:hi].fill_(value)
         guarded, requests = [], []
-        for s in self.slots:
+        for i, s in enumerate(self.slots):
             g = s.guarded(typed)
+            if fused:  # the guard band (and the mask's zeros) around the view, in the one launch
+                written = s.write is not None or s.interior is not None
+                base = typed[s.dtype][s.start : s.start + s.numel]
+                requests.append(rng.Const(base, s.guard_value, _hole(s, s.start, 1) if written else None))
+                end = self.slots[i + 1].offset if i + 1 < len(self.slots) else self.size
+                hole = None if s.is_input else _hole(s, s.offset // s.dtype.itemsize, s.dtype.itemsize)
+                requests.append(rng.Const(self.mask[s.offset : end], False, hole))
             if s.interior is not None:
-                g.view.fill_(s.interior)
+                if fused and s.write is None:  # disjoint from every other request
+                    requests.append(rng.Const(g.view, s.interior))
+                else:
+                    g.view.fill_(s.interior)
             if s.write is not None:
                 made = s.write(g.view)
                 requests += made if isinstance(made, list) else []
             guarded.append(g)
+        if fused:
+            requests += [rng.Const(view, True) for view in self._written(self.mask)]
         rng.generate(requests)
         return guarded
 
-    def _writable(self, device) -> torch.Tensor:
-        """bool per arena byte: inside a written buffer's view (every byte of each of its elements)."""
-        mask = torch.zeros(self.size, dtype=torch.bool, device=device)
+    def _written(self, mask: torch.Tensor) -> list:
+        """The parts of a byte mask inside written buffers' views (every byte of each of their elements)."""
+        views = []
         for s in self.slots:
             if not s.is_input:  # the view's geometry in bytes, plus an axis over each element's bytes
                 size = s.dtype.itemsize
-                mask.as_strided(s.shape + (size,), tuple([st * size for st in s.strides]) + (1,), s.first * size).fill_(
-                    True
+                views.append(
+                    mask.as_strided(s.shape + (size,), tuple([st * size for st in s.strides]) + (1,), s.first * size)
                 )
+        return views
+
+    def _writable(self, device) -> torch.Tensor:
+        """bool per arena byte: inside a written buffer's view (every byte of each of its elements)."""
+        if self.mask is not None:  # made by the fused build
+            return self.mask
+        mask = torch.zeros(self.size, dtype=torch.bool, device=device)
+        for view in self._written(mask):
+            view.fill_(True)
         return mask
 
     def finish(self, device, where: str = "auto") -> tuple:
@@ -494,7 +536,7 @@ def materialize(case: Case, device="cpu", fill: Fill = Fill(), where: str = "aut
     put("topk_ids", (m, k), torch.int32, is_input=True, write=lambda v: write_ids(c, v))
     put("topk_weights", (m, k), dt, is_input=True, write=lambda v: write_weights(c, v))
     put("token_lora", (m,), torch.int32, is_input=True, write=lambda v: write_lanes(c, v))
-    put("adapter_enabled", (L,), torch.int32, is_input=True, write=lambda v: _enabled(c, v))
+    put("adapter_enabled", (L,), torch.int32, is_input=True, write=lambda v: write_enabled(c, v))
     put("out", (m, k, width), dt, is_input=False, guard_value=OUT_SENTINEL, write=lambda v: write_out0(c, v))
     put(
         "intermediate",
@@ -510,9 +552,3 @@ def materialize(case: Case, device="cpu", fill: Fill = Fill(), where: str = "aut
         put(name, shape, torch.int32, is_input=False, guard_value=INT_SENTINEL, interior=INT_SENTINEL)
     arena, writable, guarded, built, host = alloc.finish(device, where)
     return _tensors(c, guarded, arena, writable, host, built, fill.guards)
-
-
-def _enabled(c: Case, view: torch.Tensor) -> None:
-    view.fill_(1)
-    if c.disabled:
-        view[torch.tensor(list(c.disabled), dtype=torch.int64, device=view.device)] = 0

@@ -23,14 +23,18 @@ def write_x(c: Case, dest: torch.Tensor) -> list:
 
 def write_lora_a(c: Case, s: int, dest: torch.Tensor) -> list:
     """(L, E, R, K), ~ K^-0.5 as a power of two; rows r >= real_rank zero."""
-    dest[:, :, c.real_rank :].zero_()
-    return [(dest[:, :, : c.real_rank], rng.stream_key(c.seed, f"lora_a[{s}]"), rng.pow2_scale(c.k_dim**-0.5))]
+    return [
+        rng.Const(dest[:, :, c.real_rank :], 0),
+        (dest[:, :, : c.real_rank], rng.stream_key(c.seed, f"lora_a[{s}]"), rng.pow2_scale(c.k_dim**-0.5)),
+    ]
 
 
 def write_lora_b(c: Case, s: int, dest: torch.Tensor) -> list:
     """(L, E, N, R), ~ real_rank^-0.5 as a power of two; columns r >= real_rank zero."""
-    dest[..., c.real_rank :].zero_()
-    return [(dest[..., : c.real_rank], rng.stream_key(c.seed, f"lora_b[{s}]"), rng.pow2_scale(c.real_rank**-0.5))]
+    return [
+        rng.Const(dest[..., c.real_rank :], 0),
+        (dest[..., : c.real_rank], rng.stream_key(c.seed, f"lora_b[{s}]"), rng.pow2_scale(c.real_rank**-0.5)),
+    ]
 
 
 def write_out0(c: Case, dest: torch.Tensor) -> list:
@@ -39,11 +43,18 @@ def write_out0(c: Case, dest: torch.Tensor) -> list:
 
 def write_weights(c: Case, dest: torch.Tensor) -> list:
     """Routed weights in [0.1, 0.9] (never 0 or 1): n * 2^-21, exact in float32, rounded once to the dtype."""
+    return [rng.Grid(dest, rng.stream_key(c.seed, "topk_weights"), WEIGHT_LO, WEIGHT_HI, -21)]
 
-    def use(hs: list) -> None:
-        dest.copy_(torch.mul(rng.uniform_grid(hs[0], WEIGHT_LO, WEIGHT_HI), 2.0**-21))
 
-    return [rng.Hashed([(rng.stream_key(c.seed, "topk_weights"), [c.m, c.top_k])], use, dest.device)]
+def write_enabled(c: Case, dest: torch.Tensor) -> list:
+    """adapter_enabled: 1, and 0 at the disabled slots (a fill per run of equal flags)."""
+    flags = [0 if s in c.disabled else 1 for s in range(c.num_slots)]
+    runs, lo = [], 0
+    for hi in range(1, len(flags) + 1):
+        if hi == len(flags) or flags[hi] != flags[lo]:
+            runs.append(rng.Const(dest[lo:hi], flags[lo]))
+            lo = hi
+    return runs
 
 
 def write_ids(c: Case, dest: torch.Tensor) -> list:
@@ -51,20 +62,44 @@ def write_ids(c: Case, dest: torch.Tensor) -> list:
     if c.m * c.top_k * c.num_experts > rng.chunk(dest.device):
         dest.copy_(routing(c, dest.device))
         return []
-    grids, rows = _routing_part(c, 0, c.m, dest.device)
-    return [rng.Hashed(grids, lambda hs: dest.copy_(rows(hs)), dest.device)]
+
+    def hashed() -> rng.Hashed:
+        grids, rows = _routing_part(c, 0, c.m, dest.device)
+        return rng.Hashed(grids, lambda hs: dest.copy_(rows(hs)), dest.device)
+
+    E, P = c.num_experts, rng.axis_multiplier
+    if c.routing == "uniform":  # the expert with the smallest hash of (m, j, e): as _routing_part
+        return [rng.Argmin(dest, rng.stream_key(c.seed, "topk_ids"), (P(0), P(1)), P(2), 0, E, 0, hashed)]
+    if c.routing == "one_hot":  # one expert e with the smallest hash of (e,) for every pair
+        return [rng.Argmin(dest, rng.stream_key(c.seed, "topk_ids.one_hot"), (0, 0), P(0), 0, E, 0, hashed)]
+    if c.routing == "distinct":  # column j: the expert with the j-th smallest hash of (m, e)
+        key = rng.stream_key(c.seed, "topk_ids.distinct")
+        return [rng.Argmin(dest, key, (P(0), 0), P(1), 0, E, 0, hashed, ranked=c.top_k)]
+    return [hashed()]
 
 
 def write_lanes(c: Case, dest: torch.Tensor) -> list:
     """token_lora: hashed with the rest of the case when its grids fit one part, else by `slots` in parts."""
-    if c.slotting == "all_base" or c.m * (c.num_slots + 2) > rng.chunk(dest.device):
+    if c.slotting == "all_base":
+        return [rng.Const(dest, -1)]
+    if c.m * (c.num_slots + 2) > rng.chunk(dest.device):
         dest.copy_(slots(c, dest.device))
         return []
-    grids, rows = _slot_part(c, 0, c.m, dest.device)
-    place, more = _slot_positions(c, dest.device)
-    return [
-        rng.Hashed(grids + more, lambda hs: dest.copy_(place(rows(hs[: len(grids)]), hs[len(grids) :])), dest.device)
-    ]
+
+    def hashed() -> rng.Hashed:
+        grids, rows = _slot_part(c, 0, c.m, dest.device)
+        place, more = _slot_positions(c, dest.device)
+        return rng.Hashed(
+            grids + more, lambda hs: dest.copy_(place(rows(hs[: len(grids)]), hs[len(grids) :])), dest.device
+        )
+
+    L, P = c.num_slots, rng.axis_multiplier
+    if c.slotting == "one_slot":  # the slot with the smallest hash of (l,) for every token: as _slot_part
+        return [rng.Argmin(dest, rng.stream_key(c.seed, "token_lora.one"), (0,), P(0), 0, L, 0, hashed)]
+    if c.slotting in ("random", "no_base"):  # column l + 1 of (m, l + 1) holds slot l, column 0 the base (-1)
+        first = 1 if c.slotting == "no_base" else 0
+        return [rng.Argmin(dest, rng.stream_key(c.seed, "token_lora"), (P(0),), P(1), first, L + 1, -1, hashed)]
+    return [hashed()]
 
 
 def _rows(m: int, per_row: int, device):
