@@ -152,7 +152,9 @@ def main() -> None:
     wall, last_fails = one_pass(impl)
     fails += last_fails
     name = torch.cuda.get_device_name() if device == "cuda" else "CPU (Triton interpreter)"
-    print(f"## fuzz loop of {a.impl} on {name}, steady state: {n} {shapes}, {fails} failures in 5 passes, rules {a.rules}")
+    print(
+        f"## fuzz loop of {a.impl} on {name}, steady state: {n} {shapes}, {fails} failures in 5 passes, rules {a.rules}"
+    )
     print(
         f"steady state (kernels compiled): {rates[1]:.1f} cases/s ({1000 * steady[1][0] / n:.2f} ms per case), "
         f"median of 3 passes ({min(rates):.1f} to {max(rates):.1f})"

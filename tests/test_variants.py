@@ -10,6 +10,7 @@ from collections import deque
 
 import pytest
 import torch
+import triton
 import triton.language as tl
 from moe_lora_fuzz.fuzz.campaign import variant_draw
 from moe_lora_fuzz.fuzz.campaign.precompile import Precompiler, default_processes
@@ -372,3 +373,21 @@ def test_the_worker_calls_on_sent_once_per_case_while_it_judges():
     finally:
         w.close()
     assert [v.kind for v in verdicts] == ["pass", "pass"] and calls == [True, True]
+
+
+def test_the_harness_own_kernels_are_not_counted_as_variants():
+    from moe_lora_fuzz.fuzz.data.fused_gen_kernels import generate_kernel
+
+    assert getattr(generate_kernel, "harness", False)
+
+    variants.install()
+    variants.take()
+
+    @triton.jit
+    def harness_kernel(x_ptr):
+        tl.store(x_ptr, 1)
+
+    harness_kernel.harness = True
+    x = torch.zeros(1)
+    harness_kernel[(1,)](x)
+    assert variants.take()["keys"] == [] and x.item() == 1  # launched, not counted
