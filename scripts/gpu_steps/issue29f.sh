@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Issue 29's final measurements on one GPU (logs under $OUT; about 8 x (BENCH_BUDGET + 8) + LONG_BUDGET + 15 s):
+# Issue 29's final measurements on one GPU (logs under $OUT; about 90 + 8 x (BENCH_BUDGET + 8) + LONG_BUDGET + 15 s):
 # 1. the README's table: every implementation's nightly campaigns, cold then warm, one after the other
 #    (scripts/bench_campaigns.py, triage off), with their phase tables;
 # 2. vLLM 0.34.0 warm for LONG_BUDGET s (the Triton cache of its cold run above, the next seed but one): variants
@@ -11,6 +11,17 @@ export PYTHONPATH="$PWD" PYTHONUNBUFFERED=1
 unset TRITON_INTERPRET
 export MOE_LORA_FUZZ_CACHE="${MOE_LORA_FUZZ_CACHE:-$PWD/.upstream-cache}"
 rm -rf /tmp/issue29f
+# 0. the fused generator (fuzz/data/fused_gen.py) bitwise against the torch path on this GPU; if it fails, the
+#    measurements below run with it off (MOE_LORA_FUZZ_FUSED_GEN=0) and say so
+timeout 120 python -m pytest tests/test_fused_gen.py "tests/test_tensors.py::test_cpu_and_gpu_build_bitwise_identical_tensors" \
+  --device cuda -q -p no:cacheprovider -rs > "$OUT/fused-bitwise.txt" 2>&1
+rc=$?; echo "fused generator tests on the GPU: exit $rc" | tee -a "$OUT/fused-bitwise.txt"; tail -3 "$OUT/fused-bitwise.txt"
+[ "$rc" = 0 ] || { export MOE_LORA_FUZZ_FUSED_GEN=0; echo "FUSED GENERATION OFF for the measurements below"; }
+for fused in 0 1; do
+  MOE_LORA_FUZZ_FUSED_GEN=$fused TRITON_CACHE_DIR=/tmp/issue29f-mat timeout 60 python scripts/bench_cases.py --device cuda \
+    --profile nightly --cases 60 --materialise-only > "$OUT/materialise-fused$fused.txt" 2>&1
+  echo "fused=$fused: $(tail -1 "$OUT/materialise-fused$fused.txt")"
+done
 timeout "${BENCH_TIMEOUT:-420}" python scripts/bench_campaigns.py --device cuda --profile nightly --budget "${BENCH_BUDGET:-35}" \
   --deadline "${BENCH_DEADLINE:-410}" --out /tmp/issue29f --json "$OUT/bench.json" 2>&1 | tee "$OUT/bench.md"
 TRITON_CACHE_DIR=/tmp/issue29f/triton-cold-3 timeout $(( ${LONG_BUDGET:-100} + 60 )) python -m moe_lora_fuzz run \
