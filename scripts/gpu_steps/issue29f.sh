@@ -17,17 +17,17 @@ timeout 120 python -m pytest tests/test_fused_gen.py "tests/test_tensors.py::tes
   --device cuda -q -p no:cacheprovider -rs > "$OUT/fused-bitwise.txt" 2>&1
 rc=$?; echo "fused generator tests on the GPU: exit $rc" | tee -a "$OUT/fused-bitwise.txt"; tail -3 "$OUT/fused-bitwise.txt"
 [ "$rc" = 0 ] || { export MOE_LORA_FUZZ_FUSED_GEN=0; echo "FUSED GENERATION OFF for the measurements below"; }
-for fused in 0 1; do
+for fused in ${MATERIALISE_ONLY:-0 1}; do
   MOE_LORA_FUZZ_FUSED_GEN=$fused TRITON_CACHE_DIR=/tmp/issue29f-mat timeout 60 python scripts/bench_cases.py --device cuda \
     --profile nightly --cases 60 --materialise-only > "$OUT/materialise-fused$fused.txt" 2>&1
   echo "fused=$fused: $(tail -1 "$OUT/materialise-fused$fused.txt")"
 done
 timeout "${BENCH_TIMEOUT:-420}" python scripts/bench_campaigns.py --device cuda --profile nightly --budget "${BENCH_BUDGET:-35}" \
   --deadline "${BENCH_DEADLINE:-410}" --out /tmp/issue29f --json "$OUT/bench.json" 2>&1 | tee "$OUT/bench.md"
-TRITON_CACHE_DIR=/tmp/issue29f/triton-cold-3 timeout $(( ${LONG_BUDGET:-100} + 60 )) python -m moe_lora_fuzz run \
+[ "${LONG_BUDGET:-100}" -gt 0 ] && TRITON_CACHE_DIR=/tmp/issue29f/triton-cold-3 timeout $(( ${LONG_BUDGET:-100} + 60 )) python -m moe_lora_fuzz run \
   --impl vllm==0.34.0 --device cuda --profile nightly --budget "${LONG_BUDGET:-100}" --seed 31 --triage-share 0 \
   --out /tmp/issue29f/long-vllm034 > "$OUT/long-vllm034.log" 2>&1
-python - /tmp/issue29f/long-vllm034/report.json > "$OUT/long-vllm034.txt" 2>&1 <<'PY'
+[ "${LONG_BUDGET:-100}" -gt 0 ] && python - /tmp/issue29f/long-vllm034/report.json > "$OUT/long-vllm034.txt" 2>&1 <<'PY'
 import json, sys
 r = json.load(open(sys.argv[1])); v = r["variants"]
 print(f"{r['cases']} cases in {r['elapsed_s']} s = {r['cases_per_s']} cases/s")
