@@ -17,7 +17,7 @@ timeout 120 python -m pytest tests/test_fused_gen.py "tests/test_tensors.py::tes
   --device cuda -q -p no:cacheprovider -rs > "$OUT/fused-bitwise.txt" 2>&1
 rc=$?; echo "fused generator tests on the GPU: exit $rc" | tee -a "$OUT/fused-bitwise.txt"; tail -3 "$OUT/fused-bitwise.txt"
 [ "$rc" = 0 ] || { export MOE_LORA_FUZZ_FUSED_GEN=0; echo "FUSED GENERATION OFF for the measurements below"; }
-for fused in ${MATERIALISE_ONLY:-0 1}; do
+for fused in ${MATERIALISE_ONLY-0 1}; do
   MOE_LORA_FUZZ_FUSED_GEN=$fused TRITON_CACHE_DIR=/tmp/issue29f-mat timeout 60 python scripts/bench_cases.py --device cuda \
     --profile nightly --cases 60 --materialise-only > "$OUT/materialise-fused$fused.txt" 2>&1
   echo "fused=$fused: $(tail -1 "$OUT/materialise-fused$fused.txt")"
