@@ -69,6 +69,7 @@ def shutdown(report, pre, worker) -> None:
             "side effects contained (fuzz.runtime.sandbox): "
             f"{worker.tainted} worker restart(s) after a case changed torch "
             f"or the harness, {worker.reaped} process(es) a case left behind killed"
+            + (f"; the latest: {worker.last_taint}" if getattr(worker, "last_taint", None) else "")
         )
 
 
