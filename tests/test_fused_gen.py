@@ -30,7 +30,7 @@ def _run(device, fused: bool, make, requests_of):
     fused_gen.FORCE = fused
     try:
         bufs = make(device)
-        rng.generate(requests_of(bufs))
+        fused_gen.generate(requests_of(bufs))
     finally:
         fused_gen.FORCE = old
     return bufs

@@ -327,25 +327,16 @@ def _hash_buffer(grids: list, device) -> tuple[torch.Tensor, list]:
 
 
 def generate(requests: list) -> None:
-    """Carry out a case's requests: (dest, key, exponent) tuples get signed values (signed_into), Hashed ones
-    their hashes, Grid ones routed-weight values, Argmin ones choices, Const ones a fill; their destinations must
-    not overlap. On a GPU (fuzz.data.fused_gen.wanted) all of them are done by one kernel launch. The torch path:
-    small requests share one hashing pass per batch of at most chunk() elements (a tiny case is one pass: one mix
-    for all its tensors, not one per tensor); large signed ones are hashed in bounded parts. The same bytes."""
+    """Carry out a case's requests with torch operations: (dest, key, exponent) tuples get signed values
+    (signed_into), Hashed ones their hashes, Grid ones routed-weight values, Argmin ones choices, Const ones a fill;
+    their destinations must not overlap. Small requests share one hashing pass per batch of at most chunk() elements
+    (a tiny case is one pass: one mix for all its tensors, not one per tensor); large signed ones are hashed in
+    bounded parts. fuzz.data.fused_gen.generate does the same in one kernel launch on a GPU: the same bytes."""
     if not requests:
         return
     devices = [r[0].device if isinstance(r, tuple) else r.device for r in requests]
-    if len(set(devices)) > 1:  # one pass per device
-        for device in dict.fromkeys(devices):
-            generate([r for r, d in zip(requests, devices, strict=True) if d == device])
-        return
-    device = devices[0]
-    from moe_lora_fuzz.fuzz.data import fused_gen  # imports Triton: only when generating
-
-    if fused_gen.wanted(device):
-        fused_gen.run([requests])
-        return
-    _generate_torch(requests, device)
+    for device in dict.fromkeys(devices):  # one pass per device
+        _generate_torch([r for r, d in zip(requests, devices, strict=True) if d == device], device)
 
 
 def _generate_torch(requests: list, device) -> None:

@@ -431,7 +431,7 @@ class _Allocator:
             guarded.append(g)
         if fused:
             requests += [rng.Const(view, True) for view in self._written(self.mask)]
-        rng.generate(requests)
+        fused_gen.generate(requests)
         return guarded
 
     def _written(self, mask: torch.Tensor) -> list:
