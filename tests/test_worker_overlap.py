@@ -20,6 +20,8 @@ import pytest
 from moe_lora_fuzz.fuzz.execution.worker import Worker
 from moe_lora_fuzz.fuzz.space.case import Case
 
+from tests.test_reliability import _alive_with
+
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.interpreter
 
@@ -164,18 +166,6 @@ def test_a_slow_check_after_a_case_does_not_count_against_the_next_case(tmp_path
         w.close()
     assert [v.kind for v in verdicts] == ["pass", "pass"], verdicts
     assert w.tainted == 0 and w.restarts == 0 and one == two
-
-
-def _alive_with(mark: str) -> list[int]:
-    pids = []
-    for entry in os.scandir("/proc"):
-        if entry.name.isdigit():
-            try:
-                if mark.encode() in Path(f"/proc/{entry.name}/cmdline").read_bytes():
-                    pids.append(int(entry.name))
-            except OSError:
-                pass
-    return pids
 
 
 def test_the_last_cases_taint_and_leftover_process_are_counted_at_close(tmp_path):

@@ -4,12 +4,7 @@
 #    (scripts/bench_campaigns.py, triage off), with their phase tables;
 # 2. vLLM 0.34.0 warm for LONG_BUDGET s (the Triton cache of its cold run above, the next seed but one): variants
 #    compiled per case and distinct variants per hour after the first minute (report.json `variants`).
-set -uo pipefail
-cd "$(dirname "$0")/../.."
-OUT="${OUT:-gpu-out}"; mkdir -p "$OUT"
-export PYTHONPATH="$PWD" PYTHONUNBUFFERED=1
-unset TRITON_INTERPRET
-export MOE_LORA_FUZZ_CACHE="${MOE_LORA_FUZZ_CACHE:-$PWD/.upstream-cache}"
+source "$(dirname "$0")/common.sh"
 rm -rf /tmp/issue29f
 # 0. the fused generator (fuzz/data/fused_gen.py) bitwise against the torch path on this GPU; if it fails, the
 #    measurements below run with it off (MOE_LORA_FUZZ_FUSED_GEN=0) and say so

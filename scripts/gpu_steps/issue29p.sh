@@ -2,12 +2,7 @@
 # Issue 29, where a case's time goes on one GPU before optimising (logs under $OUT; about 5 minutes):
 # 1. nightly campaigns of ours and vLLM 0.34.0, cold then warm, BENCH_BUDGET s each (scripts/bench_campaigns.py);
 # 2. the in-process loop (no worker, no helpers) of vLLM 0.34.0 and SGLang 0.5.23 with twins, a cProfile of one pass.
-set -uo pipefail
-cd "$(dirname "$0")/../.."
-OUT="${OUT:-gpu-out}"; mkdir -p "$OUT"
-export PYTHONPATH="$PWD" PYTHONUNBUFFERED=1
-unset TRITON_INTERPRET
-export MOE_LORA_FUZZ_CACHE="${MOE_LORA_FUZZ_CACHE:-$PWD/.upstream-cache}"
+source "$(dirname "$0")/common.sh"
 rm -rf /tmp/issue29p
 timeout "${BENCH_TIMEOUT:-260}" python scripts/bench_campaigns.py --device cuda --profile nightly --budget "${BENCH_BUDGET:-45}" \
   --impls "${IMPLS:-ours,vllm==0.34.0}" --out /tmp/issue29p --json "$OUT/bench.json" 2>&1 | tee "$OUT/bench.md"
