@@ -56,9 +56,10 @@ CHOICES = (
 )
 
 
-def enabled(mode: str, device: str) -> bool:
-    """--variant-draw: auto is on where kernels compile (cuda), off under the interpreter."""
-    return mode == "on" or (mode == "auto" and device == "cuda")
+def enabled(mode: str, device: str, ours: bool = False) -> bool:
+    """--variant-draw: auto is on where kernels compile (cuda), off under the interpreter, and off for our own
+    kernels, whose compile classes (fuzz.space.generate.Classes) already keep a campaign's variants few."""
+    return mode == "on" or (mode == "auto" and device == "cuda" and not ours)
 
 
 class VariantDraw:
@@ -304,7 +305,8 @@ class VariantDraw:
 
 def attach(cfg, worker, pre, started: float) -> VariantDraw:
     """The campaign's variant draw, wired to its worker (observations, triage's order) and helpers."""
-    vd = VariantDraw(cfg, worker.profile, enabled(getattr(cfg, "variant_draw", "auto"), cfg.device), started)
+    ours = bool(getattr(worker.profile, "ours", False))
+    vd = VariantDraw(cfg, worker.profile, enabled(getattr(cfg, "variant_draw", "auto"), cfg.device, ours), started)
     worker.on_variants = vd.observe
     if cfg.device != "cpu":
         worker.variant_order = vd.order

@@ -102,7 +102,8 @@ def add_run_args(r: argparse.ArgumentParser) -> None:
         default="auto",
         choices=("auto", "on", "off"),
         help="draw most cases inside Triton kernel variants already compiled and a stated share (20%%) in new "
-        "ones, compiling those ahead (fuzz.campaign.variant_draw, docs/variants.md); auto: on with cuda",
+        "ones, compiling those ahead (fuzz.campaign.variant_draw, docs/variants.md); auto: on with cuda, except for "
+        "our own kernels (their compile classes keep variants few)",
     )
     r.add_argument(
         "--new-variant-share",
