@@ -41,8 +41,8 @@ def test_campaign_finds_mutant_drawing_by_variant(mutant, device, tmp_path):
 @pytest.mark.quality
 def test_correct_kernels_pass_drawing_by_variant(device, tmp_path):
     cfg = CampaignConfig(
-        impl="ours", device=device, budget=600, max_cases=40, seed=0, out=tmp_path, quiet=True, variant_draw="on"
+        impl="ours", device=device, budget=600, max_cases=24, seed=0, out=tmp_path, quiet=True, variant_draw="on"
     )
     report = run_campaign(cfg)
-    assert report.cases == 40
+    assert report.cases == 24
     assert not report.findings, report.findings
