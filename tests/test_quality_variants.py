@@ -8,9 +8,10 @@ from moe_lora_fuzz.kernels import MUTANTS
 
 from tests.test_quality import CASE_BUDGET, EXPECTED_KIND
 
-# Pre-merge keeps one mutant (a scale index: the CPU interpreter draws by variant only when forced; test_quality.py
-# finds every mutant pre-merge with drawing off); the whole catalogue runs in the GPU suite and in slow runs.
-PREMERGE = {"quant-scale-next-block"}
+# No mutant pre-merge (the CPU interpreter draws by variant only when forced; test_quality.py finds every mutant
+# pre-merge with drawing off); the whole catalogue runs in the GPU suite and in slow runs. The correct kernels' campaign
+# with drawing forced on (below) stays pre-merge: a false alarm there is a harness bug.
+PREMERGE: set = set()
 
 
 @pytest.mark.quality

@@ -205,22 +205,12 @@ def test_precompile_helpers_get_the_first_cases_of_each_class_ahead(monkeypatch)
         pre.ahead([case_for(cfg, 1000), case_for(cfg, 1001)])
         _feed_until(pre, lambda: not pre.urgent)
         assert pre.cases >= sent + 2
-    finally:
-        pre.close()
-
-
-@pytest.mark.interpreter
-def test_explored_cases_wait_warmed_once_a_helper_ran_them(monkeypatch):
-    cfg = _classed_cpu(monkeypatch, impl=f"{ROOT}/tests/example_impl.py:torch_moe_lora")
-    from moe_lora_fuzz.fuzz.campaign.precompile import Precompiler
-
-    pre = Precompiler(cfg, 1, None)
-    pre.scan = False
-    try:
+        # cases to explore (fuzz.campaign.variant_draw) wait in `warmed` once a helper ran them, in order
+        pre.scan = False
         a, b = case_for(cfg, 2000), case_for(cfg, 2001)
         pre.explore([a, b])
         _feed_until(pre, lambda: len(pre.warmed) == 2)
-        assert list(pre.warmed) == [a, b] and pre.cases == 2 and pre.restarts == 0
+        assert list(pre.warmed) == [a, b] and pre.restarts == 0
     finally:
         pre.close()
 
