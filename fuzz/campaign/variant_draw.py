@@ -76,7 +76,7 @@ class VariantDraw:
         self.last = None  # the latest run's (new keys, compiled, loaded)
         self.counts: Counter = Counter()
         self.timeline: list = []
-        self.warmed = 0
+        self.sent_to_explore = 0  # cases handed to the helpers to explore
         self.clones: dict = {}  # planned clone -> the knob it has on probation (None: only free knobs redrawn)
 
     # ---- the draw ------------------------------------------------------------------------------------
@@ -158,27 +158,30 @@ class VariantDraw:
         for _ in range(EXPLORE_TRIES):
             j, self.explore_next = self.explore_next, self.explore_next + 1
             seed = (self.cfg.seed * 0xD1B54A32D192ED03 + j * 0x9E3779B97F4A7C15 + SALT) % (2**63)
-            c = draw(self.cfg.sizes, seed, j, interpreter=self.cfg.device == "cpu")
-            c = self.profile.fit(c) if self.profile is not None else c
+            c = self._drawn(seed, j)
             feats = features(c, twin=runs_twin(self.cfg, c))
-            if self.model.predict(feats) is not None or self.model.projection(feats) in queued:
+            projection = self.model.projection(feats)
+            if self.model.predict(feats) is not None or projection in queued:
                 continue
-            self.exploring[c] = self.model.projection(feats)
-            queued.add(self.exploring[c])
+            self.exploring[c] = projection
+            queued.add(projection)
             picked.append(c)
             if len(picked) >= want:
                 break
         if picked:
-            self.warmed += len(picked)
+            self.sent_to_explore += len(picked)
             self.pool.explore(picked)
 
     def _candidates(self, raw, index: int):
         yield raw
         base = _case_seed(self.cfg, index)
         for j in range(1, CANDIDATES):
-            seed = (base * 0x9E3779B97F4A7C15 + j * 0xBF58476D1CE4E5B9 + SALT) % (2**63)
-            c = draw(self.cfg.sizes, seed, index, interpreter=self.cfg.device == "cpu")
-            yield self.profile.fit(c) if self.profile is not None else c
+            yield self._drawn((base * 0x9E3779B97F4A7C15 + j * 0xBF58476D1CE4E5B9 + SALT) % (2**63), index)
+
+    def _drawn(self, seed: int, index: int):
+        """A fresh draw from `seed`, fitted to the implementation."""
+        c = draw(self.cfg.sizes, seed, index, interpreter=self.cfg.device == "cpu")
+        return self.profile.fit(c) if self.profile is not None else c
 
     # ---- observing -----------------------------------------------------------------------------------
     def observe(self, case, flags: dict, seen: dict) -> None:
@@ -298,7 +301,7 @@ class VariantDraw:
                 "recent_accuracy": round(sum(self.model.recent) / max(len(self.model.recent), 1), 3),
                 "trusted": self.model.trusted(),
             },
-            "warmed_ahead": self.warmed,
+            "warmed_ahead": self.sent_to_explore,
             "timeline": self.timeline,
         }
 

@@ -485,9 +485,12 @@ class Worker:
 
     def _tainted(self, why: str) -> None:
         """The previous case left this process unfit to judge another (fuzz.runtime.sandbox): end it."""
+        self._count_taint(why)
+        self.kill()
+
+    def _count_taint(self, why: str) -> None:
         self.tainted += 1
         self.last_taint = why
-        self.kill()
 
     def selfcheck(self, timeout: float) -> str | None:
         """fuzz.judgement.selfcheck in the worker: None when our kernels pass the known cases here, else why not."""
@@ -505,8 +508,7 @@ class Worker:
                 msg = self._conn.recv()
                 self.reaped += msg.get("reaped", 0)
                 if "tainted" in msg:
-                    self.tainted += 1
-                    self.last_taint = msg["tainted"]
+                    self._count_taint(msg["tainted"])
         except (EOFError, OSError):
             pass
 
