@@ -2,7 +2,8 @@
 
     python scripts/bench_campaigns.py [--device auto|cpu|cuda] [--profile nightly|premerge] [--budget SECONDS]
                                       [--impls ours,sglang==0.5.23,vllm==0.33.0,vllm==0.34.0] [--seed N]
-                                      [--triage-share F] [--precompile N] [--out DIR] [--json FILE]
+                                      [--cold-budget SECONDS] [--steady-after SECONDS] [--triage-share F]
+                                      [--precompile N] [--out DIR] [--json FILE]
 
 For each implementation, one after the other (never side by side: they would share the GPU and the host's cores):
 - cold: `moe-lora-fuzz run` with TRITON_CACHE_DIR set to a new, empty folder (every kernel variant compiles, as on
@@ -12,7 +13,9 @@ For each implementation, one after the other (never side by side: they would sha
   meets mostly those).
 Each campaign's report.json gives cases/s and its phase times (fuzz.runtime.phases); the script prints, in
 markdown: one table of cases/s per implementation (the README's), then one of milliseconds per case per phase
-group, then each campaign's full phase table. Triage is off by default (--triage-share 0): the rate is the fuzz
+group, then each campaign's full phase table. A warm campaign's steady state (from its first report.json written
+after --steady-after seconds to its end) leaves out what a night's campaign pays once: the worker's and the
+helpers' start, the worker's self-check, its first loads of the variants met early. Triage is off by default (--triage-share 0): the rate is the fuzz
 loop's, whatever a foreign kernel's findings cost to minimise. A release form (`vllm==0.34.0`) is loaded from
 $MOE_LORA_FUZZ_CACHE, set to ./.upstream-cache when that folder exists and the variable is not set.
 Not a timed test: the numbers depend on the machine (a loaded host says so in its rates).
@@ -51,29 +54,67 @@ def group_of(path: str) -> str:
     return next(name for name, test in GROUPS if test(path))
 
 
-def run_campaign(entry: str, a, seed: int, cache: str, out: Path) -> dict:
+def run_campaign(entry: str, a, seed: int, cache: str, out: Path, budget: float, steady_after: float | None) -> dict:
     """One campaign in its own process (`entry`: an --impl value, then any more `run` options); its report.json,
-    or {"error": why}."""
+    or {"error": why}; with `steady_after`, also `steady`: the campaign after that many seconds (_since)."""
     env = dict(os.environ, TRITON_CACHE_DIR=cache, PYTHONPATH=str(ROOT))
     env.setdefault("PYTHONUNBUFFERED", "1")
     impl, *more = entry.split()
     cmd = [sys.executable, "-m", "moe_lora_fuzz", "run", "--impl", impl, "--device", a.device, "--profile", a.profile]
     cmd += more
-    cmd += ["--budget", str(a.budget), "--seed", str(seed), "--out", str(out), "--triage-share", str(a.triage_share)]
+    cmd += ["--budget", str(budget), "--seed", str(seed), "--out", str(out), "--triage-share", str(a.triage_share)]
     if a.precompile is not None:
         cmd += ["--precompile", str(a.precompile)]
     shutil.rmtree(out, ignore_errors=True)  # a campaign's --out must be empty (a rerun into the same folder)
+    report, first = out / "report.json", None
     t0 = time.perf_counter()
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=a.budget * 3 + 300)
+    with (out.parent / f"{out.name}.log").open("w") as log:
+        proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, text=True)
+        try:
+            while proc.poll() is None and time.perf_counter() - t0 < budget * 3 + 300:
+                time.sleep(0.25)
+                if first is None and steady_after is not None:
+                    first = _snapshot(report, steady_after)
+            if proc.poll() is None:
+                proc.kill()
+        finally:
+            proc.wait()
     wall = time.perf_counter() - t0
-    (out.parent / f"{out.name}.log").write_text(proc.stdout + proc.stderr)
-    report = out / "report.json"
     if proc.returncode not in (0, 1) or not report.is_file():
-        lines = [s for s in (proc.stderr + proc.stdout).splitlines() if s.strip()]
+        lines = [s for s in (out.parent / f"{out.name}.log").read_text().splitlines() if s.strip()]
         return {"error": f"exit {proc.returncode}: {lines[-1] if lines else 'no output'}", "wall_s": wall}
     r = json.loads(report.read_text())
     r["wall_s"] = round(wall, 1)
+    if first is not None and r["elapsed_s"] > first["elapsed_s"]:
+        r["steady"] = _since(first, r)
     return r
+
+
+def _snapshot(report: Path, after: float) -> dict | None:
+    """The campaign's report.json once it has run `after` seconds (it is rewritten about every second), or None."""
+    try:
+        r = json.loads(report.read_text())
+    except (OSError, ValueError):  # not written yet (or, were it ever, caught mid-write)
+        return None
+    return r if r.get("elapsed_s", 0) >= after and r.get("cases") else None
+
+
+def _since(first: dict, last: dict) -> dict:
+    """The campaign between two of its reports: cases, seconds and phase totals (the steady state: no start-up,
+    no first loads of the variants the worker meets early)."""
+    p0 = first.get("phases", {})
+    phases = {
+        k: {"s": v["s"] - p0.get(k, {}).get("s", 0.0), "n": v["n"] - p0.get(k, {}).get("n", 0)}
+        for k, v in last.get("phases", {}).items()
+    }
+    cases, elapsed = last["cases"] - first["cases"], last["elapsed_s"] - first["elapsed_s"]
+    return {
+        "after_s": first["elapsed_s"],
+        "cases": cases,
+        "elapsed_s": round(elapsed, 2),
+        "cases_per_s": round(cases / elapsed, 3),
+        "phases": {k: v for k, v in phases.items() if v["n"] > 0},
+    }
 
 
 def ms_per_case(r: dict) -> dict:
@@ -92,12 +133,11 @@ def rate(r: dict) -> str:
 
 
 def steady(r: dict) -> str:
-    """Cases per second once the worker is up: the campaign's time less its start and self-check (once per
-    campaign, whatever its length: a night's campaign pays them once)."""
-    if "error" in r:
-        return "error"
-    once = sum(r.get("phases", {}).get(k, {}).get("s", 0.0) for k in ("startup", "selfcheck"))
-    return f"{r['cases'] / max(r['elapsed_s'] - once, 1e-9):.1f}"
+    """Cases per second in the steady state (`steady`: after --steady-after seconds, which leave out the worker's
+    start and self-check, the helpers' start and the first loads; a night's campaign pays those once)."""
+    if "error" in r or "steady" not in r:
+        return "-" if "error" not in r else "error"
+    return f"{r['steady']['cases_per_s']:.1f}"
 
 
 def variant_cells(r: dict) -> list[str]:
@@ -112,7 +152,7 @@ def variant_cells(r: dict) -> list[str]:
 
 def summary_table(results: dict) -> list[str]:
     rows = [
-        "| implementation | cold cases/s | warm cases/s | warm, after start-up | cases cold / warm "
+        "| implementation | cold cases/s | warm cases/s | warm, steady | cases cold / warm "
         "| variants compiled or loaded, cold / warm | distinct variants, warm | compiled per case, warm | "
         "findings cold / warm |",
         "|---|---|---|---|---|---|---|---|---|",
@@ -133,12 +173,12 @@ def summary_table(results: dict) -> list[str]:
 
 
 def group_table(results: dict) -> list[str]:
-    """ms per case per phase group, one column per campaign."""
+    """ms per case per phase group, one column per campaign (and one for each warm one's steady state)."""
     cols = [
         (impl, which, r)
-        for impl, pair in results.items()
-        for which, r in zip(("cold", "warm"), pair, strict=True)
-        if "error" not in r
+        for impl, (cold, warm) in results.items()
+        for which, r in (("cold", cold), ("warm", warm), ("warm, steady", warm.get("steady")))
+        if r and "error" not in r
     ]
     if not cols:
         return ["(no campaign finished)"]
@@ -193,6 +233,13 @@ def main() -> None:
         help=f"comma-separated --impl values, each optionally followed by more `run` options, e.g. "
         f"'vllm==0.34.0 --variant-draw off' (default: {DEFAULT_IMPLS})",
     )
+    p.add_argument("--cold-budget", type=float, default=None, help="seconds per cold campaign (default: --budget)")
+    p.add_argument(
+        "--steady-after",
+        type=float,
+        default=15.0,
+        help="a warm campaign's steady state starts at its first report written after this many seconds (default 15)",
+    )
     p.add_argument("--seed", type=int, default=29, help="the cold campaigns' seed; warm ones use seed + 1")
     p.add_argument("--triage-share", type=float, default=0.0, help="passed to each campaign (default 0: no triage)")
     p.add_argument("--precompile", type=int, default=None, help="passed to each campaign (default: the campaign's)")
@@ -205,8 +252,11 @@ def main() -> None:
         help="seconds for the whole run: campaigns that cannot end by then are skipped",
     )
     a = p.parse_args()
-    if a.budget <= 0:
-        p.error("--budget must be positive")
+    a.cold_budget = a.budget if a.cold_budget is None else a.cold_budget
+    if a.budget <= 0 or a.cold_budget <= 0:
+        p.error("--budget and --cold-budget must be positive")
+    if not 0 <= a.steady_after < a.budget:
+        p.error("--steady-after must be at least 0 and less than --budget")
     impls = [s.strip() for s in a.impls.split(",") if s.strip()]
     if not impls:
         p.error("--impls must name at least one implementation")
@@ -225,10 +275,13 @@ def main() -> None:
         shutil.rmtree(triton_cache, ignore_errors=True)
         triton_cache.mkdir()
         pair = []
-        for which, seed in (("cold", a.seed), ("warm", a.seed + 1)):
-            late = a.deadline is not None and time.monotonic() - start + a.budget + 20 > a.deadline
+        for which, seed, budget, after in (
+            ("cold", a.seed, a.cold_budget, None),
+            ("warm", a.seed + 1, a.budget, a.steady_after),
+        ):
+            late = a.deadline is not None and time.monotonic() - start + budget + 20 > a.deadline
             r = {"error": "skipped (--deadline)", "wall_s": 0.0} if late else None
-            r = r or run_campaign(impl, a, seed, str(triton_cache), out / f"{i}-{which}")
+            r = r or run_campaign(impl, a, seed, str(triton_cache), out / f"{i}-{which}", budget, after)
             pair.append(r)
             print(
                 f"{impl} {which}: {rate(r)} cases/s ({r.get('cases', 0)} cases, {r['wall_s']:.0f} s wall)"
@@ -238,21 +291,23 @@ def main() -> None:
         results[impl] = pair
     print(
         f"\n## Campaigns per implementation, cold and warm: {machine(a.device)}, profile {a.profile}, "
-        f"{a.budget:g} s each, triage share {a.triage_share:g}, seeds {a.seed} (cold) and {a.seed + 1} (warm)\n"
+        f"{a.cold_budget:g} s cold, {a.budget:g} s warm (steady: after {a.steady_after:g} s), triage share "
+        f"{a.triage_share:g}, seeds {a.seed} (cold) and {a.seed + 1} (warm)\n"
     )
     print("\n".join(summary_table(results)))
     print("\n### Milliseconds per case by phase group (report.json `phases`; compiling ahead runs beside the worker)\n")
     print("\n".join(group_table(results)))
     for impl, pair in results.items():
-        for which, r in zip(("cold", "warm"), pair, strict=True):
-            if "error" not in r:
+        cold, warm = pair
+        for which, r in (("cold", cold), ("warm", warm), (f"warm after {a.steady_after:g} s", warm.get("steady"))):
+            if r and "error" not in r:
                 print(
                     f"\n### `{impl}` {which}: {r['cases']} cases in {r['elapsed_s']} s = {r['cases_per_s']} cases/s\n"
                 )
                 print("\n".join(phase_table(r)))
     if a.json:
         keep = ("cases", "elapsed_s", "cases_per_s", "distinct_findings", "phases", "error", "wall_s", "precompile")
-        keep += ("variants",)
+        keep += ("variants", "steady")
         data = {
             impl: {w: {k: r[k] for k in keep if k in r} for w, r in zip(("cold", "warm"), pair, strict=True)}
             for impl, pair in results.items()

@@ -282,6 +282,36 @@ def test_precompiler_runs_explored_cases_after_triages_and_keeps_them_warmed():
     assert pre.cases == 3
 
 
+def test_helpers_start_few_and_join_only_while_the_campaign_waits_on_them(monkeypatch):
+    from moe_lora_fuzz.fuzz.campaign import precompile
+
+    started = []
+    monkeypatch.setattr(
+        precompile, "_Helper", lambda device, impl: started.append(_FakeHelper(finishes=False)) or started[-1]
+    )
+    monkeypatch.setattr(precompile, "GROW_EVERY_S", 0.0)
+    pre = Precompiler(CampaignConfig(impl="ours", device="cpu", seed=0), 4, None)
+    pre.scan = False
+    assert len(pre.helpers) == precompile.START_HELPERS == 2
+    pre.feed()  # nothing waits: nobody joins
+    assert len(pre.helpers) == 2
+    pre.explore([Case(m=3), Case(m=4), Case(m=5)])  # two go out, the third waits with every helper busy
+    assert len(pre.helpers) == 3 and [len(h.sent) for h in pre.helpers] == [1, 1, 0]
+    pre.feed()  # the newcomer takes it; nothing waits
+    assert len(pre.helpers) == 3
+    pre.pending.extend([1000, 1001])  # class cases far ahead of the campaign (at 0) wait: not behind yet
+    pre.feed()
+    assert len(pre.helpers) == 3
+    pre.at(1000 - precompile.BEHIND)  # now the campaign is close: one joins at a time, up to the limit
+    pre.feed()
+    pre.feed()
+    assert len(pre.helpers) == 4 and pre.summary()["limit"] == 4
+    monkeypatch.setattr(precompile, "GROW_EVERY_S", 3600.0)  # and never faster than GROW_EVERY_S
+    pre.limit = 5
+    pre.feed()
+    assert len(pre.helpers) == 4
+
+
 def test_an_explored_case_that_kills_its_helper_is_the_campaigns():
     cfg = CampaignConfig(impl="ours", device="cpu", seed=0)
     pre = Precompiler(cfg, 0, None)

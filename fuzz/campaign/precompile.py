@@ -9,7 +9,9 @@ leave behind is Triton's disk cache, so the campaign's own worker loads each ker
 This works for any implementation: the helpers run the implementation itself on the same cases, so they meet
 the same variants, whatever the kernels' constexprs and specialisations are. A helper that dies or
 hangs on a case is replaced (its case is the campaign's to judge); after too many replacements precompiling
-stops, and the campaign goes on compiling for itself.
+stops, and the campaign goes on compiling for itself. A campaign starts START_HELPERS helpers; one more joins (up
+to its limit) whenever all are busy and the campaign is about to need what waits: a warm night needs few, and a
+dozen starting together took the host's cores from the worker's own start.
 """
 
 from __future__ import annotations
@@ -22,6 +24,9 @@ from collections import Counter, deque
 PER_CLASS = 2  # cases per class judged ahead: M moves the intermediate's slice stride between two classes
 LOOKAHEAD = 400  # how far ahead of the campaign (in its case indices) classes are looked for
 MAX_RESTARTS = 20
+START_HELPERS = 2  # helpers started with the campaign; more join, up to its limit, while they fall behind it
+GROW_EVERY_S = 0.5  # at most one helper joins per this many seconds (each start costs the host seconds of CPU)
+BEHIND = 16  # the campaign this many of its cases from a class case no helper has taken: the helpers are behind
 
 
 def default_processes(device: str, shards_here: int = 1) -> int:
@@ -83,7 +88,9 @@ class Precompiler:
 
     def __init__(self, cfg, processes: int, profile):
         self.cfg, self.profile = cfg, profile
-        self.helpers = [_Helper(cfg.device, cfg.impl) for _ in range(processes)]
+        # a warm campaign needs few helpers, and a dozen starting at once slow the worker's own start for seconds
+        self.limit, self.grown = processes, time.monotonic()
+        self.helpers = [_Helper(cfg.device, cfg.impl) for _ in range(min(processes, START_HELPERS))]
         self.sent: Counter = Counter()  # class key -> cases sent
         self.pending: deque = deque()  # indices still to send, in order
         self.urgent: deque = deque()  # cases the worker is about to judge (a minimisation's next candidates)
@@ -113,6 +120,8 @@ class Precompiler:
             if self.sent[key] < PER_CLASS:
                 self.sent[key] += 1
                 self.pending.append(i)
+        while self.pending and self.pending[0] <= index:  # the campaign got there first
+            self.pending.popleft()
         for n, h in enumerate(self.helpers):
             if not h.poll(self.warmed) or (
                 h.busy_since is not None and time.monotonic() - h.busy_since > self.cfg.timeout
@@ -124,8 +133,6 @@ class Precompiler:
                 self.helpers[n] = h = _Helper(self.cfg.device, self.cfg.impl) if self.restarts <= MAX_RESTARTS else None
             if h is None or not h.ready or h.busy_since is not None:
                 continue
-            while self.pending and self.pending[0] <= index:  # the campaign got there first
-                self.pending.popleft()
             try:
                 if self.urgent:
                     h.send(self.urgent.popleft(), twins=False)
@@ -140,6 +147,22 @@ class Precompiler:
             except (BrokenPipeError, ConnectionError, OSError):  # died since its poll: replaced on the next feed
                 pass
         self.helpers = [h for h in self.helpers if h is not None]
+        self._grow(index + BEHIND * step)
+
+    def _grow(self, near: int) -> None:
+        """One more helper when every helper is busy or starting and work waits that the campaign needs soon:
+        triage's candidates, cases to explore, or a class case within BEHIND cases of the campaign."""
+        behind = self.urgent or self.exploring or (self.pending and self.pending[0] <= near)
+        if (
+            not behind
+            or len(self.helpers) >= self.limit
+            or self.restarts > MAX_RESTARTS
+            or time.monotonic() - self.grown < GROW_EVERY_S
+            or any(h.ready and h.busy_since is None for h in self.helpers)
+        ):
+            return
+        self.grown = time.monotonic()
+        self.helpers.append(_Helper(self.cfg.device, self.cfg.impl))
 
     def ahead(self, cases: list) -> None:
         """Cases the worker is about to judge outside the campaign's stream (triage's minimiser): they go
@@ -158,7 +181,7 @@ class Precompiler:
         return len(self.exploring) + len(self.warmed) + sum(h.explored is not None for h in self.helpers)
 
     def summary(self) -> dict:
-        return {"processes": len(self.helpers), "cases": self.cases, "restarts": self.restarts}
+        return {"processes": len(self.helpers), "limit": self.limit, "cases": self.cases, "restarts": self.restarts}
 
     def close(self) -> None:
         for h in self.helpers:
