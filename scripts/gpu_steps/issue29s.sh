@@ -7,7 +7,7 @@ source "$(dirname "$0")/common.sh"
 rm -rf /tmp/issue29s
 timeout "${BENCH_TIMEOUT:-480}" python scripts/bench_campaigns.py --device cuda --profile nightly --cold-budget 20 \
   --budget "${BENCH_BUDGET:-50}" --steady-after 15 --deadline "${BENCH_DEADLINE:-470}" --out /tmp/issue29s \
-  --impls "ours,ours --precompile 0,sglang==0.5.23,vllm==0.33.0,vllm==0.34.0" --json "$OUT/bench.json" 2>&1 | tee "$OUT/bench.md"
+  --impls "${IMPLS:-ours,ours --precompile 0,sglang==0.5.23,vllm==0.33.0,vllm==0.34.0}" --json "$OUT/bench.json" 2>&1 | tee "$OUT/bench.md"
 MOE_LORA_FUZZ_PROFILE_DIR="$OUT/prof" TRITON_CACHE_DIR=/tmp/issue29s/triton-cold-0 timeout "${PROFILE_TIMEOUT:-45}" \
   python -m moe_lora_fuzz run --impl ours --device cuda --profile nightly --budget 25 --seed 33 --triage-share 0 \
   --out /tmp/issue29s/profiled > "$OUT/profiled.log" 2>&1
