@@ -48,7 +48,9 @@ def test_campaign_finds_mutant(mutant, device, tmp_path):
         max_cases=CASE_BUDGET,
         seed=0,
         out=tmp_path,
-        stop_after=3,
+        # on the CPU the first distinct finding ends the campaign, and it must already name the mechanism: three
+        # findings of one bug took 2-3x the interpreted cases (pre-merge time: 313 s -> 139 s for the catalogue)
+        stop_after=1 if device == "cpu" else 3,
         quiet=True,
     )
     report = run_campaign(cfg)
