@@ -33,6 +33,21 @@ def _detail(proc: subprocess.CompletedProcess) -> str:
     return f"exit {proc.returncode}\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
 
 
+def _in_process(capsys, *args: str) -> subprocess.CompletedProcess:
+    """The CLI's main() in this process, for refusals that end before any campaign (no torch import to pay again
+    per case: the subprocess form of the same refusals is test_run_out_is_a_file_exits_2 and
+    test_bad_subcommand_exits_2)."""
+    from moe_lora_fuzz.fuzz.cli import main
+
+    capsys.readouterr()
+    try:
+        rc = main(list(args))
+    except SystemExit as e:
+        rc = e.code
+    out = capsys.readouterr()
+    return subprocess.CompletedProcess(args, rc, out.out, out.err)
+
+
 def _assert_usage_error(proc: subprocess.CompletedProcess, match: str) -> None:
     assert proc.returncode == 2, _detail(proc)
     lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
@@ -140,9 +155,9 @@ def test_relative_paths_are_stored_absolute_and_require_edges_exits_1(tmp_path):
         ),
     ],
 )
-def test_run_usage_errors_exit_2(tmp_path, args, match):
+def test_run_usage_errors_exit_2(tmp_path, capsys, args, match):
     out = tmp_path / "out"
-    proc = _fuzz("run", "--device", "cpu", "--out", str(out), *args)
+    proc = _in_process(capsys, "run", "--device", "cpu", "--out", str(out), *args)
     _assert_usage_error(proc, match)
     assert not out.exists()  # refused before the campaign started
     assert proc.stdout == ""
