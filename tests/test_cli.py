@@ -33,10 +33,13 @@ def _detail(proc: subprocess.CompletedProcess) -> str:
     return f"exit {proc.returncode}\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
 
 
-def _in_process(capsys, *args: str) -> subprocess.CompletedProcess:
-    """The CLI's main() in this process, for refusals that end before any campaign (no torch import to pay again
-    per case: the subprocess form of the same refusals is test_run_out_is_a_file_exits_2 and
-    test_bad_subcommand_exits_2)."""
+def _refusal(capsys, device: str, *args: str) -> subprocess.CompletedProcess:
+    """A refusal that ends before any campaign. On the CPU suite main() runs in this process (already on the
+    interpreter: no python and torch import to pay per case; the subprocess form of a refusal stays in
+    test_run_out_is_a_file_exits_2 and test_bad_subcommand_exits_2). Elsewhere (the GPU suite: this process compiles
+    for the GPU, so `--device cpu` could not be prepared here) a fresh python, as before."""
+    if device != "cpu":
+        return _fuzz(*args)
     from moe_lora_fuzz.fuzz.cli import main
 
     capsys.readouterr()
@@ -155,9 +158,9 @@ def test_relative_paths_are_stored_absolute_and_require_edges_exits_1(tmp_path):
         ),
     ],
 )
-def test_run_usage_errors_exit_2(tmp_path, capsys, args, match):
+def test_run_usage_errors_exit_2(tmp_path, capsys, device, args, match):
     out = tmp_path / "out"
-    proc = _in_process(capsys, "run", "--device", "cpu", "--out", str(out), *args)
+    proc = _refusal(capsys, device, "run", "--device", "cpu", "--out", str(out), *args)
     _assert_usage_error(proc, match)
     assert not out.exists()  # refused before the campaign started
     assert proc.stdout == ""
