@@ -33,6 +33,24 @@ def _detail(proc: subprocess.CompletedProcess) -> str:
     return f"exit {proc.returncode}\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
 
 
+def _refusal(capsys, device: str, *args: str) -> subprocess.CompletedProcess:
+    """A refusal that ends before any campaign. On the CPU suite main() runs in this process (already on the
+    interpreter: no python and torch import to pay per case; the subprocess form of a refusal stays in
+    test_run_out_is_a_file_exits_2 and test_bad_subcommand_exits_2). Elsewhere (the GPU suite: this process compiles
+    for the GPU, so `--device cpu` could not be prepared here) a fresh python, as before."""
+    if device != "cpu":
+        return _fuzz(*args)
+    from moe_lora_fuzz.fuzz.cli import main
+
+    capsys.readouterr()
+    try:
+        rc = main(list(args))
+    except SystemExit as e:
+        rc = e.code
+    out = capsys.readouterr()
+    return subprocess.CompletedProcess(args, rc, out.out, out.err)
+
+
 def _assert_usage_error(proc: subprocess.CompletedProcess, match: str) -> None:
     assert proc.returncode == 2, _detail(proc)
     lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
@@ -140,9 +158,9 @@ def test_relative_paths_are_stored_absolute_and_require_edges_exits_1(tmp_path):
         ),
     ],
 )
-def test_run_usage_errors_exit_2(tmp_path, args, match):
+def test_run_usage_errors_exit_2(tmp_path, capsys, device, args, match):
     out = tmp_path / "out"
-    proc = _fuzz("run", "--device", "cpu", "--out", str(out), *args)
+    proc = _refusal(capsys, device, "run", "--device", "cpu", "--out", str(out), *args)
     _assert_usage_error(proc, match)
     assert not out.exists()  # refused before the campaign started
     assert proc.stdout == ""

@@ -218,7 +218,7 @@ def test_exit_at_import_is_reported(tmp_path, capsys):
 
 
 # ---- never overwrite a finding ----------------------------------------------------------------------------
-def test_two_campaigns_into_one_directory_keep_every_finding(tmp_path):
+def test_two_campaigns_into_one_directory_keep_every_finding(tmp_path, capsys):
     """Before: repro-000... numbering from zero every run overwrote the first campaign's files. Now a second
     campaign is refused (exit 2) unless --resume, which keeps every file and continues the case stream."""
     from moe_lora_fuzz.fuzz.campaign.runner import CampaignConfig, run_campaign
@@ -228,7 +228,7 @@ def test_two_campaigns_into_one_directory_keep_every_finding(tmp_path):
     first = run_campaign(cfg)
     assert first.findings
     before = {p.name: p.read_bytes() for p in out.glob("repro-*.json")}
-    proc = _fuzz("run", "--device", "cpu", "--max-cases", "1", "--out", str(out))
+    proc = _main(capsys, "run", "--device", "cpu", "--max-cases", "1", "--out", str(out))  # refused before --device
     _one_error_line(proc, r"--out .*: not empty; pass --resume")
     second = run_campaign(CampaignConfig(**{**cfg.__dict__, "max_cases": 4, "resume": True, "campaign_id": "second"}))
     after = {p.name: p.read_bytes() for p in out.glob("repro-*.json")}
@@ -529,9 +529,11 @@ def test_a_hang_with_the_default_case_timeout_ends_by_the_budget(tmp_path):
     impl = _impl_file(tmp_path, "late_hang", HANG_AFTER.format(after=3))
     out = tmp_path / "out"
     t0 = time.monotonic()
-    proc = _fuzz("run", "--device", "cpu", "--impl", f"{impl}:impl", "--budget", "20", "--out", str(out))
+    # 12 s (was 20; pre-merge time, the test sleeps through it): the hang starts about 2 s in (worker start, case 0
+    # and its twins), and the grace is 2 s either way (10% of the budget, 2 s at least)
+    proc = _fuzz("run", "--device", "cpu", "--impl", f"{impl}:impl", "--budget", "12", "--out", str(out))
     wall = time.monotonic() - t0
-    assert wall < 20 + 2 + 3, f"{wall:.1f} s for a 20 s budget (+2 s grace; 3 s for the test's own process)"
+    assert wall < 12 + 2 + 3, f"{wall:.1f} s for a 12 s budget (+2 s grace; 3 s for the test's own process)"
     report = _strict((out / "report.json").read_text())
     assert report["findings"] == [] and "hang" not in report["kinds"], report["kinds"]
     assert any("cut after" in n and "not judged" in n for n in report["notes"]), report["notes"]
