@@ -15,9 +15,10 @@ Each campaign's report.json gives cases/s and its phase times (fuzz.runtime.phas
 markdown: one table of cases/s per implementation (the README's), then one of milliseconds per case per phase
 group, then each campaign's full phase table. A warm campaign's steady state (from its first report.json written
 after --steady-after seconds to its end) leaves out what a night's campaign pays once: the worker's and the
-helpers' start, the worker's self-check, its first loads of the variants met early. Triage is off by default (--triage-share 0): the rate is the fuzz
-loop's, whatever a foreign kernel's findings cost to minimise. A release form (`vllm==0.34.0`) is loaded from
-$MOE_LORA_FUZZ_CACHE, set to ./.upstream-cache when that folder exists and the variable is not set.
+helpers' start, the worker's self-check, its first loads of the variants met early. Triage is off by default
+(--triage-share 0): the rate is the fuzz loop's, whatever a foreign kernel's findings cost to minimise. A release
+form (`vllm==0.34.0`) is loaded from $MOE_LORA_FUZZ_CACHE, set to ./.upstream-cache when that folder exists and
+the variable is not set.
 Not a timed test: the numbers depend on the machine (a loaded host says so in its rates).
 """
 
