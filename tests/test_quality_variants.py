@@ -40,10 +40,15 @@ def test_campaign_finds_mutant_drawing_by_variant(mutant, device, tmp_path):
 
 
 @pytest.mark.quality
-def test_correct_kernels_pass_drawing_by_variant(device, tmp_path):
+def test_correct_kernels_pass_drawing_by_variant(device, tmp_path, monkeypatch):
+    from moe_lora_fuzz.fuzz.campaign import variant_draw
+
+    monkeypatch.setattr(variant_draw, "STREAM_FIRST", 0)  # drawn by variant from the first case after the prelude
     cfg = CampaignConfig(
         impl="ours", device=device, budget=600, max_cases=24, seed=0, out=tmp_path, quiet=True, variant_draw="on"
     )
     report = run_campaign(cfg)
     assert report.cases == 24
     assert not report.findings, report.findings
+    choices = report.to_dict()["variants"]["choices"]
+    assert choices["cloned"] + choices["explore"] + choices["exploit"] > 12, choices  # it did draw by variant

@@ -13,7 +13,7 @@ import torch
 import triton.language as tl
 from moe_lora_fuzz.fuzz.campaign import variant_draw
 from moe_lora_fuzz.fuzz.campaign.precompile import Precompiler, default_processes
-from moe_lora_fuzz.fuzz.campaign.variant_draw import NEW_VARIANT_SHARE, VariantDraw, enabled
+from moe_lora_fuzz.fuzz.campaign.variant_draw import NEW_VARIANT_SHARE, STREAM_FIRST, VariantDraw, enabled
 from moe_lora_fuzz.fuzz.execution.worker import PRELUDE_CASES, CampaignConfig, case_for, runs_twin
 from moe_lora_fuzz.fuzz.runtime import variants
 from moe_lora_fuzz.fuzz.space.case import Case
@@ -144,7 +144,9 @@ def test_drawing_keeps_the_stated_share_of_new_variants():
     off_vd, off_opened, off_chosen, off_seen = _simulate(on=False)
     decided = sum(vd.counts[k] for k in ("explore", "cloned", "exploit", "no_candidate_new", "no_candidate_known"))
     explored = vd.counts["explore"] + vd.counts["no_candidate_new"]
-    assert decided >= 260 - PRELUDE_CASES  # and the cases planned ahead
+    assert vd.counts["stream_first"] == STREAM_FIRST and decided == 260 - PRELUDE_CASES - STREAM_FIRST
+    stream_end = PRELUDE_CASES + STREAM_FIRST  # the campaign's own stream until then, while the model learns
+    assert chosen[:stream_end] == [case_for(vd.cfg, i) for i in range(stream_end)]
     assert abs(explored / decided - NEW_VARIANT_SHARE) < 0.07, vd.counts  # binomial: 3 standard deviations
     late, off_late = sum(opened[100:]), sum(off_opened[100:])
     assert late <= (NEW_VARIANT_SHARE + 0.05) * 160, (late, vd.counts)  # the rest stays in compiled variants
