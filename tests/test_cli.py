@@ -33,22 +33,16 @@ def _detail(proc: subprocess.CompletedProcess) -> str:
     return f"exit {proc.returncode}\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
 
 
-def _refusal(capsys, device: str, *args: str) -> subprocess.CompletedProcess:
+def _refusal(capsys, device: str, *args: str):
     """A refusal that ends before any campaign. On the CPU suite main() runs in this process (already on the
     interpreter: no python and torch import to pay per case; the subprocess form of a refusal stays in
     test_run_out_is_a_file_exits_2 and test_bad_subcommand_exits_2). Elsewhere (the GPU suite: this process compiles
     for the GPU, so `--device cpu` could not be prepared here) a fresh python, as before."""
     if device != "cpu":
         return _fuzz(*args)
-    from moe_lora_fuzz.fuzz.cli import main
+    from tests.test_reliability import _main
 
-    capsys.readouterr()
-    try:
-        rc = main(list(args))
-    except SystemExit as e:
-        rc = e.code
-    out = capsys.readouterr()
-    return subprocess.CompletedProcess(args, rc, out.out, out.err)
+    return _main(capsys, *args)
 
 
 def _assert_usage_error(proc: subprocess.CompletedProcess, match: str) -> None:
