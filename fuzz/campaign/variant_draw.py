@@ -3,8 +3,9 @@ the new ones compiled ahead in helper processes (docs/variants.md).
 
 Every judged run's variant (the specialisation keys its Triton launches produced: fuzz.runtime.variants) is
 observed by the worker and learned by a fuzz.space.variant_model.VariantModel. After the prelude, the first
-STREAM_FIRST cases are the campaign's own stream while the model learns; case i is then chosen as follows. With probability NEW_VARIANT_SHARE (from the case's seed) it explores: where there are
-compile-ahead helpers (a GPU), it takes the oldest case the helpers have already run among those predicted to open
+STREAM_FIRST cases are the campaign's own stream while the model learns; case i is then chosen as follows. With
+probability NEW_VARIANT_SHARE (from the case's seed) it explores: where there are compile-ahead helpers (a GPU),
+it takes the oldest case the helpers have already run among those predicted to open
 a new variant (`explore_ahead` keeps EXPLORE_PER_HELPER such cases per helper queued, each of its own projection),
 so the worker loads their binaries from Triton's disk cache instead of compiling them; when none is ready yet it
 exploits instead. Without helpers it takes the first of CANDIDATES draws (case_for(i), then draws from seeds
