@@ -67,9 +67,9 @@ def run_campaign(entry: str, a, seed: int, cache: str, out: Path, budget: float,
     if a.precompile is not None:
         cmd += ["--precompile", str(a.precompile)]
     shutil.rmtree(out, ignore_errors=True)  # a campaign's --out must be empty (a rerun into the same folder)
-    report, first = out / "report.json", None
+    report, log_path, first = out / "report.json", out.parent / f"{out.name}.log", None
     t0 = time.perf_counter()
-    with (out.parent / f"{out.name}.log").open("w") as log:
+    with log_path.open("w") as log:
         proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, text=True)
         try:
             while proc.poll() is None and time.perf_counter() - t0 < budget * 3 + 300:
@@ -82,7 +82,7 @@ def run_campaign(entry: str, a, seed: int, cache: str, out: Path, budget: float,
             proc.wait()
     wall = time.perf_counter() - t0
     if proc.returncode not in (0, 1) or not report.is_file():
-        lines = [s for s in (out.parent / f"{out.name}.log").read_text().splitlines() if s.strip()]
+        lines = [s for s in log_path.read_text().splitlines() if s.strip()]
         return {"error": f"exit {proc.returncode}: {lines[-1] if lines else 'no output'}", "wall_s": wall}
     r = json.loads(report.read_text())
     r["wall_s"] = round(wall, 1)
@@ -136,8 +136,10 @@ def rate(r: dict) -> str:
 def steady(r: dict) -> str:
     """Cases per second in the steady state (`steady`: after --steady-after seconds, which leave out the worker's
     start and self-check, the helpers' start and the first loads; a night's campaign pays those once)."""
-    if "error" in r or "steady" not in r:
-        return "-" if "error" not in r else "error"
+    if "error" in r:
+        return "error"
+    if "steady" not in r:
+        return "-"
     return f"{r['steady']['cases_per_s']:.1f}"
 
 

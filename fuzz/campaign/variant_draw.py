@@ -5,10 +5,10 @@ Every judged run's variant (the specialisation keys its Triton launches produced
 observed by the worker and learned by a fuzz.space.variant_model.VariantModel. After the prelude, the first
 STREAM_FIRST cases are the campaign's own stream while the model learns; case i is then chosen as follows. With
 probability NEW_VARIANT_SHARE (from the case's seed) it explores: where there are compile-ahead helpers (a GPU),
-it takes the oldest case the helpers have already run among those predicted to open
-a new variant (`explore_ahead` keeps EXPLORE_PER_HELPER such cases per helper queued, each of its own projection),
-so the worker loads their binaries from Triton's disk cache instead of compiling them; when none is ready yet it
-exploits instead. Without helpers it takes the first of CANDIDATES draws (case_for(i), then draws from seeds
+it takes the oldest case the helpers have already run among those predicted to open a new variant
+(`explore_ahead` keeps EXPLORE_PER_HELPER such cases per helper queued, each of its own projection), so the worker
+loads their binaries from Triton's disk cache instead of compiling them; when none is ready yet it exploits
+instead. Without helpers it takes the first of CANDIDATES draws (case_for(i), then draws from seeds
 derived from case i's) predicted to open a new variant. Otherwise it exploits: when the predictor has lately been
 right (VariantModel.trusted), the first candidate it calls known (fresh shapes); else a clone (an observed case
 with its free knobs redrawn: VariantModel.clone); else a case the helpers have run; else the first candidate
