@@ -4,6 +4,7 @@ schedule (fuzz.campaign.variant_draw, fuzz.campaign.precompile), and the minimis
 
 from __future__ import annotations
 
+import os
 import random
 import time
 from collections import deque
@@ -86,6 +87,19 @@ def test_launches_are_observed_under_the_interpreter():
         variants.key_of(interp, (x, 16, 1), {"BLOCK": 32}),
     ]
     assert variants.take()["keys"] == []
+
+
+def test_a_helper_compiles_implementation_kernels_without_launching_them(monkeypatch):
+    calls = []
+    monkeypatch.setattr(JITFunction, "run", lambda self, *a, grid, warmup, **kw: calls.append((self.name, warmup)))
+    monkeypatch.delenv("MOE_LORA_FUZZ_HELPERS_LAUNCH", raising=False)
+    variants.compile_only()
+    variants.compile_only()  # idempotent: one wrapper
+    impl, harness = type("K", (), {"name": "impl"})(), type("K", (), {"name": "gen", "harness": True})()
+    JITFunction.run(impl, 1, grid=(1,), warmup=False)
+    JITFunction.run(harness, 1, grid=(1,), warmup=False)
+    JITFunction.run(harness, 1, grid=(1,), warmup=True)
+    assert calls == [("impl", True), ("gen", False), ("gen", True)]  # Triton's warm-up path: compiled, not run
 
 
 # ---- the model and the draw ------------------------------------------------------------------------------
@@ -332,6 +346,16 @@ def test_on_the_cpu_nothing_compiles_ahead_and_drawing_is_off_by_default():
     assert not enabled("auto", "cpu") and enabled("auto", "cuda") and enabled("on", "cpu")
     assert not enabled("off", "cuda")
     assert not enabled("auto", "cuda", ours=True) and enabled("on", "cuda", ours=True)  # ours: its compile classes
+
+
+def test_helpers_share_the_host_with_shards_and_xdist_workers(monkeypatch):
+    monkeypatch.setattr(os, "cpu_count", lambda: 16)
+    monkeypatch.delenv("PYTEST_XDIST_WORKER_COUNT", raising=False)
+    assert default_processes("cuda") == 12 and default_processes("cuda", shards_here=3) == 4
+    monkeypatch.setenv("PYTEST_XDIST_WORKER_COUNT", "12")  # twelve test processes, each with its campaigns
+    assert default_processes("cuda") == 1
+    monkeypatch.setenv("PYTEST_XDIST_WORKER_COUNT", "2")
+    assert default_processes("cuda", shards_here=3) == 2
 
 
 # ---- triage's order -------------------------------------------------------------------------------------

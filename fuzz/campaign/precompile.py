@@ -30,10 +30,13 @@ BEHIND = 16  # the campaign this many of its cases from a class case no helper h
 
 
 def default_processes(device: str, shards_here: int = 1) -> int:
-    """Helpers for one campaign: the host's cores less a few for the campaign itself, shared by its shards."""
+    """Helpers for one campaign: the host's cores less a few for the campaign itself, shared by its shards and by
+    pytest-xdist's workers (each runs its own campaigns: twelve of them with twelve helpers each were 150 processes
+    and as many CUDA contexts on one GPU)."""
     if device != "cuda":
         return 0  # the interpreter compiles nothing
-    return max(0, min(12, ((os.cpu_count() or 1) - 4) // max(1, shards_here)))
+    sharers = max(1, shards_here) * max(1, int(os.environ.get("PYTEST_XDIST_WORKER_COUNT") or 1))
+    return max(0, min(12, ((os.cpu_count() or 1) - 4) // sharers))
 
 
 class _Helper:

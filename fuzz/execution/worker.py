@@ -185,6 +185,8 @@ def _worker_main(conn, device: str, impl_name: str, log: str | None, helper: boo
     sandbox.contain()  # a case's processes, detached or not, stay ours, to be killed after it (fuzz.runtime.sandbox)
     phases.count_jit()
     variants.install()  # each case's kernel variants go with its verdict (fuzz.runtime.variants)
+    if helper and device == "cuda":
+        variants.compile_only()  # a helper compiles, the worker launches (fuzz.runtime.variants)
     try:
         impl = resolve(impl_name)
     except ImplError as e:

@@ -163,6 +163,30 @@ def install() -> None:
     _installed = True
 
 
+def compile_only() -> None:
+    """In a compile-ahead helper (fuzz.campaign.precompile): every launch of an implementation's Triton kernel
+    compiles its variant (into Triton's disk cache, for the worker to load) and is not launched: Triton's own
+    warm-up path (`run(..., warmup=True)`). The helper then leaves the GPU's time to the campaign's worker, for
+    any implementation; what a wrapper reads back from a kernel that did not run is garbage, which can only make
+    the helper compile a variant the worker never meets. The harness's own kernels still run (the case's inputs
+    decide what the wrapper launches). Idempotent; MOE_LORA_FUZZ_HELPERS_LAUNCH=1 keeps the launches."""
+    if os.environ.get("MOE_LORA_FUZZ_HELPERS_LAUNCH") == "1":
+        return
+    try:
+        from triton.runtime.jit import JITFunction
+    except ImportError:
+        return
+    run = JITFunction.run
+    if getattr(run, "_compile_only", False):
+        return
+
+    def compiled(self, *args, grid, warmup, **kwargs):
+        return run(self, *args, grid=grid, warmup=warmup or not getattr(self, "harness", False), **kwargs)
+
+    compiled._compile_only = True
+    JITFunction.run = compiled
+
+
 def take() -> dict:
     """{"keys": [...], "compiled": n, "loaded": n} since the last take, and reset."""
     out = {"keys": list(_keys), **_compiles}
