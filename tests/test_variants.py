@@ -393,6 +393,7 @@ def test_variant_order_ranks_by_the_learned_model():
     assert vd.order(current, [new, other, same]) == [same, other, new]
 
 
+@pytest.mark.interpreter  # CPU tensors: the interpreter's (GPU runs skip it)
 def test_variants_are_reported_by_a_cpu_campaign(tmp_path):
     from moe_lora_fuzz.fuzz.campaign.runner import run_campaign
 
@@ -440,6 +441,7 @@ def test_the_worker_calls_on_sent_once_per_case_while_it_judges():
     assert [v.kind for v in verdicts] == ["pass", "pass"] and calls == [True, True]
 
 
+@pytest.mark.interpreter  # CPU tensors: the interpreter's (GPU runs skip it)
 def test_the_harness_own_kernels_are_not_counted_as_variants():
     """The fused generator (fuzz.data.fused_gen) launches a Triton kernel on every GPU case: the harness's, not the
     implementation's, so it is no variant of the implementation (launched here through the interpreter)."""
