@@ -1,7 +1,7 @@
 """Cases per second of the fuzz loop, and where the time goes.
 
     python scripts/bench_cases.py [--device cpu|cuda] [--cases N] [--profile tiny|nightly] [--materialise-only]
-                                  [--host-profile] [--rules current|before-29]
+                                  [--host-profile] [--rules current|before-29] [--fresh] [--twins]
 
 Runs the oracle in-process (no worker) on a campaign-like case stream (in compile classes on a GPU): `tiny`
 (default) restricted to tiny shapes, `nightly` at the nightly profile's GPU sizes (GPU_SIZES, its configuration
@@ -11,7 +11,9 @@ naive references, judge, and the rest (oracle bookkeeping). --materialise-only t
 CPU machine can measure at nightly sizes: the interpreter cannot run those kernels in reasonable time).
 --host-profile adds cProfile's top functions of one more pass. --rules before-29 judges as before issue 29 (naive
 cross-check on every case, the fp64 reference's weights gathered per pair in CPU-sized chunks, three host copies for
-the data features), for a same-machine before/after.
+the data features), for a same-machine before/after. --fresh: each timed pass judges new cases (new shapes and
+data in the first pass's compile classes), as a campaign does, instead of the first pass's again; the GPU's
+allocator segments (cudaMalloc calls) per case are printed either way.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ def main() -> None:
     p.add_argument("--materialise-only", action="store_true")
     p.add_argument("--impl", default="ours", help="any --impl value (a release form loads from $MOE_LORA_FUZZ_CACHE)")
     p.add_argument("--twins", action="store_true", help="run the metamorphic twins on the cases a campaign would")
+    p.add_argument("--fresh", action="store_true", help="timed passes judge new cases of the same compile classes")
     p.add_argument("--host-profile", action="store_true", help="also print cProfile's top functions of a pass")
     p.add_argument(
         "--rules",
@@ -55,7 +58,16 @@ def main() -> None:
     import dataclasses
 
     from moe_lora_fuzz.fuzz.judgement import compare, oracle
-    from moe_lora_fuzz.fuzz.space.generate import CPU_SIZES, GPU_SIZES, Classes, draw
+    from moe_lora_fuzz.fuzz.space.generate import (
+        CPU_SIZES,
+        GPU_SIZES,
+        Classes,
+        RandomSource,
+        class_of,
+        draw,
+        generate,
+        prototype,
+    )
 
     if a.profile == "nightly":
         sizes, shapes = GPU_SIZES, "nightly sizes (GPU_SIZES: M<=600, K<=1100, N<=600, R<=72, E<=64)"
@@ -100,6 +112,26 @@ def main() -> None:
         HostInputs.prefetch = lambda self, names: None
     interpreter = device == "cpu" and a.profile == "tiny"  # the nightly stream is the GPU's
     cases = [impl.fit(draw(sizes, i, i, interpreter=interpreter)) for i in range(n)]  # in compile classes on a GPU
+    first = list(cases)
+
+    def renew(k: int) -> None:
+        """--fresh: the k-th timed pass's cases, new shapes and data in the classes of the first pass's (a case of
+        a class of its own is judged again: a new one would compile)."""
+        if not a.fresh:
+            return
+        for i in range(n):
+            cls, seed = class_of(sizes, i, i), i + 1_000_003 * k
+            if cls is not None:
+                proto = prototype(sizes, interpreter, cls)
+                cases[i] = impl.fit(
+                    generate(RandomSource(seed), sizes, interpreter=interpreter, seed=seed, proto=proto)
+                )
+            else:
+                cases[i] = first[i]
+
+    def segments() -> int:
+        return torch.cuda.memory_stats().get("segment.all.allocated", 0) if device == "cuda" else 0
+
     if a.materialise_only:
         from moe_lora_fuzz.fuzz.data.tensors import materialize
 
@@ -120,7 +152,11 @@ def main() -> None:
         )
         return
 
-    def one_pass(implementation) -> tuple[float, int]:
+    passes = iter(range(1, 100))
+
+    def one_pass(implementation, timed_pass: bool = True) -> tuple[float, int]:
+        if timed_pass:
+            renew(next(passes))
         t0 = time.perf_counter()
         fails = sum(
             oracle.check(c, a.impl, device, impl=implementation, metamorphic=a.twins and runs_twin(twin_cfg, c)).failed
@@ -128,10 +164,12 @@ def main() -> None:
         )
         return time.perf_counter() - t0, fails
 
-    cold, fails = one_pass(impl)  # every kernel variant compiles (or loads from Triton's disk cache)
+    cold, fails = one_pass(impl, timed_pass=False)  # every kernel variant compiles (or loads from Triton's disk cache)
     print(f"first pass (compiling): {n / cold:.1f} cases/s", flush=True)
     # steady state as a campaign runs it (no timers, no extra syncs): the median of three passes
+    malloc0 = segments()
     steady = sorted(one_pass(impl) for _ in range(3))
+    mallocs = (segments() - malloc0) / (3 * n)
     rates = [n / t for t, _ in steady]
     fails += sum(f for _, f in steady)
     if a.host_profile:  # where the host's time goes in one more pass, before the phase timers (and their syncs) go in
@@ -157,7 +195,9 @@ def main() -> None:
     )
     print(
         f"steady state (kernels compiled): {rates[1]:.1f} cases/s ({1000 * steady[1][0] / n:.2f} ms per case), "
-        f"median of 3 passes ({min(rates):.1f} to {max(rates):.1f})"
+        f"median of 3 passes ({min(rates):.1f} to {max(rates):.1f}); "
+        f"{'new cases' if a.fresh else 'the same cases'} each pass, twins {'on' if a.twins else 'off'}, "
+        f"{mallocs:.2f} allocator segments (cudaMalloc) per case"
     )
     print(f"with a sync after every phase: {n / wall:.1f} cases/s\n")
     print("| phase (synced) | ms per case | share |\n|---|---|---|")
