@@ -16,6 +16,7 @@ done > "$OUT/inproc.txt"
 PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True timeout "${INPROC_TIMEOUT:-60}" python scripts/bench_cases.py \
   --device cuda --profile nightly --cases 60 --fresh 2>&1 | tail -12 >> "$OUT/inproc.txt"
 cat "$OUT/inproc.txt"
+[ "${IMPLS-x}" = "" ] && exit 0  # IMPLS="": the first two parts only
 timeout "${BENCH_TIMEOUT:-420}" python scripts/bench_campaigns.py --device cuda --profile nightly \
   --cold-budget "${COLD_BUDGET:-35}" --budget "${BENCH_BUDGET:-55}" --steady-after "${STEADY_AFTER:-20}" \
   --deadline "${BENCH_DEADLINE:-410}" --out /tmp/issue29y --json "$OUT/bench.json" \
