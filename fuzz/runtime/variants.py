@@ -39,7 +39,8 @@ _params_of: dict = {}  # id(kernel) -> (kernel, its _params): kernels live as lo
 
 
 def _params(kernel) -> tuple:
-    """(signature, [(name, is_constexpr, is_const, specialise, align)]) of a JITFunction or InterpretedFunction."""
+    """([(name, is_constexpr, is_const, specialise, align)], {name: default}, {names}) of a JITFunction or
+    InterpretedFunction."""
     hit = _params_of.get(id(kernel))
     if hit is not None and hit[0] is kernel:
         return hit[1]
@@ -59,8 +60,9 @@ def _params(kernel) -> tuple:
         constexpr = "constexpr" in text
         const = not constexpr and ("const" in text or text.startswith("*k"))
         out.append((name, constexpr, const, not (i in dns or name in dns), not (i in dnsa or name in dnsa)))
-    _params_of[id(kernel)] = (kernel, (sig, tuple(out)))
-    return sig, tuple(out)
+    defaults = {n: p.default for n, p in sig.parameters.items() if p.default is not inspect.Parameter.empty}
+    _params_of[id(kernel)] = (kernel, (tuple(out), defaults, frozenset(sig.parameters)))
+    return _params_of[id(kernel)][1]
 
 
 def _spec(v, specialise: bool, align: bool, const: bool = False) -> str:
@@ -93,16 +95,15 @@ def _constexpr(v) -> str:
 
 def describe(kernel, args: tuple, kwargs: dict) -> str:
     """The launch's specialisation in words: name[arg=spec, ...|option=value, ...]."""
-    sig, params = _params(kernel)
-    names = {p[0] for p in params}
-    bound = sig.bind_partial(*args, **{k: v for k, v in kwargs.items() if k in names})
-    bound.apply_defaults()
-    parts = []
-    for name, constexpr, const, specialise, align in params:
-        if name not in bound.arguments:
+    params, defaults, names = _params(kernel)
+    if len(args) > len(params):
+        raise TypeError(f"{len(args)} arguments for {len(params)} parameters")  # as binding them would
+    parts, missing = [], object()
+    for i, (name, constexpr, const, specialise, align) in enumerate(params):  # bound as Python binds a call
+        v = args[i] if i < len(args) else kwargs.get(name, defaults.get(name, missing))
+        if v is missing:
             parts.append(f"{name}=?")
             continue
-        v = bound.arguments[name]
         parts.append(f"{name}={_constexpr(v) if constexpr else _spec(v, specialise, align, const)}")
     options = [f"{k}={kwargs[k]!r}" for k in sorted(kwargs) if k not in names]
     return f"{_name(kernel.fn)}[{', '.join(parts)}|{', '.join(options)}]"
