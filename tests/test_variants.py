@@ -89,6 +89,44 @@ def test_launches_are_observed_under_the_interpreter():
     assert variants.take()["keys"] == []
 
 
+def test_helpers_stay_off_the_campaigns_cpus(monkeypatch):
+    from moe_lora_fuzz.fuzz.campaign import precompile
+
+    monkeypatch.delenv("MOE_LORA_FUZZ_PIN_HELPERS", raising=False)
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(16)), raising=False)
+    monkeypatch.setattr(precompile, "_siblings", lambda cpu: set())  # no topology: one thread per core
+    assert precompile.helper_cpus() == frozenset(range(4, 16))
+    monkeypatch.setattr(precompile, "_siblings", lambda cpu: {cpu % 8, cpu % 8 + 8})  # cores of two threads
+    assert precompile.helper_cpus() == frozenset(range(16)) - {0, 8, 1, 9}  # two whole cores kept
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1, 2, 3}, raising=False)
+    assert precompile.helper_cpus() is None  # nothing left for helpers: not pinned
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(16)), raising=False)
+    monkeypatch.setenv("MOE_LORA_FUZZ_PIN_HELPERS", "0")
+    assert precompile.helper_cpus() is None
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_setaffinity"), reason="no CPU affinity on this OS")
+def test_a_helper_process_runs_on_the_cpus_it_was_given(tmp_path, monkeypatch):
+    """A real helper process: its implementation, imported inside it, sees the affinity it was started with."""
+    from moe_lora_fuzz.fuzz.campaign.precompile import _Helper
+
+    seen = tmp_path / "cpus.txt"
+    (tmp_path / "probe_impl.py").write_text(
+        f"import os\nopen({str(seen)!r}, 'w').write(repr(sorted(os.sched_getaffinity(0))))\n"
+        "def run(*a, **k):\n    pass\n"
+    )
+    cpu = min(os.sched_getaffinity(0))
+    h = _Helper("cpu", f"{tmp_path / 'probe_impl.py'}:run", frozenset({cpu}))
+    try:
+        end = time.monotonic() + 120
+        while not h.ready and time.monotonic() < end and h.poll(deque()):
+            time.sleep(0.05)
+        assert h.ready, "the helper did not start"
+        assert seen.read_text() == repr([cpu])
+    finally:
+        h.kill()
+
+
 def test_a_helper_compiles_implementation_kernels_without_launching_them(monkeypatch):
     calls = []
     monkeypatch.setattr(JITFunction, "run", lambda self, *a, grid, warmup, **kw: calls.append((self.name, warmup)))
@@ -303,7 +341,9 @@ def test_helpers_start_few_and_join_only_while_the_campaign_waits_on_them(monkey
 
     started = []
     monkeypatch.setattr(
-        precompile, "_Helper", lambda device, impl: started.append(_FakeHelper(finishes=False)) or started[-1]
+        precompile,
+        "_Helper",
+        lambda device, impl, cpus=None: started.append(_FakeHelper(finishes=False)) or started[-1],
     )
     monkeypatch.setattr(precompile, "GROW_EVERY_S", 0.0)
     pre = Precompiler(CampaignConfig(impl="ours", device="cpu", seed=0), 4, None)

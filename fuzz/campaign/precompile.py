@@ -27,6 +27,7 @@ MAX_RESTARTS = 20
 START_HELPERS = 2  # helpers started with the campaign; more join, up to its limit, while they fall behind it
 GROW_EVERY_S = 0.5  # at most one helper joins per this many seconds (each start costs the host seconds of CPU)
 BEHIND = 16  # the campaign this many of its cases from a class case no helper has taken: the helpers are behind
+KEEP_CPUS = 4  # logical CPUs helpers never run on: the campaign's and its worker's (default_processes leaves 4)
 
 
 def default_processes(device: str, shards_here: int = 1) -> int:
@@ -39,13 +40,45 @@ def default_processes(device: str, shards_here: int = 1) -> int:
     return max(0, min(12, ((os.cpu_count() or 1) - 4) // sharers))
 
 
+def helper_cpus() -> frozenset | None:
+    """The CPUs helpers run on: this process's, less the first KEEP_CPUS (with their cores' other hardware
+    threads), which stay the campaign's and its worker's. On an H100 host (issue 29, docs/speed.md) the worker's
+    GPU phases took 3 to 5 times as long beside a dozen compiling helpers as alone, and helpers that launched
+    nothing changed nothing: what they share is the CPU. None (not pinned): too few CPUs, no affinity here, or
+    MOE_LORA_FUZZ_PIN_HELPERS=0."""
+    if os.environ.get("MOE_LORA_FUZZ_PIN_HELPERS") == "0" or not hasattr(os, "sched_getaffinity"):
+        return None
+    allowed = sorted(os.sched_getaffinity(0))
+    keep: set = set()
+    for cpu in allowed:
+        if len(keep) >= KEEP_CPUS:
+            break
+        keep |= {cpu} | (_siblings(cpu) & set(allowed))
+    return frozenset(allowed) - keep or None
+
+
+def _siblings(cpu: int) -> set:
+    """The logical CPUs of `cpu`'s core (Linux's topology files; none where they are missing)."""
+    try:
+        with open(f"/sys/devices/system/cpu/cpu{cpu}/topology/thread_siblings_list") as f:
+            text = f.read().strip()
+    except OSError:
+        return set()
+    out: set = set()
+    for part in filter(None, text.split(",")):
+        lo, _, hi = part.partition("-")
+        out.update(range(int(lo), int(hi or lo) + 1))
+    return out
+
+
 class _Helper:
-    def __init__(self, device: str, impl: str):
+    def __init__(self, device: str, impl: str, cpus: frozenset | None = None):
         from moe_lora_fuzz.fuzz.execution.worker import _worker_main
 
         ctx = mp.get_context("spawn")
         self.conn, child = ctx.Pipe()
-        self.proc = ctx.Process(target=_worker_main, args=(child, device, impl, os.devnull, True), daemon=True)
+        args = (child, device, impl, os.devnull, True, None, cpus)
+        self.proc = ctx.Process(target=_worker_main, args=args, daemon=True)
         self.proc.start()
         child.close()
         self.ready = False
@@ -93,7 +126,8 @@ class Precompiler:
         self.cfg, self.profile = cfg, profile
         # a warm campaign needs few helpers, and a dozen starting at once slow the worker's own start for seconds
         self.limit, self.grown = processes, time.monotonic()
-        self.helpers = [_Helper(cfg.device, cfg.impl) for _ in range(min(processes, START_HELPERS))]
+        self.cpus = helper_cpus()
+        self.helpers = [self._new() for _ in range(min(processes, START_HELPERS))]
         self.sent: Counter = Counter()  # class key -> cases sent
         self.pending: deque = deque()  # indices still to send, in order
         self.urgent: deque = deque()  # cases the worker is about to judge (a minimisation's next candidates)
@@ -133,7 +167,7 @@ class Precompiler:
                     self.warmed.append(h.explored)
                 h.kill()
                 self.restarts += 1
-                self.helpers[n] = h = _Helper(self.cfg.device, self.cfg.impl) if self.restarts <= MAX_RESTARTS else None
+                self.helpers[n] = h = self._new() if self.restarts <= MAX_RESTARTS else None
             if h is None or not h.ready or h.busy_since is not None:
                 continue
             try:
@@ -165,7 +199,10 @@ class Precompiler:
         ):
             return
         self.grown = time.monotonic()
-        self.helpers.append(_Helper(self.cfg.device, self.cfg.impl))
+        self.helpers.append(self._new())
+
+    def _new(self) -> _Helper:
+        return _Helper(self.cfg.device, self.cfg.impl, self.cpus)
 
     def ahead(self, cases: list) -> None:
         """Cases the worker is about to judge outside the campaign's stream (triage's minimiser): they go

@@ -167,12 +167,17 @@ def _redirect_output(log: str) -> None:
     os.close(fd)
 
 
-def _worker_main(conn, device: str, impl_name: str, log: str | None, helper: bool = False, began=None) -> None:
+def _worker_main(
+    conn, device: str, impl_name: str, log: str | None, helper: bool = False, began=None, cpus=None
+) -> None:
     """helper: a fuzz.campaign.precompile helper, which must not slow the campaign's own worker down: lower CPU priority
     and one host thread for torch; its taint is not checked (it only compiles: no verdict of it is believed).
     began: a shared counter of the requests this process has taken (Worker: tells a failure after a case's answer
-    from one during the next case)."""
+    from one during the next case). cpus: where this process and every thread it starts may run (a helper's:
+    fuzz.campaign.precompile.helper_cpus), set before anything is imported."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles interrupts and ends this process
+    if cpus:
+        os.sched_setaffinity(0, cpus)
     if helper:
         os.nice(10)
         import torch
