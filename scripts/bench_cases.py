@@ -19,6 +19,7 @@ allocator segments (cudaMalloc calls) per case are printed either way.
 from __future__ import annotations
 
 import argparse
+import itertools
 import os
 import sys
 import time
@@ -152,7 +153,7 @@ def main() -> None:
         )
         return
 
-    passes = iter(range(1, 100))
+    passes = itertools.count(1)  # the timed passes' numbers: --fresh draws each its own cases
 
     def one_pass(implementation, timed_pass: bool = True) -> tuple[float, int]:
         if timed_pass:
