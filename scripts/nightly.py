@@ -1,10 +1,12 @@
-"""Nightly campaign: one worker process per GPU on disjoint deterministic shards, one merged report.
+"""Nightly campaign: campaigns on disjoint deterministic shards, K per GPU, one merged report.
 
-    python scripts/nightly.py --budget 3600 --out nightly-out [--gpus N] [--impl ours] [--seed S]
+    python scripts/nightly.py --budget 3600 --out nightly-out [--gpus N] [--shards-per-gpu K] [--impl ours] [--seed S]
 
-Each GPU i runs `moe-lora-fuzz run --profile nightly --shard i/N` with CUDA_VISIBLE_DEVICES=i; the
-shards are merged by `fuzz.campaign.merge` (the same code as `moe-lora-fuzz merge`) into OUT: report.json and every
-repro file. Exit 1 on findings.
+Shard j of N*K runs `moe-lora-fuzz run --profile nightly --shard j/(N*K)` on GPU j mod N (CUDA_VISIBLE_DEVICES);
+the shards are merged by `fuzz.campaign.merge` (the same code as `moe-lora-fuzz merge`) into OUT: report.json and
+every repro file. Exit 1 on findings. A campaign's cases cost the host's CPU more than the GPU (docs/speed.md): on a
+host with cores to spare, K > 1 runs K workers per GPU (the host's compile-ahead helpers are shared among all
+shards). Cases per second with K > 1 are not measured yet (scripts/gpu_steps/issue29w.sh measures them).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ def main() -> int:
     p.add_argument("--budget", type=float, default=3600)
     p.add_argument("--out", type=Path, default=Path("nightly-out"))
     p.add_argument("--gpus", type=int, default=None, help="default: every visible GPU")
+    p.add_argument("--shards-per-gpu", type=int, default=1, help="campaigns sharing each GPU (default 1)")
     p.add_argument("--impl", default="ours")
     p.add_argument("--seed", type=int, default=0)
     a = p.parse_args()
@@ -30,10 +33,14 @@ def main() -> int:
     import torch
     from moe_lora_fuzz.fuzz.campaign.precompile import default_processes
 
-    n = a.gpus or torch.cuda.device_count()
-    if n < 1:
+    gpus = a.gpus or torch.cuda.device_count()
+    if gpus < 1:
         print("error: no CUDA GPU visible; the nightly campaign runs on GPUs", file=sys.stderr)
         return 2
+    if a.shards_per_gpu < 1:
+        print(f"error: --shards-per-gpu must be at least 1, got {a.shards_per_gpu}", file=sys.stderr)
+        return 2
+    n = gpus * a.shards_per_gpu
     env = dict(os.environ, PYTHONPATH=str(ROOT), HYPOTHESIS_PROFILE="nightly")
     env.pop("TRITON_INTERPRET", None)
     a.out.mkdir(parents=True, exist_ok=True)
@@ -64,7 +71,7 @@ def main() -> int:
         log = open(a.out / f"shard{i}.log", "w")
         procs.append(
             subprocess.Popen(
-                cmd, cwd=ROOT, env=dict(env, CUDA_VISIBLE_DEVICES=str(i)), stdout=log, stderr=subprocess.STDOUT
+                cmd, cwd=ROOT, env=dict(env, CUDA_VISIBLE_DEVICES=str(i % gpus)), stdout=log, stderr=subprocess.STDOUT
             )
         )
     codes = [pr.wait() for pr in procs]
@@ -78,7 +85,7 @@ def main() -> int:
     except MergeError as e:
         print(f"error: {e}; see {a.out}/shard*.log", file=sys.stderr)
         return 2
-    print(f"{n} GPUs: {summary(merged, a.out)}; kinds {merged['kinds']}")
+    print(f"{gpus} GPUs, {n} shards: {summary(merged, a.out)}; kinds {merged['kinds']}")
     return 1 if merged["findings"] else 0
 
 

@@ -169,3 +169,36 @@ def test_three_processes_as_hosts_then_merge(tmp_path):
     assert sum(len(f["repros"]) for f in m["findings"]) == sum(len(s["findings"]) for s in shards)
     assert all(Path(p).is_file() and Path(p).parent == out for f in m["findings"] for p in f["repros"])
     assert sorted(tuple(p["shard"]) for p in m["per_shard"]) == [(0, 3), (1, 3), (2, 3)]
+
+
+def test_nightly_runs_k_shards_per_gpu_and_merges_them(tmp_path, monkeypatch, capsys):
+    """scripts/nightly.py --shards-per-gpu: shard j of N*K on GPU j mod N, the host's helpers divided among all
+    shards, one merged report (campaigns stood in for: this machine has no GPU)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("nightly", ROOT / "scripts" / "nightly.py")
+    nightly = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(nightly)
+    launched = []
+
+    class Campaign:
+        def __init__(self, cmd, env, **kw):
+            out = Path(cmd[cmd.index("--out") + 1])
+            shard = cmd[cmd.index("--shard") + 1]
+            launched.append((shard, env["CUDA_VISIBLE_DEVICES"], cmd[cmd.index("--precompile") + 1]))
+            _shard(out.parent, out.name, int(shard.split("/")[0]), cases=10, findings=[], edges={}, files={})
+
+        def wait(self):
+            return 0
+
+    monkeypatch.setattr(nightly.subprocess, "Popen", Campaign)
+    monkeypatch.setattr(os, "cpu_count", lambda: 16)
+    monkeypatch.delenv("PYTEST_XDIST_WORKER_COUNT", raising=False)
+    args = ["nightly.py", "--gpus", "2", "--shards-per-gpu", "3", "--budget", "1", "--out", str(tmp_path / "n")]
+    monkeypatch.setattr(sys, "argv", args)
+    assert nightly.main() == 0
+    assert launched == [(f"{j}/6", str(j % 2), "2") for j in range(6)]  # (16 - 4) helpers over 6 shards
+    assert json.loads((tmp_path / "n" / "report.json").read_text())["cases"] == 60
+    assert "2 GPUs, 6 shards" in capsys.readouterr().out
+    monkeypatch.setattr(sys, "argv", [*args[:3], "--shards-per-gpu", "0"])
+    assert nightly.main() == 2 and "--shards-per-gpu must be at least 1" in capsys.readouterr().err
