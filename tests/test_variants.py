@@ -106,7 +106,7 @@ def test_helpers_stay_off_the_campaigns_cpus(monkeypatch):
 
 
 @pytest.mark.skipif(not hasattr(os, "sched_setaffinity"), reason="no CPU affinity on this OS")
-def test_a_helper_process_runs_on_the_cpus_it_was_given(tmp_path, monkeypatch):
+def test_a_helper_process_runs_on_the_cpus_it_was_given(tmp_path):
     """A real helper process: its implementation, imported inside it, sees the affinity it was started with."""
     from moe_lora_fuzz.fuzz.campaign.precompile import _Helper
 
