@@ -48,13 +48,13 @@ def helper_cpus() -> frozenset | None:
     MOE_LORA_FUZZ_PIN_HELPERS=0."""
     if os.environ.get("MOE_LORA_FUZZ_PIN_HELPERS") == "0" or not hasattr(os, "sched_getaffinity"):
         return None
-    allowed = sorted(os.sched_getaffinity(0))
+    allowed = set(os.sched_getaffinity(0))
     keep: set = set()
-    for cpu in allowed:
+    for cpu in sorted(allowed):
         if len(keep) >= KEEP_CPUS:
             break
-        keep |= {cpu} | (_siblings(cpu) & set(allowed))
-    return frozenset(allowed) - keep or None
+        keep |= {cpu} | (_siblings(cpu) & allowed)
+    return frozenset(allowed - keep) or None
 
 
 def _siblings(cpu: int) -> set:
@@ -77,8 +77,8 @@ class _Helper:
 
         ctx = mp.get_context("spawn")
         self.conn, child = ctx.Pipe()
-        args = (child, device, impl, os.devnull, True, None, cpus)
-        self.proc = ctx.Process(target=_worker_main, args=args, daemon=True)
+        args = (child, device, impl, os.devnull, True)
+        self.proc = ctx.Process(target=_worker_main, args=args, kwargs={"cpus": cpus}, daemon=True)
         self.proc.start()
         child.close()
         self.ready = False
