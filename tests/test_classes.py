@@ -148,6 +148,20 @@ def test_a_deterministic_failure_is_not_intermittent(tmp_path):
     assert triager.intermittent == {}
 
 
+def test_a_deterministic_failure_found_as_the_budget_ran_out_is_not_intermittent(tmp_path):
+    """Triage's re-runs on a spent budget come back as hangs cut within 0.05 s (CappedWorker): they are no pass."""
+    triager = Triager("fake", "cpu", tmp_path, {})
+    f, case = _finding(tmp_path, 0), BASE
+    runs = []
+
+    def cut(c: Case) -> dict:
+        runs.append(c)
+        return _verdict(c, "hang")
+
+    assert intermittent.settle(triager, f, case, _verdict(case, "mismatch"), cut, 0.0) is False
+    assert triager.intermittent == {} and len(runs) == 1  # one uncounted run ends the re-judging
+
+
 def test_runs_for_a_rate():
     assert intermittent.runs_for(1.0) == 1
     assert intermittent.runs_for(0.5) == 7  # 0.5**7 < 0.01
