@@ -6,9 +6,13 @@ neighbours of each kind, one kind after the other:
 - none: nothing beside it (the baseline);
 - sleep: N processes that imported torch and sleep;
 - cuda: N processes that made a CUDA context on the same GPU and sleep;
-- helpers: N compile-ahead helpers (fuzz.campaign.precompile), started, ready, given no case.
-A campaign's worker measured 3 to 4 times slower beside a dozen helpers that compiled about one case a second
-(issue 29): if an idle kind slows the loop, the cost is their presence, not their work. Not a timed test.
+- helpers: N compile-ahead helpers (fuzz.campaign.precompile), started, ready, given no case;
+- busy: N helpers given new campaign cases, --rate a second in all (a campaign's helpers took about one a second);
+- pulse: N processes that each run a small kernel on the same GPU ten times a second;
+- spin: N processes that keep a CPU busy at nice 10 (as helpers run).
+A campaign's worker measured 3 to 4 times slower beside a dozen helpers that took about one case a second
+(issue 29), while idle neighbours of any kind left the loop as fast: which work of theirs costs it? Not a timed
+test.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from __future__ import annotations
 import argparse
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -25,13 +30,40 @@ sys.path.insert(0, str(ROOT))
 IDLE = {
     "sleep": "import torch, time; time.sleep(1e6)",
     "cuda": "import torch, time; torch.zeros(1, device='cuda'); torch.cuda.synchronize(); time.sleep(1e6)",
+    "pulse": "import torch, time\nx = torch.ones(1 << 20, device='cuda')\n"
+    "while True:\n    x.sum().item(); time.sleep(0.1)",
+    "spin": "import os\nos.nice(10)\nwhile True: pass",
 }
 
 
-def start(kind: str, count: int, impl: str) -> list:
+class Feeder(threading.Thread):
+    """Gives idle helpers new cases of a nightly GPU campaign, `rate` a second in all, until stopped."""
+
+    def __init__(self, helpers: list, rate: float):
+        super().__init__(daemon=True)
+        self.helpers, self.rate, self.sent, self.done = helpers, rate, 0, threading.Event()
+
+    def run(self) -> None:
+        from moe_lora_fuzz.fuzz.execution.worker import CampaignConfig, case_for
+
+        cfg = CampaignConfig(impl="ours", device="cuda", profile="nightly", seed=1234)
+        while not self.done.wait(1 / self.rate):
+            for h in self.helpers:
+                h.poll([])
+                if h.ready and h.busy_since is None:
+                    h.send(case_for(cfg, 10_000 + self.sent))
+                    self.sent += 1
+                    break
+
+    def kill(self) -> None:
+        self.done.set()
+        self.join()
+
+
+def start(kind: str, count: int, impl: str, rate: float) -> list:
     if kind == "none":
         return []
-    if kind == "helpers":
+    if kind in ("helpers", "busy"):
         from moe_lora_fuzz.fuzz.campaign.precompile import _Helper
 
         helpers = [_Helper("cuda", impl) for _ in range(count)]
@@ -40,6 +72,10 @@ def start(kind: str, count: int, impl: str) -> list:
             for h in helpers:
                 h.poll([])
             time.sleep(0.2)
+        if kind == "busy":
+            feeder = Feeder(helpers, rate)
+            feeder.start()
+            return [feeder, *helpers]  # the feeder stops before the helpers go
         return helpers
     procs = [subprocess.Popen([sys.executable, "-c", IDLE[kind]]) for _ in range(count)]
     time.sleep(15)  # their imports and CUDA contexts are made before the loop starts
@@ -58,10 +94,11 @@ def main() -> None:
     p.add_argument("--kinds", default="none,sleep,cuda,helpers")
     p.add_argument("--count", type=int, default=12)
     p.add_argument("--impl", default="ours", help="the helpers' implementation (pass --impl to bench_cases too)")
+    p.add_argument("--rate", type=float, default=1.0, help="busy: cases a second given to the helpers, in all")
     a, rest = p.parse_known_args()
     rest = [x for x in rest if x != "--"]
     for kind in a.kinds.split(","):
-        neighbours = start(kind, a.count, a.impl)
+        neighbours = start(kind, a.count, a.impl, a.rate)
         try:
             out = subprocess.run(
                 [sys.executable, str(ROOT / "scripts" / "bench_cases.py"), *rest], capture_output=True, text=True
@@ -69,7 +106,11 @@ def main() -> None:
         finally:
             stop(neighbours)
         steady = [s for s in out.stdout.splitlines() if s.startswith(("steady state", "|", "first pass"))]
-        print(f"### {a.count if kind != 'none' else 0} neighbours: {kind}\n" + "\n".join(steady or [out.stderr[-800:]]))
+        fed = f", {neighbours[0].sent} cases given" if kind == "busy" else ""
+        print(
+            f"### {a.count if kind != 'none' else 0} neighbours: {kind}{fed}\n"
+            + "\n".join(steady or [out.stderr[-800:]])
+        )
         print(flush=True)
 
 
