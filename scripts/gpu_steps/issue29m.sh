@@ -8,3 +8,12 @@ L="--device cuda --profile nightly --cases 60 --fresh"
 timeout "${N1_TIMEOUT:-200}" python scripts/bench_neighbours.py --kinds none,busy,pulse,spin --count 12 -- $L 2>&1 \
   | tee "$OUT/neighbours.md"
 timeout "${N2_TIMEOUT:-60}" python scripts/bench_neighbours.py --kinds busy --count 1 -- $L 2>&1 | tee -a "$OUT/neighbours.md"
+# where a GPU campaign's host time goes: its parent (cProfile) and its worker (MOE_LORA_FUZZ_PROFILE_DIR), warm
+R="--impl ours --device cuda --profile nightly --triage-share 0"
+timeout 60 python -m moe_lora_fuzz run $R --budget 30 --seed 5 --out /tmp/issue29m/warmup > "$OUT/warmup.txt" 2>&1
+MOE_LORA_FUZZ_PROFILE_DIR="$OUT/prof" timeout 80 python -m cProfile -o "$OUT/parent.pstats" -m moe_lora_fuzz run $R \
+  --budget 40 --seed 6 --out /tmp/issue29m/profiled > "$OUT/profiled.txt" 2>&1
+cp /tmp/issue29m/profiled/report.json "$OUT/profiled-report.json"
+for f in "$OUT/parent.pstats" "$OUT"/prof/*.pstats; do
+  python -c "import pstats, sys; pstats.Stats(sys.argv[1]).sort_stats('tottime').print_stats(25)" "$f" 2>&1 | tail -32
+done > "$OUT/profiles.txt"
