@@ -57,6 +57,15 @@ def helper_cpus() -> frozenset | None:
     return frozenset(allowed - keep) or None
 
 
+def worker_cpus() -> frozenset | None:
+    """The CPUs helper_cpus keeps for the campaign's worker, where MOE_LORA_FUZZ_PIN_WORKER=1 pins it (a
+    measurement knob, issue 29: the worker left anywhere may share a core with a compiling helper)."""
+    helpers = helper_cpus()
+    if os.environ.get("MOE_LORA_FUZZ_PIN_WORKER") != "1" or helpers is None:
+        return None
+    return frozenset(os.sched_getaffinity(0)) - helpers or None
+
+
 def _siblings(cpu: int) -> set:
     """The logical CPUs of `cpu`'s core (Linux's topology files; none where they are missing)."""
     try:

@@ -306,6 +306,14 @@ def _judge_here(msg: dict, case: Case, impl, impl_name: str, device: str) -> Ver
     )
 
 
+def _pinned(device: str):
+    if device != "cuda":
+        return None
+    from moe_lora_fuzz.fuzz.campaign.precompile import worker_cpus
+
+    return worker_cpus()
+
+
 class _NoAnswer(Exception):
     def __init__(self, kind: str, why: str):
         super().__init__(why)
@@ -342,7 +350,10 @@ class Worker:
         self._began, self._asked = ctx.RawValue("q", 0), 0  # requests the process took / this side sent it
         log = str(self.log) if self.log else None
         self._proc = ctx.Process(
-            target=_worker_main, args=(child, self.device, self.impl, log), kwargs={"began": self._began}, daemon=True
+            target=_worker_main,
+            args=(child, self.device, self.impl, log),
+            kwargs={"began": self._began, "cpus": _pinned(self.device)},
+            daemon=True,
         )
         try:
             self._proc.start()
