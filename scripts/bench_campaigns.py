@@ -153,22 +153,29 @@ def variant_cells(r: dict) -> list[str]:
     return [str(v.get("distinct", "-")), f"{part.get('compiled_per_case', '-')}{when}"]
 
 
+def helper_cell(r: dict) -> str:
+    """The compile-ahead helpers' work (report.json `precompile`): cases run, variants they compiled."""
+    pre = r.get("precompile") or {}
+    return f"{pre['cases']} / {pre.get('compiled', '-')}" if "cases" in pre else "none"
+
+
 def summary_table(results: dict) -> list[str]:
     rows = [
         "| implementation | cold cases/s | warm cases/s | warm, steady | cases cold / warm "
         "| variants compiled or loaded, cold / warm | distinct variants, warm | compiled per case, warm | "
-        "findings cold / warm |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "helpers' cases / compiled, warm | findings cold / warm |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for impl, (cold, warm) in results.items():
         cells = [f"`{impl}`", rate(cold), rate(warm), steady(warm)]
         if "error" in cold and "error" in warm:
-            cells += ["-", "-", "-", "-", cold["error"]]
+            cells += ["-", "-", "-", "-", "-", cold["error"]]
         else:
             cells += [
                 f"{cold.get('cases', '-')} / {warm.get('cases', '-')}",
                 f"{variants(cold)} / {variants(warm)}",
                 *variant_cells(warm),
+                helper_cell(warm),
                 f"{cold.get('distinct_findings', '-')} / {warm.get('distinct_findings', '-')}",
             ]
         rows.append("| " + " | ".join(str(c) for c in cells) + " |")

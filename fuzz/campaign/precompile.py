@@ -93,6 +93,7 @@ class _Helper:
         self.ready = False
         self.busy_since: float | None = None
         self.explored = None  # the case of the exploring queue it runs (Precompiler.explore), if it runs one
+        self.compiled = Counter()  # Triton's events in this helper (fuzz.runtime.variants): compiled, loaded
 
     def poll(self, done: deque) -> bool:
         """Take every answer (an explored case it finished goes to `done`); False if the process is gone (died,
@@ -105,6 +106,8 @@ class _Helper:
                 self.ready = self.ready or "ready" in msg
                 if "verdict" in msg:
                     self.busy_since = None
+                    got = msg.get("variants") or {}
+                    self.compiled.update({k: got.get(k, 0) for k in ("compiled", "loaded")})
                     if self.explored is not None:
                         done.append(self.explored)
                         self.explored = None
@@ -230,7 +233,17 @@ class Precompiler:
         return len(self.exploring) + len(self.warmed) + sum(h.explored is not None for h in self.helpers)
 
     def summary(self) -> dict:
-        return {"processes": len(self.helpers), "limit": self.limit, "cases": self.cases, "restarts": self.restarts}
+        """What the helpers did: variants compiled (the compiler ran) and loaded (found in Triton's disk cache) by
+        the helpers alive at the end (a replaced helper's are lost)."""
+        done = sum((h.compiled for h in self.helpers), Counter())
+        return {
+            "processes": len(self.helpers),
+            "limit": self.limit,
+            "cases": self.cases,
+            "restarts": self.restarts,
+            "compiled": done["compiled"],
+            "loaded": done["loaded"],
+        }
 
     def close(self) -> None:
         for h in self.helpers:
