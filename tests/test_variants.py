@@ -7,7 +7,7 @@ from __future__ import annotations
 import os
 import random
 import time
-from collections import deque
+from collections import Counter, deque
 
 import pytest
 import torch
@@ -306,9 +306,11 @@ def test_explore_ahead_keeps_the_queue_full_with_distinct_projections():
 class _FakeHelper:
     def __init__(self, finishes: bool = True):
         self.ready, self.busy_since, self.sent, self.explored, self.finishes = True, None, [], None, finishes
+        self.compiled = Counter()
 
     def poll(self, done):
         if self.finishes and self.busy_since is not None:
+            self.compiled["compiled"] += 1  # as a real helper counts its answers' Triton events
             done.extend([self.explored] if self.explored is not None else [])
             self.explored, self.busy_since = None, None
         return True
@@ -334,6 +336,7 @@ def test_precompiler_runs_explored_cases_after_triages_and_keeps_them_warmed():
     assert pre.helpers[0].sent == [a, t, b]
     assert list(pre.warmed) == [a, b] and pre.exploring_count() == 2
     assert pre.cases == 3
+    assert pre.summary()["compiled"] == 3  # the Triton events of the three answers the helper gave
 
 
 def test_helpers_start_few_and_join_only_while_the_campaign_waits_on_them(monkeypatch):
