@@ -8,10 +8,10 @@
 source "$(dirname "$0")/common.sh"
 rm -rf /tmp/issue29q
 L="--device cuda --profile nightly --cases 200 --fresh"
-{ timeout 150 python scripts/bench_neighbours.py --kinds none,busy,spin,pulse --count 12 -- $L 2>&1
-  timeout 50 python scripts/bench_neighbours.py --kinds busy --count 1 -- $L 2>&1; } | tee "$OUT/neighbours.md"
-B="--device cuda --profile nightly --cold-budget ${COLD_BUDGET:-30} --budget ${BENCH_BUDGET:-30} --steady-after 10"
-timeout 170 python scripts/bench_campaigns.py $B --out /tmp/issue29q/a --impls "ours,ours --precompile 4" \
+{ timeout 140 python scripts/bench_neighbours.py --kinds none,busy,spin,pulse --count 12 -- $L 2>&1
+  timeout 45 python scripts/bench_neighbours.py --kinds busy --count 1 -- $L 2>&1; } | tee "$OUT/neighbours.md"
+B="--device cuda --profile nightly --cold-budget ${COLD_BUDGET:-25} --budget ${BENCH_BUDGET:-25} --steady-after 8"
+timeout 150 python scripts/bench_campaigns.py $B --out /tmp/issue29q/a --impls "ours,ours --precompile 4" \
   --json "$OUT/bench.json" 2>&1 | tee "$OUT/bench.md"
-MOE_LORA_FUZZ_PIN_WORKER=1 timeout 90 python scripts/bench_campaigns.py $B --out /tmp/issue29q/b --impls ours \
+MOE_LORA_FUZZ_PIN_WORKER=1 timeout 80 python scripts/bench_campaigns.py $B --out /tmp/issue29q/b --impls ours \
   --json "$OUT/bench-pinworker.json" 2>&1 | tee "$OUT/bench-pinworker.md"
