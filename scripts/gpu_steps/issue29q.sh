@@ -8,7 +8,7 @@
 source "$(dirname "$0")/common.sh"
 rm -rf /tmp/issue29q
 L="--device cuda --profile nightly --cases 200 --fresh"
-{ timeout 140 python scripts/bench_neighbours.py --kinds none,busy,spin,pulse --count 12 -- $L 2>&1
+{ timeout 170 python scripts/bench_neighbours.py --kinds none,busy,spin,pulse --count 12 -- $L 2>&1
   timeout 45 python scripts/bench_neighbours.py --kinds busy --count 1 -- $L 2>&1; } | tee "$OUT/neighbours.md"
 B="--device cuda --profile nightly --cold-budget ${COLD_BUDGET:-25} --budget ${BENCH_BUDGET:-25} --steady-after 8"
 timeout 150 python scripts/bench_campaigns.py $B --out /tmp/issue29q/a --impls "ours,ours --precompile 4" \
