@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Issue 29, short (logs under $OUT; about 5 minutes): which of the helpers' work slows the worker, and what avoids
+# it. 1. the in-process loop alone, beside 12 helpers given a case a second, 12 spinning CPUs, 12 processes pulsing
+# the GPU (scripts/bench_neighbours.py); 2. campaigns of our kernels on the loop's warm Triton cache (after a 30 s
+# warm-up campaign): as now, with 4 helpers, with the worker pinned to the CPUs helpers leave; the worker's ms per
+# case per phase from each report.json.
+source "$(dirname "$0")/common.sh"
+rm -rf /tmp/issue29r
+timeout 150 python scripts/bench_neighbours.py --kinds none,busy,spin,pulse --count 12 -- --device cuda \
+  --profile nightly --cases 100 --fresh 2>&1 | tee "$OUT/neighbours.md"
+R="--impl ours --device cuda --profile nightly --triage-share 0"
+timeout 45 python -m moe_lora_fuzz run $R --budget 30 --seed 5 --out /tmp/issue29r/warmup > "$OUT/warmup.txt" 2>&1
+for how in default precompile4 pinworker; do
+  extra=""; env=""
+  [ "$how" = precompile4 ] && extra="--precompile 4"
+  [ "$how" = pinworker ] && env="MOE_LORA_FUZZ_PIN_WORKER=1"
+  env $env timeout 50 python -m moe_lora_fuzz run $R $extra --budget "${RUN_BUDGET:-35}" --seed 6 \
+    --out "/tmp/issue29r/$how" > "$OUT/$how.txt" 2>&1
+  python - "$how" "/tmp/issue29r/$how/report.json" <<'PY' | tee -a "$OUT/campaigns.md"
+import json, sys
+how, path = sys.argv[1], sys.argv[2]
+try:
+    r = json.load(open(path))
+except (OSError, ValueError) as e:
+    print(f"| {how} | no report ({e}) |"); sys.exit()
+n, ph = max(1, r["cases"]), r["phases"]
+ms = lambda test: sum(v["s"] for k, v in ph.items() if test(k)) * 1000 / n
+cells = [ms(lambda k, s=s: k.endswith(s)) for s in ("materialise", "references", "judge")]
+jit = ms(lambda k: k.rpartition("/")[2] == "jit")
+pre = r.get("precompile") or {}
+print(f"| {how} | {r['cases'] / r['elapsed_s']:.1f} | " + " | ".join(f"{c:.2f}" for c in cells)
+      + f" | {jit:.2f} | {pre.get('processes', 0)} / {pre.get('cases', 0)} / {pre.get('compiled', '-')} |")
+PY
+done
