@@ -1,15 +1,13 @@
 #!/usr/bin/env bash
-# Issue 29, short (logs under $OUT; about 5 minutes): which of the helpers' work slows the worker, and what avoids
-# it. 1. the in-process loop alone, beside 12 helpers given a case a second, 12 spinning CPUs, 12 processes pulsing
-# the GPU (scripts/bench_neighbours.py); 2. campaigns of our kernels on the loop's warm Triton cache (after a 30 s
-# warm-up campaign): as now, with 4 helpers, with the worker pinned to the CPUs helpers leave; the worker's ms per
-# case per phase from each report.json.
+# Issue 29, short (logs under $OUT; about 5 minutes): what avoids the helpers' slowing of the worker, and which of
+# their work does it. 1. campaigns of our kernels after a warm-up campaign: as now, with 4 helpers, with the worker
+# pinned to the CPUs helpers leave; the worker's ms per case per phase from each report.json; 2. the in-process loop
+# alone, beside 12 helpers given a case a second, 12 spinning CPUs, 12 processes pulsing the GPU
+# (scripts/bench_neighbours.py).
 source "$(dirname "$0")/common.sh"
 rm -rf /tmp/issue29r
-timeout 150 python scripts/bench_neighbours.py --kinds none,busy,spin,pulse --count 12 -- --device cuda \
-  --profile nightly --cases 100 --fresh 2>&1 | tee "$OUT/neighbours.md"
 R="--impl ours --device cuda --profile nightly --triage-share 0"
-timeout 45 python -m moe_lora_fuzz run $R --budget 30 --seed 5 --out /tmp/issue29r/warmup > "$OUT/warmup.txt" 2>&1
+timeout 45 python -m moe_lora_fuzz run $R --budget "${WARMUP_BUDGET:-30}" --seed 5 --out /tmp/issue29r/warmup > "$OUT/warmup.txt" 2>&1
 for how in default precompile4 pinworker; do
   extra=""; env=""
   [ "$how" = precompile4 ] && extra="--precompile 4"
@@ -32,3 +30,5 @@ print(f"| {how} | {r['cases'] / r['elapsed_s']:.1f} | " + " | ".join(f"{c:.2f}" 
       + f" | {jit:.2f} | {pre.get('processes', 0)} / {pre.get('cases', 0)} / {pre.get('compiled', '-')} |")
 PY
 done
+timeout "${NEIGHBOURS_TIMEOUT:-150}" python scripts/bench_neighbours.py --kinds "${KINDS:-none,busy,spin,pulse}" \
+  --count 12 -- --device cuda --profile nightly --cases 100 --fresh 2>&1 | tee "$OUT/neighbours.md"
