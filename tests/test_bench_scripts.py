@@ -39,3 +39,13 @@ def test_the_documented_short_runs_get_a_steady_state_inside_their_budget(monkey
     monkeypatch.setattr(sys, "argv", ["bench_campaigns.py", *args])
     bench.main()
     assert ran == [None, 2.5]  # cold: no steady state; warm: after half its budget
+
+
+def test_the_table_says_what_the_helpers_did_and_keeps_its_columns():
+    bench = _bench_campaigns()
+    warm = {"cases": 10, "cases_per_s": 1.0, "precompile": {"cases": 39, "compiled": 67}}
+    results = {"ours": ({"cases": 5, "cases_per_s": 0.5}, warm), "x": ({"error": "exit 2"}, {"error": "exit 2"})}
+    head, rule, ours, broken = bench.summary_table(results)
+    assert "| 39 / 67 |" in ours
+    assert bench.helper_cell({"precompile": {}}) == "none"  # a campaign without helpers
+    assert {row.count("|") for row in (head, rule, ours, broken)} == {head.count("|")}

@@ -101,8 +101,11 @@ def test_helpers_stay_off_the_campaigns_cpus(monkeypatch):
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1, 2, 3}, raising=False)
     assert precompile.helper_cpus() is None  # nothing left for helpers: not pinned
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(16)), raising=False)
+    assert precompile.worker_cpus() is None  # the worker is pinned only on request (a measurement knob)
+    monkeypatch.setenv("MOE_LORA_FUZZ_PIN_WORKER", "1")
+    assert precompile.worker_cpus() == frozenset({0, 8, 1, 9})  # what the helpers leave: whole cores
     monkeypatch.setenv("MOE_LORA_FUZZ_PIN_HELPERS", "0")
-    assert precompile.helper_cpus() is None
+    assert precompile.helper_cpus() is None and precompile.worker_cpus() is None
 
 
 @pytest.mark.skipif(not hasattr(os, "sched_setaffinity"), reason="no CPU affinity on this OS")
