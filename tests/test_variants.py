@@ -90,22 +90,22 @@ def test_launches_are_observed_under_the_interpreter():
 
 
 def test_helpers_stay_off_the_campaigns_cpus(monkeypatch):
-    from moe_lora_fuzz.fuzz.campaign import precompile
+    from moe_lora_fuzz.fuzz.runtime import cpus
 
     monkeypatch.delenv("MOE_LORA_FUZZ_PIN_HELPERS", raising=False)
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(16)), raising=False)
-    monkeypatch.setattr(precompile, "_siblings", lambda cpu: set())  # no topology: one thread per core
-    assert precompile.helper_cpus() == frozenset(range(4, 16))
-    monkeypatch.setattr(precompile, "_siblings", lambda cpu: {cpu % 8, cpu % 8 + 8})  # cores of two threads
-    assert precompile.helper_cpus() == frozenset(range(16)) - {0, 8, 1, 9}  # two whole cores kept
+    monkeypatch.setattr(cpus, "_siblings", lambda cpu: set())  # no topology: one thread per core
+    assert cpus.helper_cpus() == frozenset(range(4, 16))
+    monkeypatch.setattr(cpus, "_siblings", lambda cpu: {cpu % 8, cpu % 8 + 8})  # cores of two threads
+    assert cpus.helper_cpus() == frozenset(range(16)) - {0, 8, 1, 9}  # two whole cores kept
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1, 2, 3}, raising=False)
-    assert precompile.helper_cpus() is None  # nothing left for helpers: not pinned
+    assert cpus.helper_cpus() is None  # nothing left for helpers: not pinned
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(16)), raising=False)
-    assert precompile.worker_cpus() is None  # the worker is pinned only on request (a measurement knob)
+    assert cpus.worker_cpus() is None  # the worker is pinned only on request (a measurement knob)
     monkeypatch.setenv("MOE_LORA_FUZZ_PIN_WORKER", "1")
-    assert precompile.worker_cpus() == frozenset({0, 8, 1, 9})  # what the helpers leave: whole cores
+    assert cpus.worker_cpus() == frozenset({0, 8, 1, 9})  # what the helpers leave: whole cores
     monkeypatch.setenv("MOE_LORA_FUZZ_PIN_HELPERS", "0")
-    assert precompile.helper_cpus() is None and precompile.worker_cpus() is None
+    assert cpus.helper_cpus() is None and cpus.worker_cpus() is None
 
 
 @pytest.mark.skipif(not hasattr(os, "sched_setaffinity"), reason="no CPU affinity on this OS")

@@ -21,13 +21,14 @@ import os
 import time
 from collections import Counter, deque
 
+from moe_lora_fuzz.fuzz.runtime import cpus
+
 PER_CLASS = 2  # cases per class judged ahead: M moves the intermediate's slice stride between two classes
 LOOKAHEAD = 400  # how far ahead of the campaign (in its case indices) classes are looked for
 MAX_RESTARTS = 20
 START_HELPERS = 2  # helpers started with the campaign; more join, up to its limit, while they fall behind it
 GROW_EVERY_S = 0.5  # at most one helper joins per this many seconds (each start costs the host seconds of CPU)
 BEHIND = 16  # the campaign this many of its cases from a class case no helper has taken: the helpers are behind
-KEEP_CPUS = 4  # logical CPUs helpers never run on: the campaign's and its worker's (default_processes leaves 4)
 
 
 def default_processes(device: str, shards_here: int = 1) -> int:
@@ -38,46 +39,6 @@ def default_processes(device: str, shards_here: int = 1) -> int:
         return 0  # the interpreter compiles nothing
     sharers = max(1, shards_here) * max(1, int(os.environ.get("PYTEST_XDIST_WORKER_COUNT") or 1))
     return max(0, min(12, ((os.cpu_count() or 1) - 4) // sharers))
-
-
-def helper_cpus() -> frozenset | None:
-    """The CPUs helpers run on: this process's, less the first KEEP_CPUS (with their cores' other hardware
-    threads), which stay the campaign's and its worker's. On an H100 host (issue 29, docs/speed.md) the worker's
-    GPU phases took 3 to 5 times as long beside a dozen compiling helpers as alone, and helpers that launched
-    nothing changed nothing: what they share is the CPU. None (not pinned): too few CPUs, no affinity here, or
-    MOE_LORA_FUZZ_PIN_HELPERS=0."""
-    if os.environ.get("MOE_LORA_FUZZ_PIN_HELPERS") == "0" or not hasattr(os, "sched_getaffinity"):
-        return None
-    allowed = set(os.sched_getaffinity(0))
-    keep: set = set()
-    for cpu in sorted(allowed):
-        if len(keep) >= KEEP_CPUS:
-            break
-        keep |= {cpu} | (_siblings(cpu) & allowed)
-    return frozenset(allowed - keep) or None
-
-
-def worker_cpus() -> frozenset | None:
-    """The CPUs helper_cpus keeps for the campaign's worker, where MOE_LORA_FUZZ_PIN_WORKER=1 pins it (a
-    measurement knob, issue 29: the worker left anywhere may share a core with a compiling helper)."""
-    helpers = helper_cpus()
-    if os.environ.get("MOE_LORA_FUZZ_PIN_WORKER") != "1" or helpers is None:
-        return None
-    return frozenset(os.sched_getaffinity(0)) - helpers or None
-
-
-def _siblings(cpu: int) -> set:
-    """The logical CPUs of `cpu`'s core (Linux's topology files; none where they are missing)."""
-    try:
-        with open(f"/sys/devices/system/cpu/cpu{cpu}/topology/thread_siblings_list") as f:
-            text = f.read().strip()
-    except OSError:
-        return set()
-    out: set = set()
-    for part in filter(None, text.split(",")):
-        lo, _, hi = part.partition("-")
-        out.update(range(int(lo), int(hi or lo) + 1))
-    return out
 
 
 class _Helper:
@@ -138,7 +99,7 @@ class Precompiler:
         self.cfg, self.profile = cfg, profile
         # a warm campaign needs few helpers, and a dozen starting at once slow the worker's own start for seconds
         self.limit, self.grown = processes, time.monotonic()
-        self.cpus = helper_cpus()
+        self.cpus = cpus.helper_cpus()
         self.helpers = [self._new() for _ in range(min(processes, START_HELPERS))]
         self.sent: Counter = Counter()  # class key -> cases sent
         self.pending: deque = deque()  # indices still to send, in order

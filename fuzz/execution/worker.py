@@ -174,7 +174,7 @@ def _worker_main(
     and one host thread for torch; its taint is not checked (it only compiles: no verdict of it is believed).
     began: a shared counter of the requests this process has taken (Worker: tells a failure after a case's answer
     from one during the next case). cpus: where this process and every thread it starts may run (a helper's:
-    fuzz.campaign.precompile.helper_cpus), set before anything is imported."""
+    fuzz.runtime.cpus.helper_cpus), set before anything is imported."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles interrupts and ends this process
     if cpus:
         os.sched_setaffinity(0, cpus)
@@ -309,7 +309,7 @@ def _judge_here(msg: dict, case: Case, impl, impl_name: str, device: str) -> Ver
 def _pinned(device: str):
     if device != "cuda":
         return None
-    from moe_lora_fuzz.fuzz.campaign.precompile import worker_cpus
+    from moe_lora_fuzz.fuzz.runtime.cpus import worker_cpus
 
     return worker_cpus()
 

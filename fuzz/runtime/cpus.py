@@ -1,0 +1,49 @@
+"""Where a GPU campaign's processes run: its compile-ahead helpers (fuzz.campaign.precompile) on the host's CPUs
+less the first few, which, with their cores' other hardware threads, stay the campaign's and its worker's.
+"""
+
+from __future__ import annotations
+
+import os
+
+KEEP_CPUS = 4  # logical CPUs helpers never run on: the campaign's and its worker's (default_processes leaves 4)
+
+
+def helper_cpus() -> frozenset | None:
+    """The CPUs helpers run on: this process's, less the first KEEP_CPUS (with their cores' other hardware
+    threads), which stay the campaign's and its worker's. On an H100 host (issue 29, docs/speed.md) the worker's
+    GPU phases took 3 to 5 times as long beside a dozen compiling helpers as alone, helpers that launched nothing
+    changed nothing, and idle helpers cost nothing: their work costs it, which part is not known yet. None (not
+    pinned): too few CPUs, no affinity here, or MOE_LORA_FUZZ_PIN_HELPERS=0."""
+    if os.environ.get("MOE_LORA_FUZZ_PIN_HELPERS") == "0" or not hasattr(os, "sched_getaffinity"):
+        return None
+    allowed = set(os.sched_getaffinity(0))
+    keep: set = set()
+    for cpu in sorted(allowed):
+        if len(keep) >= KEEP_CPUS:
+            break
+        keep |= {cpu} | (_siblings(cpu) & allowed)
+    return frozenset(allowed - keep) or None
+
+
+def worker_cpus() -> frozenset | None:
+    """The CPUs helper_cpus keeps for the campaign's worker, where MOE_LORA_FUZZ_PIN_WORKER=1 pins it (a
+    measurement knob, issue 29: the worker left anywhere may share a core with a compiling helper)."""
+    helpers = helper_cpus()
+    if os.environ.get("MOE_LORA_FUZZ_PIN_WORKER") != "1" or helpers is None:
+        return None
+    return frozenset(os.sched_getaffinity(0)) - helpers or None
+
+
+def _siblings(cpu: int) -> set:
+    """The logical CPUs of `cpu`'s core (Linux's topology files; none where they are missing)."""
+    try:
+        with open(f"/sys/devices/system/cpu/cpu{cpu}/topology/thread_siblings_list") as f:
+            text = f.read().strip()
+    except OSError:
+        return set()
+    out: set = set()
+    for part in filter(None, text.split(",")):
+        lo, _, hi = part.partition("-")
+        out.update(range(int(lo), int(hi or lo) + 1))
+    return out
