@@ -6,7 +6,9 @@ last triage and the report included), whatever the implementation does.
   further: its timeout is cut to what is left. A case cut that way is not a finding (it did not run for the
   case timeout, so it is not known to hang): it is recorded as `cut_case` in the report and not counted, and
   `--resume` runs it again.
-- Triage runs on a `CappedWorker`: every run's timeout is cut to what is left; and a hang's triage never
+- Triage runs on a `CappedWorker`: every run's timeout is cut to what is left, a run that would first have to
+  start a worker process (after a hang or a crash) and has no time for it is cut without starting one; and a
+  hang's triage never
   waits the full case timeout again. The first run learned that it hangs and how long passing cases take
   here, so each re-run waits HANG_RERUN_FACTOR times the slowest passing case seen (at least
   HANG_RERUN_MIN_S): a re-run still running then is taken to hang the same way.
@@ -22,6 +24,7 @@ GRACE_MIN_S = 2.0  # ... but at least this (worker shutdown and the report take 
 SHUTDOWN_RESERVE_S = 1.0  # kept free at the end for closing the worker and writing the report
 HANG_RERUN_FACTOR = 4.0
 HANG_RERUN_MIN_S = 5.0
+CUT_S = 0.05  # the timeout of a run the budget cut: it comes back a hang at once (fuzz.triage.intermittent)
 
 
 def process_age() -> float:
@@ -72,4 +75,10 @@ class CappedWorker:
     def judge(self, case, *, timeout: float, **kw):
         if self._hang:
             timeout = self._budget.hang_rerun(timeout)
-        return self._worker.judge(case, timeout=max(min(timeout, self._budget.left()), 0.05), **kw)
+        left = self._budget.left()
+        must_start = getattr(self._worker, "must_start", None)
+        if must_start is not None and left - must_start() < CUT_S:  # no time to start a process (after a hang or
+            # a crash), let alone run the case in it: cut as a run would be cut, without the start past the budget
+            why = f"not run: {left:.1f} s of the budget left, a worker start takes {must_start():.1f} s"
+            return self._worker.unanswered(case, "hang", why, kw.get("probe", ""))
+        return self._worker.judge(case, timeout=max(min(timeout, left), CUT_S), **kw)

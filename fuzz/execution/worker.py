@@ -345,6 +345,7 @@ class Worker:
     def _start(self) -> None:
         from moe_lora_fuzz.fuzz.targets.impls import ImplError
 
+        began_start = time.monotonic()
         ctx = mp.get_context("spawn")
         self._conn, child = ctx.Pipe()
         self._began, self._asked = ctx.RawValue("q", 0), 0  # requests the process took / this side sent it
@@ -370,6 +371,7 @@ class Worker:
             self.kill()
             raise ImplError(first["fatal"])
         self.profile, self.startup_timeout = first["profile"], STARTUP_TIMEOUT_S
+        self.start_s = time.monotonic() - began_start
 
     def _recv(self, timeout: float, request: bool = False) -> dict:
         """The next message, within `timeout`. request: the answer to the latest request, whose timeout counts
@@ -442,12 +444,7 @@ class Worker:
         except _NoAnswer as e:
             self.kill()
             self._cap_log()
-            failure = "hang" if e.kind == "hang" else crash_failure(str(e))
-            return probed(
-                Verdict(e.kind, self.impl, signature(e.kind, self.impl, case, failure), str(e), failure=failure),
-                case,
-                probe,
-            )
+            return self.unanswered(case, e.kind, str(e), probe)
         if "broken" in answer:
             self.kill()
             v = answer.get("verdict")
@@ -464,6 +461,16 @@ class Worker:
         if self.on_variants is not None and "variants" in answer:
             self.on_variants(case, {"metamorphic": metamorphic, "quick": quick, "probe": probe}, answer["variants"])
         return answer["verdict"]
+
+    def unanswered(self, case: Case, kind: str, why: str, probe: str = "") -> Verdict:
+        """The verdict of a case that got no answer: `hang` (no answer in time) or `crash` (the process died)."""
+        failure = "hang" if kind == "hang" else crash_failure(why)
+        verdict = Verdict(kind, self.impl, signature(kind, self.impl, case, failure), why, failure=failure)
+        return probed(verdict, case, probe)
+
+    def must_start(self) -> float:
+        """Seconds the next request spends starting a process first: the last start's, or 0 while one runs."""
+        return self.start_s if self._proc is None else 0.0
 
     def _ask(self, request: dict, timeout: float) -> dict:
         """Send one request, return its answer. The worker answers a case first and then checks what the case
