@@ -540,6 +540,29 @@ def test_a_hang_with_the_default_case_timeout_ends_by_the_budget(tmp_path):
     assert proc.returncode in (0, 2) and "Traceback" not in proc.stderr, _detail(proc)
 
 
+def test_a_triage_run_with_no_time_to_start_a_worker_is_cut_without_one():
+    """After a hang the next run must start a process first: with less budget left than a start takes, the
+    CappedWorker cuts the run (a hang, as a run cut by the budget is) and starts nothing past the budget."""
+    from moe_lora_fuzz.fuzz.campaign.budget import Budget, CappedWorker
+    from moe_lora_fuzz.fuzz.execution.worker import Worker
+    from moe_lora_fuzz.fuzz.space.case import Case
+
+    class Stand(Worker):  # Worker's own verdicts, no process
+        def __init__(self, start_s):
+            self.impl, self.start_s, self._proc, self.asked = "ours", start_s, None, []
+
+        def judge(self, case, *, timeout, **kw):
+            self.asked.append(timeout)
+            return self.unanswered(case, "hang", "stood in")
+
+    budget = Budget(3.0)  # 3 s and a 2 s grace, less the 1 s shutdown reserve: 4 s a run may take
+    slow, fast = Stand(start_s=6.0), Stand(start_s=0.5)
+    v = CappedWorker(slow, budget, hang=True).judge(Case(), timeout=20.0)
+    assert v.kind == "hang" and v.message.startswith("not run:") and slow.asked == []
+    CappedWorker(fast, budget, hang=True).judge(Case(), timeout=20.0)
+    assert len(fast.asked) == 1 and 3.0 < fast.asked[0] <= 4.0  # run, its timeout cut to what is left
+
+
 @pytest.mark.slow
 def test_a_hangs_triage_waits_what_the_first_run_learned(tmp_path):
     """A 20 s case timeout in a 40 s campaign: the hang is found after 20 s; its triage re-runs wait
