@@ -8,9 +8,8 @@ last triage and the report included), whatever the implementation does.
   `--resume` runs it again.
 - Triage runs on a `CappedWorker`: every run's timeout is cut to what is left, a run that would first have to
   start a worker process (after a hang or a crash) and has no time for it is cut without starting one; and a
-  hang's triage never
-  waits the full case timeout again. The first run learned that it hangs and how long passing cases take
-  here, so each re-run waits HANG_RERUN_FACTOR times the slowest passing case seen (at least
+  hang's triage never waits the full case timeout again. The first run learned that it hangs and how long
+  passing cases take here, so each re-run waits HANG_RERUN_FACTOR times the slowest passing case seen (at least
   HANG_RERUN_MIN_S): a re-run still running then is taken to hang the same way.
 """
 
