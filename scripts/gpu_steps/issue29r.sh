@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Issue 29, short (logs under $OUT; about 5 minutes): what avoids the helpers' slowing of the worker, and which of
+# Issue 29, short (logs under $OUT; about 6 minutes): what avoids the helpers' slowing of the worker, and which of
 # their work does it. 1. campaigns of our kernels after a warm-up campaign: as now, with 4 helpers, with the worker
 # pinned to the CPUs helpers leave; the worker's ms per case per phase from each report.json; 2. the in-process loop
 # alone, beside 12 helpers given a case a second, 12 spinning CPUs, 12 processes pulsing the GPU
