@@ -4,8 +4,8 @@
 
 Shard j of N*K runs `moe-lora-fuzz run --profile nightly --shard j/(N*K)` on GPU j mod N (CUDA_VISIBLE_DEVICES);
 the shards are merged by `fuzz.campaign.merge` (the same code as `moe-lora-fuzz merge`) into OUT: report.json and
-every repro file. Exit 1 on findings. A campaign's cases cost the host's CPU more than the GPU (docs/speed.md): on a
-host with cores to spare, K > 1 runs K workers per GPU (the host's compile-ahead helpers are shared among all
+every repro file. Exit 1 on findings. A campaign's worker leaves its GPU mostly idle (docs/speed.md): on a host with
+cores to spare, K > 1 runs K workers per GPU (the host's compile-ahead helpers are shared among all
 shards). Cases per second with K > 1 are not measured yet (scripts/gpu_steps/issue29w.sh measures them).
 """
 

@@ -342,6 +342,27 @@ def test_precompiler_runs_explored_cases_after_triages_and_keeps_them_warmed():
     assert pre.summary()["compiled"] == 3  # the Triton events of the three answers the helper gave
 
 
+def test_a_helper_counts_the_compilations_its_answers_report():
+    from moe_lora_fuzz.fuzz.campaign.precompile import _Helper
+
+    class Pipe:
+        def __init__(self, msgs):
+            self.msgs = list(msgs)
+
+        def poll(self):
+            return bool(self.msgs)
+
+        def recv(self):
+            return self.msgs.pop(0)
+
+    h = _Helper.__new__(_Helper)  # its process stood in for: only what poll reads
+    h.ready, h.busy_since, h.explored, h.compiled = True, 1.0, None, Counter()
+    h.proc = type("Alive", (), {"is_alive": lambda self: True})()
+    h.conn = Pipe([{"verdict": None, "variants": {"compiled": 2, "loaded": 5}}, {"verdict": None, "variants": {}}])
+    assert h.poll(deque()) and h.busy_since is None
+    assert h.compiled == Counter(compiled=2, loaded=5)
+
+
 def test_helpers_start_few_and_join_only_while_the_campaign_waits_on_them(monkeypatch):
     from moe_lora_fuzz.fuzz.campaign import precompile
 

@@ -75,9 +75,10 @@ class CappedWorker:
         if self._hang:
             timeout = self._budget.hang_rerun(timeout)
         left = self._budget.left()
-        must_start = getattr(self._worker, "must_start", None)
-        if must_start is not None and left - must_start() < CUT_S:  # no time to start a process (after a hang or
-            # a crash), let alone run the case in it: cut as a run would be cut, without the start past the budget
-            why = f"not run: {left:.1f} s of the budget left, a worker start takes {must_start():.1f} s"
+        must_start = getattr(self._worker, "must_start", None)  # tests' stand-in workers have no process
+        start = must_start() if must_start else None
+        if start is not None and left - start < CUT_S:  # no time to start a process (after a hang or a crash), let
+            # alone run the case in it: cut as a run would be cut, without the start past the budget
+            why = f"not run: {left:.1f} s of the budget left, a worker start takes {start:.1f} s"
             return self._worker.unanswered(case, "hang", why, kw.get("probe", ""))
         return self._worker.judge(case, timeout=max(min(timeout, left), CUT_S), **kw)

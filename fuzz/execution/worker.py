@@ -449,13 +449,7 @@ class Worker:
             self.kill()
             v = answer.get("verdict")
             seen = f"; before that the implementation's verdict was {v.kind}: {v.message[:200]}" if v else ""
-            why = f"the worker broke on this case ({answer['broken']}){seen}"
-            failure = crash_failure(why)
-            return probed(
-                Verdict("crash", self.impl, signature("crash", self.impl, case, failure), why, failure=failure),
-                case,
-                probe,
-            )
+            return self.unanswered(case, "crash", f"the worker broke on this case ({answer['broken']}){seen}", probe)
         self._cap_log()
         self.phases = answer.get("phases", {})
         if self.on_variants is not None and "variants" in answer:
@@ -463,7 +457,8 @@ class Worker:
         return answer["verdict"]
 
     def unanswered(self, case: Case, kind: str, why: str, probe: str = "") -> Verdict:
-        """The verdict of a case that got no answer: `hang` (no answer in time) or `crash` (the process died)."""
+        """The verdict of a case that got no answer: `hang` (no answer in time) or `crash` (the process died or
+        broke)."""
         failure = "hang" if kind == "hang" else crash_failure(why)
         verdict = Verdict(kind, self.impl, signature(kind, self.impl, case, failure), why, failure=failure)
         return probed(verdict, case, probe)

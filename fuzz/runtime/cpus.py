@@ -29,10 +29,10 @@ def helper_cpus() -> frozenset | None:
 def worker_cpus() -> frozenset | None:
     """The CPUs helper_cpus keeps for the campaign's worker, where MOE_LORA_FUZZ_PIN_WORKER=1 pins it (a
     measurement knob, issue 29: the worker left anywhere may share a core with a compiling helper)."""
-    helpers = helper_cpus()
-    if os.environ.get("MOE_LORA_FUZZ_PIN_WORKER") != "1" or helpers is None:
+    if os.environ.get("MOE_LORA_FUZZ_PIN_WORKER") != "1":
         return None
-    return frozenset(os.sched_getaffinity(0)) - helpers or None
+    helpers = helper_cpus()
+    return None if helpers is None else frozenset(os.sched_getaffinity(0)) - helpers or None
 
 
 def _siblings(cpu: int) -> set:
