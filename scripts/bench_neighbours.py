@@ -9,7 +9,10 @@ neighbours of each kind, one kind after the other:
 - helpers: N compile-ahead helpers (fuzz.campaign.precompile), started, ready, given no case;
 - busy: N helpers given new campaign cases, --rate a second in all (a campaign's helpers took about one a second);
 - pulse: N processes that each run a small kernel on the same GPU ten times a second;
-- spin: N processes that keep a CPU busy at nice 10 (as helpers run).
+- spin: N processes that keep a CPU busy at nice 10 (as helpers run);
+- compile: N processes at nice 10 that compile new Triton variants one after another, with no CUDA context
+  (Triton's compiler for this GPU's target: LLVM in the process, ptxas in a child);
+- ctxcompile: the same, each holding a CUDA context on the GPU (a helper's ptxas is forked from such a process).
 A campaign's worker measured 3 to 4 times slower beside a dozen helpers that took about one case a second
 (issue 29), while idle neighbours of any kind left the loop as fast: which work of theirs costs it? Not a timed
 test.
@@ -34,6 +37,36 @@ IDLE = {
     "while True:\n    x.sum().item(); time.sleep(0.1)",
     "spin": "import os\nos.nice(10)\nwhile True: pass",
 }
+
+
+def compile_forever(arch: int, context: bool) -> None:
+    """A `compile` / `ctxcompile` neighbour: new Triton variants for this GPU's target, one after another."""
+    import os
+    import random
+
+    import triton
+    import triton.language as tl
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import ASTSource
+
+    os.nice(10)
+    if context:
+        import torch
+
+        torch.zeros(1, device="cuda")
+
+    @triton.jit
+    def kernel(x_ptr, n, C: tl.constexpr):
+        i = tl.arange(0, 1024)
+        v = tl.load(x_ptr + i, mask=i < n)
+        for _ in range(C % 5 + 1):
+            v = tl.sqrt(v * C + 1.0)
+        tl.store(x_ptr + i, v, mask=i < n)
+
+    rng, target = random.Random(os.getpid()), GPUTarget("cuda", arch, 32)
+    while True:  # a new constexpr each time: never in Triton's cache
+        src = ASTSource(kernel, {"x_ptr": "*fp32", "n": "i32", "C": "constexpr"}, {"C": rng.randrange(1 << 40)})
+        triton.compile(src, target=target)
 
 
 class Feeder(threading.Thread):
@@ -77,7 +110,14 @@ def start(kind: str, count: int, impl: str, rate: float) -> list:
             feeder.start()
             return [feeder, *helpers]  # the feeder stops before the helpers go
         return helpers
-    procs = [subprocess.Popen([sys.executable, "-c", IDLE[kind]]) for _ in range(count)]
+    if kind in ("compile", "ctxcompile"):
+        import torch
+
+        arch = "".join(map(str, torch.cuda.get_device_capability()))
+        cmd = [sys.executable, __file__, "--compile-forever", arch, "1" if kind == "ctxcompile" else "0"]
+    else:
+        cmd = [sys.executable, "-c", IDLE[kind]]
+    procs = [subprocess.Popen(cmd) for _ in range(count)]
     time.sleep(15)  # their imports and CUDA contexts are made before the loop starts
     return procs
 
@@ -90,6 +130,8 @@ def stop(neighbours: list) -> None:
 
 
 def main() -> None:
+    if sys.argv[1:2] == ["--compile-forever"]:
+        return compile_forever(int(sys.argv[2]), sys.argv[3] == "1")
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--kinds", default="none,sleep,cuda,helpers")
     p.add_argument("--count", type=int, default=12)

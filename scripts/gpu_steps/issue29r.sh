@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
-# Issue 29, short (logs under $OUT; about 8 minutes): what avoids the helpers' slowing of the worker, and which of
+# Issue 29, short (logs under $OUT; about 9 minutes): what avoids the helpers' slowing of the worker, and which of
 # their work does it. 1. campaigns of our kernels after a warm-up campaign: as now, with 4 helpers, with the worker
 # pinned to the CPUs helpers leave, with one torch/OpenMP thread per process (a worker's intra-op threads spread
 # over every CPU wait for the slowest: on CPUs where helpers compile); the worker's ms per case per phase from each
 # report.json; 2. the in-process loop alone, beside 12 helpers given a case a second, 12 spinning CPUs, 12 processes
-# pulsing the GPU (scripts/bench_neighbours.py); then alone and beside the spinners with one thread.
+# pulsing the GPU, 12 compiling Triton kernels without and with a CUDA context (scripts/bench_neighbours.py); then
+# alone and beside the spinners with one thread.
 source "$(dirname "$0")/common.sh"
 rm -rf /tmp/issue29r
 R="--impl ours --device cuda --profile nightly --triage-share 0"
@@ -34,8 +35,8 @@ print(f"| {how} | {r['cases'] / r['elapsed_s']:.1f} | " + " | ".join(f"{c:.2f}" 
       + f" | {jit:.2f} | {pre.get('processes', 0)} / {pre.get('cases', 0)} / {pre.get('compiled', '-')} |")
 PY
 done
-timeout "${NEIGHBOURS_TIMEOUT:-150}" python scripts/bench_neighbours.py --kinds "${KINDS:-none,busy,spin,pulse}" \
+timeout "${NEIGHBOURS_TIMEOUT:-220}" python scripts/bench_neighbours.py --kinds "${KINDS:-none,busy,spin,pulse,compile,ctxcompile}" \
   --count 12 -- --device cuda --profile nightly --cases 100 --fresh 2>&1 | tee "$OUT/neighbours.md"
 python -c "import torch; print('torch threads', torch.get_num_threads())" | tee -a "$OUT/neighbours.md"
-OMP_NUM_THREADS=1 timeout "${NEIGHBOURS_TIMEOUT:-150}" python scripts/bench_neighbours.py --kinds none,spin \
+OMP_NUM_THREADS=1 timeout 80 python scripts/bench_neighbours.py --kinds none,spin \
   --count 12 -- --device cuda --profile nightly --cases 100 --fresh 2>&1 | tee "$OUT/neighbours-threads1.md"
