@@ -46,6 +46,7 @@ GROUPS = (
     ("twins, diagnosis", lambda p: "/twins" in p or "/diagnose" in p),
     ("worker start, self-check", lambda p: p in ("startup", "selfcheck")),
     ("triage", lambda p: p.startswith("triage")),
+    ("device probe (after a case)", lambda p: p == "probe"),
     ("round trip (ipc)", lambda p: p == "ipc"),
     ("other", lambda p: True),
 )

@@ -230,7 +230,8 @@ def _worker_main(
         try:
             with phases.phase("oracle"):
                 verdict = _judge_here(msg, case, impl, impl_name, device)
-            device_probe(device)  # after the implementation returned: a device fault belongs to THIS case
+            with phases.phase("probe"):  # timed: on a GPU its sync waits for whatever else the GPU runs
+                device_probe(device)  # after the implementation returned: a device fault belongs to THIS case
         except Exception as e:  # outside the implementation: the process (e.g. its CUDA context) is broken
             conn.send({"broken": _first_line(e), "verdict": verdict, "reaped": reaped})
             return

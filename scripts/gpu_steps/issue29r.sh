@@ -10,8 +10,8 @@ source "$(dirname "$0")/common.sh"
 rm -rf /tmp/issue29r
 R="--impl ours --device cuda --profile nightly --triage-share 0"
 timeout 45 python -m moe_lora_fuzz run $R --budget "${WARMUP_BUDGET:-30}" --seed 5 --out /tmp/issue29r/warmup > "$OUT/warmup.txt" 2>&1
-printf '%s\n' "| setting | cases/s | materialise | references | judge | compile (jit), ms per case | helpers: processes / cases / compiled |" \
-  "|---|---|---|---|---|---|---|" > "$OUT/campaigns.md"
+printf '%s\n' "| setting | cases/s | materialise | references | judge | device probe | ipc | compile (jit), ms per case | helpers: processes / cases / compiled |" \
+  "|---|---|---|---|---|---|---|---|---|" > "$OUT/campaigns.md"
 for how in default precompile4 pinworker threads1; do
   extra=""; env=""
   [ "$how" = precompile4 ] && extra="--precompile 4"
@@ -29,6 +29,7 @@ except (OSError, ValueError) as e:
 n, ph = max(1, r["cases"]), r["phases"]
 ms = lambda test: sum(v["s"] for k, v in ph.items() if test(k)) * 1000 / n
 cells = [ms(lambda k, s=s: k.endswith(s)) for s in ("materialise", "references", "judge")]
+cells += [ms(lambda k, s=s: k == s) for s in ("probe", "ipc")]
 jit = ms(lambda k: k.rpartition("/")[2] == "jit")
 pre = r.get("precompile") or {}
 print(f"| {how} | {r['cases'] / r['elapsed_s']:.1f} | " + " | ".join(f"{c:.2f}" for c in cells)
