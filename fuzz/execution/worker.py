@@ -286,7 +286,8 @@ def _judge_here(msg: dict, case: Case, impl, impl_name: str, device: str) -> Ver
     from moe_lora_fuzz.fuzz.judgement.oracle import check, compile_ahead
 
     if msg["mode"] == "compile":  # a compile-ahead helper's (fuzz.campaign.precompile): nothing judged
-        compile_ahead(case, impl_name, device, metamorphic=msg["metamorphic"], impl=impl)
+        where = os.environ.get("MOE_LORA_FUZZ_HELPERS_BUILD", "auto")  # host: a measurement knob (issue 29)
+        compile_ahead(case, impl_name, device, metamorphic=msg["metamorphic"], impl=impl, where=where)
         return Verdict("pass", impl_name, "", "compiled ahead, not judged")
     if msg["mode"] == "upstream":
         from moe_lora_fuzz.fuzz.targets.upstream_style import upstream_check

@@ -287,15 +287,18 @@ def check(
     return probed(v, case, probe)
 
 
-def compile_ahead(case: Case, impl_name: str, device, *, metamorphic: bool, impl: Impl | None = None) -> None:
+def compile_ahead(
+    case: Case, impl_name: str, device, *, metamorphic: bool, impl: Impl | None = None, where: str = "auto"
+) -> None:
     """What a compile-ahead helper (fuzz.campaign.precompile) runs for a case the campaign will judge: the
     implementation on it, and on its configuration twin when the campaign runs that; no reference, no judgement,
     no permutation twin. The variants compiled land in Triton's disk cache, and the helper leaves the GPU to the
     campaign's worker (helpers judging whole cases slowed the worker's GPU phases three to eight times on an H100).
-    Failures are the campaign's to find."""
+    Failures are the campaign's to find. where: materialize's (host: the case is built on the CPU, one copy to the
+    GPU, none of the generator's kernels)."""
     impl = _as_impl(impl_name, impl)
     for c in [case] + (_twin_cases(case) if metamorphic and impl.takes_config else []):
-        _call(_Run(materialize(c, device, Fill()), None, None), impl)
+        _call(_Run(materialize(c, device, Fill(), where), None, None), impl)
 
 
 def probed(v: Verdict, case: Case, probe: str) -> Verdict:

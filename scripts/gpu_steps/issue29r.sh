@@ -1,22 +1,23 @@
 #!/usr/bin/env bash
 # Issue 29, short (logs under $OUT; about 9 minutes): what avoids the helpers' slowing of the worker, and which of
-# their work does it. 1. campaigns of our kernels after a warm-up campaign: as now, with 4 helpers, with the worker
-# pinned to the CPUs helpers leave, with one torch/OpenMP thread per process (a worker's intra-op threads spread
-# over every CPU wait for the slowest: on CPUs where helpers compile); the worker's ms per case per phase from each
-# report.json; 2. the in-process loop alone, beside 12 helpers given a case a second, 12 spinning CPUs, 12 processes
-# pulsing the GPU, 12 compiling Triton kernels without and with a CUDA context (scripts/bench_neighbours.py); then
-# alone and beside the spinners with one thread.
+# their work does it. 1. campaigns of our kernels after a warm-up campaign: as now; with 4 helpers; with the worker
+# pinned to the CPUs helpers leave; with one torch/OpenMP thread per process (intra-op threads spread over every
+# CPU wait for the slowest, on CPUs where helpers compile); with helpers that build each case on the host (none of
+# the generator's kernels on the GPU). The worker's ms per case per phase from each report.json. 2. the in-process
+# loop alone, beside 12 helpers given a case a second, 12 spinning CPUs, 12 processes pulsing the GPU, 12 compiling
+# Triton kernels without and with a CUDA context (scripts/bench_neighbours.py).
 source "$(dirname "$0")/common.sh"
 rm -rf /tmp/issue29r
 R="--impl ours --device cuda --profile nightly --triage-share 0"
 timeout 45 python -m moe_lora_fuzz run $R --budget "${WARMUP_BUDGET:-30}" --seed 5 --out /tmp/issue29r/warmup > "$OUT/warmup.txt" 2>&1
 printf '%s\n' "| setting | cases/s | materialise | references | judge | device probe | ipc | compile (jit), ms per case | helpers: processes / cases / compiled |" \
   "|---|---|---|---|---|---|---|---|---|" > "$OUT/campaigns.md"
-for how in default precompile4 pinworker threads1; do
+for how in default precompile4 pinworker threads1 hostbuild; do
   extra=""; env=""
   [ "$how" = precompile4 ] && extra="--precompile 4"
   [ "$how" = pinworker ] && env="MOE_LORA_FUZZ_PIN_WORKER=1"
   [ "$how" = threads1 ] && env="OMP_NUM_THREADS=1"
+  [ "$how" = hostbuild ] && env="MOE_LORA_FUZZ_HELPERS_BUILD=host"
   env $env timeout 50 python -m moe_lora_fuzz run $R $extra --budget "${RUN_BUDGET:-35}" --seed 6 \
     --out "/tmp/issue29r/$how" > "$OUT/$how.txt" 2>&1
   python - "$how" "/tmp/issue29r/$how/report.json" <<'PY' | tee -a "$OUT/campaigns.md"
@@ -39,5 +40,3 @@ done
 timeout "${NEIGHBOURS_TIMEOUT:-220}" python scripts/bench_neighbours.py --kinds "${KINDS:-none,busy,spin,pulse,compile,ctxcompile}" \
   --count 12 -- --device cuda --profile nightly --cases 100 --fresh 2>&1 | tee "$OUT/neighbours.md"
 python -c "import torch; print('torch threads', torch.get_num_threads())" | tee -a "$OUT/neighbours.md"
-OMP_NUM_THREADS=1 timeout 80 python scripts/bench_neighbours.py --kinds none,spin \
-  --count 12 -- --device cuda --profile nightly --cases 100 --fresh 2>&1 | tee "$OUT/neighbours-threads1.md"
