@@ -12,7 +12,7 @@ R="--impl ours --device cuda --profile nightly --triage-share 0"
 timeout 45 python -m moe_lora_fuzz run $R --budget "${WARMUP_BUDGET:-30}" --seed 5 --out /tmp/issue29r/warmup > "$OUT/warmup.txt" 2>&1
 printf '%s\n' "| setting | cases/s | materialise | references | judge | device probe | ipc | compile (jit), ms per case | helpers: processes / cases / compiled |" \
   "|---|---|---|---|---|---|---|---|---|" > "$OUT/campaigns.md"
-for how in default precompile4 pinworker threads1 hostbuild; do
+for how in ${SETTINGS:-default precompile4 pinworker threads1 hostbuild}; do
   extra=""; env=""
   [ "$how" = precompile4 ] && extra="--precompile 4"
   [ "$how" = pinworker ] && env="MOE_LORA_FUZZ_PIN_WORKER=1"
