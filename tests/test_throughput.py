@@ -239,7 +239,7 @@ def test_campaign_reports_phases_and_its_helpers(tmp_path, monkeypatch):
     saved = json.loads((tmp_path / "report.json").read_text())
     spent = sum(p["s"] for p in saved["phases"].values())
     assert 0.5 * saved["elapsed_s"] < spent <= saved["elapsed_s"] * 1.05  # the phases account for the run
-    assert {"startup", "generate", "oracle/impl", "oracle/references", "ipc"} <= set(saved["phases"])
+    assert {"startup", "generate", "oracle/impl", "oracle/references", "probe", "ipc"} <= set(saved["phases"])
 
 
 def test_minimiser_tells_ahead_each_pass_what_it_will_try():

@@ -492,6 +492,19 @@ def test_a_helper_runs_the_implementation_on_the_case_and_its_twin_and_judges_no
     assert seen == [case.config]
 
 
+def test_a_helper_builds_its_cases_where_moe_lora_fuzz_helpers_build_says(monkeypatch):
+    from moe_lora_fuzz.fuzz.execution import worker
+    from moe_lora_fuzz.fuzz.targets.impls import Impl
+
+    impl = Impl("counting", run=lambda t: None, takes_config=True)
+    msg = {"mode": "compile", "metamorphic": False}
+    monkeypatch.setenv("MOE_LORA_FUZZ_HELPERS_BUILD", "host")
+    assert worker._judge_here(msg, Case(m=5, k_dim=32, n_dim=16), impl, "counting", "cpu").kind == "pass"
+    monkeypatch.setenv("MOE_LORA_FUZZ_HELPERS_BUILD", "gpu")  # reaches materialize, which names the rule
+    with pytest.raises(ValueError, match="where must be 'auto', 'host' or 'device'"):
+        worker._judge_here(msg, Case(m=5, k_dim=32, n_dim=16), impl, "counting", "cpu")
+
+
 def test_the_worker_calls_on_sent_once_per_case_while_it_judges():
     from pathlib import Path
 
