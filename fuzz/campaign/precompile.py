@@ -100,7 +100,8 @@ class Precompiler:
         # a warm campaign needs few helpers, and a dozen starting at once slow the worker's own start for seconds
         self.limit, self.grown = processes, time.monotonic()
         self.cpus = cpus.helper_cpus()
-        self.helpers = [self._new() for _ in range(min(processes, START_HELPERS))]
+        first = int(os.environ.get("MOE_LORA_FUZZ_HELPERS_START") or START_HELPERS)  # a measurement knob (issue 29)
+        self.helpers = [self._new() for _ in range(min(processes, first))]
         self.sent: Counter = Counter()  # class key -> cases sent
         self.pending: deque = deque()  # indices still to send, in order
         self.urgent: deque = deque()  # cases the worker is about to judge (a minimisation's next candidates)

@@ -1,24 +1,29 @@
 #!/usr/bin/env bash
-# Issue 29, short (logs under $OUT; about 9 minutes): what avoids the helpers' slowing of the worker, and which of
-# their work does it. 1. campaigns of our kernels after a warm-up campaign: as now; with 4 helpers; with the worker
-# pinned to the CPUs helpers leave; with one torch/OpenMP thread per process (intra-op threads spread over every
-# CPU wait for the slowest, on CPUs where helpers compile); with helpers that build each case on the host (none of
-# the generator's kernels on the GPU). The worker's ms per case per phase from each report.json. 2. the in-process
-# loop alone, beside 12 helpers given a case a second, 12 spinning CPUs, 12 processes pulsing the GPU, 12 compiling
-# Triton kernels without and with a CUDA context (scripts/bench_neighbours.py).
+# Issue 29 (logs under $OUT; about 10 minutes as written: RUN_BUDGET, WARMUP_BUDGET, SETTINGS, KINDS and
+# NEIGHBOURS_TIMEOUT shorten it): what slows a campaign's worker beside its helpers. 1. campaigns of our kernels
+# after a warm-up campaign: as now (default); helpers building each case on the host, none of the generator's
+# kernels on the GPU (hostbuild); every helper started with the campaign, none joining during it (startall; and
+# startall_host, both); CUDA's eager module loading (eager); 4 helpers (precompile4); the worker pinned to the CPUs
+# helpers leave (pinworker); one torch/OpenMP thread per process (threads1). The worker's ms per case per phase
+# from each report.json. 2. the in-process loop alone, beside 12 helpers given a case a second, 12 spinning CPUs,
+# 12 processes pulsing the GPU, 12 compiling Triton kernels without and with a CUDA context
+# (scripts/bench_neighbours.py).
 source "$(dirname "$0")/common.sh"
 rm -rf /tmp/issue29r
 R="--impl ours --device cuda --profile nightly --triage-share 0"
-timeout 45 python -m moe_lora_fuzz run $R --budget "${WARMUP_BUDGET:-30}" --seed 5 --out /tmp/issue29r/warmup > "$OUT/warmup.txt" 2>&1
+timeout $(( ${WARMUP_BUDGET:-40} + 20 )) python -m moe_lora_fuzz run $R --budget "${WARMUP_BUDGET:-40}" --seed 6 --out /tmp/issue29r/warmup > "$OUT/warmup.txt" 2>&1
 printf '%s\n' "| setting | cases/s | materialise | references | judge | device probe | ipc | compile (jit), ms per case | helpers: processes / cases / compiled |" \
   "|---|---|---|---|---|---|---|---|---|" > "$OUT/campaigns.md"
-for how in ${SETTINGS:-default precompile4 pinworker threads1 hostbuild}; do
+for how in ${SETTINGS:-default hostbuild startall startall_host eager}; do
   extra=""; env=""
   [ "$how" = precompile4 ] && extra="--precompile 4"
   [ "$how" = pinworker ] && env="MOE_LORA_FUZZ_PIN_WORKER=1"
   [ "$how" = threads1 ] && env="OMP_NUM_THREADS=1"
   [ "$how" = hostbuild ] && env="MOE_LORA_FUZZ_HELPERS_BUILD=host"
-  env $env timeout 50 python -m moe_lora_fuzz run $R $extra --budget "${RUN_BUDGET:-35}" --seed 6 \
+  [ "$how" = startall ] && env="MOE_LORA_FUZZ_HELPERS_START=12"
+  [ "$how" = startall_host ] && env="MOE_LORA_FUZZ_HELPERS_START=12 MOE_LORA_FUZZ_HELPERS_BUILD=host"
+  [ "$how" = eager ] && env="CUDA_MODULE_LOADING=EAGER"
+  env $env timeout $(( ${RUN_BUDGET:-35} + 20 )) python -m moe_lora_fuzz run $R $extra --budget "${RUN_BUDGET:-35}" --seed 6 \
     --out "/tmp/issue29r/$how" > "$OUT/$how.txt" 2>&1
   python - "$how" "/tmp/issue29r/$how/report.json" <<'PY' | tee -a "$OUT/campaigns.md"
 import json, sys
