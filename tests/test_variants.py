@@ -538,3 +538,16 @@ def test_the_harness_own_kernels_are_not_counted_as_variants():
     finally:
         fused_gen.FORCE = old
     assert variants.take()["keys"] == []
+
+
+def test_moe_lora_fuzz_helpers_start_sets_how_many_helpers_a_campaign_starts(monkeypatch):
+    from moe_lora_fuzz.fuzz.campaign import precompile
+
+    monkeypatch.setattr(precompile, "_Helper", lambda device, impl, cpus=None: _FakeHelper(finishes=False))
+    cfg = CampaignConfig(impl="ours", device="cpu", seed=0)
+    monkeypatch.setenv("MOE_LORA_FUZZ_HELPERS_START", "3")
+    assert len(Precompiler(cfg, 4, None).helpers) == 3
+    assert len(Precompiler(cfg, 2, None).helpers) == 2  # never beyond the campaign's limit
+    monkeypatch.setenv("MOE_LORA_FUZZ_HELPERS_START", "all")
+    with pytest.raises(ValueError, match="MOE_LORA_FUZZ_HELPERS_START must be a whole number"):
+        Precompiler(cfg, 4, None)

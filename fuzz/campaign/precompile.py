@@ -41,6 +41,17 @@ def default_processes(device: str, shards_here: int = 1) -> int:
     return max(0, min(12, ((os.cpu_count() or 1) - 4) // sharers))
 
 
+def _first_helpers() -> int:
+    """START_HELPERS, or MOE_LORA_FUZZ_HELPERS_START (a measurement knob, issue 29: helpers started during a
+    campaign may slow its worker)."""
+    text = os.environ.get("MOE_LORA_FUZZ_HELPERS_START", "").strip()
+    if not text:
+        return START_HELPERS
+    if not text.isdigit():
+        raise ValueError(f"MOE_LORA_FUZZ_HELPERS_START must be a whole number of helpers, >= 0 (got {text!r})")
+    return int(text)
+
+
 class _Helper:
     def __init__(self, device: str, impl: str, cpus: frozenset | None = None):
         from moe_lora_fuzz.fuzz.execution.worker import _worker_main
@@ -100,8 +111,7 @@ class Precompiler:
         # a warm campaign needs few helpers, and a dozen starting at once slow the worker's own start for seconds
         self.limit, self.grown = processes, time.monotonic()
         self.cpus = cpus.helper_cpus()
-        first = int(os.environ.get("MOE_LORA_FUZZ_HELPERS_START") or START_HELPERS)  # a measurement knob (issue 29)
-        self.helpers = [self._new() for _ in range(min(processes, first))]
+        self.helpers = [self._new() for _ in range(min(processes, _first_helpers()))]
         self.sent: Counter = Counter()  # class key -> cases sent
         self.pending: deque = deque()  # indices still to send, in order
         self.urgent: deque = deque()  # cases the worker is about to judge (a minimisation's next candidates)
