@@ -43,7 +43,11 @@ def default_processes(device: str, shards_here: int = 1) -> int:
 
 def _first_helpers() -> int:
     """START_HELPERS, or MOE_LORA_FUZZ_HELPERS_START (a measurement knob, issue 29: helpers started during a
-    campaign may slow its worker)."""
+    campaign may slow its worker). Also checks the helpers' MOE_LORA_FUZZ_HELPERS_BUILD here, where a bad value
+    is the campaign's error, not a helper dying on every case."""
+    build = os.environ.get("MOE_LORA_FUZZ_HELPERS_BUILD", "auto")
+    if build not in ("auto", "host", "device"):
+        raise ValueError(f"MOE_LORA_FUZZ_HELPERS_BUILD must be 'auto', 'host' or 'device' (got {build!r})")
     text = os.environ.get("MOE_LORA_FUZZ_HELPERS_START", "").strip()
     if not text:
         return START_HELPERS
