@@ -12,7 +12,9 @@ neighbours of each kind, one kind after the other:
 - spin: N processes that keep a CPU busy at nice 10 (as helpers run);
 - compile: N processes at nice 10 that compile new Triton variants one after another, with no CUDA context
   (Triton's compiler for this GPU's target: LLVM in the process, ptxas in a child);
-- ctxcompile: the same, each holding a CUDA context on the GPU (a helper's ptxas is forked from such a process).
+- ctxcompile: the same, each holding a CUDA context on the GPU (a helper's ptxas is forked from such a process);
+- starting: helpers given no case, one started every 2 s while the loop runs, the oldest stopped beyond N (a
+  campaign's helpers start while its worker runs: their CUDA contexts and kernel loads).
 A campaign's worker measured 3 to 4 times slower beside a dozen helpers that took about one case a second
 (issue 29), while idle neighbours of any kind left the loop as fast: which work of theirs costs it? Not a timed
 test.
@@ -69,6 +71,28 @@ def compile_forever(arch: int, context: bool) -> None:
         triton.compile(src, target=target)
 
 
+class Churner(threading.Thread):
+    """Starts a compile-ahead helper every `every` seconds until stopped, stopping the oldest beyond `count`."""
+
+    def __init__(self, count: int, impl: str, every: float = 2.0):
+        super().__init__(daemon=True)
+        self.count, self.impl, self.every, self.helpers, self.done = count, impl, every, [], threading.Event()
+
+    def run(self) -> None:
+        from moe_lora_fuzz.fuzz.campaign.precompile import _Helper
+
+        while not self.done.wait(self.every):
+            self.helpers.append(_Helper("cuda", self.impl))
+            if len(self.helpers) > self.count:
+                self.helpers.pop(0).kill()
+
+    def kill(self) -> None:
+        self.done.set()
+        self.join()
+        for h in self.helpers:
+            h.kill()
+
+
 class Feeder(threading.Thread):
     """Gives idle helpers new cases of a nightly GPU campaign, `rate` a second in all, until stopped."""
 
@@ -96,6 +120,10 @@ class Feeder(threading.Thread):
 def start(kind: str, count: int, impl: str, rate: float) -> list:
     if kind == "none":
         return []
+    if kind == "starting":
+        churner = Churner(count, impl)
+        churner.start()
+        return [churner]
     if kind in ("helpers", "busy"):
         from moe_lora_fuzz.fuzz.campaign.precompile import _Helper
 

@@ -5,9 +5,9 @@
 # kernels on the GPU (hostbuild); every helper started with the campaign, none joining during it (startall; and
 # startall_host, both); CUDA's eager module loading (eager); 4 helpers (precompile4); the worker pinned to the CPUs
 # helpers leave (pinworker); one torch/OpenMP thread per process (threads1). The worker's ms per case per phase
-# from each report.json. 2. the in-process loop alone, beside 12 helpers given a case a second, 12 spinning CPUs,
-# 12 processes pulsing the GPU, 12 compiling Triton kernels without and with a CUDA context
-# (scripts/bench_neighbours.py).
+# from each report.json. 2. the in-process loop alone, beside 12 helpers given a case a second,
+# helpers starting one every 2 s, 12 processes pulsing the GPU, 12 compiling Triton kernels with a CUDA context
+# (scripts/bench_neighbours.py; spin and compile on request).
 source "$(dirname "$0")/common.sh"
 rm -rf /tmp/issue29r
 R="--impl ours --device cuda --profile nightly --triage-share 0"
@@ -42,6 +42,6 @@ print(f"| {how} | {r['cases'] / r['elapsed_s']:.1f} | " + " | ".join(f"{c:.2f}" 
       + f" | {jit:.2f} | {pre.get('processes', 0)} / {pre.get('cases', 0)} / {pre.get('compiled', '-')} |")
 PY
 done
-timeout "${NEIGHBOURS_TIMEOUT:-220}" python scripts/bench_neighbours.py --kinds "${KINDS:-none,busy,spin,pulse,compile,ctxcompile}" \
+timeout "${NEIGHBOURS_TIMEOUT:-220}" python scripts/bench_neighbours.py --kinds "${KINDS:-none,busy,starting,pulse,ctxcompile}" \
   --count 12 -- --device cuda --profile nightly --cases 100 --fresh 2>&1 | tee "$OUT/neighbours.md"
 python -c "import torch; print('torch threads', torch.get_num_threads())" | tee -a "$OUT/neighbours.md"
