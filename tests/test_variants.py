@@ -553,5 +553,5 @@ def test_moe_lora_fuzz_helpers_start_sets_how_many_helpers_a_campaign_starts(mon
         Precompiler(cfg, 4, None)
     monkeypatch.setenv("MOE_LORA_FUZZ_HELPERS_START", "1")
     monkeypatch.setenv("MOE_LORA_FUZZ_HELPERS_BUILD", "gpu")  # refused by the campaign, before any helper
-    with pytest.raises(ValueError, match="MOE_LORA_FUZZ_HELPERS_BUILD must be 'auto', 'host' or 'device'"):
+    with pytest.raises(ValueError, match="MOE_LORA_FUZZ_HELPERS_BUILD must be one of 'auto', 'host', 'device'"):
         Precompiler(cfg, 4, None)

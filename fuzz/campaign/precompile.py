@@ -41,13 +41,20 @@ def default_processes(device: str, shards_here: int = 1) -> int:
     return max(0, min(12, ((os.cpu_count() or 1) - 4) // sharers))
 
 
+def _check_helpers_build() -> None:
+    """MOE_LORA_FUZZ_HELPERS_BUILD (a measurement knob, issue 29: where helpers build their cases, read by each
+    helper: fuzz.execution.worker) is checked by the campaign, so a bad value is its error, not a helper dying
+    on every case."""
+    from moe_lora_fuzz.fuzz.data.tensors import WHERE
+
+    build = os.environ.get("MOE_LORA_FUZZ_HELPERS_BUILD", "auto")
+    if build not in WHERE:
+        raise ValueError(f"MOE_LORA_FUZZ_HELPERS_BUILD must be one of {', '.join(map(repr, WHERE))} (got {build!r})")
+
+
 def _first_helpers() -> int:
     """START_HELPERS, or MOE_LORA_FUZZ_HELPERS_START (a measurement knob, issue 29: helpers started during a
-    campaign may slow its worker). Also checks the helpers' MOE_LORA_FUZZ_HELPERS_BUILD here, where a bad value
-    is the campaign's error, not a helper dying on every case."""
-    build = os.environ.get("MOE_LORA_FUZZ_HELPERS_BUILD", "auto")
-    if build not in ("auto", "host", "device"):
-        raise ValueError(f"MOE_LORA_FUZZ_HELPERS_BUILD must be 'auto', 'host' or 'device' (got {build!r})")
+    campaign may slow its worker)."""
     text = os.environ.get("MOE_LORA_FUZZ_HELPERS_START", "").strip()
     if not text:
         return START_HELPERS
@@ -115,6 +122,7 @@ class Precompiler:
         # a warm campaign needs few helpers, and a dozen starting at once slow the worker's own start for seconds
         self.limit, self.grown = processes, time.monotonic()
         self.cpus = cpus.helper_cpus()
+        _check_helpers_build()
         self.helpers = [self._new() for _ in range(min(processes, _first_helpers()))]
         self.sent: Counter = Counter()  # class key -> cases sent
         self.pending: deque = deque()  # indices still to send, in order

@@ -60,6 +60,7 @@ from moe_lora_fuzz.kernels.align import AlignBuffers, padded_length
 OUT_SENTINEL = -7.25  # exactly representable in every dtype, unlikely as a result
 INT_SENTINEL = -(2**30) + 7
 HOST_BUILD_MAX = 1 << 16  # generated elements up to which a GPU case is built on the host (fewer launches)
+WHERE = ("auto", "host", "device")  # where materialize builds a case (see there)
 
 
 @dataclass(frozen=True)
@@ -507,7 +508,7 @@ def _tensors(case: Case, guarded: list, arena, writable, host, built, guards: bo
 def materialize(case: Case, device="cpu", fill: Fill = Fill(), where: str = "auto") -> Tensors:
     """The case's tensors on `device`. where: 'auto' builds tiny GPU cases on the host (then one DMA) and the
     rest on the device; 'host' / 'device' force one (the bytes are the same either way)."""
-    if where not in ("auto", "host", "device"):
+    if where not in WHERE:
         raise ValueError(f"materialize: where must be 'auto', 'host' or 'device' (got {where!r})")
     c = case
     dt = TORCH_DTYPES[c.dtype]
