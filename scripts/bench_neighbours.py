@@ -10,6 +10,9 @@ neighbours of each kind, one kind after the other:
 - busy: N helpers given new campaign cases, --rate a second in all (a campaign's helpers took about one a second);
 - pulse: N processes that each run a small kernel on the same GPU ten times a second;
 - spin: N processes that keep a CPU busy at nice 10 (as helpers run);
+- ctxspin: the same, each holding a CUDA context on the GPU;
+- ctxspawn: N processes holding a CUDA context that start a short program (`true`) 20 times a second, as a
+  compiling helper starts ptxas;
 - compile: N processes at nice 10 that compile new Triton variants one after another, with no CUDA context
   (Triton's compiler for this GPU's target: LLVM in the process, ptxas in a child);
 - ctxcompile: the same, each holding a CUDA context on the GPU (a helper's ptxas is forked from such a process);
@@ -38,6 +41,9 @@ IDLE = {
     "pulse": "import torch, time\nx = torch.ones(1 << 20, device='cuda')\n"
     "while True:\n    x.sum().item(); time.sleep(0.1)",
     "spin": "import os\nos.nice(10)\nwhile True: pass",
+    "ctxspin": "import os, torch\ntorch.zeros(1, device='cuda')\nos.nice(10)\nwhile True: pass",
+    "ctxspawn": "import os, subprocess, time, torch\ntorch.zeros(1, device='cuda')\nos.nice(10)\n"
+    "while True:\n    subprocess.run(['true']); time.sleep(0.05)",
 }
 
 

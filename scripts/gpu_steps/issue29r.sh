@@ -3,7 +3,7 @@
 # NEIGHBOURS_TIMEOUT shorten it): what slows a campaign's worker beside its helpers. 1. campaigns of our kernels
 # after a warm-up campaign: as now (default); helpers building each case on the host, none of the generator's
 # kernels on the GPU (hostbuild); every helper started with the campaign, none joining during it (startall; and
-# startall_host, both); CUDA's eager module loading (eager); 4 helpers (precompile4); the worker pinned to the CPUs
+# startall_host, both); no helpers (noprecompile); CUDA's eager module loading (eager); 4 helpers (precompile4); the worker pinned to the CPUs
 # helpers leave (pinworker); one torch/OpenMP thread per process (threads1). The worker's ms per case per phase
 # from each report.json. 2. the in-process loop alone, beside 12 helpers given a case a second,
 # helpers starting one every 2 s, 12 processes pulsing the GPU, 12 compiling Triton kernels with a CUDA context
@@ -17,6 +17,7 @@ printf '%s\n' "| setting | cases/s | materialise | references | judge | device p
 for how in ${SETTINGS:-default hostbuild startall startall_host eager}; do
   extra=""; env=""
   [ "$how" = precompile4 ] && extra="--precompile 4"
+  [ "$how" = noprecompile ] && extra="--precompile 0"
   [ "$how" = pinworker ] && env="MOE_LORA_FUZZ_PIN_WORKER=1"
   [ "$how" = threads1 ] && env="OMP_NUM_THREADS=1"
   [ "$how" = hostbuild ] && env="MOE_LORA_FUZZ_HELPERS_BUILD=host"
