@@ -56,6 +56,10 @@ def main() -> None:
     device = resolve_device(a.device)
     if device == "cpu":
         os.environ["TRITON_INTERPRET"] = "1"
+    from moe_lora_fuzz.fuzz.runtime.cpus import worker_threads
+
+    if worker_threads(device):  # as a campaign's worker
+        torch.set_num_threads(worker_threads(device))
     import dataclasses
 
     from moe_lora_fuzz.fuzz.judgement import compare, oracle

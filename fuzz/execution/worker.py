@@ -20,6 +20,7 @@ from pathlib import Path
 from moe_lora_fuzz.fuzz.judgement.oracle import Verdict, crash_failure, probed, signature
 from moe_lora_fuzz.fuzz.records.repro import write_atomic
 from moe_lora_fuzz.fuzz.runtime import phases, sandbox, variants
+from moe_lora_fuzz.fuzz.runtime.cpus import worker_cpus, worker_threads
 from moe_lora_fuzz.fuzz.runtime.interpreter import install_if_interpreting
 from moe_lora_fuzz.fuzz.space.case import Case
 from moe_lora_fuzz.fuzz.space.generate import CPU_SIZES, GPU_SIZES, class_of, draw
@@ -168,21 +169,24 @@ def _redirect_output(log: str) -> None:
 
 
 def _worker_main(
-    conn, device: str, impl_name: str, log: str | None, helper: bool = False, began=None, cpus=None
+    conn, device: str, impl_name: str, log: str | None, helper: bool = False, began=None, cpus=None, threads=None
 ) -> None:
     """helper: a fuzz.campaign.precompile helper, which must not slow the campaign's own worker down: lower CPU priority
     and one host thread for torch; its taint is not checked (it only compiles: no verdict of it is believed).
     began: a shared counter of the requests this process has taken (Worker: tells a failure after a case's answer
     from one during the next case). cpus: where this process and every thread it starts may run (a helper's:
-    fuzz.runtime.cpus.helper_cpus), set before anything is imported."""
+    fuzz.runtime.cpus.helper_cpus), set before anything is imported. threads: torch's host threads, when not its
+    default (fuzz.runtime.cpus.worker_threads; a helper's: one)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles interrupts and ends this process
     if cpus:
         os.sched_setaffinity(0, cpus)
     if helper:
         os.nice(10)
+        threads = 1
+    if threads:
         import torch
 
-        torch.set_num_threads(1)
+        torch.set_num_threads(threads)
     # TRITON_INTERPRET is inherited from the parent (the CLI sets it for --device cpu before any import)
     from moe_lora_fuzz.fuzz.targets.impls import ImplError, resolve
 
@@ -309,11 +313,7 @@ def _judge_here(msg: dict, case: Case, impl, impl_name: str, device: str) -> Ver
 
 
 def _pinned(device: str):
-    if device != "cuda":
-        return None
-    from moe_lora_fuzz.fuzz.runtime.cpus import worker_cpus
-
-    return worker_cpus()
+    return worker_cpus() if device == "cuda" else None
 
 
 class _NoAnswer(Exception):
@@ -355,7 +355,7 @@ class Worker:
         self._proc = ctx.Process(
             target=_worker_main,
             args=(child, self.device, self.impl, log),
-            kwargs={"began": self._began, "cpus": _pinned(self.device)},
+            kwargs={"began": self._began, "cpus": _pinned(self.device), "threads": worker_threads(self.device)},
             daemon=True,
         )
         try:

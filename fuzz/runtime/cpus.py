@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 
 KEEP_CPUS = 4  # logical CPUs helpers never run on: the campaign's and its worker's (default_processes leaves 4)
+GPU_WORKER_THREADS = 1  # torch's host threads in a GPU worker (worker_threads)
 
 
 def helper_cpus() -> frozenset | None:
@@ -33,6 +34,22 @@ def worker_cpus() -> frozenset | None:
         return None
     helpers = helper_cpus()
     return None if helpers is None else frozenset(os.sched_getaffinity(0)) - helpers or None
+
+
+def worker_threads(device: str) -> int | None:
+    """torch's host (OpenMP) threads in a GPU campaign's worker: GPU_WORKER_THREADS, or MOE_LORA_FUZZ_WORKER_THREADS
+    (0: torch's default, one per CPU). A GPU worker's host work is small tensors; with one thread per CPU, every
+    parallel region waits for threads that busy neighbours (helpers compiling) keep off a CPU: on an H100 the fuzz
+    loop's GPU-waiting phases took 6 to 9 times as long beside 12 processes spinning at nice 10 (docs/speed.md,
+    issue 29). None: leave torch's default (the CPU interpreter's kernels use those threads)."""
+    if device != "cuda":
+        return None
+    text = os.environ.get("MOE_LORA_FUZZ_WORKER_THREADS", "").strip()
+    if not text:
+        return GPU_WORKER_THREADS
+    if not text.isdigit():
+        raise ValueError(f"MOE_LORA_FUZZ_WORKER_THREADS must be a whole number of threads, >= 0 (got {text!r})")
+    return int(text) or None
 
 
 def _siblings(cpu: int) -> set:

@@ -3,11 +3,12 @@
 # NEIGHBOURS_TIMEOUT shorten it): what slows a campaign's worker beside its helpers. 1. campaigns of our kernels
 # after a warm-up campaign: as now (default); helpers building each case on the host, none of the generator's
 # kernels on the GPU (hostbuild); every helper started with the campaign, none joining during it (startall; and
-# startall_host, both); no helpers (noprecompile); CUDA's eager module loading (eager); 4 helpers (precompile4); the worker pinned to the CPUs
-# helpers leave (pinworker); one torch/OpenMP thread per process (threads1). The worker's ms per case per phase
-# from each report.json. 2. the in-process loop alone, beside 12 helpers given a case a second,
-# helpers starting one every 2 s, 12 processes pulsing the GPU, 12 compiling Triton kernels with a CUDA context
-# (scripts/bench_neighbours.py; spin and compile on request).
+# startall_host, both); no helpers (noprecompile); CUDA's eager module loading (eager); 4 helpers (precompile4); the
+# worker pinned to the CPUs helpers leave (pinworker); one torch/OpenMP thread per process (threads1); the worker
+# with torch's default, a thread per CPU (threadsall, as before 2026-12-07). The worker's ms per case per phase
+# from each report.json. 2. the in-process loop alone, beside 12 helpers given a case a second, helpers starting
+# one every 2 s, 12 processes pulsing the GPU, 12 compiling Triton kernels with a CUDA context
+# (scripts/bench_neighbours.py; other kinds on request).
 source "$(dirname "$0")/common.sh"
 rm -rf /tmp/issue29r
 R="--impl ours --device cuda --profile nightly --triage-share 0"
@@ -20,6 +21,7 @@ for how in ${SETTINGS:-default hostbuild startall startall_host eager}; do
   [ "$how" = noprecompile ] && extra="--precompile 0"
   [ "$how" = pinworker ] && env="MOE_LORA_FUZZ_PIN_WORKER=1"
   [ "$how" = threads1 ] && env="OMP_NUM_THREADS=1"
+  [ "$how" = threadsall ] && env="MOE_LORA_FUZZ_WORKER_THREADS=0"
   [ "$how" = hostbuild ] && env="MOE_LORA_FUZZ_HELPERS_BUILD=host"
   [ "$how" = startall ] && env="MOE_LORA_FUZZ_HELPERS_START=12"
   [ "$how" = startall_host ] && env="MOE_LORA_FUZZ_HELPERS_START=12 MOE_LORA_FUZZ_HELPERS_BUILD=host"
