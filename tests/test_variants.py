@@ -130,6 +130,35 @@ def test_a_helper_process_runs_on_the_cpus_it_was_given(tmp_path):
         h.kill()
 
 
+def test_a_gpu_worker_runs_torch_on_one_host_thread(monkeypatch, tmp_path):
+    """Busy neighbours kept a worker's OpenMP threads off CPUs and its GPU-waiting phases took 6 to 9 times as
+    long (issue 29): a GPU worker uses GPU_WORKER_THREADS, or the knob's; the CPU interpreter keeps torch's."""
+    from moe_lora_fuzz.fuzz.execution import worker
+    from moe_lora_fuzz.fuzz.runtime import cpus
+
+    monkeypatch.delenv("MOE_LORA_FUZZ_WORKER_THREADS", raising=False)
+    assert cpus.worker_threads("cuda") == cpus.GPU_WORKER_THREADS == 1 and cpus.worker_threads("cpu") is None
+    monkeypatch.setenv("MOE_LORA_FUZZ_WORKER_THREADS", "0")
+    assert cpus.worker_threads("cuda") is None  # torch's default
+    monkeypatch.setenv("MOE_LORA_FUZZ_WORKER_THREADS", "3")
+    assert cpus.worker_threads("cuda") == 3
+    monkeypatch.setenv("MOE_LORA_FUZZ_WORKER_THREADS", "many")
+    with pytest.raises(ValueError, match="MOE_LORA_FUZZ_WORKER_THREADS must be a whole number"):
+        cpus.worker_threads("cuda")
+    # a real worker process (on the CPU here) given the GPU's rule: its implementation sees the threads
+    seen = tmp_path / "threads.txt"
+    (tmp_path / "probe_impl.py").write_text(
+        f"import torch\nopen({str(seen)!r}, 'w').write(str(torch.get_num_threads()))\ndef run(*a, **k):\n    pass\n"
+    )
+    want = 2 if torch.get_num_threads() == 1 else 1  # not what the process would have anyway
+    monkeypatch.setattr(worker, "worker_threads", lambda device: want)
+    w = worker.Worker("cpu", f"{tmp_path / 'probe_impl.py'}:run")
+    try:
+        assert seen.read_text() == str(want)
+    finally:
+        w.kill()
+
+
 def test_a_helper_compiles_implementation_kernels_without_launching_them(monkeypatch):
     calls = []
     monkeypatch.setattr(JITFunction, "run", lambda self, *a, grid, warmup, **kw: calls.append((self.name, warmup)))
