@@ -12,10 +12,8 @@ GPU_WORKER_THREADS = 1  # torch's host threads in a GPU worker (worker_threads)
 
 def helper_cpus() -> frozenset | None:
     """The CPUs helpers run on: this process's, less the first KEEP_CPUS (with their cores' other hardware
-    threads), which stay the campaign's and its worker's. (On an H100 the fuzz loop's GPU phases took 4 times as
-    long beside busy helpers building cases on the GPU, and no longer beside the same helpers building on the
-    host: docs/speed.md, issue 29.) None (not pinned): too few CPUs, no affinity here, or
-    MOE_LORA_FUZZ_PIN_HELPERS=0."""
+    threads), which stay the campaign's and its worker's (busy CPUs slow a worker's GPU-waiting phases:
+    worker_threads). None (not pinned): too few CPUs, no affinity here, or MOE_LORA_FUZZ_PIN_HELPERS=0."""
     if os.environ.get("MOE_LORA_FUZZ_PIN_HELPERS") == "0" or not hasattr(os, "sched_getaffinity"):
         return None
     allowed = set(os.sched_getaffinity(0))
