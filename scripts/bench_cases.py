@@ -58,8 +58,9 @@ def main() -> None:
         os.environ["TRITON_INTERPRET"] = "1"
     from moe_lora_fuzz.fuzz.runtime.cpus import worker_threads
 
-    if worker_threads(device):  # as a campaign's worker
-        torch.set_num_threads(worker_threads(device))
+    threads = worker_threads(device)
+    if threads:  # as a campaign's worker
+        torch.set_num_threads(threads)
     import dataclasses
 
     from moe_lora_fuzz.fuzz.judgement import compare, oracle

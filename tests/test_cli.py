@@ -160,6 +160,18 @@ def test_run_usage_errors_exit_2(tmp_path, capsys, device, args, match):
     assert proc.stdout == ""
 
 
+@pytest.mark.parametrize(
+    "knob", ["MOE_LORA_FUZZ_WORKER_THREADS", "MOE_LORA_FUZZ_HELPERS_START", "MOE_LORA_FUZZ_HELPERS_BUILD"]
+)
+def test_run_refuses_a_bad_measurement_knob(tmp_path, capsys, device, monkeypatch, knob):
+    """The environment's knobs (issue 29) are checked before the campaign starts: one line naming the variable."""
+    monkeypatch.setenv(knob, "lots")
+    out = tmp_path / "out"
+    proc = _refusal(capsys, device, "run", "--device", "cpu", "--out", str(out))
+    _assert_usage_error(proc, rf"^error: {knob} must be .*'lots'")
+    assert not out.exists()
+
+
 def test_run_out_is_a_file_exits_2(tmp_path):
     """--out naming an existing file is a usage error: one `error:` line naming --out, not a traceback."""
     out = tmp_path / "report-here"

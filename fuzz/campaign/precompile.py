@@ -41,6 +41,14 @@ def default_processes(device: str, shards_here: int = 1) -> int:
     return max(0, min(12, ((os.cpu_count() or 1) - 4) // sharers))
 
 
+def check_knobs(device: str) -> None:
+    """The environment's measurement knobs of a campaign's processes (issue 29), checked before it starts: a bad
+    value is a usage error (ValueError naming the variable and its rule), not a worker or helper dying."""
+    cpus.worker_threads(device)
+    _check_helpers_build()
+    _first_helpers()
+
+
 def _check_helpers_build() -> None:
     """MOE_LORA_FUZZ_HELPERS_BUILD (a measurement knob, issue 29: where helpers build their cases, read by each
     helper: fuzz.execution.worker) is checked by the campaign, so a bad value is its error, not a helper dying

@@ -175,6 +175,12 @@ def cmd_run(a) -> int:
     if a.sanitize_every and device != "cuda":
         _fail("--sanitize-every: needs --device cuda (compute-sanitizer checks GPU memory accesses)")
     _check_builtin_impl(a.impl)
+    from moe_lora_fuzz.fuzz.campaign.precompile import check_knobs
+
+    try:
+        check_knobs(device)
+    except ValueError as e:
+        _fail(str(e))
     from moe_lora_fuzz.fuzz.campaign.runner import CampaignConfig, ResumeError, run_campaign
     from moe_lora_fuzz.fuzz.judgement.selfcheck import EnvironmentBroken
     from moe_lora_fuzz.fuzz.records.outdir import LockError, OutputError

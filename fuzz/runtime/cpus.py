@@ -39,15 +39,14 @@ def worker_threads(device: str) -> int | None:
     (0: torch's default, one per CPU). A GPU worker's host work is small tensors; with one thread per CPU, every
     parallel region waits for threads that busy neighbours (helpers compiling) keep off a CPU: on an H100 the fuzz
     loop's GPU-waiting phases took 6 to 9 times as long beside 12 processes spinning at nice 10 (docs/speed.md,
-    issue 29). None: leave torch's default (the CPU interpreter's kernels use those threads)."""
+    issue 29). None: leave torch's default (the CPU interpreter's kernels use those threads). A bad knob is an
+    error on any device."""
+    text = os.environ.get("MOE_LORA_FUZZ_WORKER_THREADS", "").strip()
+    if text and not text.isdigit():
+        raise ValueError(f"MOE_LORA_FUZZ_WORKER_THREADS must be a whole number of threads, >= 0 (got {text!r})")
     if device != "cuda":
         return None
-    text = os.environ.get("MOE_LORA_FUZZ_WORKER_THREADS", "").strip()
-    if not text:
-        return GPU_WORKER_THREADS
-    if not text.isdigit():
-        raise ValueError(f"MOE_LORA_FUZZ_WORKER_THREADS must be a whole number of threads, >= 0 (got {text!r})")
-    return int(text) or None
+    return (int(text) or None) if text else GPU_WORKER_THREADS
 
 
 def _siblings(cpu: int) -> set:
