@@ -48,6 +48,7 @@ GROUPS = (
     ("triage", lambda p: p.startswith("triage")),
     ("device probe (after a case)", lambda p: p == "probe"),
     ("round trip (ipc)", lambda p: p == "ipc"),
+    ("unanswered cases (hang, crash, cut by the budget)", lambda p: p == "unanswered"),
     ("other", lambda p: True),
 )
 

@@ -4,7 +4,8 @@
 
 Phases nest by path: "oracle/impl/jit" is Triton compiling (or loading from its disk cache) kernel variants
 inside the implementation's call, "oracle/twins/impl" the implementation inside the metamorphic twins,
-"ipc" the round trip to the worker beyond what the worker timed, "startup" the worker's start.
+"ipc" the round trip to the worker beyond what the worker timed, "unanswered" the cases it never answered (a hang,
+a crash, a case the budget cut), "startup" the worker's start.
 """
 
 from __future__ import annotations

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import time
 from collections import defaultdict
 from pathlib import Path
 
@@ -241,6 +242,29 @@ def test_campaign_reports_phases_and_its_helpers(tmp_path, monkeypatch):
     spent = sum(p["s"] for p in saved["phases"].values())
     assert 0.5 * saved["elapsed_s"] < spent <= saved["elapsed_s"] * 1.05  # the phases account for the run
     assert {"startup", "generate", "oracle/impl", "oracle/references", "probe", "ipc"} <= set(saved["phases"])
+
+
+def test_a_case_the_worker_never_answered_is_not_counted_as_the_pipes_time():
+    """A hang, a crash or a case the budget cut leaves no phases: its wait is `unanswered`, not `ipc` (a 15 s CPU
+    campaign's cut last case made `ipc` half its time)."""
+    import types
+
+    from moe_lora_fuzz.fuzz.campaign.casework import _judge_timed
+
+    class Fake:
+        def __init__(self, answer: dict):
+            self.answer, self.phases = answer, None
+
+        def judge(self, case, **kw):
+            time.sleep(0.02)
+            self.phases = self.answer
+            return "verdict"
+
+    report = types.SimpleNamespace(phases={})
+    assert _judge_timed(Fake({"oracle": [0.005, 1]}), report, None) == "verdict"
+    assert set(report.phases) == {"oracle", "ipc"} and report.phases["ipc"][0] >= 0.01
+    _judge_timed(Fake({}), report, None)  # no answer
+    assert report.phases["unanswered"][0] >= 0.02 and report.phases["ipc"][1] == 1
 
 
 def test_minimiser_tells_ahead_each_pass_what_it_will_try():

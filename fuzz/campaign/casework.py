@@ -20,13 +20,15 @@ from moe_lora_fuzz.fuzz.space.case import Case
 
 def _judge_timed(worker: Worker, report: Report, case: Case, **kw) -> Verdict:
     """worker.judge, with the worker's phases added to the report's and the rest of the round trip (pickling,
-    the pipe, the device probe, a restart) as `ipc`."""
+    the pipe, a restart) as `ipc`; a case the worker never answered (a hang, a crash, a case the budget cut: no
+    phases) as `unanswered`, which is not the pipe's time."""
     t0 = time.perf_counter()
     v = worker.judge(case, **kw)
     wall = time.perf_counter() - t0
-    timed = getattr(worker, "phases", {})  # stand-in workers (tests) time nothing
-    phases.add(report.phases, timed)
-    phases.add(report.phases, {"ipc": [wall - sum(s for s, _ in timed.values()), 1]})
+    timed = getattr(worker, "phases", None)  # stand-in workers (tests) time nothing
+    rest = "unanswered" if timed == {} else "ipc"
+    phases.add(report.phases, timed or {})
+    phases.add(report.phases, {rest: [wall - sum(s for s, _ in (timed or {}).values()), 1]})
     return v
 
 
