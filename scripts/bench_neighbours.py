@@ -19,8 +19,8 @@ neighbours of each kind, one kind after the other:
 - starting: helpers given no case, one started every 2 s while the loop runs, the oldest stopped beyond N (a
   campaign's helpers start while its worker runs: their CUDA contexts and kernel loads).
 A campaign's worker measured 3 to 4 times slower beside a dozen helpers that took about one case a second
-(issue 29), while idle neighbours of any kind left the loop as fast: which work of theirs costs it? Not a timed
-test.
+(issue 29), while idle neighbours of any kind left the loop as fast. Busy CPUs alone did it, through torch's
+one-host-thread-per-CPU (docs/speed.md; a GPU worker now runs one). Not a timed test.
 """
 
 from __future__ import annotations

@@ -27,8 +27,9 @@ def _judge_timed(worker: Worker, report: Report, case: Case, **kw) -> Verdict:
     wall = time.perf_counter() - t0
     timed = getattr(worker, "phases", None)  # stand-in workers (tests) time nothing
     rest = "unanswered" if timed == {} else "ipc"
-    phases.add(report.phases, timed or {})
-    phases.add(report.phases, {rest: [wall - sum(s for s, _ in (timed or {}).values()), 1]})
+    timed = timed or {}
+    phases.add(report.phases, timed)
+    phases.add(report.phases, {rest: [wall - sum(s for s, _ in timed.values()), 1]})
     return v
 
 
