@@ -80,7 +80,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
-    from moe_lora_fuzz.fuzz.records.repro import PrintableStream
+    from moe_lora_fuzz.fuzz.escape import PrintableStream
 
     saved = sys.stdout, sys.stderr
     sys.stdout, sys.stderr = PrintableStream(sys.stdout), PrintableStream(sys.stderr)  # text from files, escaped

@@ -205,6 +205,46 @@ def test_run_three_cases_on_cpu(tmp_path):
     assert not list(out.glob("repro-*.json"))
 
 
+_DEVICE_FIRST = """
+import sys
+import moe_lora_fuzz.device
+
+def chosen(name="auto"):  # the command's first step that may import triton: report what came before it, stop
+    print("triton.language imported before use_device:", "triton.language" in sys.modules)
+    sys.exit(0)
+
+moe_lora_fuzz.device.use_device = chosen
+from moe_lora_fuzz.fuzz.cli import main
+
+main(sys.argv[1:])
+"""
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["run", "--device", "cpu", "--out", "{tmp}/out"],
+        ["replay", "tests/regressions/lora-grid-short.json", "--device", "cpu"],
+        ["replay", "tests/regressions", "--device", "cpu"],
+        ["minimize", "tests/regressions/lora-grid-short.json", "--device", "cpu", "--out", "{tmp}/min.json"],
+        ["triage", "{tmp}", "--device", "cpu"],
+    ],
+    ids=lambda a: "-".join(a[:2]) if a[0] == "replay" else a[0],
+)
+def test_commands_choose_the_device_before_importing_triton(tmp_path, args):
+    """`--device cpu` on a GPU machine needs TRITON_INTERPRET=1 set before triton.language is imported
+    (moe_lora_fuzz.device); a command that imported it first (the CLI's console stream once did, through the repro
+    module's kernels) refused the interpreter there, while a machine without a GPU never showed it."""
+    script = tmp_path / "device_first.py"
+    script.write_text(_DEVICE_FIRST)
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    args = [a.replace("{tmp}", str(tmp_path)) for a in args]
+    proc = subprocess.run(
+        [sys.executable, str(script), *args], cwd=ROOT, capture_output=True, text=True, timeout=120, env=env
+    )
+    assert proc.stdout.strip() == "triton.language imported before use_device: False", _detail(proc)
+
+
 @pytest.mark.interpreter
 def test_replay_without_guards_passes_ours_and_sanitize_needs_a_gpu():
     repro = "tests/regressions/lora-grid-short.json"

@@ -87,8 +87,7 @@ class Target:
 
 def _replay_target(a) -> Target:
     """The repro, device, implementation and timeout of a replay/minimise command, refused early if unusable."""
-    from moe_lora_fuzz.fuzz.execution.worker import CASE_TIMEOUT_S
-    from moe_lora_fuzz.fuzz.records.repro import BUILTIN_IMPLS, is_builtin
+    from moe_lora_fuzz.fuzz.records.repro import BUILTIN_IMPLS, is_builtin  # imports nothing of Triton's
 
     if a.case_timeout is not None:
         _positive("--case-timeout", a.case_timeout)
@@ -99,7 +98,9 @@ def _replay_target(a) -> Target:
             f"run; pass --impl (e.g. --impl {repro.impl}) if you trust it, or one of {BUILTIN_IMPLS}"
         )
     impl = a.impl or repro.impl
-    device = _device(a.device or repro.device)
+    device = _device(a.device or repro.device)  # before anything imports triton.language
+    from moe_lora_fuzz.fuzz.execution.worker import CASE_TIMEOUT_S
+
     try:
         repro.case.validate(interpreter=device == "cpu")
     except ValueError as e:
@@ -288,13 +289,13 @@ def add_triage_args(tr: argparse.ArgumentParser) -> None:
 
 
 def cmd_triage(a) -> int:
+    if a.cap is not None:
+        _positive("--cap", a.cap)
+    device = _device(a.device)  # before anything imports triton.language
     from moe_lora_fuzz.fuzz.records.repro import dumps, write_atomic
     from moe_lora_fuzz.fuzz.triage.classify import failing, summary
     from moe_lora_fuzz.fuzz.triage.offline import TriageError, triage_dirs
 
-    if a.cap is not None:
-        _positive("--cap", a.cap)
-    device = _device(a.device)
     if a.out:
         _writable_file("--out", a.out)
     try:

@@ -26,7 +26,7 @@ from typing import Callable
 
 from moe_lora_fuzz.contract import MoeLoraConfig
 from moe_lora_fuzz.fuzz import __version__
-from moe_lora_fuzz.fuzz.judgement.oracle import Verdict
+from moe_lora_fuzz.fuzz.judgement.verdict import Verdict
 from moe_lora_fuzz.fuzz.space.case import Case
 
 SCHEMA = "moe-lora-fuzz-repro"
@@ -335,29 +335,6 @@ def check_size(case: Case, limit: int = MAX_CASE_ELEMENTS) -> None:
             f"case: about {n:,} tensor elements (~{4 * n / 2**30:.1f} GiB in fp32) exceeds the "
             f"replay limit of {limit:,}; pass --allow-large if you mean it"
         )
-
-
-_UNPRINTABLE = {c: f"\\x{c:02x}" for c in [*range(0x20), 0x7F, *range(0x80, 0xA0)] if chr(c) not in "\n\t"}
-_UNPRINTABLE.update({c: f"\\u{c:04x}" for c in [*range(0x202A, 0x202F), *range(0x2066, 0x206A), 0x200E, 0x200F]})
-
-
-def printable(text: str) -> str:
-    """Text from a file (or from code a file names) made safe for a terminal: control characters (escape
-    sequences), C1 controls and bidirectional overrides are shown as \\xNN / \\uNNNN; newlines and tabs stay."""
-    return str(text).translate(_UNPRINTABLE)
-
-
-class PrintableStream:
-    """A text stream that passes everything written through `printable` (the CLI's stdout and stderr)."""
-
-    def __init__(self, stream):
-        self._stream = stream
-
-    def write(self, text: str) -> int:
-        return self._stream.write(printable(text))
-
-    def __getattr__(self, name):
-        return getattr(self._stream, name)
 
 
 def is_builtin(impl: str) -> bool:
