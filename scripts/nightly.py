@@ -4,9 +4,10 @@
 
 Shard j of N*K runs `moe-lora-fuzz run --profile nightly --shard j/(N*K)` on GPU j mod N (CUDA_VISIBLE_DEVICES);
 the shards are merged by `fuzz.campaign.merge` (the same code as `moe-lora-fuzz merge`) into OUT: report.json and
-every repro file. Exit 1 on findings. A campaign's worker leaves its GPU mostly idle (docs/speed.md): on a host with
-cores to spare, K > 1 runs K workers per GPU (the host's compile-ahead helpers are shared among all
-shards). Cases per second with K > 1 are not measured yet (scripts/gpu_steps/issue29w.sh measures them).
+every repro file. Exit 1 on findings. A campaign's worker leaves its GPU mostly idle and needs about one host core
+(docs/speed.md), so by default each GPU runs one campaign per 4 host cores it has, at most 4 (the host's
+compile-ahead helpers are shared among all shards). One H100 with 16 host cores, our kernels, 45 s each
+(scripts/gpu_steps/issue29w.sh): K = 1, 2, 3, 4 judged 39, 78, 121, 139 cases/s.
 """
 
 from __future__ import annotations
@@ -19,13 +20,25 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 
+MAX_SHARDS_PER_GPU = 4  # the most measured; 4 on a 16-core host still gained (121 -> 139 cases/s from 3)
+
+
+def default_shards_per_gpu(gpus: int) -> int:
+    """One campaign per 4 host cores of each GPU's share (its worker, a few compile-ahead helpers), 1 to 4."""
+    return max(1, min(MAX_SHARDS_PER_GPU, (os.cpu_count() or 1) // (4 * gpus)))
+
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--budget", type=float, default=3600)
     p.add_argument("--out", type=Path, default=Path("nightly-out"))
     p.add_argument("--gpus", type=int, default=None, help="default: every visible GPU")
-    p.add_argument("--shards-per-gpu", type=int, default=1, help="campaigns sharing each GPU (default 1)")
+    p.add_argument(
+        "--shards-per-gpu",
+        type=int,
+        default=None,
+        help="campaigns sharing each GPU (default: host cores / 4 per GPU, 1-4)",
+    )
     p.add_argument("--impl", default="ours")
     p.add_argument("--seed", type=int, default=0)
     a = p.parse_args()
@@ -37,6 +50,8 @@ def main() -> int:
     if gpus < 1:
         print("error: no CUDA GPU visible; the nightly campaign runs on GPUs", file=sys.stderr)
         return 2
+    if a.shards_per_gpu is None:
+        a.shards_per_gpu = default_shards_per_gpu(gpus)
     if a.shards_per_gpu < 1:
         print(f"error: --shards-per-gpu must be at least 1, got {a.shards_per_gpu}", file=sys.stderr)
         return 2

@@ -202,3 +202,9 @@ def test_nightly_runs_k_shards_per_gpu_and_merges_them(tmp_path, monkeypatch, ca
     assert "2 GPUs, 6 shards" in capsys.readouterr().out
     monkeypatch.setattr(sys, "argv", [*args[:3], "--shards-per-gpu", "0"])
     assert nightly.main() == 2 and "--shards-per-gpu must be at least 1" in capsys.readouterr().err
+    launched.clear()  # by default one campaign per 4 host cores of each GPU: 16 cores, 2 GPUs -> 2 each
+    monkeypatch.setattr(sys, "argv", [*args[:3], "--budget", "1", "--out", str(tmp_path / "d")])
+    assert nightly.main() == 0 and [s for s, _, _ in launched] == [f"{j}/4" for j in range(4)]
+    assert [nightly.default_shards_per_gpu(g) for g in (1, 2, 3, 4, 8)] == [4, 2, 1, 1, 1]
+    monkeypatch.setattr(os, "cpu_count", lambda: 128)
+    assert [nightly.default_shards_per_gpu(g) for g in (1, 8)] == [4, 4]
