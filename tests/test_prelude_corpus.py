@@ -111,6 +111,11 @@ def test_replay_many_files_and_directories(tmp_path):
     (corpus / "repro-bad.json").write_text("{")
     bad = _fuzz("replay", str(corpus), "--device", "cpu")
     assert bad.returncode == 2 and bad.stderr.startswith("error:") and "repro-bad.json" in bad.stderr
+    named = tmp_path / "named"  # a directory of files named by hand: the error says which names are searched
+    named.mkdir()
+    _save(named / "my-case.json", SMALL, "ours")
+    none = _fuzz("replay", str(named), "--device", "cpu")
+    assert none.returncode == 2 and "repro-*.json" in none.stderr and "one by one" in none.stderr, none.stderr
 
 
 @pytest.mark.interpreter

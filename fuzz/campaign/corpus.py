@@ -104,7 +104,10 @@ def replay_many(paths, impl: str | None, device: str, timeout: float | None) -> 
 
     files = repro_files(paths)
     if not files:
-        raise CorpusError(f"{', '.join(map(str, paths))}: no repro files found")
+        raise CorpusError(
+            f"{', '.join(map(str, paths))}: no repro files found (a directory is searched for the repro-*.json and "
+            "minimal-*.json files campaigns write; name other files one by one)"
+        )
     repros = load_all(files, device == "cpu")
     for f, r in zip(files, repros, strict=True):
         if impl is None and not is_builtin(r.impl):
