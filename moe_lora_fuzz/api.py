@@ -12,14 +12,27 @@ fuzz.adapters, fuzz.upstream, fuzz.space.capabilities); those modules may move, 
 
 from __future__ import annotations
 
-from typing import Callable, Union
+import importlib
+from typing import TYPE_CHECKING, Callable, Union
 
 from moe_lora_fuzz.device import use_device
-from moe_lora_fuzz.fuzz.adapters import CAPABILITY_KEYS, from_fused, from_shrink_expand
-from moe_lora_fuzz.fuzz.judgement.oracle import KINDS, Verdict
+from moe_lora_fuzz.fuzz.judgement.verdict import KINDS, Verdict
 from moe_lora_fuzz.fuzz.space.capabilities import Capabilities, CapabilityError
 from moe_lora_fuzz.fuzz.space.case import Case
-from moe_lora_fuzz.fuzz.upstream import load_file
+
+if TYPE_CHECKING:  # for type checkers; at run time these come on first use (below)
+    from moe_lora_fuzz.fuzz.adapters import CAPABILITY_KEYS, from_fused, from_shrink_expand
+    from moe_lora_fuzz.fuzz.upstream import load_file
+
+# Names whose modules import triton.language (our kernels, the upstream stand-ins): imported on first use, so that
+# `from moe_lora_fuzz import Case, judge` leaves `judge(..., device="cpu")` free to choose the interpreter on a
+# machine with a GPU (moe_lora_fuzz.device). Call use_device("cpu") before these when you want the interpreter.
+_ON_FIRST_USE = {
+    "CAPABILITY_KEYS": "moe_lora_fuzz.fuzz.adapters",
+    "from_fused": "moe_lora_fuzz.fuzz.adapters",
+    "from_shrink_expand": "moe_lora_fuzz.fuzz.adapters",
+    "load_file": "moe_lora_fuzz.fuzz.upstream",
+}
 
 __all__ = [
     "CAPABILITY_KEYS",
@@ -49,10 +62,10 @@ def judge(case: Case, impl: Implementation = "ours", device: str = "auto", *, me
     `verdict.kind`, `verdict.message`, `verdict.worst`). Raises ValueError for an invalid case or device, and
     moe_lora_fuzz.fuzz.targets.impls.ImplError for a name that cannot be loaded or a callable that cannot take the
     op's keyword arguments."""
+    device = use_device(device)  # before anything imports triton.language
     from moe_lora_fuzz.fuzz.judgement.oracle import check
     from moe_lora_fuzz.fuzz.targets.impls import resolve, wrap
 
-    device = use_device(device)
     case.validate(interpreter=device == "cpu")
     if isinstance(impl, str):
         name, resolved = impl, resolve(impl)
@@ -62,3 +75,9 @@ def judge(case: Case, impl: Implementation = "ours", device: str = "auto", *, me
     else:
         raise TypeError(f"impl: expected a name or a callable (got {type(impl).__name__})")
     return check(case, name, device, impl=resolved, metamorphic=metamorphic)
+
+
+def __getattr__(name: str):
+    if name in _ON_FIRST_USE:
+        return getattr(importlib.import_module(_ON_FIRST_USE[name]), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

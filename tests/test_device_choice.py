@@ -62,3 +62,21 @@ def test_too_late_for_the_interpreter_is_one_clear_error(tmp_path):
     proc = _python(code, tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "refused: device cpu: triton.language was imported before TRITON_INTERPRET=1" in proc.stdout
+
+
+def test_the_readme_api_example_runs_on_the_interpreter_of_a_gpu_machine(tmp_path):
+    """`from moe_lora_fuzz import Case, judge` and then `judge(..., device="cpu")` (the README's example): the
+    public names import nothing of Triton's until judge has chosen the device; the names that need our kernels
+    or the upstream stand-ins (from_fused, load_file) come on first use."""
+    code = (
+        "import sys\n"
+        "from moe_lora_fuzz import Case, judge, Verdict, KINDS, Capabilities, use_device\n"
+        "print('before judge:', 'triton.language' in sys.modules)\n"
+        "case = Case(m=7, top_k=2, num_experts=4, num_slots=2, rank=8, real_rank=8, k_dim=64, n_dim=48)\n"
+        "print('verdict:', judge(case, 'ours', device='cpu').kind)\n"
+        "from moe_lora_fuzz import from_fused, load_file\n"
+        "print('on first use:', callable(from_fused) and callable(load_file))\n"
+    )
+    proc = _python(code, tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.splitlines() == ["before judge: False", "verdict: pass", "on first use: True"], proc.stdout
