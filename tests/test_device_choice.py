@@ -5,6 +5,7 @@ turn the interpreter on by itself."""
 
 from __future__ import annotations
 
+import ast
 import os
 import subprocess
 import sys
@@ -80,3 +81,42 @@ def test_the_readme_api_example_runs_on_the_interpreter_of_a_gpu_machine(tmp_pat
     proc = _python(code, tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.splitlines() == ["before judge: False", "verdict: pass", "on first use: True"], proc.stdout
+
+
+def _top_level_imports(path: Path) -> list[str]:
+    names = []
+    for node in ast.parse(path.read_text()).body:
+        if isinstance(node, ast.Import):
+            names += [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.level == 0:
+            names += [node.module] + [f"{node.module}.{a.name}" for a in node.names]
+    return names
+
+
+def test_every_module_that_imports_triton_lets_the_kernels_choose_first():
+    """Outside kernels/ (whose package imports kernels.runtime first), a module that imports triton at its top
+    imports our kernels before it: on a machine without a GPU their import turns the interpreter on, which must
+    happen before triton.language loads (`from moe_lora_fuzz import load_file` alone once failed there)."""
+    late = []
+    for folder in ("fuzz", "reference", "contract"):
+        for path in sorted((ROOT / folder).rglob("*.py")):
+            names = _top_level_imports(path)
+            first_triton = next((i for i, n in enumerate(names) if n.split(".")[0] == "triton"), None)
+            kernels = next((i for i, n in enumerate(names) if n.startswith("moe_lora_fuzz.kernels")), None)
+            if first_triton is not None and (kernels is None or kernels > first_triton):
+                late.append(str(path.relative_to(ROOT)))
+    assert not late, f"triton imported before moe_lora_fuzz.kernels in {late}"
+
+
+def test_load_file_alone_on_a_machine_without_a_gpu_gets_the_interpreter(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    code = (
+        "import torch; torch.cuda.is_available = lambda: False\n"  # a machine without a GPU, wherever this runs
+        "from moe_lora_fuzz import load_file\n"
+        "import triton.language as tl\n"
+        "print(type(tl.standard.cumsum).__name__)\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code], cwd=tmp_path, env=dict(env, PYTHONPATH=str(ROOT)), capture_output=True, text=True
+    )
+    assert proc.returncode == 0 and proc.stdout.strip() == "InterpretedFunction", proc.stderr[-3000:]

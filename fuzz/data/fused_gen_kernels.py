@@ -12,10 +12,10 @@ compiler's cvt.rn (numpy's correctly rounded astype under the interpreter).
 
 from __future__ import annotations
 
+import moe_lora_fuzz.kernels.runtime  # noqa: F401  first: picks compiler or interpreter before triton.language loads
 import triton
 import triton.language as tl
 from moe_lora_fuzz.fuzz.data import counter_rng as rng
-from moe_lora_fuzz.kernels import runtime  # noqa: F401  sets TRITON_INTERPRET on GPU-less machines before @triton.jit
 
 # the job table: W int64 fields per job (fused_gen._Table._add writes them in this order). Kinds: 0 fill,
 # 1 signed values, 2 routed-weight grid, 3 hashes, 4 a choice (argmin, or top-k's order). Destination codes:

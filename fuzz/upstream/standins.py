@@ -36,6 +36,7 @@ import sys
 import types
 from pathlib import Path
 
+import moe_lora_fuzz.kernels.runtime  # noqa: F401  first: picks compiler or interpreter before triton.language loads
 import torch
 import triton
 import triton.language as tl
