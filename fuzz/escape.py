@@ -19,22 +19,19 @@ def printable_lines(text: object) -> str:
     return "\n".join(printable(line) for line in str(text).split("\n"))
 
 
-# What a console stream lets through as it is: newlines and tabs lay out the CLI's own text; every other control
-# character (ESC, C0, DEL, C1) and the bidirectional overrides are shown escaped.
-_STREAM_ESCAPES = {c: f"\\x{c:02x}" for c in [*range(0x20), 0x7F, *range(0x80, 0xA0)] if chr(c) not in "\n\t"}
-_STREAM_ESCAPES.update({c: f"\\u{c:04x}" for c in [*range(0x202A, 0x202F), *range(0x2066, 0x206A), 0x200E, 0x200F]})
-
-
 class PrintableStream:
-    """The CLI's stdout and stderr: text written there may quote a file (or code a file names), so nothing in it
-    acts on the terminal; newlines and tabs stay. Importing it imports nothing of Triton's, so the CLI can still
-    choose the interpreter afterwards (moe_lora_fuzz.device)."""
+    """The CLI's stdout and stderr: text written there may quote a file (or code a file names), so it passes
+    through printable(), newlines and tabs kept for the CLI's own layout. Importing it imports nothing of
+    Triton's, so the CLI can still choose the interpreter afterwards (moe_lora_fuzz.device)."""
 
     def __init__(self, stream):
         self._stream = stream
 
     def write(self, text: str) -> int:
-        return self._stream.write(str(text).translate(_STREAM_ESCAPES))
+        text = str(text)
+        if not text.isprintable():
+            text = "\n".join("\t".join(map(printable, line.split("\t"))) for line in text.split("\n"))
+        return self._stream.write(text)
 
     def __getattr__(self, name):
         return getattr(self._stream, name)
