@@ -30,6 +30,7 @@ import pytest
 from moe_lora_fuzz.fuzz.campaign import lifecycle
 from moe_lora_fuzz.fuzz.campaign.runner import CampaignConfig
 from moe_lora_fuzz.fuzz.cli import main
+from moe_lora_fuzz.fuzz.judgement.verdict import Verdict
 from moe_lora_fuzz.fuzz.outputs.campaign_record import Report
 from moe_lora_fuzz.fuzz.records import outdir
 
@@ -240,6 +241,88 @@ def test_signal_during_final_shutdown_still_writes_the_report(tmp_path):
     cfg3.report_path.write_text("{}")
     lifecycle.finish(Report(cfg3, env={}, interrupted="SIGTERM"), None, None)
     assert cfg3.report_path.read_text() == "{}"
+
+
+class _MismatchWorker:
+    """A stand-in worker: every case a mismatch of one signature, at once; `interrupt_first_check` makes the
+    first self-check end as a signal would."""
+
+    restarts, profile, checks, interrupt_first_check = 0, None, [], False
+
+    def __init__(self, device, impl, log=None, **kw):
+        self.impl = impl
+
+    def judge(self, case, *, timeout, **kw):
+        return Verdict("mismatch", self.impl, "mismatch|stand-in", "3 of 4 delta elements exceed the bound")
+
+    def selfcheck(self, timeout):
+        type(self).checks.append(timeout)
+        if self.interrupt_first_check and len(self.checks) == 1:
+            raise lifecycle.Interrupted(signal.SIGTERM)
+        return None  # our kernels pass here
+
+    def close(self):
+        pass
+
+    kill = close
+
+
+def _resumed_to_the_end(cfg: CampaignConfig) -> dict:
+    from moe_lora_fuzz.fuzz.campaign.runner import run_campaign
+
+    resumed = run_campaign(CampaignConfig(**{**vars(cfg), "resume": True, "handle_signals": False}))
+    assert not resumed.interrupted
+    report = json.loads(cfg.report_path.read_text())
+    assert report["cases"] == cfg.max_cases and report["kinds"] == {"mismatch": cfg.max_cases}, report
+    assert [(f["case_index"], f["count"]) for f in report["findings"]] == [(0, cfg.max_cases)]
+    assert all(Path(f["repro"]).is_file() for f in report["findings"])
+    return report
+
+
+def test_signal_during_the_first_findings_self_check_leaves_its_case_to_resume(tmp_path, monkeypatch):
+    """The first failing verdict runs the self-check before the finding is believed (seconds on the CPU). Before,
+    the case was counted first: SIGTERM during the self-check left report.json with the case counted (cases 1,
+    kinds {'mismatch': 1}, next_index 1) and no finding, and --resume started after it, so the finding was lost
+    (seen under load in test_sigterm_then_resume). Now the case is counted after the self-check: resumed, it is
+    judged again and recorded."""
+    from moe_lora_fuzz.fuzz.campaign import runner
+
+    worker = type("Interrupting", (_MismatchWorker,), {"checks": [], "interrupt_first_check": True})
+    monkeypatch.setattr(runner, "Worker", worker)
+    cfg = CampaignConfig(device="cpu", max_cases=3, out=tmp_path, quiet=True, triage_share=0.0, precompile=0)
+    assert runner.run_campaign(cfg).interrupted == "SIGTERM"
+    report = json.loads(cfg.report_path.read_text())
+    assert (report["cases"], report["next_index"], report["findings"]) == (0, None, []), report  # none counted
+    _resumed_to_the_end(cfg)
+    assert len(worker.checks) == 2
+
+
+def test_signal_while_a_finding_is_recorded_waits_until_it_is(tmp_path, monkeypatch):
+    """A real SIGTERM sent while the first finding's repro file is being saved: the case is counted and its
+    finding recorded before the campaign stops (lifecycle.uninterrupted); before, the Interrupted left the case
+    counted and its finding nowhere, and --resume went on after it."""
+    from moe_lora_fuzz.fuzz.campaign import casework, runner
+
+    real_save = casework.save
+
+    def save_under_a_signal(repro, path):
+        assert signal.getsignal(signal.SIGTERM) not in (signal.SIG_DFL, None)  # the campaign's handler, not death
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(0.05)  # the handler runs here
+        real_save(repro, path)
+
+    monkeypatch.setattr(runner, "Worker", type("Plain", (_MismatchWorker,), {"checks": []}))
+    monkeypatch.setattr(casework, "save", save_under_a_signal)
+    cfg = CampaignConfig(
+        device="cpu", max_cases=3, out=tmp_path, quiet=True, triage_share=0.0, precompile=0, budget=1e9,
+        handle_signals=True,
+    )  # fmt: skip
+    assert runner.run_campaign(cfg).interrupted == "SIGTERM"
+    report = json.loads(cfg.report_path.read_text())
+    assert (report["cases"], report["next_index"]) == (1, 1), report
+    assert [(f["case_index"], f["count"]) for f in report["findings"]] == [(0, 1)]
+    monkeypatch.setattr(casework, "save", real_save)
+    _resumed_to_the_end(cfg)
 
 
 # ---- a full disk --------------------------------------------------------------------------------------------

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import signal
+from contextlib import contextmanager
 
 from moe_lora_fuzz.fuzz.records.outdir import OutputError
 from moe_lora_fuzz.fuzz.runtime import phases
@@ -25,7 +26,11 @@ class Interrupted(BaseException):
 
 
 class _Signals:
-    """Turn SIGINT/SIGTERM into Interrupted while a campaign runs (main thread only); once, then ignore."""
+    """Turn SIGINT/SIGTERM into Interrupted while a campaign runs (main thread only); once, then ignore. Inside
+    `uninterrupted()` the Interrupted waits for the block's end."""
+
+    deferring = 0  # uninterrupted() blocks open
+    pending: int | None = None  # a signal that arrived inside one
 
     def __init__(self, enabled: bool):
         self.enabled = enabled
@@ -43,12 +48,31 @@ class _Signals:
     def _raise(self, signum, frame):
         for s in self.saved:
             signal.signal(s, signal.SIG_IGN)  # the clean-up that follows must not be interrupted again
+        if _Signals.deferring:
+            _Signals.pending = signum
+            return
         raise Interrupted(signum)
 
     def __exit__(self, *exc):
         for s, h in self.saved.items():
             signal.signal(s, h)
+        _Signals.pending = None
         return False
+
+
+@contextmanager
+def uninterrupted():
+    """A step that must land whole (a case counted and its finding recorded: a signal between the two would leave
+    a counted case whose finding --resume never sees); a signal meanwhile is raised as Interrupted at its end.
+    Only for short steps: what it holds back is the user's Ctrl-C."""
+    _Signals.deferring += 1
+    try:
+        yield
+    finally:
+        _Signals.deferring -= 1
+    if not _Signals.deferring and _Signals.pending is not None:
+        signum, _Signals.pending = _Signals.pending, None
+        raise Interrupted(signum)
 
 
 def shutdown(report, pre, worker) -> None:

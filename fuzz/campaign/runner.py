@@ -20,7 +20,7 @@ from functools import partial
 
 from moe_lora_fuzz.fuzz.campaign.budget import Budget, CappedWorker, process_age
 from moe_lora_fuzz.fuzz.campaign.casework import _finding_line, _judge_timed, _progress, _record, repro_name  # noqa: F401 (tests, corpus)
-from moe_lora_fuzz.fuzz.campaign.lifecycle import Interrupted, _Signals, finish, shutdown
+from moe_lora_fuzz.fuzz.campaign.lifecycle import Interrupted, _Signals, finish, shutdown, uninterrupted
 from moe_lora_fuzz.fuzz.execution.worker import (  # noqa: F401 (the CLI and tests import these from here)
     CASE_TIMEOUT_S,
     LOG_CAP_BYTES,
@@ -166,24 +166,27 @@ def _loop(cfg: CampaignConfig, report: Report, triage, budget: Budget, worker: W
             )
             break
         v = steer.relabel(case, v)  # a failure beyond every known trigger is a finding of its own
-        variants.after_case()
-        report.extra.update(extras)  # summaries built when report.json is written, not after every case
-        if not v.failed:
-            budget.passed(time.monotonic() - t0)
-        report.cases += 1
-        report.metamorphic_cases += twin
-        report.kinds[v.kind] += 1
-        if v.kind == "harness-error":  # the harness, not the kernel: stop here (the CLI exits 2)
-            report.harness_error = v.message
-            break
-        report.crashes += v.kind in ("crash", "hang")
-        with phases.phase("coverage"):
-            report.coverage.add(case, v.features, v)
-        report.next_index = index + cfg.shard[1]  # before anything is written: a resume never counts it twice
         if v.failed and cfg.selfcheck and not checked and hasattr(worker, "selfcheck"):
-            checked = _selfcheck(cfg, worker, budget)  # before the first finding is believed (EnvironmentBroken)
-        with phases.phase("record"):
-            new = v.failed and _record(cfg, report, case, index, v)
+            # before the first finding is believed (EnvironmentBroken), and before its case is counted: a signal
+            # during the self-check leaves the case to --resume instead of counting a finding never recorded
+            checked = _selfcheck(cfg, worker, budget)
+        with uninterrupted():  # the case counted and its finding recorded land together (lifecycle)
+            variants.after_case()
+            report.extra.update(extras)  # summaries built when report.json is written, not after every case
+            if not v.failed:
+                budget.passed(time.monotonic() - t0)
+            report.cases += 1
+            report.metamorphic_cases += twin
+            report.kinds[v.kind] += 1
+            if v.kind == "harness-error":  # the harness, not the kernel: stop here (the CLI exits 2)
+                report.harness_error = v.message
+                break
+            report.crashes += v.kind in ("crash", "hang")
+            with phases.phase("coverage"):
+                report.coverage.add(case, v.features, v)
+            report.next_index = index + cfg.shard[1]  # before anything is written: a resume never counts it twice
+            with phases.phase("record"):
+                new = v.failed and _record(cfg, report, case, index, v)
         causes = len(report.root_causes)
         if new and not probe:  # minimise, explain, group into root causes (fuzz.triage.triager)
             with phases.phase("triage"), saving(report, "triage's minimal repro files"):
