@@ -4,22 +4,27 @@
 
 Shard j of N*K runs `moe-lora-fuzz run --profile nightly --shard j/(N*K)` on GPU j mod N (CUDA_VISIBLE_DEVICES);
 the shards are merged by `fuzz.campaign.merge` (the same code as `moe-lora-fuzz merge`) into OUT: report.json and
-every repro file. Exit 1 on findings. A campaign's worker leaves its GPU mostly idle and needs about one host core
-(docs/speed.md), so by default each GPU runs one campaign per 4 host cores it has, at most 4 (the host's
-compile-ahead helpers are shared among all shards). One H100 with 16 host cores, our kernels, 45 s each
+every repro file. Exit 1 on findings. A progress line every minute; on Ctrl-C the shards (one process group)
+write their reports, which are merged (exit 130). A campaign's worker leaves its GPU mostly idle and needs about
+one host core (docs/speed.md), so by default each GPU runs one campaign per 4 host cores it has, at most 4 (the
+host's compile-ahead helpers are shared among all shards). One H100 with 16 host cores, our kernels, 45 s each
 (scripts/gpu_steps/issue29w.sh): K = 1, 2, 3, 4 judged 39, 78, 121, 139 cases/s.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 
+PROGRESS_EVERY_S = 60.0  # a line while the shards run
+POLL_S = 1.0
 MAX_SHARDS_PER_GPU = 4  # the most measured; 4 on a 16-core host still gained (121 -> 139 cases/s from 3)
 
 
@@ -89,7 +94,12 @@ def main() -> int:
                 cmd, cwd=ROOT, env=dict(env, CUDA_VISIBLE_DEVICES=str(i % gpus)), stdout=log, stderr=subprocess.STDOUT
             )
         )
-    codes = [pr.wait() for pr in procs]
+    interrupted = False
+    try:
+        codes = _wait(procs, a.out, n)
+    except KeyboardInterrupt:  # the shards got the Ctrl-C too (one process group): each writes its report and stops
+        print("interrupted: waiting for the shards to write their reports, then merging them", file=sys.stderr)
+        codes, interrupted = [pr.wait() for pr in procs], True
     if any(c == 2 for c in codes):
         print(f"error: a shard failed to start (exit codes {codes}); see {a.out}/shard*.log", file=sys.stderr)
         return 2
@@ -101,7 +111,32 @@ def main() -> int:
         print(f"error: {e}; see {a.out}/shard*.log", file=sys.stderr)
         return 2
     print(f"{gpus} GPUs, {n} shards: {summary(merged, a.out)}; kinds {merged['kinds']}")
-    return 1 if merged["findings"] else 0
+    return 130 if interrupted else 1 if merged["findings"] else 0
+
+
+def _wait(procs: list, out: Path, n: int) -> list[int]:
+    """The shards' exit codes, with a progress line every PROGRESS_EVERY_S from their report.json files (each
+    rewritten about every second while its campaign runs)."""
+    start = last = time.monotonic()
+    while any(pr.poll() is None for pr in procs):
+        time.sleep(POLL_S)
+        if time.monotonic() - last >= PROGRESS_EVERY_S:
+            last = time.monotonic()
+            print(_progress(out, n, last - start), flush=True)
+    return [pr.wait() for pr in procs]
+
+
+def _progress(out: Path, n: int, elapsed: float) -> str:
+    cases = findings = started = 0
+    for i in range(n):
+        try:
+            r = json.loads((out / f"shard{i}" / "report.json").read_text())
+        except (OSError, ValueError):  # not written yet, or caught mid-write
+            continue
+        started += 1
+        cases += int(r.get("cases", 0))
+        findings += len(r.get("findings", []))
+    return f"[{elapsed:6.0f} s] {started} of {n} shards reporting: {cases} cases, {findings} findings (per shard)"
 
 
 if __name__ == "__main__":

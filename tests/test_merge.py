@@ -188,10 +188,18 @@ def test_nightly_runs_k_shards_per_gpu_and_merges_them(tmp_path, monkeypatch, ca
             launched.append((shard, env["CUDA_VISIBLE_DEVICES"], cmd[cmd.index("--precompile") + 1]))
             _shard(out.parent, out.name, int(shard.split("/")[0]), cases=10, findings=[], edges={}, files={})
 
+            self.polls = 0
+
+        def poll(self):
+            self.polls += 1
+            return None if self.polls == 1 else 0  # running at the first look
+
         def wait(self):
             return 0
 
     monkeypatch.setattr(nightly.subprocess, "Popen", Campaign)
+    monkeypatch.setattr(nightly, "PROGRESS_EVERY_S", 0.0)
+    monkeypatch.setattr(nightly, "POLL_S", 0.0)
     monkeypatch.setattr(os, "cpu_count", lambda: 16)
     monkeypatch.delenv("PYTEST_XDIST_WORKER_COUNT", raising=False)
     args = ["nightly.py", "--gpus", "2", "--shards-per-gpu", "3", "--budget", "1", "--out", str(tmp_path / "n")]
@@ -199,7 +207,8 @@ def test_nightly_runs_k_shards_per_gpu_and_merges_them(tmp_path, monkeypatch, ca
     assert nightly.main() == 0
     assert launched == [(f"{j}/6", str(j % 2), "2") for j in range(6)]  # (16 - 4) helpers over 6 shards
     assert json.loads((tmp_path / "n" / "report.json").read_text())["cases"] == 60
-    assert "2 GPUs, 6 shards" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "2 GPUs, 6 shards" in out and "6 of 6 shards reporting: 60 cases, 0 findings" in out, out
     monkeypatch.setattr(sys, "argv", [*args[:3], "--shards-per-gpu", "0"])
     assert nightly.main() == 2 and "--shards-per-gpu must be at least 1" in capsys.readouterr().err
     launched.clear()  # by default one campaign per 4 host cores of each GPU: 16 cores, 2 GPUs -> 2 each
@@ -208,3 +217,11 @@ def test_nightly_runs_k_shards_per_gpu_and_merges_them(tmp_path, monkeypatch, ca
     assert [nightly.default_shards_per_gpu(g) for g in (1, 2, 3, 4, 8)] == [4, 2, 1, 1, 1]
     monkeypatch.setattr(os, "cpu_count", lambda: 128)
     assert [nightly.default_shards_per_gpu(g) for g in (1, 8)] == [4, 4]
+
+    def ctrl_c(*a):  # the shards got it too, wrote their reports and stopped: merged all the same
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(nightly, "_wait", ctrl_c)
+    monkeypatch.setattr(sys, "argv", [*args[:5], "--budget", "1", "--out", str(tmp_path / "i")])
+    assert nightly.main() == 130 and json.loads((tmp_path / "i" / "report.json").read_text())["cases"] == 60
+    assert "interrupted: waiting for the shards" in capsys.readouterr().err
