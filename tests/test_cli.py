@@ -238,6 +238,7 @@ def test_commands_choose_the_device_before_importing_triton(tmp_path, args):
     script = tmp_path / "device_first.py"
     script.write_text(_DEVICE_FIRST)
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    env["PYTHONPATH"] = str(ROOT)  # this checkout, as _fuzz runs it
     args = [a.replace("{tmp}", str(tmp_path)) for a in args]
     proc = subprocess.run(
         [sys.executable, str(script), *args], cwd=ROOT, capture_output=True, text=True, timeout=120, env=env

@@ -117,6 +117,11 @@ def test_load_file_alone_on_a_machine_without_a_gpu_gets_the_interpreter(tmp_pat
         "print(type(tl.standard.cumsum).__name__)\n"
     )
     proc = subprocess.run(
-        [sys.executable, "-c", code], cwd=tmp_path, env=dict(env, PYTHONPATH=str(ROOT)), capture_output=True, text=True
+        [sys.executable, "-c", code],
+        cwd=tmp_path,
+        env=dict(env, PYTHONPATH=str(ROOT)),
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert proc.returncode == 0 and proc.stdout.strip() == "InterpretedFunction", proc.stderr[-3000:]
