@@ -30,7 +30,7 @@ class PrintableStream:
     def write(self, text: str) -> int:
         text = str(text)
         if not text.isprintable():
-            text = "\n".join("\t".join(map(printable, line.split("\t"))) for line in text.split("\n"))
+            text = "\t".join(map(printable_lines, text.split("\t")))
         return self._stream.write(text)
 
     def __getattr__(self, name):

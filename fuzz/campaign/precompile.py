@@ -63,12 +63,8 @@ def _check_helpers_build() -> None:
 def _first_helpers() -> int:
     """START_HELPERS, or MOE_LORA_FUZZ_HELPERS_START (a measurement knob, issue 29: helpers started during a
     campaign may slow its worker)."""
-    text = os.environ.get("MOE_LORA_FUZZ_HELPERS_START", "").strip()
-    if not text:
-        return START_HELPERS
-    if not text.isdigit():
-        raise ValueError(f"MOE_LORA_FUZZ_HELPERS_START must be a whole number of helpers, >= 0 (got {text!r})")
-    return int(text)
+    n = cpus.env_count("MOE_LORA_FUZZ_HELPERS_START", "helpers")
+    return START_HELPERS if n is None else n
 
 
 class _Helper:

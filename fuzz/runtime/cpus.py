@@ -41,12 +41,19 @@ def worker_threads(device: str) -> int | None:
     loop's GPU-waiting phases took 6 to 9 times as long beside 12 processes spinning at nice 10 (docs/speed.md,
     issue 29). None: leave torch's default (the CPU interpreter's kernels use those threads). A bad knob is an
     error on any device."""
-    text = os.environ.get("MOE_LORA_FUZZ_WORKER_THREADS", "").strip()
-    if text and not text.isdigit():
-        raise ValueError(f"MOE_LORA_FUZZ_WORKER_THREADS must be a whole number of threads, >= 0 (got {text!r})")
+    n = env_count("MOE_LORA_FUZZ_WORKER_THREADS", "threads")
     if device != "cuda":
         return None
-    return (int(text) or None) if text else GPU_WORKER_THREADS
+    return GPU_WORKER_THREADS if n is None else n or None
+
+
+def env_count(name: str, what: str) -> int | None:
+    """A measurement knob that counts something (threads, helpers): the environment variable's whole number, None
+    when unset; anything else a ValueError naming the variable and its rule."""
+    text = os.environ.get(name, "").strip()
+    if text and not text.isdigit():
+        raise ValueError(f"{name} must be a whole number of {what}, >= 0 (got {text!r})")
+    return int(text) if text else None
 
 
 def _siblings(cpu: int) -> set:
